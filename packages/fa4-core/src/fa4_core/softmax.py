@@ -1,0 +1,81 @@
+"""Online softmax for FlashAttention, in exp2 with the softmax scale folded in.
+
+Per query row the kernel keeps ``row_max`` (of the raw scores) and ``row_sum`` (of
+``exp2(s * scale_log2 - row_max * scale_log2)``, thread-partial until :meth:`finalize`). For each
+new key block:
+
+1. ``m_new = max(m_old, max_j s_j)`` (a quad all-reduce: the 4 lanes of an accumulator row);
+2. ``p_j = exp2(s_j * scale_log2 - m_new * scale_log2)`` (one FFMA + EX2 per score); a row whose
+   max is still ``-inf`` (no visible key yet) uses 0 as its offset so it yields ``p = 0``, not NaN;
+3. ``row_sum = row_sum * exp2((m_old - m_new) * scale_log2) + sum_j p_j``, and the same factor
+   rescales the output accumulator row (returned, applied by the kernel);
+4. :meth:`finalize`: ``O /= row_sum`` (0 for empty rows) and
+   ``lse = (m * scale_log2 + log2(row_sum)) * ln 2`` (natural log; ``-inf`` for empty rows).
+
+``scale_log2 = softmax_scale * log2(e)`` is a runtime value: changing the scale never recompiles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cutlass
+import cutlass.cute as cute
+from cutlass import Float32
+
+from fa4_core.layout import quad_allreduce_max, quad_allreduce_sum
+
+__all__ = ["OnlineSoftmax", "LOG2_E", "LN_2"]
+
+LOG2_E = math.log2(math.e)
+LN_2 = math.log(2.0)
+
+
+class OnlineSoftmax:
+    """Row statistics of one thread's accumulator rows. Build inside a kernel."""
+
+    def __init__(self, scale_log2: Float32, num_rows: int):
+        self.scale_log2 = scale_log2
+        self.num_rows = num_rows
+        self.row_max = cute.make_rmem_tensor(num_rows, Float32)
+        self.row_sum = cute.make_rmem_tensor(num_rows, Float32)
+        self.row_max.fill(-Float32.inf)
+        self.row_sum.fill(0.0)
+
+    @cute.jit
+    def online_softmax(
+        self, acc_S_mn: cute.Tensor, row_scale: cute.Tensor, is_first: cutlass.Constexpr[bool]
+    ):
+        """Turn raw scores ``acc_S_mn`` (rows, cols) into probabilities in place; write into
+        ``row_scale`` the factor by which each output row must be rescaled."""
+        for r in cutlass.range_constexpr(self.num_rows):
+            s = acc_S_mn[r, None].load()
+            m_cur = quad_allreduce_max(s.reduce(cute.ReductionOp.MAX, -Float32.inf, 0))
+            m_old = self.row_max[r]
+            m_new = m_cur if cutlass.const_expr(is_first) else cute.arch.fmax(m_old, m_cur)
+            m_scaled = m_new * self.scale_log2
+            m_scaled = Float32(0.0) if m_new == -Float32.inf else m_scaled
+            p = cute.math.exp2(s * self.scale_log2 - m_scaled, fastmath=True)
+            acc_S_mn[r, None] = p
+            p_sum = p.reduce(cute.ReductionOp.ADD, Float32.zero, 0)
+            if cutlass.const_expr(is_first):
+                row_scale[r] = Float32(1.0)
+                self.row_sum[r] = p_sum
+            else:
+                scale = cute.math.exp2(m_old * self.scale_log2 - m_scaled, fastmath=True)
+                row_scale[r] = scale
+                self.row_sum[r] = self.row_sum[r] * scale + p_sum
+            self.row_max[r] = m_new
+
+    @cute.jit
+    def finalize(self, row_scale: cute.Tensor, lse: cute.Tensor):
+        """``row_scale[r] = 1 / row_sum`` (0 for a row with no visible key) and the natural-log LSE."""
+        for r in cutlass.range_constexpr(self.num_rows):
+            total = quad_allreduce_sum(self.row_sum[r])
+            empty = total == Float32(0.0) or total != total
+            row_scale[r] = Float32(0.0) if empty else cute.arch.rcp_approx(total)
+            lse[r] = (
+                -Float32.inf
+                if empty
+                else (self.row_max[r] * self.scale_log2 + cute.math.log2(total, fastmath=True)) * LN_2
+            )

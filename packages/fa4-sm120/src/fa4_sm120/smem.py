@@ -1,0 +1,25 @@
+"""Shared-memory arithmetic of the forward kernel (bytes), shared by the tile table and the kernel.
+
+``fwd_smem_bytes = 2 * (sQ + stages * (sK + sV))`` elements of 16-bit data, where
+``sQ = tile_m * max(head_dim, head_dim_v)`` (the O tile of the epilogue reuses Q's buffer),
+``sK = tile_n * head_dim`` and ``sV = tile_n * head_dim_v``; each buffer is 1024-byte aligned, and the
+sizes here are multiples of 1024 for every supported tile, so the sum is exact. With Q kept in
+registers the Q buffer is still allocated (it is the staging buffer of the load and of O).
+"""
+
+from __future__ import annotations
+
+__all__ = ["fwd_smem_bytes", "ELEM_BYTES"]
+
+ELEM_BYTES = 2  # fp16 / bf16
+
+
+def _align(x: int, a: int = 1024) -> int:
+    return (x + a - 1) // a * a
+
+
+def fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int, num_stages: int) -> int:
+    q = _align(tile_m * max(head_dim, head_dim_v) * ELEM_BYTES)
+    k = _align(tile_n * head_dim * ELEM_BYTES * num_stages)
+    v = _align(tile_n * head_dim_v * ELEM_BYTES * num_stages)
+    return q + k + v
