@@ -14,7 +14,7 @@ import cutlass.cute as cute
 
 from fa4_sm120.fwd import DTYPES, FlashAttentionForwardSm120, FwdConfig
 
-__all__ = ["fake_tensor", "fake_fwd_args", "compile_fwd"]
+__all__ = ["fake_tensor", "fake_fwd_args", "compile_fwd", "compile_options"]
 
 _ALIGN_ELEMS = 8  # 16 bytes of fp16/bf16
 
@@ -42,10 +42,24 @@ def fake_fwd_args(cfg: FwdConfig):
     return q, k, v, o, lse, cutlass.Float32(1.0), cutlass.Int32(-1), cutlass.Int32(-1), stream
 
 
-def compile_fwd(cfg: FwdConfig, *, tvm_ffi: bool = True):
-    """Compile the forward kernel of ``cfg`` for the current target (``CUTE_DSL_ARCH`` or the GPU)."""
+def compile_options(*, tvm_ffi: bool, gpu_arch: str | None = None, dump_dir: str | None = None) -> str:
+    """``cute.compile`` options: TVM-FFI entry point, explicit target, PTX kept in ``dump_dir``."""
+    opts = []
+    if tvm_ffi:
+        opts.append("--enable-tvm-ffi")
+    if gpu_arch:
+        opts.append(f"--gpu-arch {gpu_arch}")
+    if dump_dir:
+        opts.append(f"--keep-ptx --dump-dir {dump_dir}")
+    return " ".join(opts)
+
+
+def compile_fwd(cfg: FwdConfig, *, tvm_ffi: bool = True, gpu_arch: str | None = None, dump_dir: str | None = None):
+    """Compile the forward kernel of ``cfg``: for ``gpu_arch`` (e.g. ``"sm_120a"``, no GPU needed) or,
+    by default, for ``CUTE_DSL_ARCH`` / the resident GPU. With ``dump_dir`` the PTX is kept there and
+    ``compiled.__ptx__`` is its path."""
     kernel = FlashAttentionForwardSm120(cfg)
-    options = "--enable-tvm-ffi" if tvm_ffi else None
+    options = compile_options(tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)
     args = fake_fwd_args(cfg)
     if options:
         return cute.compile(kernel, *args, options=options)

@@ -1,5 +1,9 @@
-"""fa4-torch."""
+"""fa4-torch: FlashAttention for consumer Blackwell GPUs, the PyTorch API.
+
+``from fa4_torch import flash_attn_func`` — a drop-in for ``flash_attn.cute.flash_attn_func``.
+"""
 
 from fa4_torch.__about__ import __version__
+from fa4_torch.api import flash_attn_func
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "flash_attn_func"]

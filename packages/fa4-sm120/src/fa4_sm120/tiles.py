@@ -1,0 +1,133 @@
+"""Tile tables of the forward kernel: one row per (arch family, head dims, dtypes, causal).
+
+Shared memory per row is ``2 B * (tile_m * max(d, dv) + stages * tile_n * (d + dv))``
+(:func:`fa4_sm120.smem.fwd_smem_bytes`); every SM120 / SM86 row fits 101,376 B and every SM80 row
+166,912 B (a test proves it). The H100/H200 use the SM120 rows (compat mode, DESIGN §2). Rows are
+exact on ``(head_dim, head_dim_v)``; a pair without a row takes the row of ``(m, m)``,
+``m = max(head_dim, head_dim_v)``, which needs at least as much shared memory and so still fits.
+Registers per thread (fp32 accumulators): ``acc_O = tile_m * dv / threads``, ``acc_S = tile_m *
+tile_n / threads``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fa4_core.errors import UnsupportedArchError, unsupported
+from fa4_sm120.fwd import FwdConfig
+
+__all__ = ["FwdTile", "FWD_TABLE", "FAMILIES", "select_fwd_tile", "fwd_config", "family_cap_arch"]
+
+ANY_DTYPE = ("float16", "bfloat16")
+ANY_CAUSAL = (False, True)
+
+
+@dataclass(frozen=True)
+class FwdTile:
+    family: str
+    head_dim: int
+    head_dim_v: int
+    tile_m: int
+    tile_n: int
+    num_threads: int
+    num_stages: int = 1
+    q_in_regs: bool = False
+    dtypes: tuple[str, ...] = ANY_DTYPE
+    causal: tuple[bool, ...] = ANY_CAUSAL
+
+
+# fmt: off
+FWD_TABLE: tuple[FwdTile, ...] = (
+    # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
+    FwdTile("sm120",  32,  32, 128, 128, 256),  # 2*(128*32  + 128*(32+32))   = 24,576 B
+    FwdTile("sm120",  64,  64, 128, 128, 256),  # 2*(128*64  + 128*(64+64))   = 49,152 B
+    FwdTile("sm120",  96,  96, 128,  64, 256),  # 2*(128*96  +  64*(96+96))   = 49,152 B
+    FwdTile("sm120", 128, 128, 128,  64, 256),  # 2*(128*128 +  64*(128+128)) = 65,536 B
+    FwdTile("sm120", 160, 160, 128,  64, 256),  # 2*(128*160 +  64*(160+160)) = 81,920 B
+    FwdTile("sm120", 192, 128, 128,  64, 256),  # 2*(128*192 +  64*(192+128)) = 90,112 B
+    FwdTile("sm120", 192, 192, 128,  64, 256),  # 2*(128*192 +  64*(192+192)) = 98,304 B
+    FwdTile("sm120", 224, 224,  64,  64, 128),  # 2*(64*224  +  64*(224+224)) = 86,016 B
+    FwdTile("sm120", 256, 256,  64,  64, 128),  # 2*(64*256  +  64*(256+256)) = 98,304 B
+    # ---- SM86/SM89 (RTX 30/40): 101,376 B per CTA, same arithmetic as SM120
+    FwdTile("sm86",   32,  32, 128, 128, 256),  # 24,576 B
+    FwdTile("sm86",   64,  64, 128, 128, 256),  # 49,152 B
+    FwdTile("sm86",   96,  96, 128,  64, 256),  # 49,152 B
+    FwdTile("sm86",  128, 128, 128,  64, 256),  # 65,536 B
+    FwdTile("sm86",  160, 160, 128,  64, 256),  # 81,920 B
+    FwdTile("sm86",  192, 128, 128,  64, 256),  # 90,112 B
+    FwdTile("sm86",  192, 192, 128,  64, 256),  # 98,304 B
+    FwdTile("sm86",  224, 224,  64,  64, 128),  # 86,016 B
+    FwdTile("sm86",  256, 256,  64,  64, 128),  # 98,304 B
+    # ---- SM80 (A100): 166,912 B per CTA, larger key tiles
+    FwdTile("sm80",   32,  32, 128, 128, 256),  # 24,576 B
+    FwdTile("sm80",   64,  64, 128, 128, 256),  # 49,152 B
+    FwdTile("sm80",   96,  96, 128, 128, 256),  # 2*(128*96  + 128*(96+96))   = 73,728 B
+    FwdTile("sm80",  128, 128, 128, 128, 256),  # 2*(128*128 + 128*(128+128)) = 98,304 B
+    FwdTile("sm80",  160, 160, 128,  64, 256),  # 81,920 B
+    FwdTile("sm80",  192, 128, 128,  64, 256),  # 90,112 B
+    FwdTile("sm80",  192, 192, 128,  64, 256),  # 98,304 B
+    FwdTile("sm80",  224, 224, 128,  64, 256),  # 2*(128*224 +  64*(224+224)) = 114,688 B
+    FwdTile("sm80",  256, 256, 128,  64, 256),  # 2*(128*256 +  64*(256+256)) = 131,072 B
+)
+# fmt: on
+
+FAMILIES = ("sm120", "sm86", "sm80")
+
+# the arch whose shared-memory cap bounds a family's rows
+_CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
+
+
+def family_cap_arch(family: str) -> str:
+    if family not in _CAP_ARCH:
+        raise UnsupportedArchError(f"family={family!r} has no tile table; supported: {FAMILIES}")
+    return _CAP_ARCH[family]
+
+
+def select_fwd_tile(family: str, dtype: str, head_dim: int, head_dim_v: int, causal: bool) -> FwdTile:
+    family_cap_arch(family)
+    for dims in ((head_dim, head_dim_v), (max(head_dim, head_dim_v),) * 2):
+        for row in FWD_TABLE:
+            if (
+                row.family == family
+                and (row.head_dim, row.head_dim_v) == dims
+                and dtype in row.dtypes
+                and causal in row.causal
+            ):
+                return row
+    raise unsupported(
+        "(head_dim, head_dim_v)",
+        (head_dim, head_dim_v),
+        f"multiples of 32 up to 256 ({family} table: "
+        + ", ".join(f"{r.head_dim}/{r.head_dim_v}" for r in FWD_TABLE if r.family == family)
+        + ")",
+    )
+
+
+def fwd_config(
+    family: str,
+    dtype: str,
+    head_dim: int,
+    head_dim_v: int,
+    *,
+    causal: bool,
+    local: bool = False,
+    pack_gqa: bool = False,
+    qhead_per_kvhead: int = 1,
+) -> FwdConfig:
+    """The full compile-time config for one call shape, from the family's table row."""
+    row = select_fwd_tile(family, dtype, head_dim, head_dim_v, causal)
+    return FwdConfig(
+        dtype=dtype,
+        head_dim=head_dim,
+        head_dim_v=head_dim_v,
+        tile_m=row.tile_m,
+        tile_n=row.tile_n,
+        num_threads=row.num_threads,
+        num_stages=row.num_stages,
+        q_in_regs=row.q_in_regs,
+        is_causal=causal,
+        is_local=local,
+        pack_gqa=pack_gqa,
+        qhead_per_kvhead=qhead_per_kvhead if pack_gqa else 1,
+        arch=family_cap_arch(family),
+    )
