@@ -255,7 +255,7 @@ class FlashAttentionForwardSm120:
         n_left_mask = block_info.left_mask_end(m_block, seqlen_q, seqlen_k, wl)
 
         # ---------------- shared memory
-        smem = cutlass.utils.SmemAllocator()
+        smem = cutlass.memory.SmemAllocator()
         storage = smem.allocate(SharedStorage)
         sQ = storage.sQ.get_tensor(sQ_layout)
         sO = storage.sQ.get_tensor(sO_layout)

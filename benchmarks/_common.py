@@ -1,0 +1,136 @@
+"""Shared benchmark plumbing (DESIGN §5): FLOPs, timing, peers, the environment record, results files.
+
+Timing is ``triton.testing.do_bench`` (warm-up, L2 flushed between repetitions, median). Every peer is
+measured in the same process on the same GPU: PyTorch SDPA (flash and cuDNN backends; GQA through
+``enable_gqa``) and upstream FlashAttention-4 forced onto its SM120 class
+(``FLASH_ATTENTION_ARCH=sm_120``) when it is installed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import time
+
+os.environ.setdefault("FLASH_ATTENTION_ARCH", "sm_120")  # upstream peer: its SM120 class, before import
+
+import torch  # noqa: E402
+
+
+def attn_flops(batch, nheads, seqlen_q, seqlen_k, head_dim, head_dim_v=None, causal=False, window=(None, None)):
+    """Forward FLOPs ``4·B·H·Sq·Sk_eff·(D+Dv)/2``: ``Sk_eff`` = visible keys per query on average
+    (exact count for causal and windows, bottom-right aligned)."""
+    dv = head_dim_v or head_dim
+    left, right = window
+    if causal:
+        right = 0
+    if not causal and left is None and right is None:
+        visible = seqlen_q * seqlen_k
+    else:
+        d = seqlen_k - seqlen_q
+        visible = 0
+        for i in range(seqlen_q):
+            hi = min(seqlen_k - 1, i + d + right) if right is not None else seqlen_k - 1
+            lo = max(0, i + d - left) if left is not None else 0
+            visible += max(0, hi - lo + 1)
+    return 2 * batch * nheads * visible * (head_dim + dv)
+
+
+def bench_ms(fn) -> float:
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def host_us(fn, iters: int = 2000) -> float:
+    """Wall time per call of a cached call, launches queued (no sync inside the loop), in µs."""
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / iters * 1e6
+
+
+def peak_mem_mb(fn) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def sdpa_fn(backend: str, q, k, v, causal: bool):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    be = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+    gqa = q.shape[2] != k.shape[2]
+
+    def run():
+        with sdpa_kernel(be):
+            return sdpa(qt, kt, vt, is_causal=causal, enable_gqa=gqa)
+
+    return run
+
+
+def upstream_fn(q, k, v, causal: bool):
+    """Upstream FlashAttention-4 on its SM120 class, or None when it is not installed."""
+    try:
+        from flash_attn.cute import flash_attn_func as up
+    except Exception:
+        return None
+    return lambda: up(q, k, v, causal=causal)
+
+
+def environment() -> dict:
+    import cutlass
+
+    props = torch.cuda.get_device_properties(0)
+    env = {
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(0),
+        "capability": list(torch.cuda.get_device_capability(0)),
+        "sm_count": props.multi_processor_count,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cutlass_dsl": getattr(cutlass, "__version__", "?"),
+        "python": platform.python_version(),
+        "flash_attention_arch_env": os.environ.get("FLASH_ATTENTION_ARCH"),
+    }
+    try:
+        import flash_attn
+
+        env["flash_attn_upstream"] = getattr(flash_attn, "__version__", "installed")
+    except Exception:
+        env["flash_attn_upstream"] = None
+    try:
+        q = "clocks.sm,clocks.max.sm,clocks.mem,power.limit,driver_version"
+        env["nvidia_smi"] = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"], capture_output=True, text=True
+        ).stdout.strip()
+    except Exception:
+        pass
+    from fa4_torch import __version__ as fa4_version
+
+    env["fa4_torch"] = fa4_version
+    return env
+
+
+def results_path(kind: str, out_dir: str) -> str:
+    gpu = torch.cuda.get_device_name(0).replace(" ", "-")
+    return os.path.join(out_dir, f"{datetime.date.today().isoformat()}-{gpu}-{kind}.json")
+
+
+def write_results(path: str, payload: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=1)
+    print(f"wrote {path}")
