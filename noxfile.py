@@ -164,7 +164,7 @@ def build(session: nox.Session) -> None:
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     for pkg in PACKAGES.values():
-        session.run("python", "-m", "build", "--outdir", str(dist), pkg.path)
+        session.run("python", "-m", "build", "--quiet", "--outdir", str(dist), pkg.path)
     # a venv of its own, so nothing of the build tooling is there
     clean = Path(session.create_tmp()) / "clean-venv"
     session.run("python", "-m", "venv", "--clear", str(clean))
