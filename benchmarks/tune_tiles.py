@@ -1,0 +1,79 @@
+"""Tile sweep for the forward tile table: time candidate (tile_m, tile_n, threads) per head dim and
+causal on the anchor shapes, beside the current table row, and print a ranking.
+
+Each candidate is compiled directly from an :class:`fa4_sm120.fwd.FwdConfig` (bypassing the table);
+candidates that do not fit the SM120 shared-memory cap are rejected by ``can_implement``. Report the
+``sm_120a`` registers/spills of the winners with ``ptxas`` separately (``tests/sm120`` does it).
+
+    python benchmarks/tune_tiles.py --head-dim 128 --cands 128,64,128 128,64,256 256,64,256 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _common as C  # noqa: E402
+import torch  # noqa: E402
+
+from fa4_core.errors import UnsupportedConfigError  # noqa: E402
+from fa4_sm120.compile import compile_fwd  # noqa: E402
+from fa4_sm120.fwd import FwdConfig  # noqa: E402
+
+SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 16), (1, 8192, 32, 8)]
+
+
+def run(head_dim, causal, cands, dtype=torch.bfloat16):
+    results = {}
+    for tm, tn, th in cands:
+        for hq, hkv in {(s[2], s[3]) for s in SHAPES}:
+            pass
+        times = []
+        try:
+            fns = {}
+            for b, s, hq, hkv in SHAPES:
+                r = hq // hkv
+                key = r
+                if key not in fns:
+                    cfg = FwdConfig("bfloat16", head_dim, head_dim, tm, tn, th, is_causal=causal,
+                                    pack_gqa=r > 1, qhead_per_kvhead=r)
+                    fns[key] = compile_fwd(cfg)
+                q = torch.randn(b, s, hq, head_dim, device="cuda", dtype=dtype)
+                k = torch.randn(b, s, hkv, head_dim, device="cuda", dtype=dtype)
+                v = torch.randn_like(k)
+                o = torch.empty_like(q)
+                lse = torch.empty(b, hq, s, device="cuda", dtype=torch.float32)
+                fn = fns[key]
+                ms = C.bench_ms(lambda: fn(q, k, v, o, lse, 1.0 / math.sqrt(head_dim), -1, -1))
+                times.append(C.attn_flops(b, hq, s, s, head_dim, causal=causal) / ms / 1e9)
+        except UnsupportedConfigError as e:
+            print(f"  {tm}x{tn}x{th}: rejected: {e}")
+            continue
+        results[f"{tm}x{tn}x{th}"] = times
+        print(f"d{head_dim} causal={causal} {tm}x{tn}x{th}: " + " ".join(f"{t:.0f}" for t in times)
+              + f" | mean {sum(times) / len(times):.1f}", flush=True)
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
+    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    cands = [tuple(map(int, c.split(","))) for c in a.cands]
+    C.bench_ms(lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda"))  # clocks up
+    allres = {}
+    for d in a.head_dim:
+        for causal in (False, True):
+            allres[f"d{d}-causal{causal}"] = run(d, causal, cands)
+    if a.out:
+        C.write_results(os.path.join(a.out, "tune.json"), {"env": C.environment(), "results": allres})
+
+
+if __name__ == "__main__":
+    main()
