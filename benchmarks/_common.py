@@ -20,7 +20,9 @@ os.environ.setdefault("FLASH_ATTENTION_ARCH", "sm_120")  # upstream peer: its SM
 import torch  # noqa: E402
 
 
-def attn_flops(batch, nheads, seqlen_q, seqlen_k, head_dim, head_dim_v=None, causal=False, window=(None, None)):
+def attn_flops(
+    batch, nheads, seqlen_q, seqlen_k, head_dim, head_dim_v=None, causal=False, window=(None, None)
+):
     """Forward FLOPs ``4·B·H·Sq·Sk_eff·(D+Dv)/2``: ``Sk_eff`` = visible keys per query on average
     (exact count for causal and windows, bottom-right aligned)."""
     dv = head_dim_v or head_dim

@@ -17,9 +17,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _common as C  # noqa: E402
 import torch  # noqa: E402
 
+import _common as C  # noqa: E402
 from fa4_torch import flash_attn_func  # noqa: E402
 
 ANCHOR = [
@@ -75,7 +75,11 @@ def summarize(rows, label):
         out["speedup_vs_sdpa_flash"] = dict(
             geomean=math.exp(sum(map(math.log, sp)) / len(sp)), min=min(sp), max=max(sp)
         )
-    up = [r["fa4_upstream_sm120_ms"] / r["fa4_ms"] for r in rows if "fa4_upstream_sm120_ms" in r and "fa4_ms" in r]
+    up = [
+        r["fa4_upstream_sm120_ms"] / r["fa4_ms"]
+        for r in rows
+        if "fa4_upstream_sm120_ms" in r and "fa4_ms" in r
+    ]
     if up:
         out["speedup_vs_upstream"] = dict(geomean=math.exp(sum(map(math.log, up)) / len(up)), min=min(up))
     print(f"== {label}: " + "; ".join(f"{k}: {v}" for k, v in out.items()))
@@ -96,7 +100,11 @@ def plot(rows, path):
         axes.flat, itertools.product((64, 128), (False, True), ((16, 16), (32, 8)))
     ):
         sel = sorted(
-            (r for r in rows if r["head_dim"] == d and r["causal"] == causal and (r["nheads"], r["nheads_kv"]) == heads),
+            (
+                r
+                for r in rows
+                if r["head_dim"] == d and r["causal"] == causal and (r["nheads"], r["nheads_kv"]) == heads
+            ),
             key=lambda r: r["seqlen"],
         )
         for name in ("fa4", "sdpa_flash", "sdpa_cudnn", "fa4_upstream_sm120"):
@@ -131,7 +139,10 @@ def main(argv=None):
         payload["grids"][grid] = {"rows": rows, "summary": summarize(rows, grid)}
     # host overhead of a cached call (batch 1, seqlen 128, 16 heads, d 64)
     q, k, v = (torch.randn(1, 128, 16, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    host = {"fa4": C.host_us(lambda: flash_attn_func(q, k, v)), "sdpa_flash": C.host_us(C.sdpa_fn("flash", q, k, v, False))}
+    host = {
+        "fa4": C.host_us(lambda: flash_attn_func(q, k, v)),
+        "sdpa_flash": C.host_us(C.sdpa_fn("flash", q, k, v, False)),
+    }
     up = C.upstream_fn(q, k, v, False)
     if up is not None:
         host["fa4_upstream_sm120"] = C.host_us(up)

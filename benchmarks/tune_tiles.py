@@ -11,15 +11,14 @@ candidates that do not fit the SM120 shared-memory cap are rejected by ``can_imp
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _common as C  # noqa: E402
 import torch  # noqa: E402
 
+import _common as C  # noqa: E402
 from fa4_core.errors import UnsupportedConfigError  # noqa: E402
 from fa4_sm120.compile import compile_fwd  # noqa: E402
 from fa4_sm120.fwd import FwdConfig  # noqa: E402
@@ -30,8 +29,6 @@ SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 1
 def run(head_dim, causal, cands, dtype=torch.bfloat16):
     results = {}
     for tm, tn, th in cands:
-        for hq, hkv in {(s[2], s[3]) for s in SHAPES}:
-            pass
         times = []
         try:
             fns = {}
@@ -39,8 +36,17 @@ def run(head_dim, causal, cands, dtype=torch.bfloat16):
                 r = hq // hkv
                 key = r
                 if key not in fns:
-                    cfg = FwdConfig("bfloat16", head_dim, head_dim, tm, tn, th, is_causal=causal,
-                                    pack_gqa=r > 1, qhead_per_kvhead=r)
+                    cfg = FwdConfig(
+                        "bfloat16",
+                        head_dim,
+                        head_dim,
+                        tm,
+                        tn,
+                        th,
+                        is_causal=causal,
+                        pack_gqa=r > 1,
+                        qhead_per_kvhead=r,
+                    )
                     fns[key] = compile_fwd(cfg)
                 q = torch.randn(b, s, hq, head_dim, device="cuda", dtype=dtype)
                 k = torch.randn(b, s, hkv, head_dim, device="cuda", dtype=dtype)
@@ -48,14 +54,22 @@ def run(head_dim, causal, cands, dtype=torch.bfloat16):
                 o = torch.empty_like(q)
                 lse = torch.empty(b, hq, s, device="cuda", dtype=torch.float32)
                 fn = fns[key]
-                ms = C.bench_ms(lambda: fn(q, k, v, o, lse, 1.0 / math.sqrt(head_dim), -1, -1))
+                ms = C.bench_ms(
+                    lambda fn=fn, q=q, k=k, v=v, o=o, lse=lse: fn(
+                        q, k, v, o, lse, 1.0 / math.sqrt(head_dim), -1, -1
+                    )
+                )
                 times.append(C.attn_flops(b, hq, s, s, head_dim, causal=causal) / ms / 1e9)
         except UnsupportedConfigError as e:
             print(f"  {tm}x{tn}x{th}: rejected: {e}")
             continue
         results[f"{tm}x{tn}x{th}"] = times
-        print(f"d{head_dim} causal={causal} {tm}x{tn}x{th}: " + " ".join(f"{t:.0f}" for t in times)
-              + f" | mean {sum(times) / len(times):.1f}", flush=True)
+        print(
+            f"d{head_dim} causal={causal} {tm}x{tn}x{th}: "
+            + " ".join(f"{t:.0f}" for t in times)
+            + f" | mean {sum(times) / len(times):.1f}",
+            flush=True,
+        )
     return results
 
 
@@ -66,7 +80,9 @@ def main():
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     cands = [tuple(map(int, c.split(","))) for c in a.cands]
-    C.bench_ms(lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda"))  # clocks up
+    C.bench_ms(
+        lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda")
+    )  # clocks up
     allres = {}
     for d in a.head_dim:
         for causal in (False, True):

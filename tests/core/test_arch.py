@@ -33,7 +33,24 @@ def test_parse(spelling, want):
 
 
 @pytest.mark.parametrize(
-    "bad", ["sm_75", "75", 70, "sm_120x", "sm_80a", "hopper", "", "12", 12, (7, 5), (12,), True, None, 12.0, "sm_12_0"]
+    "bad",
+    [
+        "sm_75",
+        "75",
+        70,
+        "sm_120x",
+        "sm_80a",
+        "hopper",
+        "",
+        "12",
+        12,
+        (7, 5),
+        (12,),
+        True,
+        None,
+        12.0,
+        "sm_12_0",
+    ],
 )
 def test_parse_rejects(bad):
     with pytest.raises(UnsupportedArchError) as e:

@@ -88,7 +88,9 @@ def check_sequence(bi, seqlen_q, seqlen_k, left, right, num_splits):
         # split-KV chunks partition the range
         covered = []
         for s in range(num_splits):
-            lo, hi = bi.n_block_range(m_block, seqlen_q, seqlen_k, left, right, split_idx=s, num_splits=num_splits)
+            lo, hi = bi.n_block_range(
+                m_block, seqlen_q, seqlen_k, left, right, split_idx=s, num_splits=num_splits
+            )
             assert nmin <= lo or lo >= hi, where
             covered.extend(range(lo, hi))
         assert covered == list(range(nmin, nmax)), f"{where} splits={num_splits}"

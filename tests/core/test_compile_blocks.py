@@ -23,10 +23,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 import cutlass
 import cutlass.cute as cute
+import pytest
 from cutlass.cute.runtime import make_fake_compact_tensor
 
 from fa4_core.block_info import BlockInfo
@@ -76,7 +75,15 @@ def block_info_eval(bi):
         sq, sk = rng.randint(1, 3000), rng.randint(1, 3000)
         n_m = -(-sq * bi.qhead_per_kvhead // bi.tile_m)
         nsplit = rng.randint(1, 6)
-        return [rng.randrange(n_m), sq, sk, rng.randint(0, 1000), rng.randint(0, 1000), rng.randrange(nsplit), nsplit]
+        return [
+            rng.randrange(n_m),
+            sq,
+            sk,
+            rng.randint(0, 1000),
+            rng.randint(0, 1000),
+            rng.randrange(nsplit),
+            nsplit,
+        ]
 
     return fn, gen
 
@@ -94,7 +101,12 @@ def pack_gqa_fn(get, put, extra):
 
 
 def pack_gqa_gen(rng):
-    return [rng.randrange(100_000), rng.randrange(8), rng.choice([1024, 4096, 128]), rng.choice([128, 64, 8192])]
+    return [
+        rng.randrange(100_000),
+        rng.randrange(8),
+        rng.choice([1024, 4096, 128]),
+        rng.choice([128, 64, 8192]),
+    ]
 
 
 NUM_BATCH = 5
@@ -137,15 +149,25 @@ def sched_fn(get, put, extra):
     put(5, h)
     put(6, b)
     for k, lf in ((7, False), (9, True)):
-        m, _, _, valid = VarlenTileScheduler(128, qhead_per_kvhead=4, longest_first=lf).tile(x, y, z, seqlen_q)
+        m, _, _, valid = VarlenTileScheduler(128, qhead_per_kvhead=4, longest_first=lf).tile(
+            x, y, z, seqlen_q
+        )
         put(k, m)
         put(k + 1, valid)
 
 
 def sched_gen(rng):
     nm, nh, nb = rng.randint(1, 40), rng.randint(1, 32), rng.randint(1, 8)
-    return [rng.randrange(64), rng.randrange(96), rng.randrange(8), rng.randrange(nm * nh * nb), nm, nh, nb,
-            rng.randrange(2000)]
+    return [
+        rng.randrange(64),
+        rng.randrange(96),
+        rng.randrange(8),
+        rng.randrange(nm * nh * nb),
+        nm,
+        nh,
+        nb,
+        rng.randrange(2000),
+    ]
 
 
 def _blocks():
@@ -153,7 +175,10 @@ def _blocks():
     for label, bi in [
         ("block_info_causal_gqa5", BlockInfo(128, 64, is_causal=True, qhead_per_kvhead=5)),
         ("block_info_local", BlockInfo(64, 128, is_local=True)),
-        ("block_info_causal_local_gqa3", BlockInfo(64, 64, is_causal=True, is_local=True, qhead_per_kvhead=3)),
+        (
+            "block_info_causal_local_gqa3",
+            BlockInfo(64, 64, is_causal=True, is_local=True, qhead_per_kvhead=3),
+        ),
     ]:
         fn, gen = block_info_eval(bi)
         out.append(Block(label, 7, 6, fn, gen))
@@ -212,7 +237,9 @@ def host_eval(block, args, extra):
 def make_case(block, seed=0):
     rng = random.Random(seed)
     args = [v for _ in range(N_CASES) for v in block.gen(rng)]
-    extra = block.extra(rng) if block.extra else {"cu_seqlens": [0] * (NUM_BATCH + 1), "seqused": [0] * NUM_BATCH}
+    extra = (
+        block.extra(rng) if block.extra else {"cu_seqlens": [0] * (NUM_BATCH + 1), "seqused": [0] * NUM_BATCH}
+    )
     return args, extra
 
 
@@ -230,7 +257,9 @@ def test_compiles_for_sm120(name, tmp_path):
         make_fake_compact_tensor(cutlass.Int32, (NUM_BATCH,)),
     ]
     # options rather than CUTE_DSL_ARCH/KEEP/DUMP_DIR: the DSL reads those once, at import
-    compiled = cute.compile(make_host(block), *fake, options=f"--gpu-arch=sm_120a --keep-ptx --dump-dir={tmp_path}")
+    compiled = cute.compile(
+        make_host(block), *fake, options=f"--gpu-arch=sm_120a --keep-ptx --dump-dir={tmp_path}"
+    )
     files = list(Path(tmp_path).glob("*.sm_120a.ptx"))
     assert len(files) == 1, f"no sm_120a PTX in {tmp_path}: {list(Path(tmp_path).iterdir())}"
     ptx = files[0].read_text()
@@ -280,5 +309,5 @@ def test_gpu_matches_host(name):
             i, j = divmod(k, block.n_out)
             raise AssertionError(
                 f"{name} seed {seed}: {len(bad)} mismatches; first case {i} output {j}: gpu {got[k]} != host "
-                f"{want[k]} (args {args[i * block.n_args:(i + 1) * block.n_args]})"
+                f"{want[k]} (args {args[i * block.n_args : (i + 1) * block.n_args]})"
             )

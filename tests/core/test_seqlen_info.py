@@ -79,7 +79,12 @@ def test_qk_pair(lengths_q, data):
     for b in range(num_batch + 2):
         info = SeqlenInfoQK.create(b, num_batch, None, 128, cu_seqlens_q=cu_q, seqused_k=used_k)
         if b < num_batch:
-            assert (info.offset_q, info.seqlen_q, info.offset_k, info.seqlen_k) == (cu_q[b], lengths_q[b], 0, used_k[b])
+            assert (info.offset_q, info.seqlen_q, info.offset_k, info.seqlen_k) == (
+                cu_q[b],
+                lengths_q[b],
+                0,
+                used_k[b],
+            )
         else:
             assert (info.seqlen_q, info.seqlen_k) == (0, 0)
 

@@ -111,7 +111,14 @@ def test_reference_equals_naive(name):
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     q, k, v, sink = make_inputs(c, rng)
     out, lse = attention_ref(
-        q, k, v, causal=c.causal, window_size=c.window, softcap=c.softcap, learnable_sink=sink, softmax_scale=c.scale
+        q,
+        k,
+        v,
+        causal=c.causal,
+        window_size=c.window,
+        softcap=c.softcap,
+        learnable_sink=sink,
+        softmax_scale=c.scale,
     )
     assert out.shape == (c.b, c.sq, c.hq, c.dv) and out.dtype == np.float32
     assert lse.shape == (c.b, c.hq, c.sq) and lse.dtype == np.float32
@@ -138,15 +145,29 @@ def test_varlen_seqused_equals_naive(causal):
     k = rng.standard_normal((cu_k[-1], hkv, d)).astype(np.float32)
     v = rng.standard_normal((cu_k[-1], hkv, d)).astype(np.float32)
     out, lse = attention_ref(
-        q, k, v, causal=causal, cu_seqlens_q=cu_q.astype(np.int32), cu_seqlens_k=cu_k.astype(np.int32),
-        seqused_q=np.array(used_q, np.int32), seqused_k=np.array(used_k, np.int32),
+        q,
+        k,
+        v,
+        causal=causal,
+        cu_seqlens_q=cu_q.astype(np.int32),
+        cu_seqlens_k=cu_k.astype(np.int32),
+        seqused_q=np.array(used_q, np.int32),
+        seqused_k=np.array(used_k, np.int32),
     )
     assert out.shape == (cu_q[-1], hq, d) and lse.shape == (hq, cu_q[-1])
     for b in range(4):
         qs = slice(cu_q[b], cu_q[b] + used_q[b])
         ks = slice(cu_k[b], cu_k[b] + used_k[b])
-        o, l = naive_one(q[qs], k[ks], v[ks], scale=1 / math.sqrt(d), left=None, right=0 if causal else None,
-                         softcap=0.0, sink=None)
+        o, l = naive_one(
+            q[qs],
+            k[ks],
+            v[ks],
+            scale=1 / math.sqrt(d),
+            left=None,
+            right=0 if causal else None,
+            softcap=0.0,
+            sink=None,
+        )
         np.testing.assert_allclose(out[qs], o, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(lse[:, qs], l, rtol=1e-5, atol=1e-5)
         # rows past seqused_q: 0 / -inf
@@ -162,7 +183,9 @@ def test_paged_kv_equals_naive():
     v_page = rng.standard_normal((n_pages, page, hkv, d)).astype(np.float32)
     table = rng.permutation(n_pages)[: b * max_pages].reshape(b, max_pages).astype(np.int32)
     used_k = np.array([12, 5, 9], np.int32)
-    out, lse = attention_ref(q, None, None, causal=True, k_page=k_page, v_page=v_page, page_table=table, seqused_k=used_k)
+    out, lse = attention_ref(
+        q, None, None, causal=True, k_page=k_page, v_page=v_page, page_table=table, seqused_k=used_k
+    )
     for i in range(b):
         kb = np.concatenate([k_page[p] for p in table[i]])[: used_k[i]]
         vb = np.concatenate([v_page[p] for p in table[i]])[: used_k[i]]
@@ -196,7 +219,9 @@ def test_tolerance_formula():
     pt_err = float(np.abs(pt.astype(np.float64) - ref).max())
     assert tolerance(ref, pt, dtype=np.float16) == pytest.approx(2 * pt_err + 2 * noise)
     assert tolerance(ref, pt, dtype=np.float16, softcap=True) == pytest.approx(3 * pt_err + 2 * noise)
-    assert tolerance(ref, pt, dtype=np.float16, softcap=True, grad=True) == pytest.approx(3 * pt_err + 2 * noise + 3e-4)
+    assert tolerance(ref, pt, dtype=np.float16, softcap=True, grad=True) == pytest.approx(
+        3 * pt_err + 2 * noise + 3e-4
+    )
     assert tolerance(ref, pt, dtype=np.float16, grad=True) == pytest.approx(2 * pt_err + 2 * noise)
     # the same round trip in fp32 is far smaller: the dtype of X matters
     assert tolerance(ref, ref, dtype=np.float32) < 1e-6 < tolerance(ref, ref, dtype=np.float16)
@@ -274,7 +299,12 @@ def test_torch_varlen_paged():
     kw = dict(causal=True, cu_seqlens_q=cu_q, seqused_k=used_k, page_table=table)
     out_t, lse_t = attention_ref(q, None, None, k_page=k_page, v_page=v_page, **kw)
     out_n, lse_n = attention_ref(
-        q.numpy(), None, None, k_page=k_page.numpy(), v_page=v_page.numpy(), **{a: b.numpy() if hasattr(b, "numpy") else b for a, b in kw.items()}
+        q.numpy(),
+        None,
+        None,
+        k_page=k_page.numpy(),
+        v_page=v_page.numpy(),
+        **{a: b.numpy() if hasattr(b, "numpy") else b for a, b in kw.items()},
     )
     assert out_t.shape == (7, 2, 8) and lse_t.shape == (2, 7)
     np.testing.assert_allclose(out_t.numpy(), out_n, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fa4_core.seqlen_info import SeqlenInfo
-from fa4_core.tile_scheduler import LongestFirstScheduler, SingleTileScheduler, VarlenTileScheduler, num_m_blocks
+from fa4_core.tile_scheduler import (
+    LongestFirstScheduler,
+    SingleTileScheduler,
+    VarlenTileScheduler,
+    num_m_blocks,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -76,10 +81,7 @@ def test_varlen_decode_equals_brute_force(lengths, tile_m, r, nh, longest_first,
                     got.append((m, h, b))
                     order.setdefault((h, b), []).append(m)
     want = [
-        (m, h, b)
-        for b, n in enumerate(lengths)
-        for h in range(nh)
-        for m in range(num_m_blocks(n, tile_m, r))
+        (m, h, b) for b, n in enumerate(lengths) for h in range(nh) for m in range(num_m_blocks(n, tile_m, r))
     ]
     assert sorted(got) == sorted(want)
     assert len(set(got)) == len(got)

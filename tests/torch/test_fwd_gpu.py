@@ -88,8 +88,10 @@ def test_seed_grid(case):
 HEADDIMS = [
     Case(dt, 2, sq, sk, 8, 2, d, dv, causal=causal)
     for dt, (d, dv), causal, (sq, sk) in itertools.product(
-        DTYPES, ((32, 32), (96, 96), (160, 160), (192, 192), (224, 224), (256, 256), (192, 128)),
-        (False, True), ((257, 257), (200, 333)),
+        DTYPES,
+        ((32, 32), (96, 96), (160, 160), (192, 192), (224, 224), (256, 256), (192, 128)),
+        (False, True),
+        ((257, 257), (200, 333)),
     )
 ]
 
@@ -103,7 +105,9 @@ SEQLENS = [
     Case("bf16", 2, sq, sk, 8, hkv, d, causal=causal)
     for (sq, sk), causal, hkv, d in itertools.product(
         ((1, 1), (3, 3), (64, 1), (113, 203), (799, 3), (1, 4096), (4224, 4224), (203, 113), (1000, 64)),
-        (False, True), (8, 2), (64, 128),
+        (False, True),
+        (8, 2),
+        (64, 128),
     )
 ]
 
@@ -116,8 +120,12 @@ def test_seqlen_pairs(case):
 GQA = [
     Case(dt, 2, sq, sk, hq, hkv, d, causal=causal, pack_gqa=pack)
     for dt, (hq, hkv), pack, causal, (sq, sk), d in itertools.product(
-        ("bf16",), ((28, 4), (40, 8), (12, 4), (32, 1), (16, 16)), (True, False, None), (False, True),
-        ((333, 333), (77, 500)), (128,),
+        ("bf16",),
+        ((28, 4), (40, 8), (12, 4), (32, 1), (16, 16)),
+        (True, False, None),
+        (False, True),
+        ((333, 333), (77, 500)),
+        (128,),
     )
 ] + [Case("fp16", 1, 1000, 1000, 28, 4, 64, causal=True, pack_gqa=True)]
 
@@ -130,7 +138,9 @@ def test_gqa_pack(case):
 WINDOWS = [
     Case("bf16", 2, sq, sk, 8, 2, 128, causal=causal, window=w)
     for w, causal, (sq, sk) in itertools.product(
-        ((64, 0), (100, 50), (None, 30), (17, None), (0, 0)), (False, True), ((512, 512), (300, 700), (700, 300))
+        ((64, 0), (100, 50), (None, 30), (17, None), (0, 0)),
+        (False, True),
+        ((512, 512), (300, 700), (700, 300)),
     )
 ]
 

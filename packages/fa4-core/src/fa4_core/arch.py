@@ -137,7 +137,11 @@ def parse_arch(x: object) -> Arch:
                 f"supported: {_supported_list()}"
             )
         return _check(x // 10, x % 10, "", x)
-    if isinstance(x, tuple) and len(x) in (2, 3) and all(isinstance(v, int) and not isinstance(v, bool) for v in x[:2]):
+    if (
+        isinstance(x, tuple)
+        and len(x) in (2, 3)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in x[:2])
+    ):
         suffix = x[2] if len(x) == 3 else ""
         if not isinstance(suffix, str):
             raise UnsupportedArchError(f"arch={x!r}: the suffix must be a string ('', 'a' or 'f')")

@@ -54,7 +54,9 @@ def compile_options(*, tvm_ffi: bool, gpu_arch: str | None = None, dump_dir: str
     return " ".join(opts)
 
 
-def compile_fwd(cfg: FwdConfig, *, tvm_ffi: bool = True, gpu_arch: str | None = None, dump_dir: str | None = None):
+def compile_fwd(
+    cfg: FwdConfig, *, tvm_ffi: bool = True, gpu_arch: str | None = None, dump_dir: str | None = None
+):
     """Compile the forward kernel of ``cfg``: for ``gpu_arch`` (e.g. ``"sm_120a"``, no GPU needed) or,
     by default, for ``CUTE_DSL_ARCH`` / the resident GPU. With ``dump_dir`` the PTX is kept there and
     ``compiled.__ptx__`` is its path."""

@@ -123,7 +123,9 @@ class FlashAttentionForwardSm120:
         for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
             # gmem copy: threads per row = (smem atom width) / 8 must divide num_threads
             if cfg.num_threads % (_atom_k(d) // 8):
-                raise unsupported("num_threads", cfg.num_threads, f"a multiple of {_atom_k(d) // 8} for {name}={d}")
+                raise unsupported(
+                    "num_threads", cfg.num_threads, f"a multiple of {_atom_k(d) // 8} for {name}={d}"
+                )
         cap = arch_mod.smem_capacity(arch_mod.parse_arch(cfg.arch))
         if cfg.smem_bytes > cap:
             raise UnsupportedConfigError(
@@ -154,7 +156,11 @@ class FlashAttentionForwardSm120:
 
     def _gmem_copy(self, d: int, async_copy: bool):
         elems = 128 // self.dtype.width
-        op = cpasync.CopyG2SOp(cache_mode=cpasync.LoadCacheMode.GLOBAL) if async_copy else cute.nvgpu.CopyUniversalOp()
+        op = (
+            cpasync.CopyG2SOp(cache_mode=cpasync.LoadCacheMode.GLOBAL)
+            if async_copy
+            else cute.nvgpu.CopyUniversalOp()
+        )
         atom = cute.make_copy_atom(op, self.dtype, num_bits_per_copy=128)
         tpr = _atom_k(d) // elems  # threads per row
         thr_layout = cute.make_layout((self.num_threads // tpr, tpr), stride=(tpr, 1))
@@ -261,9 +267,7 @@ class FlashAttentionForwardSm120:
         sO = storage.sQ.get_tensor(sO_layout)
         sK = storage.sK.get_tensor(sK_layout)
         sV = storage.sV.get_tensor(sV_layout)
-        sVt = cute.composition(
-            sV, cute.make_layout((self.head_dim_v, self.tile_n), stride=(self.tile_n, 1))
-        )
+        sVt = cute.composition(sV, cute.make_layout((self.head_dim_v, self.tile_n), stride=(self.tile_n, 1)))
 
         # ---------------- global -> shared copies
         thr_copy_QK = gmem_copy_QK.get_slice(tidx)
@@ -309,9 +313,7 @@ class FlashAttentionForwardSm120:
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
-        self.load_rows(
-            mQ, sQ, gmem_copy_QK, tidx, m_block, batch_idx, head_idx, packed_len, self.head_dim
-        )
+        self.load_rows(mQ, sQ, gmem_copy_QK, tidx, m_block, batch_idx, head_idx, packed_len, self.head_dim)
         has_work = n_block_min < n_block_max
         if has_work:
             self.load_kv(gmem_copy_QK, tKgK, tKsK, tKcK, n_block_max - 1, seqlen_k, True)
@@ -322,31 +324,52 @@ class FlashAttentionForwardSm120:
             cute.copy(smem_copy_Q, tSsQ, tSrQ_view)
 
         mma_args = (
-            tiled_mma, thr_mma, acc_O, tSrQ, tSrK, tOrVt, tSsQ, tSrQ_view, tSsK, tSrK_view, tOsVt,
-            tOrVt_view, smem_copy_Q, smem_copy_K, smem_copy_V,
+            tiled_mma,
+            thr_mma,
+            acc_O,
+            tSrQ,
+            tSrK,
+            tOrVt,
+            tSsQ,
+            tSrQ_view,
+            tSsK,
+            tSrK_view,
+            tOsVt,
+            tOrVt_view,
+            smem_copy_Q,
+            smem_copy_K,
+            smem_copy_V,
         )
         load_args = (gmem_copy_QK, gmem_copy_V, tKgK, tKsK, tKcK, tVgV, tVsV, tVcV, seqlen_k)
         mask_args = (tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr)
 
         # ---------------- main loop over key blocks, last to first
         if has_work:
-            self.one_block(n_block_max - 1, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, True, True)
+            self.one_block(
+                n_block_max - 1, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, True, True
+            )
         # blocks that still need the right mask (diagonal / window right edge)
         n_mid_hi = cutlass.max(cutlass.min(n_right_mask, n_block_max - 1), n_block_min)
         n_first_masked = n_block_max - 1 - n_mid_hi
         for i in cutlass.range(n_first_masked, unroll=1):
             n_block = n_block_max - 2 - i
-            self.one_block(n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, True)
+            self.one_block(
+                n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, True
+            )
         # mask-free middle
         n_mid_lo = cutlass.min(cutlass.max(n_left_mask, n_block_min), n_mid_hi)
         for i in cutlass.range(n_mid_hi - n_mid_lo, unroll=1):
             n_block = n_mid_hi - 1 - i
-            self.one_block(n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, False)
+            self.one_block(
+                n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, False
+            )
         # blocks before the window's left edge
         if cutlass.const_expr(self.is_local):
             for i in cutlass.range(n_mid_lo - n_block_min, unroll=1):
                 n_block = n_mid_lo - 1 - i
-                self.one_block(n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, True)
+                self.one_block(
+                    n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, True
+                )
 
         # ---------------- epilogue
         lse = cute.make_rmem_tensor(num_rows, Float32)
@@ -356,7 +379,18 @@ class FlashAttentionForwardSm120:
             acc_O_mn[r_, None] = acc_O_mn[r_, None].load() * row_scale[r_]
         cute.arch.cp_async_wait_group(0)
         self.epilogue(
-            acc_O, lse, mO, mLSE, sO, tiled_mma, thr_mma, gmem_copy_O, tidx, m_block, batch_idx, head_idx,
+            acc_O,
+            lse,
+            mO,
+            mLSE,
+            sO,
+            tiled_mma,
+            thr_mma,
+            gmem_copy_O,
+            tidx,
+            m_block,
+            batch_idx,
+            head_idx,
             packed_len,
         )
 
@@ -375,8 +409,21 @@ class FlashAttentionForwardSm120:
         need_mask: cutlass.Constexpr[bool],
     ):
         (
-            tiled_mma, thr_mma, acc_O, tSrQ, tSrK, tOrVt, tSsQ, tSrQ_view, tSsK, tSrK_view, tOsVt,
-            tOrVt_view, smem_copy_Q, smem_copy_K, smem_copy_V,
+            tiled_mma,
+            thr_mma,
+            acc_O,
+            tSrQ,
+            tSrK,
+            tOrVt,
+            tSsQ,
+            tSrQ_view,
+            tSsK,
+            tSrK_view,
+            tOsVt,
+            tOrVt_view,
+            smem_copy_Q,
+            smem_copy_K,
+            smem_copy_V,
         ) = mma_args
         gmem_copy_QK, gmem_copy_V, tKgK, tKsK, tKcK, tVgV, tVsV, tVcV, seqlen_k = load_args
         tScS_mn, m_block, seqlen_q, seqlen_k_, wl, wr = mask_args
@@ -390,7 +437,16 @@ class FlashAttentionForwardSm120:
         cute.arch.cp_async_commit_group()
         # S = Q K^T
         self.gemm(
-            tiled_mma, acc_S, tSrQ, tSrK, tSsQ, tSrQ_view, tSsK, tSrK_view, smem_copy_Q, smem_copy_K,
+            tiled_mma,
+            acc_S,
+            tSrQ,
+            tSrK,
+            tSsQ,
+            tSrQ_view,
+            tSsK,
+            tSrK_view,
+            smem_copy_Q,
+            smem_copy_K,
             self.q_in_regs,
         )
         # V(n) has landed; everyone is done with K(n): start K(n-1)
@@ -402,8 +458,19 @@ class FlashAttentionForwardSm120:
         acc_S_mn = acc_mn_view(acc_S)
         if cutlass.const_expr(need_mask):
             apply_mask(
-                acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, wl, wr, self.tile_m, self.tile_n,
-                self.qhead_per_kvhead, self.is_causal, self.is_local,
+                acc_S_mn,
+                tScS_mn,
+                m_block,
+                n_block,
+                seqlen_q,
+                seqlen_k,
+                wl,
+                wr,
+                self.tile_m,
+                self.tile_n,
+                self.qhead_per_kvhead,
+                self.is_causal,
+                self.is_local,
             )
         softmax.online_softmax(acc_S_mn, row_scale, is_first)
         if cutlass.const_expr(not is_first):
@@ -529,7 +596,9 @@ class FlashAttentionForwardSm120:
         # every warp is done reading sQ (O reuses its buffer)
         cute.arch.barrier()
         # registers -> shared, partitioned like the mma.sync accumulator (plain stores)
-        smem_copy_O = cute.make_tiled_copy_C(cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), self.dtype), tiled_mma)
+        smem_copy_O = cute.make_tiled_copy_C(
+            cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), self.dtype), tiled_mma
+        )
         thr_smem_O = smem_copy_O.get_slice(tidx)
         cute.copy(smem_copy_O, thr_smem_O.retile(rO), thr_smem_O.partition_D(sO))
 

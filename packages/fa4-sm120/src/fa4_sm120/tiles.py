@@ -7,6 +7,11 @@ exact on ``(head_dim, head_dim_v)``; a pair without a row takes the row of ``(m,
 ``m = max(head_dim, head_dim_v)``, which needs at least as much shared memory and so still fits.
 Registers per thread (fp32 accumulators): ``acc_O = tile_m * dv / threads``, ``acc_S = tile_m *
 tile_n / threads``.
+
+Measured (H100 compat mode, 2026-11-25, ``benchmarks/tune_tiles.py``, anchor shapes, mean TFLOP/s):
+d128 128x64x128 337 / causal 244 (the 256-thread 128x64 row: 279 / 220); d64 128x64x128 279 / 202
+(128x128x256: 230 / 179). Four warps of 32 rows halve the ldmatrix traffic of K and V per MMA,
+which is what bounds the 8-warp tiles.
 """
 
 from __future__ import annotations
@@ -40,9 +45,9 @@ class FwdTile:
 FWD_TABLE: tuple[FwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
     FwdTile("sm120",  32,  32, 128, 128, 256),  # 2*(128*32  + 128*(32+32))   = 24,576 B
-    FwdTile("sm120",  64,  64, 128, 128, 256),  # 2*(128*64  + 128*(64+64))   = 49,152 B
+    FwdTile("sm120",  64,  64, 128,  64, 128),  # 2*(128*64  +  64*(64+64))   = 32,768 B
     FwdTile("sm120",  96,  96, 128,  64, 256),  # 2*(128*96  +  64*(96+96))   = 49,152 B
-    FwdTile("sm120", 128, 128, 128,  64, 256),  # 2*(128*128 +  64*(128+128)) = 65,536 B
+    FwdTile("sm120", 128, 128, 128,  64, 128),  # 2*(128*128 +  64*(128+128)) = 65,536 B
     FwdTile("sm120", 160, 160, 128,  64, 256),  # 2*(128*160 +  64*(160+160)) = 81,920 B
     FwdTile("sm120", 192, 128, 128,  64, 256),  # 2*(128*192 +  64*(192+128)) = 90,112 B
     FwdTile("sm120", 192, 192, 128,  64, 256),  # 2*(128*192 +  64*(192+192)) = 98,304 B
@@ -50,9 +55,9 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     FwdTile("sm120", 256, 256,  64,  64, 128),  # 2*(64*256  +  64*(256+256)) = 98,304 B
     # ---- SM86/SM89 (RTX 30/40): 101,376 B per CTA, same arithmetic as SM120
     FwdTile("sm86",   32,  32, 128, 128, 256),  # 24,576 B
-    FwdTile("sm86",   64,  64, 128, 128, 256),  # 49,152 B
+    FwdTile("sm86",   64,  64, 128,  64, 128),  # 32,768 B
     FwdTile("sm86",   96,  96, 128,  64, 256),  # 49,152 B
-    FwdTile("sm86",  128, 128, 128,  64, 256),  # 65,536 B
+    FwdTile("sm86",  128, 128, 128,  64, 128),  # 65,536 B
     FwdTile("sm86",  160, 160, 128,  64, 256),  # 81,920 B
     FwdTile("sm86",  192, 128, 128,  64, 256),  # 90,112 B
     FwdTile("sm86",  192, 192, 128,  64, 256),  # 98,304 B

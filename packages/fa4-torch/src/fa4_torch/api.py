@@ -41,8 +41,6 @@ def _check_tensor(name: str, t, ndim: int) -> None:
         raise unsupported(name, type(t).__name__, "a torch.Tensor")
     if t.dtype not in _DTYPES:
         raise unsupported(f"{name}.dtype", t.dtype, "torch.float16, torch.bfloat16")
-    if t.device.type != "cuda":
-        raise unsupported(f"{name}.device", str(t.device), "a CUDA device")
     if t.dim() != ndim:
         raise unsupported(f"{name}.dim()", t.dim(), f"{ndim} (shape {tuple(t.shape)})")
     if t.stride(-1) != 1:
@@ -54,6 +52,11 @@ def _check_tensor(name: str, t, ndim: int) -> None:
             )
     if t.data_ptr() % 16 != 0:
         raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
+
+
+def _check_device(name: str, t) -> None:
+    if t.device.type != "cuda":
+        raise unsupported(f"{name}.device", str(t.device), "a CUDA device")
 
 
 def _canonical_window(window_size, causal: bool):
@@ -103,8 +106,13 @@ def flash_attn_func(
         raise unsupported("num_splits", num_splits, "an int >= 0 (0 = heuristic, 1 = no split)")
     if num_splits > 1:
         raise _later("num_splits > 1 (split-KV)", "the serving release (split-KV decode)")
-    for name, val in (("qv", qv), ("score_mod", score_mod), ("mask_mod", mask_mod),
-                      ("aux_tensors", aux_tensors), ("block_sparse_tensors", block_sparse_tensors)):
+    for name, val in (
+        ("qv", qv),
+        ("score_mod", score_mod),
+        ("mask_mod", mask_mod),
+        ("aux_tensors", aux_tensors),
+        ("block_sparse_tensors", block_sparse_tensors),
+    ):
         if val is not None:
             raise _later(name, "no release planned for SM120")
     if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
@@ -114,9 +122,9 @@ def flash_attn_func(
     _check_tensor("k", k, 4)
     _check_tensor("v", v, 4)
     if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise unsupported("(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three")
-    if k.device != q.device or v.device != q.device:
-        raise unsupported("(q.device, k.device, v.device)", (q.device, k.device, v.device), "one device")
+        raise unsupported(
+            "(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
+        )
     batch, seqlen_q, nheads, head_dim = q.shape
     _, seqlen_k, nheads_kv, _ = k.shape
     head_dim_v = v.shape[3]
@@ -125,15 +133,27 @@ def flash_attn_func(
     if k.shape[3] != head_dim:
         raise unsupported("k.shape[3] (head_dim)", k.shape[3], f"q's head_dim {head_dim}")
     if v.shape[1] != seqlen_k or v.shape[2] != nheads_kv:
-        raise unsupported("v.shape[1:3]", tuple(v.shape[1:3]), f"k's (seqlen_k, nheads_kv) {(seqlen_k, nheads_kv)}")
+        raise unsupported(
+            "v.shape[1:3]", tuple(v.shape[1:3]), f"k's (seqlen_k, nheads_kv) {(seqlen_k, nheads_kv)}"
+        )
     if nheads_kv == 0 or nheads % nheads_kv != 0:
-        raise unsupported("nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)")
+        raise unsupported(
+            "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
+        )
     for name, d in (("head_dim", head_dim), ("head_dim_v", head_dim_v)):
         if d not in HEAD_DIMS:
             raise unsupported(name, d, f"one of {HEAD_DIMS}")
     is_local, left, right = _canonical_window(window_size, bool(causal))
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(head_dim)
+    elif not isinstance(softmax_scale, (int, float)) or not math.isfinite(softmax_scale):
+        raise unsupported("softmax_scale", softmax_scale, "a finite float (or None for 1/sqrt(head_dim))")
+    if pack_gqa not in (None, True, False):
+        raise unsupported("pack_gqa", pack_gqa, "None (auto), True, False")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_device(name, t)
+    if k.device != q.device or v.device != q.device:
+        raise unsupported("(q.device, k.device, v.device)", (q.device, k.device, v.device), "one device")
     ratio = nheads // nheads_kv
     if pack_gqa is None:
         pack_gqa = ratio > 1
@@ -144,7 +164,16 @@ def flash_attn_func(
     if batch == 0 or seqlen_q == 0 or nheads == 0:
         return out, (lse if return_lse else None)
 
-    key = (q.dtype, head_dim, head_dim_v, bool(causal), is_local, pack_gqa, ratio if pack_gqa else 1, q.device)
+    key = (
+        q.dtype,
+        head_dim,
+        head_dim_v,
+        bool(causal),
+        is_local,
+        pack_gqa,
+        ratio if pack_gqa else 1,
+        q.device,
+    )
     fn = _fast.get(key)
     if fn is None:
         fn = _compile_for(key, q.device)

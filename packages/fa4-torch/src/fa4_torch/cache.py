@@ -10,7 +10,8 @@ lookups are a dict read.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["CompileCache", "dsl_version"]
 

@@ -38,7 +38,7 @@ def family_for_capability(major: int, minor: int) -> str:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _device_family(device_index: int, override: str | None) -> str:
     if override:
         a = parse_arch(override)
