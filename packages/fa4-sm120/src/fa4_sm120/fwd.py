@@ -191,6 +191,12 @@ class FlashAttentionForwardSm120:
             sK: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024]
             sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
 
+        # the SMEM arithmetic of the tile table is the kernel's: checked when the kernel is traced
+        if cutlass.const_expr(SharedStorage.size_in_bytes() != self.cfg.smem_bytes):
+            raise UnsupportedConfigError(
+                f"shared storage is {SharedStorage.size_in_bytes()} B but fwd_smem_bytes says "
+                f"{self.cfg.smem_bytes} B for {self.cfg}"
+            )
         tiled_mma = cute.make_tiled_mma(
             warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
             (self.num_threads // 32, 1, 1),

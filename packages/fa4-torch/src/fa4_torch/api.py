@@ -117,7 +117,13 @@ def flash_attn_func(
             raise _later(name, "no release planned for SM120")
     if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
         raise _later("the backward (inputs that require grad)", "the training release (backward)")
+    out, lse = _flash_attn_fwd(q, k, v, softmax_scale, causal, window_size, pack_gqa)
+    return out, (lse if return_lse else None)
 
+
+def _flash_attn_fwd(q, k, v, softmax_scale, causal, window_size, pack_gqa):
+    """Validate and launch the forward; returns ``(out, lse)`` (lse always computed). The autograd
+    function calls this too."""
     _check_tensor("q", q, 4)
     _check_tensor("k", k, 4)
     _check_tensor("v", v, 4)
@@ -162,7 +168,7 @@ def flash_attn_func(
     out = torch.empty((batch, seqlen_q, nheads, head_dim_v), dtype=q.dtype, device=q.device)
     lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=q.device)
     if batch == 0 or seqlen_q == 0 or nheads == 0:
-        return out, (lse if return_lse else None)
+        return out, lse
 
     key = (
         q.dtype,
@@ -180,7 +186,7 @@ def flash_attn_func(
     wl = left if left is not None else _UNBOUNDED
     wr = right if right is not None else _UNBOUNDED
     fn(q, k, v, out, lse, float(softmax_scale), wl, wr)
-    return out, (lse if return_lse else None)
+    return out, lse
 
 
 def _compile_for(key, device: torch.device):

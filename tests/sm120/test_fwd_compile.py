@@ -1,0 +1,100 @@
+"""Every forward variant the tile tables can pick compiles for ``sm_120a`` on the CPU, and its PTX is
+the mma.sync family's: ``mma.sync.aligned.m16n8k16`` present, no ``stmatrix`` (wgmma's register
+layout: the seed bug), no ``wgmma``; its shared memory (checked against the kernel's own
+``SharedStorage`` when traced) fits the arch cap. ``ptxas -arch=sm_120a -v`` gives the real SM120
+registers and spills of each variant; they are printed (``-s``) and must assemble.
+
+Variants: every row of every family x dtype x causal, deduplicated on the fields that change the
+code, plus the flags rows do not carry (pack-GQA with ratios that do not divide the tile, local).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from fa4_core.arch import parse_arch, smem_capacity
+from fa4_sm120.compile import compile_fwd
+from fa4_sm120.fwd import FlashAttentionForwardSm120, FwdConfig
+from fa4_sm120.tiles import FWD_TABLE, family_cap_arch, fwd_config
+
+pytestmark = pytest.mark.compile_only
+
+
+def _variants():
+    seen = {}
+    for row in FWD_TABLE:
+        for dtype in row.dtypes:
+            for causal in row.causal:
+                cfg = fwd_config(row.family, dtype, row.head_dim, row.head_dim_v, causal=causal)
+                code_key = dataclasses.replace(cfg, arch="sm_120a")
+                if FlashAttentionForwardSm120.supports(code_key):
+                    seen.setdefault(code_key, cfg)
+    extra = [
+        fwd_config("sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=7),
+        fwd_config("sm120", "float16", 64, 64, causal=False, pack_gqa=True, qhead_per_kvhead=5),
+        fwd_config("sm120", "bfloat16", 256, 256, causal=True, pack_gqa=True, qhead_per_kvhead=3),
+        fwd_config("sm120", "bfloat16", 128, 128, causal=False, local=True),
+        fwd_config("sm120", "bfloat16", 64, 64, causal=True, local=True, pack_gqa=True, qhead_per_kvhead=4),
+    ]
+    for cfg in extra:
+        seen.setdefault(cfg, cfg)
+    return list(seen)
+
+
+VARIANTS = _variants()
+
+
+def _id(cfg: FwdConfig) -> str:
+    s = f"{cfg.dtype[:4]}-d{cfg.head_dim}_{cfg.head_dim_v}-{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
+    s += "-causal" if cfg.is_causal else ""
+    s += "-local" if cfg.is_local else ""
+    s += f"-pack{cfg.qhead_per_kvhead}" if cfg.pack_gqa else ""
+    return s
+
+
+@pytest.mark.parametrize("cfg", VARIANTS, ids=_id)
+def test_variant_compiles_for_sm120a(cfg, tmp_path):
+    assert cfg.smem_bytes <= smem_capacity(parse_arch("sm_120a"))
+    compile_fwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
+    ptx_files = [p for p in os.listdir(tmp_path) if p.endswith(".ptx")]
+    assert len(ptx_files) == 1, ptx_files
+    ptx = (tmp_path / ptx_files[0]).read_text()
+    assert ".target sm_120a" in ptx
+    assert "mma.sync.aligned.m16n8k16" in ptx
+    assert "stmatrix" not in ptx
+    assert "wgmma" not in ptx
+    assert "ldmatrix.sync.aligned" in ptx and ".trans" in ptx  # V through ldmatrix.trans
+    assert "cp.async.cg.shared.global" in ptx  # 128-bit async loads
+    # static shared memory is none: all of it is the dynamic SharedStorage checked at trace time
+    static = sum(int(x) for x in re.findall(r"\.shared \.align \d+ \.b8 \w+\[(\d+)\]", ptx))
+    assert static == 0
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        return
+    r = subprocess.run(
+        [ptxas, "-arch=sm_120a", "-v", str(tmp_path / ptx_files[0]), "-o", os.devnull],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    regs = max(map(int, re.findall(r"Used (\d+) registers", r.stderr)))
+    spill = sum(int(a) for a in re.findall(r"(\d+) bytes spill stores", r.stderr))
+    print(
+        f"\n[sm_120a resources] {_id(cfg)}: {regs} registers, {spill} B spill stores, {cfg.smem_bytes} B smem"
+    )
+
+
+@pytest.mark.parametrize("family", ["sm120", "sm86", "sm80"])
+def test_every_row_fits_its_family_cap(family):
+    cap = smem_capacity(parse_arch(family_cap_arch(family)))
+    rows = [r for r in FWD_TABLE if r.family == family]
+    assert rows
+    for row in rows:
+        cfg = fwd_config(family, "bfloat16", row.head_dim, row.head_dim_v, causal=False)
+        assert cfg.smem_bytes <= cap, (row, cfg.smem_bytes, cap)
