@@ -1,0 +1,642 @@
+"""FlashAttention backward of the mma.sync family (dK, dV, dQ), for SM120/SM121 (and SM80-SM90 in
+compat mode).
+
+Tensors (16-byte aligned base pointers, last dimension contiguous, other strides multiples of 8
+elements; fp16 or bf16 of one dtype unless noted):
+
+* inputs ``mQ (batch, seqlen_q, nheads, head_dim)``, ``mK (batch, seqlen_k, nheads_kv, head_dim)``,
+  ``mV (batch, seqlen_k, nheads_kv, head_dim_v)``, ``mdO (batch, seqlen_q, nheads, head_dim_v)``;
+* from the preprocess (:mod:`fa4_sm120.bwd_pre_post`), fp32, rows padded to ``seqlen_q_pad``
+  (a multiple of ``tile_m``): ``mLSElog2 (batch, nheads, seqlen_q_pad)`` (``lse * log2(e)``,
+  ``+inf`` for a row that sees no key and for padding rows), ``mdPsum (batch, nheads, seqlen_q_pad)``
+  (``rowsum(dO * O) - dLSE``, 0 on padding rows);
+* outputs ``mdK (batch, seqlen_k, nheads_kv, head_dim)``, ``mdV (batch, seqlen_k, nheads_kv,
+  head_dim_v)`` (16-bit, written once per CTA, already summed over the query heads of a KV head),
+  ``mdQaccum (batch, nheads, seqlen_q_pad, head_dim)`` fp32, zeroed by the caller, receives
+  ``dS·K`` **unscaled** (the postprocess multiplies by ``softmax_scale`` and converts);
+* deterministic mode only: ``mSem (batch, nheads, num_m_blocks)`` int32, zeroed by the caller.
+
+Features: any ``seqlen_q``/``seqlen_k`` >= 1, causal (bottom-right aligned), MHA/GQA/MQA (one CTA
+owns a key block of one KV head and walks every query head of its group, so dK/dV need no extra
+buffer and no reduction), deterministic dQ.
+
+Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_idx``):
+
+1. Load K and V of the key block (``cp.async`` 128-bit into swizzled shared memory, rows past
+   ``seqlen_k`` zero-filled). ``acc_dK = acc_dV = 0`` (fp32 registers).
+2. For each query head of the group and each query block ``m`` that sees a key of this block
+   (causal: ``m >= m_block_min``), with Q(m) and dO(m) already loading:
+
+   a. ``S = Q·Kᵀ`` (``mma.sync m16n8k16``, operands through ``ldmatrix``); mask (causal diagonal,
+      ``seqlen_k``) only on the blocks that need it; ``P = exp2(S·scale·log2e − LSElog2)``.
+   b. ``P`` -> shared memory (16-bit) through a copy partitioned exactly like the accumulator
+      (``make_tiled_copy_C`` over plain stores: never ``stmatrix``, wgmma's layout).
+   c. ``dP = dO·Vᵀ``; ``dS = P ⊙ (dP − dPsum)`` -> 16-bit, to shared memory the same way, and kept
+      in registers as the A operand of ``dQ``.
+   d. ``dV += Pᵀ·dO`` and ``dK += dSᵀ·Q`` (both operands through ``ldmatrix.trans`` of the
+      transposed shared views); then the next block's Q and dO start loading.
+   e. ``dQ = dS·K`` (A from registers, ``Kᵀ`` through ``ldmatrix.trans``), added to ``mdQaccum``
+      with ``red.global.add.f32``. Deterministic mode: the CTAs of one query block add in ascending
+      ``n_block`` order, serialised by a per-(batch, head, m_block) counter (acquire spin, release
+      increment), so the fp32 sums are bit-identical run to run.
+3. Epilogue: ``dK *= softmax_scale``; dK and dV go registers -> shared (accumulator-layout plain
+   stores, into the K/V buffers) -> global (128-bit stores, rows past ``seqlen_k`` skipped).
+
+Constraints: ``head_dim``/``head_dim_v`` multiples of 32; ``tile_m``, ``tile_n`` multiples of
+``16 * num_warps`` (every MMA of the kernel splits its M over the warps); shared memory
+``bwd_smem_bytes(...) = 2 B * (tile_m * (d + dv) + tile_n * (d + dv) + 2 * tile_m * tile_n)`` within
+the arch cap (101,376 B on SM120).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cutlass
+import cutlass.cute as cute
+from cutlass import Float32, Int32
+from cutlass.cute.nvgpu import cpasync, warp
+
+from fa4_core import arch as arch_mod
+from fa4_core.errors import UnsupportedConfigError, unsupported
+from fa4_core.layout import acc_as_a_operand, acc_mn_view
+from fa4_core.mask import apply_mask
+from fa4_core.softmax import LOG2_E
+
+__all__ = [
+    "BwdConfig",
+    "FlashAttentionBackwardSm120",
+    "bwd_smem_bytes",
+    "BWD_HEAD_DIMS",
+    "DTYPES",
+    "fake_bwd_args",
+    "compile_bwd",
+]
+
+DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
+BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192)
+ELEM_BYTES = 2
+
+
+def _align(x: int, a: int = 1024) -> int:
+    return (x + a - 1) // a * a
+
+
+def bwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
+    """Bytes of the kernel's ``SharedStorage``: sQ, sdO, sK, sV, sP, sdS (each 1024-B aligned)."""
+    return (
+        _align(tile_m * head_dim * ELEM_BYTES)
+        + _align(tile_m * head_dim_v * ELEM_BYTES)
+        + _align(tile_n * head_dim * ELEM_BYTES)
+        + _align(tile_n * head_dim_v * ELEM_BYTES)
+        + 2 * _align(tile_m * tile_n * ELEM_BYTES)
+    )
+
+
+@dataclass(frozen=True)
+class BwdConfig:
+    """Everything that changes the generated code of the backward (scale, lengths, batch and head
+    counts are runtime values)."""
+
+    dtype: str
+    head_dim: int
+    head_dim_v: int
+    tile_m: int = 64
+    tile_n: int = 64
+    num_threads: int = 128
+    is_causal: bool = False
+    qhead_per_kvhead: int = 1
+    deterministic: bool = False
+    arch: str = "sm_120a"
+
+    @property
+    def num_warps(self) -> int:
+        return self.num_threads // 32
+
+    @property
+    def smem_bytes(self) -> int:
+        return bwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v)
+
+
+class FlashAttentionBackwardSm120:
+    """The main backward kernel. ``FlashAttentionBackwardSm120(cfg)`` then ``cute.compile(obj, ...)``."""
+
+    def __init__(self, cfg: BwdConfig):
+        self.can_implement(cfg)
+        self.cfg = cfg
+        self.dtype = DTYPES[cfg.dtype]
+        self.tile_m, self.tile_n = cfg.tile_m, cfg.tile_n
+        self.head_dim, self.head_dim_v = cfg.head_dim, cfg.head_dim_v
+        self.num_threads = cfg.num_threads
+        self.is_causal = cfg.is_causal
+        self.qhead_per_kvhead = cfg.qhead_per_kvhead
+        self.deterministic = cfg.deterministic
+
+    # ------------------------------------------------------------------ constraints
+    @staticmethod
+    def can_implement(cfg: BwdConfig) -> None:
+        """Raise :class:`UnsupportedConfigError` naming the first violated constraint."""
+        if cfg.dtype not in DTYPES:
+            raise unsupported("dtype", cfg.dtype, "float16, bfloat16")
+        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
+            if d not in BWD_HEAD_DIMS:
+                raise unsupported(name, d, f"the backward's head dims {BWD_HEAD_DIMS}")
+        if cfg.num_threads % 32 or not 64 <= cfg.num_threads <= 256:
+            raise unsupported("num_threads", cfg.num_threads, "a multiple of 32 in [64, 256]")
+        for name, t in (("tile_m", cfg.tile_m), ("tile_n", cfg.tile_n)):
+            if t % (16 * cfg.num_warps) or t % 64:
+                raise unsupported(name, t, f"a multiple of 64 and of 16 * num_warps = {16 * cfg.num_warps}")
+        if not 1 <= cfg.qhead_per_kvhead <= 256:
+            raise unsupported("qhead_per_kvhead", cfg.qhead_per_kvhead, "1..256")
+        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
+            if cfg.num_threads % (_atom_k(d) // 8):
+                raise unsupported(
+                    "num_threads", cfg.num_threads, f"a multiple of {_atom_k(d) // 8} for {name}={d}"
+                )
+        cap = arch_mod.smem_capacity(arch_mod.parse_arch(cfg.arch))
+        if cfg.smem_bytes > cap:
+            raise UnsupportedConfigError(
+                f"backward tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}) with head_dim={cfg.head_dim}, "
+                f"head_dim_v={cfg.head_dim_v} needs {cfg.smem_bytes} B of shared memory; supported: at "
+                f"most {cap} B on {cfg.arch}"
+            )
+
+    @staticmethod
+    def supports(cfg: BwdConfig) -> bool:
+        try:
+            FlashAttentionBackwardSm120.can_implement(cfg)
+        except UnsupportedConfigError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ host-side setup (traced)
+    def _smem_layout(self, rows: int, cols: int):
+        atom_k = _atom_k(cols)
+        atom = cute.make_composed_layout(
+            cute.make_swizzle(3 if atom_k == 64 else 2, 3, 3),
+            0,
+            cute.make_layout((8, atom_k), stride=(atom_k, 1)),
+        )
+        return cute.tile_to_shape(atom, (rows, cols), (0, 1))
+
+    def _gmem_copy(self, d: int, async_copy: bool):
+        elems = 128 // self.dtype.width
+        op = (
+            cpasync.CopyG2SOp(cache_mode=cpasync.LoadCacheMode.GLOBAL)
+            if async_copy
+            else cute.nvgpu.CopyUniversalOp()
+        )
+        atom = cute.make_copy_atom(op, self.dtype, num_bits_per_copy=128)
+        tpr = _atom_k(d) // elems
+        thr_layout = cute.make_layout((self.num_threads // tpr, tpr), stride=(tpr, 1))
+        return cute.make_tiled_copy_tv(atom, thr_layout, cute.make_layout((1, elems)))
+
+    @cute.jit
+    def __call__(
+        self,
+        mQ: cute.Tensor,
+        mK: cute.Tensor,
+        mV: cute.Tensor,
+        mdO: cute.Tensor,
+        mLSElog2: cute.Tensor,
+        mdPsum: cute.Tensor,
+        mdK: cute.Tensor,
+        mdV: cute.Tensor,
+        mdQaccum: cute.Tensor,
+        mSem: cute.Tensor,
+        softmax_scale: Float32,
+        stream,
+    ):
+        d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
+        sQ_layout = self._smem_layout(tm, d)
+        sdO_layout = self._smem_layout(tm, dv)
+        sK_layout = self._smem_layout(tn, d)
+        sV_layout = self._smem_layout(tn, dv)
+        sP_layout = self._smem_layout(tm, tn)
+
+        @cute.struct
+        class SharedStorage:
+            sQ: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sQ_layout)], 1024]
+            sdO: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sdO_layout)], 1024]
+            sK: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024]
+            sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
+            sP: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sP_layout)], 1024]
+            sdS: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sP_layout)], 1024]
+
+        if cutlass.const_expr(SharedStorage.size_in_bytes() != self.cfg.smem_bytes):
+            raise UnsupportedConfigError(
+                f"shared storage is {SharedStorage.size_in_bytes()} B but bwd_smem_bytes says "
+                f"{self.cfg.smem_bytes} B for {self.cfg}"
+            )
+        nw = self.num_threads // 32
+        tiled_mma = cute.make_tiled_mma(
+            warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
+            (nw, 1, 1),
+            permutation_mnk=(nw * 16, 16, 16),
+        )
+        grid = (cute.ceil_div(mK.shape[1], tn), mK.shape[2], mK.shape[0])
+        self.kernel(
+            mQ,
+            mK,
+            mV,
+            mdO,
+            mLSElog2,
+            mdPsum,
+            mdK,
+            mdV,
+            mdQaccum,
+            mSem,
+            softmax_scale,
+            softmax_scale * LOG2_E,
+            sQ_layout,
+            sdO_layout,
+            sK_layout,
+            sV_layout,
+            sP_layout,
+            self._gmem_copy(d, True),
+            self._gmem_copy(dv, True),
+            self._gmem_copy(d, False),
+            self._gmem_copy(dv, False),
+            tiled_mma,
+            SharedStorage,
+        ).launch(grid=grid, block=[self.num_threads, 1, 1], smem=SharedStorage.size_in_bytes(), stream=stream)
+
+    # ------------------------------------------------------------------ the kernel
+    @cute.kernel
+    def kernel(
+        self,
+        mQ: cute.Tensor,
+        mK: cute.Tensor,
+        mV: cute.Tensor,
+        mdO: cute.Tensor,
+        mLSElog2: cute.Tensor,
+        mdPsum: cute.Tensor,
+        mdK: cute.Tensor,
+        mdV: cute.Tensor,
+        mdQaccum: cute.Tensor,
+        mSem: cute.Tensor,
+        softmax_scale: Float32,
+        scale_log2: Float32,
+        sQ_layout: cute.ComposedLayout,
+        sdO_layout: cute.ComposedLayout,
+        sK_layout: cute.ComposedLayout,
+        sV_layout: cute.ComposedLayout,
+        sP_layout: cute.ComposedLayout,
+        gmem_copy_d: cute.TiledCopy,
+        gmem_copy_dv: cute.TiledCopy,
+        gmem_store_d: cute.TiledCopy,
+        gmem_store_dv: cute.TiledCopy,
+        tiled_mma: cute.TiledMma,
+        SharedStorage: cutlass.Constexpr,
+    ):
+        d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
+        tidx, _, _ = cute.arch.thread_idx()
+        n_block, head_kv, batch_idx = cute.arch.block_idx()
+        seqlen_q = mQ.shape[1]
+        seqlen_k = mK.shape[1]
+        num_m_blocks = cute.ceil_div(seqlen_q, tm)
+
+        # query blocks that see a key of this block: causal rows i see keys j <= i + seqlen_k - seqlen_q
+        m_block_min = Int32(0)
+        m_mask_end = Int32(0)  # blocks [m_block_min, m_mask_end) need the mask
+        if cutlass.const_expr(self.is_causal):
+            first_row = n_block * tn - (seqlen_k - seqlen_q)
+            m_block_min = cutlass.min(cutlass.max(first_row, 0) // tm, num_m_blocks)
+            last_row = (n_block + 1) * tn - (seqlen_k - seqlen_q)
+            m_mask_end = cutlass.min(cute.ceil_div(cutlass.max(last_row, 0), tm), num_m_blocks)
+        if (n_block + 1) * tn > seqlen_k:
+            m_mask_end = num_m_blocks  # the last key block: columns past seqlen_k everywhere
+        m_mask_end = cutlass.max(m_mask_end, m_block_min)
+
+        # ---------------- shared memory
+        smem = cutlass.memory.SmemAllocator()
+        storage = smem.allocate(SharedStorage)
+        sQ = storage.sQ.get_tensor(sQ_layout)
+        sdO = storage.sdO.get_tensor(sdO_layout)
+        sK = storage.sK.get_tensor(sK_layout)
+        sV = storage.sV.get_tensor(sV_layout)
+        sP = storage.sP.get_tensor(sP_layout)
+        sdS = storage.sdS.get_tensor(sP_layout)
+        # transposed views (mode 0 <-> mode 1) for the Pᵀ·dO, dSᵀ·Q and dS·K products
+        sQt = cute.composition(sQ, cute.make_layout((d, tm), stride=(tm, 1)))
+        sdOt = cute.composition(sdO, cute.make_layout((dv, tm), stride=(tm, 1)))
+        sKt = cute.composition(sK, cute.make_layout((d, tn), stride=(tn, 1)))
+        sPt = cute.composition(sP, cute.make_layout((tn, tm), stride=(tm, 1)))
+        sdSt = cute.composition(sdS, cute.make_layout((tn, tm), stride=(tm, 1)))
+
+        # ---------------- K, V of this block
+        thr_copy_d = gmem_copy_d.get_slice(tidx)
+        thr_copy_dv = gmem_copy_dv.get_slice(tidx)
+        gK = cute.local_tile(mK[batch_idx, None, head_kv, None], (tn, d), (n_block, 0))
+        gV = cute.local_tile(mV[batch_idx, None, head_kv, None], (tn, dv), (n_block, 0))
+        cKd = cute.make_identity_tensor((tn, d))
+        cKdv = cute.make_identity_tensor((tn, dv))
+        self.load_tile(
+            gmem_copy_d, thr_copy_d.partition_S(gK), thr_copy_d.partition_D(sK),
+            thr_copy_d.partition_S(cKd), seqlen_k - n_block * tn,
+        )  # fmt: skip
+        self.load_tile(
+            gmem_copy_dv, thr_copy_dv.partition_S(gV), thr_copy_dv.partition_D(sV),
+            thr_copy_dv.partition_S(cKdv), seqlen_k - n_block * tn,
+        )  # fmt: skip
+        cute.arch.cp_async_commit_group()
+
+        # ---------------- MMA partitions and smem -> register copies
+        thr_mma = tiled_mma.get_slice(tidx)
+        ldsm = warp.LdMatrix8x8x16bOp(transpose=False, num_matrices=4)
+        ldsm_t = warp.LdMatrix8x8x16bOp(transpose=True, num_matrices=4)
+        copy_A = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
+        copy_B = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
+        copy_At = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm_t, self.dtype), tiled_mma)
+        copy_Bt = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm_t, self.dtype), tiled_mma)
+
+        acc_dK = cute.make_rmem_tensor(thr_mma.partition_shape_C((tn, d)), Float32)
+        acc_dV = cute.make_rmem_tensor(thr_mma.partition_shape_C((tn, dv)), Float32)
+        acc_dK.fill(0.0)
+        acc_dV.fill(0.0)
+
+        cS = cute.make_identity_tensor((tm, tn))
+        tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
+        num_rows = cute.size(tScS_mn.shape[0])
+        store_C = cute.make_tiled_copy_C(
+            cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), self.dtype), tiled_mma
+        )
+        thr_store_C = store_C.get_slice(tidx)
+        tPsP = thr_store_C.partition_D(sP)
+        tdSsdS = thr_store_C.partition_D(sdS)
+
+        cQd = cute.make_identity_tensor((tm, d))
+        cQdv = cute.make_identity_tensor((tm, dv))
+        tQcQ = thr_copy_d.partition_S(cQd)
+        tdOcdO = thr_copy_dv.partition_S(cQdv)
+        tQsQ = thr_copy_d.partition_D(sQ)
+        tdOsdO = thr_copy_dv.partition_D(sdO)
+
+        r = self.qhead_per_kvhead
+        num_m_iters = num_m_blocks - m_block_min
+        total_iters = num_m_iters * r
+        # prologue: Q, dO of the first (head, block)
+        if total_iters > 0:
+            self.load_q_do(
+                mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
+                tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q,
+            )  # fmt: skip
+
+        for it in cutlass.range(total_iters, unroll=1):
+            h_off = it // num_m_iters
+            m_block = m_block_min + (it - h_off * num_m_iters)
+            head = head_kv * r + h_off
+            next_it = it + 1
+            h_next = next_it // num_m_iters
+            m_next = m_block_min + (next_it - h_next * num_m_iters)
+
+            # ---- a. S = Q Kᵀ, P
+            acc_S = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, tn)), Float32)
+            acc_S.fill(0.0)
+            lse = cute.make_rmem_tensor(num_rows, Float32)
+            dpsum = cute.make_rmem_tensor(num_rows, Float32)
+            for i in cutlass.range_constexpr(num_rows):
+                row = m_block * tm + tScS_mn[i, 0][0]
+                lse[i] = mLSElog2[batch_idx, head, row]
+                dpsum[i] = mdPsum[batch_idx, head, row]
+            cute.arch.cp_async_wait_group(0)
+            cute.arch.barrier()
+            self.gemm_ss(tiled_mma, thr_mma, acc_S, sQ, sK, copy_A, copy_B, tidx)
+            acc_S_mn = acc_mn_view(acc_S)
+            if m_block < m_mask_end:
+                apply_mask(
+                    acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, None, None,
+                    tm, tn, 1, self.is_causal, False,
+                )  # fmt: skip
+            for i in cutlass.range_constexpr(num_rows):
+                s = acc_S_mn[i, None].load()
+                acc_S_mn[i, None] = cute.math.exp2(s * scale_log2 - lse[i], fastmath=True)
+            # ---- b. P -> shared (accumulator-layout plain stores)
+            rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
+            rP.store(acc_S.load().to(self.dtype))
+            cute.copy(store_C, thr_store_C.retile(rP), tPsP)
+            # ---- c. dP = dO Vᵀ, dS = P (dP - dPsum)
+            acc_dP = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, tn)), Float32)
+            acc_dP.fill(0.0)
+            self.gemm_ss(tiled_mma, thr_mma, acc_dP, sdO, sV, copy_A, copy_B, tidx)
+            acc_dP_mn = acc_mn_view(acc_dP)
+            for i in cutlass.range_constexpr(num_rows):
+                acc_dP_mn[i, None] = acc_S_mn[i, None].load() * (acc_dP_mn[i, None].load() - dpsum[i])
+            rdS = cute.make_rmem_tensor_like(acc_dP, self.dtype)
+            rdS.store(acc_dP.load().to(self.dtype))
+            cute.copy(store_C, thr_store_C.retile(rdS), tdSsdS)
+            cute.arch.barrier()
+            # ---- d. dV += Pᵀ dO, dK += dSᵀ Q
+            self.gemm_ss(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
+            self.gemm_ss(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
+            cute.arch.barrier()  # everyone is done with sQ, sdO, sP, sdS
+            if next_it < total_iters:
+                self.load_q_do(
+                    mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
+                    tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q,
+                )  # fmt: skip
+            # ---- e. dQ += dS K (fp32 reductions in global memory)
+            acc_dQ = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, d)), Float32)
+            acc_dQ.fill(0.0)
+            self.gemm_rs(tiled_mma, thr_mma, acc_dQ, acc_as_a_operand(rdS), sKt, copy_Bt, tidx)
+            gdQ = cute.local_tile(mdQaccum[batch_idx, head, None, None], (tm, d), (m_block, 0))
+            tdQgdQ = thr_mma.partition_C(gdQ)
+            if cutlass.const_expr(self.deterministic):
+                sem_ptr = mSem.iterator + cute.crd2idx((batch_idx, head, m_block), mSem.layout)
+                if tidx == 0:
+                    # the CTAs adding into this query block are n_block = 0, 1, ... (causal: the
+                    # visitors of a query block are a prefix of the key blocks): wait for our turn
+                    cnt = cute.arch.load(sem_ptr, Int32, sem="acquire", scope="gpu")
+                    while cnt != n_block:
+                        cnt = cute.arch.load(sem_ptr, Int32, sem="acquire", scope="gpu")
+                cute.arch.barrier()
+            for i in cutlass.range_constexpr(cute.size(acc_dQ)):
+                cute.arch.red(
+                    tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout),
+                    acc_dQ[i],
+                    op="add",
+                    dtype="f32",
+                    sem="relaxed",
+                    scope="gpu",
+                )
+            if cutlass.const_expr(self.deterministic):
+                cute.arch.fence_acq_rel_gpu()
+                cute.arch.barrier()
+                if tidx == 0:
+                    cute.arch.atomic_add(sem_ptr, Int32(1), sem="release", scope="gpu")
+
+        # ---------------- epilogue: dK, dV -> shared (K/V buffers) -> global
+        cute.arch.cp_async_wait_group(0)
+        cute.arch.barrier()
+        acc_dK.store(acc_dK.load() * softmax_scale)
+        rdK = cute.make_rmem_tensor_like(acc_dK, self.dtype)
+        rdK.store(acc_dK.load().to(self.dtype))
+        rdV = cute.make_rmem_tensor_like(acc_dV, self.dtype)
+        rdV.store(acc_dV.load().to(self.dtype))
+        cute.copy(store_C, thr_store_C.retile(rdK), thr_store_C.partition_D(sK))
+        cute.copy(store_C, thr_store_C.retile(rdV), thr_store_C.partition_D(sV))
+        cute.arch.barrier()
+        gdK = cute.local_tile(mdK[batch_idx, None, head_kv, None], (tn, d), (n_block, 0))
+        gdV = cute.local_tile(mdV[batch_idx, None, head_kv, None], (tn, dv), (n_block, 0))
+        self.store_tile(gmem_store_d, tidx, sK, gdK, cKd, seqlen_k - n_block * tn)
+        self.store_tile(gmem_store_dv, tidx, sV, gdV, cKdv, seqlen_k - n_block * tn)
+
+    # ------------------------------------------------------------------ stage helpers
+    @cute.jit
+    def gemm_ss(
+        self,
+        tiled_mma: cute.TiledMma,
+        thr_mma,
+        acc: cute.Tensor,
+        sA: cute.Tensor,
+        sB: cute.Tensor,
+        copy_A: cute.TiledCopy,
+        copy_B: cute.TiledCopy,
+        tidx: Int32,
+    ):
+        """acc += A·B with both operands in shared memory (``ldmatrix`` of k-block k+1 overlapping the
+        MMAs of k-block k)."""
+        tCrA = thr_mma.make_fragment_A(thr_mma.partition_A(sA))
+        tCrB = thr_mma.make_fragment_B(thr_mma.partition_B(sB))
+        thr_A = copy_A.get_slice(tidx)
+        thr_B = copy_B.get_slice(tidx)
+        tCsA = thr_A.partition_S(sA)
+        tCrA_v = thr_A.retile(tCrA)
+        tCsB = thr_B.partition_S(sB)
+        tCrB_v = thr_B.retile(tCrB)
+        num_k = cute.size(tCrA.shape[2])
+        cute.copy(copy_A, tCsA[None, None, 0], tCrA_v[None, None, 0])
+        cute.copy(copy_B, tCsB[None, None, 0], tCrB_v[None, None, 0])
+        for k in cutlass.range_constexpr(num_k):
+            if cutlass.const_expr(k + 1 < num_k):
+                cute.copy(copy_A, tCsA[None, None, k + 1], tCrA_v[None, None, k + 1])
+                cute.copy(copy_B, tCsB[None, None, k + 1], tCrB_v[None, None, k + 1])
+            cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+
+    @cute.jit
+    def gemm_rs(
+        self,
+        tiled_mma: cute.TiledMma,
+        thr_mma,
+        acc: cute.Tensor,
+        tCrA: cute.Tensor,
+        sB: cute.Tensor,
+        copy_B: cute.TiledCopy,
+        tidx: Int32,
+    ):
+        """acc += A·B with A already in registers (an A fragment) and B in shared memory."""
+        tCrB = thr_mma.make_fragment_B(thr_mma.partition_B(sB))
+        thr_B = copy_B.get_slice(tidx)
+        tCsB = thr_B.partition_S(sB)
+        tCrB_v = thr_B.retile(tCrB)
+        num_k = cute.size(tCrB.shape[2])
+        cute.copy(copy_B, tCsB[None, None, 0], tCrB_v[None, None, 0])
+        for k in cutlass.range_constexpr(num_k):
+            if cutlass.const_expr(k + 1 < num_k):
+                cute.copy(copy_B, tCsB[None, None, k + 1], tCrB_v[None, None, k + 1])
+            cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+
+    @cute.jit
+    def load_tile(
+        self,
+        gmem_copy: cute.TiledCopy,
+        tXgX: cute.Tensor,
+        tXsX: cute.Tensor,
+        tXcX: cute.Tensor,
+        limit: Int32,
+    ):
+        """A tile -> shared memory (``cp.async``); rows at or past ``limit`` are zero-filled."""
+        for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
+            if tXcX[0, m, 0][0] < limit:
+                cute.copy(gmem_copy, tXgX[None, m, None], tXsX[None, m, None])
+            else:
+                tXsX[None, m, None].fill(0)
+
+    @cute.jit
+    def load_q_do(
+        self,
+        mQ: cute.Tensor,
+        mdO: cute.Tensor,
+        gmem_copy_d: cute.TiledCopy,
+        gmem_copy_dv: cute.TiledCopy,
+        thr_copy_d,
+        thr_copy_dv,
+        tQsQ: cute.Tensor,
+        tdOsdO: cute.Tensor,
+        tQcQ: cute.Tensor,
+        tdOcdO: cute.Tensor,
+        batch_idx: Int32,
+        head: Int32,
+        m_block: Int32,
+        seqlen_q: Int32,
+    ):
+        gQ = cute.local_tile(mQ[batch_idx, None, head, None], (self.tile_m, self.head_dim), (m_block, 0))
+        gdO = cute.local_tile(mdO[batch_idx, None, head, None], (self.tile_m, self.head_dim_v), (m_block, 0))
+        limit = seqlen_q - m_block * self.tile_m
+        self.load_tile(gmem_copy_d, thr_copy_d.partition_S(gQ), tQsQ, tQcQ, limit)
+        self.load_tile(gmem_copy_dv, thr_copy_dv.partition_S(gdO), tdOsdO, tdOcdO, limit)
+        cute.arch.cp_async_commit_group()
+
+    @cute.jit
+    def store_tile(
+        self,
+        gmem_copy: cute.TiledCopy,
+        tidx: Int32,
+        sX: cute.Tensor,
+        gX: cute.Tensor,
+        cX: cute.Tensor,
+        limit: Int32,
+    ):
+        """Shared -> registers (128-bit) -> global; rows at or past ``limit`` are skipped."""
+        thr_copy = gmem_copy.get_slice(tidx)
+        tXsX = thr_copy.partition_S(sX)
+        tXrX = cute.make_rmem_tensor_like(tXsX, self.dtype)
+        cute.autovec_copy(tXsX, tXrX)
+        tXgX = thr_copy.partition_D(gX)
+        tXcX = thr_copy.partition_S(cX)
+        for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
+            if tXcX[0, m, 0][0] < limit:
+                cute.copy(gmem_copy, tXrX[None, m, None], tXgX[None, m, None])
+
+
+def _atom_k(d: int) -> int:
+    """Width (elements) of the swizzled shared-memory atom for a row of ``d`` elements."""
+    return 64 if d % 64 == 0 else 32
+
+
+# ---------------------------------------------------------------------------------------------------
+# compile without tensors (CPU builds for sm_120a, and the runtime compile of fa4-torch)
+# ---------------------------------------------------------------------------------------------------
+def fake_bwd_args(cfg: BwdConfig):
+    """``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum, mSem, softmax_scale, stream)``."""
+    from fa4_sm120.compile import fake_tensor
+
+    dt = DTYPES[cfg.dtype]
+    sym = cute.sym_int
+    b, sq, sk, hq, hkv, sqp, nm = sym(), sym(), sym(), sym(), sym(), sym(), sym()
+    q = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
+    k = fake_tensor(dt, (b, sk, hkv, cfg.head_dim))
+    v = fake_tensor(dt, (b, sk, hkv, cfg.head_dim_v))
+    do = fake_tensor(dt, (b, sq, hq, cfg.head_dim_v))
+    lse = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
+    dpsum = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
+    dk = fake_tensor(dt, (b, sk, hkv, cfg.head_dim))
+    dv = fake_tensor(dt, (b, sk, hkv, cfg.head_dim_v))
+    dq_accum = fake_tensor(Float32, (b, hq, sqp, cfg.head_dim), divisibility=4)
+    sem = fake_tensor(Int32, (b, hq, nm), divisibility=1)
+    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
+    return q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), stream
+
+
+def compile_bwd(
+    cfg: BwdConfig, *, tvm_ffi: bool = True, gpu_arch: str | None = None, dump_dir: str | None = None
+):
+    """Compile the main backward kernel of ``cfg`` (see :func:`fa4_sm120.compile.compile_fwd`)."""
+    from fa4_sm120.compile import compile_options
+
+    kernel = FlashAttentionBackwardSm120(cfg)
+    options = compile_options(tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)
+    args = fake_bwd_args(cfg)
+    if options:
+        return cute.compile(kernel, *args, options=options)
+    return cute.compile(kernel, *args)

@@ -1,0 +1,86 @@
+"""Tile table of the backward kernel (:mod:`fa4_sm120.bwd`): one row per (arch family, head dims).
+
+Shared memory per row is ``bwd_smem_bytes = 2 B * (tile_m * (d + dv) + tile_n * (d + dv) + 2 * tile_m
+* tile_n)`` (Q, dO, K, V, P, dS; every buffer a multiple of 1024 B here). Every SM120 row fits
+101,376 B (a test proves it); the H100/H200 use the SM120 rows (compat mode, DESIGN §2). All rows
+are 4 warps, every MMA splitting its M over the warps (16 rows each), so the dS accumulator of a
+warp is exactly the A operand of its ``dQ = dS·K`` rows and never leaves registers for dQ.
+Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / 128`` live through
+the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / 128`` or ``acc_dQ = tile_m * d / 128``.
+
+Head dims without a row (d 192/192, 224, 256: Q, dO, K, V alone exceed the budget at 64x64, and the
+64-row minimum of the 4-warp split leaves no smaller tile) raise ``UnsupportedConfigError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fa4_core.errors import UnsupportedArchError, unsupported
+from fa4_sm120.bwd import BwdConfig
+
+__all__ = ["BwdTile", "BWD_TABLE", "select_bwd_tile", "bwd_config"]
+
+
+@dataclass(frozen=True)
+class BwdTile:
+    family: str
+    head_dim: int
+    head_dim_v: int
+    tile_m: int
+    tile_n: int
+    num_threads: int
+
+
+# fmt: off
+BWD_TABLE: tuple[BwdTile, ...] = (
+    # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
+    BwdTile("sm120",  32,  32, 64, 64, 128),  # 2*(64*64   + 64*64   + 2*64*64) = 32,768 B
+    BwdTile("sm120",  64,  64, 64, 64, 128),  # 2*(64*128  + 64*128  + 2*64*64) = 49,152 B
+    BwdTile("sm120",  96,  96, 64, 64, 128),  # 2*(64*192  + 64*192  + 2*64*64) = 65,536 B
+    BwdTile("sm120", 128, 128, 64, 64, 128),  # 2*(64*256  + 64*256  + 2*64*64) = 81,920 B
+    BwdTile("sm120", 160, 160, 64, 64, 128),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
+    BwdTile("sm120", 192, 128, 64, 64, 128),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
+)
+# fmt: on
+
+_CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
+
+
+def select_bwd_tile(family: str, head_dim: int, head_dim_v: int) -> BwdTile:
+    if family not in _CAP_ARCH:
+        raise UnsupportedArchError(f"family={family!r} has no backward tile table; supported: {tuple(_CAP_ARCH)}")
+    # SM86/SM80 have at least SM120's shared memory: they use the SM120 rows
+    for row in BWD_TABLE:
+        if (row.head_dim, row.head_dim_v) == (head_dim, head_dim_v):
+            return row
+    raise unsupported(
+        "(head_dim, head_dim_v)",
+        (head_dim, head_dim_v),
+        "for the backward: " + ", ".join(f"{r.head_dim}/{r.head_dim_v}" for r in BWD_TABLE),
+    )
+
+
+def bwd_config(
+    family: str,
+    dtype: str,
+    head_dim: int,
+    head_dim_v: int,
+    *,
+    causal: bool,
+    qhead_per_kvhead: int = 1,
+    deterministic: bool = False,
+) -> BwdConfig:
+    row = select_bwd_tile(family, head_dim, head_dim_v)
+    return BwdConfig(
+        dtype=dtype,
+        head_dim=head_dim,
+        head_dim_v=head_dim_v,
+        tile_m=row.tile_m,
+        tile_n=row.tile_n,
+        num_threads=row.num_threads,
+        is_causal=causal,
+        qhead_per_kvhead=qhead_per_kvhead,
+        deterministic=deterministic,
+        arch=_CAP_ARCH[family],
+    )
