@@ -68,14 +68,23 @@ class OnlineSoftmax:
             self.row_max[r] = m_new
 
     @cute.jit
-    def finalize(self, row_scale: cute.Tensor, lse: cute.Tensor):
-        """``row_scale[r] = 1 / row_sum`` (0 for a row with no visible key) and the natural-log LSE."""
+    def finalize(self, row_scale: cute.Tensor, lse: cute.Tensor, sink_log2=None):
+        """``row_scale[r] = 1 / row_sum`` (0 for a row with no visible key) and the natural-log LSE.
+
+        ``sink_log2`` (optional, one value per row: the learnable sink logit times log2(e)) adds
+        ``exp(sink)`` to the normaliser; a row with no visible key then has ``lse = sink``.
+        """
         for r in cutlass.range_constexpr(self.num_rows):
             total = quad_allreduce_sum(self.row_sum[r])
-            empty = total == Float32(0.0) or total != total
-            row_scale[r] = Float32(0.0) if empty else cute.arch.rcp_approx(total)
-            lse[r] = (
-                -Float32.inf
-                if empty
-                else (self.row_max[r] * self.scale_log2 + cute.math.log2(total, fastmath=True)) * LN_2
-            )
+            m_scaled = self.row_max[r] * self.scale_log2
+            if cutlass.const_expr(sink_log2 is not None):
+                m_scaled = -Float32.inf if self.row_max[r] == -Float32.inf else m_scaled
+                m_final = cute.arch.fmax(m_scaled, sink_log2[r])
+                rescale = cute.math.exp2(m_scaled - m_final, fastmath=True)
+                total = total * rescale + cute.math.exp2(sink_log2[r] - m_final, fastmath=True)
+                row_scale[r] = rescale * cute.arch.rcp_approx(total)
+                lse[r] = (m_final + cute.math.log2(total, fastmath=True)) * LN_2
+            else:
+                empty = total == Float32(0.0) or total != total
+                row_scale[r] = Float32(0.0) if empty else cute.arch.rcp_approx(total)
+                lse[r] = -Float32.inf if empty else (m_scaled + cute.math.log2(total, fastmath=True)) * LN_2

@@ -29,17 +29,62 @@ def fake_tensor(dtype, shape, leading_dim: int = -1, divisibility: int = _ALIGN_
 
 
 def fake_fwd_args(cfg: FwdConfig):
-    """``(mQ, mK, mV, mO, mLSE, softmax_scale, window_left, window_right, stream)`` placeholders."""
+    """Placeholders for ``FlashAttentionForwardSm120.__call__``, shaped by the config's flags:
+    ``(mQ, mK, mV, mO, mLSE, softmax_scale, window_left, window_right, softcap, max_seqlen_q,
+    num_splits, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table, kv_batch_idx, sink,
+    stream)``; absent optional tensors are ``None``."""
     dt = DTYPES[cfg.dtype]
     sym = cute.sym_int
-    b, sq, sk, hq, hkv = sym(), sym(), sym(), sym(), sym()
-    q = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
-    k = fake_tensor(dt, (b, sk, hkv, cfg.head_dim))
-    v = fake_tensor(dt, (b, sk, hkv, cfg.head_dim_v))
-    o = fake_tensor(dt, (b, sq, hq, cfg.head_dim_v))
-    lse = fake_tensor(cutlass.Float32, (b, hq, sq), divisibility=1)
+    b, bkv, sq, sk, hq, hkv, tq, tk, npages, psize, maxp, ns = (sym() for _ in range(12))
+    q_rows = (tq,) if cfg.varlen_q else (b, sq)
+    if cfg.paged_kv:
+        kv_rows = (npages, psize)
+    elif cfg.varlen_k:
+        kv_rows = (tk,)
+    else:
+        kv_rows = (bkv if cfg.kv_batch_idx else b, sk)
+    q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
+    k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+    v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+    lse_dims = (hq, tq) if cfg.varlen_q else (b, hq, sq)
+    if cfg.split_kv:
+        o = fake_tensor(cutlass.Float32, (ns, *q_rows, hq, cfg.head_dim_v), divisibility=4)
+        lse = fake_tensor(cutlass.Float32, (ns, *lse_dims), divisibility=1)
+    else:
+        o = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
+        lse = fake_tensor(cutlass.Float32, lse_dims, divisibility=1)
+    i32 = cutlass.Int32
+    nb1 = sym()
+    cu_q = fake_tensor(i32, (nb1,), divisibility=1) if cfg.varlen_q else None
+    cu_k = fake_tensor(i32, (nb1,), divisibility=1) if cfg.varlen_k else None
+    used_q = fake_tensor(i32, (b,), divisibility=1) if cfg.has_seqused_q else None
+    used_k = fake_tensor(i32, (b,), divisibility=1) if cfg.has_seqused_k else None
+    page_table = fake_tensor(i32, (b, maxp), divisibility=1) if cfg.paged_kv else None
+    kv_batch = fake_tensor(i32, (b,), divisibility=1) if cfg.kv_batch_idx else None
+    sink = fake_tensor(cutlass.Float32, (hq,), divisibility=1) if cfg.has_sink else None
     stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
-    return q, k, v, o, lse, cutlass.Float32(1.0), cutlass.Int32(-1), cutlass.Int32(-1), stream
+    f32 = cutlass.Float32
+    return (
+        q,
+        k,
+        v,
+        o,
+        lse,
+        f32(1.0),
+        i32(-1),
+        i32(-1),
+        f32(0.0),
+        i32(1),
+        i32(1),
+        cu_q,
+        cu_k,
+        used_q,
+        used_k,
+        page_table,
+        kv_batch,
+        sink,
+        stream,
+    )
 
 
 def compile_options(*, tvm_ffi: bool, gpu_arch: str | None = None, dump_dir: str | None = None) -> str:

@@ -3,11 +3,22 @@
 Tensors (16-byte aligned base pointers, last dimension contiguous, other strides multiples of 8
 elements; fp16 or bf16, all of one dtype; LSE fp32):
 
-* ``mQ (batch, seqlen_q, nheads, head_dim)``, ``mK (batch, seqlen_k, nheads_kv, head_dim)``,
-  ``mV (batch, seqlen_k, nheads_kv, head_dim_v)``, ``mO (batch, seqlen_q, nheads, head_dim_v)``,
-  ``mLSE (batch, nheads, seqlen_q)`` (natural log; ``-inf`` for a query that sees no key).
+* ``mQ (batch, seqlen_q, nheads, head_dim)``, ``mK (batch_kv, seqlen_k, nheads_kv, head_dim)``,
+  ``mV (batch_kv, seqlen_k, nheads_kv, head_dim_v)``, ``mO (batch, seqlen_q, nheads, head_dim_v)``,
+  ``mLSE (batch, nheads, seqlen_q)`` (natural log; ``-inf`` for a query that sees no key);
+* varlen (``varlen_q``/``varlen_k``): ``mQ/mO (total_q, nheads, d)``, ``mLSE (nheads, total_q)``,
+  ``mK/mV (total_k, nheads_kv, d)`` with int32 ``cu_seqlens (batch + 1)``; ``seqused_q/k (batch)``
+  override the lengths (varlen or not);
+* paged K/V (``paged_kv``): ``mK/mV (num_pages, page_size, nheads_kv, d)`` and int32
+  ``page_table (batch, max_pages)``; key ``j`` of sequence ``b`` is row ``j % page_size`` of page
+  ``page_table[b, j // page_size]`` (any page size: rows are gathered one by one);
+* ``kv_batch_idx``: an int32 ``(batch,)`` map from query batch to K/V batch (KV-cache slots);
+* split-KV (``split_kv``): ``mO`` fp32 ``(num_splits, <O dims>)`` and ``mLSE (num_splits, <LSE dims>)``
+  hold partial results over each split's key blocks; the combine merges them through their LSEs;
+* ``has_softcap``: ``s = softcap * tanh(s * scale / softcap)``; ``has_sink``: fp32 ``(nheads,)`` logits
+  added to the softmax normaliser (``lse = sink`` for a row that sees no key).
 
-Features: any ``seqlen_q``/``seqlen_k`` >= 1 (tiles need not divide them), causal masks aligned
+Features: any ``seqlen_q``/``seqlen_k`` >= 0 (tiles need not divide them), causal masks aligned
 bottom-right, local windows, MHA/GQA/MQA with pack-GQA (the query heads of one KV head share a tile,
 rows addressed arithmetically through :mod:`fa4_core.pack_gqa`), ``head_dim != head_dim_v``.
 
@@ -47,6 +58,7 @@ from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_core.layout import acc_as_a_operand, acc_mn_view
 from fa4_core.mask import apply_mask
 from fa4_core.pack_gqa import unpack_row
+from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
 from fa4_sm120.smem import fwd_smem_bytes
 
@@ -74,6 +86,15 @@ class FwdConfig:
     pack_gqa: bool = False
     qhead_per_kvhead: int = 1  # compile-time only with pack_gqa (1 otherwise)
     arch: str = "sm_120a"
+    varlen_q: bool = False
+    varlen_k: bool = False
+    has_seqused_q: bool = False
+    has_seqused_k: bool = False
+    paged_kv: bool = False
+    kv_batch_idx: bool = False
+    split_kv: bool = False
+    has_softcap: bool = False
+    has_sink: bool = False
 
     @property
     def num_warps(self) -> int:
@@ -120,6 +141,12 @@ class FlashAttentionForwardSm120:
             raise unsupported("qhead_per_kvhead", cfg.qhead_per_kvhead, "1 unless pack_gqa")
         if cfg.pack_gqa and not 1 <= cfg.qhead_per_kvhead <= 256:
             raise unsupported("qhead_per_kvhead", cfg.qhead_per_kvhead, "1..256 with pack_gqa")
+        if cfg.paged_kv and cfg.varlen_k:
+            raise unsupported(
+                "(paged_kv, varlen_k)", (True, True), "paged K/V with seqused_k, not cu_seqlens_k"
+            )
+        if cfg.kv_batch_idx and (cfg.varlen_k or cfg.paged_kv):
+            raise unsupported("kv_batch_idx", True, "contiguous (batch_kv, seqlen_k, ...) K/V only")
         for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
             # gmem copy: threads per row = (smem atom width) / 8 must divide num_threads
             if cfg.num_threads % (_atom_k(d) // 8):
@@ -143,16 +170,14 @@ class FlashAttentionForwardSm120:
         return True
 
     # ------------------------------------------------------------------ host-side setup (traced)
-    def _smem_layout(self, rows: int, d: int, stages: int | None = None):
+    def _smem_layout(self, rows: int, d: int):
         atom_k = _atom_k(d)
         atom = cute.make_composed_layout(
             cute.make_swizzle(3 if atom_k == 64 else 2, 3, 3),
             0,
             cute.make_layout((8, atom_k), stride=(atom_k, 1)),
         )
-        if stages is None:
-            return cute.tile_to_shape(atom, (rows, d), (0, 1))
-        return cute.tile_to_shape(atom, (rows, d, stages), (0, 1, 2))
+        return cute.tile_to_shape(atom, (rows, d), (0, 1))
 
     def _gmem_copy(self, d: int, async_copy: bool):
         elems = 128 // self.dtype.width
@@ -177,8 +202,19 @@ class FlashAttentionForwardSm120:
         softmax_scale: Float32,
         window_left: Int32,
         window_right: Int32,
+        softcap: Float32,
+        max_seqlen_q: Int32,
+        num_splits: Int32,
+        mCuSeqlensQ,
+        mCuSeqlensK,
+        mSeqUsedQ,
+        mSeqUsedK,
+        mPageTable,
+        mKVBatchIdx,
+        mSink,
         stream,
     ):
+        cfg = self.cfg
         sQ_layout = self._smem_layout(self.tile_m, self.head_dim)
         sO_layout = self._smem_layout(self.tile_m, self.head_dim_v)
         sK_layout = self._smem_layout(self.tile_n, self.head_dim)
@@ -192,28 +228,52 @@ class FlashAttentionForwardSm120:
             sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
 
         # the SMEM arithmetic of the tile table is the kernel's: checked when the kernel is traced
-        if cutlass.const_expr(SharedStorage.size_in_bytes() != self.cfg.smem_bytes):
+        if cutlass.const_expr(SharedStorage.size_in_bytes() != cfg.smem_bytes):
             raise UnsupportedConfigError(
                 f"shared storage is {SharedStorage.size_in_bytes()} B but fwd_smem_bytes says "
-                f"{self.cfg.smem_bytes} B for {self.cfg}"
+                f"{cfg.smem_bytes} B for {cfg}"
             )
         tiled_mma = cute.make_tiled_mma(
             warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
             (self.num_threads // 32, 1, 1),
             permutation_mnk=(self.num_threads // 32 * 16, 16, 16),
         )
-        num_heads_grid = mK.shape[2] if cutlass.const_expr(self.pack_gqa) else mQ.shape[2]
-        packed_len = mQ.shape[1] * self.qhead_per_kvhead
-        grid = (cute.ceil_div(packed_len, self.tile_m), num_heads_grid, mQ.shape[0])
+        h_axis = 1 if cutlass.const_expr(cfg.varlen_q) else 2
+        hkv_axis = 2
+        if cutlass.const_expr(cfg.varlen_k):
+            hkv_axis = 1
+        num_heads_grid = mK.shape[hkv_axis] if cutlass.const_expr(self.pack_gqa) else mQ.shape[h_axis]
+        num_batch = mCuSeqlensQ.shape[0] - 1 if cutlass.const_expr(cfg.varlen_q) else mQ.shape[0]
+        grid = (
+            cute.ceil_div(max_seqlen_q * self.qhead_per_kvhead, self.tile_m),
+            num_heads_grid * num_splits,
+            num_batch,
+        )
+        scale_log2 = softmax_scale * LOG2_E
+        softcap_scale = softmax_scale
+        if cutlass.const_expr(cfg.has_softcap):
+            scale_log2 = Float32(LOG2_E)
+            softcap_scale = softmax_scale / softcap
         self.kernel(
             mQ,
             mK,
             mV,
             mO,
             mLSE,
-            softmax_scale * LOG2_E,
+            scale_log2,
+            softcap_scale,
+            softcap,
             window_left,
             window_right,
+            num_batch,
+            num_heads_grid,
+            mCuSeqlensQ,
+            mCuSeqlensK,
+            mSeqUsedQ,
+            mSeqUsedK,
+            mPageTable,
+            mKVBatchIdx,
+            mSink,
             sQ_layout,
             sO_layout,
             sK_layout,
@@ -235,8 +295,19 @@ class FlashAttentionForwardSm120:
         mO: cute.Tensor,
         mLSE: cute.Tensor,
         scale_log2: Float32,
+        softcap_scale: Float32,
+        softcap: Float32,
         window_left: Int32,
         window_right: Int32,
+        num_batch: Int32,
+        num_heads_grid: Int32,
+        mCuSeqlensQ,
+        mCuSeqlensK,
+        mSeqUsedQ,
+        mSeqUsedK,
+        mPageTable,
+        mKVBatchIdx,
+        mSink,
         sQ_layout: cute.ComposedLayout,
         sO_layout: cute.ComposedLayout,
         sK_layout: cute.ComposedLayout,
@@ -247,22 +318,124 @@ class FlashAttentionForwardSm120:
         tiled_mma: cute.TiledMma,
         SharedStorage: cutlass.Constexpr,
     ):
+        cfg = self.cfg
         tidx, _, _ = cute.arch.thread_idx()
-        bidx, head_idx, batch_idx = cute.arch.block_idx()
+        bidx, head_split, batch_idx = cute.arch.block_idx()
         num_m_blocks, _, _ = cute.arch.grid_dim()
         # causal/local: the heaviest query blocks are the last ones: launch them first
         m_block = num_m_blocks - 1 - bidx if cutlass.const_expr(self.is_causal or self.is_local) else bidx
+        split_idx = Int32(0)
+        num_splits = Int32(1)
+        head_idx = head_split
+        if cutlass.const_expr(cfg.split_kv):
+            split_idx = head_split // num_heads_grid
+            head_idx = head_split - split_idx * num_heads_grid
+            _, ny, _ = cute.arch.grid_dim()
+            num_splits = ny // num_heads_grid
 
-        seqlen_q = mQ.shape[1]
-        seqlen_k = mK.shape[1]
+        # ---------------- sequence lengths and offsets of this batch (fa4_core.seqlen_info)
+        sq_static = None if cutlass.const_expr(cfg.varlen_q) else mQ.shape[1]
+        sk_static = None
+        if cutlass.const_expr(cfg.paged_kv):
+            sk_static = mPageTable.shape[1] * mK.shape[1]
+        elif cutlass.const_expr(not cfg.varlen_k):
+            sk_static = mK.shape[1]
+        seq = SeqlenInfoQK.create(
+            batch_idx, num_batch, sq_static, sk_static, mCuSeqlensQ, mCuSeqlensK, mSeqUsedQ, mSeqUsedK
+        )
+        seqlen_q = seq.seqlen_q
         r = self.qhead_per_kvhead
         packed_len = seqlen_q * r
-        head_kv = head_idx if cutlass.const_expr(self.pack_gqa) else head_idx // (mQ.shape[2] // mK.shape[2])
+        if m_block * self.tile_m < packed_len:
+            self.attend_tile(
+                mQ,
+                mK,
+                mV,
+                mO,
+                mLSE,
+                scale_log2,
+                softcap_scale,
+                softcap,
+                window_left,
+                window_right,
+                mPageTable,
+                mKVBatchIdx,
+                mSink,
+                sQ_layout,
+                sO_layout,
+                sK_layout,
+                sV_layout,
+                gmem_copy_QK,
+                gmem_copy_V,
+                gmem_copy_O,
+                tiled_mma,
+                SharedStorage,
+                tidx,
+                m_block,
+                head_idx,
+                batch_idx,
+                split_idx,
+                num_splits,
+                seq,
+            )
+
+    @cute.jit
+    def attend_tile(
+        self,
+        mQ,
+        mK,
+        mV,
+        mO,
+        mLSE,
+        scale_log2,
+        softcap_scale,
+        softcap,
+        window_left,
+        window_right,
+        mPageTable,
+        mKVBatchIdx,
+        mSink,
+        sQ_layout,
+        sO_layout,
+        sK_layout,
+        sV_layout,
+        gmem_copy_QK,
+        gmem_copy_V,
+        gmem_copy_O,
+        tiled_mma,
+        SharedStorage: cutlass.Constexpr,
+        tidx,
+        m_block,
+        head_idx,
+        batch_idx,
+        split_idx,
+        num_splits,
+        seq,
+    ):
+        cfg = self.cfg
+        seqlen_q, seqlen_k = seq.seqlen_q, seq.seqlen_k
+        r = self.qhead_per_kvhead
+        packed_len = seqlen_q * r
+        h_axis = 1 if cutlass.const_expr(cfg.varlen_q) else 2
+        hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
+        head_kv = (
+            head_idx
+            if cutlass.const_expr(self.pack_gqa)
+            else head_idx // (mQ.shape[h_axis] // mK.shape[hkv_axis])
+        )
+        batch_kv = batch_idx
+        if cutlass.const_expr(cfg.kv_batch_idx):
+            batch_kv = mKVBatchIdx[batch_idx]
 
         wl = window_left if cutlass.const_expr(self.is_local) else None
         wr = window_right if cutlass.const_expr(self.is_local) else None
         block_info = BlockInfo(self.tile_m, self.tile_n, self.is_causal, self.is_local, r)
-        n_block_min, n_block_max = block_info.n_block_range(m_block, seqlen_q, seqlen_k, wl, wr)
+        if cutlass.const_expr(cfg.split_kv):
+            n_block_min, n_block_max = block_info.n_block_range(
+                m_block, seqlen_q, seqlen_k, wl, wr, split_idx, num_splits
+            )
+        else:
+            n_block_min, n_block_max = block_info.n_block_range(m_block, seqlen_q, seqlen_k, wl, wr)
         n_right_mask = block_info.right_mask_start(m_block, seqlen_q, seqlen_k, wr)
         n_left_mask = block_info.left_mask_end(m_block, seqlen_q, seqlen_k, wl)
 
@@ -275,19 +448,17 @@ class FlashAttentionForwardSm120:
         sV = storage.sV.get_tensor(sV_layout)
         sVt = cute.composition(sV, cute.make_layout((self.head_dim_v, self.tile_n), stride=(self.tile_n, 1)))
 
-        # ---------------- global -> shared copies
+        # ---------------- global -> shared copies of K and V
         thr_copy_QK = gmem_copy_QK.get_slice(tidx)
         thr_copy_V = gmem_copy_V.get_slice(tidx)
-        gK = cute.local_tile(mK[batch_idx, None, head_kv, None], (self.tile_n, self.head_dim), (None, 0))
-        gV = cute.local_tile(mV[batch_idx, None, head_kv, None], (self.tile_n, self.head_dim_v), (None, 0))
-        tKgK = thr_copy_QK.partition_S(gK)
         tKsK = thr_copy_QK.partition_D(sK)
-        tVgV = thr_copy_V.partition_S(gV)
         tVsV = thr_copy_V.partition_D(sV)
-        cK = cute.make_identity_tensor((self.tile_n, self.head_dim))
-        cV = cute.make_identity_tensor((self.tile_n, self.head_dim_v))
-        tKcK = thr_copy_QK.partition_S(cK)
-        tVcV = thr_copy_V.partition_S(cV)
+        tKcK = thr_copy_QK.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim)))
+        tVcV = thr_copy_V.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim_v)))
+        mK_cur = self._kv_view(mK, batch_kv, head_kv, seq.offset_k, self.head_dim)
+        mV_cur = self._kv_view(mV, batch_kv, head_kv, seq.offset_k, self.head_dim_v)
+        kv_src_K = (mK, mK_cur, gmem_copy_QK, thr_copy_QK, self.head_dim)
+        kv_src_V = (mV, mV_cur, gmem_copy_V, thr_copy_V, self.head_dim_v)
 
         # ---------------- MMA partitions
         thr_mma = tiled_mma.get_slice(tidx)
@@ -319,10 +490,12 @@ class FlashAttentionForwardSm120:
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
-        self.load_rows(mQ, sQ, gmem_copy_QK, tidx, m_block, batch_idx, head_idx, packed_len, self.head_dim)
+        self.load_q(mQ, sQ, gmem_copy_QK, tidx, m_block, batch_idx, head_idx, seq.offset_q, packed_len)
         has_work = n_block_min < n_block_max
         if has_work:
-            self.load_kv(gmem_copy_QK, tKgK, tKsK, tKcK, n_block_max - 1, seqlen_k, True)
+            self.load_kv(
+                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block_max - 1, seqlen_k, True
+            )
         cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.q_in_regs):
             cute.arch.cp_async_wait_group(0)
@@ -346,8 +519,8 @@ class FlashAttentionForwardSm120:
             smem_copy_K,
             smem_copy_V,
         )
-        load_args = (gmem_copy_QK, gmem_copy_V, tKgK, tKsK, tKcK, tVgV, tVsV, tVcV, seqlen_k)
-        mask_args = (tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr)
+        load_args = (kv_src_K, kv_src_V, tKsK, tKcK, tVsV, tVcV, mPageTable, batch_idx, head_kv, seqlen_k)
+        mask_args = (tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, softcap_scale, softcap)
 
         # ---------------- main loop over key blocks, last to first
         if has_work:
@@ -356,49 +529,83 @@ class FlashAttentionForwardSm120:
             )
         # blocks that still need the right mask (diagonal / window right edge)
         n_mid_hi = cutlass.max(cutlass.min(n_right_mask, n_block_max - 1), n_block_min)
-        n_first_masked = n_block_max - 1 - n_mid_hi
-        for i in cutlass.range(n_first_masked, unroll=1):
-            n_block = n_block_max - 2 - i
+        for i in cutlass.range(n_block_max - 1 - n_mid_hi, unroll=1):
             self.one_block(
-                n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, True
+                n_block_max - 2 - i,
+                n_block_min,
+                mma_args,
+                load_args,
+                mask_args,
+                softmax,
+                row_scale,
+                False,
+                True,
             )
         # mask-free middle
         n_mid_lo = cutlass.min(cutlass.max(n_left_mask, n_block_min), n_mid_hi)
         for i in cutlass.range(n_mid_hi - n_mid_lo, unroll=1):
-            n_block = n_mid_hi - 1 - i
             self.one_block(
-                n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, False
+                n_mid_hi - 1 - i,
+                n_block_min,
+                mma_args,
+                load_args,
+                mask_args,
+                softmax,
+                row_scale,
+                False,
+                False,
             )
         # blocks before the window's left edge
         if cutlass.const_expr(self.is_local):
             for i in cutlass.range(n_mid_lo - n_block_min, unroll=1):
-                n_block = n_mid_lo - 1 - i
                 self.one_block(
-                    n_block, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, False, True
+                    n_mid_lo - 1 - i,
+                    n_block_min,
+                    mma_args,
+                    load_args,
+                    mask_args,
+                    softmax,
+                    row_scale,
+                    False,
+                    True,
                 )
 
         # ---------------- epilogue
         lse = cute.make_rmem_tensor(num_rows, Float32)
-        softmax.finalize(row_scale, lse)
+        if cutlass.const_expr(cfg.has_sink and not cfg.split_kv):
+            sink_log2 = cute.make_rmem_tensor(num_rows, Float32)
+            for r_ in cutlass.range_constexpr(num_rows):
+                row = m_block * self.tile_m + tScS_mn[r_, 0][0]
+                head = head_idx
+                if cutlass.const_expr(self.pack_gqa):
+                    head = head_idx * r + (row - (row // r) * r)
+                sink_log2[r_] = mSink[head] * Float32(LOG2_E)
+            softmax.finalize(row_scale, lse, sink_log2)
+        else:
+            softmax.finalize(row_scale, lse)
         acc_O_mn = acc_mn_view(acc_O)
         for r_ in cutlass.range_constexpr(num_rows):
             acc_O_mn[r_, None] = acc_O_mn[r_, None].load() * row_scale[r_]
         cute.arch.cp_async_wait_group(0)
-        self.epilogue(
-            acc_O,
-            lse,
-            mO,
-            mLSE,
-            sO,
-            tiled_mma,
-            thr_mma,
-            gmem_copy_O,
-            tidx,
-            m_block,
-            batch_idx,
-            head_idx,
-            packed_len,
-        )
+        self.store_lse(lse, mLSE, thr_mma, m_block, batch_idx, head_idx, split_idx, seq.offset_q, packed_len)
+        if cutlass.const_expr(cfg.split_kv):
+            self.store_o_partial(
+                acc_O, mO, thr_mma, m_block, batch_idx, head_idx, split_idx, seq.offset_q, packed_len
+            )
+        else:
+            self.epilogue(
+                acc_O,
+                mO,
+                sO,
+                tiled_mma,
+                gmem_copy_O,
+                tidx,
+                m_block,
+                batch_idx,
+                head_idx,
+                seq.offset_q,
+                packed_len,
+            )
 
     # ------------------------------------------------------------------ stage helpers
     @cute.jit
@@ -431,15 +638,15 @@ class FlashAttentionForwardSm120:
             smem_copy_K,
             smem_copy_V,
         ) = mma_args
-        gmem_copy_QK, gmem_copy_V, tKgK, tKsK, tKcK, tVgV, tVsV, tVcV, seqlen_k = load_args
-        tScS_mn, m_block, seqlen_q, seqlen_k_, wl, wr = mask_args
+        kv_src_K, kv_src_V, tKsK, tKcK, tVsV, tVcV, mPageTable, batch_idx, head_kv, seqlen_k = load_args
+        tScS_mn, m_block, seqlen_q, seqlen_k_, wl, wr, softcap_scale, softcap = mask_args
 
         acc_S = cute.make_rmem_tensor(thr_mma.partition_shape_C((self.tile_m, self.tile_n)), Float32)
         acc_S.fill(0.0)
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
-        self.load_kv(gmem_copy_V, tVgV, tVsV, tVcV, n_block, seqlen_k, is_first)
+        self.load_kv(kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first)
         cute.arch.cp_async_commit_group()
         # S = Q K^T
         self.gemm(
@@ -459,8 +666,11 @@ class FlashAttentionForwardSm120:
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
         if n_block > n_block_min:
-            self.load_kv(gmem_copy_QK, tKgK, tKsK, tKcK, n_block - 1, seqlen_k, False)
+            self.load_kv(kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False)
             cute.arch.cp_async_commit_group()
+        if cutlass.const_expr(self.cfg.has_softcap):
+            s = acc_S.load()
+            acc_S.store(cute.math.tanh(s * softcap_scale, fastmath=True) * softcap)
         acc_S_mn = acc_mn_view(acc_S)
         if cutlass.const_expr(need_mask):
             apply_mask(
@@ -516,86 +726,156 @@ class FlashAttentionForwardSm120:
                 cute.copy(smem_copy_B, tCsB[None, None, k + 1], tCrB_view[None, None, k + 1])
             cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
 
+    # ------------------------------------------------------------------ addressing
+    @cute.jit
+    def _kv_view(self, mX: cute.Tensor, batch_kv, head_kv, offset_k, d: cutlass.Constexpr[int]):
+        """(rows, d) view of one KV head of one sequence (contiguous or varlen K/V; unused when paged)."""
+        if cutlass.const_expr(self.cfg.paged_kv):
+            return None
+        if cutlass.const_expr(self.cfg.varlen_k):
+            base = mX.iterator + offset_k * mX.stride[0] + head_kv * mX.stride[1]
+            return cute.make_tensor(base, cute.make_layout((mX.shape[0], d), stride=(mX.stride[0], 1)))
+        return mX[batch_kv, None, head_kv, None]
+
+    @cute.jit
+    def _kv_row_ptr(self, mX: cute.Tensor, mPageTable: cute.Tensor, batch_idx, head_kv, j):
+        """Paged K/V: pointer to key ``j`` of sequence ``batch_idx`` (any page size)."""
+        page_size = mX.shape[1]
+        page_slot = j // page_size
+        page = mPageTable[batch_idx, page_slot]
+        return (
+            mX.iterator
+            + page * mX.stride[0]
+            + (j - page_slot * page_size) * mX.stride[1]
+            + head_kv * mX.stride[2]
+        )
+
+    @cute.jit
+    def _q_row_ptr(self, mX: cute.Tensor, row, batch_idx, head_idx, offset_q):
+        """Pointer to element 0 of (packed) query row ``row``: arithmetic from the strides
+        (fa4_core.pack_gqa), never ``crd2idx`` on a composite mode."""
+        if cutlass.const_expr(self.pack_gqa):
+            q_idx, h = unpack_row(row, self.qhead_per_kvhead)
+            head = head_idx * self.qhead_per_kvhead + h
+        else:
+            q_idx, head = row, head_idx
+        if cutlass.const_expr(self.cfg.varlen_q):
+            return mX.iterator + (offset_q + q_idx) * mX.stride[0] + head * mX.stride[1]
+        return mX.iterator + batch_idx * mX.stride[0] + q_idx * mX.stride[1] + head * mX.stride[2]
+
+    # ------------------------------------------------------------------ loads
     @cute.jit
     def load_kv(
         self,
-        gmem_copy: cute.TiledCopy,
-        tXgX: cute.Tensor,
+        src,
         tXsX: cute.Tensor,
         tXcX: cute.Tensor,
+        mPageTable,
+        batch_idx,
+        head_kv,
         n_block: Int32,
         seqlen_k: Int32,
         check_rows: cutlass.Constexpr[bool],
     ):
         """K or V block ``n_block`` -> shared memory; with ``check_rows``, rows at or past
         ``seqlen_k`` are zero-filled instead (so 0·V and masked scores stay finite)."""
-        if cutlass.const_expr(check_rows):
-            limit = seqlen_k - n_block * self.tile_n
+        mX, mX_cur, gmem_copy, thr_copy, d = src
+        if cutlass.const_expr(self.cfg.paged_kv):
             for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
-                if tXcX[0, m, 0][0] < limit:
-                    cute.copy(gmem_copy, tXgX[None, m, None, n_block], tXsX[None, m, None])
+                row = tXcX[0, m, 0][0]
+                j = n_block * self.tile_n + row
+                if j < seqlen_k:
+                    gRow = cute.make_tensor(
+                        self._kv_row_ptr(mX, mPageTable, batch_idx, head_kv, j),
+                        cute.make_layout((self.tile_n, d), stride=(0, 1)),
+                    )
+                    cute.copy(gmem_copy, thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None])
                 else:
                     tXsX[None, m, None].fill(0)
         else:
-            cute.copy(gmem_copy, tXgX[None, None, None, n_block], tXsX)
+            gX = cute.local_tile(mX_cur, (self.tile_n, d), (n_block, 0))
+            tXgX = thr_copy.partition_S(gX)
+            if cutlass.const_expr(check_rows):
+                limit = seqlen_k - n_block * self.tile_n
+                for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
+                    if tXcX[0, m, 0][0] < limit:
+                        cute.copy(gmem_copy, tXgX[None, m, None], tXsX[None, m, None])
+                    else:
+                        tXsX[None, m, None].fill(0)
+            else:
+                cute.copy(gmem_copy, tXgX, tXsX)
 
     @cute.jit
-    def _row_base(self, mX: cute.Tensor, row: Int32, batch_idx: Int32, head_idx: Int32):
-        """Pointer to element 0 of tile row ``row`` (a pack-GQA row when packing): arithmetic from the
-        strides (fa4_core.pack_gqa), never ``crd2idx`` on a composite mode."""
-        if cutlass.const_expr(self.pack_gqa):
-            q_idx, h = unpack_row(row, self.qhead_per_kvhead)
-            head = head_idx * self.qhead_per_kvhead + h
-        else:
-            q_idx, head = row, head_idx
-        offset = batch_idx * mX.stride[0] + q_idx * mX.stride[1] + head * mX.stride[2]
-        return mX.iterator + offset
-
-    @cute.jit
-    def load_rows(
-        self,
-        mX: cute.Tensor,
-        sX: cute.Tensor,
-        gmem_copy: cute.TiledCopy,
-        tidx: Int32,
-        m_block: Int32,
-        batch_idx: Int32,
-        head_idx: Int32,
-        packed_len: Int32,
-        d: cutlass.Constexpr[int],
-    ):
+    def load_q(self, mQ, sQ, gmem_copy, tidx, m_block, batch_idx, head_idx, offset_q, packed_len):
         thr_copy = gmem_copy.get_slice(tidx)
-        tXsX = thr_copy.partition_D(sX)
-        tXcX = thr_copy.partition_S(cute.make_identity_tensor((self.tile_m, d)))
+        tXsX = thr_copy.partition_D(sQ)
+        tXcX = thr_copy.partition_S(cute.make_identity_tensor((self.tile_m, self.head_dim)))
         for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
             row = m_block * self.tile_m + tXcX[0, m, 0][0]
             if row < packed_len:
                 # a (tile_m, d) view whose every row is this one: the thread's row m slice is it
                 gRow = cute.make_tensor(
-                    self._row_base(mX, row, batch_idx, head_idx),
-                    cute.make_layout((self.tile_m, d), stride=(0, 1)),
+                    self._q_row_ptr(mQ, row, batch_idx, head_idx, offset_q),
+                    cute.make_layout((self.tile_m, self.head_dim), stride=(0, 1)),
                 )
-                tXgRow = thr_copy.partition_S(gRow)
-                cute.copy(gmem_copy, tXgRow[None, m, None], tXsX[None, m, None])
+                cute.copy(gmem_copy, thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None])
             else:
                 tXsX[None, m, None].fill(0)
 
+    # ------------------------------------------------------------------ stores
+    @cute.jit
+    def _lse_index(self, row, batch_idx, head_idx, offset_q):
+        if cutlass.const_expr(self.pack_gqa):
+            q_idx, h = unpack_row(row, self.qhead_per_kvhead)
+            head = head_idx * self.qhead_per_kvhead + h
+        else:
+            q_idx, head = row, head_idx
+        if cutlass.const_expr(self.cfg.varlen_q):
+            return (head, offset_q + q_idx)
+        return (batch_idx, head, q_idx)
+
+    @cute.jit
+    def store_lse(self, lse, mLSE, thr_mma, m_block, batch_idx, head_idx, split_idx, offset_q, packed_len):
+        """The lane holding column 0 of each of its rows writes the row's LSE."""
+        cO = cute.make_identity_tensor((self.tile_m, self.head_dim_v))
+        tOcO_mn = acc_mn_view(thr_mma.partition_C(cO))
+        if tOcO_mn[0, 0][1] == 0:
+            for r in cutlass.range_constexpr(cute.size(tOcO_mn.shape[0])):
+                row = m_block * self.tile_m + tOcO_mn[r, 0][0]
+                if row < packed_len:
+                    idx = self._lse_index(row, batch_idx, head_idx, offset_q)
+                    if cutlass.const_expr(self.cfg.split_kv):
+                        mLSE[(split_idx, *idx)] = lse[r]
+                    else:
+                        mLSE[idx] = lse[r]
+
+    @cute.jit
+    def store_o_partial(
+        self, acc_O, mO, thr_mma, m_block, batch_idx, head_idx, split_idx, offset_q, packed_len
+    ):
+        """Split-KV: fp32 partial O straight from the accumulator registers (two adjacent columns per
+        store), rows addressed arithmetically."""
+        cO = cute.make_identity_tensor((self.tile_m, self.head_dim_v))
+        tOcO_mn = acc_mn_view(thr_mma.partition_C(cO))
+        acc_O_mn = acc_mn_view(acc_O)
+        mO_s = (
+            mO[split_idx, None, None, None, None]
+            if cutlass.const_expr(not self.cfg.varlen_q)
+            else mO[split_idx, None, None, None]
+        )
+        for r in cutlass.range_constexpr(cute.size(tOcO_mn.shape[0])):
+            row = m_block * self.tile_m + tOcO_mn[r, 0][0]
+            if row < packed_len:
+                gRow = cute.make_tensor(
+                    self._q_row_ptr(mO_s, row, batch_idx, head_idx, offset_q),
+                    cute.make_layout((self.head_dim_v,), stride=(1,)),
+                )
+                for c in cutlass.range_constexpr(cute.size(tOcO_mn.shape[1])):
+                    gRow[tOcO_mn[0, c][1]] = acc_O_mn[r, c]
+
     @cute.jit
     def epilogue(
-        self,
-        acc_O: cute.Tensor,
-        lse: cute.Tensor,
-        mO: cute.Tensor,
-        mLSE: cute.Tensor,
-        sO: cute.Tensor,
-        tiled_mma: cute.TiledMma,
-        thr_mma,
-        gmem_copy_O: cute.TiledCopy,
-        tidx: Int32,
-        m_block: Int32,
-        batch_idx: Int32,
-        head_idx: Int32,
-        packed_len: Int32,
+        self, acc_O, mO, sO, tiled_mma, gmem_copy_O, tidx, m_block, batch_idx, head_idx, offset_q, packed_len
     ):
         rO = cute.make_rmem_tensor_like(acc_O, self.dtype)
         rO.store(acc_O.load().to(self.dtype))
@@ -607,22 +887,9 @@ class FlashAttentionForwardSm120:
         )
         thr_smem_O = smem_copy_O.get_slice(tidx)
         cute.copy(smem_copy_O, thr_smem_O.retile(rO), thr_smem_O.partition_D(sO))
-
-        # LSE: the lane holding column 0 of each of its rows writes it
-        cO = cute.make_identity_tensor((self.tile_m, self.head_dim_v))
-        tOcO_mn = acc_mn_view(thr_mma.partition_C(cO))
-        if tOcO_mn[0, 0][1] == 0:
-            for r in cutlass.range_constexpr(cute.size(tOcO_mn.shape[0])):
-                row = m_block * self.tile_m + tOcO_mn[r, 0][0]
-                if row < packed_len:
-                    if cutlass.const_expr(self.pack_gqa):
-                        q_idx, h = unpack_row(row, self.qhead_per_kvhead)
-                        mLSE[batch_idx, head_idx * self.qhead_per_kvhead + h, q_idx] = lse[r]
-                    else:
-                        mLSE[batch_idx, head_idx, row] = lse[r]
-
         cute.arch.barrier()
         # shared -> registers (128-bit) -> global, rows addressed arithmetically
+        cO = cute.make_identity_tensor((self.tile_m, self.head_dim_v))
         thr_copy_O = gmem_copy_O.get_slice(tidx)
         tOsO = thr_copy_O.partition_S(sO)
         tOrO = cute.make_rmem_tensor_like(tOsO, self.dtype)
@@ -632,11 +899,10 @@ class FlashAttentionForwardSm120:
             row = m_block * self.tile_m + tOcO[0, m, 0][0]
             if row < packed_len:
                 gRow = cute.make_tensor(
-                    self._row_base(mO, row, batch_idx, head_idx),
+                    self._q_row_ptr(mO, row, batch_idx, head_idx, offset_q),
                     cute.make_layout((self.tile_m, self.head_dim_v), stride=(0, 1)),
                 )
-                tOgRow = thr_copy_O.partition_D(gRow)
-                cute.copy(gmem_copy_O, tOrO[None, m, None], tOgRow[None, m, None])
+                cute.copy(gmem_copy_O, tOrO[None, m, None], thr_copy_O.partition_D(gRow)[None, m, None])
 
 
 def _atom_k(d: int) -> int:

@@ -1,15 +1,27 @@
 """The user API: drop-in for ``flash_attn.cute`` (FlashAttention-4's interface).
 
-``flash_attn_func(q, k, v, ...) -> (out, lse)``: ``q (batch, seqlen_q, nheads, head_dim)``,
-``k (batch, seqlen_k, nheads_kv, head_dim)``, ``v (batch, seqlen_k, nheads_kv, head_dim_v)``;
-``out (batch, seqlen_q, nheads, head_dim_v)``; ``lse`` fp32 ``(batch, nheads, seqlen_q)`` (natural
-log) when ``return_lse=True``, else ``None``. Causal masks are aligned bottom-right. A query that sees
-no key gets ``out = 0`` and ``lse = -inf``.
+* ``flash_attn_func(q, k, v, ...) -> (out, lse)``: ``q (batch, seqlen_q, nheads, head_dim)``,
+  ``k (batch, seqlen_k, nheads_kv, head_dim)``, ``v (batch, seqlen_k, nheads_kv, head_dim_v)``;
+  ``out (batch, seqlen_q, nheads, head_dim_v)``; ``lse`` fp32 ``(batch, nheads, seqlen_q)``.
+* ``flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, ...) -> (out, lse)``: packed
+  ``(total, nheads, head_dim)`` sequences (int32 ``cu_seqlens`` of length ``batch + 1``),
+  ``seqused_q/k`` (int32 ``(batch,)``) taking priority over ``cu_seqlens``; paged K/V
+  ``(num_pages, page_size, nheads_kv, head_dim)`` with an int32 ``page_table (batch, max_pages)``;
+  ``lse (nheads, total_q)``.
+* ``flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, cache_seqlens=None, ...)``:
+  FlashAttention-2 semantics (new K/V appended in place at ``cache_seqlens``, then attention over the
+  first ``cache_seqlens + seqlen_new`` keys; the query aligned to the end of each cache).
+
+``lse`` is the natural-log sum-exp, returned when ``return_lse=True`` (else ``None``). Causal masks
+are aligned bottom-right. A query that sees no key gets ``out = 0`` and ``lse = -inf`` (``lse =
+sink`` with a learnable sink). ``num_splits``: 1 = no split, ``n > 1`` = split the keys ``n`` ways
+and merge through the LSEs, 0 = a heuristic from the SM count, the tiles and the key length.
 
 Every argument is validated before anything compiles or launches; what the kernels cannot do raises
 :class:`fa4_core.errors.UnsupportedConfigError` naming the argument, the value and what is supported
-(features that belong to a later release raise ``NotImplementedError`` naming it). A cached call does
-the validation, one dict lookup, two output allocations and the launch.
+(features of a later release raise ``NotImplementedError`` naming it). Nothing on these paths reads
+device memory on the host (no ``.item()``): ``max_seqlen_q`` is used for the grid when given, the
+total length otherwise.
 """
 
 from __future__ import annotations
@@ -18,45 +30,56 @@ import math
 
 import torch
 
-from fa4_core.errors import UnsupportedConfigError, unsupported
+from fa4_core.errors import unsupported
 from fa4_sm120.fwd import HEAD_DIMS
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.dispatch import device_family
 
-__all__ = ["flash_attn_func", "FWD_CACHE"]
+__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "FWD_CACHE"]
 
 _DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _UNBOUNDED = 1 << 30  # a window side without a bound, as a runtime value of a local kernel
+_MAX_SPLITS = 64
 
 FWD_CACHE = CompileCache()
 _fast: dict[tuple, object] = {}
+_sm_count: dict[int, int] = {}
 
 
 def _later(feature: str, where: str) -> NotImplementedError:
     return NotImplementedError(f"{feature} is not implemented yet in fa4 (planned: {where})")
 
 
-def _check_tensor(name: str, t, ndim: int) -> None:
+# ---------------------------------------------------------------------------------- validation
+def _check_tensor(name: str, t, ndim: int, dtypes=tuple(_DTYPES)) -> None:
     if not isinstance(t, torch.Tensor):
         raise unsupported(name, type(t).__name__, "a torch.Tensor")
-    if t.dtype not in _DTYPES:
-        raise unsupported(f"{name}.dtype", t.dtype, "torch.float16, torch.bfloat16")
+    if t.dtype not in dtypes:
+        raise unsupported(f"{name}.dtype", t.dtype, ", ".join(str(d) for d in dtypes))
     if t.dim() != ndim:
         raise unsupported(f"{name}.dim()", t.dim(), f"{ndim} (shape {tuple(t.shape)})")
-    if t.stride(-1) != 1:
-        raise unsupported(f"{name}.stride(-1)", t.stride(-1), "1 (the head dimension must be contiguous)")
-    for i in range(ndim - 1):
-        if t.stride(i) % 8 != 0 and t.shape[i] > 1:
-            raise unsupported(
-                f"{name}.stride({i})", t.stride(i), "a multiple of 8 elements (16-byte aligned rows)"
-            )
-    if t.data_ptr() % 16 != 0:
-        raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
+    if dtypes != (torch.int32,) and dtypes != (torch.float32,):
+        if t.stride(-1) != 1:
+            raise unsupported(f"{name}.stride(-1)", t.stride(-1), "1 (the head dimension must be contiguous)")
+        for i in range(ndim - 1):
+            if t.stride(i) % 8 != 0 and t.shape[i] > 1:
+                raise unsupported(
+                    f"{name}.stride({i})", t.stride(i), "a multiple of 8 elements (16-byte aligned rows)"
+                )
+        if t.data_ptr() % 16 != 0:
+            raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
+    elif ndim == 1 and t.stride(0) != 1:
+        raise unsupported(f"{name}.stride(0)", t.stride(0), "1 (contiguous)")
+    elif ndim == 2 and t.stride(1) != 1:
+        raise unsupported(f"{name}.stride(1)", t.stride(1), "1 (contiguous rows)")
 
 
-def _check_device(name: str, t) -> None:
-    if t.device.type != "cuda":
-        raise unsupported(f"{name}.device", str(t.device), "a CUDA device")
+def _check_index(name: str, t, shape: tuple) -> None:
+    if t is None:
+        return
+    _check_tensor(name, t, len(shape), (torch.int32,))
+    if tuple(t.shape) != shape:
+        raise unsupported(f"{name}.shape", tuple(t.shape), f"{shape}")
 
 
 def _canonical_window(window_size, causal: bool):
@@ -65,16 +88,46 @@ def _canonical_window(window_size, causal: bool):
         window_size = (None, None)
     if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
         raise unsupported("window_size", window_size, "a pair (left, right) of ints >= -1 or None")
-    left, right = (None if (w is None or w == -1) else w for w in window_size)
-    for side, w in (("window_size[0]", left), ("window_size[1]", right)):
-        if w is not None and (not isinstance(w, int) or w < 0):
+    for side, w in zip(("window_size[0]", "window_size[1]"), window_size):
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < -1):
             raise unsupported(side, w, "an int >= 0, or -1/None for no bound")
+    left, right = (None if (w is None or w == -1) else w for w in window_size)
     if causal:
         right = 0 if right is None else min(right, 0)
     is_local = left is not None or (right is not None and not causal)
     return is_local, left, right
 
 
+def _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim):
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(head_dim)
+    elif (
+        isinstance(softmax_scale, bool)
+        or not isinstance(softmax_scale, (int, float))
+        or not math.isfinite(softmax_scale)
+    ):
+        raise unsupported("softmax_scale", softmax_scale, "a finite float (or None for 1/sqrt(head_dim))")
+    if (
+        isinstance(softcap, bool)
+        or not isinstance(softcap, (int, float))
+        or not math.isfinite(softcap)
+        or softcap < 0
+    ):
+        raise unsupported("softcap", softcap, "a finite float >= 0 (0 = no capping)")
+    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
+        raise unsupported("num_splits", num_splits, "an int >= 0 (0 = heuristic, 1 = no split)")
+    if pack_gqa not in (None, True, False):
+        raise unsupported("pack_gqa", pack_gqa, "None (auto), True, False")
+    return float(softmax_scale)
+
+
+def _reject_extras(**extras):
+    for name, val in extras.items():
+        if val is not None:
+            raise _later(name, "no release planned for SM120")
+
+
+# ---------------------------------------------------------------------------------- public API
 def flash_attn_func(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -96,52 +149,226 @@ def flash_attn_func(
     block_sparse_tensors=None,
 ):
     """Attention forward ``softmax(q kᵀ · scale) v``. Returns ``(out, lse)``; see the module docstring."""
-    if learnable_sink is not None:
-        raise _later("learnable_sink", "the serving release (varlen/paged/split-KV, sinks, softcap)")
-    if softcap != 0.0:
-        if not isinstance(softcap, (int, float)) or softcap < 0:
-            raise unsupported("softcap", softcap, "a float >= 0")
-        raise _later("softcap", "the serving release (varlen/paged/split-KV, sinks, softcap)")
-    if not isinstance(num_splits, int) or num_splits < 0:
-        raise unsupported("num_splits", num_splits, "an int >= 0 (0 = heuristic, 1 = no split)")
-    if num_splits > 1:
-        raise _later("num_splits > 1 (split-KV)", "the serving release (split-KV decode)")
-    for name, val in (
-        ("qv", qv),
-        ("score_mod", score_mod),
-        ("mask_mod", mask_mod),
-        ("aux_tensors", aux_tensors),
-        ("block_sparse_tensors", block_sparse_tensors),
-    ):
-        if val is not None:
-            raise _later(name, "no release planned for SM120")
-    if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
+    _reject_extras(
+        qv=qv,
+        score_mod=score_mod,
+        mask_mod=mask_mod,
+        aux_tensors=aux_tensors,
+        block_sparse_tensors=block_sparse_tensors,
+    )
+    if _needs_grad(q, k, v, learnable_sink):
         raise _later("the backward (inputs that require grad)", "the training release (backward)")
-    out, lse = _flash_attn_fwd(q, k, v, softmax_scale, causal, window_size, pack_gqa)
+    out, lse = _flash_attn_fwd(
+        q,
+        k,
+        v,
+        softmax_scale,
+        causal,
+        window_size,
+        pack_gqa,
+        softcap=softcap,
+        learnable_sink=learnable_sink,
+        num_splits=num_splits,
+    )
     return out, (lse if return_lse else None)
 
 
-def _flash_attn_fwd(q, k, v, softmax_scale, causal, window_size, pack_gqa):
-    """Validate and launch the forward; returns ``(out, lse)`` (lse always computed). The autograd
-    function calls this too."""
+def flash_attn_varlen_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor | None = None,
+    cu_seqlens_k: torch.Tensor | None = None,
+    max_seqlen_q: int | None = None,
+    max_seqlen_k: int | None = None,
+    seqused_q: torch.Tensor | None = None,
+    seqused_k: torch.Tensor | None = None,
+    page_table: torch.Tensor | None = None,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+    window_size=(None, None),
+    learnable_sink: torch.Tensor | None = None,
+    softcap: float = 0.0,
+    num_splits: int = 1,
+    pack_gqa: bool | None = None,
+    deterministic: bool = False,
+    return_lse: bool = False,
+    *,
+    score_mod=None,
+    mask_mod=None,
+    aux_tensors=None,
+):
+    """Variable-length (and paged-K/V) attention; see the module docstring. Returns ``(out, lse)``."""
+    _reject_extras(score_mod=score_mod, mask_mod=mask_mod, aux_tensors=aux_tensors)
+    if _needs_grad(q, k, v, learnable_sink):
+        raise _later("the varlen backward (inputs that require grad)", "the training release (backward)")
+    out, lse = _flash_attn_fwd(
+        q,
+        k,
+        v,
+        softmax_scale,
+        causal,
+        window_size,
+        pack_gqa,
+        softcap=softcap,
+        learnable_sink=learnable_sink,
+        num_splits=num_splits,
+        cu_seqlens_q=cu_seqlens_q,
+        cu_seqlens_k=cu_seqlens_k,
+        max_seqlen_q=max_seqlen_q,
+        max_seqlen_k=max_seqlen_k,
+        seqused_q=seqused_q,
+        seqused_k=seqused_k,
+        page_table=page_table,
+    )
+    return out, (lse if return_lse else None)
+
+
+def flash_attn_with_kvcache(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    k: torch.Tensor | None = None,
+    v: torch.Tensor | None = None,
+    cache_seqlens: int | torch.Tensor | None = None,
+    page_table: torch.Tensor | None = None,
+    cache_batch_idx: torch.Tensor | None = None,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+    window_size=(None, None),
+    softcap: float = 0.0,
+    num_splits: int = 0,
+    return_softmax_lse: bool = False,
+    *,
+    learnable_sink: torch.Tensor | None = None,
+    pack_gqa: bool | None = None,
+):
+    """Decode / chunked prefill against a KV cache (FlashAttention-2 semantics).
+
+    ``q (batch, seqlen_q, nheads, d)``; ``k_cache/v_cache (batch_cache, seqlen_cache, nheads_kv, d)``
+    or paged ``(num_pages, page_size, nheads_kv, d)`` with ``page_table (batch, max_pages)``;
+    ``cache_seqlens`` (int or int32 ``(batch,)``) is the used length of each cache before the append;
+    optional ``k/v (batch, seqlen_new, nheads_kv, d)`` are written into the cache in place at
+    ``cache_seqlens`` first (the caller guarantees ``cache_seqlens + seqlen_new`` fits the cache).
+    ``cache_batch_idx`` (int32 ``(batch,)``) picks the cache slot of each batch entry (contiguous caches).
+    Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
+    """
     _check_tensor("q", q, 4)
-    _check_tensor("k", k, 4)
-    _check_tensor("v", v, 4)
+    batch = q.shape[0]
+    paged = page_table is not None
+    _check_tensor("k_cache", k_cache, 4)
+    _check_tensor("v_cache", v_cache, 4)
+    if paged and cache_batch_idx is not None:
+        raise unsupported(
+            "cache_batch_idx", "a tensor", "None with a page_table (the table already maps slots)"
+        )
+    if cache_seqlens is None:
+        raise unsupported("cache_seqlens", None, "an int or an int32 tensor (batch,)")
+    if isinstance(cache_seqlens, int) and not isinstance(cache_seqlens, bool):
+        if cache_seqlens < 0:
+            raise unsupported("cache_seqlens", cache_seqlens, "an int >= 0")
+        cache_seqlens = torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
+    _check_index("cache_seqlens", cache_seqlens, (batch,))
+    if (k is None) != (v is None):
+        raise unsupported(
+            "(k, v)",
+            ("given" if k is not None else None, "given" if v is not None else None),
+            "both or neither",
+        )
+    seqused_k = cache_seqlens
+    if k is not None:
+        _check_tensor("k", k, 4)
+        _check_tensor("v", v, 4)
+        if k.shape[0] != batch or v.shape[0] != batch or k.shape[1] != v.shape[1]:
+            raise unsupported(
+                "k/v.shape[:2]",
+                (tuple(k.shape[:2]), tuple(v.shape[:2])),
+                f"(batch={batch}, seqlen_new) for both",
+            )
+        if k.shape[2:] != k_cache.shape[2:] or v.shape[2:] != v_cache.shape[2:]:
+            raise unsupported(
+                "k/v.shape[2:]", (tuple(k.shape[2:]), tuple(v.shape[2:])), "the caches' (nheads_kv, head_dim)"
+            )
+        _append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx)
+        seqused_k = cache_seqlens + k.shape[1]
+    out, lse = _flash_attn_fwd(
+        q,
+        k_cache,
+        v_cache,
+        softmax_scale,
+        causal,
+        window_size,
+        pack_gqa,
+        softcap=softcap,
+        learnable_sink=learnable_sink,
+        num_splits=num_splits,
+        seqused_k=seqused_k,
+        page_table=page_table,
+        kv_batch_idx=cache_batch_idx,
+    )
+    return (out, lse) if return_softmax_lse else out
+
+
+def _append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx):
+    """Scatter the new keys/values into the cache at ``cache_seqlens`` (device-side indices only)."""
+    batch, s_new = k.shape[:2]
+    pos = cache_seqlens.long()[:, None] + torch.arange(s_new, device=k.device)[None, :]  # (batch, s_new)
+    if page_table is not None:
+        page_size = k_cache.shape[1]
+        page = torch.gather(page_table.long(), 1, pos // page_size)
+        row = pos % page_size
+        k_cache[page, row] = k
+        v_cache[page, row] = v
+    else:
+        slot = cache_batch_idx.long() if cache_batch_idx is not None else torch.arange(batch, device=k.device)
+        k_cache[slot[:, None], pos] = k
+        v_cache[slot[:, None], pos] = v
+
+
+def _needs_grad(*ts) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+# ---------------------------------------------------------------------------------- the launch
+def _flash_attn_fwd(
+    q,
+    k,
+    v,
+    softmax_scale,
+    causal,
+    window_size,
+    pack_gqa,
+    *,
+    softcap=0.0,
+    learnable_sink=None,
+    num_splits=1,
+    cu_seqlens_q=None,
+    cu_seqlens_k=None,
+    max_seqlen_q=None,
+    max_seqlen_k=None,
+    seqused_q=None,
+    seqused_k=None,
+    page_table=None,
+    kv_batch_idx=None,
+):
+    """Validate and launch the forward (and the split-KV combine); returns ``(out, lse)``, lse always
+    computed. The autograd function calls this too."""
+    varlen_q = cu_seqlens_q is not None
+    varlen_k = cu_seqlens_k is not None
+    paged = page_table is not None
+    _check_tensor("q", q, 3 if varlen_q else 4)
+    _check_tensor("k", k, 3 if varlen_k else 4)
+    _check_tensor("v", v, 3 if varlen_k else 4)
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise unsupported(
             "(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
         )
-    batch, seqlen_q, nheads, head_dim = q.shape
-    _, seqlen_k, nheads_kv, _ = k.shape
-    head_dim_v = v.shape[3]
-    if k.shape[0] != batch or v.shape[0] != batch:
-        raise unsupported("k.shape[0], v.shape[0] (batch)", (k.shape[0], v.shape[0]), f"q's batch {batch}")
-    if k.shape[3] != head_dim:
-        raise unsupported("k.shape[3] (head_dim)", k.shape[3], f"q's head_dim {head_dim}")
-    if v.shape[1] != seqlen_k or v.shape[2] != nheads_kv:
-        raise unsupported(
-            "v.shape[1:3]", tuple(v.shape[1:3]), f"k's (seqlen_k, nheads_kv) {(seqlen_k, nheads_kv)}"
-        )
+    nheads, head_dim = q.shape[-2:]
+    nheads_kv, head_dim_v = v.shape[-2], v.shape[-1]
+    if k.shape[-1] != head_dim:
+        raise unsupported("k.shape[-1] (head_dim)", k.shape[-1], f"q's head_dim {head_dim}")
+    if k.shape[:-1] != v.shape[:-1]:
+        raise unsupported("v.shape[:-1]", tuple(v.shape[:-1]), f"k's {tuple(k.shape[:-1])}")
     if nheads_kv == 0 or nheads % nheads_kv != 0:
         raise unsupported(
             "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
@@ -149,51 +376,182 @@ def _flash_attn_fwd(q, k, v, softmax_scale, causal, window_size, pack_gqa):
     for name, d in (("head_dim", head_dim), ("head_dim_v", head_dim_v)):
         if d not in HEAD_DIMS:
             raise unsupported(name, d, f"one of {HEAD_DIMS}")
+    if varlen_q:
+        _check_tensor("cu_seqlens_q", cu_seqlens_q, 1, (torch.int32,))
+        batch = cu_seqlens_q.shape[0] - 1
+        if batch < 0:
+            raise unsupported("cu_seqlens_q.shape[0]", 0, "batch + 1 >= 1")
+        total_q = q.shape[0]
+        if max_seqlen_q is None:
+            max_seqlen_q = total_q
+        elif isinstance(max_seqlen_q, bool) or not isinstance(max_seqlen_q, int) or max_seqlen_q < 0:
+            raise unsupported(
+                "max_seqlen_q", max_seqlen_q, "an int >= 0 (an upper bound of the query lengths)"
+            )
+    else:
+        batch, max_seqlen_q = q.shape[0], q.shape[1]
+    if varlen_k:
+        if paged:
+            raise unsupported(
+                "(page_table, cu_seqlens_k)", ("given", "given"), "paged K/V with seqused_k, not cu_seqlens_k"
+            )
+        _check_index("cu_seqlens_k", cu_seqlens_k, (batch + 1,))
+        max_k = k.shape[0] if max_seqlen_k is None else max_seqlen_k
+    elif paged:
+        _check_tensor("page_table", page_table, 2, (torch.int32,))
+        if page_table.shape[0] != batch:
+            raise unsupported("page_table.shape[0]", page_table.shape[0], f"batch = {batch}")
+        max_k = page_table.shape[1] * k.shape[1]
+    else:
+        if k.shape[0] != batch and kv_batch_idx is None:
+            raise unsupported("k.shape[0] (batch)", k.shape[0], f"q's batch {batch}")
+        max_k = k.shape[1]
+    _check_index("seqused_q", seqused_q, (batch,))
+    _check_index("seqused_k", seqused_k, (batch,))
+    _check_index("cache_batch_idx", kv_batch_idx, (batch,))
+    if learnable_sink is not None:
+        _check_tensor("learnable_sink", learnable_sink, 1, (torch.float32,))
+        if learnable_sink.shape[0] != nheads:
+            raise unsupported(
+                "learnable_sink.shape", tuple(learnable_sink.shape), f"({nheads},) one logit per query head"
+            )
     is_local, left, right = _canonical_window(window_size, bool(causal))
-    if softmax_scale is None:
-        softmax_scale = 1.0 / math.sqrt(head_dim)
-    elif not isinstance(softmax_scale, (int, float)) or not math.isfinite(softmax_scale):
-        raise unsupported("softmax_scale", softmax_scale, "a finite float (or None for 1/sqrt(head_dim))")
-    if pack_gqa not in (None, True, False):
-        raise unsupported("pack_gqa", pack_gqa, "None (auto), True, False")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        _check_device(name, t)
-    if k.device != q.device or v.device != q.device:
-        raise unsupported("(q.device, k.device, v.device)", (q.device, k.device, v.device), "one device")
-    ratio = nheads // nheads_kv
-    if pack_gqa is None:
-        pack_gqa = ratio > 1
-    pack_gqa = bool(pack_gqa)
+    softmax_scale = _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim)
+    for name, t in (
+        ("q", q),
+        ("k", k),
+        ("v", v),
+        ("cu_seqlens_q", cu_seqlens_q),
+        ("cu_seqlens_k", cu_seqlens_k),
+        ("seqused_q", seqused_q),
+        ("seqused_k", seqused_k),
+        ("page_table", page_table),
+        ("cache_batch_idx", kv_batch_idx),
+        ("learnable_sink", learnable_sink),
+    ):
+        if t is not None and t.device != q.device:
+            raise unsupported(f"{name}.device", str(t.device), f"q's device {q.device}")
+    if q.device.type != "cuda":
+        raise unsupported("q.device", str(q.device), "a CUDA device")
 
-    out = torch.empty((batch, seqlen_q, nheads, head_dim_v), dtype=q.dtype, device=q.device)
-    lse = torch.empty((batch, nheads, seqlen_q), dtype=torch.float32, device=q.device)
-    if batch == 0 or seqlen_q == 0 or nheads == 0:
+    ratio = nheads // nheads_kv
+    pack = ratio > 1 if pack_gqa is None else bool(pack_gqa)
+    q_rows = q.shape[:-2]
+    out = torch.empty((*q_rows, nheads, head_dim_v), dtype=q.dtype, device=q.device)
+    lse = torch.empty(
+        (nheads, q.shape[0]) if varlen_q else (batch, nheads, q.shape[1]),
+        dtype=torch.float32,
+        device=q.device,
+    )
+    if batch == 0 or q.shape[-3] == 0 or nheads == 0 or max_seqlen_q == 0:
         return out, lse
 
-    key = (
-        q.dtype,
-        head_dim,
-        head_dim_v,
-        bool(causal),
-        is_local,
-        pack_gqa,
-        ratio if pack_gqa else 1,
-        q.device,
+    if num_splits == 0:
+        num_splits = _heuristic_splits(q.device, batch, nheads, nheads_kv, max_seqlen_q, max_k, pack, ratio)
+    num_splits = max(1, min(num_splits, _MAX_SPLITS))
+    flags = (
+        varlen_q,
+        varlen_k,
+        seqused_q is not None,
+        seqused_k is not None,
+        paged,
+        kv_batch_idx is not None,
+        num_splits > 1,
+        softcap > 0,
+        learnable_sink is not None and num_splits == 1,
     )
+    key = (q.dtype, head_dim, head_dim_v, bool(causal), is_local, pack, ratio if pack else 1, flags, q.device)
     fn = _fast.get(key)
     if fn is None:
         fn = _compile_for(key, q.device)
     wl = left if left is not None else _UNBOUNDED
     wr = right if right is not None else _UNBOUNDED
-    fn(q, k, v, out, lse, float(softmax_scale), wl, wr)
+    if num_splits > 1:
+        o_part = torch.empty((num_splits, *out.shape), dtype=torch.float32, device=q.device)
+        lse_part = torch.empty((num_splits, *lse.shape), dtype=torch.float32, device=q.device)
+        fn(
+            q,
+            k,
+            v,
+            o_part,
+            lse_part,
+            softmax_scale,
+            wl,
+            wr,
+            float(softcap),
+            max_seqlen_q,
+            num_splits,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            seqused_q,
+            seqused_k,
+            page_table,
+            kv_batch_idx,
+            None,
+        )
+        _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q)
+    else:
+        fn(
+            q,
+            k,
+            v,
+            out,
+            lse,
+            softmax_scale,
+            wl,
+            wr,
+            float(softcap),
+            max_seqlen_q,
+            1,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            seqused_q,
+            seqused_k,
+            page_table,
+            kv_batch_idx,
+            learnable_sink,
+        )
     return out, lse
+
+
+def _heuristic_splits(device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio):
+    """Split the keys when the (m-block, head, batch) tiles leave most SMs idle and the key range is
+    long enough to share: aim at about two waves of CTAs, at least 2 key blocks per split."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    sms = _sm_count.get(idx)
+    if sms is None:
+        sms = _sm_count[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    tile_m, tile_n = 128, 64
+    heads = nheads_kv if pack else nheads
+    tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
+    n_blocks = -(-seqlen_k // tile_n)
+    if tiles >= 0.8 * sms or n_blocks < 4:
+        return 1
+    return max(1, min(-(-2 * sms // tiles), n_blocks // 2, _MAX_SPLITS))
+
+
+def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
+    """Merge split-KV partials: ``lse = log Σ_s exp(lse_s)`` (+ the sink), ``out = Σ_s exp(lse_s - lse) O_s``."""
+    m = lse_part.amax(0)
+    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    w = torch.exp(lse_part - m)  # (S, *lse dims)
+    total = w.sum(0)
+    if learnable_sink is not None:
+        sink = learnable_sink.view(-1, 1) if varlen_q else learnable_sink.view(1, -1, 1)
+        total = total + torch.exp(sink - m)
+    lse.copy_(torch.log(total) + m)
+    scale = w / torch.where(total > 0, total, torch.ones_like(total))
+    # lse dims (b, h, s) / (h, t) -> O dims (b, s, h, 1) / (t, h, 1)
+    scale = scale.permute(0, 2, 1).unsqueeze(-1) if varlen_q else scale.permute(0, 1, 3, 2).unsqueeze(-1)
+    out.copy_((o_part * scale).sum(0))
 
 
 def _compile_for(key, device: torch.device):
     from fa4_sm120.compile import compile_fwd
     from fa4_sm120.tiles import fwd_config
 
-    dtype, head_dim, head_dim_v, causal, is_local, pack_gqa, ratio, _ = key
+    dtype, head_dim, head_dim_v, causal, is_local, pack_gqa, ratio, flags, _ = key
+    varlen_q, varlen_k, used_q, used_k, paged, kv_batch, split, softcap, sink = flags
     family = device_family(device)
     cfg = fwd_config(
         family,
@@ -204,6 +562,20 @@ def _compile_for(key, device: torch.device):
         local=is_local,
         pack_gqa=pack_gqa,
         qhead_per_kvhead=ratio,
+    )
+    import dataclasses
+
+    cfg = dataclasses.replace(
+        cfg,
+        varlen_q=varlen_q,
+        varlen_k=varlen_k,
+        has_seqused_q=used_q,
+        has_seqused_k=used_k,
+        paged_kv=paged,
+        kv_batch_idx=kv_batch,
+        split_kv=split,
+        has_softcap=softcap,
+        has_sink=sink,
     )
     major, minor = torch.cuda.get_device_capability(device)
     target = f"sm_{major}{minor}"
@@ -221,6 +593,3 @@ def _reset_caches() -> None:
     """Forget every compiled function (tests)."""
     FWD_CACHE.clear()
     _fast.clear()
-
-
-UnsupportedConfigError = UnsupportedConfigError  # re-export for `from fa4_torch.api import ...`
