@@ -105,7 +105,6 @@ class BwdConfig:
     tile_n: int = 64
     num_threads: int = 128
     is_causal: bool = False
-    qhead_per_kvhead: int = 1
     deterministic: bool = False
     arch: str = "sm_120a"
 
@@ -129,7 +128,6 @@ class FlashAttentionBackwardSm120:
         self.head_dim, self.head_dim_v = cfg.head_dim, cfg.head_dim_v
         self.num_threads = cfg.num_threads
         self.is_causal = cfg.is_causal
-        self.qhead_per_kvhead = cfg.qhead_per_kvhead
         self.deterministic = cfg.deterministic
 
     # ------------------------------------------------------------------ constraints
@@ -146,8 +144,6 @@ class FlashAttentionBackwardSm120:
         for name, t in (("tile_m", cfg.tile_m), ("tile_n", cfg.tile_n)):
             if t % (16 * cfg.num_warps) or t % 64:
                 raise unsupported(name, t, f"a multiple of 64 and of 16 * num_warps = {16 * cfg.num_warps}")
-        if not 1 <= cfg.qhead_per_kvhead <= 256:
-            raise unsupported("qhead_per_kvhead", cfg.qhead_per_kvhead, "1..256")
         for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
             if cfg.num_threads % (_atom_k(d) // 8):
                 raise unsupported(
@@ -372,7 +368,7 @@ class FlashAttentionBackwardSm120:
         tQsQ = thr_copy_d.partition_D(sQ)
         tdOsdO = thr_copy_dv.partition_D(sdO)
 
-        r = self.qhead_per_kvhead
+        r = mQ.shape[2] // mK.shape[2]  # query heads per KV head (a runtime value)
         num_m_iters = num_m_blocks - m_block_min
         total_iters = num_m_iters * r
         # prologue: Q, dO of the first (head, block)

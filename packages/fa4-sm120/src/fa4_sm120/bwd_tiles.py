@@ -68,7 +68,6 @@ def bwd_config(
     head_dim_v: int,
     *,
     causal: bool,
-    qhead_per_kvhead: int = 1,
     deterministic: bool = False,
 ) -> BwdConfig:
     row = select_bwd_tile(family, head_dim, head_dim_v)
@@ -80,7 +79,6 @@ def bwd_config(
         tile_n=row.tile_n,
         num_threads=row.num_threads,
         is_causal=causal,
-        qhead_per_kvhead=qhead_per_kvhead,
         deterministic=deterministic,
         arch=_CAP_ARCH[family],
     )

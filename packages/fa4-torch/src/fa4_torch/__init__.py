@@ -4,6 +4,6 @@
 """
 
 from fa4_torch.__about__ import __version__
-from fa4_torch.api import flash_attn_func
+from fa4_torch.api import flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache
 
-__all__ = ["__version__", "flash_attn_func"]
+__all__ = ["__version__", "flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache"]

@@ -157,7 +157,13 @@ def flash_attn_func(
         block_sparse_tensors=block_sparse_tensors,
     )
     if _needs_grad(q, k, v, learnable_sink):
-        raise _later("the backward (inputs that require grad)", "the training release (backward)")
+        from fa4_torch.autograd import FlashAttnFunc
+
+        out, lse = FlashAttnFunc.apply(
+            q, k, v, softmax_scale, causal, window_size, pack_gqa, deterministic, softcap, learnable_sink,
+            num_splits
+        )
+        return out, (lse if return_lse else None)
     out, lse = _flash_attn_fwd(
         q,
         k,
