@@ -49,7 +49,9 @@ _CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
 
 def select_bwd_tile(family: str, head_dim: int, head_dim_v: int) -> BwdTile:
     if family not in _CAP_ARCH:
-        raise UnsupportedArchError(f"family={family!r} has no backward tile table; supported: {tuple(_CAP_ARCH)}")
+        raise UnsupportedArchError(
+            f"family={family!r} has no backward tile table; supported: {tuple(_CAP_ARCH)}"
+        )
     # SM86/SM80 have at least SM120's shared memory: they use the SM120 rows
     for row in BWD_TABLE:
         if (row.head_dim, row.head_dim_v) == (head_dim, head_dim_v):

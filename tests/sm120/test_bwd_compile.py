@@ -1,0 +1,104 @@
+"""Every backward variant the tile table can pick compiles for ``sm_120a`` on the CPU, and its PTX is
+the mma.sync family's: ``mma.sync.aligned.m16n8k16`` present, no ``stmatrix`` (wgmma's register
+layout: the seed bug, and the dQ store of the seed backward), no ``wgmma``, ``ldmatrix .trans`` for
+the transposed operands (Pᵀ, dSᵀ, Qᵀ, dOᵀ, Kᵀ), ``red.global.add.f32`` for dQ; its shared memory
+(checked against the kernel's own ``SharedStorage`` when traced) fits 101,376 B. ``ptxas -arch=sm_120a
+-v`` gives the SM120 registers and spills of each variant (printed with ``-s``).
+
+Variants: every backward table row x dtype x causal x deterministic; the pre/postprocess kernels for
+every head dim of the table (with and without the LSE gradient).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from fa4_core.arch import parse_arch, smem_capacity
+from fa4_sm120.bwd import BwdConfig, compile_bwd
+from fa4_sm120.bwd_pre_post import PrePostConfig, compile_postprocess, compile_preprocess
+from fa4_sm120.bwd_tiles import BWD_TABLE, bwd_config
+
+pytestmark = pytest.mark.compile_only
+
+CAP = smem_capacity(parse_arch("sm_120a"))
+
+VARIANTS = [
+    bwd_config(row.family, dtype, row.head_dim, row.head_dim_v, causal=causal, deterministic=det)
+    for row in BWD_TABLE
+    for dtype in ("float16", "bfloat16")
+    for causal in (False, True)
+    for det in (False, True)
+]
+
+
+def _id(cfg: BwdConfig) -> str:
+    s = f"{cfg.dtype[:4]}-d{cfg.head_dim}_{cfg.head_dim_v}-{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
+    s += "-causal" if cfg.is_causal else ""
+    s += "-det" if cfg.deterministic else ""
+    return s
+
+
+def _ptx(tmp_path) -> str:
+    files = [p for p in os.listdir(tmp_path) if p.endswith(".ptx")]
+    assert len(files) == 1, files
+    return (tmp_path / files[0]).read_text(), str(tmp_path / files[0])
+
+
+def _resources(path: str):
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        return None
+    r = subprocess.run([ptxas, "-arch=sm_120a", "-v", path, "-o", os.devnull], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    regs = max(map(int, re.findall(r"Used (\d+) registers", r.stderr)))
+    spill = sum(int(a) for a in re.findall(r"(\d+) bytes spill stores", r.stderr))
+    return regs, spill
+
+
+@pytest.mark.parametrize("cfg", VARIANTS, ids=_id)
+def test_bwd_variant_compiles_for_sm120a(cfg, tmp_path):
+    assert cfg.smem_bytes <= CAP
+    compile_bwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
+    ptx, path = _ptx(tmp_path)
+    assert ".target sm_120a" in ptx
+    assert "mma.sync.aligned.m16n8k16" in ptx
+    assert "stmatrix" not in ptx
+    assert "wgmma" not in ptx
+    assert "ldmatrix.sync.aligned" in ptx and ".trans" in ptx
+    assert "cp.async.cg.shared.global" in ptx
+    assert re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.f32", ptx)
+    if cfg.deterministic:
+        assert "ld.acquire.gpu" in ptx and re.search(r"atom(\.global)?\.release(\.gpu)?\.add", ptx)
+    static = sum(int(x) for x in re.findall(r"\.shared \.align \d+ \.b8 \w+\[(\d+)\]", ptx))
+    assert static == 0
+    res = _resources(path)
+    if res is not None:
+        print(f"\n[sm_120a resources] bwd {_id(cfg)}: {res[0]} registers, {res[1]} B spill stores, "
+              f"{cfg.smem_bytes} B smem")  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["pre", "pre-dlse", "post"])
+@pytest.mark.parametrize(
+    "head_dim", sorted({r.head_dim for r in BWD_TABLE} | {r.head_dim_v for r in BWD_TABLE})
+)
+def test_pre_post_compile_for_sm120a(kind, head_dim, tmp_path):
+    cfg = PrePostConfig("bfloat16", head_dim, has_dlse=kind == "pre-dlse")
+    fn = compile_postprocess if kind == "post" else compile_preprocess
+    fn(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
+    ptx, path = _ptx(tmp_path)
+    assert ".target sm_120a" in ptx
+    assert "stmatrix" not in ptx and "wgmma" not in ptx
+    res = _resources(path)
+    if res is not None:
+        print(f"\n[sm_120a resources] {kind} d{head_dim}: {res[0]} registers, {res[1]} B spill stores")
+
+
+def test_every_bwd_row_fits_sm120():
+    for row in BWD_TABLE:
+        cfg = bwd_config(row.family, "bfloat16", row.head_dim, row.head_dim_v, causal=False)
+        assert cfg.smem_bytes <= CAP, (row, cfg.smem_bytes)
