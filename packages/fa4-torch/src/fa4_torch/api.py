@@ -51,27 +51,41 @@ def _later(feature: str, where: str) -> NotImplementedError:
 
 
 # ---------------------------------------------------------------------------------- validation
-def _check_tensor(name: str, t, ndim: int, dtypes=tuple(_DTYPES)) -> None:
+def _check_tensor(name: str, t, ndim: int, dtypes=tuple(_DTYPES), layout: bool = True) -> None:
+    """Type, dtype, rank; then (``layout``) contiguity of the last dim, 16-byte strides and base."""
     if not isinstance(t, torch.Tensor):
         raise unsupported(name, type(t).__name__, "a torch.Tensor")
     if t.dtype not in dtypes:
         raise unsupported(f"{name}.dtype", t.dtype, ", ".join(str(d) for d in dtypes))
     if t.dim() != ndim:
         raise unsupported(f"{name}.dim()", t.dim(), f"{ndim} (shape {tuple(t.shape)})")
-    if dtypes != (torch.int32,) and dtypes != (torch.float32,):
-        if t.stride(-1) != 1:
+    if layout:
+        _check_layout(name, t)
+
+
+def _check_layout(name: str, t):
+    """Returns ``t``, or a view of it whose size-1 dims carry stride 0 when their stride is not a
+    multiple of 8 (it addresses nothing; the compiled kernels assume 16-byte-multiple strides)."""
+    ndim = t.dim()
+    if t.dtype in _DTYPES:
+        if t.stride(-1) != 1 and t.shape[-1] > 1:
             raise unsupported(f"{name}.stride(-1)", t.stride(-1), "1 (the head dimension must be contiguous)")
+        fix = False
         for i in range(ndim - 1):
-            if t.stride(i) % 8 != 0 and t.shape[i] > 1:
-                raise unsupported(
-                    f"{name}.stride({i})", t.stride(i), "a multiple of 8 elements (16-byte aligned rows)"
-                )
+            if t.stride(i) % 8 != 0:
+                if t.shape[i] != 1:
+                    raise unsupported(
+                        f"{name}.stride({i})", t.stride(i), "a multiple of 8 elements (16-byte aligned rows)"
+                    )
+                fix = True
         if t.data_ptr() % 16 != 0:
             raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
-    elif ndim == 1 and t.stride(0) != 1:
-        raise unsupported(f"{name}.stride(0)", t.stride(0), "1 (contiguous)")
-    elif ndim == 2 and t.stride(1) != 1:
-        raise unsupported(f"{name}.stride(1)", t.stride(1), "1 (contiguous rows)")
+        if fix:
+            strides = [0 if (n == 1 and st % 8) else st for n, st in zip(t.shape[:-1], t.stride()[:-1])]
+            t = t.as_strided(t.shape, (*strides, 1))
+    elif t.stride(-1) != 1 and t.shape[-1] > 1:
+        raise unsupported(f"{name}.stride({ndim - 1})", t.stride(-1), "1 (contiguous)")
+    return t
 
 
 def _check_index(name: str, t, shape: tuple) -> None:
@@ -116,7 +130,7 @@ def _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim):
         raise unsupported("softcap", softcap, "a finite float >= 0 (0 = no capping)")
     if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
         raise unsupported("num_splits", num_splits, "an int >= 0 (0 = heuristic, 1 = no split)")
-    if pack_gqa not in (None, True, False):
+    if pack_gqa is not None and not isinstance(pack_gqa, bool):
         raise unsupported("pack_gqa", pack_gqa, "None (auto), True, False")
     return float(softmax_scale)
 
@@ -160,8 +174,17 @@ def flash_attn_func(
         from fa4_torch.autograd import FlashAttnFunc
 
         out, lse = FlashAttnFunc.apply(
-            q, k, v, softmax_scale, causal, window_size, pack_gqa, deterministic, softcap, learnable_sink,
-            num_splits
+            q,
+            k,
+            v,
+            softmax_scale,
+            causal,
+            window_size,
+            pack_gqa,
+            deterministic,
+            softcap,
+            learnable_sink,
+            num_splits,
         )
         return out, (lse if return_lse else None)
     out, lse = _flash_attn_fwd(
@@ -259,11 +282,11 @@ def flash_attn_with_kvcache(
     ``cache_batch_idx`` (int32 ``(batch,)``) picks the cache slot of each batch entry (contiguous caches).
     Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
     """
-    _check_tensor("q", q, 4)
+    _check_tensor("q", q, 4, layout=False)
     batch = q.shape[0]
     paged = page_table is not None
-    _check_tensor("k_cache", k_cache, 4)
-    _check_tensor("v_cache", v_cache, 4)
+    _check_tensor("k_cache", k_cache, 4, layout=False)
+    _check_tensor("v_cache", v_cache, 4, layout=False)
     if paged and cache_batch_idx is not None:
         raise unsupported(
             "cache_batch_idx", "a tensor", "None with a page_table (the table already maps slots)"
@@ -283,8 +306,8 @@ def flash_attn_with_kvcache(
         )
     seqused_k = cache_seqlens
     if k is not None:
-        _check_tensor("k", k, 4)
-        _check_tensor("v", v, 4)
+        _check_tensor("k", k, 4, layout=False)
+        _check_tensor("v", v, 4, layout=False)
         if k.shape[0] != batch or v.shape[0] != batch or k.shape[1] != v.shape[1]:
             raise unsupported(
                 "k/v.shape[:2]",
@@ -332,7 +355,7 @@ def _append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_id
 
 
 def _needs_grad(*ts) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in ts)
 
 
 # ---------------------------------------------------------------------------------- the launch
@@ -356,15 +379,20 @@ def _flash_attn_fwd(
     seqused_k=None,
     page_table=None,
     kv_batch_idx=None,
+    before_launch=None,
 ):
     """Validate and launch the forward (and the split-KV combine); returns ``(out, lse)``, lse always
     computed. The autograd function calls this too."""
     varlen_q = cu_seqlens_q is not None
     varlen_k = cu_seqlens_k is not None
     paged = page_table is not None
-    _check_tensor("q", q, 3 if varlen_q else 4)
-    _check_tensor("k", k, 3 if varlen_k else 4)
-    _check_tensor("v", v, 3 if varlen_k else 4)
+    _check_tensor("q", q, 3 if varlen_q else 4, layout=False)
+    _check_tensor("k", k, 3 if varlen_k else 4, layout=False)
+    _check_tensor("v", v, 3 if varlen_k else 4, layout=False)
+    for name, d in (("head_dim", q.shape[-1]), ("head_dim_v", v.shape[-1])):
+        if d not in HEAD_DIMS:
+            raise unsupported(name, d, f"one of {HEAD_DIMS}")
+    q, k, v = _check_layout("q", q), _check_layout("k", k), _check_layout("v", v)
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise unsupported(
             "(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
@@ -449,11 +477,25 @@ def _flash_attn_fwd(
         dtype=torch.float32,
         device=q.device,
     )
+    if before_launch is not None:
+        before_launch()
     if batch == 0 or q.shape[-3] == 0 or nheads == 0 or max_seqlen_q == 0:
         return out, lse
 
     if num_splits == 0:
-        num_splits = _heuristic_splits(q.device, batch, nheads, nheads_kv, max_seqlen_q, max_k, pack, ratio)
+        num_splits = _heuristic_splits(
+            q.device,
+            batch,
+            nheads,
+            nheads_kv,
+            max_seqlen_q,
+            max_k,
+            pack,
+            ratio,
+            _DTYPES[q.dtype],
+            head_dim,
+            head_dim_v,
+        )
     num_splits = max(1, min(num_splits, _MAX_SPLITS))
     flags = (
         varlen_q,
@@ -520,14 +562,19 @@ def _flash_attn_fwd(
     return out, lse
 
 
-def _heuristic_splits(device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio):
+def _heuristic_splits(
+    device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v
+):
     """Split the keys when the (m-block, head, batch) tiles leave most SMs idle and the key range is
     long enough to share: aim at about two waves of CTAs, at least 2 key blocks per split."""
     idx = device.index if device.index is not None else torch.cuda.current_device()
     sms = _sm_count.get(idx)
     if sms is None:
         sms = _sm_count[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    tile_m, tile_n = 128, 64
+    from fa4_sm120.tiles import select_fwd_tile
+
+    row = select_fwd_tile(device_family(device), dtype, head_dim, head_dim_v, False)
+    tile_m, tile_n = row.tile_m, row.tile_n
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
     n_blocks = -(-seqlen_k // tile_n)
@@ -590,7 +637,7 @@ def _compile_for(key, device: torch.device):
         with torch.cuda.device(device):
             return compile_fwd(cfg, tvm_ffi=True)
 
-    fn = FWD_CACHE.get_or_compile((cfg, target, dsl_version()), build)
+    fn = FWD_CACHE.get_or_compile((cfg, target, dsl_version(), device.index), build)
     _fast[key] = fn
     return fn
 
