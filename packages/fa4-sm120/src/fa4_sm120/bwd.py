@@ -619,7 +619,8 @@ def fake_bwd_args(cfg: BwdConfig):
     dk = fake_tensor(dt, (b, sk, hkv, cfg.head_dim))
     dv = fake_tensor(dt, (b, sk, hkv, cfg.head_dim_v))
     dq_accum = fake_tensor(Float32, (b, hq, sqp, cfg.head_dim), divisibility=4)
-    sem = fake_tensor(Int32, (b, hq, nm), divisibility=1)
+    # its own symbols: outside deterministic mode the caller passes a (1, 1, 1) placeholder
+    sem = fake_tensor(Int32, (sym(), sym(), nm), divisibility=1)
     stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
     return q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), stream
 

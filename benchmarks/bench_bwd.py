@@ -1,0 +1,133 @@
+"""Backward benchmark: fa4 beside PyTorch SDPA (flash, cuDNN) and upstream FlashAttention-4's SM120
+class, in one process on one GPU (DESIGN §5).
+
+Grid (DESIGN §7, the backward grid): head dim {64, 128} x causal x heads {16/16, 32/8} x (batch,
+seqlen) {(4, 1024), (2, 4096), (1, 8192)}, bf16. Backward TFLOP/s use 2.5x the forward FLOPs, fwd+bwd
+3.5x. Measured: backward alone (``torch.autograd.grad`` on a kept graph), fwd+bwd, and fa4's
+deterministic mode separately (``fa4_det``); peak memory of fwd+bwd at (1, 8192, 16/16, d128).
+Writes ``<out>/<date>-<gpu>-bwd.json``.
+
+    python benchmarks/bench_bwd.py --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torch  # noqa: E402
+
+import _common as C  # noqa: E402
+from fa4_torch import flash_attn_func  # noqa: E402
+
+GRID = [
+    dict(dtype="bf16", batch=b, seqlen=s, nheads=hq, nheads_kv=hkv, head_dim=d, causal=causal)
+    for d, causal, (hq, hkv), (b, s) in itertools.product(
+        (64, 128), (False, True), ((16, 16), (32, 8)), ((4, 1024), (2, 4096), (1, 8192))
+    )
+]
+PEERS = ("fa4", "fa4_det", "sdpa_flash", "sdpa_cudnn", "fa4_upstream_sm120")
+
+
+def _forwards(q, k, v, causal):
+    """name -> callable returning the output tensor (graph attached)."""
+    fns = {
+        "fa4": lambda: flash_attn_func(q, k, v, causal=causal)[0],
+        "fa4_det": lambda: flash_attn_func(q, k, v, causal=causal, deterministic=True)[0],
+    }
+    flash, cudnn = C.sdpa_fn("flash", q, k, v, causal), C.sdpa_fn("cudnn", q, k, v, causal)
+    fns["sdpa_flash"] = lambda: flash().transpose(1, 2)
+    fns["sdpa_cudnn"] = lambda: cudnn().transpose(1, 2)
+    up = C.upstream_fn(q, k, v, causal)
+    if up is not None:
+
+        def upstream():
+            o = up()
+            return o[0] if isinstance(o, tuple) else o
+
+        fns["fa4_upstream_sm120"] = upstream
+    return fns
+
+
+def measure(shape: dict) -> dict:
+    b, s, hq, hkv, d = shape["batch"], shape["seqlen"], shape["nheads"], shape["nheads_kv"], shape["head_dim"]
+    causal = shape["causal"]
+    q = torch.randn(b, s, hq, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(b, s, hkv, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(b, s, hkv, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    dout = torch.randn(b, s, hq, d, device="cuda", dtype=torch.bfloat16)
+    fwd_flops = C.attn_flops(b, hq, s, s, d, causal=causal)
+    row = dict(shape, fwd_flops=fwd_flops)
+    for name, fwd in _forwards(q, k, v, causal).items():
+        try:
+            out = fwd()
+            bwd = lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
+            bwd()
+            ms = C.bench_ms(bwd)
+            row[f"{name}_bwd_ms"] = ms
+            row[f"{name}_bwd_tflops"] = 2.5 * fwd_flops / ms / 1e9
+            both = lambda: torch.autograd.grad(fwd(), (q, k, v), dout)  # noqa: E731
+            ms = C.bench_ms(both)
+            row[f"{name}_fwdbwd_ms"] = ms
+            row[f"{name}_fwdbwd_tflops"] = 3.5 * fwd_flops / ms / 1e9
+            del out
+        except Exception as e:  # a peer that cannot run this shape is recorded, not fatal
+            row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    print({k_: (round(v_, 1) if isinstance(v_, float) else v_) for k_, v_ in row.items() if "ms" not in k_})
+    return row
+
+
+def summarize(rows):
+    out = {}
+    for name in PEERS:
+        for kind in ("bwd", "fwdbwd"):
+            vals = [r[f"{name}_{kind}_tflops"] for r in rows if f"{name}_{kind}_tflops" in r]
+            if vals:
+                out[f"{name}_{kind}"] = dict(mean_tflops=sum(vals) / len(vals), max_tflops=max(vals), n=len(vals))
+    for peer in ("sdpa_flash", "fa4_upstream_sm120"):
+        sp = [r[f"{peer}_bwd_ms"] / r["fa4_bwd_ms"] for r in rows if f"{peer}_bwd_ms" in r and "fa4_bwd_ms" in r]
+        if sp:
+            out[f"bwd_speedup_vs_{peer}"] = dict(geomean=math.exp(sum(map(math.log, sp)) / len(sp)), min=min(sp))
+    det = [r["fa4_det_bwd_ms"] / r["fa4_bwd_ms"] for r in rows if "fa4_det_bwd_ms" in r and "fa4_bwd_ms" in r]
+    if det:
+        out["deterministic_cost"] = dict(
+            geomean_time_ratio=math.exp(sum(map(math.log, det)) / len(det)), max=max(det), min=min(det)
+        )
+    print("== summary:", out)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_bwd: no CUDA GPU here; nothing measured (run it on the GPU machine)")
+        return 0
+    payload = {"env": C.environment()}
+    a = torch.randn(4096, 4096, device="cuda")
+    C.bench_ms(lambda: a @ a)  # bring the clocks up before the first measured shape
+    rows = [measure(s) for s in GRID[: args.limit]]
+    payload["rows"] = rows
+    payload["summary"] = summarize(rows)
+    q, k, v = (
+        torch.randn(1, 8192, 16, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+    )
+    dout = torch.randn_like(q)
+    mem = {}
+    for name, fwd in _forwards(q, k, v, False).items():
+        if name in ("fa4", "sdpa_flash"):
+            mem[name] = C.peak_mem_mb(lambda: torch.autograd.grad(fwd(), (q, k, v), dout))  # noqa: B023
+    payload["peak_mem_mb_fwdbwd_b1_s8192_h16_d128"] = mem
+    print("peak MiB fwd+bwd:", mem)
+    C.write_results(C.results_path("bwd", args.out), payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
