@@ -32,7 +32,7 @@ def copy_bandwidth() -> float:
     a = torch.empty(2**30, dtype=torch.uint8, device="cuda")
     b = torch.empty_like(a)
     ms = C.bench_ms(lambda: b.copy_(a))
-    return 2 * a.numel() / ms / 1e9  # GB/s (read + write)
+    return 2 * a.numel() / ms / 1e6  # GB/s (read + write)
 
 
 def measure(batch, kv_len, layout, bw):

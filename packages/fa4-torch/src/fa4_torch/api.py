@@ -39,7 +39,7 @@ __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache
 
 _DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _UNBOUNDED = 1 << 30  # a window side without a bound, as a runtime value of a local kernel
-_MAX_SPLITS = 64
+_MAX_SPLITS = 64  # fa4_sm120.combine.MAX_SPLITS
 
 FWD_CACHE = CompileCache()
 _fast: dict[tuple, object] = {}
@@ -566,7 +566,7 @@ def _heuristic_splits(
     device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v
 ):
     """Split the keys when the (m-block, head, batch) tiles leave most SMs idle and the key range is
-    long enough to share: aim at about two waves of CTAs, at least 2 key blocks per split."""
+    long enough to share: aim at about four CTAs per SM, at least 2 key blocks per split."""
     idx = device.index if device.index is not None else torch.cuda.current_device()
     sms = _sm_count.get(idx)
     if sms is None:
@@ -580,23 +580,35 @@ def _heuristic_splits(
     n_blocks = -(-seqlen_k // tile_n)
     if tiles >= 0.8 * sms or n_blocks < 4:
         return 1
-    return max(1, min(-(-2 * sms // tiles), n_blocks // 2, _MAX_SPLITS))
+    return max(1, min(-(-4 * sms // tiles), n_blocks // 2, _MAX_SPLITS))
 
 
 def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
-    """Merge split-KV partials: ``lse = log Σ_s exp(lse_s)`` (+ the sink), ``out = Σ_s exp(lse_s - lse) O_s``."""
-    m = lse_part.amax(0)
-    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    w = torch.exp(lse_part - m)  # (S, *lse dims)
-    total = w.sum(0)
-    if learnable_sink is not None:
-        sink = learnable_sink.view(-1, 1) if varlen_q else learnable_sink.view(1, -1, 1)
-        total = total + torch.exp(sink - m)
-    lse.copy_(torch.log(total) + m)
-    scale = w / torch.where(total > 0, total, torch.ones_like(total))
-    # lse dims (b, h, s) / (h, t) -> O dims (b, s, h, 1) / (t, h, 1)
-    scale = scale.permute(0, 2, 1).unsqueeze(-1) if varlen_q else scale.permute(0, 1, 3, 2).unsqueeze(-1)
-    out.copy_((o_part * scale).sum(0))
+    """Merge split-KV partials with the combine kernel (fa4_sm120.combine): ``lse = log Σ_s
+    exp(lse_s)`` (+ the sink), ``out = Σ_s exp(lse_s - lse) O_s``."""
+    if varlen_q:  # (S, t, h, dv) / (S, h, t) -> one batch of t rows
+        o_p, lse_p, o, l_ = (
+            o_part.unsqueeze(1),
+            lse_part.permute(0, 2, 1).unsqueeze(1),
+            out.unsqueeze(0),
+            lse.t().unsqueeze(0),
+        )
+    else:  # lse (S, b, h, s) -> (S, b, s, h) views
+        o_p, lse_p, o, l_ = o_part, lse_part.permute(0, 1, 3, 2), out, lse.permute(0, 2, 1)
+    key = (out.dtype, out.shape[-1], learnable_sink is not None, out.device)
+    fn = _fast.get(("combine", key))
+    if fn is None:
+        from fa4_sm120.combine import CombineConfig, compile_combine
+
+        cfg = CombineConfig(_DTYPES[out.dtype], out.shape[-1], has_sink=learnable_sink is not None)
+
+        def build():
+            with torch.cuda.device(out.device):
+                return compile_combine(cfg, tvm_ffi=True)
+
+        fn = FWD_CACHE.get_or_compile((cfg, dsl_version(), out.device.index), build)
+        _fast[("combine", key)] = fn
+    fn(o_p, lse_p, o, l_, learnable_sink)
 
 
 def _compile_for(key, device: torch.device):
