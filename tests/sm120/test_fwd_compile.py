@@ -42,6 +42,26 @@ def _variants():
         fwd_config("sm120", "bfloat16", 128, 128, causal=False, local=True),
         fwd_config("sm120", "bfloat16", 64, 64, causal=True, local=True, pack_gqa=True, qhead_per_kvhead=4),
     ]
+    # the serving flags (varlen, seqused, paged K/V, KV-cache slots, split-KV, softcap, sinks)
+    serving = fwd_config("sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4)
+    for flags in (
+        dict(varlen_q=True, varlen_k=True),
+        dict(varlen_q=True, varlen_k=True, has_seqused_q=True, has_seqused_k=True),
+        dict(varlen_q=True, paged_kv=True, has_seqused_k=True),
+        dict(paged_kv=True, has_seqused_k=True, split_kv=True),
+        dict(kv_batch_idx=True, has_seqused_k=True, split_kv=True),
+        dict(has_softcap=True, has_sink=True),
+        dict(varlen_q=True, varlen_k=True, has_softcap=True, split_kv=True),
+    ):
+        extra.append(dataclasses.replace(serving, **flags))
+    extra.append(
+        dataclasses.replace(
+            fwd_config("sm120", "float16", 256, 256, causal=False),
+            paged_kv=True,
+            has_seqused_k=True,
+            is_local=True,
+        )
+    )
     for cfg in extra:
         seen.setdefault(cfg, cfg)
     return list(seen)
@@ -55,6 +75,18 @@ def _id(cfg: FwdConfig) -> str:
     s += "-causal" if cfg.is_causal else ""
     s += "-local" if cfg.is_local else ""
     s += f"-pack{cfg.qhead_per_kvhead}" if cfg.pack_gqa else ""
+    for flag in (
+        "varlen_q",
+        "varlen_k",
+        "has_seqused_q",
+        "has_seqused_k",
+        "paged_kv",
+        "kv_batch_idx",
+        "split_kv",
+        "has_softcap",
+        "has_sink",
+    ):
+        s += f"-{flag}" if getattr(cfg, flag) else ""
     return s
 
 
@@ -98,3 +130,19 @@ def test_every_row_fits_its_family_cap(family):
     for row in rows:
         cfg = fwd_config(family, "bfloat16", row.head_dim, row.head_dim_v, causal=False)
         assert cfg.smem_bytes <= cap, (row, cfg.smem_bytes, cap)
+
+
+@pytest.mark.parametrize("sink", [False, True])
+@pytest.mark.parametrize("dv", [64, 128, 256])
+def test_combine_compiles_for_sm120a(dv, sink, tmp_path):
+    from fa4_sm120.combine import CombineConfig, compile_combine
+
+    compile_combine(
+        CombineConfig("bfloat16", dv, has_sink=sink),
+        tvm_ffi=False,
+        gpu_arch="sm_120a",
+        dump_dir=str(tmp_path),
+    )
+    ptx = next(p for p in tmp_path.iterdir() if p.suffix == ".ptx").read_text()
+    assert ".target sm_120a" in ptx and "stmatrix" not in ptx and "wgmma" not in ptx
+    assert "shfl.sync.bfly" in ptx  # the warp all-reduce of the split LSEs
