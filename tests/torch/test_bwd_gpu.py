@@ -104,7 +104,9 @@ HEADS = ((4, 4), (4, 2), (8, 2), (7, 1))
 SEQLENS = ((128, 128), (113, 203), (300, 129), (1, 77), (257, 1))
 MAIN = [
     Case(dt, 2, sq, sk, hq, hkv, d, causal=causal)
-    for dt, d, causal, (hq, hkv), (sq, sk) in itertools.product(DTYPES, (64, 128), (False, True), HEADS, SEQLENS)
+    for dt, d, causal, (hq, hkv), (sq, sk) in itertools.product(
+        DTYPES, (64, 128), (False, True), HEADS, SEQLENS
+    )
 ]
 OTHER_DIMS = [
     Case("bf16", 2, sq, sk, 4, hkv, d, dv, causal=causal)

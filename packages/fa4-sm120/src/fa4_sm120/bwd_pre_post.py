@@ -148,7 +148,9 @@ class BwdPostprocess:
         )
 
     @cute.kernel
-    def kernel(self, mdQaccum: cute.Tensor, mdQ: cute.Tensor, softmax_scale: Float32, gmem_copy: cute.TiledCopy):
+    def kernel(
+        self, mdQaccum: cute.Tensor, mdQ: cute.Tensor, softmax_scale: Float32, gmem_copy: cute.TiledCopy
+    ):
         tidx, _, _ = cute.arch.thread_idx()
         m_block, head, batch = cute.arch.block_idx()
         seqlen_q = mdQ.shape[1]
