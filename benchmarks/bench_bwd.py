@@ -65,12 +65,12 @@ def measure(shape: dict) -> dict:
     for name, fwd in _forwards(q, k, v, causal).items():
         try:
             out = fwd()
-            bwd = lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
+            bwd = lambda out=out: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
             bwd()
             ms = C.bench_ms(bwd)
             row[f"{name}_bwd_ms"] = ms
             row[f"{name}_bwd_tflops"] = 2.5 * fwd_flops / ms / 1e9
-            both = lambda: torch.autograd.grad(fwd(), (q, k, v), dout)  # noqa: E731
+            both = lambda fwd=fwd: torch.autograd.grad(fwd(), (q, k, v), dout)  # noqa: E731
             ms = C.bench_ms(both)
             row[f"{name}_fwdbwd_ms"] = ms
             row[f"{name}_fwdbwd_tflops"] = 3.5 * fwd_flops / ms / 1e9
