@@ -87,11 +87,17 @@ def summarize(rows):
         for kind in ("bwd", "fwdbwd"):
             vals = [r[f"{name}_{kind}_tflops"] for r in rows if f"{name}_{kind}_tflops" in r]
             if vals:
-                out[f"{name}_{kind}"] = dict(mean_tflops=sum(vals) / len(vals), max_tflops=max(vals), n=len(vals))
+                out[f"{name}_{kind}"] = dict(
+                    mean_tflops=sum(vals) / len(vals), max_tflops=max(vals), n=len(vals)
+                )
     for peer in ("sdpa_flash", "fa4_upstream_sm120"):
-        sp = [r[f"{peer}_bwd_ms"] / r["fa4_bwd_ms"] for r in rows if f"{peer}_bwd_ms" in r and "fa4_bwd_ms" in r]
+        sp = [
+            r[f"{peer}_bwd_ms"] / r["fa4_bwd_ms"] for r in rows if f"{peer}_bwd_ms" in r and "fa4_bwd_ms" in r
+        ]
         if sp:
-            out[f"bwd_speedup_vs_{peer}"] = dict(geomean=math.exp(sum(map(math.log, sp)) / len(sp)), min=min(sp))
+            out[f"bwd_speedup_vs_{peer}"] = dict(
+                geomean=math.exp(sum(map(math.log, sp)) / len(sp)), min=min(sp)
+            )
     det = [r["fa4_det_bwd_ms"] / r["fa4_bwd_ms"] for r in rows if "fa4_det_bwd_ms" in r and "fa4_bwd_ms" in r]
     if det:
         out["deterministic_cost"] = dict(
@@ -116,7 +122,8 @@ def main(argv=None):
     payload["rows"] = rows
     payload["summary"] = summarize(rows)
     q, k, v = (
-        torch.randn(1, 8192, 16, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+        torch.randn(1, 8192, 16, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        for _ in range(3)
     )
     dout = torch.randn_like(q)
     mem = {}
