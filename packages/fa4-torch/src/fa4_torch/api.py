@@ -380,9 +380,38 @@ def _flash_attn_fwd(
     page_table=None,
     kv_batch_idx=None,
     before_launch=None,
+    _eager=False,
 ):
     """Validate and launch the forward (and the split-KV combine); returns ``(out, lse)``, lse always
-    computed. The autograd function calls this too."""
+    computed. The autograd function calls this too. Under ``torch.compile`` it becomes the custom op
+    ``torch.ops.fa4.fwd`` (:mod:`fa4_torch.ops`), which validates and launches when the graph runs."""
+    if not _eager and torch.compiler.is_compiling():
+        from fa4_torch.ops import fwd_op
+
+        if before_launch is not None:  # the KV-cache append is traced as ordinary torch ops
+            before_launch()
+        left, right = window_size if isinstance(window_size, (tuple, list)) else (None, None)
+        return fwd_op(
+            q,
+            k,
+            v,
+            softmax_scale,
+            bool(causal),
+            -1 if left is None else left,
+            -1 if right is None else right,
+            -1 if pack_gqa is None else int(pack_gqa),
+            float(softcap),
+            learnable_sink,
+            num_splits,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            -1 if max_seqlen_q is None else max_seqlen_q,
+            -1 if max_seqlen_k is None else max_seqlen_k,
+            seqused_q,
+            seqused_k,
+            page_table,
+            kv_batch_idx,
+        )
     varlen_q = cu_seqlens_q is not None
     varlen_k = cu_seqlens_k is not None
     paged = page_table is not None
