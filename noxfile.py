@@ -154,6 +154,17 @@ def gpu(session: nox.Session) -> None:
 
 
 @nox.session
+def sanitize(session: nox.Session) -> None:
+    """compute-sanitizer memcheck, racecheck and synccheck over a representative set of kernels
+    (tools/sanitize.sh over tests/torch/test_sanitize_gpu.py); skipped without a CUDA GPU."""
+    device = _cuda_gpu()
+    if device is None:
+        session.skip("no CUDA GPU here; compute-sanitizer needs one (run tools/sanitize.sh on a GPU machine)")
+    _install(session, "torch")
+    session.run("bash", "tools/sanitize.sh", *session.posargs, external=True)
+
+
+@nox.session
 def build(session: nox.Session) -> None:
     """Builds sdist and wheel of each package into dist/, installs the wheels into a clean venv, checks them.
 
