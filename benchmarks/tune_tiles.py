@@ -22,11 +22,27 @@ import _common as C  # noqa: E402
 from fa4_core.errors import UnsupportedConfigError  # noqa: E402
 from fa4_sm120.compile import compile_fwd  # noqa: E402
 from fa4_sm120.fwd import FwdConfig  # noqa: E402
+from fa4_sm120.occupancy import ctas_per_sm, emulated_launch_smem  # noqa: E402
 
 SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 16), (1, 8192, 32, 8)]
 
 
-def run(head_dim, causal, cands, dtype=torch.bfloat16):
+def sm120_regs(cfg) -> int:
+    """Registers per thread of the sm_120a build (ptxas -v on the kept PTX)."""
+    import re
+    import subprocess
+    import tempfile
+
+    d = tempfile.mkdtemp()
+    compile_fwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
+    ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
+    r = subprocess.run(
+        ["ptxas", "-arch=sm_120a", "-v", ptx, "-o", os.devnull], capture_output=True, text=True
+    )
+    return max(map(int, re.findall(r"Used (\d+) registers", r.stderr)))
+
+
+def run(head_dim, causal, cands, dtype=torch.bfloat16, emulate=False):
     results = {}
     for tm, tn, th in cands:
         times = []
@@ -78,6 +94,7 @@ def main():
     ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
     ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")
     a = ap.parse_args()
     cands = [tuple(map(int, c.split(","))) for c in a.cands]
     C.bench_ms(
@@ -86,9 +103,13 @@ def main():
     allres = {}
     for d in a.head_dim:
         for causal in (False, True):
-            allres[f"d{d}-causal{causal}"] = run(d, causal, cands)
+            allres[f"d{d}-causal{causal}"] = run(d, causal, cands, emulate=a.emulate_sm120)
     if a.out:
-        C.write_results(os.path.join(a.out, "tune.json"), {"env": C.environment(), "results": allres})
+        name = "tune-emulated-sm120.json" if a.emulate_sm120 else "tune.json"
+        C.write_results(
+            os.path.join(a.out, name),
+            {"env": C.environment(), "emulate_sm120": a.emulate_sm120, "results": allres},
+        )
 
 
 if __name__ == "__main__":

@@ -95,6 +95,9 @@ class FwdConfig:
     split_kv: bool = False
     has_softcap: bool = False
     has_sink: bool = False
+    # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
+    # GPU with more shared memory per SM (H100: 228 KB) keeps as few CTAs per SM as SM120 would
+    launch_smem: int = 0
 
     @property
     def num_warps(self) -> int:
@@ -283,7 +286,12 @@ class FlashAttentionForwardSm120:
             self._gmem_copy(self.head_dim_v, False),
             tiled_mma,
             SharedStorage,
-        ).launch(grid=grid, block=[self.num_threads, 1, 1], smem=SharedStorage.size_in_bytes(), stream=stream)
+        ).launch(
+            grid=grid,
+            block=[self.num_threads, 1, 1],
+            smem=max(SharedStorage.size_in_bytes(), cfg.launch_smem),
+            stream=stream,
+        )
 
     # ------------------------------------------------------------------ the kernel
     @cute.kernel
