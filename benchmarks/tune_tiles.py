@@ -11,6 +11,7 @@ candidates that do not fit the SM120 shared-memory cap are rejected by ``can_imp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -63,6 +64,14 @@ def run(head_dim, causal, cands, dtype=torch.bfloat16, emulate=False):
                         pack_gqa=r > 1,
                         qhead_per_kvhead=r,
                     )
+                    if emulate:
+                        regs = sm120_regs(cfg)
+                        launch = emulated_launch_smem(cfg.smem_bytes, regs, th)
+                        occ = ctas_per_sm(cfg.smem_bytes, regs, th)
+                        print(
+                            f"  {tm}x{tn}x{th} r{r}: sm_120a {regs} regs, {occ} CTA/SM -> launch smem {launch} B"
+                        )
+                        cfg = dataclasses.replace(cfg, launch_smem=launch)
                     fns[key] = compile_fwd(cfg)
                 q = torch.randn(b, s, hq, head_dim, device="cuda", dtype=dtype)
                 k = torch.randn(b, s, hkv, head_dim, device="cuda", dtype=dtype)
