@@ -2,14 +2,16 @@
 # compute-sanitizer (memcheck, racecheck, synccheck) over a representative set of fa4 kernels:
 # forward dense / varlen / paged / split-KV + combine, and the backward (tests/torch/test_sanitize_gpu.py).
 # Usage on the GPU machine:  bash tools/sanitize.sh [memcheck racecheck synccheck]
-# Each tool must report "ERROR SUMMARY: 0 errors"; the script exits non-zero otherwise.
+# Each tool must report "ERROR SUMMARY: 0 errors"; the script exits non-zero otherwise. CUDA API
+# errors are not reported: cuda-bindings probes driver entry points with cuGetProcAddress and some
+# probes fail by design (34 such "errors" on H100, 2026-11-25, none from a kernel).
 set -uo pipefail
 tools=("${@:-memcheck racecheck synccheck}")
 status=0
 for tool in ${tools[@]}; do
   log=$(mktemp)
   echo "== compute-sanitizer --tool $tool"
-  compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
+  compute-sanitizer --tool "$tool" --target-processes all --report-api-errors no --error-exitcode 99 \
     python3 -m pytest tests/torch/test_sanitize_gpu.py -q -p no:cacheprovider -x 2>&1 | tee "$log" | tail -5
   if ! grep -q "ERROR SUMMARY: 0 errors" "$log" || grep -q "failed" "$log"; then
     echo "!! $tool reported errors"; status=1
