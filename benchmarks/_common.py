@@ -41,10 +41,14 @@ def attn_flops(
     return 2 * batch * nheads * visible * (head_dim + dv)
 
 
+_REP_MS = int(os.environ.get("FA4_BENCH_REP_MS", "100"))
+
+
 def bench_ms(fn) -> float:
+    """Median ms of ``fn`` (do_bench: ``FA4_BENCH_REP_MS`` ms of repetitions, default 100)."""
     from triton.testing import do_bench
 
-    return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    return float(do_bench(fn, warmup=max(_REP_MS // 4, 5), rep=_REP_MS, return_mode="median"))
 
 
 def host_us(fn, iters: int = 2000) -> float:
