@@ -1,0 +1,58 @@
+"""The SM120 static resource table: every forward tile-table row (SM120 family), compiled for
+``sm_120a`` on the CPU, with ``ptxas -arch=sm_120a -v`` registers and spills, shared memory, and the
+CTAs / warps per SM that SM120 gives it (fa4_sm120.occupancy). No GPU needed.
+
+    python benchmarks/sm120_resources.py > docs/sm120-resources.md
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from fa4_sm120.compile import compile_fwd
+from fa4_sm120.occupancy import ctas_per_sm
+from fa4_sm120.tiles import FWD_TABLE, fwd_config
+
+
+def ptxas_resources(ptx_path: str):
+    r = subprocess.run(
+        ["ptxas", "-arch=sm_120a", "-v", ptx_path, "-o", os.devnull], capture_output=True, text=True
+    )
+    regs = max(map(int, re.findall(r"Used (\d+) registers", r.stderr)))
+    spill = sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", r.stderr))
+    return regs, spill
+
+
+def main():
+    if shutil.which("ptxas") is None:
+        print("sm120_resources: ptxas (CUDA 13) is not on PATH; nothing measured")
+        return 1
+    print(
+        "| head dims | causal | tile (m x n x threads) | smem B | registers | spill stores B | CTAs/SM | warps/SM |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for row in FWD_TABLE:
+        if row.family != "sm120":
+            continue
+        for causal in (False, True):
+            cfg = fwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal)
+            d = tempfile.mkdtemp()
+            compile_fwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
+            ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
+            regs, spill = ptxas_resources(ptx)
+            occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
+            print(
+                f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads} | "
+                f"{cfg.smem_bytes} | {regs} | {spill} | {occ} | {occ * cfg.num_threads // 32} |",
+                flush=True,
+            )
+            shutil.rmtree(d, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
