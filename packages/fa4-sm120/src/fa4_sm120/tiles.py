@@ -11,7 +11,11 @@ tile_n / threads``.
 Measured (H100 compat mode, 2026-11-25, ``benchmarks/tune_tiles.py``, anchor shapes, mean TFLOP/s):
 d128 128x64x128 337 / causal 244 (the 256-thread 128x64 row: 279 / 220); d64 128x64x128 279 / 202
 (128x128x256: 230 / 179). Four warps of 32 rows halve the ldmatrix traffic of K and V per MMA,
-which is what bounds the 8-warp tiles.
+which is what bounds the 8-warp tiles. But for d128 the 4-warp row spills on ``sm_120a`` (255 registers,
+260 B of spill stores) and, at 64 KB of shared memory, runs one CTA (4 warps) per SM on SM120, where
+H100 co-schedules three: the d128 rows keep 8 warps (226 registers, no spills, 8 warps per SM) until a
+sweep with SM120's occupancy (``benchmarks/tune_tiles.py --emulate-sm120``) says otherwise.
+``docs/sm120-resources.md`` has the registers, spills and occupancy of every row.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     FwdTile("sm120",  32,  32, 128, 128, 256),  # 2*(128*32  + 128*(32+32))   = 24,576 B
     FwdTile("sm120",  64,  64, 128,  64, 128),  # 2*(128*64  +  64*(64+64))   = 32,768 B
     FwdTile("sm120",  96,  96, 128,  64, 256),  # 2*(128*96  +  64*(96+96))   = 49,152 B
-    FwdTile("sm120", 128, 128, 128,  64, 128),  # 2*(128*128 +  64*(128+128)) = 65,536 B
+    FwdTile("sm120", 128, 128, 128,  64, 256),  # 2*(128*128 +  64*(128+128)) = 65,536 B
     FwdTile("sm120", 160, 160, 128,  64, 256),  # 2*(128*160 +  64*(160+160)) = 81,920 B
     FwdTile("sm120", 192, 128, 128,  64, 256),  # 2*(128*192 +  64*(192+128)) = 90,112 B
     FwdTile("sm120", 192, 192, 128,  64, 256),  # 2*(128*192 +  64*(192+192)) = 98,304 B
@@ -57,7 +61,7 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     FwdTile("sm86",   32,  32, 128, 128, 256),  # 24,576 B
     FwdTile("sm86",   64,  64, 128,  64, 128),  # 32,768 B
     FwdTile("sm86",   96,  96, 128,  64, 256),  # 49,152 B
-    FwdTile("sm86",  128, 128, 128,  64, 128),  # 65,536 B
+    FwdTile("sm86",  128, 128, 128,  64, 256),  # 65,536 B
     FwdTile("sm86",  160, 160, 128,  64, 256),  # 81,920 B
     FwdTile("sm86",  192, 128, 128,  64, 256),  # 90,112 B
     FwdTile("sm86",  192, 192, 128,  64, 256),  # 98,304 B
