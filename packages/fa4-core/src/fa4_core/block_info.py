@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from fa4_core._intmath import ceil_div, imax, imin
 
-__all__ = ["BlockInfo"]
+__all__ = ["BlockInfo", "BlockInfoBwd"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,76 @@ class BlockInfo:
             return 0
         _, q_last = self._query_first_last(m_block, seqlen_q)
         return ceil_div(self._left_edge(q_last, seqlen_q, seqlen_k, window_left), self.tile_n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the backward's transposed view: query blocks per key block
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockInfoBwd:
+    """Query-block ranges per key block, for a backward that owns one key block per CTA (no pack-GQA).
+
+    :meth:`m_block_range` is exactly the transpose of :meth:`BlockInfo.n_block_range` (same tiles,
+    ``qhead_per_kvhead = 1``, no split): ``m`` is in the range of key block ``n`` iff ``n`` is in
+    the forward range of ``m`` (and ``n * tile_n < seqlen_k``), so the key blocks visiting a query
+    block are the contiguous run starting at the forward's ``n_block_min`` (what the deterministic
+    backward orders its dQ additions on). Window sides follow :class:`BlockInfo`: with ``is_local``
+    the runtime ``window_left``/``window_right`` (``None`` = unbounded; the host folds causal into
+    ``right = 0``), else causal means ``right = 0``.
+    """
+
+    tile_m: int
+    tile_n: int
+    is_causal: bool = False
+    is_local: bool = False
+
+    def _sides(self, window_left, window_right):
+        right = None
+        if self.is_local and window_right is not None:
+            right = window_right
+        elif self.is_causal:
+            right = 0
+        left = window_left if self.is_local else None
+        return left, right
+
+    def m_block_range(self, n_block, seqlen_q, seqlen_k, window_left=None, window_right=None):
+        """``(m_block_min, m_block_max)`` with ``m_block_max >= m_block_min``: the query blocks whose
+        forward key range holds ``n_block``; empty when ``n_block * tile_n >= seqlen_k``."""
+        tm, tn = self.tile_m, self.tile_n
+        left, right = self._sides(window_left, window_right)
+        num_m = ceil_div(seqlen_q, tm)
+        d = seqlen_k - seqlen_q
+        m_min = 0
+        m_max = num_m
+        count_ok = imin(imax(seqlen_k - n_block * tn, 0), 1)  # the key block holds a key
+        if right is not None:
+            # n < ceil(right_edge(q_last) / tn)  <=>  q_last >= x
+            x = n_block * tn - d - right
+            m_min = imin(imax(x, 0) // tm, num_m)
+            count_ok = count_ok * imin(imax(seqlen_q - x, 0), 1)  # q_last <= seqlen_q - 1
+        if left is not None:
+            # left_edge(q_first) // tn <= n  <=>  m * tm <= y
+            y = (n_block + 1) * tn - d + left - 1
+            m_max = imin(imax(y + tm, 0) // tm, num_m)
+        return m_min, m_min + imax(m_max - m_min, 0) * count_ok
+
+    def mask_free_m_range(self, n_block, seqlen_q, seqlen_k, window_left=None, window_right=None):
+        """``(lo, hi)``: query blocks ``lo <= m < hi`` see every key of ``n_block`` (no right/left
+        window edge and no column ``>= seqlen_k`` inside the tile); the others need the mask. Rows
+        ``>= seqlen_q`` are not considered (the backward zeroes their P through the LSE)."""
+        tm, tn = self.tile_m, self.tile_n
+        left, right = self._sides(window_left, window_right)
+        num_m = ceil_div(seqlen_q, tm)
+        d = seqlen_k - seqlen_q
+        lo = 0
+        hi = num_m
+        if right is not None:
+            # some key of the tile is past row m*tm's right edge  <=>  m * tm < z
+            z = (n_block + 1) * tn - 1 - d - right
+            lo = imin(ceil_div(imax(z, 0), tm), num_m)
+        if left is not None:
+            # some key of the tile is before row (m+1)*tm-1's left edge  <=>  (m + 1) * tm > w
+            w = n_block * tn + 1 - d + left
+            hi = imin(imax(w, 0) // tm, num_m)
+        full = imin(imax(seqlen_k - (n_block + 1) * tn + 1, 0), 1)  # no column >= seqlen_k
+        return lo, lo + imax(hi - lo, 0) * full
