@@ -5,8 +5,10 @@ the transposed operands (Pᵀ, dSᵀ, Qᵀ, dOᵀ, Kᵀ), ``red.global.add.f32``
 (checked against the kernel's own ``SharedStorage`` when traced) fits 101,376 B. ``ptxas -arch=sm_120a
 -v`` gives the SM120 registers and spills of each variant (printed with ``-s``).
 
-Variants: every backward table row x dtype x causal x deterministic; the pre/postprocess kernels for
-every head dim of the table (with and without the LSE gradient).
+Variants: every backward table row x dtype x causal x deterministic; every row (bf16, fp16 on d128)
+x the feature sets of the extended backward (local windows, softcap, varlen with cu_seqlens and
+seqused, and their combinations with causal/deterministic); the pre/postprocess kernels for every head
+dim of the table (with and without the LSE gradient).
 """
 
 from __future__ import annotations
@@ -36,9 +38,34 @@ VARIANTS = [
 ]
 
 
+# feature sets (keyword arguments of bwd_config) of the extended backward
+FEATURES = (
+    dict(causal=False, local=True),
+    dict(causal=True, local=True, deterministic=True),
+    dict(causal=False, softcap=True),
+    dict(causal=True, local=True, softcap=True),
+    dict(causal=False, varlen_q=True, varlen_k=True),
+    dict(causal=True, varlen_q=True, varlen_k=True, seqused_q=True, seqused_k=True, deterministic=True),
+    dict(causal=False, local=True, softcap=True, seqused_q=True, seqused_k=True),
+    dict(causal=True, local=True, softcap=True, varlen_q=True, varlen_k=True, deterministic=True),
+)
+FEATURE_VARIANTS = [
+    bwd_config(row.family, dtype, row.head_dim, row.head_dim_v, **feat)
+    for row in BWD_TABLE
+    for dtype in (("float16", "bfloat16") if row.head_dim == 128 else ("bfloat16",))
+    for feat in FEATURES
+]
+
+
 def _id(cfg: BwdConfig) -> str:
     s = f"{cfg.dtype[:4]}-d{cfg.head_dim}_{cfg.head_dim_v}-{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
     s += "-causal" if cfg.is_causal else ""
+    s += "-local" if cfg.is_local else ""
+    s += "-softcap" if cfg.has_softcap else ""
+    s += "-varlenq" if cfg.varlen_q else ""
+    s += "-varlenk" if cfg.varlen_k else ""
+    s += "-usedq" if cfg.has_seqused_q else ""
+    s += "-usedk" if cfg.has_seqused_k else ""
     s += "-det" if cfg.deterministic else ""
     return s
 
@@ -60,7 +87,7 @@ def _resources(path: str):
     return regs, spill
 
 
-@pytest.mark.parametrize("cfg", VARIANTS, ids=_id)
+@pytest.mark.parametrize("cfg", VARIANTS + FEATURE_VARIANTS, ids=_id)
 def test_bwd_variant_compiles_for_sm120a(cfg, tmp_path):
     assert cfg.smem_bytes <= CAP
     compile_bwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
@@ -72,6 +99,8 @@ def test_bwd_variant_compiles_for_sm120a(cfg, tmp_path):
     assert "ldmatrix.sync.aligned" in ptx and ".trans" in ptx
     assert "cp.async.cg.shared.global" in ptx
     assert re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.f32", ptx)
+    if cfg.has_softcap:
+        assert "tanh.approx.f32" in ptx
     if cfg.deterministic:
         assert "ld.acquire.gpu" in ptx and re.search(r"atom(\.global)?\.release(\.gpu)?\.add", ptx)
     static = sum(int(x) for x in re.findall(r"\.shared \.align \d+ \.b8 \w+\[(\d+)\]", ptx))

@@ -16,9 +16,21 @@ elements; fp16 or bf16 of one dtype unless noted):
   ``dS·K`` **unscaled** (the postprocess multiplies by ``softmax_scale`` and converts);
 * deterministic mode only: ``mSem (batch, nheads, num_m_blocks)`` int32, zeroed by the caller.
 
-Features: any ``seqlen_q``/``seqlen_k`` >= 1, causal (bottom-right aligned), MHA/GQA/MQA (one CTA
-owns a key block of one KV head and walks every query head of its group, so dK/dV need no extra
-buffer and no reduction), deterministic dQ.
+Features: any ``seqlen_q``/``seqlen_k`` >= 1, causal (bottom-right aligned), local windows
+(``is_local``: runtime ``window_left``/``window_right``, the host folds causal into ``right = 0``),
+softcap (``has_softcap``: ``S = softcap * tanh(S * scale / softcap)`` recomputed, ``dS *= 1 -
+tanh²``), MHA/GQA/MQA (one CTA owns a key block of one KV head and walks every query head of its
+group, so dK/dV need no extra buffer and no reduction), deterministic dQ, varlen:
+
+* ``varlen_q``: ``mQ/mdO (total_q, nheads, d)`` with int32 ``cu_seqlens_q (batch + 1)``; the fp32
+  buffers are then ``mLSElog2/mdPsum (1, nheads, total_q_pad)`` and ``mdQaccum (1, nheads,
+  total_q_pad, head_dim)``, row ``offset_q + i``; ``varlen_k``: ``mK/mV/mdK/mdV (total_k, nheads_kv,
+  d)`` with ``cu_seqlens_k``; ``seqused_q/k (batch)`` override the lengths. With ``varlen_q`` or
+  ``seqused_q`` the rows at or past the sequence's length are never read from the LSE/dPsum buffers
+  (P is 0 there) and get no dQ addition; the grid is sized on ``max_seqlen_k``.
+
+A sink (learnable_sink) needs nothing here: its term is inside the LSE; its gradient is computed by
+the caller from LSE and dPsum.
 
 Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_idx``):
 
@@ -27,17 +39,18 @@ Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_
 2. For each query head of the group and each query block ``m`` that sees a key of this block
    (causal: ``m >= m_block_min``), with Q(m) and dO(m) already loading:
 
-   a. ``S = Q·Kᵀ`` (``mma.sync m16n8k16``, operands through ``ldmatrix``); mask (causal diagonal,
-      ``seqlen_k``) only on the blocks that need it; ``P = exp2(S·scale·log2e − LSElog2)``.
+   a. ``S = Q·Kᵀ`` (``mma.sync m16n8k16``, operands through ``ldmatrix``); softcap; mask (causal
+      diagonal, window edges, ``seqlen_k``) only on the blocks that need it
+      (:class:`fa4_core.block_info.BlockInfoBwd`); ``P = exp2(S·scale·log2e − LSElog2)``.
    b. ``P`` -> shared memory (16-bit) through a copy partitioned exactly like the accumulator
       (``make_tiled_copy_C`` over plain stores: never ``stmatrix``, wgmma's layout).
-   c. ``dP = dO·Vᵀ``; ``dS = P ⊙ (dP − dPsum)`` -> 16-bit, to shared memory the same way, and kept
+   c. ``dP = dO·Vᵀ``; ``dS = P ⊙ (dP − dPsum)`` (softcap: ``⊙ (1 − tanh²)``) -> 16-bit, to shared memory the same way, and kept
       in registers as the A operand of ``dQ``.
    d. ``dV += Pᵀ·dO`` and ``dK += dSᵀ·Q`` (both operands through ``ldmatrix.trans`` of the
       transposed shared views); then the next block's Q and dO start loading.
    e. ``dQ = dS·K`` (A from registers, ``Kᵀ`` through ``ldmatrix.trans``), added to ``mdQaccum``
       with ``red.global.add.f32``. Deterministic mode: the CTAs of one query block add in ascending
-      ``n_block`` order, serialised by a per-(batch, head, m_block) counter (acquire spin, release
+      ``n_block`` order (from the forward's ``n_block_min`` of that block), serialised by a per-(batch, head, m_block) counter (acquire spin, release
       increment), so the fp32 sums are bit-identical run to run.
 3. Epilogue: ``dK *= softmax_scale``; dK and dV go registers -> shared (accumulator-layout plain
    stores, into the K/V buffers) -> global (128-bit stores, rows past ``seqlen_k`` skipped).
@@ -58,9 +71,11 @@ from cutlass import Float32, Int32
 from cutlass.cute.nvgpu import cpasync, warp
 
 from fa4_core import arch as arch_mod
+from fa4_core.block_info import BlockInfo, BlockInfoBwd
 from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_core.layout import acc_as_a_operand, acc_mn_view
 from fa4_core.mask import apply_mask
+from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
 
 __all__ = [
@@ -107,6 +122,17 @@ class BwdConfig:
     is_causal: bool = False
     deterministic: bool = False
     arch: str = "sm_120a"
+    is_local: bool = False
+    has_softcap: bool = False
+    varlen_q: bool = False
+    varlen_k: bool = False
+    has_seqused_q: bool = False
+    has_seqused_k: bool = False
+
+    @property
+    def check_q_rows(self) -> bool:
+        """Rows past the (per-sequence) query length are read from packed/unwritten buffers."""
+        return self.varlen_q or self.has_seqused_q
 
     @property
     def num_warps(self) -> int:
@@ -128,6 +154,7 @@ class FlashAttentionBackwardSm120:
         self.head_dim, self.head_dim_v = cfg.head_dim, cfg.head_dim_v
         self.num_threads = cfg.num_threads
         self.is_causal = cfg.is_causal
+        self.is_local = cfg.is_local
         self.deterministic = cfg.deterministic
 
     # ------------------------------------------------------------------ constraints
@@ -201,6 +228,14 @@ class FlashAttentionBackwardSm120:
         mdQaccum: cute.Tensor,
         mSem: cute.Tensor,
         softmax_scale: Float32,
+        window_left: Int32,
+        window_right: Int32,
+        softcap: Float32,
+        max_seqlen_k: Int32,
+        mCuSeqlensQ,
+        mCuSeqlensK,
+        mSeqUsedQ,
+        mSeqUsedK,
         stream,
     ):
         d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
@@ -230,7 +265,16 @@ class FlashAttentionBackwardSm120:
             (nw, 1, 1),
             permutation_mnk=(nw * 16, 16, 16),
         )
-        grid = (cute.ceil_div(mK.shape[1], tn), mK.shape[2], mK.shape[0])
+        cfg = self.cfg
+        hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
+        num_batch = mCuSeqlensQ.shape[0] - 1 if cutlass.const_expr(cfg.varlen_q) else mQ.shape[0]
+        grid = (cute.ceil_div(max_seqlen_k, tn), mK.shape[hkv_axis], num_batch)
+        scale_log2 = softmax_scale * LOG2_E
+        softcap_scale = softmax_scale
+        if cutlass.const_expr(cfg.has_softcap):
+            # S is capped first (in softmax units): P = exp2(capped * log2e - LSElog2)
+            scale_log2 = Float32(LOG2_E)
+            softcap_scale = softmax_scale / softcap
         self.kernel(
             mQ,
             mK,
@@ -243,7 +287,16 @@ class FlashAttentionBackwardSm120:
             mdQaccum,
             mSem,
             softmax_scale,
-            softmax_scale * LOG2_E,
+            scale_log2,
+            softcap_scale,
+            softcap,
+            window_left,
+            window_right,
+            num_batch,
+            mCuSeqlensQ,
+            mCuSeqlensK,
+            mSeqUsedQ,
+            mSeqUsedK,
             sQ_layout,
             sdO_layout,
             sK_layout,
@@ -273,6 +326,15 @@ class FlashAttentionBackwardSm120:
         mSem: cute.Tensor,
         softmax_scale: Float32,
         scale_log2: Float32,
+        softcap_scale: Float32,
+        softcap: Float32,
+        window_left: Int32,
+        window_right: Int32,
+        num_batch: Int32,
+        mCuSeqlensQ,
+        mCuSeqlensK,
+        mSeqUsedQ,
+        mSeqUsedK,
         sQ_layout: cute.ComposedLayout,
         sdO_layout: cute.ComposedLayout,
         sK_layout: cute.ComposedLayout,
@@ -285,24 +347,29 @@ class FlashAttentionBackwardSm120:
         tiled_mma: cute.TiledMma,
         SharedStorage: cutlass.Constexpr,
     ):
+        cfg = self.cfg
         d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
         tidx, _, _ = cute.arch.thread_idx()
         n_block, head_kv, batch_idx = cute.arch.block_idx()
-        seqlen_q = mQ.shape[1]
-        seqlen_k = mK.shape[1]
-        num_m_blocks = cute.ceil_div(seqlen_q, tm)
+        # ---------------- lengths and offsets of this batch (fa4_core.seqlen_info)
+        sq_static = None if cutlass.const_expr(cfg.varlen_q) else mQ.shape[1]
+        sk_static = None if cutlass.const_expr(cfg.varlen_k) else mK.shape[1]
+        seq = SeqlenInfoQK.create(
+            batch_idx, num_batch, sq_static, sk_static, mCuSeqlensQ, mCuSeqlensK, mSeqUsedQ, mSeqUsedK
+        )
+        seqlen_q, seqlen_k = seq.seqlen_q, seq.seqlen_k
+        offset_q = seq.offset_q
+        b_acc = batch_idx  # batch index of the LSE/dPsum/dQaccum buffers (one packed batch if varlen)
+        if cutlass.const_expr(cfg.varlen_q):
+            b_acc = Int32(0)
 
-        # query blocks that see a key of this block: causal rows i see keys j <= i + seqlen_k - seqlen_q
-        m_block_min = Int32(0)
-        m_mask_end = Int32(0)  # blocks [m_block_min, m_mask_end) need the mask
-        if cutlass.const_expr(self.is_causal):
-            first_row = n_block * tn - (seqlen_k - seqlen_q)
-            m_block_min = cutlass.min(cutlass.max(first_row, 0) // tm, num_m_blocks)
-            last_row = (n_block + 1) * tn - (seqlen_k - seqlen_q)
-            m_mask_end = cutlass.min(cute.ceil_div(cutlass.max(last_row, 0), tm), num_m_blocks)
-        if (n_block + 1) * tn > seqlen_k:
-            m_mask_end = num_m_blocks  # the last key block: columns past seqlen_k everywhere
-        m_mask_end = cutlass.max(m_mask_end, m_block_min)
+        # ---------------- query blocks that see a key of this block, and the mask-free ones among
+        # them (fa4_core.block_info.BlockInfoBwd: the transpose of the forward's key-block ranges)
+        wl = window_left if cutlass.const_expr(self.is_local) else None
+        wr = window_right if cutlass.const_expr(self.is_local) else None
+        block_info = BlockInfoBwd(tm, tn, self.is_causal, self.is_local)
+        m_block_min, m_block_max = block_info.m_block_range(n_block, seqlen_q, seqlen_k, wl, wr)
+        m_free_lo, m_free_hi = block_info.mask_free_m_range(n_block, seqlen_q, seqlen_k, wl, wr)
 
         # ---------------- shared memory
         smem = cutlass.memory.SmemAllocator()
@@ -323,8 +390,12 @@ class FlashAttentionBackwardSm120:
         # ---------------- K, V of this block
         thr_copy_d = gmem_copy_d.get_slice(tidx)
         thr_copy_dv = gmem_copy_dv.get_slice(tidx)
-        gK = cute.local_tile(mK[batch_idx, None, head_kv, None], (tn, d), (n_block, 0))
-        gV = cute.local_tile(mV[batch_idx, None, head_kv, None], (tn, dv), (n_block, 0))
+        gK = cute.local_tile(
+            self._rows(mK, batch_idx, head_kv, seq.offset_k, d, cfg.varlen_k), (tn, d), (n_block, 0)
+        )
+        gV = cute.local_tile(
+            self._rows(mV, batch_idx, head_kv, seq.offset_k, dv, cfg.varlen_k), (tn, dv), (n_block, 0)
+        )
         cKd = cute.make_identity_tensor((tn, d))
         cKdv = cute.make_identity_tensor((tn, dv))
         self.load_tile(
@@ -368,14 +439,17 @@ class FlashAttentionBackwardSm120:
         tQsQ = thr_copy_d.partition_D(sQ)
         tdOsdO = thr_copy_dv.partition_D(sdO)
 
-        r = mQ.shape[2] // mK.shape[2]  # query heads per KV head (a runtime value)
-        num_m_iters = num_m_blocks - m_block_min
+        h_axis = 1 if cutlass.const_expr(cfg.varlen_q) else 2
+        hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
+        r = mQ.shape[h_axis] // mK.shape[hkv_axis]  # query heads per KV head (a runtime value)
+        num_m_iters = m_block_max - m_block_min
         total_iters = num_m_iters * r
+        cdQ = thr_mma.partition_C(cute.make_identity_tensor((tm, d)))
         # prologue: Q, dO of the first (head, block)
         if total_iters > 0:
             self.load_q_do(
                 mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q,
+                tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q, offset_q,
             )  # fmt: skip
 
         for it in cutlass.range(total_iters, unroll=1):
@@ -393,16 +467,34 @@ class FlashAttentionBackwardSm120:
             dpsum = cute.make_rmem_tensor(num_rows, Float32)
             for i in cutlass.range_constexpr(num_rows):
                 row = m_block * tm + tScS_mn[i, 0][0]
-                lse[i] = mLSElog2[batch_idx, head, row]
-                dpsum[i] = mdPsum[batch_idx, head, row]
+                if cutlass.const_expr(cfg.check_q_rows):
+                    # rows past this sequence: P = 0 (never read: another sequence's or unwritten)
+                    lse[i] = Float32.inf
+                    dpsum[i] = Float32(0.0)
+                    if row < seqlen_q:
+                        lse[i] = mLSElog2[b_acc, head, offset_q + row]
+                        dpsum[i] = mdPsum[b_acc, head, offset_q + row]
+                else:
+                    lse[i] = mLSElog2[batch_idx, head, row]
+                    dpsum[i] = mdPsum[batch_idx, head, row]
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
             self.gemm_ss(tiled_mma, thr_mma, acc_S, sQ, sK, copy_A, copy_B, tidx)
+            if cutlass.const_expr(cfg.has_softcap):
+                # capped scores, and d(capped)/d(scaled score) = 1 - tanh² for dS
+                t = cute.math.tanh(acc_S.load() * softcap_scale, fastmath=True)
+                acc_S.store(t * softcap)
+                dtanh = cute.make_rmem_tensor_like(acc_S, Float32)
+                dtanh.store(1.0 - t * t)
             acc_S_mn = acc_mn_view(acc_S)
-            if m_block < m_mask_end:
+            need_mask = Int32(1)
+            if m_block >= m_free_lo:
+                if m_block < m_free_hi:
+                    need_mask = Int32(0)
+            if need_mask != 0:
                 apply_mask(
-                    acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, None, None,
-                    tm, tn, 1, self.is_causal, False,
+                    acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, wl, wr,
+                    tm, tn, 1, self.is_causal, self.is_local,
                 )  # fmt: skip
             for i in cutlass.range_constexpr(num_rows):
                 s = acc_S_mn[i, None].load()
@@ -418,6 +510,8 @@ class FlashAttentionBackwardSm120:
             acc_dP_mn = acc_mn_view(acc_dP)
             for i in cutlass.range_constexpr(num_rows):
                 acc_dP_mn[i, None] = acc_S_mn[i, None].load() * (acc_dP_mn[i, None].load() - dpsum[i])
+            if cutlass.const_expr(cfg.has_softcap):
+                acc_dP.store(acc_dP.load() * dtanh.load())
             rdS = cute.make_rmem_tensor_like(acc_dP, self.dtype)
             rdS.store(acc_dP.load().to(self.dtype))
             cute.copy(store_C, thr_store_C.retile(rdS), tdSsdS)
@@ -429,32 +523,50 @@ class FlashAttentionBackwardSm120:
             if next_it < total_iters:
                 self.load_q_do(
                     mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                    tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q,
+                    tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q,
                 )  # fmt: skip
             # ---- e. dQ += dS K (fp32 reductions in global memory)
             acc_dQ = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, d)), Float32)
             acc_dQ.fill(0.0)
             self.gemm_rs(tiled_mma, thr_mma, acc_dQ, acc_as_a_operand(rdS), sKt, copy_Bt, tidx)
-            gdQ = cute.local_tile(mdQaccum[batch_idx, head, None, None], (tm, d), (m_block, 0))
+            mdQ_h = mdQaccum[b_acc, head, None, None]
+            if cutlass.const_expr(cfg.varlen_q):
+                mdQ_h = cute.make_tensor(mdQ_h.iterator + offset_q * mdQ_h.stride[0], mdQ_h.layout)
+            gdQ = cute.local_tile(mdQ_h, (tm, d), (m_block, 0))
             tdQgdQ = thr_mma.partition_C(gdQ)
             if cutlass.const_expr(self.deterministic):
                 sem_ptr = mSem.iterator + cute.crd2idx((batch_idx, head, m_block), mSem.layout)
+                # the CTAs adding into this query block are the key blocks n_first, n_first + 1, ...
+                # of the forward's range of that block (BlockInfoBwd is its exact transpose)
+                n_first = Int32(0)
+                if cutlass.const_expr(self.is_local):
+                    fwd_info = BlockInfo(tm, tn, self.is_causal, self.is_local, 1)
+                    n_first, _ = fwd_info.n_block_range(m_block, seqlen_q, seqlen_k, wl, wr)
                 if tidx == 0:
-                    # the CTAs adding into this query block are n_block = 0, 1, ... (causal: the
-                    # visitors of a query block are a prefix of the key blocks): wait for our turn
                     cnt = cute.arch.load(sem_ptr, Int32, sem="acquire", scope="gpu")
-                    while cnt != n_block:
+                    while cnt != n_block - n_first:
                         cnt = cute.arch.load(sem_ptr, Int32, sem="acquire", scope="gpu")
                 cute.arch.barrier()
             for i in cutlass.range_constexpr(cute.size(acc_dQ)):
-                cute.arch.red(
-                    tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout),
-                    acc_dQ[i],
-                    op="add",
-                    dtype="f32",
-                    sem="relaxed",
-                    scope="gpu",
-                )
+                if cutlass.const_expr(cfg.check_q_rows):
+                    if m_block * tm + cdQ[i][0] < seqlen_q:
+                        cute.arch.red(
+                            tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout),
+                            acc_dQ[i],
+                            op="add",
+                            dtype="f32",
+                            sem="relaxed",
+                            scope="gpu",
+                        )
+                else:
+                    cute.arch.red(
+                        tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout),
+                        acc_dQ[i],
+                        op="add",
+                        dtype="f32",
+                        sem="relaxed",
+                        scope="gpu",
+                    )
             if cutlass.const_expr(self.deterministic):
                 cute.arch.fence_acq_rel_gpu()
                 cute.arch.barrier()
@@ -472,12 +584,33 @@ class FlashAttentionBackwardSm120:
         cute.copy(store_C, thr_store_C.retile(rdK), thr_store_C.partition_D(sK))
         cute.copy(store_C, thr_store_C.retile(rdV), thr_store_C.partition_D(sV))
         cute.arch.barrier()
-        gdK = cute.local_tile(mdK[batch_idx, None, head_kv, None], (tn, d), (n_block, 0))
-        gdV = cute.local_tile(mdV[batch_idx, None, head_kv, None], (tn, dv), (n_block, 0))
+        gdK = cute.local_tile(
+            self._rows(mdK, batch_idx, head_kv, seq.offset_k, d, cfg.varlen_k), (tn, d), (n_block, 0)
+        )
+        gdV = cute.local_tile(
+            self._rows(mdV, batch_idx, head_kv, seq.offset_k, dv, cfg.varlen_k), (tn, dv), (n_block, 0)
+        )
         self.store_tile(gmem_store_d, tidx, sK, gdK, cKd, seqlen_k - n_block * tn)
         self.store_tile(gmem_store_dv, tidx, sV, gdV, cKdv, seqlen_k - n_block * tn)
 
     # ------------------------------------------------------------------ stage helpers
+    @cute.jit
+    def _rows(
+        self,
+        mX: cute.Tensor,
+        batch_idx,
+        head,
+        offset,
+        d: cutlass.Constexpr[int],
+        varlen: cutlass.Constexpr[bool],
+    ):
+        """(rows, d) view of one head of one sequence: ``mX[batch, :, head, :]``, or for a packed varlen
+        ``(total, heads, d)`` tensor the rows from ``offset`` on (pointer arithmetic on the strides)."""
+        if cutlass.const_expr(varlen):
+            base = mX.iterator + offset * mX.stride[0] + head * mX.stride[1]
+            return cute.make_tensor(base, cute.make_layout((mX.shape[0], d), stride=(mX.stride[0], 1)))
+        return mX[batch_idx, None, head, None]
+
     @cute.jit
     def gemm_ss(
         self,
@@ -565,9 +698,19 @@ class FlashAttentionBackwardSm120:
         head: Int32,
         m_block: Int32,
         seqlen_q: Int32,
+        offset_q: Int32,
     ):
-        gQ = cute.local_tile(mQ[batch_idx, None, head, None], (self.tile_m, self.head_dim), (m_block, 0))
-        gdO = cute.local_tile(mdO[batch_idx, None, head, None], (self.tile_m, self.head_dim_v), (m_block, 0))
+        vq = self.cfg.varlen_q
+        gQ = cute.local_tile(
+            self._rows(mQ, batch_idx, head, offset_q, self.head_dim, vq),
+            (self.tile_m, self.head_dim),
+            (m_block, 0),
+        )
+        gdO = cute.local_tile(
+            self._rows(mdO, batch_idx, head, offset_q, self.head_dim_v, vq),
+            (self.tile_m, self.head_dim_v),
+            (m_block, 0),
+        )
         limit = seqlen_q - m_block * self.tile_m
         self.load_tile(gmem_copy_d, thr_copy_d.partition_S(gQ), tQsQ, tQcQ, limit)
         self.load_tile(gmem_copy_dv, thr_copy_dv.partition_S(gdO), tdOsdO, tdOcdO, limit)
@@ -604,25 +747,38 @@ def _atom_k(d: int) -> int:
 # compile without tensors (CPU builds for sm_120a, and the runtime compile of fa4-torch)
 # ---------------------------------------------------------------------------------------------------
 def fake_bwd_args(cfg: BwdConfig):
-    """``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum, mSem, softmax_scale, stream)``."""
+    """``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum, mSem, softmax_scale, window_left,
+    window_right, softcap, max_seqlen_k, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, stream)``;
+    absent optional tensors are ``None``."""
     from fa4_sm120.compile import fake_tensor
 
     dt = DTYPES[cfg.dtype]
     sym = cute.sym_int
-    b, sq, sk, hq, hkv, sqp, nm = sym(), sym(), sym(), sym(), sym(), sym(), sym()
-    q = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
-    k = fake_tensor(dt, (b, sk, hkv, cfg.head_dim))
-    v = fake_tensor(dt, (b, sk, hkv, cfg.head_dim_v))
-    do = fake_tensor(dt, (b, sq, hq, cfg.head_dim_v))
-    lse = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
-    dpsum = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
-    dk = fake_tensor(dt, (b, sk, hkv, cfg.head_dim))
-    dv = fake_tensor(dt, (b, sk, hkv, cfg.head_dim_v))
-    dq_accum = fake_tensor(Float32, (b, hq, sqp, cfg.head_dim), divisibility=4)
+    b, sq, sk, hq, hkv, sqp, nm, tq, tk, bacc = (sym() for _ in range(10))
+    q_rows = (tq,) if cfg.varlen_q else (b, sq)
+    kv_rows = (tk,) if cfg.varlen_k else (b, sk)
+    q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
+    k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+    v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+    do = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
+    acc_b = bacc if cfg.varlen_q else b  # one packed batch with varlen_q
+    lse = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
+    dpsum = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
+    dk = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+    dv = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+    dq_accum = fake_tensor(Float32, (acc_b, hq, sqp, cfg.head_dim), divisibility=4)
     # its own symbols: outside deterministic mode the caller passes a (1, 1, 1) placeholder
     sem = fake_tensor(Int32, (sym(), sym(), nm), divisibility=1)
+    nb1 = sym()
+    cu_q = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_q else None
+    cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
+    used_q = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_q else None
+    used_k = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_k else None
     stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
-    return q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), stream
+    return (
+        q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), Int32(-1), Int32(-1),
+        Float32(0.0), Int32(1), cu_q, cu_k, used_q, used_k, stream,
+    )  # fmt: skip
 
 
 def compile_bwd(

@@ -71,7 +71,15 @@ def bwd_config(
     *,
     causal: bool,
     deterministic: bool = False,
+    local: bool = False,
+    softcap: bool = False,
+    varlen_q: bool = False,
+    varlen_k: bool = False,
+    seqused_q: bool = False,
+    seqused_k: bool = False,
 ) -> BwdConfig:
+    """The backward config of a table row; the feature flags (local window, softcap, varlen) change
+    the generated code, not the tile."""
     row = select_bwd_tile(family, head_dim, head_dim_v)
     return BwdConfig(
         dtype=dtype,
@@ -83,4 +91,10 @@ def bwd_config(
         is_causal=causal,
         deterministic=deterministic,
         arch=_CAP_ARCH[family],
+        is_local=local,
+        has_softcap=softcap,
+        varlen_q=varlen_q,
+        varlen_k=varlen_k,
+        has_seqused_q=seqused_q,
+        has_seqused_k=seqused_k,
     )
