@@ -12,6 +12,13 @@ divide anything) x sequence-length pairs that are not multiples of the 64-row ti
 head dims (96, 160, 192/128) on a smaller grid; the LSE gradient; determinism on several shapes.
 Cases are grouped by compiled variant (``xdist_group``) so that ``--dist loadgroup`` compiles each
 once.
+
+The extended backward has one test function per feature, so that a failure names the feature (each
+has a switch in ``fa4_torch.autograd`` that turns it back into a ``NotImplementedError``):
+``test_bwd_window`` (+ ``test_bwd_window_deterministic``) -> ``_BWD_WINDOW``; ``test_bwd_softcap``
+-> ``_BWD_SOFTCAP`` (rtol 3, +3e-4 atol on gradients); ``test_bwd_sink`` (dsink too) ->
+``_BWD_SINK``; ``test_bwd_varlen`` (+ ``test_bwd_varlen_deterministic``) -> ``_BWD_VARLEN``.
+Those grids are small (ragged lengths, seqlen_q != seqlen_k both ways, GQA) to stay fast.
 """
 
 from __future__ import annotations
@@ -43,18 +50,29 @@ class Case:
     causal: bool = False
     deterministic: bool = False
     dlse: bool = False
+    window: tuple = (None, None)
+    softcap: float = 0.0
+    sink: bool = False
+
+    @property
+    def local(self):
+        return self.window != (None, None)
 
     def __str__(self):
         dv = self.head_dim_v or self.head_dim
         return (
             f"{self.dtype}-b{self.batch}-q{self.seqlen_q}-k{self.seqlen_k}-h{self.nheads}_{self.nheads_kv}"
             f"-d{self.head_dim}_{dv}{'-causal' if self.causal else ''}{'-det' if self.deterministic else ''}"
-            f"{'-dlse' if self.dlse else ''}"
+            f"{'-dlse' if self.dlse else ''}{f'-w{self.window[0]}_{self.window[1]}' if self.local else ''}"
+            f"{f'-softcap{self.softcap:g}' if self.softcap else ''}{'-sink' if self.sink else ''}"
         )
 
     @property
     def group(self):
-        return f"{self.dtype}-d{self.head_dim}_{self.head_dim_v or self.head_dim}-{self.causal}-{self.deterministic}"
+        return (
+            f"{self.dtype}-d{self.head_dim}_{self.head_dim_v or self.head_dim}-{self.causal}-{self.deterministic}"
+            f"-{self.local}-{bool(self.softcap)}"
+        )
 
 
 def _inputs(c: Case):
@@ -69,14 +87,26 @@ def _inputs(c: Case):
     return q, k, v, dout, dlse
 
 
-def _grads(fn, q, k, v, dout, dlse, dtype):
+def _grads(fn, q, k, v, dout, dlse, dtype, sink=None):
+    """``(out, dq, dk, dv[, dsink])`` of ``loss = <out, dout> (+ <lse, dlse>)``; the sink stays fp32."""
     qq, kk, vv = (x.detach().to(dtype).requires_grad_() for x in (q, k, v))
-    out, lse = fn(qq, kk, vv)
+    leaves = [qq, kk, vv]
+    ss = None
+    if sink is not None:
+        ss = sink.detach().clone().requires_grad_()
+        leaves.append(ss)
+    out, lse = fn(qq, kk, vv, ss)
     loss = (out.float() * dout.float()).sum()
     if dlse is not None:
         loss = loss + (lse * dlse).sum()
-    dq, dk, dv = torch.autograd.grad(loss, (qq, kk, vv))
-    return out, dq, dk, dv
+    return (out, *torch.autograd.grad(loss, leaves))
+
+
+def _sink(c: Case):
+    if not c.sink:
+        return None
+    g = torch.Generator(device="cuda").manual_seed(hash(str(c)) % (2**31) + 1)
+    return torch.randn(c.nheads, device="cuda", generator=g, dtype=torch.float32)
 
 
 def run_case(c: Case):
@@ -84,19 +114,26 @@ def run_case(c: Case):
 
     q, k, v, dout, dlse = _inputs(c)
     dt = DTYPES[c.dtype]
+    sink = _sink(c)
+    feat = dict(causal=c.causal, window_size=c.window, softcap=c.softcap)
     ours = _grads(
-        lambda a, b, w: flash_attn_func(
-            a, b, w, causal=c.causal, deterministic=c.deterministic, return_lse=True
+        lambda a, b, w, s: flash_attn_func(
+            a, b, w, deterministic=c.deterministic, return_lse=True, learnable_sink=s, **feat
         ),
-        q, k, v, dout, dlse, dt,
+        q, k, v, dout, dlse, dt, sink,
     )  # fmt: skip
-    ref = _grads(lambda a, b, w: attention_ref(a, b, w, causal=c.causal), q, k, v, dout, dlse, torch.float32)
+    ref = _grads(
+        lambda a, b, w, s: attention_ref(a, b, w, learnable_sink=s, **feat),
+        q, k, v, dout, dlse, torch.float32, sink,
+    )  # fmt: skip
     pt = _grads(
-        lambda a, b, w: attention_ref(a, b, w, causal=c.causal, upcast=False), q, k, v, dout, dlse, dt
-    )
-    for name, x, x_ref, x_pt in zip(("out", "dq", "dk", "dv"), ours, ref, pt):
-        assert x.dtype == dt
-        check_close(name, x, x_ref, x_pt, grad=name != "out")
+        lambda a, b, w, s: attention_ref(a, b, w, learnable_sink=s, upcast=False, **feat),
+        q, k, v, dout, dlse, dt, sink,
+    )  # fmt: skip
+    names = ("out", "dq", "dk", "dv", "dsink")
+    for name, x, x_ref, x_pt in zip(names, ours, ref, pt):
+        assert x.dtype == (torch.float32 if name == "dsink" else dt), name
+        check_close(name, x, x_ref, x_pt, softcap=bool(c.softcap), grad=name != "out")
 
 
 # head ratios 1, 2, 4, 7 (MQA at 7/1); seqlen pairs: tile-aligned, ragged, q < k, q > k
@@ -164,9 +201,12 @@ def test_deterministic_bit_identical(c):
     run_case(c)
 
 
-def test_grad_of_unsupported_feature_raises():
-    from fa4_torch import flash_attn_func
+def test_grad_of_unsupported_feature_raises(monkeypatch):
+    from fa4_torch import autograd, flash_attn_func
 
+    # window and softcap gradients are implemented: with their switches off they raise as before
+    monkeypatch.setattr(autograd, "_BWD_WINDOW", False)
+    monkeypatch.setattr(autograd, "_BWD_SOFTCAP", False)
     q = torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     with pytest.raises(NotImplementedError, match="window"):
         flash_attn_func(q, q, q, window_size=(16, 0))
@@ -189,3 +229,271 @@ def test_backward_through_dot_backward():
     out, _ = flash_attn_func(q, k, v, causal=True)
     out.sum().backward()
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+# ---------------------------------------------------------------------------------------------------
+# extended backward: one test function per feature (switch in fa4_torch.autograd named per test)
+# ---------------------------------------------------------------------------------------------------
+def _params(cases):
+    return [pytest.param(c, marks=pytest.mark.xdist_group(c.group)) for c in cases]
+
+
+# _BWD_WINDOW. Windows: both sides, left only (with and without causal), right only, zero width,
+# a causal window whose right side folds to 0; seqlen pairs ragged both ways; GQA.
+WINDOWS = (
+    ((16, 0), False),
+    ((32, 32), False),
+    ((None, 8), False),
+    ((40, None), False),
+    ((0, 0), False),
+    ((24, None), True),
+    ((70, 5), True),
+)
+WINDOW_CASES = [
+    Case(dt, 2, sq, sk, 4, 2, d, causal=causal, window=w)
+    for (w, causal), (sq, sk), (dt, d) in itertools.product(
+        WINDOWS, ((113, 203), (300, 129)), (("bf16", 64), ("fp16", 128))
+    )
+] + [
+    Case("bf16", 1, 257, 257, 7, 1, 64, window=(64, 64)),
+    Case("bf16", 2, 128, 128, 4, 4, 96, window=(30, 10)),
+    Case("bf16", 2, 1, 77, 4, 2, 64, window=(10, 3)),
+]
+
+
+@pytest.mark.parametrize("c", _params(WINDOW_CASES), ids=str)
+def test_bwd_window(c):
+    run_case(c)
+
+
+WINDOW_DET = [
+    Case("bf16", 2, 777, 600, 4, 2, 64, causal=False, deterministic=True, window=(100, 50)),
+    Case("bf16", 1, 500, 500, 8, 2, 128, causal=True, deterministic=True, window=(150, None)),
+]
+
+
+@pytest.mark.parametrize("c", _params(WINDOW_DET), ids=str)
+def test_bwd_window_deterministic(c):
+    from fa4_torch import flash_attn_func
+
+    q, k, v, dout, _ = _inputs(c)
+    runs = []
+    for _ in range(3):
+        qq, kk, vv = (x.detach().clone().requires_grad_() for x in (q, k, v))
+        out, _ = flash_attn_func(qq, kk, vv, causal=c.causal, window_size=c.window, deterministic=True)
+        out.backward(dout)
+        runs.append((qq.grad, kk.grad, vv.grad))
+    for later in runs[1:]:
+        for name, a, b in zip(("dq", "dk", "dv"), runs[0], later):
+            assert torch.equal(a, b), f"{name} differs between two deterministic runs"
+    run_case(c)
+
+
+# _BWD_SOFTCAP (DESIGN §4: rtol 3 and +3e-4 atol for the gradients)
+SOFTCAP_CASES = [
+    Case(dt, 2, sq, sk, 4, 2, d, causal=causal, softcap=cap)
+    for (dt, d), causal, (sq, sk), cap in itertools.product(
+        (("bf16", 64), ("fp16", 128)), (False, True), ((113, 203), (300, 129)), (5.0,)
+    )
+] + [
+    Case("bf16", 2, 128, 128, 4, 4, 64, softcap=30.0),
+    Case("bf16", 2, 200, 150, 4, 2, 64, causal=True, softcap=10.0, window=(48, None)),
+    Case("bf16", 2, 113, 203, 4, 2, 64, softcap=5.0, dlse=True),
+]
+
+
+@pytest.mark.parametrize("c", _params(SOFTCAP_CASES), ids=str)
+def test_bwd_softcap(c):
+    run_case(c)
+
+
+# _BWD_SINK: dq, dk, dv and dsink; causal rows with no visible key (seqlen_q > seqlen_k) have
+# lse = sink; with the LSE gradient, a window, softcap, GQA/MQA
+SINK_CASES = [
+    Case("bf16", 2, 113, 203, 4, 2, 64, sink=True),
+    Case("bf16", 2, 300, 129, 4, 2, 64, causal=True, sink=True),
+    Case("fp16", 2, 128, 128, 4, 4, 128, sink=True),
+    Case("bf16", 2, 257, 100, 7, 1, 64, causal=True, sink=True, dlse=True),
+    Case("bf16", 2, 200, 200, 4, 2, 64, window=(32, 16), sink=True),
+    Case("bf16", 2, 113, 203, 4, 2, 64, softcap=5.0, sink=True),
+]
+
+
+@pytest.mark.parametrize("c", _params(SINK_CASES), ids=str)
+def test_bwd_sink(c):
+    run_case(c)
+
+
+# _BWD_VARLEN: packed sequences with zero-length ones (q and k), seqused_q/k below the packed
+# lengths, causal (rows with no visible key), windows, softcap + sink, GQA/MQA, deterministic
+@dataclass(frozen=True)
+class VarlenCase:
+    dtype: str
+    lens_q: tuple
+    lens_k: tuple
+    nheads: int
+    nheads_kv: int
+    head_dim: int
+    used_q: tuple | None = None
+    used_k: tuple | None = None
+    causal: bool = False
+    window: tuple = (None, None)
+    softcap: float = 0.0
+    sink: bool = False
+    deterministic: bool = False
+    dlse: bool = False
+
+    def __str__(self):
+        s = f"{self.dtype}-q{'_'.join(map(str, self.lens_q))}-k{'_'.join(map(str, self.lens_k))}"
+        s += f"-h{self.nheads}_{self.nheads_kv}-d{self.head_dim}"
+        s += f"-usedq{'_'.join(map(str, self.used_q))}" if self.used_q else ""
+        s += f"-usedk{'_'.join(map(str, self.used_k))}" if self.used_k else ""
+        s += "-causal" if self.causal else ""
+        s += f"-w{self.window[0]}_{self.window[1]}" if self.window != (None, None) else ""
+        s += f"-softcap{self.softcap:g}" if self.softcap else ""
+        s += "-sink" if self.sink else ""
+        s += "-det" if self.deterministic else ""
+        s += "-dlse" if self.dlse else ""
+        return s
+
+    @property
+    def group(self):
+        return (
+            f"varlen-{self.dtype}-d{self.head_dim}-{self.causal}-{self.window != (None, None)}-"
+            f"{bool(self.softcap)}-{self.used_q is not None}-{self.used_k is not None}-{self.deterministic}"
+        )
+
+
+VARLEN_CASES = [
+    VarlenCase("bf16", (0, 37, 128, 5), (17, 0, 200, 64), 4, 2, 64),
+    VarlenCase("bf16", (0, 37, 128, 5), (17, 0, 200, 64), 4, 2, 64, causal=True),
+    VarlenCase("fp16", (100, 1, 250), (90, 64, 130), 4, 4, 128, causal=True, dlse=True),
+    VarlenCase("bf16", (100, 80, 60), (120, 90, 70), 7, 1, 64, used_q=(50, 80, 0), used_k=(120, 10, 5)),
+    VarlenCase(
+        "bf16", (100, 80, 60), (120, 90, 70), 4, 2, 64, used_q=(99, 1, 60), used_k=(3, 90, 0), causal=True
+    ),  # fmt: skip
+    VarlenCase("bf16", (65, 200, 3), (130, 150, 64), 4, 2, 64, window=(40, 8)),
+    VarlenCase(
+        "bf16", (65, 200, 3), (130, 150, 64), 4, 2, 64, causal=True, window=(40, None), softcap=5.0, sink=True
+    ),  # fmt: skip
+    VarlenCase("bf16", (0, 37, 128, 5), (17, 0, 200, 64), 4, 2, 64, sink=True, dlse=True),
+]
+
+
+def _cu(lens):
+    return torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32, device="cuda")
+
+
+def _varlen_grads(fn, q, k, v, dout, dlse, dtype, sink, rows_mask):
+    qq, kk, vv = (x.detach().to(dtype).requires_grad_() for x in (q, k, v))
+    leaves = [qq, kk, vv]
+    ss = None
+    if sink is not None:
+        ss = sink.detach().clone().requires_grad_()
+        leaves.append(ss)
+    out, lse = fn(qq, kk, vv, ss)
+    # rows past seqused_q are not computed (their out/lse are unspecified): leave them out of the loss
+    loss = (out.float() * dout.float() * rows_mask[:, None, None]).sum()
+    if dlse is not None:
+        loss = loss + torch.where(rows_mask[None, :], lse * dlse, torch.zeros_like(dlse)).sum()
+    return (out[rows_mask], *torch.autograd.grad(loss, leaves))
+
+
+def run_varlen_case(c: VarlenCase):
+    from fa4_torch import flash_attn_varlen_func
+
+    torch.manual_seed(hash(str(c)) % (2**31))
+    dt = DTYPES[c.dtype]
+    tq, tk = sum(c.lens_q), sum(c.lens_k)
+    q = torch.randn(tq, c.nheads, c.head_dim, device="cuda", dtype=dt)
+    k = torch.randn(tk, c.nheads_kv, c.head_dim, device="cuda", dtype=dt)
+    v = torch.randn(tk, c.nheads_kv, c.head_dim, device="cuda", dtype=dt)
+    dout = torch.randn(tq, c.nheads, c.head_dim, device="cuda", dtype=dt)
+    dlse = torch.randn(c.nheads, tq, device="cuda") if c.dlse else None
+    sink = torch.randn(c.nheads, device="cuda") if c.sink else None
+    cu_q, cu_k = _cu(c.lens_q), _cu(c.lens_k)
+    used_q = torch.tensor(c.used_q, dtype=torch.int32, device="cuda") if c.used_q else None
+    used_k = torch.tensor(c.used_k, dtype=torch.int32, device="cuda") if c.used_k else None
+    rows = torch.zeros(tq, dtype=torch.bool, device="cuda")
+    for b, n in enumerate(c.lens_q):
+        start = sum(c.lens_q[:b])
+        rows[start : start + (c.used_q[b] if c.used_q else n)] = True
+    kw = dict(
+        cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, seqused_q=used_q, seqused_k=used_k, causal=c.causal,
+        window_size=c.window, softcap=c.softcap,
+    )  # fmt: skip
+    ours = _varlen_grads(
+        lambda a, b, w, s: flash_attn_varlen_func(
+            a, b, w, max_seqlen_q=max(c.lens_q), max_seqlen_k=max(c.lens_k), learnable_sink=s,
+            deterministic=c.deterministic, return_lse=True, **kw,
+        ),
+        q, k, v, dout, dlse, dt, sink, rows,
+    )  # fmt: skip
+    ref = _varlen_grads(
+        lambda a, b, w, s: attention_ref(a, b, w, learnable_sink=s, **kw),
+        q, k, v, dout, dlse, torch.float32, sink, rows,
+    )  # fmt: skip
+    pt = _varlen_grads(
+        lambda a, b, w, s: attention_ref(a, b, w, learnable_sink=s, upcast=False, **kw),
+        q, k, v, dout, dlse, dt, sink, rows,
+    )  # fmt: skip
+    for name, x, x_ref, x_pt in zip(("out", "dq", "dk", "dv", "dsink"), ours, ref, pt):
+        check_close(name, x, x_ref, x_pt, softcap=bool(c.softcap), grad=name != "out")
+    return ours
+
+
+@pytest.mark.parametrize("c", _params(VARLEN_CASES), ids=str)
+def test_bwd_varlen(c):
+    run_varlen_case(c)
+
+
+VARLEN_DET = [
+    VarlenCase("bf16", (0, 300, 128, 77), (150, 0, 500, 64), 4, 2, 64, causal=True, deterministic=True),
+    VarlenCase(
+        "bf16",
+        (300, 200),
+        (250, 400),
+        4,
+        2,
+        128,
+        used_q=(290, 150),
+        used_k=(250, 333),
+        window=(60, 20),
+        deterministic=True,
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("c", _params(VARLEN_DET), ids=str)
+def test_bwd_varlen_deterministic(c):
+    first = run_varlen_case(c)
+    second = run_varlen_case(c)
+    for name, a, b in zip(("dq", "dk", "dv"), first[1:], second[1:]):
+        assert torch.equal(a, b), f"{name} differs between two deterministic runs"
+
+
+def test_feature_switches_raise(monkeypatch):
+    """Each switch of fa4_torch.autograd turns its feature's gradient into a NotImplementedError at
+    the forward; paged K/V gradients always raise."""
+    from fa4_torch import autograd, flash_attn_func, flash_attn_varlen_func
+
+    q = torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    for switch, kw, match in (
+        ("_BWD_WINDOW", dict(window_size=(16, 0)), "window"),
+        ("_BWD_SOFTCAP", dict(softcap=5.0), "softcap"),
+        ("_BWD_SINK", dict(learnable_sink=torch.zeros(2, device="cuda")), "learnable_sink"),
+    ):
+        with monkeypatch.context() as m:
+            m.setattr(autograd, switch, False)
+            with pytest.raises(NotImplementedError, match=match):
+                flash_attn_func(q, q, q, **kw)
+    qv = torch.randn(64, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    cu = torch.tensor([0, 30, 64], dtype=torch.int32, device="cuda")
+    with monkeypatch.context() as m:
+        m.setattr(autograd, "_BWD_VARLEN", False)
+        with pytest.raises(NotImplementedError, match="varlen"):
+            flash_attn_varlen_func(qv, qv, qv, cu_seqlens_q=cu, cu_seqlens_k=cu)
+    kp = torch.randn(4, 16, 2, 64, device="cuda", dtype=torch.bfloat16)
+    table = torch.arange(4, dtype=torch.int32, device="cuda").reshape(2, 2)
+    with pytest.raises(NotImplementedError, match="paged"):
+        flash_attn_varlen_func(qv, kp, kp, cu_seqlens_q=cu, page_table=table)

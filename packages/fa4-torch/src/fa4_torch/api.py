@@ -230,7 +230,29 @@ def flash_attn_varlen_func(
     """Variable-length (and paged-K/V) attention; see the module docstring. Returns ``(out, lse)``."""
     _reject_extras(score_mod=score_mod, mask_mod=mask_mod, aux_tensors=aux_tensors)
     if _needs_grad(q, k, v, learnable_sink):
-        raise _later("the varlen backward (inputs that require grad)", "the training release (backward)")
+        from fa4_torch.autograd import FlashAttnVarlenFunc
+
+        out, lse = FlashAttnVarlenFunc.apply(
+            q,
+            k,
+            v,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            max_seqlen_q,
+            max_seqlen_k,
+            seqused_q,
+            seqused_k,
+            page_table,
+            softmax_scale,
+            causal,
+            window_size,
+            learnable_sink,
+            softcap,
+            num_splits,
+            pack_gqa,
+            deterministic,
+        )
+        return out, (lse if return_lse else None)
     out, lse = _flash_attn_fwd(
         q,
         k,
