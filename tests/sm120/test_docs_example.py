@@ -1,0 +1,69 @@
+"""The worked example of docs/kernel-authors.md (docs/examples/toy_kernel.py) compiles for ``sm_120a``
+on the CPU and, on a GPU, computes what its torch reference computes.
+
+The example is a file of the docs, not of a package: it is loaded by path, so the guide cannot drift
+from code that builds. It imports only fa4_core and the DSL (this layer's rule); torch appears only in
+the gpu test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "toy_kernel.py"
+
+# (tile_m, tile_n, qhead_per_kvhead, causal): MHA, pack-GQA with a ratio that divides nothing, not causal
+CONFIGS = [(32, 64, 1, True), (32, 64, 3, True), (16, 32, 1, False)]
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("fa4_docs_toy_kernel", EXAMPLE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.compile_only
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"m{c[0]}n{c[1]}-r{c[2]}{'-causal' if c[3] else ''}")
+def test_toy_kernel_compiles_for_sm120a(cfg, tmp_path):
+    tile_m, tile_n, r, causal = cfg
+    mod = _example()
+    mod.compile_for("sm_120a", str(tmp_path), tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal)
+    ptx_files = list(tmp_path.glob("*.sm_120a.ptx"))
+    assert len(ptx_files) == 1, list(tmp_path.iterdir())
+    ptx = ptx_files[0].read_text()
+    assert ".target sm_120a" in ptx and ".entry" in ptx
+    assert "shfl.sync.bfly" in ptx  # the quad all-reduce of OnlineSoftmax
+    assert "ex2.approx" in ptx  # the exp2 of the online softmax
+    assert "wgmma" not in ptx and "stmatrix" not in ptx
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"m{c[0]}n{c[1]}-r{c[2]}{'-causal' if c[3] else ''}")
+@pytest.mark.parametrize("shape", [(2, 6, 1, 1), (2, 6, 77, 200), (1, 3, 300, 129), (3, 6, 64, 64)])
+def test_toy_kernel_matches_reference_on_gpu(cfg, shape):
+    import cutlass.cute as cute
+    import torch
+    from cutlass.cute.runtime import from_dlpack
+
+    tile_m, tile_n, r, causal = cfg
+    b, h, sq, sk = shape
+    mod = _example()
+    kernel = mod.CausalRowLse(tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal)
+    torch.manual_seed(0)
+    s = torch.randn(b, h, sq, sk, device="cuda") * 4
+    lse = torch.full((b, h, sq), 12345.0, device="cuda")
+    scale = 0.3
+    cute.compile(kernel, from_dlpack(s), from_dlpack(lse), scale)(from_dlpack(s), from_dlpack(lse), scale)
+    torch.cuda.synchronize()
+    ref = mod.reference_lse(s, scale, causal)
+    inf = torch.isinf(ref)
+    assert torch.equal(torch.isinf(lse), inf) and bool((lse[inf] == ref[inf]).all())  # rows that see nothing
+    # fp32 scores, fp32 running sums and ex2.approx: a few ulp of the magnitude
+    err = (lse[~inf] - ref[~inf]).abs()
+    bound = 1e-5 * ref[~inf].abs().clamp(min=1.0) * 8
+    assert bool((err <= bound).all()), f"max err {float(err.max()):.3g}, bound {float(bound.max()):.3g}"
