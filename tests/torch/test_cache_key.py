@@ -47,6 +47,7 @@ VARIANTS = {
     "split_kv": (BASE, {"split_kv": True}),
     "has_softcap": (BASE, {"has_softcap": True}),
     "has_sink": (BASE, {"has_sink": True}),
+    "launch_smem": (BASE, {"launch_smem": 200_000}),
 }
 
 
