@@ -27,6 +27,7 @@ total length otherwise.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -94,6 +95,62 @@ def _check_index(name: str, t, shape: tuple) -> None:
     _check_tensor(name, t, len(shape), (torch.int32,))
     if tuple(t.shape) != shape:
         raise unsupported(f"{name}.shape", tuple(t.shape), f"{shape}")
+
+
+_VALIDATE_DATA = os.environ.get("FA4_VALIDATE_DATA", "") == "1"
+
+
+def _check_index_data(q, k, varlen_q, varlen_k, paged, cu_q, cu_k, used_q, used_k, page_table, kv_batch):
+    """The checks that read index tensors: cu_seqlens monotone from 0 to the total, seqused within
+    capacity, page indices and cache slots in range. Reading device memory would synchronise the host,
+    so they run only on CPU tensors or with ``FA4_VALIDATE_DATA=1`` (a debugging switch)."""
+    idx = [t for t in (cu_q, cu_k, used_q, used_k, page_table, kv_batch) if t is not None]
+    if not idx or not (_VALIDATE_DATA or all(t.device.type == "cpu" for t in idx)):
+        return
+
+    def check_cu(name, cu, total):
+        c = cu.cpu()
+        if c.numel() and int(c[0]) != 0:
+            raise unsupported(f"{name}[0]", int(c[0]), "0")
+        if c.numel() > 1 and bool((c[1:] < c[:-1]).any()):
+            raise unsupported(name, c.tolist()[:16], "non-decreasing prefix sums (monotone)")
+        if c.numel() and int(c[-1]) > total:
+            raise unsupported(f"{name}[-1]", int(c[-1]), f"at most the packed length {total}")
+        return (c[1:] - c[:-1]) if c.numel() > 1 else c[:0]
+
+    lens_q = check_cu("cu_seqlens_q", cu_q, q.shape[0]) if varlen_q else None
+    lens_k = check_cu("cu_seqlens_k", cu_k, k.shape[0]) if varlen_k else None
+    if used_q is not None:
+        u = used_q.cpu()
+        cap = lens_q if lens_q is not None else torch.full_like(u, q.shape[1])
+        if bool((u < 0).any()) or bool((u > cap).any()):
+            raise unsupported(
+                "seqused_q", u.tolist()[:16], f"0 <= seqused_q[b] <= capacity {cap.tolist()[:16]}"
+            )
+    if used_k is not None:
+        u = used_k.cpu()
+        if paged:
+            cap = torch.full_like(u, page_table.shape[1] * k.shape[1])
+        elif lens_k is not None:
+            cap = lens_k
+        else:
+            cap = torch.full_like(u, k.shape[1])
+        if bool((u < 0).any()) or bool((u > cap).any()):
+            raise unsupported(
+                "seqused_k", u.tolist()[:16], f"0 <= seqused_k[b] <= capacity {cap.tolist()[:16]}"
+            )
+    if paged:
+        p = page_table.cpu()
+        if p.numel() and (int(p.min()) < 0 or int(p.max()) >= k.shape[0]):
+            raise unsupported(
+                "page_table", f"indices in [{int(p.min())}, {int(p.max())}]", f"[0, {k.shape[0]})"
+            )
+    if kv_batch is not None:
+        b = kv_batch.cpu()
+        if b.numel() and (int(b.min()) < 0 or int(b.max()) >= k.shape[0]):
+            raise unsupported(
+                "cache_batch_idx", f"values in [{int(b.min())}, {int(b.max())}]", f"[0, {k.shape[0]})"
+            )
 
 
 def _canonical_window(window_size, causal: bool):
@@ -502,6 +559,19 @@ def _flash_attn_fwd(
             )
     is_local, left, right = _canonical_window(window_size, bool(causal))
     softmax_scale = _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim)
+    _check_index_data(
+        q,
+        k,
+        varlen_q,
+        varlen_k,
+        paged,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        seqused_q,
+        seqused_k,
+        page_table,
+        kv_batch_idx,
+    )
     for name, t in (
         ("q", q),
         ("k", k),

@@ -1,0 +1,69 @@
+"""Checks that read index tensors (monotone cu_seqlens, seqused within capacity, page indices and
+cache slots in range) raise typed errors naming the argument. They run on CPU index tensors (and
+with FA4_VALIDATE_DATA=1 on GPU ones, which synchronises): CPU tests reach them before the device check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fa4_core.errors import UnsupportedConfigError
+from fa4_torch import flash_attn_varlen_func, flash_attn_with_kvcache
+
+
+def i32(*xs):
+    return torch.tensor(xs, dtype=torch.int32)
+
+
+def bf(*shape):
+    return torch.zeros(*shape, dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    "cu, match",
+    [
+        (i32(0, 5, 3, 10), r"cu_seqlens_q=.*monotone"),
+        (i32(1, 5, 7, 10), r"cu_seqlens_q\[0\]=1"),
+        (i32(0, 5, 7, 11), r"cu_seqlens_q\[-1\]=11"),
+    ],
+)
+def test_cu_seqlens_q_must_be_monotone_from_zero_within_total(cu, match):
+    q = bf(10, 4, 64)
+    with pytest.raises(UnsupportedConfigError, match=match):
+        flash_attn_varlen_func(q, q, q, cu_seqlens_q=cu, cu_seqlens_k=i32(0, 5, 7, 10))
+
+
+def test_cu_seqlens_k_checked_too():
+    q = bf(10, 4, 64)
+    with pytest.raises(UnsupportedConfigError, match=r"cu_seqlens_k=.*monotone"):
+        flash_attn_varlen_func(q, q, q, cu_seqlens_q=i32(0, 5, 7, 10), cu_seqlens_k=i32(0, 6, 2, 10))
+
+
+@pytest.mark.parametrize("used, match", [(i32(1, 3, 9), "seqused_q"), (i32(-1, 0, 0), "seqused_q")])
+def test_seqused_q_within_capacity(used, match):
+    q = bf(10, 4, 64)
+    cu = i32(0, 5, 7, 10)
+    with pytest.raises(UnsupportedConfigError, match=match):
+        flash_attn_varlen_func(q, q, q, cu_seqlens_q=cu, cu_seqlens_k=cu, seqused_q=used)
+
+
+def test_seqused_k_within_paged_capacity_and_page_indices_in_range():
+    q = bf(6, 4, 64)
+    cu = i32(0, 3, 6)
+    kp = bf(8, 16, 4, 64)
+    table = i32(0, 1, 2, 3, 4, 5).view(2, 3)
+    with pytest.raises(UnsupportedConfigError, match="seqused_k"):
+        flash_attn_varlen_func(q, kp, kp, cu_seqlens_q=cu, seqused_k=i32(48, 49), page_table=table)
+    bad = i32(0, 1, 2, 3, 4, 8).view(2, 3)
+    with pytest.raises(UnsupportedConfigError, match=r"page_table=.*\[0, 8\]"):
+        flash_attn_varlen_func(q, kp, kp, cu_seqlens_q=cu, seqused_k=i32(10, 10), page_table=bad)
+
+
+def test_kvcache_slots_and_lengths_in_range():
+    q = bf(2, 1, 4, 64)
+    kc = bf(3, 32, 4, 64)
+    with pytest.raises(UnsupportedConfigError, match="cache_batch_idx"):
+        flash_attn_with_kvcache(q, kc, kc, cache_seqlens=i32(3, 4), cache_batch_idx=i32(0, 3))
+    kc2 = bf(2, 32, 4, 64)
+    with pytest.raises(UnsupportedConfigError, match="seqused_k"):
+        flash_attn_with_kvcache(q, kc2, kc2, cache_seqlens=i32(3, 33))
