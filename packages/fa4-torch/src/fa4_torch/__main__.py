@@ -810,18 +810,21 @@ def warmup(
     causal=(False, True),
     backward: bool = False,
     *,
-    gpu: Gpu | None = None,
+    gpu: Gpu | None | str = "auto",
     target: str | None = None,
     log=print,
 ) -> list[dict]:
     """Compile the variants of ``specs`` (:class:`HeadSpec` or ``"HQ,HKV,D[,DV]"`` strings).
 
-    With a GPU (``gpu``): one tiny call per variant through the public API, which fills this
-    process's compile cache exactly as the model's calls will (``backward`` also runs a backward).
-    Without one: :func:`fa4_sm120.compile.compile_fwd` for ``target`` (default ``sm_120a``, or the
-    arch of ``FA4_ARCH``), compiled and dropped (a timing and a build check). Returns one dict per
-    variant: ``variant``, ``seconds``, ``status``.
+    With a GPU (``gpu="auto"`` finds the current one): one tiny call per variant through the public
+    API, which fills this process's compile cache exactly as the model's calls will (``backward``
+    also runs a backward). Without one (``gpu=None``, or none present): :func:`fa4_sm120.compile.
+    compile_fwd` for ``target`` (default ``sm_120a``, or the arch of ``FA4_ARCH``), compiled and
+    dropped (a timing and a build check). Returns one dict per variant: ``variant``, ``seconds``,
+    ``status``.
     """
+    if gpu == "auto":
+        gpu = _gpu(None)
     from fa4_core.errors import Fa4Error
 
     specs = [parse_heads(s) if isinstance(s, str) else s for s in specs]
