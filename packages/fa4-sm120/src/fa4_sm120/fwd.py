@@ -60,12 +60,12 @@ from fa4_core.mask import apply_mask
 from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
+from fa4_sm120.limits import HEAD_DIMS
 from fa4_sm120.smem import fwd_smem_bytes
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
-HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
 
 
 @dataclass(frozen=True)

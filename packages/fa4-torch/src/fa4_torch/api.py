@@ -32,7 +32,7 @@ import os
 import torch
 
 from fa4_core.errors import unsupported
-from fa4_sm120.fwd import HEAD_DIMS
+from fa4_sm120.limits import HEAD_DIMS
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.dispatch import device_family
 
@@ -361,6 +361,8 @@ def flash_attn_with_kvcache(
     ``cache_batch_idx`` (int32 ``(batch,)``) picks the cache slot of each batch entry (contiguous caches).
     Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
     """
+    if _needs_grad(q, k_cache, v_cache, k, v, learnable_sink):
+        raise _later("gradients through flash_attn_with_kvcache (an inference path)", "no release planned")
     _check_tensor("q", q, 4, layout=False)
     batch = q.shape[0]
     paged = page_table is not None

@@ -41,8 +41,11 @@ def family_for_capability(major: int, minor: int) -> str:
 @functools.cache
 def _device_family(device_index: int, override: str | None) -> str:
     if override:
-        a = parse_arch(override)
-        return family_for_capability(a.major, a.minor)
+        try:
+            a = parse_arch(override)
+            return family_for_capability(a.major, a.minor)
+        except UnsupportedArchError as e:
+            raise UnsupportedArchError(f"FA4_ARCH={override!r} (the dispatch override): {e}") from None
     major, minor = torch.cuda.get_device_capability(device_index)
     return family_for_capability(major, minor)
 

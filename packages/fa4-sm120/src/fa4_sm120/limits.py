@@ -1,0 +1,8 @@
+"""What the kernel classes support, as plain data (no DSL import), for host-side validation."""
+
+from __future__ import annotations
+
+__all__ = ["HEAD_DIMS", "DTYPE_NAMES"]
+
+HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)  # multiples of 32 up to 256, for head_dim and head_dim_v
+DTYPE_NAMES = ("float16", "bfloat16")
