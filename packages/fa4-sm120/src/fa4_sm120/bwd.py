@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
-from cutlass.cute.nvgpu import cpasync, warp
+from cutlass.cute.nvgpu import warp
 
 from fa4_core import arch as arch_mod
 from fa4_core.block_info import BlockInfo, BlockInfoBwd
@@ -77,6 +77,7 @@ from fa4_core.layout import acc_as_a_operand, acc_mn_view
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
+from fa4_sm120.mma_sync import check_copy_threads, gmem_tiled_copy, smem_layout
 
 __all__ = [
     "BwdConfig",
@@ -171,11 +172,7 @@ class FlashAttentionBackwardSm120:
         for name, t in (("tile_m", cfg.tile_m), ("tile_n", cfg.tile_n)):
             if t % (16 * cfg.num_warps) or t % 64:
                 raise unsupported(name, t, f"a multiple of 64 and of 16 * num_warps = {16 * cfg.num_warps}")
-        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
-            if cfg.num_threads % (_atom_k(d) // 8):
-                raise unsupported(
-                    "num_threads", cfg.num_threads, f"a multiple of {_atom_k(d) // 8} for {name}={d}"
-                )
+        check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         cap = arch_mod.smem_capacity(arch_mod.parse_arch(cfg.arch))
         if cfg.smem_bytes > cap:
             raise UnsupportedConfigError(
@@ -194,25 +191,10 @@ class FlashAttentionBackwardSm120:
 
     # ------------------------------------------------------------------ host-side setup (traced)
     def _smem_layout(self, rows: int, cols: int):
-        atom_k = _atom_k(cols)
-        atom = cute.make_composed_layout(
-            cute.make_swizzle(3 if atom_k == 64 else 2, 3, 3),
-            0,
-            cute.make_layout((8, atom_k), stride=(atom_k, 1)),
-        )
-        return cute.tile_to_shape(atom, (rows, cols), (0, 1))
+        return smem_layout(rows, cols)
 
     def _gmem_copy(self, d: int, async_copy: bool):
-        elems = 128 // self.dtype.width
-        op = (
-            cpasync.CopyG2SOp(cache_mode=cpasync.LoadCacheMode.GLOBAL)
-            if async_copy
-            else cute.nvgpu.CopyUniversalOp()
-        )
-        atom = cute.make_copy_atom(op, self.dtype, num_bits_per_copy=128)
-        tpr = _atom_k(d) // elems
-        thr_layout = cute.make_layout((self.num_threads // tpr, tpr), stride=(tpr, 1))
-        return cute.make_tiled_copy_tv(atom, thr_layout, cute.make_layout((1, elems)))
+        return gmem_tiled_copy(self.dtype, d, self.num_threads, async_copy)
 
     @cute.jit
     def __call__(
@@ -736,11 +718,6 @@ class FlashAttentionBackwardSm120:
         for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
             if tXcX[0, m, 0][0] < limit:
                 cute.copy(gmem_copy, tXrX[None, m, None], tXgX[None, m, None])
-
-
-def _atom_k(d: int) -> int:
-    """Width (elements) of the swizzled shared-memory atom for a row of ``d`` elements."""
-    return 64 if d % 64 == 0 else 32
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
-from cutlass.cute.nvgpu import cpasync, warp
+from cutlass.cute.nvgpu import warp
 
 from fa4_core import arch as arch_mod
 from fa4_core.block_info import BlockInfo
@@ -61,6 +61,7 @@ from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
 from fa4_sm120.limits import HEAD_DIMS
+from fa4_sm120.mma_sync import check_copy_threads, gmem_tiled_copy, smem_layout
 from fa4_sm120.smem import fwd_smem_bytes
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
@@ -150,12 +151,7 @@ class FlashAttentionForwardSm120:
             )
         if cfg.kv_batch_idx and (cfg.varlen_k or cfg.paged_kv):
             raise unsupported("kv_batch_idx", True, "contiguous (batch_kv, seqlen_k, ...) K/V only")
-        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
-            # gmem copy: threads per row = (smem atom width) / 8 must divide num_threads
-            if cfg.num_threads % (_atom_k(d) // 8):
-                raise unsupported(
-                    "num_threads", cfg.num_threads, f"a multiple of {_atom_k(d) // 8} for {name}={d}"
-                )
+        check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         cap = arch_mod.smem_capacity(arch_mod.parse_arch(cfg.arch))
         if cfg.smem_bytes > cap:
             raise UnsupportedConfigError(
@@ -173,26 +169,11 @@ class FlashAttentionForwardSm120:
         return True
 
     # ------------------------------------------------------------------ host-side setup (traced)
-    def _smem_layout(self, rows: int, d: int):
-        atom_k = _atom_k(d)
-        atom = cute.make_composed_layout(
-            cute.make_swizzle(3 if atom_k == 64 else 2, 3, 3),
-            0,
-            cute.make_layout((8, atom_k), stride=(atom_k, 1)),
-        )
-        return cute.tile_to_shape(atom, (rows, d), (0, 1))
+    def _smem_layout(self, rows: int, cols: int):
+        return smem_layout(rows, cols)
 
     def _gmem_copy(self, d: int, async_copy: bool):
-        elems = 128 // self.dtype.width
-        op = (
-            cpasync.CopyG2SOp(cache_mode=cpasync.LoadCacheMode.GLOBAL)
-            if async_copy
-            else cute.nvgpu.CopyUniversalOp()
-        )
-        atom = cute.make_copy_atom(op, self.dtype, num_bits_per_copy=128)
-        tpr = _atom_k(d) // elems  # threads per row
-        thr_layout = cute.make_layout((self.num_threads // tpr, tpr), stride=(tpr, 1))
-        return cute.make_tiled_copy_tv(atom, thr_layout, cute.make_layout((1, elems)))
+        return gmem_tiled_copy(self.dtype, d, self.num_threads, async_copy)
 
     @cute.jit
     def __call__(
@@ -911,8 +892,3 @@ class FlashAttentionForwardSm120:
                     cute.make_layout((self.tile_m, self.head_dim_v), stride=(0, 1)),
                 )
                 cute.copy(gmem_copy_O, tOrO[None, m, None], thr_copy_O.partition_D(gRow)[None, m, None])
-
-
-def _atom_k(d: int) -> int:
-    """Width (elements) of the swizzled shared-memory atom for a row of ``d`` elements."""
-    return 64 if d % 64 == 0 else 32

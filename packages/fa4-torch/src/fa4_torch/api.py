@@ -48,6 +48,9 @@ _sm_count: dict[int, int] = {}
 
 
 def _later(feature: str, where: str) -> NotImplementedError:
+    """``where``: the release that will bring it, or ``None`` when none is planned."""
+    if where is None:
+        return NotImplementedError(f"{feature} is not supported by fa4 on SM120 (no release plans it)")
     return NotImplementedError(f"{feature} is not implemented yet in fa4 (planned: {where})")
 
 
@@ -195,7 +198,7 @@ def _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim):
 def _reject_extras(**extras):
     for name, val in extras.items():
         if val is not None:
-            raise _later(name, "no release planned for SM120")
+            raise _later(name, None)
 
 
 # ---------------------------------------------------------------------------------- public API
@@ -362,7 +365,7 @@ def flash_attn_with_kvcache(
     Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
     """
     if _needs_grad(q, k_cache, v_cache, k, v, learnable_sink):
-        raise _later("gradients through flash_attn_with_kvcache (an inference path)", "no release planned")
+        raise _later("gradients through flash_attn_with_kvcache (an inference path)", None)
     _check_tensor("q", q, 4, layout=False)
     batch = q.shape[0]
     paged = page_table is not None
@@ -517,9 +520,6 @@ def _flash_attn_fwd(
         raise unsupported(
             "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
         )
-    for name, d in (("head_dim", head_dim), ("head_dim_v", head_dim_v)):
-        if d not in HEAD_DIMS:
-            raise unsupported(name, d, f"one of {HEAD_DIMS}")
     if varlen_q:
         _check_tensor("cu_seqlens_q", cu_seqlens_q, 1, (torch.int32,))
         batch = cu_seqlens_q.shape[0] - 1
