@@ -50,7 +50,7 @@ _sm_count: dict[int, int] = {}
 def _later(feature: str, where: str) -> NotImplementedError:
     """``where``: the release that will bring it, or ``None`` when none is planned."""
     if where is None:
-        return NotImplementedError(f"{feature} is not supported by fa4 on SM120 (no release plans it)")
+        return NotImplementedError(f"{feature} is not implemented in fa4 (no release plans it for SM120)")
     return NotImplementedError(f"{feature} is not implemented yet in fa4 (planned: {where})")
 
 
