@@ -67,3 +67,46 @@ def test_kvcache_slots_and_lengths_in_range():
     kc2 = bf(2, 32, 4, 64)
     with pytest.raises(UnsupportedConfigError, match="seqused_k"):
         flash_attn_with_kvcache(q, kc2, kc2, cache_seqlens=i32(3, 33))
+
+
+def _varlen_ok():
+    q = bf(10, 4, 64)
+    return dict(q=q, k=q, v=q, cu_seqlens_q=i32(0, 5, 7, 10), cu_seqlens_k=i32(0, 5, 7, 10))
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(cu_seqlens_q=torch.tensor([0, 5, 7, 10])), r"cu_seqlens_q\.dtype"),  # int64
+        (
+            dict(cu_seqlens_q=i32(0, 5, 7, 10).view(2, 2)[:, :1].reshape(2)),
+            r"cu_seqlens_q\.stride",
+        ),  # strided
+        (dict(cu_seqlens_q=i32(0, 10)), r"cu_seqlens_k\.shape"),  # batch 1 vs 3
+        (dict(cu_seqlens_k=i32(0, 5, 10)), r"cu_seqlens_k\.shape"),
+        (dict(seqused_k=i32(1, 2)), r"seqused_k\.shape"),
+        (dict(seqused_q=torch.tensor([1, 2, 3])), r"seqused_q\.dtype"),
+        (dict(learnable_sink=torch.zeros(3)), r"learnable_sink\.shape"),
+        (dict(learnable_sink=torch.zeros(4, dtype=torch.float16)), r"learnable_sink\.dtype"),
+        (dict(num_splits=-1), r"num_splits=-1"),
+        (dict(max_seqlen_q=-3), r"max_seqlen_q=-3"),
+        (dict(k=bf(10, 3, 64), v=bf(10, 3, 64)), r"nheads % nheads_kv"),
+        (dict(page_table=i32(0, 1).view(1, 2)), r"page_table"),
+    ],
+)
+def test_varlen_structural_errors_name_the_argument(change, match):
+    kw = _varlen_ok()
+    kw.update(change)
+    q, k, v = kw.pop("q"), kw.pop("k"), kw.pop("v")
+    with pytest.raises(UnsupportedConfigError, match=match):
+        flash_attn_varlen_func(q, k, v, **kw)
+
+
+def test_paged_page_table_structural_errors():
+    q = bf(6, 4, 64)
+    kp = bf(8, 16, 4, 64)
+    cu = i32(0, 3, 6)
+    with pytest.raises(UnsupportedConfigError, match=r"page_table\.dtype"):
+        flash_attn_varlen_func(q, kp, kp, cu_seqlens_q=cu, page_table=torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(UnsupportedConfigError, match=r"page_table\.shape\[0\]"):
+        flash_attn_varlen_func(q, kp, kp, cu_seqlens_q=cu, page_table=i32(0, 1, 2).view(1, 3))
