@@ -70,14 +70,13 @@ import cutlass.cute as cute
 from cutlass import Float32, Int32
 from cutlass.cute.nvgpu import warp
 
-from fa4_core import arch as arch_mod
 from fa4_core.block_info import BlockInfo, BlockInfoBwd
 from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_core.layout import acc_as_a_operand, acc_mn_view
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
-from fa4_sm120.mma_sync import check_copy_threads, gmem_tiled_copy, smem_layout
+from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
 
 __all__ = [
     "BwdConfig",
@@ -173,13 +172,11 @@ class FlashAttentionBackwardSm120:
             if t % (16 * cfg.num_warps) or t % 64:
                 raise unsupported(name, t, f"a multiple of 64 and of 16 * num_warps = {16 * cfg.num_warps}")
         check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
-        cap = arch_mod.smem_capacity(arch_mod.parse_arch(cfg.arch))
-        if cfg.smem_bytes > cap:
-            raise UnsupportedConfigError(
-                f"backward tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}) with head_dim={cfg.head_dim}, "
-                f"head_dim_v={cfg.head_dim_v} needs {cfg.smem_bytes} B of shared memory; supported: at "
-                f"most {cap} B on {cfg.arch}"
-            )
+        check_smem_fits(
+            f"backward tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}) with head_dim={cfg.head_dim}, head_dim_v={cfg.head_dim_v}",
+            cfg.smem_bytes,
+            cfg.arch,
+        )
 
     @staticmethod
     def supports(cfg: BwdConfig) -> bool:

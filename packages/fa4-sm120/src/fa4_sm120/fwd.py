@@ -52,7 +52,6 @@ import cutlass.cute as cute
 from cutlass import Float32, Int32
 from cutlass.cute.nvgpu import warp
 
-from fa4_core import arch as arch_mod
 from fa4_core.block_info import BlockInfo
 from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_core.layout import acc_as_a_operand, acc_mn_view
@@ -61,7 +60,7 @@ from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
 from fa4_sm120.limits import HEAD_DIMS
-from fa4_sm120.mma_sync import check_copy_threads, gmem_tiled_copy, smem_layout
+from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
 from fa4_sm120.smem import fwd_smem_bytes
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
@@ -152,13 +151,11 @@ class FlashAttentionForwardSm120:
         if cfg.kv_batch_idx and (cfg.varlen_k or cfg.paged_kv):
             raise unsupported("kv_batch_idx", True, "contiguous (batch_kv, seqlen_k, ...) K/V only")
         check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
-        cap = arch_mod.smem_capacity(arch_mod.parse_arch(cfg.arch))
-        if cfg.smem_bytes > cap:
-            raise UnsupportedConfigError(
-                f"tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}, num_stages={cfg.num_stages}) with "
-                f"head_dim={cfg.head_dim}, head_dim_v={cfg.head_dim_v} needs {cfg.smem_bytes} B of shared "
-                f"memory; supported: at most {cap} B on {cfg.arch}"
-            )
+        check_smem_fits(
+            f"tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}, num_stages={cfg.num_stages}) with head_dim={cfg.head_dim}, head_dim_v={cfg.head_dim_v}",
+            cfg.smem_bytes,
+            cfg.arch,
+        )
 
     @staticmethod
     def supports(cfg: FwdConfig) -> bool:

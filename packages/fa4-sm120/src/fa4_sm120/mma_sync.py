@@ -13,9 +13,10 @@ from __future__ import annotations
 import cutlass.cute as cute
 from cutlass.cute.nvgpu import cpasync
 
-from fa4_core.errors import unsupported
+from fa4_core import arch as arch_mod
+from fa4_core.errors import UnsupportedConfigError, unsupported
 
-__all__ = ["atom_k", "smem_layout", "gmem_tiled_copy", "check_copy_threads"]
+__all__ = ["atom_k", "smem_layout", "gmem_tiled_copy", "check_copy_threads", "check_smem_fits"]
 
 
 def atom_k(cols: int) -> int:
@@ -49,3 +50,12 @@ def check_copy_threads(num_threads: int, dims: dict[str, int]) -> None:
     for name, d in dims.items():
         if num_threads % (atom_k(d) // 8):
             raise unsupported("num_threads", num_threads, f"a multiple of {atom_k(d) // 8} for {name}={d}")
+
+
+def check_smem_fits(what: str, smem_bytes: int, arch: str) -> None:
+    """``what`` (the tile, in words) needs ``smem_bytes``: raise if that exceeds ``arch``'s per-CTA cap."""
+    cap = arch_mod.smem_capacity(arch_mod.parse_arch(arch))
+    if smem_bytes > cap:
+        raise UnsupportedConfigError(
+            f"{what} needs {smem_bytes} B of shared memory; supported: at most {cap} B on {arch}"
+        )
