@@ -145,10 +145,34 @@ MAIN = [
         DTYPES, (64, 128), (False, True), HEADS, SEQLENS
     )
 ]
+# every other row of the backward table: the 64x64 rows (96, 160, 192/128) and the 2x2-warp rows of
+# the large head dims (192/192 at 64x32, 224 and 256 at 32x32, dQ from shared dS)
 OTHER_DIMS = [
     Case("bf16", 2, sq, sk, 4, hkv, d, dv, causal=causal)
     for (d, dv), causal, hkv, (sq, sk) in itertools.product(
-        ((96, 96), (160, 160), (192, 128)), (False, True), (4, 2), ((113, 203), (300, 129))
+        ((96, 96), (160, 160), (192, 128), (192, 192), (224, 224), (256, 256)),
+        (False, True),
+        (4, 2),
+        ((113, 203), (300, 129)),
+    )
+] + [
+    # the large head dims in fp16, with MQA, q > k / q < k edge lengths, and the LSE gradient
+    Case("fp16", 2, sq, sk, hq, hkv, d, causal=causal, dlse=dlse)
+    for d, (sq, sk), (hq, hkv), causal, dlse in (
+        (256, (1, 77), (7, 1), False, False),
+        (256, (257, 1), (4, 4), True, False),
+        (256, (799, 3), (8, 2), False, True),
+        (192, (64, 1), (16, 1), True, False),
+        (192, (1000, 1000), (4, 2), True, True),
+        (224, (333, 444), (6, 3), True, False),
+    )
+]
+# the forward's seed grid (DESIGN §7) for gradients: fp16/bf16 x causal x batch {1, 2} x seqlen
+# {128 .. 4096} x heads {16/16, 16/8, 16/1} x head dim {64, 128}; GQA ratio 16 is the MQA column
+SEED = [
+    Case(dt, b, s, s, 16, hkv, d, causal=causal)
+    for dt, causal, b, s, hkv, d in itertools.product(
+        DTYPES, (False, True), (1, 2), (128, 512, 1024, 2048, 4096), (16, 8, 1), (64, 128)
     )
 ]
 LONGER = [
@@ -167,9 +191,25 @@ DET = [
 ]
 ALL = MAIN + OTHER_DIMS + LONGER + DLSE + DET
 
+# The fp32 reference backward of the largest seed shapes holds several GB (scores, probabilities and
+# their gradients, twice with the low-precision copy): those cases share one xdist group (run with
+# --dist loadgroup) so that they run one at a time, as in test_fwd_gpu.py.
+_LARGE = 2**27  # batch * nheads * seqlen_q * seqlen_k above which a case is "large"
+
+
+def _group(c: Case) -> str:
+    return "large-reference-bwd" if c.batch * c.nheads * c.seqlen_q * c.seqlen_k >= _LARGE else c.group
+
 
 @pytest.mark.parametrize("c", [pytest.param(c, marks=pytest.mark.xdist_group(c.group)) for c in ALL], ids=str)
 def test_bwd(c):
+    run_case(c)
+
+
+@pytest.mark.parametrize(
+    "c", [pytest.param(c, marks=pytest.mark.xdist_group(_group(c))) for c in SEED], ids=str
+)
+def test_bwd_seed_grid(c):
     run_case(c)
 
 
@@ -212,11 +252,13 @@ def test_grad_of_unsupported_feature_raises(monkeypatch):
         flash_attn_func(q, q, q, window_size=(16, 0))
     with pytest.raises(NotImplementedError, match="softcap"):
         flash_attn_func(q, q, q, softcap=5.0)
+    # a head-dim pair the forward has (through the 256/256 row) but the backward table does not
     q256 = torch.randn(1, 64, 2, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v128 = torch.randn(1, 64, 2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     from fa4_core.errors import UnsupportedConfigError
 
     with pytest.raises(UnsupportedConfigError, match="head_dim"):
-        flash_attn_func(q256, q256, q256)
+        flash_attn_func(q256, q256, v128)
 
 
 def test_backward_through_dot_backward():
@@ -258,6 +300,10 @@ WINDOW_CASES = [
     Case("bf16", 1, 257, 257, 7, 1, 64, window=(64, 64)),
     Case("bf16", 2, 128, 128, 4, 4, 96, window=(30, 10)),
     Case("bf16", 2, 1, 77, 4, 2, 64, window=(10, 3)),
+    # the 2x2-warp rows (32-row tiles: window edges cross more blocks)
+    Case("bf16", 2, 300, 129, 4, 2, 256, window=(40, 8)),
+    Case("bf16", 2, 113, 203, 4, 2, 192, causal=True, window=(24, None)),
+    Case("fp16", 1, 200, 200, 4, 4, 224, window=(16, 0)),
 ]
 
 
@@ -299,6 +345,8 @@ SOFTCAP_CASES = [
     Case("bf16", 2, 128, 128, 4, 4, 64, softcap=30.0),
     Case("bf16", 2, 200, 150, 4, 2, 64, causal=True, softcap=10.0, window=(48, None)),
     Case("bf16", 2, 113, 203, 4, 2, 64, softcap=5.0, dlse=True),
+    Case("bf16", 2, 113, 203, 4, 2, 256, causal=True, softcap=5.0),
+    Case("fp16", 2, 300, 129, 4, 2, 192, softcap=10.0),
 ]
 
 
@@ -316,6 +364,7 @@ SINK_CASES = [
     Case("bf16", 2, 257, 100, 7, 1, 64, causal=True, sink=True, dlse=True),
     Case("bf16", 2, 200, 200, 4, 2, 64, window=(32, 16), sink=True),
     Case("bf16", 2, 113, 203, 4, 2, 64, softcap=5.0, sink=True),
+    Case("bf16", 2, 300, 129, 4, 2, 256, causal=True, sink=True, dlse=True),
 ]
 
 
@@ -377,6 +426,9 @@ VARLEN_CASES = [
         "bf16", (65, 200, 3), (130, 150, 64), 4, 2, 64, causal=True, window=(40, None), softcap=5.0, sink=True
     ),  # fmt: skip
     VarlenCase("bf16", (0, 37, 128, 5), (17, 0, 200, 64), 4, 2, 64, sink=True, dlse=True),
+    VarlenCase("bf16", (0, 37, 128, 5), (17, 0, 200, 64), 4, 2, 256, causal=True),
+    VarlenCase("fp16", (100, 80, 60), (120, 90, 70), 4, 2, 192, used_q=(50, 80, 0), used_k=(120, 10, 5)),
+    VarlenCase("bf16", (65, 200, 3), (130, 150, 64), 4, 4, 224, window=(40, 8), deterministic=True),
 ]
 
 

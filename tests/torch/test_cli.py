@@ -74,7 +74,13 @@ def test_info_honours_fa4_arch():
     assert re.search(r"family\s+sm80 \(FA4_ARCH=8.0\)", r.stdout), r.stdout
     assert _row_line("sm80", "float16", 256, 256, False) in r.stdout
     assert "166,912 B" in r.stdout  # the SM80 cap
-    assert "backward     unsupported" in r.stdout  # no d256 backward row
+    assert "backward     tile_m=32 tile_n=32 threads=128 (2x2 warps)" in r.stdout  # the d256 row
+
+
+def test_info_backward_unsupported_pair():
+    r = fa4("--no-gpu", "info", "--shape", "1,128,128,8,8,256,128")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "backward     unsupported" in r.stdout and "(256, 128)" in r.stdout  # no 256/128 backward row
 
 
 def test_info_bad_fa4_arch_is_reported():

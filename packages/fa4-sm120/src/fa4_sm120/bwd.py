@@ -44,19 +44,25 @@ Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_
       (:class:`fa4_core.block_info.BlockInfoBwd`); ``P = exp2(S·scale·log2e − LSElog2)``.
    b. ``P`` -> shared memory (16-bit) through a copy partitioned exactly like the accumulator
       (``make_tiled_copy_C`` over plain stores: never ``stmatrix``, wgmma's layout).
-   c. ``dP = dO·Vᵀ``; ``dS = P ⊙ (dP − dPsum)`` (softcap: ``⊙ (1 − tanh²)``) -> 16-bit, to shared memory the same way, and kept
-      in registers as the A operand of ``dQ``.
+   c. ``dP = dO·Vᵀ``; ``dS = P ⊙ (dP − dPsum)`` (softcap: ``⊙ (1 − tanh²)``) -> 16-bit, to shared memory the same way (and, when
+      each warp owns whole rows, ``mma_warps_n == 1``, kept in registers as the A operand of ``dQ``).
    d. ``dV += Pᵀ·dO`` and ``dK += dSᵀ·Q`` (both operands through ``ldmatrix.trans`` of the
       transposed shared views); then the next block's Q and dO start loading.
-   e. ``dQ = dS·K`` (A from registers, ``Kᵀ`` through ``ldmatrix.trans``), added to ``mdQaccum``
+   e. ``dQ = dS·K`` (A from registers, or from ``sdS`` when warps also split N; ``Kᵀ`` through
+      ``ldmatrix.trans``), added to ``mdQaccum``
       with ``red.global.add.f32``. Deterministic mode: the CTAs of one query block add in ascending
       ``n_block`` order (from the forward's ``n_block_min`` of that block), serialised by a per-(batch, head, m_block) counter (acquire spin, release
       increment), so the fp32 sums are bit-identical run to run.
 3. Epilogue: ``dK *= softmax_scale``; dK and dV go registers -> shared (accumulator-layout plain
    stores, into the K/V buffers) -> global (128-bit stores, rows past ``seqlen_k`` skipped).
 
-Constraints: ``head_dim``/``head_dim_v`` multiples of 32; ``tile_m``, ``tile_n`` multiples of
-``16 * num_warps`` (every MMA of the kernel splits its M over the warps); shared memory
+Warps: one tiled MMA of ``mma_warps_m x mma_warps_n`` warps serves every product. ``mma_warps_n = 1``
+(the d <= 160 and 192/128 rows) splits M only; the large head dims (192/192, 224, 256) need tiles of
+32 rows to fit 99 KB, and 4 warps over 32 rows means ``2 x 2``.
+
+Constraints: ``head_dim``/``head_dim_v`` multiples of 32 and of ``16 * mma_warps_n``; ``tile_m``,
+``tile_n`` multiples of 32 and of ``16 * mma_warps_m`` (the M of the S/dP/dQ and dK/dV products), and
+of the rows one 128-bit copy step of ``num_threads`` covers; shared memory
 ``bwd_smem_bytes(...) = 2 B * (tile_m * (d + dv) + tile_n * (d + dv) + 2 * tile_m * tile_n)`` within
 the arch cap (101,376 B on SM120).
 """
@@ -76,7 +82,7 @@ from fa4_core.layout import acc_as_a_operand, acc_mn_view
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
-from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
+from fa4_sm120.mma_sync import atom_k, check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
 
 __all__ = [
     "BwdConfig",
@@ -89,7 +95,7 @@ __all__ = [
 ]
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
-BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192)
+BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
 ELEM_BYTES = 2
 
 
@@ -119,6 +125,7 @@ class BwdConfig:
     tile_m: int = 64
     tile_n: int = 64
     num_threads: int = 128
+    mma_warps_n: int = 1  # warps along N of every MMA (the rest split M); 1 keeps dS in registers for dQ
     is_causal: bool = False
     deterministic: bool = False
     arch: str = "sm_120a"
@@ -137,6 +144,16 @@ class BwdConfig:
     @property
     def num_warps(self) -> int:
         return self.num_threads // 32
+
+    @property
+    def mma_warps_m(self) -> int:
+        return self.num_warps // self.mma_warps_n
+
+    @property
+    def dq_from_regs(self) -> bool:
+        """With every warp owning whole rows of dS (``mma_warps_n == 1``) its dS accumulator is the A
+        operand of its ``dQ = dS·K`` rows; otherwise dQ reads dS back from shared memory."""
+        return self.mma_warps_n == 1
 
     @property
     def smem_bytes(self) -> int:
@@ -168,9 +185,27 @@ class FlashAttentionBackwardSm120:
                 raise unsupported(name, d, f"the backward's head dims {BWD_HEAD_DIMS}")
         if cfg.num_threads % 32 or not 64 <= cfg.num_threads <= 256:
             raise unsupported("num_threads", cfg.num_threads, "a multiple of 32 in [64, 256]")
+        if cfg.mma_warps_n not in (1, 2, 4) or cfg.num_warps % cfg.mma_warps_n:
+            raise unsupported(
+                "mma_warps_n", cfg.mma_warps_n, f"1, 2 or 4, dividing num_warps = {cfg.num_warps}"
+            )
+        # M of the MMAs: tile_m (S, dP, dQ) and tile_n (dK, dV); N: tile_n, head_dim, head_dim_v
+        m_step, n_step = 16 * cfg.mma_warps_m, 16 * cfg.mma_warps_n
         for name, t in (("tile_m", cfg.tile_m), ("tile_n", cfg.tile_n)):
-            if t % (16 * cfg.num_warps) or t % 64:
-                raise unsupported(name, t, f"a multiple of 64 and of 16 * num_warps = {16 * cfg.num_warps}")
+            if t % 32 or t % m_step:
+                raise unsupported(name, t, f"a multiple of 32 and of 16 * mma_warps_m = {m_step}")
+        for name, t in (("tile_n", cfg.tile_n), ("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
+            if t % n_step:
+                raise unsupported(name, t, f"a multiple of 16 * mma_warps_n = {n_step}")
+        # the 128-bit tile copies move num_threads / (atom_k / 8) rows per step
+        for rows_name, rows in (("tile_m", cfg.tile_m), ("tile_n", cfg.tile_n)):
+            for d in (cfg.head_dim, cfg.head_dim_v):
+                step = cfg.num_threads // (atom_k(d) // 8)
+                if rows % step:
+                    raise unsupported(
+                        rows_name, rows, f"a multiple of {step} (rows per copy step of {cfg.num_threads} "
+                        f"threads at head dim {d})"
+                    )  # fmt: skip
         check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         check_smem_fits(
             f"backward tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}) with head_dim={cfg.head_dim}, head_dim_v={cfg.head_dim_v}",
@@ -238,11 +273,11 @@ class FlashAttentionBackwardSm120:
                 f"shared storage is {SharedStorage.size_in_bytes()} B but bwd_smem_bytes says "
                 f"{self.cfg.smem_bytes} B for {self.cfg}"
             )
-        nw = self.num_threads // 32
+        wm, wn = self.cfg.mma_warps_m, self.cfg.mma_warps_n
         tiled_mma = cute.make_tiled_mma(
             warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
-            (nw, 1, 1),
-            permutation_mnk=(nw * 16, 16, 16),
+            (wm, wn, 1),
+            permutation_mnk=(wm * 16, wn * 16, 16),
         )
         cfg = self.cfg
         hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
@@ -507,7 +542,10 @@ class FlashAttentionBackwardSm120:
             # ---- e. dQ += dS K (fp32 reductions in global memory)
             acc_dQ = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, d)), Float32)
             acc_dQ.fill(0.0)
-            self.gemm_rs(tiled_mma, thr_mma, acc_dQ, acc_as_a_operand(rdS), sKt, copy_Bt, tidx)
+            if cutlass.const_expr(cfg.dq_from_regs):
+                self.gemm_rs(tiled_mma, thr_mma, acc_dQ, acc_as_a_operand(rdS), sKt, copy_Bt, tidx)
+            else:
+                self.gemm_ss(tiled_mma, thr_mma, acc_dQ, sdS, sKt, copy_A, copy_Bt, tidx)
             mdQ_h = mdQaccum[b_acc, head, None, None]
             if cutlass.const_expr(cfg.varlen_q):
                 mdQ_h = cute.make_tensor(mdQ_h.iterator + offset_q * mdQ_h.stride[0], mdQ_h.layout)

@@ -3,13 +3,16 @@
 Shared memory per row is ``bwd_smem_bytes = 2 B * (tile_m * (d + dv) + tile_n * (d + dv) + 2 * tile_m
 * tile_n)`` (Q, dO, K, V, P, dS; every buffer a multiple of 1024 B here). Every SM120 row fits
 101,376 B (a test proves it); the H100/H200 use the SM120 rows (compat mode, DESIGN §2). All rows
-are 4 warps, every MMA splitting its M over the warps (16 rows each), so the dS accumulator of a
-warp is exactly the A operand of its ``dQ = dS·K`` rows and never leaves registers for dQ.
+are 4 warps. Up to d 160 (and 192/128) every MMA splits its M over the warps (16 rows each), so the
+dS accumulator of a warp is exactly the A operand of its ``dQ = dS·K`` rows and never leaves registers
+for dQ. For 192/192, 224 and 256, Q, dO, K and V alone exceed the budget at 64x64: those rows take a
+32-row key tile (and 32 query rows for d 224 and 256, as FlashAttention-2 does for d 256 on 99 KB
+GPUs), which 4 warps can only cover as 2 x 2 (``mma_warps_n = 2``; dQ then reads dS from shared
+memory). ``sm_120a`` (ptxas -v): 192/192 at 64x32 238-255 registers, spills 0 B in most variants and
+8-32 B in three (varlen, softcap+seqused); 224 at 32x32 236-238, no spills (64x32 spilled 44-188 B);
+256 at 32x32 230-250, no spills.
 Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / 128`` live through
 the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / 128`` or ``acc_dQ = tile_m * d / 128``.
-
-Head dims without a row (d 192/192, 224, 256: Q, dO, K, V alone exceed the budget at 64x64, and the
-64-row minimum of the 4-warp split leaves no smaller tile) raise ``UnsupportedConfigError``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class BwdTile:
     tile_m: int
     tile_n: int
     num_threads: int
+    mma_warps_n: int = 1
 
 
 # fmt: off
@@ -41,6 +45,9 @@ BWD_TABLE: tuple[BwdTile, ...] = (
     BwdTile("sm120", 128, 128, 64, 64, 128),  # 2*(64*256  + 64*256  + 2*64*64) = 81,920 B
     BwdTile("sm120", 160, 160, 64, 64, 128),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
     BwdTile("sm120", 192, 128, 64, 64, 128),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
+    BwdTile("sm120", 192, 192, 64, 32, 128, 2),  # 2*(64*384 + 32*384  + 2*64*32) = 81,920 B
+    BwdTile("sm120", 224, 224, 32, 32, 128, 2),  # 2*(32*448 + 32*448  + 2*32*32) = 61,440 B
+    BwdTile("sm120", 256, 256, 32, 32, 128, 2),  # 2*(32*512 + 32*512  + 2*32*32) = 69,632 B
 )
 # fmt: on
 
@@ -88,6 +95,7 @@ def bwd_config(
         tile_m=row.tile_m,
         tile_n=row.tile_n,
         num_threads=row.num_threads,
+        mma_warps_n=row.mma_warps_n,
         is_causal=causal,
         deterministic=deterministic,
         arch=_CAP_ARCH[family],

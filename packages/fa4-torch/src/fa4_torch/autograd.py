@@ -21,8 +21,8 @@ Backward, per call (all on the current stream):
 give bit-identical dQ/dK/dV (dK/dV are written once per CTA in either mode); dsink is a torch sum
 (deterministic).
 
-Supported for gradients: what the backward tile table has a row for (head dims 32, 64, 96, 128, 160
-and 192/128), causal or not, local windows, softcap, learnable sink, MHA/GQA/MQA; varlen with
+Supported for gradients: what the backward tile table has a row for (head dims 32, 64, 96, 128, 160,
+192, 224, 256 and 192/128), causal or not, local windows, softcap, learnable sink, MHA/GQA/MQA; varlen with
 ``cu_seqlens_q/k`` and ``seqused_q/k``. Paged K/V raises ``NotImplementedError`` and other head dims
 ``UnsupportedConfigError`` — when the forward is called, so no gradient is dropped.
 
@@ -110,7 +110,14 @@ def check_backward_supported(
         raise api._later("gradients with softcap", _LATER)
     if learnable_sink is not None and not _BWD_SINK:
         raise api._later("gradients with learnable_sink", _LATER)
-    select_bwd_tile(device_family(q.device), q.shape[-1], v.shape[-1])
+    select_bwd_tile(_family(q.device), q.shape[-1], v.shape[-1])
+
+
+@torch.compiler.assume_constant_result
+def _family(device: torch.device) -> str:
+    """:func:`fa4_torch.dispatch.device_family`, which Dynamo calls at trace time instead of tracing
+    it (``torch.cuda.get_device_capability`` inside would be a graph break)."""
+    return device_family(device)
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -234,7 +241,35 @@ def _dsink(sink, lse, dpsum, valid):
 
 
 def _backward(ctx, dout, dlse):
+    """-> ``(dq, dk, dv, dsink)``; ``dsink`` None unless the sink needs a gradient. Eager: the kernels
+    directly (:func:`_bwd`); under ``torch.compile``: the custom op ``torch.ops.fa4.bwd``."""
     q, k, v, out, lse, sink, cu_q, cu_k, used_q, used_k = ctx.saved_tensors
+    want_dsink = sink is not None and ctx.needs_input_grad[ctx.sink_index]
+    if torch.compiler.is_compiling():
+        from fa4_torch.ops import bwd_op
+
+        if dout is None:
+            dout = torch.zeros_like(out)
+        wl, wr = ctx.window
+        dq, dk, dv, dsink = bwd_op(
+            dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, ctx.softmax_scale,
+            ctx.causal, -1 if wl >= api._UNBOUNDED else wl, -1 if wr >= api._UNBOUNDED else wr,
+            ctx.softcap, ctx.deterministic, -1 if ctx.max_seqlen_q is None else ctx.max_seqlen_q,
+            -1 if ctx.max_seqlen_k is None else ctx.max_seqlen_k, want_dsink,
+        )  # fmt: skip
+        return dq, dk, dv, (dsink if want_dsink else None)
+    wl, wr = ctx.window
+    return _bwd(
+        dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, ctx.softmax_scale, ctx.causal,
+        ctx.is_local, wl, wr, ctx.softcap, ctx.deterministic, ctx.max_seqlen_q, ctx.max_seqlen_k, want_dsink,
+    )  # fmt: skip
+
+
+def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softmax_scale, causal, is_local,
+         wl, wr, softcap, deterministic, max_seqlen_q, max_seqlen_k, want_dsink):  # fmt: skip
+    """The backward on plain tensors and scalars (the eager path and the body of ``fa4::bwd``):
+    ``wl``/``wr`` the kernel's window bounds (``api._UNBOUNDED`` for none), ``max_seqlen_q/k`` None
+    when not given. -> ``(dq, dk, dv, dsink)`` with ``dsink`` None unless ``want_dsink``."""
     varlen_q, varlen_k = cu_q is not None, cu_k is not None
     nheads, head_dim = q.shape[-2:]
     nheads_kv, head_dim_v = v.shape[-2:]
@@ -243,7 +278,6 @@ def _backward(ctx, dout, dlse):
         dout = torch.zeros_like(out)
     dout = _aligned(dout)
     has_dlse = dlse is not None
-    want_dsink = sink is not None and ctx.needs_input_grad[ctx.sink_index]
     dq = torch.empty(q.shape, dtype=q.dtype, device=dev)
     kv_zero = varlen_k or used_k is not None  # rows outside every sequence are never written
     alloc = torch.zeros if kv_zero else torch.empty
@@ -251,12 +285,12 @@ def _backward(ctx, dout, dlse):
     dv = alloc(v.shape, dtype=q.dtype, device=dev)
     if varlen_q:
         batch, rows_q = cu_q.shape[0] - 1, q.shape[0]
-        max_q = ctx.max_seqlen_q if ctx.max_seqlen_q is not None else rows_q
+        max_q = max_seqlen_q if max_seqlen_q is not None else rows_q
     else:
         batch, rows_q = q.shape[0], q.shape[1]
         max_q = rows_q
     if varlen_k:
-        max_k = ctx.max_seqlen_k if ctx.max_seqlen_k is not None else k.shape[0]
+        max_k = max_seqlen_k if max_seqlen_k is not None else k.shape[0]
     else:
         max_k = k.shape[1]
     valid = _valid_rows(lse, cu_q, used_q) if want_dsink else None
@@ -270,9 +304,9 @@ def _backward(ctx, dout, dlse):
                 dps = dps - dlse.float()
             dsink = _dsink(sink, lse, dps, valid)
         return dq.zero_(), dk.zero_(), dv.zero_(), dsink
-    flags = (ctx.is_local, ctx.softcap > 0, varlen_q, varlen_k, used_q is not None, used_k is not None)
+    flags = (is_local, softcap > 0, varlen_q, varlen_k, used_q is not None, used_k is not None)
     pre, main, post, tile_m = _bwd_kernels(
-        q.dtype, head_dim, head_dim_v, ctx.causal, ctx.deterministic, has_dlse, dev, flags
+        q.dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, dev, flags
     )
     # varlen_q: the pre/postprocess see one batch of rows_q rows (the packed tensors, unsqueezed)
     b_acc = 1 if varlen_q else batch
@@ -280,19 +314,18 @@ def _backward(ctx, dout, dlse):
     lse_log2 = torch.empty((b_acc, nheads, seqlen_pad), dtype=torch.float32, device=dev)
     dpsum = torch.empty_like(lse_log2)
     dq_accum = torch.zeros((b_acc, nheads, seqlen_pad, head_dim), dtype=torch.float32, device=dev)
-    if ctx.deterministic:
+    if deterministic:
         sem = torch.zeros((batch, nheads, (max_q + tile_m - 1) // tile_m), dtype=torch.int32, device=dev)
     else:
         sem = torch.zeros((1, 1, 1), dtype=torch.int32, device=dev)
     u = (lambda t: t.unsqueeze(0)) if varlen_q else (lambda t: t)
     dlse_arg = u(dlse.float().contiguous()) if has_dlse else u(lse)
     pre(u(out), u(dout), u(lse), dlse_arg, lse_log2, dpsum)
-    wl, wr = ctx.window
     main(
         _aligned(q), _aligned(k), _aligned(v), dout, lse_log2, dpsum, dk, dv, dq_accum, sem,
-        ctx.softmax_scale, wl, wr, ctx.softcap, max_k, cu_q, cu_k, used_q, used_k,
+        softmax_scale, wl, wr, softcap, max_k, cu_q, cu_k, used_q, used_k,
     )  # fmt: skip
-    post(dq_accum, u(dq), ctx.softmax_scale)
+    post(dq_accum, u(dq), softmax_scale)
     dsink = None
     if want_dsink:
         dps = dpsum[0, :, :rows_q] if varlen_q else dpsum[:, :, :rows_q]
