@@ -46,11 +46,14 @@ def test_forward_varlen_paged_split():
         check_close("lse", lse, ref[1], pt[1])
 
 
-def test_backward():
+# d 64: the M-split warps, dS kept in registers for dQ; d 256 deterministic: the 2x2-warp tile (dQ from
+# shared dS, 32-row tiles) and the ordered dQ additions (counters in global memory)
+@pytest.mark.parametrize("d, det", [(64, False), (256, True)], ids=["d64", "d256-det"])
+def test_backward(d, det):
     from fa4_torch import flash_attn_func
 
-    q, k, v = _rand(1, 70, 4, 64, rg=True), _rand(1, 90, 2, 64, rg=True), _rand(1, 90, 2, 64, rg=True)
-    out, _ = flash_attn_func(q, k, v, causal=True)
+    q, k, v = _rand(1, 70, 4, d, rg=True), _rand(1, 90, 2, d, rg=True), _rand(1, 90, 2, d, rg=True)
+    out, _ = flash_attn_func(q, k, v, causal=True, deterministic=det)
     g = torch.randn_like(out)
     dq, dk, dv = torch.autograd.grad(out, (q, k, v), g)
     qf, kf, vf = (x.detach().float().requires_grad_() for x in (q, k, v))
