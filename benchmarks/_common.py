@@ -135,8 +135,11 @@ def results_path(kind: str, out_dir: str) -> str:
     return os.path.join(out_dir, f"{datetime.date.today().isoformat()}-{gpu}-{kind}.json")
 
 
-def write_results(path: str, payload: dict) -> None:
+def write_results(path: str, payload: dict, quiet: bool = False) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(payload, f, indent=1)
-    print(f"wrote {path}")
+    os.replace(tmp, path)
+    if not quiet:
+        print(f"wrote {path}")

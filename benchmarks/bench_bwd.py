@@ -5,7 +5,8 @@ Grid (DESIGN §7, the backward grid): head dim {64, 128} x causal x heads {16/16
 seqlen) {(4, 1024), (2, 4096), (1, 8192)}, bf16. Backward TFLOP/s use 2.5x the forward FLOPs, fwd+bwd
 3.5x. Measured: backward alone (``torch.autograd.grad`` on a kept graph), fwd+bwd, and fa4's
 deterministic mode separately (``fa4_det``); peak memory of fwd+bwd at (1, 8192, 16/16, d128).
-Writes ``<out>/<date>-<gpu>-bwd.json``.
+``--grid large-d`` adds d {192, 256} shapes (``rows_large-d``). Writes ``<out>/<date>-<gpu>-bwd.json``
+(rewritten after every shape, so a run cut short keeps what it measured).
 
     python benchmarks/bench_bwd.py --out benchmarks/results
 """
@@ -28,6 +29,13 @@ GRID = [
     dict(dtype="bf16", batch=b, seqlen=s, nheads=hq, nheads_kv=hkv, head_dim=d, causal=causal)
     for d, causal, (hq, hkv), (b, s) in itertools.product(
         (64, 128), (False, True), ((16, 16), (32, 8)), ((4, 1024), (2, 4096), (1, 8192))
+    )
+]
+# the large head dims (the 2x2-warp rows of the backward table), beside the same peers
+LARGE_D = [
+    dict(dtype="bf16", batch=b, seqlen=s, nheads=16, nheads_kv=hkv, head_dim=d, causal=causal)
+    for d, causal, hkv, (b, s) in itertools.product(
+        (192, 256), (False, True), (16, 4), ((4, 1024), (1, 4096))
     )
 ]
 PEERS = ("fa4", "fa4_det", "sdpa_flash", "sdpa_cudnn", "fa4_upstream_sm120")
@@ -110,7 +118,8 @@ def summarize(rows):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
-    ap.add_argument("--limit", type=int, default=None, help="first N shapes only")
+    ap.add_argument("--limit", type=int, default=None, help="first N shapes of each grid only")
+    ap.add_argument("--grid", nargs="+", default=["main"], choices=["main", "large-d"])
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_bwd: no CUDA GPU here; nothing measured (run it on the GPU machine)")
@@ -118,9 +127,13 @@ def main(argv=None):
     payload = {"env": C.environment()}
     a = torch.randn(4096, 4096, device="cuda")
     C.bench_ms(lambda: a @ a)  # bring the clocks up before the first measured shape
-    rows = [measure(s) for s in GRID[: args.limit]]
-    payload["rows"] = rows
-    payload["summary"] = summarize(rows)
+    path = C.results_path("bwd", args.out)
+    for grid in args.grid:
+        rows = payload.setdefault("rows" if grid == "main" else f"rows_{grid}", [])
+        for s in (GRID if grid == "main" else LARGE_D)[: args.limit]:
+            rows.append(measure(s))
+            C.write_results(path, payload, quiet=True)  # a run cut short keeps what it measured
+        payload["summary" if grid == "main" else f"summary_{grid}"] = summarize(rows)
     q, k, v = (
         torch.randn(1, 8192, 16, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         for _ in range(3)
@@ -132,7 +145,7 @@ def main(argv=None):
             mem[name] = C.peak_mem_mb(lambda: torch.autograd.grad(fwd(), (q, k, v), dout))  # noqa: B023
     payload["peak_mem_mb_fwdbwd_b1_s8192_h16_d128"] = mem
     print("peak MiB fwd+bwd:", mem)
-    C.write_results(C.results_path("bwd", args.out), payload)
+    C.write_results(path, payload)
     return 0
 
 

@@ -133,10 +133,14 @@ def main(argv=None):
     payload = {"env": C.environment(), "grids": {}}
     a = torch.randn(4096, 4096, device="cuda")
     C.bench_ms(lambda: a @ a)  # bring the clocks up before the first measured shape
+    path = C.results_path("fwd", args.out)
     for grid in args.grid:
         shapes = ANCHOR if grid == "anchor" else SEED
-        rows = [measure(s) for s in shapes]
-        payload["grids"][grid] = {"rows": rows, "summary": summarize(rows, grid)}
+        rows = payload["grids"].setdefault(grid, {"rows": []})["rows"]
+        for s in shapes:
+            rows.append(measure(s))
+            C.write_results(path, payload, quiet=True)  # a run cut short keeps what it measured
+        payload["grids"][grid]["summary"] = summarize(rows, grid)
     # host overhead of a cached call (batch 1, seqlen 128, 16 heads, d 64)
     q, k, v = (torch.randn(1, 128, 16, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     host = {
@@ -154,7 +158,6 @@ def main(argv=None):
         "fa4": C.peak_mem_mb(lambda: flash_attn_func(q, k, v)),
         "sdpa_flash": C.peak_mem_mb(C.sdpa_fn("flash", q, k, v, False)),
     }
-    path = C.results_path("fwd", args.out)
     C.write_results(path, payload)
     if "anchor" in payload["grids"]:
         plot(payload["grids"]["anchor"]["rows"], path.replace(".json", ".png"))
