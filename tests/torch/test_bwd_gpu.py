@@ -549,3 +549,47 @@ def test_feature_switches_raise(monkeypatch):
     table = torch.arange(4, dtype=torch.int32, device="cuda").reshape(2, 2)
     with pytest.raises(NotImplementedError, match="paged"):
         flash_attn_varlen_func(qv, kp, kp, cu_seqlens_q=cu, page_table=table)
+
+
+# Candidate rows of benchmarks/tune_bwd.py (8 warps as 4 x 2, dQ from shared dS) on the common head
+# dims: the same kernel path as the large-d rows, on shapes every tile size makes ragged; run here so
+# that a table change after a sweep rests on a GPU run of exactly those rows.
+ALT_ROWS = ((64, 64, 64, 256, 2), (64, 64, 128, 256, 2), (128, 64, 64, 256, 2))
+ALT_CASES = [
+    (row, Case(dt, 2, sq, sk, hq, hkv, row[0], causal=causal, deterministic=det))
+    for row in ALT_ROWS
+    for dt, causal, det, (sq, sk), (hq, hkv) in (
+        ("bf16", False, False, (113, 203), (4, 2)),
+        ("bf16", True, False, (300, 129), (7, 1)),
+        ("fp16", True, False, (1000, 1000), (8, 2)),
+        ("bf16", True, True, (777, 777), (4, 4)),
+    )
+]
+
+
+@pytest.mark.parametrize(
+    "row, c",
+    [pytest.param(r, c, marks=pytest.mark.xdist_group(f"alt-{r}")) for r, c in ALT_CASES],
+    ids=[f"{'x'.join(map(str, r[1:]))}-{c}" for r, c in ALT_CASES],
+)
+def test_bwd_alt_rows(row, c, monkeypatch):
+    import dataclasses
+
+    from fa4_sm120 import bwd_tiles
+    from fa4_torch import autograd
+
+    d, tm, tn, th, wn = row
+    table = tuple(
+        dataclasses.replace(r, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn)
+        if (r.head_dim, r.head_dim_v) == (d, d)
+        else r
+        for r in bwd_tiles.BWD_TABLE
+    )
+    monkeypatch.setattr(bwd_tiles, "BWD_TABLE", table)
+    autograd._reset_caches()
+    try:
+        assert bwd_tiles.select_bwd_tile("sm120", d, d).num_threads == th
+        run_case(c)
+    finally:
+        monkeypatch.undo()
+        autograd._reset_caches()

@@ -1,0 +1,103 @@
+"""Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n`` per
+head dim, causal and not, on the backward grid (DESIGN §7), beside the current table row.
+
+Each candidate replaces the table's row of ``(d, d)`` in this process (``fa4_sm120.bwd_tiles``) and
+the whole backward (preprocess, main kernel, postprocess) is timed through ``torch.autograd.grad``
+on a kept graph, as ``bench_bwd.py`` does. The best candidates are timed a second time in reverse
+order; keep a row only if it wins by >= 2% in both passes. Candidates that the kernel cannot
+implement (shared memory over the SM120 cap, tiles the warps cannot split) are reported and skipped.
+Check the ``sm_120a`` registers/spills of a winner with ``ptxas`` (``tests/sm120`` prints them).
+
+    python benchmarks/tune_bwd.py --head-dim 64 128 --cands 64,64,128,1 64,64,256,2 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torch  # noqa: E402
+
+import _common as C  # noqa: E402
+from fa4_core.errors import UnsupportedConfigError  # noqa: E402
+from fa4_sm120 import bwd_tiles  # noqa: E402
+from fa4_torch import autograd, flash_attn_func  # noqa: E402
+
+SHAPES = [(4, 1024, 16, 16), (4, 1024, 32, 8), (2, 4096, 16, 16), (2, 4096, 32, 8), (1, 8192, 32, 8)]
+
+
+def _use_row(head_dim: int, cand) -> None:
+    tm, tn, th, wn = cand
+    table = [r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) != (head_dim, head_dim)]
+    base = next(r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) == (head_dim, head_dim))
+    table.append(dataclasses.replace(base, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn))
+    bwd_tiles.BWD_TABLE = tuple(table)
+    autograd._reset_caches()
+
+
+def time_candidate(head_dim: int, causal: bool, cand) -> list[float]:
+    _use_row(head_dim, cand)
+    out = []
+    for b, s, hq, hkv in SHAPES:
+        q = torch.randn(b, s, hq, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn(b, s, hkv, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(b, s, hkv, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        dout = torch.randn_like(q)
+        o = flash_attn_func(q, k, v, causal=causal)[0]
+        ms = C.bench_ms(
+            lambda o=o, q=q, k=k, v=v, dout=dout: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
+        )
+        out.append(2.5 * C.attn_flops(b, hq, s, s, head_dim, causal=causal) / ms / 1e9)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
+    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("tune_bwd: no CUDA GPU here; nothing measured")
+        return 0
+    cands = [tuple(map(int, c.split(","))) for c in a.cands]
+    C.bench_ms(lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda"))
+    original = bwd_tiles.BWD_TABLE
+    results = {}
+    for d in a.head_dim:
+        for causal in (False, True):
+            key = f"d{d}-causal{causal}"
+            res = results[key] = {}
+            for order in ("forward", "reverse"):
+                for cand in cands if order == "forward" else cands[::-1]:
+                    name = "x".join(map(str, cand))
+                    try:
+                        t = time_candidate(d, causal, cand)
+                    except UnsupportedConfigError as e:
+                        print(f"{key} {name}: rejected: {e}")
+                        continue
+                    finally:
+                        bwd_tiles.BWD_TABLE = original
+                    res.setdefault(name, []).append(sum(t) / len(t))
+                    print(
+                        f"{key} {name} ({order}): "
+                        + " ".join(f"{x:.0f}" for x in t)
+                        + f" | mean {sum(t) / len(t):.1f}",
+                        flush=True,
+                    )
+            ranking = sorted(res.items(), key=lambda kv: -min(kv[1]))
+            print(f"== {key}: " + ", ".join(f"{n} {min(v):.1f}" for n, v in ranking))
+    autograd._reset_caches()
+    if a.out:
+        C.write_results(
+            os.path.join(a.out, "tune-bwd.json"),
+            {"env": C.environment(), "shapes": SHAPES, "results": results},
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
