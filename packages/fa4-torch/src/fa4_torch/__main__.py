@@ -13,9 +13,10 @@ Commands (each says what it could not do on this machine instead of failing):
   PATH), then says that the numerics were not run.
 * ``bench [--out DIR]``: with a GPU, a quick forward benchmark beside PyTorch SDPA (flash backend),
   a JSON record and a PNG plot (matplotlib, when importable).
-* ``warmup --shapes HQ,HKV,D[,DV] ...``: compiles the variants a model needs. The compile cache is
-  in-process today, so from the command line this measures compile times; call :func:`warmup` from
-  Python to fill the running process's cache.
+* ``warmup --shapes HQ,HKV,D[,DV] ...``: compiles the variants a model needs. With a GPU, through the
+  API into the persistent compile cache (:mod:`fa4_torch.disk_cache`, ``FA4_CACHE_DIR``), so that the
+  model's processes load them instead of compiling; it prints the directory. Without one, compiles
+  for ``sm_120a`` to check and time the builds (cache entries are per GPU target, nothing is kept).
 
 Exit codes: 0 success, 1 a check failed or the configuration is unsupported, 2 bad arguments.
 Imports are lazy: ``--help`` and argument errors need neither a GPU nor the DSL.
@@ -818,11 +819,12 @@ def warmup(
     """Compile the variants of ``specs`` (:class:`HeadSpec` or ``"HQ,HKV,D[,DV]"`` strings).
 
     With a GPU (``gpu="auto"`` finds the current one): one tiny call per variant through the public
-    API, which fills this process's compile cache exactly as the model's calls will (``backward``
-    also runs a backward). Without one (``gpu=None``, or none present): :func:`fa4_sm120.compile.
-    compile_fwd` for ``target`` (default ``sm_120a``, or the arch of ``FA4_ARCH``), compiled and
-    dropped (a timing and a build check). Returns one dict per variant: ``variant``, ``seconds``,
-    ``status``.
+    API, which fills this process's compile cache and the persistent one (``FA4_CACHE_DIR``) exactly
+    as the model's calls will (``backward`` also runs a backward); ``status`` then says when the
+    kernels were loaded from disk instead of compiled. Without one (``gpu=None``, or none present):
+    :func:`fa4_sm120.compile.compile_fwd` for ``target`` (default ``sm_120a``, or the arch of
+    ``FA4_ARCH``), compiled and dropped (a timing and a build check). Returns one dict per variant:
+    ``variant``, ``seconds``, ``status``.
     """
     if gpu == "auto":
         gpu = _gpu(None)
@@ -838,7 +840,11 @@ def warmup(
                 status = "compiled"
                 try:
                     if gpu is not None:
+                        before = _disk_stats()
                         _warm_gpu(spec, dt, c, backward)
+                        after = _disk_stats()
+                        if after["loaded"] > before["loaded"] and after["compiled"] == before["compiled"]:
+                            status = "compiled (loaded from the disk cache)"
                     else:
                         status = _warm_cpu(spec, dt, c, backward, target)
                 except Fa4Error as e:
@@ -903,6 +909,21 @@ def _warm_cpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, target: 
     return f"compiled for {target} (forward and backward)"
 
 
+def _cache_where() -> str:
+    """Where the disk compile cache of this process is, in words."""
+    from fa4_torch import disk_cache
+
+    root = disk_cache.cache_root()
+    if root is None:
+        return f"off ({disk_cache.CACHE_DIR_ENV} / {disk_cache.SWITCH_ENV})"
+    try:
+        from fa4_torch.cache import dsl_version
+
+        return str(root / dsl_version() / disk_cache.compile_target())
+    except Exception as e:  # the DSL is missing or broken: the compiles below will say so
+        return f"{root} ({type(e).__name__}: {e})"
+
+
 def cmd_warmup(args) -> int:
     gpu = _gpu(args)
     causal = {"yes": (True,), "no": (False,), "both": (False, True)}[args.causal]
@@ -910,19 +931,32 @@ def cmd_warmup(args) -> int:
         d = _dispatch(None)
         print(
             f"no CUDA GPU ({_no_gpu_reason(args)}): compiling for {d.target} (family {d.family}, {d.why}) "
-            "to time the compiles; nothing is kept"
+            "to check and time the compiles; nothing is kept: these in-process compiles end with this "
+            "command, and the disk cache is filled on the GPU machine (its entries are per GPU target)"
         )
     else:
-        print(f"GPU {gpu.index}: {gpu.name}: compiling through the API into this process's cache")
+        print(f"GPU {gpu.index}: {gpu.name}: compiling through the API; compile cache: {_cache_where()}")
+    before = _disk_stats()
     results = warmup(args.shapes, args.dtype, causal, args.backward, gpu=gpu)
     total = sum(r["seconds"] for r in results)
     bad = [r for r in results if not r["status"].startswith("compiled")]
     print(f"{len(results) - len(bad)}/{len(results)} variant(s) compiled in {total:.1f} s")
-    print(
-        "note: the compile cache is in-process today, so these compiles end with this command; call "
-        "fa4_torch.__main__.warmup([...]) inside the model's process to keep them"
-    )
+    if gpu is not None:
+        after = _disk_stats()
+        n = {k: after[k] - before.get(k, 0) for k in after}
+        print(
+            f"compile cache {_cache_where()}: {n['written']} kernel(s) compiled and written, "
+            f"{n['loaded']} already there (loaded)"
+            + (f", {n['fallbacks']} kept in memory only (see the warning)" if n["fallbacks"] else "")
+            + (f", {n['corrupt']} corrupt file(s) replaced" if n["corrupt"] else "")
+        )
     return 1 if bad else 0
+
+
+def _disk_stats() -> dict[str, int]:
+    from fa4_torch import disk_cache
+
+    return disk_cache.stats()
 
 
 # ---------------------------------------------------------------------------------- parser
