@@ -13,7 +13,8 @@ for tool in ${tools[@]}; do
   echo "== compute-sanitizer --tool $tool"
   compute-sanitizer --tool "$tool" --target-processes all --report-api-errors no --error-exitcode 99 \
     python3 -m pytest tests/torch/test_sanitize_gpu.py -q -p no:cacheprovider -x 2>&1 | tee "$log" | tail -5
-  if ! grep -q "ERROR SUMMARY: 0 errors" "$log" || grep -q "failed" "$log"; then
+  # memcheck/synccheck end with "ERROR SUMMARY: 0 errors", racecheck with "RACECHECK SUMMARY: ... (0 errors, ...)"
+  if ! grep -Eq "ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards displayed \(0 errors" "$log" || grep -q "failed" "$log"; then
     echo "!! $tool reported errors"; status=1
   fi
 done

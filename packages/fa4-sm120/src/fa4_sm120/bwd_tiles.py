@@ -3,7 +3,7 @@
 Shared memory per row is ``bwd_smem_bytes = 2 B * (tile_m * (d + dv) + tile_n * (d + dv) + 2 * tile_m
 * tile_n)`` (Q, dO, K, V, P, dS; every buffer a multiple of 1024 B here). Every SM120 row fits
 101,376 B (a test proves it); the H100/H200 use the SM120 rows (compat mode, DESIGN §2). All rows
-are 4 warps. Up to d 160 (and 192/128) every MMA splits its M over the warps (16 rows each), so the
+are 4 warps but d 64's. Up to d 160 (and 192/128) every MMA splits its M over the warps (16 rows each), so the
 dS accumulator of a warp is exactly the A operand of its ``dQ = dS·K`` rows and never leaves registers
 for dQ. For 192/192, 224 and 256, Q, dO, K and V alone exceed the budget at 64x64: those rows take a
 32-row key tile (and 32 query rows for d 224 and 256, as FlashAttention-2 does for d 256 on 99 KB
@@ -11,6 +11,11 @@ GPUs), which 4 warps can only cover as 2 x 2 (``mma_warps_n = 2``; dQ then reads
 memory). ``sm_120a`` (ptxas -v): 192/192 at 64x32 238-255 registers, spills 0 B in most variants and
 8-32 B in three (varlen, softcap+seqused); 224 at 32x32 236-238, no spills (64x32 spilled 44-188 B);
 256 at 32x32 230-250, no spills.
+d 64 takes 8 warps as 4 x 2 over a 64x128 tile: ``benchmarks/tune_bwd.py`` on an H200 (2026-12-01,
+backward grid shapes, mean TFLOP/s, the lower of two passes) gave 168.1 / causal 128.2 against 135.0 /
+112.8 for the 4-warp 64x64 row (64x64 at 4x2: 131.8 / 102.2; 2x4: 121.4 / 106.5; 128x64: 117.9 /
+106.0); ``sm_120a`` 224 registers, no spills, one CTA (8 warps) per SM as the 64x64 row's two. For
+d 128 the 4-warp 64x64 row stays (143.7 / 119.5; 8 warps 4x2: 133.2 / 114.9, 2x4: 136.4 / 119.1).
 Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / 128`` live through
 the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / 128`` or ``acc_dQ = tile_m * d / 128``.
 """
@@ -40,7 +45,7 @@ class BwdTile:
 BWD_TABLE: tuple[BwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
     BwdTile("sm120",  32,  32, 64, 64, 128),  # 2*(64*64   + 64*64   + 2*64*64) = 32,768 B
-    BwdTile("sm120",  64,  64, 64, 64, 128),  # 2*(64*128  + 64*128  + 2*64*64) = 49,152 B
+    BwdTile("sm120",  64,  64, 64, 128, 256, 2),  # 2*(64*128 + 128*128 + 2*64*128) = 81,920 B
     BwdTile("sm120",  96,  96, 64, 64, 128),  # 2*(64*192  + 64*192  + 2*64*64) = 65,536 B
     BwdTile("sm120", 128, 128, 64, 64, 128),  # 2*(64*256  + 64*256  + 2*64*64) = 81,920 B
     BwdTile("sm120", 160, 160, 64, 64, 128),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
