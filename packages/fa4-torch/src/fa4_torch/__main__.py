@@ -296,7 +296,9 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
         from fa4_sm120.bwd_tiles import select_bwd_tile
 
         b = select_bwd_tile(family, shape.head_dim, shape.head_dim_v)
-        warps = f" ({b.num_threads // 32 // b.mma_warps_n}x{b.mma_warps_n} warps)" if b.mma_warps_n > 1 else ""
+        warps = (
+            f" ({b.num_threads // 32 // b.mma_warps_n}x{b.mma_warps_n} warps)" if b.mma_warps_n > 1 else ""
+        )
         print(f"  backward     tile_m={b.tile_m} tile_n={b.tile_n} threads={b.num_threads}{warps}")
     except Fa4Error as e:
         print(f"  backward     unsupported: {e}")
