@@ -7,7 +7,7 @@ the transposed operands (Pᵀ, dSᵀ, Qᵀ, dOᵀ, Kᵀ), ``red.global.add.f32``
 
 Variants: every backward table row x dtype x causal x deterministic; every row (bf16, fp16 on d128)
 x the feature sets of the extended backward (local windows, softcap, varlen with cu_seqlens and
-seqused, and their combinations with causal/deterministic); the pre/postprocess kernels for every head
+seqused, the sink gradient's row sums, and their combinations with causal/deterministic); the pre/postprocess kernels for every head
 dim of the table (with and without the LSE gradient).
 """
 
@@ -48,6 +48,9 @@ FEATURES = (
     dict(causal=True, varlen_q=True, varlen_k=True, seqused_q=True, seqused_k=True, deterministic=True),
     dict(causal=False, local=True, softcap=True, seqused_q=True, seqused_k=True),
     dict(causal=True, local=True, softcap=True, varlen_q=True, varlen_k=True, deterministic=True),
+    # the learnable sink's exact row sums (per warp column), also inside the deterministic ordering
+    dict(causal=True, dsink=True),
+    dict(causal=False, local=True, varlen_q=True, varlen_k=True, deterministic=True, dsink=True),
 )
 FEATURE_VARIANTS = [
     bwd_config(row.family, dtype, row.head_dim, row.head_dim_v, **feat)
@@ -67,6 +70,7 @@ def _id(cfg: BwdConfig) -> str:
     s += "-usedq" if cfg.has_seqused_q else ""
     s += "-usedk" if cfg.has_seqused_k else ""
     s += "-det" if cfg.deterministic else ""
+    s += "-dsink" if cfg.has_dsink else ""
     return s
 
 

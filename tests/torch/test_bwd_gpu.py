@@ -24,6 +24,7 @@ Those grids are small (ragged lengths, seqlen_q != seqlen_k both ways, GQA) to s
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import dataclass
 
 import pytest
@@ -53,6 +54,7 @@ class Case:
     window: tuple = (None, None)
     softcap: float = 0.0
     sink: bool = False
+    seed: int = 0  # varies the inputs (which come from a hash of the case's text)
 
     @property
     def local(self):
@@ -65,6 +67,7 @@ class Case:
             f"-d{self.head_dim}_{dv}{'-causal' if self.causal else ''}{'-det' if self.deterministic else ''}"
             f"{'-dlse' if self.dlse else ''}{f'-w{self.window[0]}_{self.window[1]}' if self.local else ''}"
             f"{f'-softcap{self.softcap:g}' if self.softcap else ''}{'-sink' if self.sink else ''}"
+            f"{f'-seed{self.seed}' if self.seed else ''}"
         )
 
     @property
@@ -76,7 +79,7 @@ class Case:
 
 
 def _inputs(c: Case):
-    torch.manual_seed(hash(str(c)) % (2**31))
+    torch.manual_seed(zlib.crc32(str(c).encode()))
     dt = DTYPES[c.dtype]
     dv = c.head_dim_v or c.head_dim
     q = torch.randn(c.batch, c.seqlen_q, c.nheads, c.head_dim, device="cuda", dtype=dt)
@@ -105,7 +108,7 @@ def _grads(fn, q, k, v, dout, dlse, dtype, sink=None):
 def _sink(c: Case):
     if not c.sink:
         return None
-    g = torch.Generator(device="cuda").manual_seed(hash(str(c)) % (2**31) + 1)
+    g = torch.Generator(device="cuda").manual_seed(zlib.crc32(str(c).encode()) + 1)
     return torch.randn(c.nheads, device="cuda", generator=g, dtype=torch.float32)
 
 
@@ -373,6 +376,21 @@ def test_bwd_sink(c):
     run_case(c)
 
 
+# dsink sums over every query row: with D = rowsum(dO * O) from the 16-bit O its error reached 1.3x
+# the bound on one of 20 random inputs of the first case (H200 and CPU, 2026-12-01); the kernel's
+# exact rowsum(P * dP) must pass on every one of these fixed seeds
+SINK_SEEDS = (
+    [Case("bf16", 2, 300, 129, 4, 2, 64, causal=True, sink=True, seed=s) for s in range(1, 9)]
+    + [Case("fp16", 2, 300, 129, 4, 2, 256, causal=True, sink=True, seed=s) for s in range(1, 4)]
+    + [Case("bf16", 2, 500, 500, 8, 2, 128, sink=True, deterministic=True, seed=s) for s in range(1, 4)]
+)
+
+
+@pytest.mark.parametrize("c", _params(SINK_SEEDS), ids=str)
+def test_bwd_sink_seeds(c):
+    run_case(c)
+
+
 # _BWD_VARLEN: packed sequences with zero-length ones (q and k), seqused_q/k below the packed
 # lengths, causal (rows with no visible key), windows, softcap + sink, GQA/MQA, deterministic
 @dataclass(frozen=True)
@@ -454,7 +472,7 @@ def _varlen_grads(fn, q, k, v, dout, dlse, dtype, sink, rows_mask):
 def run_varlen_case(c: VarlenCase):
     from fa4_torch import flash_attn_varlen_func
 
-    torch.manual_seed(hash(str(c)) % (2**31))
+    torch.manual_seed(zlib.crc32(str(c).encode()))
     dt = DTYPES[c.dtype]
     tq, tk = sum(c.lens_q), sum(c.lens_k)
     q = torch.randn(tq, c.nheads, c.head_dim, device="cuda", dtype=dt)

@@ -9,6 +9,7 @@ divide the tile (7-way 28/4, 5-way 40/8), pack_gqa True/False/None, non-contiguo
 from __future__ import annotations
 
 import itertools
+import zlib
 from dataclasses import dataclass
 
 import pytest
@@ -61,7 +62,7 @@ def _param(c: Case):
 def run_case(c: Case, layout: str = "contiguous"):
     from fa4_torch import flash_attn_func
 
-    torch.manual_seed(hash(str(c)) % (2**31))
+    torch.manual_seed(zlib.crc32(str(c).encode()))
     dt = DTYPES[c.dtype]
     dv = c.head_dim_v or c.head_dim
     dev = "cuda"

@@ -29,8 +29,13 @@ group, so dK/dV need no extra buffer and no reduction), deterministic dQ, varlen
   ``seqused_q`` the rows at or past the sequence's length are never read from the LSE/dPsum buffers
   (P is 0 there) and get no dQ addition; the grid is sized on ``max_seqlen_k``.
 
-A sink (learnable_sink) needs nothing here: its term is inside the LSE; its gradient is computed by
-the caller from LSE and dPsum.
+A sink (learnable_sink) needs nothing for dQ/dK/dV: its term is inside the LSE. Its gradient is
+``-sum_rows exp(sink - lse) * (D - dLSE)`` with ``D = rowsum(dO * O)``; the stored 16-bit O makes the
+preprocess's D too coarse for a sum over every row (up to 1.3x the DESIGN §4 bound on random inputs),
+so with ``has_dsink`` the kernel also accumulates the exact ``D = rowsum(P * dP)`` (fp32, from the
+recomputed P and dP) into ``mPdPsum (mma_warps_n, batch, nheads, seqlen_q_pad)``, zeroed by the caller:
+one slice per warp column, so that every element gets one addition per CTA and the deterministic
+mode's ordering covers it too; the caller sums the slices.
 
 Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_idx``):
 
@@ -78,7 +83,7 @@ from cutlass.cute.nvgpu import warp
 
 from fa4_core.block_info import BlockInfo, BlockInfoBwd
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_core.layout import acc_as_a_operand, acc_mn_view
+from fa4_core.layout import acc_as_a_operand, acc_mn_view, quad_allreduce_sum
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
@@ -135,6 +140,7 @@ class BwdConfig:
     varlen_k: bool = False
     has_seqused_q: bool = False
     has_seqused_k: bool = False
+    has_dsink: bool = False  # also accumulate rowsum(P * dP) per query row (the learnable sink's gradient)
 
     @property
     def check_q_rows(self) -> bool:
@@ -250,6 +256,7 @@ class FlashAttentionBackwardSm120:
         mCuSeqlensK,
         mSeqUsedQ,
         mSeqUsedK,
+        mPdPsum,
         stream,
     ):
         d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
@@ -311,6 +318,7 @@ class FlashAttentionBackwardSm120:
             mCuSeqlensK,
             mSeqUsedQ,
             mSeqUsedK,
+            mPdPsum,
             sQ_layout,
             sdO_layout,
             sK_layout,
@@ -349,6 +357,7 @@ class FlashAttentionBackwardSm120:
         mCuSeqlensK,
         mSeqUsedQ,
         mSeqUsedK,
+        mPdPsum,
         sQ_layout: cute.ComposedLayout,
         sdO_layout: cute.ComposedLayout,
         sK_layout: cute.ComposedLayout,
@@ -522,6 +531,12 @@ class FlashAttentionBackwardSm120:
             acc_dP.fill(0.0)
             self.gemm_ss(tiled_mma, thr_mma, acc_dP, sdO, sV, copy_A, copy_B, tidx)
             acc_dP_mn = acc_mn_view(acc_dP)
+            pdp = cute.make_rmem_tensor(num_rows, Float32)
+            if cutlass.const_expr(cfg.has_dsink):
+                # rowsum(P * dP) over this warp's columns of the block (quad lanes share a row)
+                for i in cutlass.range_constexpr(num_rows):
+                    prod = acc_S_mn[i, None].load() * acc_dP_mn[i, None].load()
+                    pdp[i] = quad_allreduce_sum(prod.reduce(cute.ReductionOp.ADD, Float32.zero, 0))
             for i in cutlass.range_constexpr(num_rows):
                 acc_dP_mn[i, None] = acc_S_mn[i, None].load() * (acc_dP_mn[i, None].load() - dpsum[i])
             if cutlass.const_expr(cfg.has_softcap):
@@ -584,6 +599,21 @@ class FlashAttentionBackwardSm120:
                         sem="relaxed",
                         scope="gpu",
                     )
+            if cutlass.const_expr(cfg.has_dsink):
+                if tidx % 4 == 0:
+                    warp_n = (tidx // 32) // cfg.mma_warps_m  # the tiled MMA's warps are M-major
+                    for i in cutlass.range_constexpr(num_rows):
+                        row = m_block * tm + tScS_mn[i, 0][0]
+                        if row < seqlen_q:
+                            cute.arch.red(
+                                mPdPsum.iterator
+                                + cute.crd2idx((warp_n, b_acc, head, offset_q + row), mPdPsum.layout),
+                                pdp[i],
+                                op="add",
+                                dtype="f32",
+                                sem="relaxed",
+                                scope="gpu",
+                            )
             if cutlass.const_expr(self.deterministic):
                 cute.arch.fence_acq_rel_gpu()
                 cute.arch.barrier()
@@ -760,7 +790,8 @@ class FlashAttentionBackwardSm120:
 # ---------------------------------------------------------------------------------------------------
 def fake_bwd_args(cfg: BwdConfig):
     """``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum, mSem, softmax_scale, window_left,
-    window_right, softcap, max_seqlen_k, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, stream)``;
+    window_right, softcap, max_seqlen_k, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, mPdPsum,
+    stream)``;
     absent optional tensors are ``None``."""
     from fa4_sm120.compile import fake_tensor
 
@@ -786,10 +817,11 @@ def fake_bwd_args(cfg: BwdConfig):
     cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
     used_q = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_q else None
     used_k = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_k else None
+    pdp = fake_tensor(Float32, (sym(), acc_b, hq, sqp), divisibility=1) if cfg.has_dsink else None
     stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
     return (
         q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), Int32(-1), Int32(-1),
-        Float32(0.0), Int32(1), cu_q, cu_k, used_q, used_k, stream,
+        Float32(0.0), Int32(1), cu_q, cu_k, used_q, used_k, pdp, stream,
     )  # fmt: skip
 
 

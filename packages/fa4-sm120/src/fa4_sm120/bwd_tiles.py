@@ -89,6 +89,7 @@ def bwd_config(
     varlen_k: bool = False,
     seqused_q: bool = False,
     seqused_k: bool = False,
+    dsink: bool = False,
 ) -> BwdConfig:
     """The backward config of a table row; the feature flags (local window, softcap, varlen) change
     the generated code, not the tile."""
@@ -110,4 +111,5 @@ def bwd_config(
         varlen_k=varlen_k,
         has_seqused_q=seqused_q,
         has_seqused_k=seqused_k,
+        has_dsink=dsink,
     )

@@ -14,8 +14,11 @@ Backward, per call (all on the current stream):
    group in registers: GQA/MQA need no extra buffer), dQ into the fp32 accumulator; local windows and
    softcap (``dS *= 1 - tanh²`` of the recomputed capped scores) inside the kernel;
 3. postprocess: ``dQ = softmax_scale * dQaccum`` in the input dtype;
-4. learnable sink: ``dsink[h] = -Σ_rows exp(sink[h] - LSE) * dPsum`` over the valid rows of head
-   ``h`` (torch, fp32, from the preprocess's dPsum: exact, as the sink enters only the normaliser).
+4. learnable sink: ``dsink[h] = -Σ_rows exp(sink[h] - LSE) * (D - dLSE)`` over the valid rows of head
+   ``h`` (torch, fp32), with ``D = rowsum(P * dP)`` accumulated exactly by the main kernel
+   (``has_dsink``). The preprocess's ``rowsum(dO * O)`` is the same number in exact arithmetic, but
+   from the 16-bit O it summed over every row to up to 1.3x the DESIGN §4 bound (H200, 2026-12-01;
+   reproduced on the CPU from the reference alone).
 
 ``deterministic=True``: the query-block counters order the dQ additions by key block, so two runs
 give bit-identical dQ/dK/dV (dK/dV are written once per CTA in either mode); dsink is a torch sum
@@ -56,7 +59,8 @@ _LATER = "the training release (backward)"
 
 
 def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, device, flags=()):
-    """``flags = (local, softcap, varlen_q, varlen_k, seqused_q, seqused_k)`` (all False if empty)."""
+    """``flags = (local, softcap, varlen_q, varlen_k, seqused_q, seqused_k, dsink)`` (all False if
+    empty) -> ``(pre, main, post, tile_m, mma_warps_n)``."""
     key = (dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, device, flags)
     fns = _fast.get(key)
     if fns is not None:
@@ -65,12 +69,13 @@ def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, d
     from fa4_sm120.bwd_pre_post import PrePostConfig, compile_postprocess, compile_preprocess
     from fa4_sm120.bwd_tiles import bwd_config
 
-    local, softcap, varlen_q, varlen_k, used_q, used_k = flags or (False,) * 6
+    local, softcap, varlen_q, varlen_k, used_q, used_k, dsink = flags or (False,) * 7
     family = device_family(device)
     dt = api._DTYPES[dtype]
     cfg = bwd_config(
         family, dt, head_dim, head_dim_v, causal=causal, deterministic=deterministic, local=local,
         softcap=softcap, varlen_q=varlen_q, varlen_k=varlen_k, seqused_q=used_q, seqused_k=used_k,
+        dsink=dsink,
     )  # fmt: skip
     major, minor = torch.cuda.get_device_capability(device)
     target = f"sm_{major}{minor}"
@@ -88,7 +93,7 @@ def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, d
     main = BWD_CACHE.get_or_compile(("bwd", cfg, target, ver), build(compile_bwd, cfg))
     pre = BWD_CACHE.get_or_compile(("pre", pre_cfg, target, ver), build(compile_preprocess, pre_cfg))
     post = BWD_CACHE.get_or_compile(("post", post_cfg, target, ver), build(compile_postprocess, post_cfg))
-    fns = (pre, main, post, cfg.tile_m)
+    fns = (pre, main, post, cfg.tile_m, cfg.mma_warps_n)
     _fast[key] = fns
     return fns
 
@@ -304,8 +309,8 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
                 dps = dps - dlse.float()
             dsink = _dsink(sink, lse, dps, valid)
         return dq.zero_(), dk.zero_(), dv.zero_(), dsink
-    flags = (is_local, softcap > 0, varlen_q, varlen_k, used_q is not None, used_k is not None)
-    pre, main, post, tile_m = _bwd_kernels(
+    flags = (is_local, softcap > 0, varlen_q, varlen_k, used_q is not None, used_k is not None, want_dsink)
+    pre, main, post, tile_m, warps_n = _bwd_kernels(
         q.dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, dev, flags
     )
     # varlen_q: the pre/postprocess see one batch of rows_q rows (the packed tensors, unsqueezed)
@@ -318,17 +323,26 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
         sem = torch.zeros((batch, nheads, (max_q + tile_m - 1) // tile_m), dtype=torch.int32, device=dev)
     else:
         sem = torch.zeros((1, 1, 1), dtype=torch.int32, device=dev)
+    # the sink's gradient needs D = rowsum(P * dP) exactly: the kernel adds it per warp column
+    pdp = (
+        torch.zeros((warps_n, b_acc, nheads, seqlen_pad), dtype=torch.float32, device=dev)
+        if want_dsink
+        else None
+    )
     u = (lambda t: t.unsqueeze(0)) if varlen_q else (lambda t: t)
     dlse_arg = u(dlse.float().contiguous()) if has_dlse else u(lse)
     pre(u(out), u(dout), u(lse), dlse_arg, lse_log2, dpsum)
     main(
         _aligned(q), _aligned(k), _aligned(v), dout, lse_log2, dpsum, dk, dv, dq_accum, sem,
-        softmax_scale, wl, wr, softcap, max_k, cu_q, cu_k, used_q, used_k,
+        softmax_scale, wl, wr, softcap, max_k, cu_q, cu_k, used_q, used_k, pdp,
     )  # fmt: skip
     post(dq_accum, u(dq), softmax_scale)
     dsink = None
     if want_dsink:
-        dps = dpsum[0, :, :rows_q] if varlen_q else dpsum[:, :, :rows_q]
+        d_rows = pdp.sum(0)
+        dps = d_rows[0, :, :rows_q] if varlen_q else d_rows[:, :, :rows_q]
+        if has_dlse:
+            dps = dps - dlse.float()
         dsink = _dsink(sink, lse, dps, valid)
     return dq, dk, dv, dsink
 
