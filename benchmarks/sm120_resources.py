@@ -1,4 +1,4 @@
-"""The SM120 static resource table: every forward tile-table row (SM120 family), compiled for
+"""The SM120 static resource table: every forward and backward tile-table row (SM120 family), compiled for
 ``sm_120a`` on the CPU, with ``ptxas -arch=sm_120a -v`` registers and spills, shared memory, and the
 CTAs / warps per SM that SM120 gives it (fa4_sm120.occupancy). No GPU needed.
 
@@ -31,26 +31,35 @@ def main():
     if shutil.which("ptxas") is None:
         print("sm120_resources: ptxas (CUDA 13) is not on PATH; nothing measured")
         return 1
-    print(
-        "| head dims | causal | tile (m x n x threads) | smem B | registers | spill stores B | CTAs/SM | warps/SM |"
+    from fa4_sm120.bwd import compile_bwd
+    from fa4_sm120.bwd_tiles import BWD_TABLE, bwd_config
+
+    header = "| head dims | causal | tile (m x n x threads) | smem B | registers | spill stores B | CTAs/SM | warps/SM |"
+    kinds = (
+        ("Forward", FWD_TABLE, compile_fwd, fwd_config),
+        ("Backward (main kernel)", BWD_TABLE, compile_bwd, bwd_config),
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for row in FWD_TABLE:
-        if row.family != "sm120":
-            continue
-        for causal in (False, True):
-            cfg = fwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal)
-            d = tempfile.mkdtemp()
-            compile_fwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
-            ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
-            regs, spill = ptxas_resources(ptx)
-            occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
-            print(
-                f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads} | "
-                f"{cfg.smem_bytes} | {regs} | {spill} | {occ} | {occ * cfg.num_threads // 32} |",
-                flush=True,
-            )
-            shutil.rmtree(d, ignore_errors=True)
+    for title, table, compile_fn, make_cfg in kinds:
+        print(f"\n{title}:\n\n{header}\n|---|---|---|---|---|---|---|---|")
+        for row in table:
+            if row.family != "sm120":
+                continue
+            for causal in (False, True):
+                cfg = make_cfg("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal)
+                d = tempfile.mkdtemp()
+                compile_fn(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
+                ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
+                regs, spill = ptxas_resources(ptx)
+                occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
+                tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
+                if getattr(cfg, "mma_warps_n", 1) > 1:
+                    tile += f" ({cfg.num_threads // 32 // cfg.mma_warps_n}x{cfg.mma_warps_n} warps)"
+                print(
+                    f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {tile} | {cfg.smem_bytes} | {regs} | "
+                    f"{spill} | {occ} | {occ * cfg.num_threads // 32} |",
+                    flush=True,
+                )
+                shutil.rmtree(d, ignore_errors=True)
     return 0
 
 
