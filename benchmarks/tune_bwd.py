@@ -8,6 +8,11 @@ order; keep a row only if it wins by >= 2% in both passes. Candidates that the k
 implement (shared memory over the SM120 cap, tiles the warps cannot split) are reported and skipped.
 Check the ``sm_120a`` registers/spills of a winner with ``ptxas`` (``tests/sm120`` prints them).
 
+``--emulate-sm120``: each candidate launches with the dynamic shared memory that lets the H100/H200
+run no more CTAs per SM than SM120 would (``fa4_sm120.occupancy.emulated_launch_smem`` from its
+``sm_120a`` registers), because compat mode otherwise co-schedules two of the 4-warp 82 KB CTAs that
+SM120 runs one at a time.
+
     python benchmarks/tune_bwd.py --head-dim 64 128 --cands 64,64,128,1 64,64,256,2 --out DIR
 """
 
@@ -24,22 +29,44 @@ import torch  # noqa: E402
 import _common as C  # noqa: E402
 from fa4_core.errors import UnsupportedConfigError  # noqa: E402
 from fa4_sm120 import bwd_tiles  # noqa: E402
+from fa4_sm120.bwd import compile_bwd  # noqa: E402
+from fa4_sm120.occupancy import ctas_per_sm, emulated_launch_smem  # noqa: E402
 from fa4_torch import autograd, flash_attn_func  # noqa: E402
 
 SHAPES = [(4, 1024, 16, 16), (4, 1024, 32, 8), (2, 4096, 16, 16), (2, 4096, 32, 8), (1, 8192, 32, 8)]
 
 
-def _use_row(head_dim: int, cand) -> None:
+_ORIGINAL_CONFIG = bwd_tiles.bwd_config
+
+
+def _use_row(head_dim: int, cand, emulate: bool) -> None:
+    """Put the candidate in the table (and, emulating SM120, its launch shared memory in every
+    config the table gives)."""
     tm, tn, th, wn = cand
     table = [r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) != (head_dim, head_dim)]
     base = next(r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) == (head_dim, head_dim))
     table.append(dataclasses.replace(base, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn))
     bwd_tiles.BWD_TABLE = tuple(table)
+    bwd_tiles.bwd_config = _ORIGINAL_CONFIG
+    if emulate:
+        launch = {}
+
+        def emulated(family, dtype, d, dv, **kw):
+            cfg = _ORIGINAL_CONFIG(family, dtype, d, dv, **kw)
+            if cfg not in launch:
+                regs = C.sm120_regs(compile_bwd, cfg)
+                launch[cfg] = emulated_launch_smem(cfg.smem_bytes, regs, cfg.num_threads)
+                occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
+                print(f"  {cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}: sm_120a {regs} regs, {occ} CTA/SM "
+                      f"-> launch smem {launch[cfg]} B")  # fmt: skip
+            return dataclasses.replace(cfg, launch_smem=launch[cfg])
+
+        bwd_tiles.bwd_config = emulated
     autograd._reset_caches()
 
 
-def time_candidate(head_dim: int, causal: bool, cand) -> list[float]:
-    _use_row(head_dim, cand)
+def time_candidate(head_dim: int, causal: bool, cand, emulate: bool = False) -> list[float]:
+    _use_row(head_dim, cand, emulate)
     out = []
     for b, s, hq, hkv in SHAPES:
         q = torch.randn(b, s, hq, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -59,6 +86,7 @@ def main():
     ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
     ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("tune_bwd: no CUDA GPU here; nothing measured")
@@ -75,12 +103,13 @@ def main():
                 for cand in cands if order == "forward" else cands[::-1]:
                     name = "x".join(map(str, cand))
                     try:
-                        t = time_candidate(d, causal, cand)
+                        t = time_candidate(d, causal, cand, a.emulate_sm120)
                     except UnsupportedConfigError as e:
                         print(f"{key} {name}: rejected: {e}")
                         continue
                     finally:
                         bwd_tiles.BWD_TABLE = original
+                        bwd_tiles.bwd_config = _ORIGINAL_CONFIG
                     res.setdefault(name, []).append(sum(t) / len(t))
                     print(
                         f"{key} {name} ({order}): "
@@ -92,9 +121,10 @@ def main():
             print(f"== {key}: " + ", ".join(f"{n} {min(v):.1f}" for n, v in ranking))
     autograd._reset_caches()
     if a.out:
+        name = "tune-bwd-emulated-sm120.json" if a.emulate_sm120 else "tune-bwd.json"
         C.write_results(
-            os.path.join(a.out, "tune-bwd.json"),
-            {"env": C.environment(), "shapes": SHAPES, "results": results},
+            os.path.join(a.out, name),
+            {"env": C.environment(), "emulate_sm120": a.emulate_sm120, "shapes": SHAPES, "results": results},
         )
     return 0
 

@@ -28,25 +28,6 @@ from fa4_sm120.occupancy import ctas_per_sm, emulated_launch_smem  # noqa: E402
 SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 16), (1, 8192, 32, 8)]
 
 
-def sm120_regs(cfg) -> int:
-    """Registers per thread of the sm_120a build (ptxas -v on the kept PTX)."""
-    import re
-    import subprocess
-    import tempfile
-
-    d = tempfile.mkdtemp()
-    compile_fwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
-    ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
-    r = subprocess.run(
-        ["ptxas", "-arch=sm_120a", "-v", ptx, "-o", os.devnull], capture_output=True, text=True
-    )
-    regs = [int(x) for x in re.findall(r"Used (\d+) registers", r.stderr)]
-    if not regs:  # a ptxas without sm_120a: assume the register file is full (the conservative case)
-        print(f"  ptxas gave no register count ({r.stderr.strip()[-200:]!r}); assuming 255")
-        return 255
-    return max(regs)
-
-
 def run(head_dim, causal, cands, dtype=torch.bfloat16, emulate=False):
     results = {}
     for tm, tn, th in cands:
@@ -69,7 +50,7 @@ def run(head_dim, causal, cands, dtype=torch.bfloat16, emulate=False):
                         qhead_per_kvhead=r,
                     )
                     if emulate:
-                        regs = sm120_regs(cfg)
+                        regs = C.sm120_regs(compile_fwd, cfg)
                         launch = emulated_launch_smem(cfg.smem_bytes, regs, th)
                         occ = ctas_per_sm(cfg.smem_bytes, regs, th)
                         print(

@@ -62,3 +62,41 @@ def test_can_implement_rejects_what_does_not_fit():
 def test_table_rows_are_unique():
     keys = [(r.family, r.head_dim, r.head_dim_v, r.dtypes, r.causal) for r in FWD_TABLE]
     assert len(keys) == len(set(keys))
+
+
+# ---- the backward table and the warp split of its tiled MMA
+@pytest.mark.parametrize(
+    "fields, arg",
+    [
+        (dict(mma_warps_n=3), "mma_warps_n"),  # not 1, 2 or 4
+        (dict(num_threads=64, mma_warps_n=4), "mma_warps_n"),  # 2 warps cannot split 4 ways
+        (dict(tile_m=32, tile_n=32), "tile_m"),  # 4 warps along M need 64 rows
+        (dict(tile_m=48), "tile_m"),  # not a multiple of 32
+        (dict(head_dim=256, head_dim_v=256), "shared memory"),  # 64x64 at d256 needs 147,456 B
+        (dict(tile_m=32, tile_n=32, mma_warps_n=4, num_threads=256), "tile_n"),  # N over 4 warps: 64
+        (dict(head_dim=224, head_dim_v=224, tile_m=32, tile_n=32, num_threads=256, mma_warps_n=2), "tile_m"),
+    ],
+)
+def test_bwd_can_implement_names_the_violated_constraint(fields, arg):
+    from fa4_sm120.bwd import BwdConfig, FlashAttentionBackwardSm120
+
+    cfg = dataclasses.replace(BwdConfig("bfloat16", 128, 128), **fields)
+    with pytest.raises(UnsupportedConfigError, match=arg):
+        FlashAttentionBackwardSm120.can_implement(cfg)
+    assert not FlashAttentionBackwardSm120.supports(cfg)
+
+
+def test_every_bwd_row_is_implementable_and_the_large_dims_split_n():
+    from fa4_sm120.bwd import BWD_HEAD_DIMS, FlashAttentionBackwardSm120
+    from fa4_sm120.bwd_tiles import BWD_TABLE, bwd_config
+
+    dims = set()
+    for row in BWD_TABLE:
+        cfg = bwd_config(row.family, "bfloat16", row.head_dim, row.head_dim_v, causal=True, dsink=True)
+        FlashAttentionBackwardSm120.can_implement(cfg)
+        assert cfg.dq_from_regs == (cfg.mma_warps_n == 1)
+        dims.add(row.head_dim)
+    assert dims == set(BWD_HEAD_DIMS)
+    for d in (192, 224, 256):  # the rows that only fit 99 KB with 32-row tiles
+        cfg = bwd_config("sm120", "bfloat16", d, d, causal=False)
+        assert cfg.mma_warps_n == 2 and 32 in (cfg.tile_m, cfg.tile_n)

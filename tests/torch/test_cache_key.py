@@ -260,3 +260,24 @@ def test_families_give_distinct_keys():
 # with a CUDA tensor, so it cannot be exercised here without a GPU; a test belongs here once it is
 # factored out (e.g. `_fast_key(q, k, v, causal, is_local, pack, flags) -> tuple`). The GPU-free part
 # that is testable is what `_compile_for` turns that key into, a FwdConfig, covered above.
+
+
+def test_every_backward_config_field_changes_the_disk_key():
+    """The backward's key is ``("bwd", BwdConfig, target, version)``: the on-disk name must tell apart
+    configs that differ in any one field (tile, warps, every feature flag, launch shared memory)."""
+    from fa4_sm120.bwd import BwdConfig
+    from fa4_sm120.bwd_tiles import bwd_config
+    from fa4_torch.disk_cache import key_text
+
+    base = bwd_config("sm120", "bfloat16", 128, 128, causal=False)
+    texts = {key_text(("bwd", base, "sm_90", "4.8.1"))}
+    for f in dataclasses.fields(BwdConfig):
+        value = getattr(base, f.name)
+        if isinstance(value, bool):
+            new = not value
+        elif isinstance(value, int):
+            new = value + 32
+        else:
+            new = "float16" if f.name == "dtype" else "sm_86"
+        texts.add(key_text(("bwd", dataclasses.replace(base, **{f.name: new}), "sm_90", "4.8.1")))
+    assert len(texts) == len(dataclasses.fields(BwdConfig)) + 1

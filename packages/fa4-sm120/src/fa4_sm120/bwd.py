@@ -141,6 +141,9 @@ class BwdConfig:
     has_seqused_q: bool = False
     has_seqused_k: bool = False
     has_dsink: bool = False  # also accumulate rowsum(P * dP) per query row (the learnable sink's gradient)
+    # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
+    # GPU with more shared memory per SM (H100/H200: 228 KB) keeps as few CTAs per SM as SM120 would
+    launch_smem: int = 0
 
     @property
     def check_q_rows(self) -> bool:
@@ -330,7 +333,12 @@ class FlashAttentionBackwardSm120:
             self._gmem_copy(dv, False),
             tiled_mma,
             SharedStorage,
-        ).launch(grid=grid, block=[self.num_threads, 1, 1], smem=SharedStorage.size_in_bytes(), stream=stream)
+        ).launch(
+            grid=grid,
+            block=[self.num_threads, 1, 1],
+            smem=max(SharedStorage.size_in_bytes(), self.cfg.launch_smem),
+            stream=stream,
+        )
 
     # ------------------------------------------------------------------ the kernel
     @cute.kernel
