@@ -79,7 +79,7 @@ def test_key_text_names_every_field_and_drops_only_the_device_index():
 
     cfg = fwd_config("sm120", "bfloat16", 128, 128, causal=True)
     text = disk_cache.key_text((cfg, "sm_120", "4.8.1", 0))
-    assert text.startswith("(fa4_sm120.fwd.FwdConfig(dtype='bfloat16', head_dim=128")
+    assert text.startswith("(fa4_sm120.configs.FwdConfig(dtype='bfloat16', head_dim=128")
     assert "is_causal=True" in text and "'sm_120', '4.8.1'" in text
     assert (
         text
@@ -298,7 +298,10 @@ def test_concurrent_cold_processes_compile_once_and_leave_one_valid_file(cache_d
     assert sum(o["written"] for o in outs) == 1 and sum(o["loaded"] for o in outs) == n - 1, outs
     entry = disk_cache.entry_for(_pre_key())
     names = _files(cache_dir)
-    assert names == sorted([entry.obj.name, entry.lock.name, entry.meta.name]), names
+    expected = [entry.obj.name, entry.lock.name, entry.meta.name]
+    if disk_cache._c_compiler():
+        expected.append(entry.so.name)
+    assert names == sorted(expected), names
     assert disk_cache._load(entry) is not None
 
 
@@ -311,6 +314,8 @@ def test_corrupt_file_is_removed_and_rebuilt(damage, cache_dir):
     good = entry.obj.read_bytes()
     bad = {"garbage": b"not an object file" * 64, "truncated": good[: len(good) // 2], "empty": b""}[damage]
     entry.obj.write_bytes(bad)
+    if entry.so.exists():  # the shared library alone would still serve (its own test below)
+        entry.so.write_bytes(bad)
     before = disk_cache.stats()
     with pytest.warns(RuntimeWarning, match="did not load"):
         fn = CompileCache().get_or_compile(key, _build_pre)
@@ -394,3 +399,100 @@ def test_read_only_cache_still_loads(monkeypatch, cache_dir):
     calls = []
     assert CompileCache().get_or_compile(key, lambda: calls.append(1)) is not None
     assert calls == []
+
+
+# a process that finds its kernels on disk must not import the DSL (the bulk of a warm first call):
+# the config and key come from fa4_sm120.configs / tiles, the version from package metadata, the
+# kernel from the linked <sha>.so through TVM-FFI alone; the DSL is imported only to compile
+LAZY_CHILD = f"""
+    import json, sys, time
+    import torch  # a model process has it already: time what fa4 adds
+    t0 = time.perf_counter()
+    from fa4_torch import disk_cache
+    from fa4_torch.cache import CompileCache
+    {PRE_KEY_SRC.replace("fa4_sm120.bwd_pre_post", "fa4_sm120.configs")}
+
+    def build():
+        from fa4_sm120.bwd_pre_post import compile_preprocess
+
+        return compile_preprocess(key[1], tvm_ffi=True)
+
+    fn = CompileCache().get_or_compile(key, build)
+    seconds = time.perf_counter() - t0
+    x = torch.zeros(2, 16, 4, 64, dtype=torch.bfloat16)
+    f32 = torch.zeros(2, 4, 16)
+    try:
+        fn(x, x, f32, None, f32, f32)
+        error = None
+    except Exception as e:
+        error = str(e)
+    print(json.dumps(dict(seconds=seconds, dsl_imported="cutlass" in sys.modules, type=type(fn).__name__,
+                          error=error, **disk_cache.stats())))
+"""
+
+
+@pytest.mark.compile_only
+@pytest.mark.timeout(600)
+def test_warm_process_loads_without_importing_the_dsl(cache_dir):
+    if disk_cache._c_compiler() is None:
+        pytest.skip("no C compiler here: the cache keeps object files only, which load through the DSL")
+    cold = _run(LAZY_CHILD)
+    entry = disk_cache.entry_for(_pre_key())
+    assert entry.so.is_file() and entry.obj.is_file()
+    warm = _run(LAZY_CHILD)
+    assert (cold["compiled"], cold["written"], cold["dsl_imported"]) == (1, 1, True), cold
+    assert (warm["compiled"], warm["loaded"], warm["dsl_imported"]) == (0, 1, False), warm
+    assert warm["type"] == "Function"
+    # the same function: both reject CPU tensors with the same message (a call needs a GPU)
+    assert warm["error"] and warm["error"] == cold["error"]
+    print(
+        f"\nCPU, import fa4_torch + warm first lookup (no DSL): {warm['seconds']:.3f} s (cold {cold['seconds']:.2f} s)"
+    )
+
+
+@pytest.mark.compile_only
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_object_file_serves_when_the_shared_library_does_not(damage, cache_dir):
+    """No ``.so`` (written without a compiler) or one that will not load: the ``.o`` loads through
+    the DSL, the same function; a damaged ``.so`` warns once."""
+    key = _pre_key()
+    fn = CompileCache().get_or_compile(key, _build_pre)
+    entry = disk_cache.entry_for(key)
+    if damage == "missing":
+        entry.so.unlink(missing_ok=True)
+    else:
+        entry.so.write_bytes(b"not a shared library")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = CompileCache().get_or_compile(key, lambda: pytest.fail("must load the .o, not compile"))
+    assert (damage == "garbage") == any("did not load" in str(w.message) for w in caught)
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(2, 16, 4, 64, dtype=torch.bfloat16)
+    f32 = torch.zeros(2, 4, 16)
+    errors = []
+    for f in (fn, loaded):
+        with pytest.raises(Exception) as e:
+            f(x, x, f32, None, f32, f32)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1]
+
+
+def test_key_lookup_imports_no_dsl():
+    """Choosing a variant and naming its file (tables, configs, DSL version, target, entry) stays
+    free of the DSL in a fresh process."""
+    out = _run(
+        """
+        import json, sys
+        from fa4_sm120.tiles import fwd_config
+        from fa4_sm120.bwd_tiles import bwd_config
+        from fa4_sm120.configs import CombineConfig, PrePostConfig
+        from fa4_torch import disk_cache
+        from fa4_torch.cache import dsl_version
+        cfgs = [fwd_config("sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4),
+                bwd_config("sm120", "bfloat16", 256, 256, causal=True, dsink=True),
+                PrePostConfig("bfloat16", 64, True), CombineConfig("bfloat16", 128)]
+        names = [str(disk_cache.entry_for((c, "sm_120", dsl_version(), 0)).obj) for c in cfgs]
+        print(json.dumps(dict(dsl_imported="cutlass" in sys.modules, n=len(set(names)))))
+        """
+    )
+    assert out == {"dsl_imported": False, "n": 4}

@@ -74,8 +74,6 @@ the arch cap (101,376 B on SM120).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
@@ -87,7 +85,9 @@ from fa4_core.layout import acc_as_a_operand, acc_mn_view, quad_allreduce_sum
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
+from fa4_sm120.configs import BwdConfig
 from fa4_sm120.mma_sync import atom_k, check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
+from fa4_sm120.smem import bwd_smem_bytes
 
 __all__ = [
     "BwdConfig",
@@ -101,72 +101,6 @@ __all__ = [
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
-ELEM_BYTES = 2
-
-
-def _align(x: int, a: int = 1024) -> int:
-    return (x + a - 1) // a * a
-
-
-def bwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
-    """Bytes of the kernel's ``SharedStorage``: sQ, sdO, sK, sV, sP, sdS (each 1024-B aligned)."""
-    return (
-        _align(tile_m * head_dim * ELEM_BYTES)
-        + _align(tile_m * head_dim_v * ELEM_BYTES)
-        + _align(tile_n * head_dim * ELEM_BYTES)
-        + _align(tile_n * head_dim_v * ELEM_BYTES)
-        + 2 * _align(tile_m * tile_n * ELEM_BYTES)
-    )
-
-
-@dataclass(frozen=True)
-class BwdConfig:
-    """Everything that changes the generated code of the backward (scale, lengths, batch and head
-    counts are runtime values)."""
-
-    dtype: str
-    head_dim: int
-    head_dim_v: int
-    tile_m: int = 64
-    tile_n: int = 64
-    num_threads: int = 128
-    mma_warps_n: int = 1  # warps along N of every MMA (the rest split M); 1 keeps dS in registers for dQ
-    is_causal: bool = False
-    deterministic: bool = False
-    arch: str = "sm_120a"
-    is_local: bool = False
-    has_softcap: bool = False
-    varlen_q: bool = False
-    varlen_k: bool = False
-    has_seqused_q: bool = False
-    has_seqused_k: bool = False
-    has_dsink: bool = False  # also accumulate rowsum(P * dP) per query row (the learnable sink's gradient)
-    # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
-    # GPU with more shared memory per SM (H100/H200: 228 KB) keeps as few CTAs per SM as SM120 would
-    launch_smem: int = 0
-
-    @property
-    def check_q_rows(self) -> bool:
-        """Rows past the (per-sequence) query length are read from packed/unwritten buffers."""
-        return self.varlen_q or self.has_seqused_q
-
-    @property
-    def num_warps(self) -> int:
-        return self.num_threads // 32
-
-    @property
-    def mma_warps_m(self) -> int:
-        return self.num_warps // self.mma_warps_n
-
-    @property
-    def dq_from_regs(self) -> bool:
-        """With every warp owning whole rows of dS (``mma_warps_n == 1``) its dS accumulator is the A
-        operand of its ``dQ = dS·K`` rows; otherwise dQ reads dS back from shared memory."""
-        return self.mma_warps_n == 1
-
-    @property
-    def smem_bytes(self) -> int:
-        return bwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v)
 
 
 class FlashAttentionBackwardSm120:

@@ -18,15 +18,13 @@ Postprocess: ``dQ[b, i, h, :] = (dQaccum[b, h, i, :] * softmax_scale)`` converte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
 
-from fa4_core.errors import unsupported
 from fa4_core.layout import quad_allreduce_sum
 from fa4_core.softmax import LOG2_E
+from fa4_sm120.configs import PrePostConfig
 
 __all__ = [
     "PrePostConfig",
@@ -41,19 +39,6 @@ DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 ROWS = 32  # query rows per CTA
 THREADS = 128  # four lanes per row
 LANES_PER_ROW = THREADS // ROWS
-
-
-@dataclass(frozen=True)
-class PrePostConfig:
-    dtype: str
-    head_dim: int  # head_dim_v for the preprocess (O, dO), head_dim for the postprocess (dQ)
-    has_dlse: bool = False  # preprocess only: subtract the gradient of the returned LSE
-
-    def check(self) -> None:
-        if self.dtype not in DTYPES:
-            raise unsupported("dtype", self.dtype, "float16, bfloat16")
-        if self.head_dim % 32 or not 32 <= self.head_dim <= 256:
-            raise unsupported("head_dim", self.head_dim, "a multiple of 32 up to 256")
 
 
 def _row_copy(dtype, head_dim: int):

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.bwd import BwdConfig
+from fa4_sm120.configs import BwdConfig
 
 __all__ = ["BwdTile", "BWD_TABLE", "select_bwd_tile", "bwd_config"]
 

@@ -22,13 +22,13 @@ Constraints: ``splits <= 64``, ``dv`` a multiple of 32 up to 256 (each lane owns
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32
 
 from fa4_core.errors import unsupported
+from fa4_sm120.configs import CombineConfig
 from fa4_sm120.fwd import DTYPES, HEAD_DIMS
 
 __all__ = ["CombineConfig", "SplitKVCombine", "MAX_SPLITS"]
@@ -36,14 +36,6 @@ __all__ = ["CombineConfig", "SplitKVCombine", "MAX_SPLITS"]
 MAX_SPLITS = 64
 _LOG2_E = math.log2(math.e)
 _LN_2 = math.log(2.0)
-
-
-@dataclass(frozen=True)
-class CombineConfig:
-    dtype: str
-    head_dim_v: int
-    has_sink: bool = False
-    num_warps: int = 4
 
 
 class SplitKVCombine:

@@ -45,8 +45,6 @@ Constraints: head_dim and head_dim_v multiples of 32 up to 256; shared memory
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
@@ -59,53 +57,13 @@ from fa4_core.mask import apply_mask
 from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
+from fa4_sm120.configs import FwdConfig
 from fa4_sm120.limits import HEAD_DIMS
 from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
-from fa4_sm120.smem import fwd_smem_bytes
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
-
-
-@dataclass(frozen=True)
-class FwdConfig:
-    """Everything that changes the generated code (and nothing that does not: the softmax scale,
-    sequence lengths, batch and head counts are runtime values)."""
-
-    dtype: str
-    head_dim: int
-    head_dim_v: int
-    tile_m: int
-    tile_n: int
-    num_threads: int
-    num_stages: int = 1
-    q_in_regs: bool = False
-    is_causal: bool = False
-    is_local: bool = False
-    pack_gqa: bool = False
-    qhead_per_kvhead: int = 1  # compile-time only with pack_gqa (1 otherwise)
-    arch: str = "sm_120a"
-    varlen_q: bool = False
-    varlen_k: bool = False
-    has_seqused_q: bool = False
-    has_seqused_k: bool = False
-    paged_kv: bool = False
-    kv_batch_idx: bool = False
-    split_kv: bool = False
-    has_softcap: bool = False
-    has_sink: bool = False
-    # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
-    # GPU with more shared memory per SM (H100: 228 KB) keeps as few CTAs per SM as SM120 would
-    launch_smem: int = 0
-
-    @property
-    def num_warps(self) -> int:
-        return self.num_threads // 32
-
-    @property
-    def smem_bytes(self) -> int:
-        return fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
 
 
 class FlashAttentionForwardSm120:

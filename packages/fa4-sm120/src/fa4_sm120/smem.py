@@ -9,7 +9,7 @@ registers the Q buffer is still allocated (it is the staging buffer of the load 
 
 from __future__ import annotations
 
-__all__ = ["fwd_smem_bytes", "ELEM_BYTES"]
+__all__ = ["fwd_smem_bytes", "bwd_smem_bytes", "ELEM_BYTES"]
 
 ELEM_BYTES = 2  # fp16 / bf16
 
@@ -23,3 +23,14 @@ def fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int, num
     k = _align(tile_n * head_dim * ELEM_BYTES * num_stages)
     v = _align(tile_n * head_dim_v * ELEM_BYTES * num_stages)
     return q + k + v
+
+
+def bwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
+    """Bytes of the kernel's ``SharedStorage``: sQ, sdO, sK, sV, sP, sdS (each 1024-B aligned)."""
+    return (
+        _align(tile_m * head_dim * ELEM_BYTES)
+        + _align(tile_m * head_dim_v * ELEM_BYTES)
+        + _align(tile_n * head_dim * ELEM_BYTES)
+        + _align(tile_n * head_dim_v * ELEM_BYTES)
+        + 2 * _align(tile_m * tile_n * ELEM_BYTES)
+    )

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.fwd import FwdConfig
+from fa4_sm120.configs import FwdConfig
 
 __all__ = ["FwdTile", "FWD_TABLE", "FAMILIES", "select_fwd_tile", "fwd_config", "family_cap_arch"]
 

@@ -721,11 +721,13 @@ def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
     key = (out.dtype, out.shape[-1], learnable_sink is not None, out.device)
     fn = _fast.get(("combine", key))
     if fn is None:
-        from fa4_sm120.combine import CombineConfig, compile_combine
+        from fa4_sm120.configs import CombineConfig
 
         cfg = CombineConfig(_DTYPES[out.dtype], out.shape[-1], has_sink=learnable_sink is not None)
 
         def build():
+            from fa4_sm120.combine import compile_combine  # the DSL: only when compiling
+
             with torch.cuda.device(out.device):
                 return compile_combine(cfg, tvm_ffi=True)
 
@@ -735,7 +737,6 @@ def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
 
 
 def _compile_for(key, device: torch.device):
-    from fa4_sm120.compile import compile_fwd
     from fa4_sm120.tiles import fwd_config
 
     dtype, head_dim, head_dim_v, causal, is_local, pack_gqa, ratio, flags, _ = key
@@ -769,6 +770,8 @@ def _compile_for(key, device: torch.device):
     target = f"sm_{major}{minor}"
 
     def build():
+        from fa4_sm120.compile import compile_fwd  # the DSL: only when compiling (not on a disk hit)
+
         with torch.cuda.device(device):
             return compile_fwd(cfg, tvm_ffi=True)
 

@@ -65,9 +65,8 @@ def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, d
     fns = _fast.get(key)
     if fns is not None:
         return fns
-    from fa4_sm120.bwd import compile_bwd
-    from fa4_sm120.bwd_pre_post import PrePostConfig, compile_postprocess, compile_preprocess
     from fa4_sm120.bwd_tiles import bwd_config
+    from fa4_sm120.configs import PrePostConfig
 
     local, softcap, varlen_q, varlen_k, used_q, used_k, dsink = flags or (False,) * 7
     family = device_family(device)
@@ -82,17 +81,24 @@ def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, d
     pre_cfg = PrePostConfig(dt, head_dim_v, has_dlse)
     post_cfg = PrePostConfig(dt, head_dim)
 
-    def build(fn, c):
+    def build(module, name, c):
         def go():
+            import importlib
+
+            fn = getattr(importlib.import_module(module), name)  # the DSL: only when compiling
             with torch.cuda.device(device):
                 return fn(c, tvm_ffi=True)
 
         return go
 
     ver = dsl_version()
-    main = BWD_CACHE.get_or_compile(("bwd", cfg, target, ver), build(compile_bwd, cfg))
-    pre = BWD_CACHE.get_or_compile(("pre", pre_cfg, target, ver), build(compile_preprocess, pre_cfg))
-    post = BWD_CACHE.get_or_compile(("post", post_cfg, target, ver), build(compile_postprocess, post_cfg))
+    main = BWD_CACHE.get_or_compile(("bwd", cfg, target, ver), build("fa4_sm120.bwd", "compile_bwd", cfg))
+    pre = BWD_CACHE.get_or_compile(
+        ("pre", pre_cfg, target, ver), build("fa4_sm120.bwd_pre_post", "compile_preprocess", pre_cfg)
+    )
+    post = BWD_CACHE.get_or_compile(
+        ("post", post_cfg, target, ver), build("fa4_sm120.bwd_pre_post", "compile_postprocess", post_cfg)
+    )
     fns = (pre, main, post, cfg.tile_m, cfg.mma_warps_n)
     _fast[key] = fns
     return fns

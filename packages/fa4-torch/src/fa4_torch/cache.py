@@ -21,10 +21,23 @@ from typing import Any
 __all__ = ["CompileCache", "dsl_version"]
 
 
-def dsl_version() -> str:
-    import cutlass
+_DSL_VERSION: list[str] = []
 
-    return getattr(cutlass, "__version__", "unknown")
+
+def dsl_version() -> str:
+    """``nvidia-cutlass-dsl``'s version, from the installed distribution's metadata: a key lookup
+    must not import the DSL (a warm process loads its kernels from disk without it)."""
+    if not _DSL_VERSION:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("nvidia-cutlass-dsl")
+        except metadata.PackageNotFoundError:  # e.g. a source checkout on the path
+            import cutlass
+
+            version = getattr(cutlass, "__version__", "unknown")
+        _DSL_VERSION.append(version)
+    return _DSL_VERSION[0]
 
 
 class CompileCache:

@@ -4,22 +4,28 @@ A kernel variant compiles once per machine instead of once per process. :class:`
 CompileCache` calls :func:`load_or_build` on an in-memory miss; this module turns the key into a file
 name, loads the file when it is there, and otherwise compiles and writes it.
 
-Layout: ``<root>/<dsl-version>/<target>/<sha>.o`` (plus ``<sha>.json``, what the entry is, for people,
-and ``<sha>.lock``), where
+Layout: ``<root>/<dsl-version>/<target>/<sha>.o`` (plus ``<sha>.so`` where it could be linked,
+``<sha>.json``, what the entry is, for people, and ``<sha>.lock``), where
 
 * ``root`` is ``$FA4_CACHE_DIR``, else ``$XDG_CACHE_HOME/fa4``, else ``~/.cache/fa4``;
   ``FA4_CACHE_DIR=off`` (or ``0``, ``none``, ``false``) or ``FA4_DISK_CACHE=0`` turns the disk layer off;
-* ``dsl-version`` is ``nvidia-cutlass-dsl``'s version, ``target`` the ptxas target the DSL compiles
-  for (``CUTE_DSL_ARCH`` or the resident GPU's, e.g. ``sm_120a``, ``sm_90a``);
+* ``dsl-version`` is ``nvidia-cutlass-dsl``'s version, ``target`` what the DSL compiles for
+  (``CUTE_DSL_ARCH``, else the current GPU's ``sm_XY``), both named without importing the DSL;
 * ``sha`` is the SHA-256 of the key's canonical text (every field of the frozen config dataclasses,
   the strings of the key; the device index is dropped: the object file does not depend on it), the
   target, the DSL and TVM-FFI versions, the machine (``x86_64``/``aarch64``) and a fingerprint of the
   ``.py`` sources of ``fa4_core`` and ``fa4_sm120`` (computed once per process), so that editing the
   kernels or upgrading the DSL gives new entries and never loads a stale one.
 
-The file is what ``compiled.export_to_c`` writes and ``cutlass.cute.runtime.load_module(...,
+The object file is what ``compiled.export_to_c`` writes and ``cutlass.cute.runtime.load_module(...,
 enable_tvm_ffi=True)`` loads: a TVM-FFI function that takes the same torch tensors as the in-process
-one (the protocol of ``quack.cache.jit``).
+one (the protocol of ``quack.cache.jit``). Where a C compiler is on the machine (``$CC``, ``cc``,
+``gcc``, ``clang``), the writer also links it into ``<sha>.so`` against the DSL's runtime library and
+TVM-FFI (``-z defs``: every symbol resolved at link time, absolute rpaths); a later process loads
+that with ``tvm_ffi.load_module`` alone: the same ``__tvm_ffi_func`` symbol and calling convention,
+without importing the DSL, whose import (0.3-2.5 s measured) is most of a warm first call. Without a
+compiler, or if the ``.so`` will not load, the ``.o`` is loaded through the DSL as before
+(``FA4_CACHE_SO=0`` forces that).
 
 Concurrency: one advisory ``flock`` per entry. A hit loads under a shared lock (many readers at once);
 a miss takes the exclusive lock, looks again (another process may have just written it), compiles,
@@ -47,6 +53,8 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import subprocess
 import threading
 import time
 import warnings
@@ -70,6 +78,7 @@ __all__ = [
 
 CACHE_DIR_ENV = "FA4_CACHE_DIR"
 SWITCH_ENV = "FA4_DISK_CACHE"
+SO_ENV = "FA4_CACHE_SO"  # "0": load the object files through the DSL, ignoring the linked .so
 FUNC_NAME = "func"  # the exported TVM-FFI symbol: __tvm_ffi_func
 LOCK_TIMEOUT_S = 300.0  # waiting for another process's compile of the same variant (seconds each)
 _OFF = {"0", "off", "no", "none", "false", "disable", "disabled"}
@@ -95,14 +104,21 @@ def cache_root() -> Path | None:
 
 
 def compile_target() -> str:
-    """The ptxas target ``cute.compile`` uses without ``--gpu-arch``: the DSL's latched arch
-    (``CUTE_DSL_ARCH``, else the resident GPU's, read once per process by the DSL)."""
+    """What the DSL compiles for without ``--gpu-arch``, named without importing the DSL:
+    ``CUTE_DSL_ARCH`` when set (the DSL's override), else the current GPU's ``sm_XY`` (the DSL reads
+    the resident GPU), else ``unknown``."""
+    env = os.environ.get("CUTE_DSL_ARCH", "").strip()
+    if env:
+        return env
     try:
-        from cutlass.cutlass_dsl import CuTeDSL
+        import torch
 
-        return str(CuTeDSL._get_dsl().envar.arch)
-    except Exception:  # a DSL without that attribute: its documented override
-        return os.environ.get("CUTE_DSL_ARCH", "").strip() or "unknown"
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            return f"sm_{major}{minor}"
+    except Exception:
+        pass
+    return "unknown"
 
 
 # ---------------------------------------------------------------------------------- what
@@ -188,6 +204,10 @@ class Entry:
     @property
     def obj(self) -> Path:
         return self.directory / f"{self.sha}.o"
+
+    @property
+    def so(self) -> Path:
+        return self.directory / f"{self.sha}.so"
 
     @property
     def lock(self) -> Path:
@@ -296,11 +316,54 @@ def _warn_once(kind: str, message: str) -> None:
     warnings.warn(f"fa4 compile cache: {message}", RuntimeWarning, stacklevel=4)
 
 
+_modules: list[Any] = []  # loaded shared libraries stay loaded for the life of the process
+
+
 def _load(entry: Entry):
+    """The entry's function: from ``<sha>.so`` through TVM-FFI alone when it is there and loads,
+    else from ``<sha>.o`` through the DSL."""
+    if entry.so.exists() and os.environ.get(SO_ENV, "").strip().lower() not in _OFF:
+        try:
+            import tvm_ffi
+
+            module = tvm_ffi.load_module(str(entry.so))
+            fn = module[FUNC_NAME]
+            _modules.append(module)
+            return fn
+        except Exception as e:
+            _warn_once(
+                f"so:{entry.directory}",
+                f"{entry.so} did not load ({type(e).__name__}: {str(e).strip()[:200]}); using {entry.obj.name}",
+            )
     from cutlass.cute.runtime import load_module
 
     module = load_module(str(entry.obj), enable_tvm_ffi=True)
     return module[FUNC_NAME]
+
+
+def _c_compiler() -> str | None:
+    for name in (os.environ.get("CC", "").strip(), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _link_shared(obj: Path, out: Path) -> bool:
+    """Link ``obj`` into the shared library ``out`` against the DSL runtime and TVM-FFI; ``False``
+    (nothing written) without a C compiler or when the link fails."""
+    cc = _c_compiler()
+    if cc is None:
+        return False
+    from cutlass.cute.runtime import find_runtime_libraries
+
+    libs = [str(Path(p).resolve()) for p in find_runtime_libraries(enable_tvm_ffi=True) if Path(p).exists()]
+    rpaths = [f"-Wl,-rpath,{d}" for d in dict.fromkeys(str(Path(p).parent) for p in libs)]
+    cmd = [cc, "-shared", "-o", str(out), str(obj), *libs, *rpaths, "-Wl,-z,defs"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and out.exists()
 
 
 def _try_load(entry: Entry, *, remove: bool):
@@ -318,7 +381,7 @@ def _try_load(entry: Entry, *, remove: bool):
             f"corrupt:{entry.directory}",
             f"{entry.obj} did not load ({type(e).__name__}: {str(e).strip()[:200]}); removed, recompiling",
         )
-        for p in (entry.obj, entry.meta):
+        for p in (entry.obj, entry.so, entry.meta):
             try:
                 p.unlink()
             except OSError:
@@ -338,8 +401,11 @@ def _write(fn, entry: Entry, seconds: float) -> None:
         )
         return
     tmp = entry.obj.with_name(f"{entry.obj.name}.tmp.{os.getpid()}.{threading.get_ident()}")
+    so_tmp = entry.so.with_name(f"{entry.so.name}.tmp.{os.getpid()}.{threading.get_ident()}")
     try:
         export(object_file_path=str(tmp), function_name=FUNC_NAME)
+        if _link_shared(tmp, so_tmp):
+            os.replace(so_tmp, entry.so)
         meta = dict(key=entry.text, target=entry.target, dsl=entry.dsl, compile_s=round(seconds, 3))
         meta.update(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), pid=os.getpid())
         meta_tmp = entry.meta.with_name(f"{entry.meta.name}.tmp.{os.getpid()}")
@@ -352,7 +418,7 @@ def _write(fn, entry: Entry, seconds: float) -> None:
             f"could not write {entry.obj} ({type(e).__name__}: {str(e).strip()[:200]}); "
             "this variant will compile again in the next process",
         )
-        for p in (tmp, entry.meta.with_name(f"{entry.meta.name}.tmp.{os.getpid()}")):
+        for p in (tmp, so_tmp, entry.meta.with_name(f"{entry.meta.name}.tmp.{os.getpid()}")):
             try:
                 p.unlink()
             except OSError:

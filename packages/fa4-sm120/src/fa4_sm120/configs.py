@@ -1,0 +1,129 @@
+"""The compile-time configs of the kernel classes, as plain frozen dataclasses (no DSL import).
+
+A config is everything that changes a kernel's generated code: the tile tables build them, the compile
+caches of fa4-torch key on them (in memory and on disk), and the kernel classes
+(:mod:`fa4_sm120.fwd`, :mod:`fa4_sm120.bwd`, :mod:`fa4_sm120.bwd_pre_post`, :mod:`fa4_sm120.combine`)
+check and compile them. Keeping them free of the DSL lets a process that loads its kernels from the
+disk cache choose and name them without importing the DSL (about 0.3-2.5 s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fa4_core.errors import unsupported
+from fa4_sm120.limits import DTYPE_NAMES
+from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes
+
+__all__ = ["FwdConfig", "BwdConfig", "PrePostConfig", "CombineConfig"]
+
+
+@dataclass(frozen=True)
+class FwdConfig:
+    """Everything that changes the generated code (and nothing that does not: the softmax scale,
+    sequence lengths, batch and head counts are runtime values)."""
+
+    dtype: str
+    head_dim: int
+    head_dim_v: int
+    tile_m: int
+    tile_n: int
+    num_threads: int
+    num_stages: int = 1
+    q_in_regs: bool = False
+    is_causal: bool = False
+    is_local: bool = False
+    pack_gqa: bool = False
+    qhead_per_kvhead: int = 1  # compile-time only with pack_gqa (1 otherwise)
+    arch: str = "sm_120a"
+    varlen_q: bool = False
+    varlen_k: bool = False
+    has_seqused_q: bool = False
+    has_seqused_k: bool = False
+    paged_kv: bool = False
+    kv_batch_idx: bool = False
+    split_kv: bool = False
+    has_softcap: bool = False
+    has_sink: bool = False
+    # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
+    # GPU with more shared memory per SM (H100: 228 KB) keeps as few CTAs per SM as SM120 would
+    launch_smem: int = 0
+
+    @property
+    def num_warps(self) -> int:
+        return self.num_threads // 32
+
+    @property
+    def smem_bytes(self) -> int:
+        return fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
+
+
+@dataclass(frozen=True)
+class BwdConfig:
+    """Everything that changes the generated code of the backward (scale, lengths, batch and head
+    counts are runtime values)."""
+
+    dtype: str
+    head_dim: int
+    head_dim_v: int
+    tile_m: int = 64
+    tile_n: int = 64
+    num_threads: int = 128
+    mma_warps_n: int = 1  # warps along N of every MMA (the rest split M); 1 keeps dS in registers for dQ
+    is_causal: bool = False
+    deterministic: bool = False
+    arch: str = "sm_120a"
+    is_local: bool = False
+    has_softcap: bool = False
+    varlen_q: bool = False
+    varlen_k: bool = False
+    has_seqused_q: bool = False
+    has_seqused_k: bool = False
+    has_dsink: bool = False  # also accumulate rowsum(P * dP) per query row (the learnable sink's gradient)
+    # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
+    # GPU with more shared memory per SM (H100/H200: 228 KB) keeps as few CTAs per SM as SM120 would
+    launch_smem: int = 0
+
+    @property
+    def check_q_rows(self) -> bool:
+        """Rows past the (per-sequence) query length are read from packed/unwritten buffers."""
+        return self.varlen_q or self.has_seqused_q
+
+    @property
+    def num_warps(self) -> int:
+        return self.num_threads // 32
+
+    @property
+    def mma_warps_m(self) -> int:
+        return self.num_warps // self.mma_warps_n
+
+    @property
+    def dq_from_regs(self) -> bool:
+        """With every warp owning whole rows of dS (``mma_warps_n == 1``) its dS accumulator is the A
+        operand of its ``dQ = dS·K`` rows; otherwise dQ reads dS back from shared memory."""
+        return self.mma_warps_n == 1
+
+    @property
+    def smem_bytes(self) -> int:
+        return bwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v)
+
+
+@dataclass(frozen=True)
+class PrePostConfig:
+    dtype: str
+    head_dim: int  # head_dim_v for the preprocess (O, dO), head_dim for the postprocess (dQ)
+    has_dlse: bool = False  # preprocess only: subtract the gradient of the returned LSE
+
+    def check(self) -> None:
+        if self.dtype not in DTYPE_NAMES:
+            raise unsupported("dtype", self.dtype, "float16, bfloat16")
+        if self.head_dim % 32 or not 32 <= self.head_dim <= 256:
+            raise unsupported("head_dim", self.head_dim, "a multiple of 32 up to 256")
+
+
+@dataclass(frozen=True)
+class CombineConfig:
+    dtype: str
+    head_dim_v: int
+    has_sink: bool = False
+    num_warps: int = 4
