@@ -81,24 +81,24 @@ def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, d
     pre_cfg = PrePostConfig(dt, head_dim_v, has_dlse)
     post_cfg = PrePostConfig(dt, head_dim)
 
-    def build(module, name, c):
+    def build(kind, c):
         def go():
-            import importlib
+            from fa4_sm120 import bwd, bwd_pre_post  # the DSL: only when compiling (not on a disk hit)
 
-            fn = getattr(importlib.import_module(module), name)  # the DSL: only when compiling
+            compile_fn = {
+                "bwd": bwd.compile_bwd,
+                "pre": bwd_pre_post.compile_preprocess,
+                "post": bwd_pre_post.compile_postprocess,
+            }[kind]
             with torch.cuda.device(device):
-                return fn(c, tvm_ffi=True)
+                return compile_fn(c, tvm_ffi=True)
 
         return go
 
     ver = dsl_version()
-    main = BWD_CACHE.get_or_compile(("bwd", cfg, target, ver), build("fa4_sm120.bwd", "compile_bwd", cfg))
-    pre = BWD_CACHE.get_or_compile(
-        ("pre", pre_cfg, target, ver), build("fa4_sm120.bwd_pre_post", "compile_preprocess", pre_cfg)
-    )
-    post = BWD_CACHE.get_or_compile(
-        ("post", post_cfg, target, ver), build("fa4_sm120.bwd_pre_post", "compile_postprocess", post_cfg)
-    )
+    main = BWD_CACHE.get_or_compile(("bwd", cfg, target, ver), build("bwd", cfg))
+    pre = BWD_CACHE.get_or_compile(("pre", pre_cfg, target, ver), build("pre", pre_cfg))
+    post = BWD_CACHE.get_or_compile(("post", post_cfg, target, ver), build("post", post_cfg))
     fns = (pre, main, post, cfg.tile_m, cfg.mma_warps_n)
     _fast[key] = fns
     return fns

@@ -1,0 +1,61 @@
+"""The host-side compile paths of fa4-torch (``api._compile_for``, ``autograd._bwd_kernels``) run end
+to end on the CPU: the GPU queries are pinned to an SM120 (capability 12.0)
+and every kernel compiles for ``sm_120a`` through the same builders a GPU call uses, so a broken
+import or key in those paths fails here and not only on the GPU machine. Nothing launches."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.compile_only, pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def sm120(monkeypatch, tmp_path):
+    from fa4_torch import api, autograd
+
+    monkeypatch.setenv("CUTE_DSL_ARCH", "sm_120a")
+    monkeypatch.setenv("FA4_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (12, 0))
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(api, "device_family", lambda device: "sm120")
+    monkeypatch.setattr(autograd, "device_family", lambda device: "sm120")
+    api._reset_caches()
+    autograd._reset_caches()
+    yield torch.device("cuda", 0)
+    api._reset_caches()
+    autograd._reset_caches()
+
+
+@pytest.mark.parametrize("dsink", [False, True])
+def test_backward_kernels_compile_through_the_api_path(sm120, dsink):
+    from fa4_torch import autograd, disk_cache
+
+    flags = (False, False, False, False, False, False, dsink)
+    pre, main, post, tile_m, warps_n = autograd._bwd_kernels(
+        torch.bfloat16, 256, 256, True, True, True, sm120, flags
+    )
+    assert all(callable(f) for f in (pre, main, post))
+    assert (tile_m, warps_n) == (32, 2)  # the d256 row: 32-row tiles over 2x2 warps
+    assert disk_cache.stats()["written"] >= 3
+
+
+def test_forward_compiles_and_reloads_through_the_api_path(sm120):
+    import tvm_ffi
+
+    from fa4_torch import api, disk_cache
+
+    # (dtype, d, dv, causal, local, pack_gqa, ratio, flags, device index); flags: varlen_q, varlen_k,
+    # seqused_q, seqused_k, paged, kv_batch_idx, split, softcap, sink
+    key = (torch.bfloat16, 128, 128, True, False, True, 4, (False,) * 6 + (True, False, True), 0)
+    fn = api._compile_for(key, sm120)
+    assert callable(fn) and disk_cache.stats()["written"] >= 1
+    # a second process's view: the same key now loads from disk as a TVM-FFI function
+    api._reset_caches()
+    before = disk_cache.stats()["loaded"]
+    assert isinstance(api._compile_for(key, sm120), tvm_ffi.Function)
+    assert disk_cache.stats()["loaded"] == before + 1
