@@ -170,6 +170,16 @@ OTHER_DIMS = [
         (224, (333, 444), (6, 3), True, False),
     )
 ]
+# the forward issue's seqlen pairs (single rows and keys, q >> k, k >> q, a length past a multiple of
+# every tile) at every head-dim family of the backward table
+PAIRS = [
+    Case("bf16", 1, sq, sk, 4, 2, d, dv, causal=causal)
+    for (d, dv), (sq, sk), causal in itertools.product(
+        ((64, 64), (96, 96), (128, 128), (192, 128), (192, 192), (256, 256)),
+        ((1, 1), (3, 3), (64, 1), (113, 203), (799, 3), (1, 4096), (4224, 4224)),
+        (False, True),
+    )
+]
 # the forward's seed grid (DESIGN §7) for gradients: fp16/bf16 x causal x batch {1, 2} x seqlen
 # {128 .. 4096} x heads {16/16, 16/8, 16/1} x head dim {64, 128}; GQA ratio 16 is the MQA column
 SEED = [
@@ -213,6 +223,13 @@ def test_bwd(c):
     "c", [pytest.param(c, marks=pytest.mark.xdist_group(_group(c))) for c in SEED], ids=str
 )
 def test_bwd_seed_grid(c):
+    run_case(c)
+
+
+@pytest.mark.parametrize(
+    "c", [pytest.param(c, marks=pytest.mark.xdist_group(_group(c))) for c in PAIRS], ids=str
+)
+def test_bwd_seqlen_pairs(c):
     run_case(c)
 
 
