@@ -73,6 +73,20 @@ def _files(root: Path) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if p.is_file())
 
 
+def _assert_same_rejection(compiled, loaded) -> None:
+    """The same signature: both preprocess functions reject CPU tensors with the same message (a
+    call needs a GPU)."""
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(2, 16, 4, 64, dtype=torch.bfloat16)
+    f32 = torch.zeros(2, 4, 16)
+    errors = []
+    for f in (compiled, loaded):
+        with pytest.raises(Exception) as e:
+            f(x, x, f32, None, f32, f32)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1]
+
+
 # ---------------------------------------------------------------------------------- the key
 def test_key_text_names_every_field_and_drops_only_the_device_index():
     from fa4_sm120.tiles import fwd_config
@@ -235,16 +249,7 @@ def test_written_by_one_cache_loaded_by_the_next(cache_dir):
     import tvm_ffi
 
     assert isinstance(loaded, tvm_ffi.Function)
-    # the same signature: both reject CPU tensors with the same message (a call needs a GPU)
-    torch = pytest.importorskip("torch")
-    x = torch.zeros(2, 16, 4, 64, dtype=torch.bfloat16)
-    f32 = torch.zeros(2, 4, 16)
-    errors = []
-    for f in (fn, loaded):
-        with pytest.raises(Exception) as e:
-            f(x, x, f32, None, f32, f32)
-        errors.append(str(e.value))
-    assert errors[0] == errors[1]
+    _assert_same_rejection(fn, loaded)
 
 
 CHILD = f"""
@@ -466,15 +471,7 @@ def test_object_file_serves_when_the_shared_library_does_not(damage, cache_dir):
         warnings.simplefilter("always")
         loaded = CompileCache().get_or_compile(key, lambda: pytest.fail("must load the .o, not compile"))
     assert (damage == "garbage") == any("did not load" in str(w.message) for w in caught)
-    torch = pytest.importorskip("torch")
-    x = torch.zeros(2, 16, 4, 64, dtype=torch.bfloat16)
-    f32 = torch.zeros(2, 4, 16)
-    errors = []
-    for f in (fn, loaded):
-        with pytest.raises(Exception) as e:
-            f(x, x, f32, None, f32, f32)
-        errors.append(str(e.value))
-    assert errors[0] == errors[1]
+    _assert_same_rejection(fn, loaded)
 
 
 def test_key_lookup_imports_no_dsl():
