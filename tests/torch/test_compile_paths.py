@@ -59,3 +59,29 @@ def test_forward_compiles_and_reloads_through_the_api_path(sm120):
     before = disk_cache.stats()["loaded"]
     assert isinstance(api._compile_for(key, sm120), tvm_ffi.Function)
     assert disk_cache.stats()["loaded"] == before + 1
+
+
+def test_warmup_for_gpu_fills_the_cache_the_gpu_then_loads(sm120, tmp_path):
+    """``fa4 warmup --for-gpu 12.0`` on a machine without that GPU (a container build) writes the
+    entries that the SM120 process's API and backward then load instead of compiling."""
+    import os
+    import subprocess
+    import sys
+
+    from fa4_torch import api, autograd, disk_cache
+
+    env = dict(os.environ, FA4_CACHE_DIR=os.environ["FA4_CACHE_DIR"])
+    env.pop("CUTE_DSL_ARCH", None)  # the command sets the target itself
+    r = subprocess.run(
+        [sys.executable, "-m", "fa4_torch", "--no-gpu", "warmup", "--shapes", "8,2,64", "--dtype", "bf16",
+         "--causal", "no", "--backward", "--for-gpu", "12.0"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "compiled: 4 written" in r.stdout, r.stdout  # the forward and the three backward kernels
+    before = disk_cache.stats()
+    key = (torch.bfloat16, 64, 64, False, False, True, 4, (False,) * 9, sm120)
+    api._compile_for(key, sm120)
+    autograd._bwd_kernels(torch.bfloat16, 64, 64, False, False, False, sm120)
+    after = disk_cache.stats()
+    assert (after["loaded"] - before["loaded"], after["compiled"] - before["compiled"]) == (4, 0)

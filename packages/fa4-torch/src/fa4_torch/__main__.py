@@ -926,9 +926,85 @@ def _cache_where() -> str:
         return f"{root} ({type(e).__name__}: {e})"
 
 
+def prefill(specs, dtypes, causal, backward: bool, capability: tuple[int, int], log=print) -> list[dict]:
+    """Fill the disk compile cache for a GPU of ``capability`` without one here (a container image
+    built on a CPU machine): the kernels the API and the backward would compile on that GPU for dense
+    calls of ``specs`` (the variants :func:`warmup` makes there), through the same cache keys, built
+    for its target (``CUTE_DSL_ARCH``, set before the DSL's first use)."""
+    from fa4_core.errors import Fa4Error
+    from fa4_torch import api, autograd
+    from fa4_torch.dispatch import family_for_capability
+
+    major, minor = capability
+    family = family_for_capability(major, minor)
+    target = f"sm_{major}{minor}"
+    os.environ["CUTE_DSL_ARCH"] = target + ("a" if major >= 9 else "")
+    dt_torch = {"bf16": "bfloat16", "fp16": "float16"}
+    import torch
+
+    results = []
+    for spec in [parse_heads(s) if isinstance(s, str) else s for s in specs]:
+        ratio = spec.nheads // spec.nheads_kv
+        for dt in dtypes:
+            dtype = getattr(torch, dt_torch[dt])
+            for c in causal:
+                name = f"{dt} {spec}{' causal' if c else ''}"
+                t0 = time.perf_counter()
+                before = _disk_stats()
+                try:
+                    # the fast key of api._flash_attn_fwd for a dense call (pack-GQA on when ratio > 1)
+                    pack = ratio > 1
+                    key = (dtype, spec.head_dim, spec.head_dim_v, c, False, pack, ratio if pack else 1,
+                           (False,) * 9, None)  # fmt: skip
+                    api._fwd_kernel(key, family, target)
+                    if backward:
+                        autograd._bwd_kernels(
+                            dtype,
+                            spec.head_dim,
+                            spec.head_dim_v,
+                            c,
+                            False,
+                            False,
+                            None,
+                            family=family,
+                            target=target,
+                        )
+                    after = _disk_stats()
+                    status = (
+                        f"compiled: {after['written'] - before['written']} written, "
+                        f"{after['loaded'] - before['loaded']} already there"
+                    )
+                except Fa4Error as e:
+                    status = f"unsupported: {e}"
+                secs = time.perf_counter() - t0
+                log(f"  {name:<36} {secs:6.2f} s  {status}")
+                results.append(dict(variant=name, seconds=secs, status=status))
+    return results
+
+
 def cmd_warmup(args) -> int:
-    gpu = _gpu(args)
     causal = {"yes": (True,), "no": (False,), "both": (False, True)}[args.causal]
+    if args.for_gpu:
+        from fa4_core.arch import parse_arch
+        from fa4_torch import disk_cache
+
+        a = parse_arch(args.for_gpu)
+        if disk_cache.cache_root() is None:
+            print(
+                f"the disk cache is off ({disk_cache.CACHE_DIR_ENV} / {disk_cache.SWITCH_ENV}): nothing to fill"
+            )
+            return 1
+        print(
+            f"filling the compile cache for capability {a.major}.{a.minor} without that GPU here: "
+            f"{disk_cache.cache_root()}"
+        )
+        results = prefill(args.shapes, args.dtype, causal, args.backward, (a.major, a.minor))
+        bad = [r for r in results if not r["status"].startswith("compiled")]
+        print(
+            f"{len(results) - len(bad)}/{len(results)} variant(s) in {sum(r['seconds'] for r in results):.1f} s"
+        )
+        return 1 if bad else 0
+    gpu = _gpu(args)
     if gpu is None:
         d = _dispatch(None)
         print(
@@ -1010,6 +1086,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["bf16"])
     s.add_argument("--causal", choices=("yes", "no", "both"), default="both")
     s.add_argument("--backward", action="store_true", help="also compile the backward kernels")
+    s.add_argument(
+        "--for-gpu",
+        metavar="CAPABILITY",
+        help="fill the disk compile cache for that GPU (e.g. 12.0) without it here, e.g. in a "
+        "container image built on a CPU machine",
+    )
     s.set_defaults(func=cmd_warmup)
     return p
 

@@ -26,6 +26,7 @@ total length otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -737,11 +738,22 @@ def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
 
 
 def _compile_for(key, device: torch.device):
+    """The compiled forward of the fast key ``key`` for ``device`` (memoised in ``_fast``)."""
+    major, minor = torch.cuda.get_device_capability(device)
+    fn = _fwd_kernel(key, device_family(device), f"sm_{major}{minor}", device)
+    _fast[key] = fn
+    return fn
+
+
+def _fwd_kernel(key, family: str, target: str, device: torch.device | None = None):
+    """The compiled forward of ``key`` for a GPU of ``family`` whose compile target is ``target``
+    (``sm_XY``), through the compile cache (memory, then disk). ``device=None``: no GPU here (the
+    CLI's warmup filling the disk cache for another machine's GPU; the DSL's target then comes from
+    ``CUTE_DSL_ARCH``)."""
     from fa4_sm120.tiles import fwd_config
 
     dtype, head_dim, head_dim_v, causal, is_local, pack_gqa, ratio, flags, _ = key
     varlen_q, varlen_k, used_q, used_k, paged, kv_batch, split, softcap, sink = flags
-    family = device_family(device)
     cfg = fwd_config(
         family,
         _DTYPES[dtype],
@@ -766,18 +778,15 @@ def _compile_for(key, device: torch.device):
         has_softcap=softcap,
         has_sink=sink,
     )
-    major, minor = torch.cuda.get_device_capability(device)
-    target = f"sm_{major}{minor}"
 
     def build():
         from fa4_sm120.compile import compile_fwd  # the DSL: only when compiling (not on a disk hit)
 
-        with torch.cuda.device(device):
+        with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
             return compile_fwd(cfg, tvm_ffi=True)
 
-    fn = FWD_CACHE.get_or_compile((cfg, target, dsl_version(), device.index), build)
-    _fast[key] = fn
-    return fn
+    index = device.index if device is not None else None
+    return FWD_CACHE.get_or_compile((cfg, target, dsl_version(), index), build)
 
 
 def _reset_caches() -> None:

@@ -36,6 +36,7 @@ the forward (the escape hatch should a feature misbehave on some GPU).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -58,26 +59,41 @@ _fast: dict[tuple, tuple] = {}
 _LATER = "the training release (backward)"
 
 
-def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, device, flags=()):
+def _bwd_kernels(
+    dtype,
+    head_dim,
+    head_dim_v,
+    causal,
+    deterministic,
+    has_dlse,
+    device,
+    flags=(),
+    *,
+    family=None,
+    target=None,
+):
     """``flags = (local, softcap, varlen_q, varlen_k, seqused_q, seqused_k, dsink)`` (all False if
-    empty) -> ``(pre, main, post, tile_m, mma_warps_n)``."""
+    empty) -> ``(pre, main, post, tile_m, mma_warps_n)``. ``family``/``target`` default to the
+    device's; ``device=None`` with both given: no GPU here (the CLI's warmup filling the disk cache
+    for another machine's GPU; nothing is memoised)."""
     key = (dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, device, flags)
-    fns = _fast.get(key)
+    fns = _fast.get(key) if device is not None else None
     if fns is not None:
         return fns
     from fa4_sm120.bwd_tiles import bwd_config
     from fa4_sm120.configs import PrePostConfig
 
     local, softcap, varlen_q, varlen_k, used_q, used_k, dsink = flags or (False,) * 7
-    family = device_family(device)
+    family = family or device_family(device)
     dt = api._DTYPES[dtype]
     cfg = bwd_config(
         family, dt, head_dim, head_dim_v, causal=causal, deterministic=deterministic, local=local,
         softcap=softcap, varlen_q=varlen_q, varlen_k=varlen_k, seqused_q=used_q, seqused_k=used_k,
         dsink=dsink,
     )  # fmt: skip
-    major, minor = torch.cuda.get_device_capability(device)
-    target = f"sm_{major}{minor}"
+    if target is None:
+        major, minor = torch.cuda.get_device_capability(device)
+        target = f"sm_{major}{minor}"
     pre_cfg = PrePostConfig(dt, head_dim_v, has_dlse)
     post_cfg = PrePostConfig(dt, head_dim)
 
@@ -90,7 +106,7 @@ def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, d
                 "pre": bwd_pre_post.compile_preprocess,
                 "post": bwd_pre_post.compile_postprocess,
             }[kind]
-            with torch.cuda.device(device):
+            with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
                 return compile_fn(c, tvm_ffi=True)
 
         return go
@@ -100,7 +116,8 @@ def _bwd_kernels(dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, d
     pre = BWD_CACHE.get_or_compile(("pre", pre_cfg, target, ver), build("pre", pre_cfg))
     post = BWD_CACHE.get_or_compile(("post", post_cfg, target, ver), build("post", post_cfg))
     fns = (pre, main, post, cfg.tile_m, cfg.mma_warps_n)
-    _fast[key] = fns
+    if device is not None:
+        _fast[key] = fns
     return fns
 
 

@@ -106,10 +106,12 @@ def cache_root() -> Path | None:
 def compile_target() -> str:
     """What the DSL compiles for without ``--gpu-arch``, named without importing the DSL:
     ``CUTE_DSL_ARCH`` when set (the DSL's override), else the current GPU's ``sm_XY`` (the DSL reads
-    the resident GPU), else ``unknown``."""
+    the resident GPU), else ``unknown``. The arch-specific suffix is dropped (``sm_120a`` ->
+    ``sm_120``): the DSL builds a GPU's own ``a`` target for it, so an entry built without that GPU
+    under ``CUTE_DSL_ARCH=sm_120a`` (``fa4 warmup --for-gpu 12.0``) is the one the GPU looks up."""
     env = os.environ.get("CUTE_DSL_ARCH", "").strip()
     if env:
-        return env
+        return env[:-1] if env[-1:] in ("a", "f") and env[:-1].startswith("sm_") else env
     try:
         import torch
 
