@@ -169,7 +169,16 @@ def test_sources_dsl_version_and_target_change_the_entry(tmp_path):
 def test_fa4_cache_dir_is_honoured(cache_dir):
     e = disk_cache.entry_for(_pre_key())
     assert e.directory == cache_dir / dsl_version() / disk_cache.compile_target()
-    assert disk_cache.compile_target() == os.environ.get("CUTE_DSL_ARCH", disk_cache.compile_target())
+
+
+@pytest.mark.parametrize(
+    "env, target", [("sm_120a", "sm_120"), ("sm_121a", "sm_121"), ("sm_86", "sm_86"), ("sm_100f", "sm_100")]
+)
+def test_target_is_cute_dsl_arch_without_its_suffix(env, target, monkeypatch):
+    """A GPU names its entries ``sm_XY`` (its capability); a build for it elsewhere names the DSL's
+    ``sm_XYa``: both must be the same directory and key."""
+    monkeypatch.setenv("CUTE_DSL_ARCH", env)
+    assert disk_cache.compile_target() == target
 
 
 def test_default_root_is_under_the_user_cache_directory(monkeypatch, tmp_path):
