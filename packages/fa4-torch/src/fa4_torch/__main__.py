@@ -816,6 +816,7 @@ def warmup(
     *,
     gpu: Gpu | None | str = "auto",
     target: str | None = None,
+    for_gpu: tuple[int, int] | None = None,
     log=print,
 ) -> list[dict]:
     """Compile the variants of ``specs`` (:class:`HeadSpec` or ``"HQ,HKV,D[,DV]"`` strings).
@@ -826,9 +827,12 @@ def warmup(
     kernels were loaded from disk instead of compiled. Without one (``gpu=None``, or none present):
     :func:`fa4_sm120.compile.compile_fwd` for ``target`` (default ``sm_120a``, or the arch of
     ``FA4_ARCH``), compiled and dropped (a timing and a build check). Returns one dict per variant:
-    ``variant``, ``seconds``, ``status``.
+    ``variant``, ``seconds``, ``status``. ``for_gpu=(major, minor)``: fill the disk cache for that GPU
+    without it here (:func:`_warm_for_gpu`), whatever ``gpu`` says.
     """
-    if gpu == "auto":
+    if for_gpu is not None:
+        gpu = None
+    elif gpu == "auto":
         gpu = _gpu(None)
     from fa4_core.errors import Fa4Error
 
@@ -841,7 +845,9 @@ def warmup(
                 t0 = time.perf_counter()
                 status = "compiled"
                 try:
-                    if gpu is not None:
+                    if for_gpu is not None:
+                        status = _warm_for_gpu(spec, dt, c, backward, for_gpu)
+                    elif gpu is not None:
                         before = _disk_stats()
                         _warm_gpu(spec, dt, c, backward)
                         after = _disk_stats()
@@ -926,12 +932,13 @@ def _cache_where() -> str:
         return f"{root} ({type(e).__name__}: {e})"
 
 
-def prefill(specs, dtypes, causal, backward: bool, capability: tuple[int, int], log=print) -> list[dict]:
-    """Fill the disk compile cache for a GPU of ``capability`` without one here (a container image
-    built on a CPU machine): the kernels the API and the backward would compile on that GPU for dense
-    calls of ``specs`` (the variants :func:`warmup` makes there), through the same cache keys, built
-    for its target (``CUTE_DSL_ARCH``, set before the DSL's first use)."""
-    from fa4_core.errors import Fa4Error
+def _warm_for_gpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, capability) -> str:
+    """Fill the disk cache for a GPU of ``capability`` without one here (a container image built on a
+    CPU machine): the kernels the API and the backward would compile on that GPU for a dense call of
+    ``spec`` (what :func:`_warm_gpu` makes there), through the same cache keys, built for its target
+    (``CUTE_DSL_ARCH``, set before the DSL's first use)."""
+    import torch
+
     from fa4_torch import api, autograd
     from fa4_torch.dispatch import family_for_capability
 
@@ -939,47 +946,19 @@ def prefill(specs, dtypes, causal, backward: bool, capability: tuple[int, int], 
     family = family_for_capability(major, minor)
     target = f"sm_{major}{minor}"
     os.environ["CUTE_DSL_ARCH"] = target + ("a" if major >= 9 else "")
-    dt_torch = {"bf16": "bfloat16", "fp16": "float16"}
-    import torch
-
-    results = []
-    for spec in [parse_heads(s) if isinstance(s, str) else s for s in specs]:
-        ratio = spec.nheads // spec.nheads_kv
-        for dt in dtypes:
-            dtype = getattr(torch, dt_torch[dt])
-            for c in causal:
-                name = f"{dt} {spec}{' causal' if c else ''}"
-                t0 = time.perf_counter()
-                before = _disk_stats()
-                try:
-                    # the fast key of api._flash_attn_fwd for a dense call (pack-GQA on when ratio > 1)
-                    pack = ratio > 1
-                    key = (dtype, spec.head_dim, spec.head_dim_v, c, False, pack, ratio if pack else 1,
-                           (False,) * 9, None)  # fmt: skip
-                    api._fwd_kernel(key, family, target)
-                    if backward:
-                        autograd._bwd_kernels(
-                            dtype,
-                            spec.head_dim,
-                            spec.head_dim_v,
-                            c,
-                            False,
-                            False,
-                            None,
-                            family=family,
-                            target=target,
-                        )
-                    after = _disk_stats()
-                    status = (
-                        f"compiled: {after['written'] - before['written']} written, "
-                        f"{after['loaded'] - before['loaded']} already there"
-                    )
-                except Fa4Error as e:
-                    status = f"unsupported: {e}"
-                secs = time.perf_counter() - t0
-                log(f"  {name:<36} {secs:6.2f} s  {status}")
-                results.append(dict(variant=name, seconds=secs, status=status))
-    return results
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    before = _disk_stats()
+    # the fast key of api._flash_attn_fwd for a dense call (pack-GQA on when ratio > 1)
+    ratio = spec.nheads // spec.nheads_kv
+    pack = ratio > 1
+    key = (dt, spec.head_dim, spec.head_dim_v, causal, False, pack, ratio if pack else 1, (False,) * 9, None)
+    api._fwd_kernel(key, family, target)
+    if backward:
+        autograd._bwd_kernels(
+            dt, spec.head_dim, spec.head_dim_v, causal, False, False, None, family=family, target=target
+        )
+    after = _disk_stats()
+    return f"compiled: {after['written'] - before['written']} written, {after['loaded'] - before['loaded']} already there"
 
 
 def cmd_warmup(args) -> int:
@@ -998,7 +977,7 @@ def cmd_warmup(args) -> int:
             f"filling the compile cache for capability {a.major}.{a.minor} without that GPU here: "
             f"{disk_cache.cache_root()}"
         )
-        results = prefill(args.shapes, args.dtype, causal, args.backward, (a.major, a.minor))
+        results = warmup(args.shapes, args.dtype, causal, args.backward, for_gpu=(a.major, a.minor))
         bad = [r for r in results if not r["status"].startswith("compiled")]
         print(
             f"{len(results) - len(bad)}/{len(results)} variant(s) in {sum(r['seconds'] for r in results):.1f} s"
