@@ -4,6 +4,8 @@
 # Usage on the GPU machine, from the repository root, with .gpu carried:
 #   bash tools/gpu_session.sh tests        # the pending GPU tests (about 4 min)
 #   bash tools/gpu_session.sh bench        # cold start, then the SM120-occupancy sweeps (about 8 min)
+#   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
+#   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
 # Each step prints one summary line; logs and JSON go to $OUT.
 set -uo pipefail
 source .gpu/setup.sh >/dev/null || exit 1
@@ -29,6 +31,22 @@ case "${1:-tests}" in
     # 3. the persistent cache on the GPU: cold/warm processes (the .so warm path), numerics included
     step disk-cache 180 python3 -m pytest -m gpu -q -s -p no:cacheprovider tests/torch/test_disk_cache_gpu.py
     ;;
+  graph)
+    # CUDA-graph capture of forward + backward, one configuration per fresh process
+    for det in 0 1; do for sink in 0 1; do for mode in global thread_local; do
+      step "graph-d$det-s$sink-$mode" 120 python3 tools/graph_diag.py $det $sink $mode
+    done; done; done
+    ;;
+  profile)
+    # Nsight Compute: d128 forward (8k, non-causal) and backward (4k), fa4 beside SDPA flash
+    NCU=(ncu --profile-from-start off --section SpeedOfLight --section Occupancy --section LaunchStats
+         --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
+         --section SchedulerStats --section InstructionStats)
+    for peer in fa4 sdpa; do
+      step "ncu-fwd-$peer" 150 "${NCU[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128 --peer $peer
+      step "ncu-bwd-$peer" 150 "${NCU[@]}" python3 benchmarks/profile_ncu.py bwd 2 4096 16 128 --peer $peer
+    done
+    ;;
   bench)
     step coldstart 150 python3 benchmarks/bench_coldstart.py --repeats 1 --out "$OUT"
     step tune-bwd-emulated 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 128 \
@@ -37,7 +55,7 @@ case "${1:-tests}" in
       --cands 128,64,256 128,64,128 128,32,128 --emulate-sm120 --out "$OUT"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh tests|bench" >&2
+    echo "usage: bash tools/gpu_session.sh tests|graph|profile|bench" >&2
     exit 2
     ;;
 esac

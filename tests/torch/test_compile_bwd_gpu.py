@@ -236,7 +236,10 @@ def test_cuda_graph_fwd_bwd_replay(sink):
             *leaves[:3], causal=True, learnable_sink=s, deterministic=True, return_lse=True
         )
         loss = (out.float() * w).sum() + lse.sum()
-        return (out, lse, *torch.autograd.grad(loss, leaves))
+        # detached: an output kept with its autograd graph keeps the leaves' AccumulateGrad nodes
+        # alive, bound to the stream they were made on (the legacy default stream here), and the
+        # captured backward would then have to wait on that stream, which capture forbids
+        return (out.detach(), lse.detach(), *torch.autograd.grad(loss, leaves))
 
     eager = [t.clone() for t in step()]  # compiles the kernels outside the capture
     side = torch.cuda.Stream()

@@ -36,15 +36,23 @@ CHILD = """
         q, k, v = (x.requires_grad_() for x in (q, k, v))
     torch.cuda.synchronize()
 
+    phases = {}
+
     def call():
+        t0 = time.perf_counter()
         out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
         grads = torch.autograd.grad(out, (q, k, v), dout) if backward else ()
         torch.cuda.synchronize()
+        phases.setdefault("fwd_s", t1 - t0)
+        phases.setdefault("bwd_s", time.perf_counter() - t1)
         return out, lse, grads
 
     t0 = time.perf_counter()
     out, lse, grads = call()
     first_s = time.perf_counter() - t0
+    dsl_imported = "cutlass" in sys.modules
     t0 = time.perf_counter()
     call()
     second_s = time.perf_counter() - t0
@@ -61,7 +69,8 @@ CHILD = """
     check_close("lse", lse, l_ref, l_pt)
     for name, x, xr, xp in zip(("dq", "dk", "dv"), grads, g_ref, g_pt):
         check_close(name, x, xr, xp, grad=True)
-    print(json.dumps(dict(import_s=import_s, first_s=first_s, second_s=second_s, **disk_cache.stats())))
+    print(json.dumps(dict(import_s=import_s, first_s=first_s, second_s=second_s, dsl_imported=dsl_imported,
+                          **phases, **disk_cache.stats())))
 """
 
 
@@ -104,7 +113,8 @@ def test_cold_process_compiles_warm_process_loads(what, tmp_path):
         f"\n{what} bf16 d128 causal GQA 8/2: first call cold {cold['first_s']:.3f} s "
         f"({cold['compiled']} kernel(s) compiled), warm {warm['first_s']:.3f} s "
         f"({warm['loaded']} loaded from {files[0].parent}); second call {warm['second_s'] * 1e3:.2f} ms; "
-        f"import {warm['import_s']:.2f} s"
+        f"import {warm['import_s']:.2f} s; warm: fwd {warm['fwd_s']:.3f} s, bwd {warm['bwd_s']:.3f} s, "
+        f"{warm['loaded_so']} from .so, DSL imported: {warm['dsl_imported']}"
     )
     assert warm["first_s"] < cold["first_s"]
 

@@ -294,13 +294,14 @@ class FileLock:
 
 
 # ---------------------------------------------------------------------------------- load / build
-_stats = {"loaded": 0, "compiled": 0, "written": 0, "corrupt": 0, "fallbacks": 0}
+_stats = {"loaded": 0, "loaded_so": 0, "compiled": 0, "written": 0, "corrupt": 0, "fallbacks": 0}
 _stats_lock = threading.Lock()
 _warned: set[str] = set()
 
 
 def stats() -> dict[str, int]:
-    """This process's counts: ``loaded`` from disk, ``compiled`` on a disk miss, ``written``,
+    """This process's counts: ``loaded`` from disk (``loaded_so`` of them from the ``.so``, without the
+    DSL), ``compiled`` on a disk miss, ``written``,
     ``corrupt`` files removed, ``fallbacks`` to a memory-only compile because the disk layer failed."""
     with _stats_lock:
         return dict(_stats)
@@ -331,6 +332,7 @@ def _load(entry: Entry):
             module = tvm_ffi.load_module(str(entry.so))
             fn = module[FUNC_NAME]
             _modules.append(module)
+            _count("loaded_so")
             return fn
         except Exception as e:
             _warn_once(
