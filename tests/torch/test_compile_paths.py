@@ -85,3 +85,34 @@ def test_warmup_for_gpu_fills_the_cache_the_gpu_then_loads(sm120, tmp_path):
     autograd._bwd_kernels(torch.bfloat16, 64, 64, False, False, False, sm120)
     after = disk_cache.stats()
     assert (after["loaded"] - before["loaded"], after["compiled"] - before["compiled"]) == (4, 0)
+
+
+def test_gradient_path_imports_neither_dynamo_nor_the_dsl():
+    """A warm first call that needs gradients loads fa4_torch.autograd: in a fresh interpreter that
+    must not import ``torch._dynamo`` (seconds) nor the DSL (the disk cache's ``.so`` needs neither)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fa4_torch, fa4_torch.autograd, fa4_torch.disk_cache;"
+        "print(sorted(m for m in ('torch._dynamo', 'cutlass') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+
+
+def test_constant_marker_is_torch_compilers():
+    """``autograd._assume_constant_result`` sets what ``torch.compiler.assume_constant_result`` sets."""
+    from fa4_torch import autograd
+
+    def a():
+        return 1
+
+    def b():
+        return 1
+
+    torch.compiler.assume_constant_result(a)
+    autograd._assume_constant_result(b)
+    assert {k for k in vars(a)} == {k for k in vars(b)} == {"_dynamo_marked_constant"}
+    assert a._dynamo_marked_constant is b._dynamo_marked_constant is True

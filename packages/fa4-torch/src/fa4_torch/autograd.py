@@ -141,7 +141,15 @@ def check_backward_supported(
     select_bwd_tile(_family(q.device), q.shape[-1], v.shape[-1])
 
 
-@torch.compiler.assume_constant_result
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result`` without its import of ``torch._dynamo`` (1-4 s, the
+    bulk of a warm first call that needs gradients): it marks the function with this attribute and
+    nothing else (torch 2.4-2.13; ``tests/torch/test_compile_paths.py`` checks that it still does)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result
 def _family(device: torch.device) -> str:
     """:func:`fa4_torch.dispatch.device_family`, which Dynamo calls at trace time instead of tracing
     it (``torch.cuda.get_device_capability`` inside would be a graph break)."""
