@@ -48,11 +48,14 @@ case "${1:-tests}" in
     done
     ;;
   bench)
-    step coldstart 150 python3 benchmarks/bench_coldstart.py --repeats 1 --out "$OUT"
-    step tune-bwd-emulated 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 128 \
-      --cands 64,64,128,1 64,64,256,2 64,64,256,4 64,128,256,2 --emulate-sm120 --out "$OUT"
+    step tune-bwd-emulated 240 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
+      --cands 64,64,128,1 64,64,256,2 64,64,256,4 --emulate-sm120 --out "$OUT"
+    # d128 forward: the 8-warp row against 4-warp tiles of 32 rows per warp (half the ldmatrix traffic
+    # per MMA; ncu: the 8-warp row is shared-memory bound), SM120 occupancy and H200 occupancy
     step tune-fwd-emulated 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
-      --cands 128,64,256 128,64,128 128,32,128 --emulate-sm120 --out "$OUT"
+      --cands 128,64,256 128,32,128 128,16,128 --emulate-sm120 --out "$OUT"
+    step tune-fwd 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 128,64,256 128,32,128 128,16,128 --out "$OUT"
     ;;
   *)
     echo "usage: bash tools/gpu_session.sh tests|graph|profile|bench" >&2
