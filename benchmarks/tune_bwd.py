@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n")
     ap.add_argument("--out", default=None)
     ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")
+    ap.add_argument("--causal", choices=["no", "yes", "both"], default="both")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("tune_bwd: no CUDA GPU here; nothing measured")
@@ -96,7 +97,7 @@ def main():
     original = bwd_tiles.BWD_TABLE
     results = {}
     for d in a.head_dim:
-        for causal in (False, True):
+        for causal in {"no": (False,), "yes": (True,), "both": (False, True)}[a.causal]:
             key = f"d{d}-causal{causal}"
             res = results[key] = {}
             for order in ("forward", "reverse"):

@@ -21,7 +21,7 @@ import pytest
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_sm120.compile import compile_fwd
 from fa4_sm120.fwd import FlashAttentionForwardSm120, FwdConfig
-from fa4_sm120.tiles import FWD_TABLE, family_cap_arch, fwd_config
+from fa4_sm120.tiles import FWD_TABLE, family_cap_arch, fwd_config, selecting_args
 
 pytestmark = pytest.mark.compile_only
 
@@ -31,7 +31,8 @@ def _variants():
     for row in FWD_TABLE:
         for dtype in row.dtypes:
             for causal in row.causal:
-                cfg = fwd_config(row.family, dtype, row.head_dim, row.head_dim_v, causal=causal)
+                sel = selecting_args(row, causal)  # a row behind a plain_only row: its split-KV calls
+                cfg = fwd_config(row.family, dtype, row.head_dim, row.head_dim_v, causal=causal, **sel)
                 code_key = dataclasses.replace(cfg, arch="sm_120a")
                 if FlashAttentionForwardSm120.supports(code_key):
                     seen.setdefault(code_key, cfg)
@@ -40,6 +41,19 @@ def _variants():
         fwd_config("sm120", "float16", 64, 64, causal=False, pack_gqa=True, qhead_per_kvhead=5),
         fwd_config("sm120", "bfloat16", 256, 256, causal=True, pack_gqa=True, qhead_per_kvhead=3),
         fwd_config("sm120", "bfloat16", 128, 128, causal=False, local=True),
+        # the 4-warp d128 row with the flags it keeps (a window or split-KV takes the 8-warp row)
+        dataclasses.replace(
+            fwd_config("sm120", "bfloat16", 128, 128, causal=False, pack_gqa=True, qhead_per_kvhead=4),
+            varlen_q=True,
+            varlen_k=True,
+            has_seqused_q=True,
+            has_seqused_k=True,
+            has_softcap=True,
+            has_sink=True,
+        ),  # fmt: skip
+        dataclasses.replace(
+            fwd_config("sm120", "float16", 128, 128, causal=False), paged_kv=True, has_seqused_k=True
+        ),
         fwd_config("sm120", "bfloat16", 64, 64, causal=True, local=True, pack_gqa=True, qhead_per_kvhead=4),
     ]
     # the serving flags (varlen, seqused, paged K/V, KV-cache slots, split-KV, softcap, sinks)
@@ -120,6 +134,12 @@ def test_variant_compiles_for_sm120a(cfg, tmp_path):
     print(
         f"\n[sm_120a resources] {_id(cfg)}: {regs} registers, {spill} B spill stores, {cfg.smem_bytes} B smem"
     )
+    plain_only = {
+        (r.head_dim, r.head_dim_v, r.tile_m, r.tile_n, r.num_threads) for r in FWD_TABLE if r.plain_only
+    }
+    if (cfg.head_dim, cfg.head_dim_v, cfg.tile_m, cfg.tile_n, cfg.num_threads) in plain_only:
+        # the row is in the table on the condition that the variants it serves do not spill
+        assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
 
 
 @pytest.mark.parametrize("family", ["sm120", "sm86", "sm80"])

@@ -100,3 +100,19 @@ def test_every_bwd_row_is_implementable_and_the_large_dims_split_n():
     for d in (192, 224, 256):  # the rows that only fit 99 KB with 32-row tiles
         cfg = bwd_config("sm120", "bfloat16", d, d, causal=False)
         assert cfg.mma_warps_n == 2 and 32 in (cfg.tile_m, cfg.tile_n)
+
+
+def test_plain_only_row_is_skipped_for_windows_and_split_kv():
+    """d128 non-causal: the 4-warp row for plain calls; a local window or split-KV takes the 8-warp
+    row (whose sm_120a build of those variants does not spill); causal never sees the 4-warp row."""
+    plain = fwd_config("sm120", "bfloat16", 128, 128, causal=False)
+    assert (plain.tile_m, plain.tile_n, plain.num_threads) == (128, 32, 128)
+    for kw in (dict(local=True), dict(split_kv=True)):
+        cfg = fwd_config("sm120", "bfloat16", 128, 128, causal=False, **kw)
+        assert (cfg.tile_m, cfg.tile_n, cfg.num_threads) == (128, 64, 256), kw
+    assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, split_kv=True).split_kv
+    causal = fwd_config("sm120", "float16", 128, 128, causal=True)
+    assert (causal.tile_n, causal.num_threads) == (64, 256)
+    for row in FWD_TABLE:
+        if row.plain_only:
+            assert row.causal == (False,), row

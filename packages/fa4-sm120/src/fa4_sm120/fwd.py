@@ -80,6 +80,12 @@ class FlashAttentionForwardSm120:
         self.pack_gqa = cfg.pack_gqa
         self.qhead_per_kvhead = cfg.qhead_per_kvhead if cfg.pack_gqa else 1
         self.q_in_regs = cfg.q_in_regs
+        # 32+ rows per warp with dv >= 128 (the 4-warp 128-row tiles): acc_O alone is 128+ registers of
+        # 255. There, P·V runs in two column halves (half the V fragments live at once) and the Q·Kᵀ
+        # ldmatrix is not prefetched a k-block ahead: the sm_120a build of d128 128x32x128 then spills
+        # 0 B instead of 20 B (ptxas -v); 16-row warps keep the prefetching single pass.
+        self.pv_split = 2 if cfg.tile_m // cfg.num_warps >= 32 and cfg.head_dim_v >= 128 else 1
+        self.qk_prefetch = self.pv_split == 1
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
@@ -641,7 +647,35 @@ class FlashAttentionForwardSm120:
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
         tOrP = acc_as_a_operand(rP)
-        self.gemm(tiled_mma, acc_O, tOrP, tOrVt, None, None, tOsVt, tOrVt_view, None, smem_copy_V, True)
+        if cutlass.const_expr(self.pv_split == 1):
+            self.gemm(tiled_mma, acc_O, tOrP, tOrVt, None, None, tOsVt, tOrVt_view, None, smem_copy_V, True)
+        else:
+            # column blocks of O: the same MMAs, grouped so that one block's V fragments are live
+            parts = [
+                self._split_mode(t, mode) for t, mode in ((acc_O, 2), (tOrVt, 1), (tOsVt, 1), (tOrVt_view, 1))
+            ]
+            acc_p, b_p, bs_p, bv_p = parts
+            for h in cutlass.range_constexpr(self.pv_split):
+                self.gemm(
+                    tiled_mma,
+                    acc_p[None, None, (None, h)],
+                    tOrP,
+                    b_p[None, (None, h), None],
+                    None,
+                    None,
+                    bs_p[None, (None, h), None],
+                    bv_p[None, (None, h), None],
+                    None,
+                    smem_copy_V,
+                    True,
+                )
+
+    def _split_mode(self, t: cute.Tensor, mode: int) -> cute.Tensor:
+        """``t`` with mode ``mode`` divided into ``(size / pv_split, pv_split)``: index ``(None, h)``
+        selects block ``h`` (flat indices ``[h * size / pv_split, (h + 1) * size / pv_split)``)."""
+        tiler = [None] * cute.rank(t)
+        tiler[mode] = cute.size(t.shape[mode]) // self.pv_split
+        return cute.logical_divide(t, tuple(tiler))
 
     @cute.jit
     def gemm(
@@ -660,6 +694,13 @@ class FlashAttentionForwardSm120:
     ):
         """acc += A·B over the K mode, ldmatrix of k-block k+1 overlapping the MMAs of k-block k."""
         num_k = cute.size(tCrB.shape[2])
+        if cutlass.const_expr(not a_in_regs and not self.qk_prefetch):
+            for k in cutlass.range_constexpr(num_k):
+                if cutlass.const_expr(not a_in_regs):
+                    cute.copy(smem_copy_A, tCsA[None, None, k], tCrA_view[None, None, k])
+                cute.copy(smem_copy_B, tCsB[None, None, k], tCrB_view[None, None, k])
+                cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+            return
         if cutlass.const_expr(not a_in_regs):
             cute.copy(smem_copy_A, tCsA[None, None, 0], tCrA_view[None, None, 0])
         cute.copy(smem_copy_B, tCsB[None, None, 0], tCrB_view[None, None, 0])

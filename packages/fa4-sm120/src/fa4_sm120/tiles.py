@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from fa4_core.errors import UnsupportedArchError, unsupported
 from fa4_sm120.configs import FwdConfig
 
-__all__ = ["FwdTile", "FWD_TABLE", "FAMILIES", "select_fwd_tile", "fwd_config", "family_cap_arch"]
+__all__ = [
+    "FwdTile",
+    "FWD_TABLE",
+    "FAMILIES",
+    "select_fwd_tile",
+    "fwd_config",
+    "family_cap_arch",
+    "selecting_args",
+]
 
 ANY_DTYPE = ("float16", "bfloat16")
 ANY_CAUSAL = (False, True)
@@ -43,6 +51,9 @@ class FwdTile:
     q_in_regs: bool = False
     dtypes: tuple[str, ...] = ANY_DTYPE
     causal: tuple[bool, ...] = ANY_CAUSAL
+    # only for calls without a local window and without split-KV (the variants whose sm_120a build of
+    # this tile would spill); those take the next row
+    plain_only: bool = False
 
 
 # fmt: off
@@ -51,6 +62,7 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     FwdTile("sm120",  32,  32, 128, 128, 256),  # 2*(128*32  + 128*(32+32))   = 24,576 B
     FwdTile("sm120",  64,  64, 128,  64, 128),  # 2*(128*64  +  64*(64+64))   = 32,768 B
     FwdTile("sm120",  96,  96, 128,  64, 256),  # 2*(128*96  +  64*(96+96))   = 49,152 B
+    FwdTile("sm120", 128, 128, 128,  32, 128, causal=(False,), plain_only=True),  # 49,152 B
     FwdTile("sm120", 128, 128, 128,  64, 256),  # 2*(128*128 +  64*(128+128)) = 65,536 B
     FwdTile("sm120", 160, 160, 128,  64, 256),  # 2*(128*160 +  64*(160+160)) = 81,920 B
     FwdTile("sm120", 192, 128, 128,  64, 256),  # 2*(128*192 +  64*(192+128)) = 90,112 B
@@ -92,7 +104,18 @@ def family_cap_arch(family: str) -> str:
     return _CAP_ARCH[family]
 
 
-def select_fwd_tile(family: str, dtype: str, head_dim: int, head_dim_v: int, causal: bool) -> FwdTile:
+def select_fwd_tile(
+    family: str,
+    dtype: str,
+    head_dim: int,
+    head_dim_v: int,
+    causal: bool,
+    *,
+    local: bool = False,
+    split_kv: bool = False,
+) -> FwdTile:
+    """The first row of ``family`` for these head dims (else those of ``max(d, dv)``), dtype and
+    causal; a ``plain_only`` row is skipped for a local window or split-KV."""
     family_cap_arch(family)
     for dims in ((head_dim, head_dim_v), (max(head_dim, head_dim_v),) * 2):
         for row in FWD_TABLE:
@@ -101,6 +124,7 @@ def select_fwd_tile(family: str, dtype: str, head_dim: int, head_dim_v: int, cau
                 and (row.head_dim, row.head_dim_v) == dims
                 and dtype in row.dtypes
                 and causal in row.causal
+                and not (row.plain_only and (local or split_kv))
             ):
                 return row
     raise unsupported(
@@ -122,9 +146,11 @@ def fwd_config(
     local: bool = False,
     pack_gqa: bool = False,
     qhead_per_kvhead: int = 1,
+    split_kv: bool = False,
 ) -> FwdConfig:
-    """The full compile-time config for one call shape, from the family's table row."""
-    row = select_fwd_tile(family, dtype, head_dim, head_dim_v, causal)
+    """The full compile-time config for one call shape, from the family's table row (the other
+    feature flags, varlen, paged K/V, softcap, sinks, change the generated code, not the tile)."""
+    row = select_fwd_tile(family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv)
     return FwdConfig(
         dtype=dtype,
         head_dim=head_dim,
@@ -138,5 +164,13 @@ def fwd_config(
         is_local=local,
         pack_gqa=pack_gqa,
         qhead_per_kvhead=qhead_per_kvhead if pack_gqa else 1,
+        split_kv=split_kv,
         arch=family_cap_arch(family),
     )
+
+
+def selecting_args(row: FwdTile, causal: bool) -> dict:
+    """Keyword arguments of :func:`fwd_config` (besides ``causal``) under which the table picks
+    ``row``: a row after a ``plain_only`` row of its dims is picked for split-KV (and local) calls."""
+    first = select_fwd_tile(row.family, row.dtypes[0], row.head_dim, row.head_dim_v, causal)
+    return {} if first == row else {"split_kv": True}

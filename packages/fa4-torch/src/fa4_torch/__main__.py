@@ -308,7 +308,7 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
 # ---------------------------------------------------------------------------------- check (no GPU)
 def _fwd_variants(quick: bool):
     """Forward configs of the sm120 table: every row x dtype x causal, or one per row (``quick``)."""
-    from fa4_sm120.tiles import FWD_TABLE, fwd_config
+    from fa4_sm120.tiles import FWD_TABLE, fwd_config, selecting_args
 
     out = []
     for row in FWD_TABLE:
@@ -318,7 +318,8 @@ def _fwd_variants(quick: bool):
         if quick:
             combos = [("bfloat16" if "bfloat16" in row.dtypes else row.dtypes[0], row.causal[-1])]
         for dtype, causal in combos:
-            out.append(fwd_config("sm120", dtype, row.head_dim, row.head_dim_v, causal=causal))
+            sel = selecting_args(row, causal)
+            out.append(fwd_config("sm120", dtype, row.head_dim, row.head_dim_v, causal=causal, **sel))
     return out
 
 

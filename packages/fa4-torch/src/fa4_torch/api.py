@@ -697,7 +697,7 @@ def _heuristic_splits(
         sms = _sm_count[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
     from fa4_sm120.tiles import select_fwd_tile
 
-    row = select_fwd_tile(device_family(device), dtype, head_dim, head_dim_v, False)
+    row = select_fwd_tile(device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True)
     tile_m, tile_n = row.tile_m, row.tile_n
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
@@ -763,6 +763,7 @@ def _fwd_kernel(key, family: str, target: str, device: torch.device | None = Non
         local=is_local,
         pack_gqa=pack_gqa,
         qhead_per_kvhead=ratio,
+        split_kv=split,
     )
     import dataclasses
 
