@@ -15,7 +15,7 @@ import tempfile
 
 from fa4_sm120.compile import compile_fwd
 from fa4_sm120.occupancy import ctas_per_sm
-from fa4_sm120.tiles import FWD_TABLE, fwd_config
+from fa4_sm120.tiles import FWD_TABLE, fwd_config, selecting_args
 
 
 def ptxas_resources(ptx_path: str):
@@ -34,18 +34,21 @@ def main():
     from fa4_sm120.bwd import compile_bwd
     from fa4_sm120.bwd_tiles import BWD_TABLE, bwd_config
 
-    header = "| head dims | causal | tile (m x n x threads) | smem B | registers | spill stores B | CTAs/SM | warps/SM |"
+    header = "| head dims | causal | calls | tile (m x n x threads) | smem B | registers | spill stores B | CTAs/SM | warps/SM |"
     kinds = (
         ("Forward", FWD_TABLE, compile_fwd, fwd_config),
         ("Backward (main kernel)", BWD_TABLE, compile_bwd, bwd_config),
     )
     for title, table, compile_fn, make_cfg in kinds:
-        print(f"\n{title}:\n\n{header}\n|---|---|---|---|---|---|---|---|")
+        print(f"\n{title}:\n\n{header}\n|---|---|---|---|---|---|---|---|---|")
         for row in table:
             if row.family != "sm120":
                 continue
-            for causal in (False, True):
-                cfg = make_cfg("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal)
+            for causal in getattr(row, "causal", (False, True)):
+                # a forward row behind a plain_only row of its dims serves that case's window and
+                # split-KV calls: compile it as the table picks it
+                sel = selecting_args(row, causal) if table is FWD_TABLE else {}
+                cfg = make_cfg("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal, **sel)
                 d = tempfile.mkdtemp()
                 compile_fn(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
                 ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
@@ -54,8 +57,13 @@ def main():
                 tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
                 if getattr(cfg, "mma_warps_n", 1) > 1:
                     tile += f" ({cfg.num_threads // 32 // cfg.mma_warps_n}x{cfg.mma_warps_n} warps)"
+                calls = (
+                    "plain (no window, no split-KV)"
+                    if getattr(row, "plain_only", False)
+                    else ("window or split-KV" if sel else "all")
+                )
                 print(
-                    f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {tile} | {cfg.smem_bytes} | {regs} | "
+                    f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {calls} | {tile} | {cfg.smem_bytes} | {regs} | "
                     f"{spill} | {occ} | {occ * cfg.num_threads // 32} |",
                     flush=True,
                 )

@@ -113,6 +113,9 @@ def test_plain_only_row_is_skipped_for_windows_and_split_kv():
     assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, split_kv=True).split_kv
     causal = fwd_config("sm120", "float16", 128, 128, causal=True)
     assert (causal.tile_n, causal.num_threads) == (64, 256)
+    for d, dv in ((128, 64), (64, 128), (96, 128)):  # mixed dims falling back to the d128 rows
+        mixed = fwd_config("sm120", "bfloat16", d, dv, causal=False)
+        assert (mixed.tile_n, mixed.num_threads) == (64, 256), (d, dv)
     for row in FWD_TABLE:
         if row.plain_only:
             assert row.causal == (False,), row

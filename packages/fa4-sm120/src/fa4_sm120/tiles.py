@@ -9,13 +9,19 @@ Registers per thread (fp32 accumulators): ``acc_O = tile_m * dv / threads``, ``a
 tile_n / threads``.
 
 Measured (H100 compat mode, 2026-11-25, ``benchmarks/tune_tiles.py``, anchor shapes, mean TFLOP/s):
-d128 128x64x128 337 / causal 244 (the 256-thread 128x64 row: 279 / 220); d64 128x64x128 279 / 202
-(128x128x256: 230 / 179). Four warps of 32 rows halve the ldmatrix traffic of K and V per MMA,
-which is what bounds the 8-warp tiles. But for d128 the 4-warp row spills on ``sm_120a`` (255 registers,
-260 B of spill stores) and, at 64 KB of shared memory, runs one CTA (4 warps) per SM on SM120, where
-H100 co-schedules three: the d128 rows keep 8 warps (226 registers, no spills, 8 warps per SM) until a
-sweep with SM120's occupancy (``benchmarks/tune_tiles.py --emulate-sm120``) says otherwise.
-``docs/sm120-resources.md`` has the registers, spills and occupancy of every row.
+d64 128x64x128 279 / causal 202 (128x128x256: 230 / 179). Four warps of 32 rows halve the ldmatrix
+traffic of K and V per MMA, which is what bounds the 8-warp tiles (Nsight Compute on the H200, d128
+8k non-causal: L1/shared 78% busy, tensor pipe 48%, for the 8-warp 128x64 row).
+
+d128 non-causal takes 4 warps over 128x32 (``plain_only``): on the H200 with SM120's occupancy
+emulated (``--emulate-sm120``, 2026-12-01, fresh process per candidate, two passes) 298.7 / 298.3
+against 278.8 / 278.6 for the 8-warp 128x64 row (+7%); at 49,152 B and 255 registers SM120 runs two
+of them (8 warps) per SM. Its ``sm_120a`` build spills 0 B because, for 32-row warps with dv >= 128,
+the kernel runs P·V in two column halves and does not prefetch the Q·Kᵀ operands (the plain
+prefetching build spilled 20 B and measured 308). Its window and split-KV builds still spill (8-40 B),
+so those calls, and causal (4-warp 128x32 builds spill 32 B; 233 vs 220 at H200 occupancy), keep the
+8-warp 128x64 row (226 registers, no spills). ``docs/sm120-resources.md`` has the registers, spills
+and occupancy of every row.
 """
 
 from __future__ import annotations
@@ -51,8 +57,8 @@ class FwdTile:
     q_in_regs: bool = False
     dtypes: tuple[str, ...] = ANY_DTYPE
     causal: tuple[bool, ...] = ANY_CAUSAL
-    # only for calls without a local window and without split-KV (the variants whose sm_120a build of
-    # this tile would spill); those take the next row
+    # only for calls of exactly these head dims without a local window and without split-KV (the
+    # variants whose sm_120a build of this tile would spill take the next row)
     plain_only: bool = False
 
 
@@ -115,16 +121,17 @@ def select_fwd_tile(
     split_kv: bool = False,
 ) -> FwdTile:
     """The first row of ``family`` for these head dims (else those of ``max(d, dv)``), dtype and
-    causal; a ``plain_only`` row is skipped for a local window or split-KV."""
+    causal; a ``plain_only`` row only for its exact head dims and neither a local window nor
+    split-KV (the builds measured spill-free)."""
     family_cap_arch(family)
-    for dims in ((head_dim, head_dim_v), (max(head_dim, head_dim_v),) * 2):
+    for exact, dims in ((True, (head_dim, head_dim_v)), (False, (max(head_dim, head_dim_v),) * 2)):
         for row in FWD_TABLE:
             if (
                 row.family == family
                 and (row.head_dim, row.head_dim_v) == dims
                 and dtype in row.dtypes
                 and causal in row.causal
-                and not (row.plain_only and (local or split_kv))
+                and not (row.plain_only and (local or split_kv or not exact))
             ):
                 return row
     raise unsupported(
