@@ -307,13 +307,15 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
 
 # ---------------------------------------------------------------------------------- check (no GPU)
 def _fwd_variants(quick: bool):
-    """Forward configs of the sm120 table: every row x dtype x causal, or one per row (``quick``)."""
+    """Forward configs of the sm120 table: every row x dtype x causal, or one per head-dim pair
+    (``quick``: its first row)."""
     from fa4_sm120.tiles import FWD_TABLE, fwd_config, selecting_args
 
-    out = []
+    out, seen = [], set()
     for row in FWD_TABLE:
-        if row.family != "sm120":
+        if row.family != "sm120" or (quick and (row.head_dim, row.head_dim_v) in seen):
             continue
+        seen.add((row.head_dim, row.head_dim_v))
         combos = [(dt, c) for dt in row.dtypes for c in row.causal]
         if quick:
             combos = [("bfloat16" if "bfloat16" in row.dtypes else row.dtypes[0], row.causal[-1])]
