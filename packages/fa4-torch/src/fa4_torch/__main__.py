@@ -277,6 +277,12 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
         f"  tile row     {row.family} d{row.head_dim}/{row.head_dim_v}: tile_m={row.tile_m} "
         f"tile_n={row.tile_n} threads={row.num_threads} stages={row.num_stages}"
     )
+    if row.plain_only:
+        other = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal, split_kv=True)
+        print(
+            f"               (calls without a window or split-KV; with them: tile_m={other.tile_m} "
+            f"tile_n={other.tile_n} threads={other.num_threads})"
+        )
     fields = ", ".join(f"{k}={v!r}" for k, v in vars(cfg).items())
     print(f"  FwdConfig    {fields}")
     fits = cfg.smem_bytes <= cap
