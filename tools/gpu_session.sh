@@ -57,6 +57,9 @@ case "${1:-suite}" in
       --cands 128,64,256 128,64,128 128,32,128 --emulate-sm120 --out "$OUT"
     step tune-bwd 240 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 96 \
       --cands 64,128,256,2 64,64,128,1 64,64,128,2 --emulate-sm120 --out "$OUT"
+    # d160's backward row spills 128 B on sm_120a; 64x32 over 2 x 2 warps does not (224 registers)
+    step tune-bwd-d160 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 \
+      --cands 64,64,128,1 64,32,128,2 --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
     echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|tune" >&2

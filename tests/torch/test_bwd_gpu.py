@@ -589,9 +589,18 @@ def test_feature_switches_raise(monkeypatch):
 # Candidate rows of benchmarks/tune_bwd.py (8 warps as 4 x 2, 4 as 2 x 2; dQ from shared dS) on the common head
 # dims: the same kernel path as the large-d rows, on shapes every tile size makes ragged; run here so
 # that a table change after a sweep rests on a GPU run of exactly those rows.
-ALT_ROWS = ((64, 64, 64, 256, 2), (64, 64, 128, 256, 2), (128, 64, 64, 256, 2), (128, 64, 64, 128, 2))
+# (d, dv, tile_m, tile_n, threads, mma_warps_n); the d160 and 192/128 rows at 64x32 over 2 x 2 warps are
+# the spill-free alternatives (sm_120a: 224 / 242 registers, 0 B) of the table's spilling 64x64 rows
+ALT_ROWS = (
+    (64, 64, 64, 64, 256, 2),
+    (64, 64, 64, 128, 256, 2),
+    (128, 128, 64, 64, 256, 2),
+    (128, 128, 64, 64, 128, 2),
+    (160, 160, 64, 32, 128, 2),
+    (192, 128, 64, 32, 128, 2),
+)
 ALT_CASES = [
-    (row, Case(dt, 2, sq, sk, hq, hkv, row[0], causal=causal, deterministic=det))
+    (row, Case(dt, 2, sq, sk, hq, hkv, row[0], row[1], causal=causal, deterministic=det))
     for row in ALT_ROWS
     for dt, causal, det, (sq, sk), (hq, hkv) in (
         ("bf16", False, False, (113, 203), (4, 2)),
@@ -605,7 +614,7 @@ ALT_CASES = [
 @pytest.mark.parametrize(
     "row, c",
     [pytest.param(r, c, marks=pytest.mark.xdist_group(f"alt-{r}")) for r, c in ALT_CASES],
-    ids=[f"{'x'.join(map(str, r[1:]))}-{c}" for r, c in ALT_CASES],
+    ids=[f"{'x'.join(map(str, r[2:]))}-{c}" for r, c in ALT_CASES],
 )
 def test_bwd_alt_rows(row, c, monkeypatch):
     import dataclasses
@@ -613,17 +622,18 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     from fa4_sm120 import bwd_tiles
     from fa4_torch import autograd
 
-    d, tm, tn, th, wn = row
+    d, dv, tm, tn, th, wn = row
     table = tuple(
         dataclasses.replace(r, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn)
-        if (r.head_dim, r.head_dim_v) == (d, d)
+        if (r.head_dim, r.head_dim_v) == (d, dv)
         else r
         for r in bwd_tiles.BWD_TABLE
     )
     monkeypatch.setattr(bwd_tiles, "BWD_TABLE", table)
     autograd._reset_caches()
     try:
-        assert bwd_tiles.select_bwd_tile("sm120", d, d).num_threads == th
+        picked = bwd_tiles.select_bwd_tile("sm120", d, dv)
+        assert (picked.tile_m, picked.tile_n, picked.num_threads, picked.mma_warps_n) == (tm, tn, th, wn)
         run_case(c)
     finally:
         monkeypatch.undo()
