@@ -651,10 +651,9 @@ class FlashAttentionForwardSm120:
             self.gemm(tiled_mma, acc_O, tOrP, tOrVt, None, None, tOsVt, tOrVt_view, None, smem_copy_V, True)
         else:
             # column blocks of O: the same MMAs, grouped so that one block's V fragments are live
-            parts = [
+            acc_p, b_p, bs_p, bv_p = (
                 self._split_mode(t, mode) for t, mode in ((acc_O, 2), (tOrVt, 1), (tOsVt, 1), (tOrVt_view, 1))
-            ]
-            acc_p, b_p, bs_p, bv_p = parts
+            )
             for h in cutlass.range_constexpr(self.pv_split):
                 self.gemm(
                     tiled_mma,
@@ -695,9 +694,8 @@ class FlashAttentionForwardSm120:
         """acc += A·B over the K mode, ldmatrix of k-block k+1 overlapping the MMAs of k-block k."""
         num_k = cute.size(tCrB.shape[2])
         if cutlass.const_expr(not a_in_regs and not self.qk_prefetch):
-            for k in cutlass.range_constexpr(num_k):
-                if cutlass.const_expr(not a_in_regs):
-                    cute.copy(smem_copy_A, tCsA[None, None, k], tCrA_view[None, None, k])
+            for k in cutlass.range_constexpr(num_k):  # each k-block's operands loaded just before its MMAs
+                cute.copy(smem_copy_A, tCsA[None, None, k], tCrA_view[None, None, k])
                 cute.copy(smem_copy_B, tCsB[None, None, k], tCrB_view[None, None, k])
                 cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
             return

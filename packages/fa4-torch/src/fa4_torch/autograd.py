@@ -144,7 +144,8 @@ def check_backward_supported(
 def _assume_constant_result(fn):
     """``torch.compiler.assume_constant_result`` without its import of ``torch._dynamo`` (1-4 s, the
     bulk of a warm first call that needs gradients): it marks the function with this attribute and
-    nothing else (torch 2.4-2.13; ``tests/torch/test_compile_paths.py`` checks that it still does)."""
+    nothing else (read in torch 2.13, used on the GPU machine's 2.11; ``tests/torch/test_compile_paths.py``
+    checks that torch still does only that)."""
     fn._dynamo_marked_constant = True
     return fn
 
