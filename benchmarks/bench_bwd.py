@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
+import plots  # noqa: E402
 from fa4_torch import flash_attn_func  # noqa: E402
 
 GRID = [
@@ -146,6 +147,8 @@ def main(argv=None):
     payload["peak_mem_mb_fwdbwd_b1_s8192_h16_d128"] = mem
     print("peak MiB fwd+bwd:", mem)
     C.write_results(path, payload)
+    rows = payload.get("rows", []) + payload.get("rows_large-d", [])
+    plots.plot_bwd(rows, path.replace(".json", ".png"), payload["env"]["device"])
     return 0
 
 

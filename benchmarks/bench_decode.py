@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
+import plots  # noqa: E402
 from fa4_torch import flash_attn_with_kvcache  # noqa: E402
 
 BATCH = (1, 8, 32, 64)
@@ -109,9 +110,10 @@ def main():
         "fa4_frac_copy_bw_kv_ge_16k": dict(mean=sum(fr) / len(fr), min=min(fr)),
     }
     print(summary)
-    C.write_results(
-        C.results_path("decode", args.out), {"env": C.environment(), "summary": summary, "rows": rows}
-    )
+    path = C.results_path("decode", args.out)
+    env = C.environment()
+    C.write_results(path, {"env": env, "summary": summary, "rows": rows})
+    plots.plot_decode(rows, path.replace(".json", ".png"), env["device"])
     return 0
 
 

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
+import plots  # noqa: E402
 from fa4_torch import flash_attn_func  # noqa: E402
 
 ANCHOR = [
@@ -86,42 +87,6 @@ def summarize(rows, label):
     return out
 
 
-def plot(rows, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception as e:
-        print("no plot:", e)
-        return
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8), sharey=True)
-    for ax, (d, causal, heads) in zip(
-        axes.flat, itertools.product((64, 128), (False, True), ((16, 16), (32, 8)))
-    ):
-        sel = sorted(
-            (
-                r
-                for r in rows
-                if r["head_dim"] == d and r["causal"] == causal and (r["nheads"], r["nheads_kv"]) == heads
-            ),
-            key=lambda r: r["seqlen"],
-        )
-        for name in ("fa4", "sdpa_flash", "sdpa_cudnn", "fa4_upstream_sm120"):
-            pts = [(r["seqlen"], r[f"{name}_tflops"]) for r in sel if f"{name}_tflops" in r]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=name)
-        ax.set_xscale("log", base=2)
-        ax.set_title(f"d{d} {'causal' if causal else 'full'} h{heads[0]}/{heads[1]}")
-        ax.set_xlabel("seqlen")
-    axes[0, 0].set_ylabel("TFLOP/s")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"forward, bf16, {torch.cuda.get_device_name(0)}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    print(f"wrote {path}")
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", nargs="+", default=["anchor"], choices=["anchor", "seed"])
@@ -160,7 +125,9 @@ def main(argv=None):
     }
     C.write_results(path, payload)
     if "anchor" in payload["grids"]:
-        plot(payload["grids"]["anchor"]["rows"], path.replace(".json", ".png"))
+        plots.plot_fwd(
+            payload["grids"]["anchor"]["rows"], path.replace(".json", ".png"), payload["env"]["device"]
+        )
     return 0
 
 

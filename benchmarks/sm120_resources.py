@@ -2,7 +2,9 @@
 ``sm_120a`` on the CPU, with ``ptxas -arch=sm_120a -v`` registers and spills, shared memory, and the
 CTAs / warps per SM that SM120 gives it (fa4_sm120.occupancy). No GPU needed.
 
-    python benchmarks/sm120_resources.py > docs/sm120-resources.md
+    python benchmarks/sm120_resources.py --features > docs/sm120-resources.md
+
+``--features`` adds, per backward row, the worst registers and spills over its feature variants.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 from fa4_sm120.compile import compile_fwd
@@ -32,7 +35,9 @@ def main():
         print("sm120_resources: ptxas (CUDA 13) is not on PATH; nothing measured")
         return 1
     from fa4_sm120.bwd import compile_bwd
-    from fa4_sm120.bwd_tiles import BWD_TABLE, bwd_config
+    from fa4_sm120.bwd_tiles import BWD_FEATURE_SETS, BWD_TABLE, bwd_config
+
+    features = "--features" in sys.argv[1:]
 
     header = "| head dims | causal | calls | tile (m x n x threads) | smem B | registers | spill stores B | CTAs/SM | warps/SM |"
     kinds = (
@@ -49,10 +54,7 @@ def main():
                 # split-KV calls: compile it as the table picks it
                 sel = selecting_args(row, causal) if table is FWD_TABLE else {}
                 cfg = make_cfg("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal, **sel)
-                d = tempfile.mkdtemp()
-                compile_fn(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
-                ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
-                regs, spill = ptxas_resources(ptx)
+                regs, spill = _resources(compile_fn, cfg)
                 occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
                 tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
                 if getattr(cfg, "mma_warps_n", 1) > 1:
@@ -67,8 +69,39 @@ def main():
                     f"{spill} | {occ} | {occ * cfg.num_threads // 32} |",
                     flush=True,
                 )
-                shutil.rmtree(d, ignore_errors=True)
+    if features:
+        print(
+            "\nBackward feature variants (bwd_tiles.BWD_FEATURE_SETS: windows, softcap, varlen/seqused, "
+            "deterministic, the sink's row sums), per row the most registers and spill stores of any:\n\n"
+            "| head dims | tile | registers (max) | spill stores B (max) | variants that spill |\n|---|---|---|---|---|"
+        )
+        for row in BWD_TABLE:
+            if row.family != "sm120":
+                continue
+            worst_regs, worst_spill, spilling = 0, 0, []
+            for feat in BWD_FEATURE_SETS:
+                cfg = bwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, **feat)
+                regs, spill = _resources(compile_bwd, cfg)
+                worst_regs, worst_spill = max(worst_regs, regs), max(worst_spill, spill)
+                if spill:
+                    spilling.append(f"{'+'.join(k for k, v in feat.items() if v)} {spill} B")
+            tile = f"{row.tile_m}x{row.tile_n}x{row.num_threads}"
+            print(
+                f"| {row.head_dim}/{row.head_dim_v} | {tile} | {worst_regs} | {worst_spill} | "
+                f"{'; '.join(spilling) or 'none'} |",
+                flush=True,
+            )
     return 0
+
+
+def _resources(compile_fn, cfg):
+    d = tempfile.mkdtemp()
+    try:
+        compile_fn(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
+        ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
+        return ptxas_resources(ptx)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":

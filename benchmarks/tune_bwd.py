@@ -1,5 +1,5 @@
-"""Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n`` per
-head dim, causal and not, on the backward grid (DESIGN §7), beside the current table row.
+"""Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n[,v]``
+per head dim, causal and not (a trailing ``v``: dQ reductions as ``red.global.add.v2.f32``), on the backward grid (DESIGN §7), beside the current table row.
 
 Each candidate replaces the table's row of ``(d, d)`` in this process (``fa4_sm120.bwd_tiles``) and
 the whole backward (preprocess, main kernel, postprocess) is timed through ``torch.autograd.grad``
@@ -42,10 +42,12 @@ _ORIGINAL_CONFIG = bwd_tiles.bwd_config
 def _use_row(head_dim: int, cand, emulate: bool) -> None:
     """Put the candidate in the table (and, emulating SM120, its launch shared memory in every
     config the table gives)."""
-    tm, tn, th, wn = cand
+    tm, tn, th, wn, vred = cand
     table = [r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) != (head_dim, head_dim)]
     base = next(r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) == (head_dim, head_dim))
-    table.append(dataclasses.replace(base, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn))
+    table.append(
+        dataclasses.replace(base, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn, vector_dq_red=vred)
+    )
     bwd_tiles.BWD_TABLE = tuple(table)
     bwd_tiles.bwd_config = _ORIGINAL_CONFIG
     if emulate:
@@ -81,10 +83,20 @@ def time_candidate(head_dim: int, causal: bool, cand, emulate: bool = False) -> 
     return out
 
 
+def parse_cand(text: str):
+    """``"64,64,128,1"`` -> ``(64, 64, 128, 1, False)``; ``"32,128,256,4,v"`` -> ``(..., True)``."""
+    parts = text.split(",")
+    vred = parts[-1] == "v"
+    nums = parts[:-1] if vred else parts
+    if len(nums) != 4:
+        raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,v]")
+    return (*map(int, nums), vred)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
-    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n")
+    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n[,v]")
     ap.add_argument("--out", default=None)
     ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")
     ap.add_argument("--causal", choices=["no", "yes", "both"], default="both")
@@ -92,7 +104,7 @@ def main():
     if not torch.cuda.is_available():
         print("tune_bwd: no CUDA GPU here; nothing measured")
         return 0
-    cands = [tuple(map(int, c.split(","))) for c in a.cands]
+    cands = [parse_cand(c) for c in a.cands]
     C.bench_ms(lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda"))
     original = bwd_tiles.BWD_TABLE
     results = {}
@@ -102,7 +114,7 @@ def main():
             res = results[key] = {}
             for order in ("forward", "reverse"):
                 for cand in cands if order == "forward" else cands[::-1]:
-                    name = "x".join(map(str, cand))
+                    name = "x".join(map(str, cand[:4])) + ("v" if cand[4] else "")
                     try:
                         t = time_candidate(d, causal, cand, a.emulate_sm120)
                     except UnsupportedConfigError as e:

@@ -3,8 +3,10 @@
 # time limit, everything written under $OUT (the device tool brings that folder back).
 # Usage on the GPU machine, from the repository root, with .gpu carried:
 #   bash tools/gpu_session.sh suite        # the whole GPU test suite (about 6 min)
-#   bash tools/gpu_session.sh bench        # forward and backward grids beside the peers (about 10 min)
-#   bash tools/gpu_session.sh tune         # the next tile candidates at SM120 occupancy (about 8 min)
+#   bash tools/gpu_session.sh bench        # forward grids beside the peers (about 8 min)
+#   bash tools/gpu_session.sh bench2       # backward grid and decode beside the peers (about 8 min)
+#   bash tools/gpu_session.sh tune         # backward candidates: checked, then timed at SM120 occupancy
+#   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
 # Each step prints one summary line; logs and JSON go to $OUT.
@@ -38,31 +40,46 @@ case "${1:-suite}" in
     # Nsight Compute: d128 forward (8k, non-causal) and backward (4k), fa4 beside SDPA flash
     NCU=(ncu --profile-from-start off --section SpeedOfLight --section Occupancy --section LaunchStats
          --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
-         --section SchedulerStats --section InstructionStats)
+         --section MemoryWorkloadAnalysis_Tables --section SchedulerStats --section InstructionStats)
     for peer in fa4 sdpa; do
       step "ncu-fwd-$peer" 150 "${NCU[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128 --peer $peer
       step "ncu-bwd-$peer" 150 "${NCU[@]}" python3 benchmarks/profile_ncu.py bwd 2 4096 16 128 --peer $peer
     done
     ;;
   bench)
-    # the issue-7 figures beside the peers: forward seed + anchor grids, backward grid
-    step bench-fwd 420 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid seed anchor --out "$OUT"
-    step bench-bwd 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --out "$OUT"
+    # the issue-7 forward figures beside the peers: seed + anchor grids, host time, peak memory
+    step bench-fwd 540 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid seed anchor --out "$OUT"
+    ;;
+  bench2)
+    # backward grid (and its peak memory), then decode (contiguous and paged K/V)
+    step bench-bwd 330 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --out "$OUT"
+    step bench-decode 220 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
     ;;
   tune)
-    # next candidates, SM120 occupancy emulated (each spill-free on sm_120a, CPU ptxas 2026-12-01):
-    # d96 forward on 4 warps of 32 rows; the 2 x 2 warp split of the backward for d64 and d96 (for
-    # d128 it measured +3.6% / +5.0%; adopting it there needs the suite on the changed table)
-    step tune-fwd-d96 240 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
-      --cands 128,64,256 128,64,128 128,32,128 --emulate-sm120 --out "$OUT"
-    step tune-bwd 240 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 96 \
-      --cands 64,128,256,2 64,64,128,1 64,64,128,2 --emulate-sm120 --out "$OUT"
-    # d160's backward row spills 128 B on sm_120a; 64x32 over 2 x 2 warps does not (224 registers)
-    step tune-bwd-d160 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 \
-      --cands 64,64,128,1 64,32,128,2 --emulate-sm120 --out "$OUT/d160"
+    # the backward candidates first checked (test_bwd_alt_rows: every candidate row against the fp32
+    # reference, dense and packed/seqused, deterministic), then timed at SM120 occupancy. Candidates
+    # (each spill-free on sm_120a): "v" = dQ as red.global.add.v2.f32 (half the reductions, whole
+    # sectors); 32x128 on 8 warps (2 x 4) halves the Q/dO reloads and dQ reductions per key. The
+    # profile's reason: fa4's main backward kernel keeps L2 65% busy for 5.59 ms where FA2's is 21%
+    # for 2.90 ms (d128, ncu 2026-12-01)
+    step alt-rows 150 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k alt_rows --junitxml="$OUT/alt.xml"
+    step tune-bwd-d128 230 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
+      --cands 64,64,128,1 64,64,128,1,v 64,64,128,2 32,128,256,4 32,128,256,4,v --emulate-sm120 --out "$OUT/d128"
+    step tune-bwd-d64 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
+      --cands 64,128,256,2 64,128,256,2,v 32,128,256,4,v --emulate-sm120 --out "$OUT/d64"
+    ;;
+  tune2)
+    # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
+    # and vector dQ reductions; d160's backward at 64x32 on 2 x 2 warps (spill-free; its row spills 128 B)
+    step tune-fwd-d96 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
+      --cands 128,64,256 128,64,128 128,32,128 --causal no --emulate-sm120 --out "$OUT"
+    step tune-bwd-d96 190 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 96 \
+      --cands 64,64,128,1 64,64,128,2 64,64,128,1,v --emulate-sm120 --out "$OUT/d96"
+    step tune-bwd-d160 190 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 \
+      --cands 64,64,128,1 64,32,128,2 64,32,128,2,v --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|tune" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|tune2" >&2
     exit 2
     ;;
 esac

@@ -23,7 +23,7 @@ import pytest
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_sm120.bwd import BwdConfig, compile_bwd
 from fa4_sm120.bwd_pre_post import PrePostConfig, compile_postprocess, compile_preprocess
-from fa4_sm120.bwd_tiles import BWD_TABLE, bwd_config
+from fa4_sm120.bwd_tiles import BWD_FEATURE_SETS, BWD_TABLE, bwd_config
 
 pytestmark = pytest.mark.compile_only
 
@@ -38,20 +38,7 @@ VARIANTS = [
 ]
 
 
-# feature sets (keyword arguments of bwd_config) of the extended backward
-FEATURES = (
-    dict(causal=False, local=True),
-    dict(causal=True, local=True, deterministic=True),
-    dict(causal=False, softcap=True),
-    dict(causal=True, local=True, softcap=True),
-    dict(causal=False, varlen_q=True, varlen_k=True),
-    dict(causal=True, varlen_q=True, varlen_k=True, seqused_q=True, seqused_k=True, deterministic=True),
-    dict(causal=False, local=True, softcap=True, seqused_q=True, seqused_k=True),
-    dict(causal=True, local=True, softcap=True, varlen_q=True, varlen_k=True, deterministic=True),
-    # the learnable sink's exact row sums (per warp column), also inside the deterministic ordering
-    dict(causal=True, dsink=True),
-    dict(causal=False, local=True, varlen_q=True, varlen_k=True, deterministic=True, dsink=True),
-)
+FEATURES = BWD_FEATURE_SETS
 FEATURE_VARIANTS = [
     bwd_config(row.family, dtype, row.head_dim, row.head_dim_v, **feat)
     for row in BWD_TABLE
@@ -71,6 +58,8 @@ def _id(cfg: BwdConfig) -> str:
     s += "-usedk" if cfg.has_seqused_k else ""
     s += "-det" if cfg.deterministic else ""
     s += "-dsink" if cfg.has_dsink else ""
+    s += f"-wn{cfg.mma_warps_n}" if cfg.mma_warps_n != 1 else ""
+    s += "-vred" if cfg.vector_dq_red else ""
     return s
 
 
@@ -91,7 +80,28 @@ def _resources(path: str):
     return regs, spill
 
 
-@pytest.mark.parametrize("cfg", VARIANTS + FEATURE_VARIANTS, ids=_id)
+# candidates of benchmarks/tune_bwd.py that are not (yet) table rows, as tools/gpu_session.sh times them
+# and tests/torch/test_bwd_gpu.py::test_bwd_alt_rows checks them: (d, tile_m, tile_n, threads,
+# mma_warps_n, vector_dq_red). 32x128 over 8 warps (2 x 4) halves the Q/dO reloads and dQ reductions
+# per key of the 64x64 rows (their L2 traffic is 3x FlashAttention-2's; docs/benchmarks.md).
+CANDIDATES = [
+    BwdConfig(dt, d, d, tm, tn, th, wn, is_causal=causal, vector_dq_red=vred, **feat)
+    for d, tm, tn, th, wn, vred in (
+        (128, 64, 64, 128, 1, True),
+        (128, 64, 64, 128, 2, True),
+        (128, 32, 128, 256, 4, False),
+        (128, 32, 128, 256, 4, True),
+        (96, 64, 64, 128, 2, False),
+        (64, 32, 128, 256, 4, True),
+    )
+    for dt, causal, feat in (
+        ("bfloat16", False, {}),
+        ("float16", True, dict(deterministic=True, varlen_q=True, varlen_k=True)),
+    )
+]
+
+
+@pytest.mark.parametrize("cfg", VARIANTS + FEATURE_VARIANTS + CANDIDATES, ids=_id)
 def test_bwd_variant_compiles_for_sm120a(cfg, tmp_path):
     assert cfg.smem_bytes <= CAP
     compile_bwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
@@ -102,7 +112,11 @@ def test_bwd_variant_compiles_for_sm120a(cfg, tmp_path):
     assert "wgmma" not in ptx
     assert "ldmatrix.sync.aligned" in ptx and ".trans" in ptx
     assert "cp.async.cg.shared.global" in ptx
-    assert re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.f32", ptx)
+    if cfg.vector_dq_red:  # every dQ reduction a pair; the scalar f32 ones left are the sink's row sums
+        assert re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.v2\.f32", ptx)
+        assert cfg.has_dsink or not re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.f32", ptx)
+    else:
+        assert re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.f32", ptx)
     if cfg.has_softcap:
         assert "tanh.approx.f32" in ptx
     if cfg.deterministic:
@@ -135,3 +149,28 @@ def test_every_bwd_row_fits_sm120():
     for row in BWD_TABLE:
         cfg = bwd_config(row.family, "bfloat16", row.head_dim, row.head_dim_v, causal=False)
         assert cfg.smem_bytes <= CAP, (row, cfg.smem_bytes)
+
+
+def test_vector_dq_red_only_where_the_target_has_it(monkeypatch):
+    """A row with vector dQ reductions keeps them for sm_90+ targets and drops them (scalar ``red``)
+    for an SM80/86 target; a config asking for them on an SM80/86 family is a typed error."""
+    import dataclasses
+
+    from fa4_core.errors import UnsupportedConfigError
+    from fa4_sm120 import bwd_tiles
+    from fa4_sm120.bwd import FlashAttentionBackwardSm120
+
+    table = tuple(
+        dataclasses.replace(r, vector_dq_red=True) if r.head_dim == 128 else r for r in bwd_tiles.BWD_TABLE
+    )
+    monkeypatch.setattr(bwd_tiles, "BWD_TABLE", table)
+    for target, want in (("sm_120a", True), ("sm_90", True), ("sm_90a", True), ("sm_86", False),
+                         ("sm_80", False), (None, True)):  # fmt: skip
+        cfg = bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, causal=False, target=target)
+        assert cfg.vector_dq_red is want, target
+    assert bwd_tiles.bwd_config("sm86", "bfloat16", 128, 128, causal=False).vector_dq_red is False
+    bad = dataclasses.replace(
+        bwd_tiles.bwd_config("sm86", "bfloat16", 128, 128, causal=False), vector_dq_red=True
+    )
+    with pytest.raises(UnsupportedConfigError, match="vector_dq_red.*sm_86"):
+        FlashAttentionBackwardSm120.can_implement(bad)

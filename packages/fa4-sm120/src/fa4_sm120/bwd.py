@@ -77,6 +77,8 @@ from __future__ import annotations
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
+from cutlass._mlir import ir
+from cutlass._mlir.dialects import vector as mlir_vector
 from cutlass.cute.nvgpu import warp
 
 from fa4_core.block_info import BlockInfo, BlockInfoBwd
@@ -101,6 +103,17 @@ __all__ = [
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
+
+
+def _check_adjacent_pairs(layout) -> None:
+    """Trace-time check of ``vector_dq_red``: elements ``2j, 2j + 1`` of the dQ accumulator's
+    partition of global memory are adjacent columns (first mode of size 2 and stride 1)."""
+    pair_mode = (layout.shape[0][0], layout.stride[0][0])
+    if pair_mode != (2, 1):
+        raise UnsupportedConfigError(
+            f"vector_dq_red: the dQ accumulator's first mode is {pair_mode} (size, stride), not a pair "
+            "of adjacent columns (2, 1)"
+        )
 
 
 class FlashAttentionBackwardSm120:
@@ -150,6 +163,8 @@ class FlashAttentionBackwardSm120:
                         f"threads at head dim {d})"
                     )  # fmt: skip
         check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
+        if cfg.vector_dq_red and cfg.arch in ("sm_80", "sm_86"):
+            raise unsupported("vector_dq_red", True, f"targets sm_90 and up (red on vectors), not {cfg.arch}")
         check_smem_fits(
             f"backward tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}) with head_dim={cfg.head_dim}, head_dim_v={cfg.head_dim_v}",
             cfg.smem_bytes,
@@ -521,26 +536,18 @@ class FlashAttentionBackwardSm120:
                     while cnt != n_block - n_first:
                         cnt = cute.arch.load(sem_ptr, Int32, sem="acquire", scope="gpu")
                 cute.arch.barrier()
-            for i in cutlass.range_constexpr(cute.size(acc_dQ)):
+            # fp32 reductions: one per element, or (vector_dq_red, sm_90+) one red.v2 per pair of
+            # adjacent columns (elements 2j, 2j + 1 of the accumulator: same row, columns c, c + 1)
+            if cutlass.const_expr(cfg.vector_dq_red):
+                _check_adjacent_pairs(tdQgdQ.layout)
+            step = 2 if cutlass.const_expr(cfg.vector_dq_red) else 1
+            for j in cutlass.range_constexpr(cute.size(acc_dQ) // step):
+                i = j * step
                 if cutlass.const_expr(cfg.check_q_rows):
                     if m_block * tm + cdQ[i][0] < seqlen_q:
-                        cute.arch.red(
-                            tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout),
-                            acc_dQ[i],
-                            op="add",
-                            dtype="f32",
-                            sem="relaxed",
-                            scope="gpu",
-                        )
+                        self._red_dq(tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout), acc_dQ, i)
                 else:
-                    cute.arch.red(
-                        tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout),
-                        acc_dQ[i],
-                        op="add",
-                        dtype="f32",
-                        sem="relaxed",
-                        scope="gpu",
-                    )
+                    self._red_dq(tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout), acc_dQ, i)
             if cutlass.const_expr(cfg.has_dsink):
                 if tidx % 4 == 0:
                     warp_n = (tidx // 32) // cfg.mma_warps_m  # the tiled MMA's warps are M-major
@@ -599,6 +606,19 @@ class FlashAttentionBackwardSm120:
             base = mX.iterator + offset * mX.stride[0] + head * mX.stride[1]
             return cute.make_tensor(base, cute.make_layout((mX.shape[0], d), stride=(mX.stride[0], 1)))
         return mX[batch_idx, None, head, None]
+
+    @cute.jit
+    def _red_dq(self, ptr, acc_dQ: cute.Tensor, i: cutlass.Constexpr[int]):
+        """``*ptr += acc_dQ[i]`` (``red.global.add.f32``), or with ``vector_dq_red`` the pair
+        ``acc_dQ[i], acc_dQ[i + 1]`` into ``ptr[0], ptr[1]`` (``red.global.add.v2.f32``: half the
+        instructions and whole 32-byte sectors)."""
+        if cutlass.const_expr(self.cfg.vector_dq_red):
+            pair = mlir_vector.from_elements(
+                ir.VectorType.get([2], Float32.mlir_type), [acc_dQ[i].ir_value(), acc_dQ[i + 1].ir_value()]
+            )
+            cute.arch.red(ptr, pair, op="add", dtype="f32", sem="relaxed", scope="gpu")
+        else:
+            cute.arch.red(ptr, acc_dQ[i], op="add", dtype="f32", sem="relaxed", scope="gpu")
 
     @cute.jit
     def gemm_ss(

@@ -16,6 +16,13 @@ backward grid shapes, mean TFLOP/s, the lower of two passes) gave 168.1 / causal
 112.8 for the 4-warp 64x64 row (64x64 at 4x2: 131.8 / 102.2; 2x4: 121.4 / 106.5; 128x64: 117.9 /
 106.0); ``sm_120a`` 224 registers, no spills, one CTA (8 warps) per SM as the 64x64 row's two. For
 d 128 the 4-warp 64x64 row stays (143.7 / 119.5; 8 warps 4x2: 133.2 / 114.9, 2x4: 136.4 / 119.1).
+``vector_dq_red`` (off in every row until a GPU run checks it): dQ reductions as
+``red.global.add.v2.f32`` on pairs of adjacent columns (sm_90+ PTX; ``bwd_config(target=)`` keeps
+scalar reductions for SM80/86 targets). Candidates for the next table (``tools/gpu_session.sh tune``,
+``tests/torch/test_bwd_gpu.py::test_bwd_alt_rows``): d128 at 32x128 over 8 warps (2 x 4, 98,304 B),
+which halves the Q/dO reloads and dQ reductions per key (the 64x64 rows keep L2 about six times as
+busy as FlashAttention-2's backward, ncu on an H200) and spills in none of ``BWD_FEATURE_SETS``
+(sm_120a 232-250 registers) where the 64x64 row spills 20-196 B in 7 of the 10.
 Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / 128`` live through
 the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / 128`` or ``acc_dQ = tile_m * d / 128``.
 """
@@ -27,7 +34,7 @@ from dataclasses import dataclass
 from fa4_core.errors import UnsupportedArchError, unsupported
 from fa4_sm120.configs import BwdConfig
 
-__all__ = ["BwdTile", "BWD_TABLE", "select_bwd_tile", "bwd_config"]
+__all__ = ["BwdTile", "BWD_TABLE", "BWD_FEATURE_SETS", "select_bwd_tile", "bwd_config"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class BwdTile:
     tile_n: int
     num_threads: int
     mma_warps_n: int = 1
+    vector_dq_red: bool = False  # dQ reductions as red.global.add.v2.f32 where the target has it (sm_90+)
 
 
 # fmt: off
@@ -56,7 +64,29 @@ BWD_TABLE: tuple[BwdTile, ...] = (
 )
 # fmt: on
 
+# The feature combinations (keyword arguments of bwd_config) that CI compiles for every row
+# (tests/sm120/test_bwd_compile.py) and benchmarks/sm120_resources.py reports the worst of: each flag
+# changes the generated code (and its registers), not the tile.
+BWD_FEATURE_SETS: tuple[dict, ...] = (
+    dict(causal=False, local=True),
+    dict(causal=True, local=True, deterministic=True),
+    dict(causal=False, softcap=True),
+    dict(causal=True, local=True, softcap=True),
+    dict(causal=False, varlen_q=True, varlen_k=True),
+    dict(causal=True, varlen_q=True, varlen_k=True, seqused_q=True, seqused_k=True, deterministic=True),
+    dict(causal=False, local=True, softcap=True, seqused_q=True, seqused_k=True),
+    dict(causal=True, local=True, softcap=True, varlen_q=True, varlen_k=True, deterministic=True),
+    # the learnable sink's exact row sums (per warp column), also inside the deterministic ordering
+    dict(causal=True, dsink=True),
+    dict(causal=False, local=True, varlen_q=True, varlen_k=True, deterministic=True, dsink=True),
+)
+
 _CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
+
+
+def _sm_number(arch: str) -> int:
+    """``"sm_120a"`` -> 120, ``"sm_90"`` -> 90."""
+    return int("".join(ch for ch in arch.split("_", 1)[1] if ch.isdigit()))
 
 
 def select_bwd_tile(family: str, head_dim: int, head_dim_v: int) -> BwdTile:
@@ -90,10 +120,14 @@ def bwd_config(
     seqused_q: bool = False,
     seqused_k: bool = False,
     dsink: bool = False,
+    target: str | None = None,
 ) -> BwdConfig:
     """The backward config of a table row; the feature flags (local window, softcap, varlen) change
-    the generated code, not the tile."""
+    the generated code, not the tile. ``target`` (``"sm_90"``, ``"sm_120a"``...: the GPU the kernel is
+    compiled for, when it is not the family's own) turns off what its PTX lacks: ``red`` on vectors
+    needs sm_90+, so an SM120 row run on an SM80/86 GPU (``FA4_ARCH``) keeps scalar dQ reductions."""
     row = select_bwd_tile(family, head_dim, head_dim_v)
+    vector_red = row.vector_dq_red and _sm_number(target or _CAP_ARCH[family]) >= 90
     return BwdConfig(
         dtype=dtype,
         head_dim=head_dim,
@@ -112,4 +146,5 @@ def bwd_config(
         has_seqused_q=seqused_q,
         has_seqused_k=seqused_k,
         has_dsink=dsink,
+        vector_dq_red=vector_red,
     )

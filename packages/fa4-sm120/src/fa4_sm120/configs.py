@@ -80,6 +80,8 @@ class BwdConfig:
     has_seqused_q: bool = False
     has_seqused_k: bool = False
     has_dsink: bool = False  # also accumulate rowsum(P * dP) per query row (the learnable sink's gradient)
+    # dQ reductions as red.global.add.v2.f32 (pairs of adjacent columns; PTX needs sm_90+)
+    vector_dq_red: bool = False
     # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
     # GPU with more shared memory per SM (H100/H200: 228 KB) keeps as few CTAs per SM as SM120 would
     launch_smem: int = 0

@@ -913,7 +913,7 @@ def _warm_cpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, target: 
     if backward:  # as the API does: what the backward cannot do fails before anything compiles
         from fa4_sm120.bwd_tiles import bwd_config
 
-        bwd_cfg = bwd_config(d.family, dt, spec.head_dim, spec.head_dim_v, causal=causal)
+        bwd_cfg = bwd_config(d.family, dt, spec.head_dim, spec.head_dim_v, causal=causal, target=target)
     compile_fwd(cfg, tvm_ffi=False, gpu_arch=target)
     if not backward:
         return f"compiled for {target}"

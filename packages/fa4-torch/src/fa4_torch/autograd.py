@@ -86,14 +86,14 @@ def _bwd_kernels(
     local, softcap, varlen_q, varlen_k, used_q, used_k, dsink = flags or (False,) * 7
     family = family or device_family(device)
     dt = api._DTYPES[dtype]
-    cfg = bwd_config(
-        family, dt, head_dim, head_dim_v, causal=causal, deterministic=deterministic, local=local,
-        softcap=softcap, varlen_q=varlen_q, varlen_k=varlen_k, seqused_q=used_q, seqused_k=used_k,
-        dsink=dsink,
-    )  # fmt: skip
     if target is None:
         major, minor = torch.cuda.get_device_capability(device)
         target = f"sm_{major}{minor}"
+    cfg = bwd_config(
+        family, dt, head_dim, head_dim_v, causal=causal, deterministic=deterministic, local=local,
+        softcap=softcap, varlen_q=varlen_q, varlen_k=varlen_k, seqused_q=used_q, seqused_k=used_k,
+        dsink=dsink, target=target,
+    )  # fmt: skip
     pre_cfg = PrePostConfig(dt, head_dim_v, has_dlse)
     post_cfg = PrePostConfig(dt, head_dim)
 
