@@ -1,5 +1,6 @@
-"""Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n[,v]``
-per head dim, causal and not (a trailing ``v``: dQ reductions as ``red.global.add.v2.f32``), on the backward grid (DESIGN §7), beside the current table row.
+"""Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n[,flags]``
+per head dim (``d`` or ``d:dv``), causal and not (flags: ``v`` dQ reductions as
+``red.global.add.v2.f32``, ``e`` early Q/dO loads; ``BwdTile.vector_dq_red`` / ``early_loads``), on the backward grid (DESIGN §7), beside the current table row.
 
 Each candidate replaces the table's row of ``(d, d)`` in this process (``fa4_sm120.bwd_tiles``) and
 the whole backward (preprocess, main kernel, postprocess) is timed through ``torch.autograd.grad``
@@ -39,14 +40,16 @@ SHAPES = [(4, 1024, 16, 16), (4, 1024, 32, 8), (2, 4096, 16, 16), (2, 4096, 32, 
 _ORIGINAL_CONFIG = bwd_tiles.bwd_config
 
 
-def _use_row(head_dim: int, cand, emulate: bool) -> None:
-    """Put the candidate in the table (and, emulating SM120, its launch shared memory in every
-    config the table gives)."""
-    tm, tn, th, wn, vred = cand
-    table = [r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) != (head_dim, head_dim)]
-    base = next(r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) == (head_dim, head_dim))
+def _use_row(dims, cand, emulate: bool) -> None:
+    """Put the candidate in the table's row of ``dims = (d, dv)`` (and, emulating SM120, its launch
+    shared memory in every config the table gives)."""
+    tm, tn, th, wn, vred, early = cand
+    table = [r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) != dims]
+    base = next(r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) == dims)
     table.append(
-        dataclasses.replace(base, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn, vector_dq_red=vred)
+        dataclasses.replace(
+            base, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn, vector_dq_red=vred, early_loads=early
+        )
     )
     bwd_tiles.BWD_TABLE = tuple(table)
     bwd_tiles.bwd_config = _ORIGINAL_CONFIG
@@ -67,36 +70,48 @@ def _use_row(head_dim: int, cand, emulate: bool) -> None:
     autograd._reset_caches()
 
 
-def time_candidate(head_dim: int, causal: bool, cand, emulate: bool = False) -> list[float]:
-    _use_row(head_dim, cand, emulate)
+def time_candidate(dims, causal: bool, cand, emulate: bool = False) -> list[float]:
+    _use_row(dims, cand, emulate)
+    d, dv = dims
     out = []
     for b, s, hq, hkv in SHAPES:
-        q = torch.randn(b, s, hq, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        k = torch.randn(b, s, hkv, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        v = torch.randn(b, s, hkv, head_dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        dout = torch.randn_like(q)
+        q = torch.randn(b, s, hq, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn(b, s, hkv, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(b, s, hkv, dv, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        dout = torch.randn(b, s, hq, dv, device="cuda", dtype=torch.bfloat16)
         o = flash_attn_func(q, k, v, causal=causal)[0]
         ms = C.bench_ms(
             lambda o=o, q=q, k=k, v=v, dout=dout: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)
         )
-        out.append(2.5 * C.attn_flops(b, hq, s, s, head_dim, causal=causal) / ms / 1e9)
+        out.append(2.5 * C.attn_flops(b, hq, s, s, d, dv, causal=causal) / ms / 1e9)
     return out
 
 
 def parse_cand(text: str):
-    """``"64,64,128,1"`` -> ``(64, 64, 128, 1, False)``; ``"32,128,256,4,v"`` -> ``(..., True)``."""
+    """``"64,64,128,1"`` -> ``(64, 64, 128, 1, False, False)``; ``"32,128,256,4,ve"`` -> ``(..., True,
+    True)`` (``v``: vector dQ reductions, ``e``: early Q/dO loads)."""
     parts = text.split(",")
-    vred = parts[-1] == "v"
-    nums = parts[:-1] if vred else parts
-    if len(nums) != 4:
-        raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,v]")
-    return (*map(int, nums), vred)
+    flags = parts[4] if len(parts) == 5 else ""
+    if len(parts) not in (4, 5) or set(flags) - set("ve"):
+        raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,flags of v/e]")
+    return (*map(int, parts[:4]), "v" in flags, "e" in flags)
+
+
+def cand_name(cand) -> str:
+    flags = ("v" if cand[4] else "") + ("e" if cand[5] else "")
+    return "x".join(map(str, cand[:4])) + (f"-{flags}" if flags else "")
+
+
+def parse_dims(text: str):
+    """``"128"`` -> ``(128, 128)``; ``"192:128"`` -> ``(192, 128)``."""
+    d, _, dv = text.partition(":")
+    return int(d), int(dv or d)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
-    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n[,v]")
+    ap.add_argument("--head-dim", nargs="+", default=["128"], help="d or d:dv")
+    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n[,flags v/e]")
     ap.add_argument("--out", default=None)
     ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")
     ap.add_argument("--causal", choices=["no", "yes", "both"], default="both")
@@ -108,15 +123,16 @@ def main():
     C.bench_ms(lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda"))
     original = bwd_tiles.BWD_TABLE
     results = {}
-    for d in a.head_dim:
+    for dims in map(parse_dims, a.head_dim):
+        d = dims[0] if dims[0] == dims[1] else f"{dims[0]}_{dims[1]}"
         for causal in {"no": (False,), "yes": (True,), "both": (False, True)}[a.causal]:
             key = f"d{d}-causal{causal}"
             res = results[key] = {}
             for order in ("forward", "reverse"):
                 for cand in cands if order == "forward" else cands[::-1]:
-                    name = "x".join(map(str, cand[:4])) + ("v" if cand[4] else "")
+                    name = cand_name(cand)
                     try:
-                        t = time_candidate(d, causal, cand, a.emulate_sm120)
+                        t = time_candidate(dims, causal, cand, a.emulate_sm120)
                     except UnsupportedConfigError as e:
                         print(f"{key} {name}: rejected: {e}")
                         continue

@@ -57,26 +57,28 @@ case "${1:-suite}" in
     ;;
   tune)
     # the backward candidates first checked (test_bwd_alt_rows: every candidate row against the fp32
-    # reference, dense and packed/seqused, deterministic), then timed at SM120 occupancy. Candidates
-    # (each spill-free on sm_120a): "v" = dQ as red.global.add.v2.f32 (half the reductions, whole
-    # sectors); 32x128 on 8 warps (2 x 4) halves the Q/dO reloads and dQ reductions per key. The
-    # profile's reason: fa4's main backward kernel keeps L2 65% busy for 5.59 ms where FA2's is 21%
-    # for 2.90 ms (d128, ncu 2026-12-01)
+    # reference, dense and packed/seqused, deterministic), then timed at SM120 occupancy. Candidate
+    # flags: "v" = dQ as red.global.add.v2.f32 (half the reductions, whole sectors), "e" = early Q/dO
+    # loads (two cp.async groups, dK before dV). 32x128 on 8 warps (2 x 4) halves the Q/dO reloads and
+    # dQ reductions per key. The reason: fa4's main backward kernel keeps L2 65% busy for 5.59 ms
+    # where FA2's is 21% for 2.90 ms (d128, ncu 2026-12-01). All spill-free on sm_120a.
     step alt-rows 150 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k alt_rows --junitxml="$OUT/alt.xml"
-    step tune-bwd-d128 230 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
-      --cands 64,64,128,1 64,64,128,1,v 64,64,128,2 32,128,256,4 32,128,256,4,v --emulate-sm120 --out "$OUT/d128"
-    step tune-bwd-d64 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
-      --cands 64,128,256,2 64,128,256,2,v 32,128,256,4,v --emulate-sm120 --out "$OUT/d64"
+    step tune-bwd-d128 250 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
+      --cands 64,64,128,1 64,64,128,1,v 64,64,128,1,ve 32,128,256,4 32,128,256,4,ve \
+      --emulate-sm120 --out "$OUT/d128"
+    step tune-bwd-d64 180 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
+      --cands 64,128,256,2 64,128,256,2,v 32,128,256,4,ve --emulate-sm120 --out "$OUT/d64"
     ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
-    # and vector dQ reductions; d160's backward at 64x32 on 2 x 2 warps (spill-free; its row spills 128 B)
-    step tune-fwd-d96 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
+    # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
+    # 4 x 2 warps (spill-free in every feature set) and 64x32 over 2 x 2
+    step tune-fwd-d96 150 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
       --cands 128,64,256 128,64,128 128,32,128 --causal no --emulate-sm120 --out "$OUT"
-    step tune-bwd-d96 190 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 96 \
-      --cands 64,64,128,1 64,64,128,2 64,64,128,1,v --emulate-sm120 --out "$OUT/d96"
-    step tune-bwd-d160 190 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 \
-      --cands 64,64,128,1 64,32,128,2 64,32,128,2,v --emulate-sm120 --out "$OUT/d160"
+    step tune-bwd-d96 130 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 96 \
+      --cands 64,64,128,1 64,64,128,2 64,64,128,1,ve --emulate-sm120 --out "$OUT/d96"
+    step tune-bwd-d160 150 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 192:128 \
+      --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
     echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|tune2" >&2

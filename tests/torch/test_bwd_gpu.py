@@ -589,22 +589,28 @@ def test_feature_switches_raise(monkeypatch):
 # Candidate rows of benchmarks/tune_bwd.py (8 warps as 4 x 2 or 2 x 4, 4 as 2 x 2; dQ from shared dS) on
 # the common head dims: the same kernel path as the large-d rows, on shapes every tile size makes
 # ragged; run here so that a table change after a sweep rests on a GPU run of exactly those rows.
-# (d, dv, tile_m, tile_n, threads, mma_warps_n, vector_dq_red); the d160 and 192/128 rows at 64x32 over
-# 2 x 2 warps are the spill-free alternatives (sm_120a: 224 / 242 registers, 0 B) of the table's
-# spilling 64x64 rows; 32x128 over 2 x 4 warps halves the Q/dO reloads and dQ reductions per key;
-# vector_dq_red adds dQ as red.global.add.v2.f32 (column pairs) instead of one f32 per element
+# (d, dv, tile_m, tile_n, threads, mma_warps_n, flags): flags "v" = vector_dq_red (dQ as
+# red.global.add.v2.f32 on column pairs), "e" = early_loads (the next Q and dO as two cp.async groups,
+# dK before dV). Every row is spill-free on sm_120a in all of bwd_tiles.BWD_FEATURE_SETS but the 2 x 2
+# 64x32 rows of 192/128 (16-64 B in two): 32x128 over 2 x 4 warps halves the Q/dO reloads and dQ
+# reductions per key; 64x64 over 4 x 2 warps is the spill-free form of the d160 and 192/128 rows.
 ALT_ROWS = (
-    (64, 64, 64, 64, 256, 2, False),
-    (64, 64, 64, 128, 256, 2, True),
-    (64, 64, 32, 128, 256, 4, True),
-    (96, 96, 64, 64, 128, 2, False),
-    (128, 128, 64, 64, 256, 2, False),
-    (128, 128, 64, 64, 128, 2, False),
-    (128, 128, 64, 64, 128, 1, True),
-    (128, 128, 32, 128, 256, 4, False),
-    (128, 128, 32, 128, 256, 4, True),
-    (160, 160, 64, 32, 128, 2, False),
-    (192, 128, 64, 32, 128, 2, False),
+    (64, 64, 64, 128, 256, 2, "v"),
+    (64, 64, 32, 128, 256, 4, "ve"),
+    (96, 96, 64, 64, 128, 2, ""),
+    (96, 96, 64, 64, 128, 1, "ve"),
+    (128, 128, 64, 64, 256, 2, ""),
+    (128, 128, 64, 64, 128, 2, ""),
+    (128, 128, 64, 64, 128, 1, "v"),
+    (128, 128, 64, 64, 128, 1, "ve"),
+    (128, 128, 32, 128, 256, 4, ""),
+    (128, 128, 32, 128, 256, 4, "ve"),
+    (160, 160, 64, 32, 128, 2, ""),
+    (160, 160, 64, 64, 256, 2, ""),
+    (160, 160, 64, 64, 256, 2, "ve"),
+    (192, 128, 64, 32, 128, 2, ""),
+    (192, 128, 64, 64, 256, 2, ""),
+    (192, 128, 64, 64, 256, 2, "ve"),
 )
 ALT_CASES = [
     (row, Case(dt, 2, sq, sk, hq, hkv, row[0], row[1], causal=causal, deterministic=det))
@@ -639,7 +645,7 @@ ALT_CASES = [
 @pytest.mark.parametrize(
     "row, c",
     [pytest.param(r, c, marks=pytest.mark.xdist_group(f"alt-{r}")) for r, c in ALT_CASES],
-    ids=[f"{'x'.join(map(str, r[2:6]))}{'v' if r[6] else ''}-{c}" for r, c in ALT_CASES],
+    ids=[f"{'x'.join(map(str, r[2:6]))}{'-' + r[6] if r[6] else ''}-{c}" for r, c in ALT_CASES],
 )
 def test_bwd_alt_rows(row, c, monkeypatch):
     import dataclasses
@@ -647,9 +653,12 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     from fa4_sm120 import bwd_tiles
     from fa4_torch import autograd
 
-    d, dv, tm, tn, th, wn, vred = row
+    d, dv, tm, tn, th, wn, flags = row
+    vred, early = "v" in flags, "e" in flags
     table = tuple(
-        dataclasses.replace(r, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn, vector_dq_red=vred)
+        dataclasses.replace(
+            r, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn, vector_dq_red=vred, early_loads=early
+        )
         if (r.head_dim, r.head_dim_v) == (d, dv)
         else r
         for r in bwd_tiles.BWD_TABLE
@@ -659,7 +668,7 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     try:
         picked = bwd_tiles.select_bwd_tile("sm120", d, dv)
         assert (picked.tile_m, picked.tile_n, picked.num_threads, picked.mma_warps_n) == (tm, tn, th, wn)
-        assert picked.vector_dq_red is vred
+        assert (picked.vector_dq_red, picked.early_loads) == (vred, early)
         run_varlen_case(c) if isinstance(c, VarlenCase) else run_case(c)
     finally:
         monkeypatch.undo()

@@ -52,10 +52,13 @@ Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_
    c. ``dP = dO·Vᵀ``; ``dS = P ⊙ (dP − dPsum)`` (softcap: ``⊙ (1 − tanh²)``) -> 16-bit, to shared memory the same way (and, when
       each warp owns whole rows, ``mma_warps_n == 1``, kept in registers as the A operand of ``dQ``).
    d. ``dV += Pᵀ·dO`` and ``dK += dSᵀ·Q`` (both operands through ``ldmatrix.trans`` of the
-      transposed shared views); then the next block's Q and dO start loading.
+      transposed shared views); then the next block's Q and dO start loading. With ``early_loads``
+      they are two ``cp.async`` groups: dK runs first and the next Q loads as soon as every warp is
+      done with sQ, the next dO once dV is done with sdO; S waits for Q only, dP for dO.
    e. ``dQ = dS·K`` (A from registers, or from ``sdS`` when warps also split N; ``Kᵀ`` through
       ``ldmatrix.trans``), added to ``mdQaccum``
-      with ``red.global.add.f32``. Deterministic mode: the CTAs of one query block add in ascending
+      with ``red.global.add.f32`` (``vector_dq_red``: ``red.global.add.v2.f32`` on each pair of
+      adjacent columns, sm_90+). Deterministic mode: the CTAs of one query block add in ascending
       ``n_block`` order (from the forward's ``n_block_min`` of that block), serialised by a per-(batch, head, m_block) counter (acquire spin, release
       increment), so the fp32 sums are bit-identical run to run.
 3. Epilogue: ``dK *= softmax_scale``; dK and dV go registers -> shared (accumulator-layout plain
@@ -426,11 +429,14 @@ class FlashAttentionBackwardSm120:
         total_iters = num_m_iters * r
         cdQ = thr_mma.partition_C(cute.make_identity_tensor((tm, d)))
         # prologue: Q, dO of the first (head, block)
+        # early_loads: Q and dO in two cp.async groups (Q first), so that S waits for Q only
+        parts = ("q", "do") if cutlass.const_expr(cfg.early_loads) else ("q_do",)
         if total_iters > 0:
-            self.load_q_do(
-                mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q, offset_q,
-            )  # fmt: skip
+            for part in cutlass.range_constexpr(len(parts)):
+                self.load_q_do(
+                    mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
+                    tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q, offset_q, parts[part],
+                )  # fmt: skip
 
         for it in cutlass.range(total_iters, unroll=1):
             h_off = it // num_m_iters
@@ -457,7 +463,8 @@ class FlashAttentionBackwardSm120:
                 else:
                     lse[i] = mLSElog2[batch_idx, head, row]
                     dpsum[i] = mdPsum[batch_idx, head, row]
-            cute.arch.cp_async_wait_group(0)
+            # K, V and Q have landed (early_loads: dO may still be in flight)
+            cute.arch.cp_async_wait_group(1 if cutlass.const_expr(cfg.early_loads) else 0)
             cute.arch.barrier()
             self.gemm_ss(tiled_mma, thr_mma, acc_S, sQ, sK, copy_A, copy_B, tidx)
             if cutlass.const_expr(cfg.has_softcap):
@@ -484,6 +491,9 @@ class FlashAttentionBackwardSm120:
             rP.store(acc_S.load().to(self.dtype))
             cute.copy(store_C, thr_store_C.retile(rP), tPsP)
             # ---- c. dP = dO Vᵀ, dS = P (dP - dPsum)
+            if cutlass.const_expr(cfg.early_loads):
+                cute.arch.cp_async_wait_group(0)  # dO
+                cute.arch.barrier()
             acc_dP = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, tn)), Float32)
             acc_dP.fill(0.0)
             self.gemm_ss(tiled_mma, thr_mma, acc_dP, sdO, sV, copy_A, copy_B, tidx)
@@ -502,15 +512,33 @@ class FlashAttentionBackwardSm120:
             rdS.store(acc_dP.load().to(self.dtype))
             cute.copy(store_C, thr_store_C.retile(rdS), tdSsdS)
             cute.arch.barrier()
-            # ---- d. dV += Pᵀ dO, dK += dSᵀ Q
-            self.gemm_ss(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
-            self.gemm_ss(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
-            cute.arch.barrier()  # everyone is done with sQ, sdO, sP, sdS
-            if next_it < total_iters:
-                self.load_q_do(
-                    mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                    tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q,
-                )  # fmt: skip
+            # ---- d. dV += Pᵀ dO, dK += dSᵀ Q; then the next block's Q and dO start loading
+            if cutlass.const_expr(cfg.early_loads):
+                # dK first: once every warp is done with sQ the next Q loads during dV, dQ and the
+                # reductions; the next dO during dQ, the reductions and the next S
+                self.gemm_ss(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
+                cute.arch.barrier()  # everyone is done with sQ
+                if next_it < total_iters:
+                    self.load_q_do(
+                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
+                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "q",
+                    )  # fmt: skip
+                self.gemm_ss(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
+                cute.arch.barrier()  # everyone is done with sdO (and sP)
+                if next_it < total_iters:
+                    self.load_q_do(
+                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
+                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "do",
+                    )  # fmt: skip
+            else:
+                self.gemm_ss(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
+                self.gemm_ss(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
+                cute.arch.barrier()  # everyone is done with sQ, sdO, sP, sdS
+                if next_it < total_iters:
+                    self.load_q_do(
+                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
+                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "q_do",
+                    )  # fmt: skip
             # ---- e. dQ += dS K (fp32 reductions in global memory)
             acc_dQ = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, d)), Float32)
             acc_dQ.fill(0.0)
@@ -708,7 +736,10 @@ class FlashAttentionBackwardSm120:
         m_block: Int32,
         seqlen_q: Int32,
         offset_q: Int32,
+        part: cutlass.Constexpr[str],
     ):
+        """Q and/or dO of one query block -> shared memory as one ``cp.async`` group: ``part`` is
+        ``"q_do"`` (both), ``"q"`` or ``"do"``."""
         vq = self.cfg.varlen_q
         gQ = cute.local_tile(
             self._rows(mQ, batch_idx, head, offset_q, self.head_dim, vq),
@@ -721,8 +752,10 @@ class FlashAttentionBackwardSm120:
             (m_block, 0),
         )
         limit = seqlen_q - m_block * self.tile_m
-        self.load_tile(gmem_copy_d, thr_copy_d.partition_S(gQ), tQsQ, tQcQ, limit)
-        self.load_tile(gmem_copy_dv, thr_copy_dv.partition_S(gdO), tdOsdO, tdOcdO, limit)
+        if cutlass.const_expr(part != "do"):
+            self.load_tile(gmem_copy_d, thr_copy_d.partition_S(gQ), tQsQ, tQcQ, limit)
+        if cutlass.const_expr(part != "q"):
+            self.load_tile(gmem_copy_dv, thr_copy_dv.partition_S(gdO), tdOsdO, tdOcdO, limit)
         cute.arch.cp_async_commit_group()
 
     @cute.jit

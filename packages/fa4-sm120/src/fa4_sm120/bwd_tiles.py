@@ -16,13 +16,16 @@ backward grid shapes, mean TFLOP/s, the lower of two passes) gave 168.1 / causal
 112.8 for the 4-warp 64x64 row (64x64 at 4x2: 131.8 / 102.2; 2x4: 121.4 / 106.5; 128x64: 117.9 /
 106.0); ``sm_120a`` 224 registers, no spills, one CTA (8 warps) per SM as the 64x64 row's two. For
 d 128 the 4-warp 64x64 row stays (143.7 / 119.5; 8 warps 4x2: 133.2 / 114.9, 2x4: 136.4 / 119.1).
-``vector_dq_red`` (off in every row until a GPU run checks it): dQ reductions as
+``vector_dq_red`` and ``early_loads`` (see :mod:`fa4_sm120.bwd`) are off in every row until a GPU
+run checks and times them. ``vector_dq_red``: dQ reductions as
 ``red.global.add.v2.f32`` on pairs of adjacent columns (sm_90+ PTX; ``bwd_config(target=)`` keeps
 scalar reductions for SM80/86 targets). Candidates for the next table (``tools/gpu_session.sh tune``,
 ``tests/torch/test_bwd_gpu.py::test_bwd_alt_rows``): d128 at 32x128 over 8 warps (2 x 4, 98,304 B),
 which halves the Q/dO reloads and dQ reductions per key (the 64x64 rows keep L2 about six times as
 busy as FlashAttention-2's backward, ncu on an H200) and spills in none of ``BWD_FEATURE_SETS``
-(sm_120a 232-250 registers) where the 64x64 row spills 20-196 B in 7 of the 10.
+(sm_120a 232-250 registers) where the 64x64 row spills 20-196 B in 7 of the 10; d160 and 192/128
+at 64x64 over 8 warps (4 x 2, 98,304 B), spill-free in all ten (168-220 registers) where their 4-warp
+rows spill 128-496 B.
 Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / 128`` live through
 the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / 128`` or ``acc_dQ = tile_m * d / 128``.
 """
@@ -47,6 +50,7 @@ class BwdTile:
     num_threads: int
     mma_warps_n: int = 1
     vector_dq_red: bool = False  # dQ reductions as red.global.add.v2.f32 where the target has it (sm_90+)
+    early_loads: bool = False  # the next Q and dO as two cp.async groups, each issued once its buffer is free
 
 
 # fmt: off
@@ -147,4 +151,5 @@ def bwd_config(
         has_seqused_k=seqused_k,
         has_dsink=dsink,
         vector_dq_red=vector_red,
+        early_loads=row.early_loads,
     )

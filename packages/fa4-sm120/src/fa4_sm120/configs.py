@@ -82,6 +82,9 @@ class BwdConfig:
     has_dsink: bool = False  # also accumulate rowsum(P * dP) per query row (the learnable sink's gradient)
     # dQ reductions as red.global.add.v2.f32 (pairs of adjacent columns; PTX needs sm_90+)
     vector_dq_red: bool = False
+    # Q and dO of the next query block in two cp.async groups, each issued as soon as its buffer is
+    # free (dK before dV), so that S waits for Q only and dO loads behind dQ and the next S
+    early_loads: bool = False
     # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
     # GPU with more shared memory per SM (H100/H200: 228 KB) keeps as few CTAs per SM as SM120 would
     launch_smem: int = 0
