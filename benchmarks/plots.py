@@ -74,26 +74,25 @@ def _get(key):
     return lambda r, name: r.get(key.format(name))
 
 
-def _heads(r):
-    return f"h{r[0]}/{r[1]}"
+def _attention_panel(k) -> str:
+    return f"d{k[0]} {'causal' if k[1] else 'full'} h{k[2]}/{k[3]}"
+
+
+def _attention(kind, series, key, rows, path, device):
+    return _draw(
+        rows, path, f"{kind}, bf16, {device}", ("head_dim", "causal", "nheads", "nheads_kv"), _attention_panel,
+        "seqlen", series, _get(key), "TFLOP/s", "seqlen",
+    )  # fmt: skip
 
 
 def plot_fwd(rows, path, device=""):
     """Forward TFLOP/s vs seqlen per (head dim, causal, heads)."""
-    return _draw(
-        rows, path, f"forward, bf16, {device}", ("head_dim", "causal", "nheads", "nheads_kv"),
-        lambda k: f"d{k[0]} {'causal' if k[1] else 'full'} {_heads(k[2:])}",
-        "seqlen", FWD_PEERS, _get("{}_tflops"), "TFLOP/s", "seqlen",
-    )  # fmt: skip
+    return _attention("forward", FWD_PEERS, "{}_tflops", rows, path, device)
 
 
 def plot_bwd(rows, path, device=""):
     """Backward TFLOP/s (2.5x forward FLOPs) vs seqlen per (head dim, causal, heads)."""
-    return _draw(
-        rows, path, f"backward, bf16, {device}", ("head_dim", "causal", "nheads", "nheads_kv"),
-        lambda k: f"d{k[0]} {'causal' if k[1] else 'full'} {_heads(k[2:])}",
-        "seqlen", BWD_SERIES, _get("{}_bwd_tflops"), "TFLOP/s", "seqlen",
-    )  # fmt: skip
+    return _attention("backward", BWD_SERIES, "{}_bwd_tflops", rows, path, device)
 
 
 def plot_decode(rows, path, device=""):
