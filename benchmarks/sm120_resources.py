@@ -4,7 +4,8 @@ CTAs / warps per SM that SM120 gives it (fa4_sm120.occupancy). No GPU needed.
 
     python benchmarks/sm120_resources.py --features > docs/sm120-resources.md
 
-``--features`` adds, per backward row, the worst registers and spills over its feature variants.
+``--features`` adds, per forward and backward row, the worst registers and spills over its feature
+variants.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def main():
                 if getattr(cfg, "mma_warps_n", 1) > 1:
                     tile += f" ({cfg.num_threads // 32 // cfg.mma_warps_n}x{cfg.mma_warps_n} warps)"
                 calls = (
-                    "plain (no window, no split-KV)"
+                    "plain (no window, split-KV or softcap)"
                     if getattr(row, "plain_only", False)
-                    else ("window or split-KV" if sel else "all")
+                    else ("window, split-KV or softcap" if sel else "all")
                 )
                 print(
                     f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {calls} | {tile} | {cfg.smem_bytes} | {regs} | "
@@ -70,6 +71,7 @@ def main():
                     flush=True,
                 )
     if features:
+        _forward_features()
         print(
             "\nBackward feature variants (bwd_tiles.BWD_FEATURE_SETS: windows, softcap, varlen/seqused, "
             "deterministic, the sink's row sums), per row the most registers and spill stores of any:\n\n"
@@ -92,6 +94,65 @@ def main():
                 flush=True,
             )
     return 0
+
+
+# forward flags (FwdConfig fields) of the serving and training paths; each changes the generated code
+FWD_FEATURE_SETS = (
+    dict(is_local=True),
+    dict(has_softcap=True),
+    dict(has_sink=True),
+    dict(varlen_q=True, varlen_k=True),
+    dict(varlen_q=True, varlen_k=True, has_seqused_q=True, has_seqused_k=True),
+    dict(varlen_q=True, paged_kv=True, has_seqused_k=True),
+    dict(paged_kv=True, has_seqused_k=True, split_kv=True),
+    dict(kv_batch_idx=True, has_seqused_k=True, split_kv=True),
+    dict(varlen_q=True, varlen_k=True, has_softcap=True, split_kv=True),
+)
+
+
+def _forward_features():
+    import dataclasses
+
+    from fa4_sm120.fwd import FlashAttentionForwardSm120
+
+    print(
+        "\nForward feature variants (windows, softcap, sinks, varlen/seqused, paged K/V, KV-cache slots, "
+        "split-KV; without and with pack-GQA 4), per row the most registers and spill stores of the "
+        "variants the table gives it (a plain-only row: none with a window, split-KV or softcap):\n\n"
+        "| head dims | causal | tile | registers (max) | spill stores B (max) | variants that spill |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for row in FWD_TABLE:
+        if row.family != "sm120":
+            continue
+        for causal in row.causal:
+            sel = selecting_args(row, causal)
+            worst_regs, worst_spill, spilling = 0, 0, []
+            for ratio in (1, 4):
+                base = fwd_config(
+                    "sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal, pack_gqa=ratio > 1,
+                    qhead_per_kvhead=ratio, **sel,
+                )  # fmt: skip
+                base = dataclasses.replace(base, split_kv=False)  # the tile only: the flags come next
+                for feat in FWD_FEATURE_SETS:
+                    if row.plain_only and (
+                        feat.get("is_local") or feat.get("split_kv") or feat.get("has_softcap")
+                    ):
+                        continue
+                    cfg = dataclasses.replace(base, **feat)
+                    if not FlashAttentionForwardSm120.supports(cfg):
+                        continue
+                    regs, spill = _resources(compile_fwd, cfg)
+                    worst_regs, worst_spill = max(worst_regs, regs), max(worst_spill, spill)
+                    if spill:
+                        name = "+".join(k.removeprefix("has_").removeprefix("is_") for k in feat)
+                        spilling.append(f"{name}{' gqa4' if ratio > 1 else ''} {spill} B")
+            tile = f"{row.tile_m}x{row.tile_n}x{row.num_threads}"
+            print(
+                f"| {row.head_dim}/{row.head_dim_v} | {causal} | {tile} | {worst_regs} | {worst_spill} | "
+                f"{'; '.join(spilling) or 'none'} |",
+                flush=True,
+            )
 
 
 def _resources(compile_fn, cfg):

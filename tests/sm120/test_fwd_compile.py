@@ -41,16 +41,23 @@ def _variants():
         fwd_config("sm120", "float16", 64, 64, causal=False, pack_gqa=True, qhead_per_kvhead=5),
         fwd_config("sm120", "bfloat16", 256, 256, causal=True, pack_gqa=True, qhead_per_kvhead=3),
         fwd_config("sm120", "bfloat16", 128, 128, causal=False, local=True),
-        # the 4-warp d128 row with the flags it keeps (a window or split-KV takes the 8-warp row)
+        # the 4-warp d128 row with the flags it keeps (a window, split-KV or softcap takes the
+        # 8-warp row)
         dataclasses.replace(
             fwd_config("sm120", "bfloat16", 128, 128, causal=False, pack_gqa=True, qhead_per_kvhead=4),
             varlen_q=True,
             varlen_k=True,
             has_seqused_q=True,
             has_seqused_k=True,
-            has_softcap=True,
             has_sink=True,
         ),  # fmt: skip
+        dataclasses.replace(
+            fwd_config("sm120", "float16", 128, 128, causal=False),
+            varlen_q=True,
+            varlen_k=True,
+            has_sink=True,
+        ),
+        fwd_config("sm120", "bfloat16", 128, 128, causal=False, softcap=True),
         dataclasses.replace(
             fwd_config("sm120", "float16", 128, 128, causal=False), paged_kv=True, has_seqused_k=True
         ),

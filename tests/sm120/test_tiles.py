@@ -102,15 +102,17 @@ def test_every_bwd_row_is_implementable_and_the_large_dims_split_n():
         assert cfg.mma_warps_n == 2 and 32 in (cfg.tile_m, cfg.tile_n)
 
 
-def test_plain_only_row_is_skipped_for_windows_and_split_kv():
-    """d128 non-causal: the 4-warp row for plain calls; a local window or split-KV takes the 8-warp
-    row (whose sm_120a build of those variants does not spill); causal never sees the 4-warp row."""
+def test_plain_only_row_is_skipped_for_windows_split_kv_and_softcap():
+    """d128 non-causal: the 4-warp row for plain calls; a local window, split-KV or softcap takes the
+    8-warp row (whose sm_120a build of those variants does not spill; the 4-warp softcap build spills
+    8-12 B); causal never sees the 4-warp row."""
     plain = fwd_config("sm120", "bfloat16", 128, 128, causal=False)
     assert (plain.tile_m, plain.tile_n, plain.num_threads) == (128, 32, 128)
-    for kw in (dict(local=True), dict(split_kv=True)):
+    for kw in (dict(local=True), dict(split_kv=True), dict(softcap=True)):
         cfg = fwd_config("sm120", "bfloat16", 128, 128, causal=False, **kw)
         assert (cfg.tile_m, cfg.tile_n, cfg.num_threads) == (128, 64, 256), kw
     assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, split_kv=True).split_kv
+    assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, softcap=True).has_softcap
     causal = fwd_config("sm120", "float16", 128, 128, causal=True)
     assert (causal.tile_n, causal.num_threads) == (64, 256)
     for d, dv in ((128, 64), (64, 128), (96, 128)):  # mixed dims falling back to the d128 rows

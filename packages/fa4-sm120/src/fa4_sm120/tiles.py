@@ -57,7 +57,7 @@ class FwdTile:
     q_in_regs: bool = False
     dtypes: tuple[str, ...] = ANY_DTYPE
     causal: tuple[bool, ...] = ANY_CAUSAL
-    # only for calls of exactly these head dims without a local window and without split-KV (the
+    # only for calls of exactly these head dims without a local window, split-KV or softcap (the
     # variants whose sm_120a build of this tile would spill take the next row)
     plain_only: bool = False
 
@@ -119,10 +119,11 @@ def select_fwd_tile(
     *,
     local: bool = False,
     split_kv: bool = False,
+    softcap: bool = False,
 ) -> FwdTile:
     """The first row of ``family`` for these head dims (else those of ``max(d, dv)``), dtype and
-    causal; a ``plain_only`` row only for its exact head dims and neither a local window nor
-    split-KV (the builds measured spill-free)."""
+    causal; a ``plain_only`` row only for its exact head dims and none of a local window, split-KV
+    and softcap (the builds measured spill-free)."""
     family_cap_arch(family)
     for exact, dims in ((True, (head_dim, head_dim_v)), (False, (max(head_dim, head_dim_v),) * 2)):
         for row in FWD_TABLE:
@@ -131,7 +132,7 @@ def select_fwd_tile(
                 and (row.head_dim, row.head_dim_v) == dims
                 and dtype in row.dtypes
                 and causal in row.causal
-                and not (row.plain_only and (local or split_kv or not exact))
+                and not (row.plain_only and (local or split_kv or softcap or not exact))
             ):
                 return row
     raise unsupported(
@@ -154,10 +155,13 @@ def fwd_config(
     pack_gqa: bool = False,
     qhead_per_kvhead: int = 1,
     split_kv: bool = False,
+    softcap: bool = False,
 ) -> FwdConfig:
     """The full compile-time config for one call shape, from the family's table row (the other
     feature flags, varlen, paged K/V, softcap, sinks, change the generated code, not the tile)."""
-    row = select_fwd_tile(family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv)
+    row = select_fwd_tile(
+        family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv, softcap=softcap
+    )
     return FwdConfig(
         dtype=dtype,
         head_dim=head_dim,
@@ -172,6 +176,7 @@ def fwd_config(
         pack_gqa=pack_gqa,
         qhead_per_kvhead=qhead_per_kvhead if pack_gqa else 1,
         split_kv=split_kv,
+        has_softcap=softcap,
         arch=family_cap_arch(family),
     )
 

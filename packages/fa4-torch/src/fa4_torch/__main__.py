@@ -280,7 +280,7 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
     if row.plain_only:
         other = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal, split_kv=True)
         print(
-            f"               (calls without a window or split-KV; with them: tile_m={other.tile_m} "
+            f"               (calls without a window, split-KV or softcap; with them: tile_m={other.tile_m} "
             f"tile_n={other.tile_n} threads={other.num_threads})"
         )
     fields = ", ".join(f"{k}={v!r}" for k, v in vars(cfg).items())

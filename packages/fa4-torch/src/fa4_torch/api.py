@@ -764,6 +764,7 @@ def _fwd_kernel(key, family: str, target: str, device: torch.device | None = Non
         pack_gqa=pack_gqa,
         qhead_per_kvhead=ratio,
         split_kv=split,
+        softcap=softcap,
     )
     import dataclasses
 
