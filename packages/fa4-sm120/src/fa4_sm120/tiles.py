@@ -18,8 +18,8 @@ emulated (``--emulate-sm120``, 2026-12-01, fresh process per candidate, two pass
 against 278.8 / 278.6 for the 8-warp 128x64 row (+7%); at 49,152 B and 255 registers SM120 runs two
 of them (8 warps) per SM. Its ``sm_120a`` build spills 0 B because, for 32-row warps with dv >= 128,
 the kernel runs P·V in two column halves and does not prefetch the Q·Kᵀ operands (the plain
-prefetching build spilled 20 B and measured 308). Its window and split-KV builds still spill (8-40 B),
-so those calls, and causal (4-warp 128x32 builds spill 32 B; 233 vs 220 at H200 occupancy), keep the
+prefetching build spilled 20 B and measured 308). Its window, split-KV and softcap builds still spill
+(8-40 B; softcap 8-12 B), so those calls, and causal (4-warp 128x32 builds spill 32 B; 233 vs 220 at H200 occupancy), keep the
 8-warp 128x64 row (226 registers, no spills). ``docs/sm120-resources.md`` has the registers, spills
 and occupancy of every row.
 """
