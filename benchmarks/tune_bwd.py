@@ -1,8 +1,9 @@
 """Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n[,flags]``
-per head dim (``d`` or ``d:dv``), causal and not (flags: ``v`` dQ reductions as
-``red.global.add.v2.f32``, ``e`` early Q/dO loads; ``BwdTile.vector_dq_red`` / ``early_loads``), on the backward grid (DESIGN §7), beside the current table row.
+per head dim (``d`` or ``d:dv``), causal and not, on the backward grid (DESIGN §7), beside the
+current table row. Flags: ``v`` dQ reductions as ``red.global.add.v2.f32``, ``e`` early Q/dO loads
+(``BwdTile.vector_dq_red`` / ``early_loads``).
 
-Each candidate replaces the table's row of ``(d, d)`` in this process (``fa4_sm120.bwd_tiles``) and
+Each candidate replaces the table's row of ``(d, dv)`` in this process (``fa4_sm120.bwd_tiles``) and
 the whole backward (preprocess, main kernel, postprocess) is timed through ``torch.autograd.grad``
 on a kept graph, as ``bench_bwd.py`` does. The best candidates are timed a second time in reverse
 order; keep a row only if it wins by >= 2% in both passes. Candidates that the kernel cannot

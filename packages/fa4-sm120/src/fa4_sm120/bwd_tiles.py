@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fa4_core.arch import parse_arch
 from fa4_core.errors import UnsupportedArchError, unsupported
 from fa4_sm120.configs import BwdConfig
 
@@ -88,11 +89,6 @@ BWD_FEATURE_SETS: tuple[dict, ...] = (
 _CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
 
 
-def _sm_number(arch: str) -> int:
-    """``"sm_120a"`` -> 120, ``"sm_90"`` -> 90."""
-    return int("".join(ch for ch in arch.split("_", 1)[1] if ch.isdigit()))
-
-
 def select_bwd_tile(family: str, head_dim: int, head_dim_v: int) -> BwdTile:
     if family not in _CAP_ARCH:
         raise UnsupportedArchError(
@@ -131,7 +127,7 @@ def bwd_config(
     compiled for, when it is not the family's own) turns off what its PTX lacks: ``red`` on vectors
     needs sm_90+, so an SM120 row run on an SM80/86 GPU (``FA4_ARCH``) keeps scalar dQ reductions."""
     row = select_bwd_tile(family, head_dim, head_dim_v)
-    vector_red = row.vector_dq_red and _sm_number(target or _CAP_ARCH[family]) >= 90
+    vector_red = row.vector_dq_red and parse_arch(target or _CAP_ARCH[family]).cc >= 90
     return BwdConfig(
         dtype=dtype,
         head_dim=head_dim,

@@ -18,9 +18,9 @@ emulated (``--emulate-sm120``, 2026-12-01, fresh process per candidate, two pass
 against 278.8 / 278.6 for the 8-warp 128x64 row (+7%); at 49,152 B and 255 registers SM120 runs two
 of them (8 warps) per SM. Its ``sm_120a`` build spills 0 B because, for 32-row warps with dv >= 128,
 the kernel runs P·V in two column halves and does not prefetch the Q·Kᵀ operands (the plain
-prefetching build spilled 20 B and measured 308). Its window, split-KV and softcap builds still spill
-(8-40 B; softcap 8-12 B), so those calls, and causal (4-warp 128x32 builds spill 32 B; 233 vs 220 at H200 occupancy), keep the
-8-warp 128x64 row (226 registers, no spills). ``docs/sm120-resources.md`` has the registers, spills
+prefetching build spilled 20 B and measured 308). Its window, split-KV and softcap builds still
+spill (8-40 B; softcap 8-12 B), so those calls, and causal (4-warp 128x32 builds spill 32 B; 233 vs
+220 at H200 occupancy), keep the 8-warp 128x64 row (226 registers, no spills). ``docs/sm120-resources.md`` has the registers, spills
 and occupancy of every row.
 """
 
@@ -157,8 +157,9 @@ def fwd_config(
     split_kv: bool = False,
     softcap: bool = False,
 ) -> FwdConfig:
-    """The full compile-time config for one call shape, from the family's table row (the other
-    feature flags, varlen, paged K/V, softcap, sinks, change the generated code, not the tile)."""
+    """The full compile-time config for one call shape, from the family's table row (``local``,
+    ``split_kv`` and ``softcap`` can change the row; the other feature flags, varlen, paged K/V,
+    sinks, change the generated code, not the tile)."""
     row = select_fwd_tile(
         family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv, softcap=softcap
     )
