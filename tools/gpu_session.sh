@@ -69,6 +69,20 @@ case "${1:-suite}" in
     step tune-bwd-d64 150 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
       --cands 64,128,256,2 64,128,256,2,v 32,128,256,4,ve --emulate-sm120 --out "$OUT/d64"
     ;;
+  adopt)
+    # the table with the winners of `tune` (d128 32x128 on 8 warps with v+e, every other row with v):
+    # the backward's GPU tests (and the forward's window/softcap/sink ones: softcap d128 calls changed row) on it, then
+    # the rows not timed yet with v: d64 +e, d96, d160 and 192/128 (4-warp against 4 x 2 warps)
+    step bwd-suite 290 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
+      tests/torch/test_transformers_gpu.py tests/torch/test_serving_gpu.py::test_window_softcap_sink -k "not alt_rows" \
+      --junitxml="$OUT/bwd-suite.xml"
+    step tune-bwd-d64 60 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
+      --cands 64,128,256,2,v 64,128,256,2,ve --emulate-sm120 --out "$OUT/d64"
+    step tune-bwd-d96 70 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 96 \
+      --cands 64,64,128,1,v 64,64,128,1,ve 64,64,128,2,v --emulate-sm120 --out "$OUT/d96"
+    step tune-bwd-d160 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 192:128 \
+      --cands 64,64,128,1,v 64,64,256,2,v 64,64,256,2,ve --emulate-sm120 --out "$OUT/d160"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
