@@ -83,6 +83,18 @@ case "${1:-suite}" in
     step tune-bwd-d160 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 192:128 \
       --cands 64,64,128,1,v 64,64,256,2,v 64,64,256,2,ve --emulate-sm120 --out "$OUT/d160"
     ;;
+  adopt2)
+    # the table with the winners of `adopt` too (d96 2 x 2, d160 and 192/128 4 x 2, all with v): the
+    # backward's GPU tests, the backward grid with the large head dims beside the peers, then v against
+    # scalar dQ reductions on the 2 x 2-warp rows of 192/192 and 256
+    step bwd-suite 180 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
+      -k "not alt_rows" --junitxml="$OUT/bwd-suite.xml"
+    step bench-bwd 320 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --grid main large-d --out "$OUT"
+    step tune-bwd-d256 40 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 256 \
+      --cands 32,32,128,2,v 32,32,128,2 --causal no --emulate-sm120 --out "$OUT/d256"
+    step tune-bwd-d192 40 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 192 \
+      --cands 64,32,128,2,v 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d192"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
