@@ -1,7 +1,8 @@
 """Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n[,flags]``
 per head dim (``d`` or ``d:dv``), causal and not, on the backward grid (DESIGN §7), beside the
-current table row. Flags: ``v`` dQ reductions as ``red.global.add.v2.f32``, ``e`` early Q/dO loads
-(``BwdTile.vector_dq_red`` / ``early_loads``).
+current table row. Flags: ``v`` dQ reductions as ``red.global.add.v2.f32``, ``e`` early Q/dO loads,
+``l`` longest key blocks first for causal calls (``BwdTile.vector_dq_red`` / ``early_loads`` /
+``longest_first``); a flag left out is off.
 
 Each candidate replaces the table's row of ``(d, dv)`` in this process (``fa4_sm120.bwd_tiles``) and
 the whole backward (preprocess, main kernel, postprocess) is timed through ``torch.autograd.grad``
@@ -44,12 +45,19 @@ _ORIGINAL_CONFIG = bwd_tiles.bwd_config
 def _use_row(dims, cand, emulate: bool) -> None:
     """Put the candidate in the table's row of ``dims = (d, dv)`` (and, emulating SM120, its launch
     shared memory in every config the table gives)."""
-    tm, tn, th, wn, vred, early = cand
+    tm, tn, th, wn, vred, early, lpt = cand
     table = [r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) != dims]
     base = next(r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) == dims)
     table.append(
         dataclasses.replace(
-            base, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn, vector_dq_red=vred, early_loads=early
+            base,
+            tile_m=tm,
+            tile_n=tn,
+            num_threads=th,
+            mma_warps_n=wn,
+            vector_dq_red=vred,
+            early_loads=early,
+            longest_first=lpt,
         )
     )
     bwd_tiles.BWD_TABLE = tuple(table)
@@ -89,17 +97,17 @@ def time_candidate(dims, causal: bool, cand, emulate: bool = False) -> list[floa
 
 
 def parse_cand(text: str):
-    """``"64,64,128,1"`` -> ``(64, 64, 128, 1, False, False)``; ``"32,128,256,4,ve"`` -> ``(..., True,
-    True)`` (``v``: vector dQ reductions, ``e``: early Q/dO loads)."""
+    """``"64,64,128,1"`` -> ``(64, 64, 128, 1, False, False, False)``; ``"32,128,256,4,vel"`` -> ``(...,
+    True, True, True)`` (``v``: vector dQ reductions, ``e``: early Q/dO loads, ``l``: longest first)."""
     parts = text.split(",")
     flags = parts[4] if len(parts) == 5 else ""
-    if len(parts) not in (4, 5) or set(flags) - set("ve"):
-        raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,flags of v/e]")
-    return (*map(int, parts[:4]), "v" in flags, "e" in flags)
+    if len(parts) not in (4, 5) or set(flags) - set("vel"):
+        raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,flags of v/e/l]")
+    return (*map(int, parts[:4]), "v" in flags, "e" in flags, "l" in flags)
 
 
 def cand_name(cand) -> str:
-    flags = ("v" if cand[4] else "") + ("e" if cand[5] else "")
+    flags = "".join(f for f, on in zip("vel", cand[4:]) if on)
     return "x".join(map(str, cand[:4])) + (f"-{flags}" if flags else "")
 
 
@@ -112,7 +120,7 @@ def parse_dims(text: str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--head-dim", nargs="+", default=["128"], help="d or d:dv")
-    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n[,flags v/e]")
+    ap.add_argument("--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n[,flags v/e/l]")
     ap.add_argument("--out", default=None)
     ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")
     ap.add_argument("--causal", choices=["no", "yes", "both"], default="both")

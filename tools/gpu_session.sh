@@ -95,6 +95,15 @@ case "${1:-suite}" in
     step tune-bwd-d192 40 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 192 \
       --cands 64,32,128,2,v 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d192"
     ;;
+  lpt)
+    # causal backward on the longest-first 1-D grid (BwdTile.longest_first, on in every row): timed
+    # against the (key block, head, batch) grid on d128, then the backward's GPU tests with it
+    # (the candidate rows too: those without "l" keep the plain grid for their causal cases)
+    step tune-lpt-d128 45 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
+      --cands 32,128,256,4,ve 32,128,256,4,vel --causal yes --emulate-sm120 --out "$OUT/d128"
+    step bwd-suite 170 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
+      --junitxml="$OUT/bwd-suite.xml"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over

@@ -3,6 +3,10 @@
 * SingleTileScheduler: the grid enumerates every ``(m_block, head, batch, split)`` exactly once.
 * LongestFirstScheduler: the 1-D index enumerates every tile once, ``m_block`` never increases with the
   index (longest causal tiles first), and ``linear_index`` inverts ``tile``.
+* BwdLongestFirstScheduler: the 1-D index enumerates every ``(n_block, head, batch)`` once; inside a
+  group of pairs ``n_block`` never decreases (longest causal key blocks first); key block ``n`` of a
+  pair comes after ``n - 1`` of it (the deterministic mode's order); ``linear_index`` inverts ``tile``;
+  the group size fits the L2 budget.
 * VarlenTileScheduler: over the grid sized from ``max_seqlen_q``, the CTAs that pass ``is_valid`` are
   exactly the brute-force set ``{(m, h, b) : m * tile_m < seqlen_q[b] * r}``, each once; skipped CTAs
   are the rest; with ``longest_first`` each sequence's blocks come in descending order; an
@@ -18,6 +22,7 @@ from hypothesis import strategies as st
 
 from fa4_core.seqlen_info import SeqlenInfo
 from fa4_core.tile_scheduler import (
+    BwdLongestFirstScheduler,
     LongestFirstScheduler,
     SingleTileScheduler,
     VarlenTileScheduler,
@@ -50,6 +55,34 @@ def test_longest_first(nm, nh, nb):
         assert sched.linear_index(m, h, b, nm, nh, nb) == i
     # heads fastest: consecutive CTAs share (m_block, batch), i.e. a KV head's group reuses K/V in L2
     assert [t[1] for t in tiles[:nh]] == list(range(nh))
+
+
+@settings(max_examples=80, deadline=None)
+@given(nn=st.integers(1, 12), nh=st.integers(1, 6), nb=st.integers(1, 5), gs=st.integers(1, 40))
+def test_bwd_longest_first(nn, nh, nb, gs):
+    sched = BwdLongestFirstScheduler()
+    total, gy, gz = sched.grid(nn, nh, nb)
+    assert (gy, gz) == (1, 1)
+    group = min(gs, nh * nb)
+    tiles = [sched.tile(i, nn, nh, nb, group) for i in range(total)]
+    assert sorted(tiles) == sorted(itertools.product(range(nn), range(nh), range(nb)))
+    for i, (n, h, b) in enumerate(tiles):
+        assert sched.linear_index(n, h, b, nn, nh, nb, group) == i
+    for g0 in range(0, nh * nb, group):  # inside a group: n ascending, then the pairs in order
+        members = [t for t in tiles if g0 <= t[2] * nh + t[1] < g0 + group]
+        assert members == sorted(members, key=lambda t: (t[0], t[2] * nh + t[1]))
+    pos = {t: i for i, t in enumerate(tiles)}
+    assert all(pos[(n - 1, h, b)] < pos[(n, h, b)] for n, h, b in tiles if n)
+    assert tiles[0][0] == 0
+
+
+def test_bwd_longest_first_group_size():
+    budget = BwdLongestFirstScheduler.L2_BUDGET_BYTES
+    assert BwdLongestFirstScheduler.group_size(budget // 4, 100) == 4
+    assert BwdLongestFirstScheduler.group_size(budget // 4, 3) == 3  # never more than the pairs
+    assert BwdLongestFirstScheduler.group_size(budget * 8, 100) == 1  # at least one pair
+    assert BwdLongestFirstScheduler.group_size(0, 5) == 5
+    assert BwdLongestFirstScheduler.group_size(1, 0) == 1
 
 
 @settings(max_examples=100, deadline=None)

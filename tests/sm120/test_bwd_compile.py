@@ -61,6 +61,7 @@ def _id(cfg: BwdConfig) -> str:
     s += f"-wn{cfg.mma_warps_n}" if cfg.mma_warps_n != 1 else ""
     s += "-vred" if cfg.vector_dq_red else ""
     s += "-early" if cfg.early_loads else ""
+    s += "-lpt" if cfg.longest_first else ""
     return s
 
 
@@ -81,24 +82,33 @@ def _resources(path: str):
     return regs, spill
 
 
-# candidates of benchmarks/tune_bwd.py that are not (yet) table rows, as tools/gpu_session.sh times them
-# and tests/torch/test_bwd_gpu.py::test_bwd_alt_rows checks them: (d, dv, tile_m, tile_n, threads,
-# mma_warps_n, flags: "v" vector_dq_red, "e" early_loads). 32x128 over 8 warps (2 x 4) halves the Q/dO
-# reloads and dQ reductions per key of the 64x64 rows (their L2 work is about six times
-# FlashAttention-2's; docs/benchmarks.md); 64x64 over 4 x 2 warps is the spill-free d160 and 192/128.
+# candidates of benchmarks/tune_bwd.py that are not table rows, and table rows in another form, as
+# tests/torch/test_bwd_gpu.py::test_bwd_alt_rows checks them: (d, dv, tile_m, tile_n, threads,
+# mma_warps_n, flags: "v" vector_dq_red, "e" early_loads, "l" longest_first; a flag left out is off).
 CANDIDATES = [
     BwdConfig(
-        dt, d, dv, tm, tn, th, wn, is_causal=causal, vector_dq_red="v" in fl, early_loads="e" in fl, **feat
-    )
+        dt,
+        d,
+        dv,
+        tm,
+        tn,
+        th,
+        wn,
+        is_causal=causal,
+        vector_dq_red="v" in fl,
+        early_loads="e" in fl,
+        longest_first=causal and "l" in fl,
+        **feat,
+    )  # fmt: skip
     for d, dv, tm, tn, th, wn, fl in (
-        (128, 128, 64, 64, 128, 1, "v"),
+        (128, 128, 64, 64, 128, 1, "vl"),
         (128, 128, 64, 64, 128, 1, "ve"),
-        (128, 128, 64, 64, 128, 2, "v"),
-        (128, 128, 32, 128, 256, 4, ""),
+        (128, 128, 32, 128, 256, 4, "v"),
         (128, 128, 32, 128, 256, 4, "ve"),
-        (96, 96, 64, 64, 128, 2, ""),
+        (96, 96, 64, 64, 128, 1, "ve"),
+        (64, 64, 64, 128, 256, 2, "ve"),
         (64, 64, 32, 128, 256, 4, "ve"),
-        (160, 160, 64, 64, 256, 2, "ve"),
+        (160, 160, 64, 64, 256, 2, "vel"),
         (192, 128, 64, 64, 256, 2, "ve"),
     )
     for dt, causal, feat in (
@@ -124,6 +134,8 @@ def test_bwd_variant_compiles_for_sm120a(cfg, tmp_path):
     commits = ptx.count("cp.async.commit_group")
     assert commits == (5 if cfg.early_loads else 3), commits
     assert bool(re.search(r"cp\.async\.wait_group\s+1;", ptx)) == cfg.early_loads
+    # longest_first: a 1-D grid, every coordinate decoded from blockIdx.x
+    assert ("%ctaid.y" in ptx) == (not cfg.longest_first), cfg.longest_first
     if cfg.vector_dq_red:  # every dQ reduction a pair; the scalar f32 ones left are the sink's row sums
         assert re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.v2\.f32", ptx)
         assert cfg.has_dsink or not re.search(r"red(\.relaxed)?(\.gpu)?\.global\.add\.f32", ptx)

@@ -586,31 +586,25 @@ def test_feature_switches_raise(monkeypatch):
         flash_attn_varlen_func(qv, kp, kp, cu_seqlens_q=cu, page_table=table)
 
 
-# Candidate rows of benchmarks/tune_bwd.py (8 warps as 4 x 2 or 2 x 4, 4 as 2 x 2; dQ from shared dS) on
-# the common head dims: the same kernel path as the large-d rows, on shapes every tile size makes
-# ragged; run here so that a table change after a sweep rests on a GPU run of exactly those rows.
-# (d, dv, tile_m, tile_n, threads, mma_warps_n, flags): flags "v" = vector_dq_red (dQ as
+# Candidate rows of benchmarks/tune_bwd.py and the table rows in another form, on shapes every tile
+# size makes ragged; run here so that a table change after a sweep rests on a GPU run of exactly those
+# rows. (d, dv, tile_m, tile_n, threads, mma_warps_n, flags): flags "v" = vector_dq_red (dQ as
 # red.global.add.v2.f32 on column pairs), "e" = early_loads (the next Q and dO as two cp.async groups,
-# dK before dV). Every row is spill-free on sm_120a in all of bwd_tiles.BWD_FEATURE_SETS but the 2 x 2
-# 64x32 rows of 192/128 (16-64 B in two): 32x128 over 2 x 4 warps halves the Q/dO reloads and dQ
-# reductions per key; 64x64 over 4 x 2 warps is the spill-free form of the d160 and 192/128 rows.
+# dK before dV), "l" = longest_first (causal: the 1-D longest-first grid); a flag left out is off, so
+# the rows without "l" run the causal cases on the plain (key block, head, batch) grid the table rows
+# now leave to non-causal calls.
 ALT_ROWS = (
     (64, 64, 64, 128, 256, 2, "v"),
+    (64, 64, 64, 128, 256, 2, "ve"),
     (64, 64, 32, 128, 256, 4, "ve"),
-    (96, 96, 64, 64, 128, 2, ""),
     (96, 96, 64, 64, 128, 1, "ve"),
-    (128, 128, 64, 64, 256, 2, ""),
-    (128, 128, 64, 64, 128, 2, ""),
-    (128, 128, 64, 64, 128, 1, "v"),
+    (128, 128, 64, 64, 128, 1, "vl"),
     (128, 128, 64, 64, 128, 1, "ve"),
-    (128, 128, 32, 128, 256, 4, ""),
     (128, 128, 32, 128, 256, 4, "ve"),
-    (160, 160, 64, 32, 128, 2, ""),
-    (160, 160, 64, 64, 256, 2, ""),
-    (160, 160, 64, 64, 256, 2, "ve"),
-    (192, 128, 64, 32, 128, 2, ""),
-    (192, 128, 64, 64, 256, 2, ""),
+    (128, 128, 32, 128, 256, 4, "vl"),
+    (160, 160, 64, 64, 256, 2, "vel"),
     (192, 128, 64, 64, 256, 2, "ve"),
+    (256, 256, 32, 32, 128, 2, ""),
 )
 ALT_CASES = [
     (row, Case(dt, 2, sq, sk, hq, hkv, row[0], row[1], causal=causal, deterministic=det))
@@ -654,10 +648,17 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     from fa4_torch import autograd
 
     d, dv, tm, tn, th, wn, flags = row
-    vred, early = "v" in flags, "e" in flags
+    vred, early, lpt = "v" in flags, "e" in flags, "l" in flags
     table = tuple(
         dataclasses.replace(
-            r, tile_m=tm, tile_n=tn, num_threads=th, mma_warps_n=wn, vector_dq_red=vred, early_loads=early
+            r,
+            tile_m=tm,
+            tile_n=tn,
+            num_threads=th,
+            mma_warps_n=wn,
+            vector_dq_red=vred,
+            early_loads=early,
+            longest_first=lpt,
         )
         if (r.head_dim, r.head_dim_v) == (d, dv)
         else r
@@ -668,7 +669,7 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     try:
         picked = bwd_tiles.select_bwd_tile("sm120", d, dv)
         assert (picked.tile_m, picked.tile_n, picked.num_threads, picked.mma_warps_n) == (tm, tn, th, wn)
-        assert (picked.vector_dq_red, picked.early_loads) == (vred, early)
+        assert (picked.vector_dq_red, picked.early_loads, picked.longest_first) == (vred, early, lpt)
         run_varlen_case(c) if isinstance(c, VarlenCase) else run_case(c)
     finally:
         monkeypatch.undo()

@@ -23,6 +23,21 @@ Schedulers
     i.e. m_block descending (longest first), then batch, with the head fastest so that CTAs of the
     heads sharing a KV head (GQA) run together and reuse K/V through L2.
 
+:class:`BwdLongestFirstScheduler`
+    The causal backward's key blocks: key block ``n`` sees the query blocks from about ``n`` on, so the
+    first key blocks of every (batch, head) are the longest. Launching all of them first (instead of
+    one (batch, head) after the other) keeps a few long CTAs from running alone at the end. But every
+    key block of one (batch, head) streams the same Q, dO and dQ accumulator through L2, so the (batch,
+    head) pairs go in groups of ``group_size`` whose buffers fit a share of L2
+    (:meth:`BwdLongestFirstScheduler.group_size`). The grid is 1-D, ``num_n_blocks * num_pairs``
+    CTAs; inside group ``g`` (``gs`` pairs, the last group may hold fewer) linear index ``L`` is::
+
+        L = g * group_size * num_n_blocks + n_block * gs + (pair - g * group_size)
+
+    with ``pair = batch * num_heads + head``: n_block ascending (longest first), the pair fastest.
+    Key block ``n`` of a pair always comes after ``n - 1`` of it, the order the deterministic mode's
+    dQ semaphores wait in.
+
 :class:`VarlenTileScheduler`
     Variable-length batches without a host sync: the host does not read ``cu_seqlens``. The grid is
     sized from the host-known bound ``max_seqlen_q``::
@@ -43,9 +58,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fa4_core._intmath import ceil_div, imax
+from fa4_core._intmath import ceil_div, imax, imin
 
-__all__ = ["num_m_blocks", "SingleTileScheduler", "LongestFirstScheduler", "VarlenTileScheduler"]
+__all__ = [
+    "num_m_blocks",
+    "SingleTileScheduler",
+    "LongestFirstScheduler",
+    "BwdLongestFirstScheduler",
+    "VarlenTileScheduler",
+]
 
 
 def num_m_blocks(seqlen_q, tile_m, qhead_per_kvhead=1):
@@ -87,6 +108,46 @@ class LongestFirstScheduler:
     def linear_index(self, m_block, head, batch, num_m_blocks, num_heads, num_batch):
         """Inverse of :meth:`tile`."""
         return ((num_m_blocks - 1 - m_block) * num_batch + batch) * num_heads + head
+
+
+@dataclass(frozen=True)
+class BwdLongestFirstScheduler:
+    """1-D grid of the backward's key blocks, longest first inside L2-sized groups of (batch, head)
+    pairs (see module docstring for the linear index)."""
+
+    # the share of L2 one group's Q, dO and dQ accumulator may take: below the L2 of every SM120 part
+    # (RTX 50-series 32-96 MB, DGX Spark 24 MB) and of the H100/H200 (50 MB)
+    L2_BUDGET_BYTES = 16 << 20
+
+    @staticmethod
+    def group_size(bytes_per_pair: int, num_pairs: int, budget: int = L2_BUDGET_BYTES) -> int:
+        """Pairs per group: as many as fit ``budget`` (host-side Python ints), at least 1."""
+        if num_pairs <= 0:
+            return 1
+        return max(1, min(num_pairs, budget // max(bytes_per_pair, 1)))
+
+    def grid(self, num_n_blocks, num_heads, num_batch):
+        return (num_n_blocks * num_heads * num_batch, 1, 1)
+
+    def tile(self, linear_idx, num_n_blocks, num_heads, num_batch, group_size):
+        """``(n_block, head, batch)`` of linear block index ``linear_idx``."""
+        per_group = group_size * num_n_blocks
+        group = linear_idx // per_group
+        rem = linear_idx - group * per_group
+        first = group * group_size
+        gs = imin(group_size, num_heads * num_batch - first)
+        n_block = rem // gs
+        pair = first + rem - n_block * gs
+        batch = pair // num_heads
+        return n_block, pair - batch * num_heads, batch
+
+    def linear_index(self, n_block, head, batch, num_n_blocks, num_heads, num_batch, group_size):
+        """Inverse of :meth:`tile`."""
+        pair = batch * num_heads + head
+        group = pair // group_size
+        first = group * group_size
+        gs = imin(group_size, num_heads * num_batch - first)
+        return first * num_n_blocks + n_block * gs + (pair - first)
 
 
 @dataclass(frozen=True)

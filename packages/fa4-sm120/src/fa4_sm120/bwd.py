@@ -37,6 +37,12 @@ recomputed P and dP) into ``mPdPsum (mma_warps_n, batch, nheads, seqlen_q_pad)``
 one slice per warp column, so that every element gets one addition per CTA and the deterministic
 mode's ordering covers it too; the caller sums the slices.
 
+Grid: ``(key blocks, KV heads, batch)``; with ``longest_first`` (causal calls without a window) a 1-D
+grid in :class:`fa4_core.tile_scheduler.BwdLongestFirstScheduler`'s order: the first key blocks (which
+see every query block after them) of a group of (batch, head) pairs first, the group's pairs being as
+many as the caller's ``lpt_group`` (their Q, dO and dQ accumulator a share of L2). ``lpt_group`` is
+ignored otherwise.
+
 Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_idx``):
 
 1. Load K and V of the key block (``cp.async`` 128-bit into swizzled shared memory, rows past
@@ -90,6 +96,7 @@ from fa4_core.layout import acc_as_a_operand, acc_mn_view, quad_allreduce_sum
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
+from fa4_core.tile_scheduler import BwdLongestFirstScheduler
 from fa4_sm120.configs import BwdConfig
 from fa4_sm120.mma_sync import atom_k, check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
 from fa4_sm120.smem import bwd_smem_bytes
@@ -207,6 +214,7 @@ class FlashAttentionBackwardSm120:
         window_right: Int32,
         softcap: Float32,
         max_seqlen_k: Int32,
+        lpt_group: Int32,
         mCuSeqlensQ,
         mCuSeqlensK,
         mSeqUsedQ,
@@ -244,7 +252,10 @@ class FlashAttentionBackwardSm120:
         cfg = self.cfg
         hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
         num_batch = mCuSeqlensQ.shape[0] - 1 if cutlass.const_expr(cfg.varlen_q) else mQ.shape[0]
-        grid = (cute.ceil_div(max_seqlen_k, tn), mK.shape[hkv_axis], num_batch)
+        num_n_blocks = cute.ceil_div(max_seqlen_k, tn)
+        grid = (num_n_blocks, mK.shape[hkv_axis], num_batch)
+        if cutlass.const_expr(cfg.longest_first):
+            grid = BwdLongestFirstScheduler().grid(num_n_blocks, mK.shape[hkv_axis], num_batch)
         scale_log2 = softmax_scale * LOG2_E
         softcap_scale = softmax_scale
         if cutlass.const_expr(cfg.has_softcap):
@@ -269,6 +280,8 @@ class FlashAttentionBackwardSm120:
             window_left,
             window_right,
             num_batch,
+            num_n_blocks,
+            lpt_group,
             mCuSeqlensQ,
             mCuSeqlensK,
             mSeqUsedQ,
@@ -313,6 +326,8 @@ class FlashAttentionBackwardSm120:
         window_left: Int32,
         window_right: Int32,
         num_batch: Int32,
+        num_n_blocks: Int32,
+        lpt_group: Int32,
         mCuSeqlensQ,
         mCuSeqlensK,
         mSeqUsedQ,
@@ -334,6 +349,11 @@ class FlashAttentionBackwardSm120:
         d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
         tidx, _, _ = cute.arch.thread_idx()
         n_block, head_kv, batch_idx = cute.arch.block_idx()
+        if cutlass.const_expr(cfg.longest_first):
+            hkv = mK.shape[1 if cutlass.const_expr(cfg.varlen_k) else 2]
+            n_block, head_kv, batch_idx = BwdLongestFirstScheduler().tile(
+                n_block, num_n_blocks, hkv, num_batch, lpt_group
+            )
         # ---------------- lengths and offsets of this batch (fa4_core.seqlen_info)
         sq_static = None if cutlass.const_expr(cfg.varlen_q) else mQ.shape[1]
         sk_static = None if cutlass.const_expr(cfg.varlen_k) else mK.shape[1]
@@ -785,7 +805,7 @@ class FlashAttentionBackwardSm120:
 # ---------------------------------------------------------------------------------------------------
 def fake_bwd_args(cfg: BwdConfig):
     """``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum, mSem, softmax_scale, window_left,
-    window_right, softcap, max_seqlen_k, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, mPdPsum,
+    window_right, softcap, max_seqlen_k, lpt_group, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, mPdPsum,
     stream)``;
     absent optional tensors are ``None``."""
     from fa4_sm120.compile import fake_tensor
@@ -816,7 +836,7 @@ def fake_bwd_args(cfg: BwdConfig):
     stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
     return (
         q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), Int32(-1), Int32(-1),
-        Float32(0.0), Int32(1), cu_q, cu_k, used_q, used_k, pdp, stream,
+        Float32(0.0), Int32(1), Int32(1), cu_q, cu_k, used_q, used_k, pdp, stream,
     )  # fmt: skip
 
 

@@ -52,6 +52,7 @@ class BwdTile:
     mma_warps_n: int = 1
     vector_dq_red: bool = False  # dQ reductions as red.global.add.v2.f32 where the target has it (sm_90+)
     early_loads: bool = False  # the next Q and dO as two cp.async groups, each issued once its buffer is free
+    longest_first: bool = True  # causal (no window): the longest key blocks of every (batch, head) first
 
 
 # fmt: off
@@ -148,4 +149,5 @@ def bwd_config(
         has_dsink=dsink,
         vector_dq_red=vector_red,
         early_loads=row.early_loads,
+        longest_first=row.longest_first and causal and not local,
     )

@@ -85,6 +85,9 @@ class BwdConfig:
     # Q and dO of the next query block in two cp.async groups, each issued as soon as its buffer is
     # free (dK before dV), so that S waits for Q only and dO loads behind dQ and the next S
     early_loads: bool = False
+    # causal: a 1-D grid of the key blocks, the longest (first) ones of every (batch, head) first, in
+    # L2-sized groups of pairs (fa4_core.tile_scheduler.BwdLongestFirstScheduler)
+    longest_first: bool = False
     # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
     # GPU with more shared memory per SM (H100/H200: 228 KB) keeps as few CTAs per SM as SM120 would
     launch_smem: int = 0

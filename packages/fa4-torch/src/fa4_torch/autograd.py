@@ -42,6 +42,7 @@ import math
 import torch
 
 from fa4_core.errors import unsupported
+from fa4_core.tile_scheduler import BwdLongestFirstScheduler
 from fa4_torch import api
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.dispatch import device_family
@@ -364,9 +365,13 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
     u = (lambda t: t.unsqueeze(0)) if varlen_q else (lambda t: t)
     dlse_arg = u(dlse.float().contiguous()) if has_dlse else u(lse)
     pre(u(out), u(dout), u(lse), dlse_arg, lse_log2, dpsum)
+    # causal: the longest key blocks first, in groups of (batch, KV head) pairs whose Q, dO and dQ
+    # accumulator (per pair: the group's query heads times the rows of one sequence) share L2
+    pair_bytes = nheads // nheads_kv * (rows_q // batch) * (2 * (head_dim + head_dim_v) + 4 * head_dim)
+    lpt_group = BwdLongestFirstScheduler.group_size(pair_bytes, batch * nheads_kv)
     main(
         _aligned(q), _aligned(k), _aligned(v), dout, lse_log2, dpsum, dk, dv, dq_accum, sem,
-        softmax_scale, wl, wr, softcap, max_k, cu_q, cu_k, used_q, used_k, pdp,
+        softmax_scale, wl, wr, softcap, max_k, lpt_group, cu_q, cu_k, used_q, used_k, pdp,
     )  # fmt: skip
     post(dq_accum, u(dq), softmax_scale)
     dsink = None
