@@ -6,6 +6,9 @@
 #   bash tools/gpu_session.sh bench        # forward grids beside the peers (about 8 min)
 #   bash tools/gpu_session.sh bench2       # backward grid and decode beside the peers (about 8 min)
 #   bash tools/gpu_session.sh tune         # backward candidates: checked, then timed at SM120 occupancy
+#   bash tools/gpu_session.sh adopt        # (2026-12-02) the tuned table's backward tests, then d64/d96/d160 with v
+#   bash tools/gpu_session.sh adopt2       # (2026-12-02) backward tests, backward grid, v on 192/192 and 256
+#   bash tools/gpu_session.sh lpt          # (2026-12-02) causal longest-first against the plain grid, then tests
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -116,7 +119,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|tune2" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune2" >&2
     exit 2
     ;;
 esac

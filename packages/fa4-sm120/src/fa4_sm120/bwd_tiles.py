@@ -2,32 +2,35 @@
 
 Shared memory per row is ``bwd_smem_bytes = 2 B * (tile_m * (d + dv) + tile_n * (d + dv) + 2 * tile_m
 * tile_n)`` (Q, dO, K, V, P, dS; every buffer a multiple of 1024 B here). Every SM120 row fits
-101,376 B (a test proves it); the H100/H200 use the SM120 rows (compat mode, DESIGN §2). All rows
-are 4 warps but d 64's. Up to d 160 (and 192/128) every MMA splits its M over the warps (16 rows each), so the
-dS accumulator of a warp is exactly the A operand of its ``dQ = dS·K`` rows and never leaves registers
-for dQ. For 192/192, 224 and 256, Q, dO, K and V alone exceed the budget at 64x64: those rows take a
-32-row key tile (and 32 query rows for d 224 and 256, as FlashAttention-2 does for d 256 on 99 KB
-GPUs), which 4 warps can only cover as 2 x 2 (``mma_warps_n = 2``; dQ then reads dS from shared
-memory). ``sm_120a`` (ptxas -v): 192/192 at 64x32 238-255 registers, spills 0 B in most variants and
-8-32 B in three (varlen, softcap+seqused); 224 at 32x32 236-238, no spills (64x32 spilled 44-188 B);
-256 at 32x32 230-250, no spills.
-d 64 takes 8 warps as 4 x 2 over a 64x128 tile: ``benchmarks/tune_bwd.py`` on an H200 (2026-12-01,
-backward grid shapes, mean TFLOP/s, the lower of two passes) gave 168.1 / causal 128.2 against 135.0 /
-112.8 for the 4-warp 64x64 row (64x64 at 4x2: 131.8 / 102.2; 2x4: 121.4 / 106.5; 128x64: 117.9 /
-106.0); ``sm_120a`` 224 registers, no spills, one CTA (8 warps) per SM as the 64x64 row's two. For
-d 128 the 4-warp 64x64 row stays (143.7 / 119.5; 8 warps 4x2: 133.2 / 114.9, 2x4: 136.4 / 119.1).
-``vector_dq_red`` and ``early_loads`` (see :mod:`fa4_sm120.bwd`) are off in every row until a GPU
-run checks and times them. ``vector_dq_red``: dQ reductions as
-``red.global.add.v2.f32`` on pairs of adjacent columns (sm_90+ PTX; ``bwd_config(target=)`` keeps
-scalar reductions for SM80/86 targets). Candidates for the next table (``tools/gpu_session.sh tune``,
-``tests/torch/test_bwd_gpu.py::test_bwd_alt_rows``): d128 at 32x128 over 8 warps (2 x 4, 98,304 B),
-which halves the Q/dO reloads and dQ reductions per key (the 64x64 rows keep L2 about six times as
-busy as FlashAttention-2's backward, ncu on an H200) and spills in none of ``BWD_FEATURE_SETS``
-(sm_120a 232-250 registers) where the 64x64 row spills 20-196 B in 7 of the 10; d160 and 192/128
-at 64x64 over 8 warps (4 x 2, 98,304 B), spill-free in all ten (168-220 registers) where their 4-warp
-rows spill 128-496 B.
-Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / 128`` live through
-the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / 128`` or ``acc_dQ = tile_m * d / 128``.
+101,376 B (a test proves it); the H100/H200 use the SM120 rows (compat mode, DESIGN §2).
+
+Every row adds dQ with ``red.global.add.v2.f32`` on pairs of adjacent columns (``vector_dq_red``;
+``bwd_config(target=)`` keeps scalar reductions for SM80/86 targets, whose PTX lacks ``red`` on
+vectors) and launches causal calls longest key blocks first (``longest_first``; 1-D grid,
+:class:`fa4_core.tile_scheduler.BwdLongestFirstScheduler`). ``benchmarks/tune_bwd.py --emulate-sm120``
+on an H200 (2026-12-02, backward grid shapes, mean bwd TFLOP/s non-causal / causal, lower of two
+passes; ``benchmarks/results/2026-12-02-NVIDIA-H200-tune-bwd-emulated-sm120.json``):
+
+* d128: 32x128 over 8 warps (2 x 4) with vector reductions and early Q/dO loads (``early_loads``)
+  218.0 / 162.1 against the former 4-warp 64x64 row's 132.8 / 118.1 (with vector reductions 176.5 /
+  154.8). It halves the Q/dO reloads and dQ reductions per key; the 64x64 rows kept L2 about six times
+  as busy as FlashAttention-2's backward (ncu). Longest-first then 171.7 against 155.8 causal (same run).
+* d64: 64x128 over 8 warps (4 x 2), vector reductions 200.7 / 141.7 against 170.6 / 124.7 (early loads:
+  195.6 / 147.4, not kept).
+* d96: 64x64 over 4 warps as 2 x 2, 177.3 / 148.5 against 167.5 / 144.7 as 4 x 1.
+* d160 and 192/128: 64x64 over 8 warps (4 x 2), 177.8 / 154.7 and 165.3 / 143.9, against 148.9 / 132.5
+  and 8.5 / 7.6 (sic: the 4-warp 192/128 build spills 300 B on sm_120a) for the 4-warp 64x64 rows.
+* 192/192 (64x32) and 256 (32x32) on 2 x 2 warps: vector reductions 132.2 and 120.1 against 79.1 and
+  78.6 non-causal. For 192/192, 224 and 256, Q, dO, K and V alone exceed the budget at 64x64: those
+  rows take a 32-row key tile (and 32 query rows for d 224 and 256, as FlashAttention-2 does for d 256
+  on 99 KB GPUs), which 4 warps can only cover as 2 x 2 (``mma_warps_n = 2``; dQ then reads dS from
+  shared memory).
+
+``sm_120a`` (ptxas -v, ``docs/sm120-resources.md``): no row spills in its plain builds but 192/192
+non-causal (8 B, since the vector reductions); the feature variants are listed there.
+Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / threads`` live
+through the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / threads`` or ``acc_dQ = tile_m *
+d / threads``.
 """
 
 from __future__ import annotations
