@@ -9,6 +9,7 @@
 #   bash tools/gpu_session.sh adopt        # (2026-12-02) the tuned table's backward tests, then d64/d96/d160 with v
 #   bash tools/gpu_session.sh adopt2       # (2026-12-02) backward tests, backward grid, v on 192/192 and 256
 #   bash tools/gpu_session.sh lpt          # (2026-12-02) causal longest-first against the plain grid, then tests
+#   bash tools/gpu_session.sh tune3        # next: forward d64 8 warps, backward 192/192 32x32, d64 longest-first
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -107,6 +108,19 @@ case "${1:-suite}" in
     step bwd-suite 170 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
       --junitxml="$OUT/bwd-suite.xml"
     ;;
+  tune3)
+    # next: the candidates prepared on the CPU in session 5, checked, then timed. Forward d64 on 8 warps
+    # (spill-free where the 4-warp row spills in windows/softcap/causal varlen); backward 192/192 on
+    # 32x32 (spill-free where the 64x32 row's plain non-causal build spills 8 B); longest-first on d64
+    step alt-rows 200 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_fwd_gpu.py \
+      -k "alt_rows" --junitxml="$OUT/alt.xml"
+    step tune-fwd-d64 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --cands 128,64,128 128,64,256 --emulate-sm120 --out "$OUT"
+    step tune-bwd-d192 60 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 192 \
+      --cands 64,32,128,2,vl 32,32,128,2,vl --emulate-sm120 --out "$OUT/d192"
+    step tune-bwd-d64 40 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
+      --cands 64,128,256,2,v 64,128,256,2,vl --causal yes --emulate-sm120 --out "$OUT/d64"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -119,7 +133,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune2" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2" >&2
     exit 2
     ;;
 esac

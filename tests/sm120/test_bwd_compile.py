@@ -110,6 +110,7 @@ CANDIDATES = [
         (64, 64, 32, 128, 256, 4, "ve"),
         (160, 160, 64, 64, 256, 2, "vel"),
         (192, 128, 64, 64, 256, 2, "ve"),
+        (192, 192, 32, 32, 128, 2, "vl"),  # spill-free where the 64x32 row's plain build spills 8 B
     )
     for dt, causal, feat in (
         ("bfloat16", False, {}),

@@ -83,6 +83,17 @@ def _variants():
             is_local=True,
         )
     )
+    # the d64 candidate of tests/torch/test_fwd_gpu.py::test_fwd_alt_rows (128x64 over 8 warps) with
+    # the flags whose 4-warp builds spill
+    d64_8w = dict(tile_m=128, tile_n=64, num_threads=256)
+    for causal, flags in (
+        (False, dict(is_local=True)),
+        (True, dict(has_softcap=True)),
+        (True, dict(varlen_q=True, varlen_k=True)),
+    ):
+        extra.append(
+            dataclasses.replace(fwd_config("sm120", "bfloat16", 64, 64, causal=causal), **d64_8w, **flags)
+        )
     for cfg in extra:
         seen.setdefault(cfg, cfg)
     return list(seen)

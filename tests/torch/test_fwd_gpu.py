@@ -198,3 +198,49 @@ def test_scale_is_runtime_and_honoured():
         ref, _ = attention_ref(q, k, v, softmax_scale=scale)
         pt, _ = attention_ref(q, k, v, softmax_scale=scale, upcast=False)
         check_close("out", out, ref, pt)
+
+
+# Candidate forward rows of benchmarks/tune_tiles.py that are not table rows, checked here so that a
+# table change after a sweep rests on a GPU run of exactly those rows: (d, dv, tile_m, tile_n,
+# threads) replacing every SM120 row of (d, dv). d64 on 128x64 over 8 warps is spill-free on sm_120a
+# in the feature variants (windows, softcap, causal varlen) where the 4-warp row spills 8-44 B.
+FWD_ALT_ROWS = ((64, 64, 128, 64, 256),)
+FWD_ALT_CASES = [
+    (row, Case(dt, b, sq, sk, hq, hkv, row[0], row[1], causal=causal, window=w, pack_gqa=pack))
+    for row in FWD_ALT_ROWS
+    for dt, b, (sq, sk), (hq, hkv), causal, w, pack in (
+        ("bf16", 2, (1000, 1000), (8, 8), False, (None, None), None),
+        ("fp16", 1, (777, 1333), (8, 2), True, (None, None), None),
+        ("bf16", 2, (333, 77), (28, 4), True, (None, None), True),
+        ("bf16", 2, (300, 700), (8, 2), False, (100, 50), None),
+        ("bf16", 1, (700, 300), (8, 2), True, (17, None), False),
+        ("bf16", 1, (1, 513), (16, 16), False, (None, None), None),
+    )
+]
+
+
+@pytest.mark.parametrize(
+    "row, c", FWD_ALT_CASES, ids=[f"{'x'.join(map(str, r[2:]))}-{c}" for r, c in FWD_ALT_CASES]
+)
+def test_fwd_alt_rows(row, c, monkeypatch):
+    import dataclasses
+
+    from fa4_sm120 import tiles
+    from fa4_torch import api
+
+    d, dv, tm, tn, th = row
+    table = tuple(
+        dataclasses.replace(r, tile_m=tm, tile_n=tn, num_threads=th, plain_only=False)
+        if (r.family, r.head_dim, r.head_dim_v) == ("sm120", d, dv)
+        else r
+        for r in tiles.FWD_TABLE
+    )
+    monkeypatch.setattr(tiles, "FWD_TABLE", table)
+    api._reset_caches()
+    try:
+        picked = tiles.select_fwd_tile("sm120", "bfloat16", d, dv, c.causal, local=c.window != (None, None))
+        assert (picked.tile_m, picked.tile_n, picked.num_threads) == (tm, tn, th)
+        run_case(c)
+    finally:
+        monkeypatch.undo()
+        api._reset_caches()
