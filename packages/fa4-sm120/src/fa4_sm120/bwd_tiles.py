@@ -17,7 +17,9 @@ passes; ``benchmarks/results/2026-12-02-NVIDIA-H200-tune-bwd-emulated-sm120.json
   as busy as FlashAttention-2's backward (ncu). Longest-first then 171.7 against 155.8 causal (same run).
 * d64: 64x128 over 8 warps (4 x 2), vector reductions 200.7 / 141.7 against 170.6 / 124.7 (early loads:
   195.6 / 147.4, not kept).
-* d96: 64x64 over 4 warps as 2 x 2, 177.3 / 148.5 against 167.5 / 144.7 as 4 x 1.
+* d96: 64x64 over 4 warps as 4 x 1 with vector reductions, 167.5 / 144.7. As 2 x 2 it measured 177.3 /
+  148.5, but its sm_120a softcap, seqused and varlen-deterministic builds spill 8-48 B; 4 x 1 spills in
+  none of ``BWD_FEATURE_SETS``.
 * d160 and 192/128: 64x64 over 8 warps (4 x 2), 177.8 / 154.7 and 165.3 / 143.9, against 148.9 / 132.5
   and 8.5 / 7.6 (sic: the 4-warp 192/128 build spills 300 B on sm_120a) for the 4-warp 64x64 rows.
 * 192/192 (64x32) and 256 (32x32) on 2 x 2 warps: vector reductions 132.2 and 120.1 against 79.1 and
@@ -27,7 +29,9 @@ passes; ``benchmarks/results/2026-12-02-NVIDIA-H200-tune-bwd-emulated-sm120.json
   shared memory).
 
 ``sm_120a`` (ptxas -v, ``docs/sm120-resources.md``): no row spills in its plain builds but 192/192
-non-causal (8 B, since the vector reductions); the feature variants are listed there.
+non-causal (8 B, since the vector reductions); of the feature variants only 192/192 (8-32 B in two)
+and 256 (16 B in one) spill. 32x32 for 192/192 spills nowhere: a candidate (``tools/gpu_session.sh
+tune3``).
 Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / threads`` live
 through the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / threads`` or ``acc_dQ = tile_m *
 d / threads``.
@@ -63,7 +67,7 @@ BWD_TABLE: tuple[BwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
     BwdTile("sm120",  32,  32, 64, 64, 128, 1, True),  # 2*(64*64   + 64*64   + 2*64*64) = 32,768 B
     BwdTile("sm120",  64,  64, 64, 128, 256, 2, True),  # 2*(64*128 + 128*128 + 2*64*128) = 81,920 B
-    BwdTile("sm120",  96,  96, 64, 64, 128, 2, True),  # 2*(64*192  + 64*192  + 2*64*64) = 65,536 B
+    BwdTile("sm120",  96,  96, 64, 64, 128, 1, True),  # 2*(64*192  + 64*192  + 2*64*64) = 65,536 B
     BwdTile("sm120", 128, 128, 32, 128, 256, 4, True, True),  # 2*(32*256 + 128*256 + 2*32*128) = 98,304 B
     BwdTile("sm120", 160, 160, 64, 64, 256, 2, True),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
     BwdTile("sm120", 192, 128, 64, 64, 256, 2, True),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
