@@ -45,21 +45,9 @@ _ORIGINAL_CONFIG = bwd_tiles.bwd_config
 def _use_row(dims, cand, emulate: bool) -> None:
     """Put the candidate in the table's row of ``dims = (d, dv)`` (and, emulating SM120, its launch
     shared memory in every config the table gives)."""
-    tm, tn, th, wn, vred, early, lpt = cand
     table = [r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) != dims]
     base = next(r for r in bwd_tiles.BWD_TABLE if (r.head_dim, r.head_dim_v) == dims)
-    table.append(
-        dataclasses.replace(
-            base,
-            tile_m=tm,
-            tile_n=tn,
-            num_threads=th,
-            mma_warps_n=wn,
-            vector_dq_red=vred,
-            early_loads=early,
-            longest_first=lpt,
-        )
-    )
+    table.append(bwd_tiles.with_candidate(base, *cand))
     bwd_tiles.BWD_TABLE = tuple(table)
     bwd_tiles.bwd_config = _ORIGINAL_CONFIG
     if emulate:
@@ -97,18 +85,18 @@ def time_candidate(dims, causal: bool, cand, emulate: bool = False) -> list[floa
 
 
 def parse_cand(text: str):
-    """``"64,64,128,1"`` -> ``(64, 64, 128, 1, False, False, False)``; ``"32,128,256,4,vel"`` -> ``(...,
-    True, True, True)`` (``v``: vector dQ reductions, ``e``: early Q/dO loads, ``l``: longest first)."""
+    """``"64,64,128,1"`` -> ``(64, 64, 128, 1, "")``; ``"32,128,256,4,vel"`` -> ``(..., "vel")``
+    (``v``: vector dQ reductions, ``e``: early Q/dO loads, ``l``: longest first)."""
     parts = text.split(",")
     flags = parts[4] if len(parts) == 5 else ""
-    if len(parts) not in (4, 5) or set(flags) - set("vel"):
+    if len(parts) not in (4, 5) or set(flags) - set(bwd_tiles.CANDIDATE_FLAGS):
         raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,flags of v/e/l]")
-    return (*map(int, parts[:4]), "v" in flags, "e" in flags, "l" in flags)
+    return (*map(int, parts[:4]), flags)
 
 
 def cand_name(cand) -> str:
-    flags = "".join(f for f, on in zip("vel", cand[4:]) if on)
-    return "x".join(map(str, cand[:4])) + (f"-{flags}" if flags else "")
+    return "x".join(map(str, cand[:4])) + (f"-{cand[4]}" if cand[4] else "")
+
 
 
 def parse_dims(text: str):

@@ -121,3 +121,19 @@ def test_plain_only_row_is_skipped_for_windows_split_kv_and_softcap():
     for row in FWD_TABLE:
         if row.plain_only:
             assert row.causal == (False,), row
+
+
+def test_bwd_with_candidate_flags():
+    """A sweep candidate's letters map to the row's flags, a letter left out is off, and an unknown
+    letter is a typed error naming it."""
+    from fa4_core.errors import UnsupportedConfigError
+    from fa4_sm120.bwd_tiles import select_bwd_tile, with_candidate
+
+    row = select_bwd_tile("sm120", 128, 128)
+    cand = with_candidate(row, 64, 64, 128, 1, "vl")
+    assert (cand.tile_m, cand.tile_n, cand.num_threads, cand.mma_warps_n) == (64, 64, 128, 1)
+    assert (cand.vector_dq_red, cand.early_loads, cand.longest_first) == (True, False, True)
+    plain = with_candidate(row, 64, 64, 128, 1)
+    assert (plain.vector_dq_red, plain.early_loads, plain.longest_first) == (False, False, False)
+    with pytest.raises(UnsupportedConfigError, match="flags.*'vx'"):
+        with_candidate(row, 64, 64, 128, 1, "vx")

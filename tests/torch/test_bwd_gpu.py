@@ -644,26 +644,12 @@ ALT_CASES = [
     ids=[f"{'x'.join(map(str, r[2:6]))}{'-' + r[6] if r[6] else ''}-{c}" for r, c in ALT_CASES],
 )
 def test_bwd_alt_rows(row, c, monkeypatch):
-    import dataclasses
-
     from fa4_sm120 import bwd_tiles
     from fa4_torch import autograd
 
     d, dv, tm, tn, th, wn, flags = row
-    vred, early, lpt = "v" in flags, "e" in flags, "l" in flags
     table = tuple(
-        dataclasses.replace(
-            r,
-            tile_m=tm,
-            tile_n=tn,
-            num_threads=th,
-            mma_warps_n=wn,
-            vector_dq_red=vred,
-            early_loads=early,
-            longest_first=lpt,
-        )
-        if (r.head_dim, r.head_dim_v) == (d, dv)
-        else r
+        bwd_tiles.with_candidate(r, tm, tn, th, wn, flags) if (r.head_dim, r.head_dim_v) == (d, dv) else r
         for r in bwd_tiles.BWD_TABLE
     )
     monkeypatch.setattr(bwd_tiles, "BWD_TABLE", table)
@@ -671,7 +657,8 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     try:
         picked = bwd_tiles.select_bwd_tile("sm120", d, dv)
         assert (picked.tile_m, picked.tile_n, picked.num_threads, picked.mma_warps_n) == (tm, tn, th, wn)
-        assert (picked.vector_dq_red, picked.early_loads, picked.longest_first) == (vred, early, lpt)
+        want = ("v" in flags, "e" in flags, "l" in flags)
+        assert (picked.vector_dq_red, picked.early_loads, picked.longest_first) == want
         run_varlen_case(c) if isinstance(c, VarlenCase) else run_case(c)
     finally:
         monkeypatch.undo()

@@ -39,13 +39,13 @@ d / threads``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fa4_core.arch import parse_arch
 from fa4_core.errors import UnsupportedArchError, unsupported
 from fa4_sm120.configs import BwdConfig
 
-__all__ = ["BwdTile", "BWD_TABLE", "BWD_FEATURE_SETS", "select_bwd_tile", "bwd_config"]
+__all__ = ["BwdTile", "BWD_TABLE", "BWD_FEATURE_SETS", "select_bwd_tile", "bwd_config", "with_candidate"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,22 @@ BWD_FEATURE_SETS: tuple[dict, ...] = (
     dict(causal=True, dsink=True),
     dict(causal=False, local=True, varlen_q=True, varlen_k=True, deterministic=True, dsink=True),
 )
+
+CANDIDATE_FLAGS = {"v": "vector_dq_red", "e": "early_loads", "l": "longest_first"}
+
+
+def with_candidate(
+    row: BwdTile, tile_m: int, tile_n: int, num_threads: int, mma_warps_n: int, flags: str = ""
+) -> BwdTile:
+    """``row`` with a sweep candidate's tile and flags, as ``benchmarks/tune_bwd.py`` and the alt-row
+    tests write them: ``"v"`` vector_dq_red, ``"e"`` early_loads, ``"l"`` longest_first; a flag
+    left out is off."""
+    unknown = sorted(set(flags) - set(CANDIDATE_FLAGS))
+    if unknown:
+        raise unsupported("flags", flags, f"letters of {''.join(CANDIDATE_FLAGS)} ({CANDIDATE_FLAGS})")
+    on = {field: letter in flags for letter, field in CANDIDATE_FLAGS.items()}
+    return replace(row, tile_m=tile_m, tile_n=tile_n, num_threads=num_threads, mma_warps_n=mma_warps_n, **on)
+
 
 _CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
 
