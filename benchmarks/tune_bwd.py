@@ -98,7 +98,6 @@ def cand_name(cand) -> str:
     return "x".join(map(str, cand[:4])) + (f"-{cand[4]}" if cand[4] else "")
 
 
-
 def parse_dims(text: str):
     """``"128"`` -> ``(128, 128)``; ``"192:128"`` -> ``(192, 128)``."""
     d, _, dv = text.partition(":")
