@@ -10,6 +10,7 @@
 #   bash tools/gpu_session.sh adopt2       # (2026-12-02) backward tests, backward grid, v on 192/192 and 256
 #   bash tools/gpu_session.sh lpt          # (2026-12-02) causal longest-first against the plain grid, then tests
 #   bash tools/gpu_session.sh tune3        # next: forward d64 8 warps, backward 192/192 32x32, d64 longest-first
+#   bash tools/gpu_session.sh diag         # causal backward: bench vs queued vs kernel time; L2 budgets
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -121,6 +122,11 @@ case "${1:-suite}" in
     step tune-bwd-d64 40 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
       --cands 64,128,256,2,v 64,128,256,2,vl --causal yes --emulate-sm120 --out "$OUT/d64"
     ;;
+  diag)
+    # (2026-12-02, session 6) where a causal backward's time goes (bench vs queued vs kernel time),
+    # and the longest-first groups with larger L2 budgets (GQA 1 x 8192 gets groups of one pair)
+    step bwd-diag 300 python3 tools/bwd_diag.py --out "$OUT" --budgets 64 100000
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -133,7 +139,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag" >&2
     exit 2
     ;;
 esac
