@@ -5,7 +5,10 @@ For each shape: do_bench's median (L2 flushed, as bench_bwd), the queued wall ti
 ``torch.profiler`` (mean per launch). With ``--budgets`` the causal calls are timed again with other
 L2 budgets of the longest-first groups (MiB; the kernel is unchanged, only ``lpt_group`` differs).
 
-    python3 tools/bwd_diag.py --out $OUT [--budgets 16 64 100000]
+    python3 tools/bwd_diag.py --out $OUT [--budgets 16 64 100000] [--host]
+
+``--host``: the host side of one cached backward call, causal and not (4 x 1024, 16 heads, d64): the
+time until the call returns with the GPU idle before it (median of 200), and cProfile's top entries.
 """
 
 from __future__ import annotations
@@ -79,16 +82,55 @@ def one(shape, budget_mb=None) -> dict:
     return row
 
 
+def host_side(causal: bool) -> dict:
+    import cProfile
+    import io
+    import pstats
+    import time
+
+    b, s, h, d = 4, 1024, 16, 64
+    q, k, v = (
+        torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+    )
+    dout = torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
+    o = flash_attn_func(q, k, v, causal=causal)[0]
+    fn = lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)  # noqa: E731
+    for _ in range(20):
+        fn()
+    lat = []
+    for _ in range(200):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        lat.append((time.perf_counter() - t) * 1e6)
+    torch.cuda.synchronize()
+    lat.sort()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(100):
+        fn()
+    prof.disable()
+    torch.cuda.synchronize()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+    row = dict(causal=causal, host_us_p50=lat[100], host_us_p10=lat[20], host_us_p90=lat[180])
+    print(json.dumps(row), flush=True)
+    print(text.getvalue()[-6000:], flush=True)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".")
     ap.add_argument("--budgets", nargs="*", type=float, default=[])
+    ap.add_argument("--host", action="store_true")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("bwd_diag: no CUDA GPU here; nothing measured")
         return 0
     C.bench_ms(lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda"))
-    rows = [one(sh) for sh in SHAPES]
+    rows = [host_side(c) for c in (False, True)] if a.host else []
+    rows += [one(sh) for sh in SHAPES]
     for mb in a.budgets:
         rows += [one(sh, mb) for sh in SHAPES if sh[5]]
     with open(os.path.join(a.out, "bwd-diag.json"), "w") as f:

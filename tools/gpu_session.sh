@@ -127,6 +127,13 @@ case "${1:-suite}" in
     # and the longest-first groups with larger L2 budgets (GQA 1 x 8192 gets groups of one pair)
     step bwd-diag 300 python3 tools/bwd_diag.py --out "$OUT" --budgets 64 100000
     ;;
+  diag2)
+    # (session 6) the backward's GPU tests with the longest-first groups of >= 4 waves, its host side
+    # (cProfile), then the diagnosis shapes again
+    step bwd-suite 200 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
+      -k "not alt_rows" --junitxml="$OUT/bwd-suite.xml"
+    step bwd-diag 150 python3 tools/bwd_diag.py --out "$OUT" --host
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -139,7 +146,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2" >&2
     exit 2
     ;;
 esac

@@ -83,6 +83,12 @@ def test_bwd_longest_first_group_size():
     assert BwdLongestFirstScheduler.group_size(budget * 8, 100) == 1  # at least one pair
     assert BwdLongestFirstScheduler.group_size(0, 5) == 5
     assert BwdLongestFirstScheduler.group_size(1, 0) == 1
+    # a group of few CTAs grows to MIN_WAVES x SMs of them: 132 SMs, 64 key blocks -> 9 pairs
+    waves = BwdLongestFirstScheduler.MIN_WAVES
+    assert BwdLongestFirstScheduler.group_size(budget, 8, 64, 132) == 8  # all 8 (fit alone: 1)
+    assert BwdLongestFirstScheduler.group_size(budget, 100, 64, 132) == -(-waves * 132 // 64)
+    assert BwdLongestFirstScheduler.group_size(budget // 20, 100, 64, 132) == 20  # L2 fit is larger
+    assert BwdLongestFirstScheduler.group_size(budget, 100, 0, 132) == 100  # no key blocks: all
 
 
 @settings(max_examples=100, deadline=None)

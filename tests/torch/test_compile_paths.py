@@ -36,7 +36,7 @@ def test_backward_kernels_compile_through_the_api_path(sm120, dsink):
     from fa4_torch import autograd, disk_cache
 
     flags = (False, False, False, False, False, False, dsink)
-    pre, main, post, tile_m, warps_n = autograd._bwd_kernels(
+    pre, main, post, tile_m, warps_n, _ = autograd._bwd_kernels(
         torch.bfloat16, 256, 256, True, True, True, sm120, flags
     )
     assert all(callable(f) for f in (pre, main, post))

@@ -686,15 +686,21 @@ def _flash_attn_fwd(
     return out, lse
 
 
+def _num_sms(device) -> int:
+    """The device's SM count (memoised per device index: a cached call does no property lookup)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    sms = _sm_count.get(idx)
+    if sms is None:
+        sms = _sm_count[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return sms
+
+
 def _heuristic_splits(
     device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v
 ):
     """Split the keys when the (m-block, head, batch) tiles leave most SMs idle and the key range is
     long enough to share: aim at about four CTAs per SM, at least 2 key blocks per split."""
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    sms = _sm_count.get(idx)
-    if sms is None:
-        sms = _sm_count[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    sms = _num_sms(device)
     from fa4_sm120.tiles import select_fwd_tile
 
     row = select_fwd_tile(device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True)

@@ -116,7 +116,7 @@ def _bwd_kernels(
     main = BWD_CACHE.get_or_compile(("bwd", cfg, target, ver), build("bwd", cfg))
     pre = BWD_CACHE.get_or_compile(("pre", pre_cfg, target, ver), build("pre", pre_cfg))
     post = BWD_CACHE.get_or_compile(("post", post_cfg, target, ver), build("post", post_cfg))
-    fns = (pre, main, post, cfg.tile_m, cfg.mma_warps_n)
+    fns = (pre, main, post, cfg.tile_m, cfg.mma_warps_n, cfg.tile_n)
     if device is not None:
         _fast[key] = fns
     return fns
@@ -343,7 +343,7 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
             dsink = _dsink(sink, lse, dps, valid)
         return dq.zero_(), dk.zero_(), dv.zero_(), dsink
     flags = (is_local, softcap > 0, varlen_q, varlen_k, used_q is not None, used_k is not None, want_dsink)
-    pre, main, post, tile_m, warps_n = _bwd_kernels(
+    pre, main, post, tile_m, warps_n, tile_n = _bwd_kernels(
         q.dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, dev, flags
     )
     # varlen_q: the pre/postprocess see one batch of rows_q rows (the packed tensors, unsqueezed)
@@ -366,9 +366,12 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
     dlse_arg = u(dlse.float().contiguous()) if has_dlse else u(lse)
     pre(u(out), u(dout), u(lse), dlse_arg, lse_log2, dpsum)
     # causal: the longest key blocks first, in groups of (batch, KV head) pairs whose Q, dO and dQ
-    # accumulator (per pair: the group's query heads times the rows of one sequence) share L2
+    # accumulator (per pair: the group's query heads times the rows of one sequence) share L2, each
+    # group still a few waves of CTAs
     pair_bytes = nheads // nheads_kv * (rows_q // batch) * (2 * (head_dim + head_dim_v) + 4 * head_dim)
-    lpt_group = BwdLongestFirstScheduler.group_size(pair_bytes, batch * nheads_kv)
+    lpt_group = BwdLongestFirstScheduler.group_size(
+        pair_bytes, batch * nheads_kv, (max_k + tile_n - 1) // tile_n, api._num_sms(dev)
+    )
     main(
         _aligned(q), _aligned(k), _aligned(v), dout, lse_log2, dpsum, dk, dv, dq_accum, sem,
         softmax_scale, wl, wr, softcap, max_k, lpt_group, cu_q, cu_k, used_q, used_k, pdp,
