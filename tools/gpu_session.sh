@@ -134,6 +134,20 @@ case "${1:-suite}" in
       -k "not alt_rows" --junitxml="$OUT/bwd-suite.xml"
     step bwd-diag 150 python3 tools/bwd_diag.py --out "$OUT" --host
     ;;
+  s6tests)
+    # (session 6) the backward's GPU tests (host path trimmed: one semaphore stand-in per device, one
+    # LSE/dPsum buffer), the serving tests (decode on the 64-row small-m rows: split-KV, paged,
+    # windows/softcap/sinks) and the CUDA-graph decode step
+    step bwd-suite 200 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
+      -k "not alt_rows" --junitxml="$OUT/bwd-suite.xml"
+    step serving 200 "${PYTEST_GPU[@]}" tests/torch/test_serving_gpu.py tests/torch/test_compile_graph_gpu.py \
+      --junitxml="$OUT/serving.xml"
+    ;;
+  s6bench)
+    # (session 6) decode with the small-m rows, then the backward grid (GQA longest-first groups)
+    step bench-decode 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
+    step bench-bwd 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --out "$OUT"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -146,7 +160,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench" >&2
     exit 2
     ;;
 esac

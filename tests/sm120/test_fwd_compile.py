@@ -65,6 +65,17 @@ def _variants():
     ]
     # the serving flags (varlen, seqused, paged K/V, KV-cache slots, split-KV, softcap, sinks)
     serving = fwd_config("sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4)
+    # decode's small-m row with the same flags (and a window)
+    decode = fwd_config(
+        "sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4, small_m=True
+    )
+    for flags in (
+        dict(paged_kv=True, has_seqused_k=True, split_kv=True),
+        dict(kv_batch_idx=True, has_seqused_k=True, split_kv=True),
+        dict(has_softcap=True, has_sink=True, is_local=True),
+        dict(varlen_q=True, varlen_k=True, has_softcap=True, split_kv=True),
+    ):
+        extra.append(dataclasses.replace(decode, **flags))
     for flags in (
         dict(varlen_q=True, varlen_k=True),
         dict(varlen_q=True, varlen_k=True, has_seqused_q=True, has_seqused_k=True),

@@ -10,7 +10,7 @@ from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, UnsupportedConfigError
 from fa4_sm120.fwd import HEAD_DIMS, FlashAttentionForwardSm120, FwdConfig
 from fa4_sm120.smem import fwd_smem_bytes
-from fa4_sm120.tiles import FAMILIES, FWD_TABLE, fwd_config, select_fwd_tile
+from fa4_sm120.tiles import FAMILIES, FWD_TABLE, fwd_config, select_fwd_tile, selecting_args
 
 
 def test_smem_formula_matches_the_comment_arithmetic():
@@ -60,8 +60,35 @@ def test_can_implement_rejects_what_does_not_fit():
 
 
 def test_table_rows_are_unique():
-    keys = [(r.family, r.head_dim, r.head_dim_v, r.dtypes, r.causal) for r in FWD_TABLE]
+    keys = [(r.family, r.head_dim, r.head_dim_v, r.dtypes, r.causal, r.small_m) for r in FWD_TABLE]
     assert len(keys) == len(set(keys))
+
+
+def test_small_m_rows_only_for_small_m_calls():
+    """Decode-shaped calls (at most SMALL_M_ROWS query rows per tile) take the 64-row rows, whatever
+    their features; other calls never do; head dims without a small-m row keep their own row."""
+    from fa4_sm120.tiles import SMALL_M_ROWS
+
+    assert SMALL_M_ROWS == 64
+    for d, dv in ((32, 32), (64, 64), (96, 96), (128, 128), (160, 160), (192, 128), (192, 192)):
+        for kw in ({}, dict(split_kv=True), dict(local=True), dict(softcap=True)):
+            for causal in (False, True):
+                cfg = fwd_config("sm120", "bfloat16", d, dv, causal=causal, small_m=True, **kw)
+                assert (cfg.tile_m, cfg.num_threads) == (64, 128), (d, dv, kw, causal)
+                big = fwd_config("sm120", "bfloat16", d, dv, causal=causal, **kw)
+                assert big.tile_m == 128, (d, dv, kw, causal)
+    assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, small_m=True).tile_n == 64
+    for d in (224, 256):  # their rows are 64-row already
+        a = fwd_config("sm120", "bfloat16", d, d, causal=True, small_m=True)
+        assert a == fwd_config("sm120", "bfloat16", d, d, causal=True)
+    for family in ("sm86", "sm80"):  # no small-m rows there: small_m changes nothing
+        assert fwd_config(family, "bfloat16", 128, 128, causal=False, small_m=True) == fwd_config(
+            family, "bfloat16", 128, 128, causal=False
+        )
+    for row in FWD_TABLE:
+        if row.small_m:
+            assert selecting_args(row, row.causal[0]) == {"small_m": True}
+            assert row.tile_m <= SMALL_M_ROWS and not row.plain_only, row
 
 
 # ---- the backward table and the warp split of its tiled MMA

@@ -80,7 +80,7 @@ def test_warmup_for_gpu_fills_the_cache_the_gpu_then_loads(sm120, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "compiled: 4 written" in r.stdout, r.stdout  # the forward and the three backward kernels
     before = disk_cache.stats()
-    key = (torch.bfloat16, 64, 64, False, False, True, 4, (False,) * 9, sm120)
+    key = (torch.bfloat16, 64, 64, False, False, True, 4, (False,) * 10, sm120)
     api._compile_for(key, sm120)
     autograd._bwd_kernels(torch.bfloat16, 64, 64, False, False, False, sm120)
     after = disk_cache.stats()

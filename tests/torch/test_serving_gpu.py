@@ -234,7 +234,11 @@ def test_kvcache_cache_batch_idx():
 
 
 @pytest.mark.parametrize("num_splits", [1, 2, 3, 0])
-@pytest.mark.parametrize("shape", [(2, 1, 32, 8, 4000), (1, 4, 16, 16, 2048), (3, 7, 28, 4, 999)])
+# query rows per tile (sq x heads per KV head): 4, 4, 49 and 64 take the 64-row small-m rows, 68 not
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 1, 32, 8, 4000), (1, 4, 16, 16, 2048), (3, 7, 28, 4, 999), (2, 16, 8, 2, 700), (2, 17, 8, 2, 700)],
+)
 @pytest.mark.parametrize("causal", [False, True])
 def test_split_kv(num_splits, shape, causal):
     from fa4_torch import flash_attn_func
@@ -259,7 +263,7 @@ FEATURES = [
 
 @pytest.mark.parametrize("feat", FEATURES, ids=str)
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("path", ["dense", "varlen", "paged", "split"])
+@pytest.mark.parametrize("path", ["dense", "varlen", "paged", "split", "decode"])
 def test_window_softcap_sink(feat, causal, path):
     from fa4_torch import flash_attn_func, flash_attn_varlen_func
 
@@ -269,9 +273,10 @@ def test_window_softcap_sink(feat, causal, path):
     window = feat.get("window_size", (None, None))
     sink = (torch.randn(hq, device="cuda", dtype=torch.float32) * 2) if feat.get("sink") else None
     common = dict(causal=causal, window_size=window, softcap=softcap, learnable_sink=sink)
-    if path in ("dense", "split"):
-        q, k, v = _rand(2, 300, hq, d), _rand(2, 500, hkv, d), _rand(2, 500, hkv, d)
-        out, lse = flash_attn_func(q, k, v, num_splits=3 if path == "split" else 1, return_lse=True, **common)
+    if path in ("dense", "split", "decode"):  # decode: 4 queries x 4 heads per KV head, the small-m row
+        sq, splits = {"dense": (300, 1), "split": (300, 3), "decode": (4, 0)}[path]
+        q, k, v = _rand(2, sq, hq, d), _rand(2, 500, hkv, d), _rand(2, 500, hkv, d)
+        out, lse = flash_attn_func(q, k, v, num_splits=splits, return_lse=True, **common)
         ref = attention_ref(q, k, v, **common)
         pt = attention_ref(q, k, v, upcast=False, **common)
         check_close("out", out, ref[0], pt[0], softcap=softcap > 0)

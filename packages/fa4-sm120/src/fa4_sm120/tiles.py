@@ -39,6 +39,7 @@ __all__ = [
     "fwd_config",
     "family_cap_arch",
     "selecting_args",
+    "SMALL_M_ROWS",
 ]
 
 ANY_DTYPE = ("float16", "bfloat16")
@@ -60,11 +61,29 @@ class FwdTile:
     # only for calls of exactly these head dims without a local window, split-KV or softcap (the
     # variants whose sm_120a build of this tile would spill take the next row)
     plain_only: bool = False
+    # only for calls whose query rows per tile (seqlen_q, times the heads per KV head under pack-GQA)
+    # are at most SMALL_M_ROWS: decode and short chunks, where a 128-row tile is mostly empty rows
+    small_m: bool = False
+
+
+# A call with at most this many query rows per (batch, head) tile (packed GQA heads counted) takes
+# a family's ``small_m`` row of its head dims: decode's FLOPs per K/V byte equal the tile's rows, so
+# a 128-row tile makes a bandwidth-bound decode compute-bound (H200, 8 x 32k, 32/8 heads, d128:
+# 2.1 TB/s at 272 TFLOP/s of mostly empty rows, 2026-12-02) where 64 rows halve the work.
+SMALL_M_ROWS = 64
 
 
 # fmt: off
 FWD_TABLE: tuple[FwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
+    # decode / short chunks (small_m): 64 rows over 4 warps of 16, picked first when they apply
+    FwdTile("sm120",  32,  32,  64, 128, 128, small_m=True),  # 2*(64*32  + 128*(32+32))  = 20,480 B
+    FwdTile("sm120",  64,  64,  64, 128, 128, small_m=True),  # 2*(64*64  + 128*(64+64))  = 40,960 B
+    FwdTile("sm120",  96,  96,  64,  64, 128, small_m=True),  # 2*(64*96  +  64*(96+96))  = 36,864 B
+    FwdTile("sm120", 128, 128,  64,  64, 128, small_m=True),  # 2*(64*128 +  64*(128+128)) = 49,152 B
+    FwdTile("sm120", 160, 160,  64,  64, 128, small_m=True),  # 2*(64*160 +  64*(160+160)) = 61,440 B
+    FwdTile("sm120", 192, 128,  64,  64, 128, small_m=True),  # 2*(64*192 +  64*(192+128)) = 65,536 B
+    FwdTile("sm120", 192, 192,  64,  64, 128, small_m=True),  # 2*(64*192 +  64*(192+192)) = 73,728 B
     FwdTile("sm120",  32,  32, 128, 128, 256),  # 2*(128*32  + 128*(32+32))   = 24,576 B
     FwdTile("sm120",  64,  64, 128,  64, 128),  # 2*(128*64  +  64*(64+64))   = 32,768 B
     FwdTile("sm120",  96,  96, 128,  64, 256),  # 2*(128*96  +  64*(96+96))   = 49,152 B
@@ -120,10 +139,12 @@ def select_fwd_tile(
     local: bool = False,
     split_kv: bool = False,
     softcap: bool = False,
+    small_m: bool = False,
 ) -> FwdTile:
     """The first row of ``family`` for these head dims (else those of ``max(d, dv)``), dtype and
     causal; a ``plain_only`` row only for its exact head dims and none of a local window, split-KV
-    and softcap (the builds measured spill-free)."""
+    and softcap (the builds measured spill-free); a ``small_m`` row only for ``small_m`` calls (at
+    most :data:`SMALL_M_ROWS` query rows per tile)."""
     family_cap_arch(family)
     for exact, dims in ((True, (head_dim, head_dim_v)), (False, (max(head_dim, head_dim_v),) * 2)):
         for row in FWD_TABLE:
@@ -133,6 +154,7 @@ def select_fwd_tile(
                 and dtype in row.dtypes
                 and causal in row.causal
                 and not (row.plain_only and (local or split_kv or softcap or not exact))
+                and (small_m or not row.small_m)
             ):
                 return row
     raise unsupported(
@@ -156,13 +178,15 @@ def fwd_config(
     qhead_per_kvhead: int = 1,
     split_kv: bool = False,
     softcap: bool = False,
+    small_m: bool = False,
 ) -> FwdConfig:
     """The full compile-time config for one call shape, from the family's table row (``local``,
     ``split_kv`` and ``softcap`` can change the row; the other feature flags, varlen, paged K/V,
     sinks, change the generated code, not the tile)."""
     row = select_fwd_tile(
-        family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv, softcap=softcap
-    )
+        family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv, softcap=softcap,
+        small_m=small_m,
+    )  # fmt: skip
     return FwdConfig(
         dtype=dtype,
         head_dim=head_dim,
@@ -184,6 +208,9 @@ def fwd_config(
 
 def selecting_args(row: FwdTile, causal: bool) -> dict:
     """Keyword arguments of :func:`fwd_config` (besides ``causal``) under which the table picks
-    ``row``: a row after a ``plain_only`` row of its dims is picked for split-KV (and local) calls."""
+    ``row``: a ``small_m`` row for small-m calls, a row after a ``plain_only`` row of its dims for
+    split-KV (and local) calls."""
+    if row.small_m:
+        return {"small_m": True}
     first = select_fwd_tile(row.family, row.dtypes[0], row.head_dim, row.head_dim_v, causal)
     return {} if first == row else {"split_kv": True}

@@ -960,7 +960,7 @@ def _warm_for_gpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, capa
     # the fast key of api._flash_attn_fwd for a dense call (pack-GQA on when ratio > 1)
     ratio = spec.nheads // spec.nheads_kv
     pack = ratio > 1
-    key = (dt, spec.head_dim, spec.head_dim_v, causal, False, pack, ratio if pack else 1, (False,) * 9, None)
+    key = (dt, spec.head_dim, spec.head_dim_v, causal, False, pack, ratio if pack else 1, (False,) * 10, None)
     api._fwd_kernel(key, family, target)
     if backward:
         autograd._bwd_kernels(

@@ -34,6 +34,7 @@ import torch
 
 from fa4_core.errors import unsupported
 from fa4_sm120.limits import HEAD_DIMS
+from fa4_sm120.tiles import SMALL_M_ROWS
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.dispatch import device_family
 
@@ -594,6 +595,7 @@ def _flash_attn_fwd(
 
     ratio = nheads // nheads_kv
     pack = ratio > 1 if pack_gqa is None else bool(pack_gqa)
+    small_m = max_seqlen_q * (ratio if pack else 1) <= SMALL_M_ROWS  # decode: the 64-row tiles
     q_rows = q.shape[:-2]
     out = torch.empty((*q_rows, nheads, head_dim_v), dtype=q.dtype, device=q.device)
     lse = torch.empty(
@@ -619,6 +621,7 @@ def _flash_attn_fwd(
             _DTYPES[q.dtype],
             head_dim,
             head_dim_v,
+            small_m,
         )
     num_splits = max(1, min(num_splits, _MAX_SPLITS))
     flags = (
@@ -631,6 +634,7 @@ def _flash_attn_fwd(
         num_splits > 1,
         softcap > 0,
         learnable_sink is not None and num_splits == 1,
+        small_m,
     )
     key = (q.dtype, head_dim, head_dim_v, bool(causal), is_local, pack, ratio if pack else 1, flags, q.device)
     fn = _fast.get(key)
@@ -696,14 +700,17 @@ def _num_sms(device) -> int:
 
 
 def _heuristic_splits(
-    device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v
-):
+    device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v,
+    small_m=False,
+):  # fmt: skip
     """Split the keys when the (m-block, head, batch) tiles leave most SMs idle and the key range is
     long enough to share: aim at about four CTAs per SM, at least 2 key blocks per split."""
     sms = _num_sms(device)
     from fa4_sm120.tiles import select_fwd_tile
 
-    row = select_fwd_tile(device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True)
+    row = select_fwd_tile(
+        device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m
+    )
     tile_m, tile_n = row.tile_m, row.tile_n
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
@@ -759,7 +766,7 @@ def _fwd_kernel(key, family: str, target: str, device: torch.device | None = Non
     from fa4_sm120.tiles import fwd_config
 
     dtype, head_dim, head_dim_v, causal, is_local, pack_gqa, ratio, flags, _ = key
-    varlen_q, varlen_k, used_q, used_k, paged, kv_batch, split, softcap, sink = flags
+    varlen_q, varlen_k, used_q, used_k, paged, kv_batch, split, softcap, sink, small_m = flags
     cfg = fwd_config(
         family,
         _DTYPES[dtype],
@@ -771,6 +778,7 @@ def _fwd_kernel(key, family: str, target: str, device: torch.device | None = Non
         qhead_per_kvhead=ratio,
         split_kv=split,
         softcap=softcap,
+        small_m=small_m,
     )
     import dataclasses
 

@@ -57,6 +57,7 @@ _BWD_VARLEN = True  # flash_attn_varlen_func: cu_seqlens_q/k, seqused_q/k (not p
 
 BWD_CACHE = CompileCache()
 _fast: dict[tuple, tuple] = {}
+_NO_SEM: dict[torch.device, torch.Tensor] = {}  # the deterministic semaphores' stand-in (never touched)
 _LATER = "the training release (backward)"
 
 
@@ -159,6 +160,10 @@ def _family(device: torch.device) -> str:
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself if the kernels can read it (16-byte aligned rows, strides in whole 16-byte steps),
+    else a contiguous copy; a contiguous tensor of whole 16-byte rows takes the fast path."""
+    if t.shape[-1] % 8 == 0 and t.is_contiguous() and t.data_ptr() % 16 == 0:
+        return t
     ok = t.stride(-1) == 1 and t.data_ptr() % 16 == 0
     ok = ok and all(t.stride(i) % 8 == 0 or t.shape[i] <= 1 for i in range(t.dim() - 1))
     return t if ok else t.contiguous()
@@ -349,13 +354,14 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
     # varlen_q: the pre/postprocess see one batch of rows_q rows (the packed tensors, unsqueezed)
     b_acc = 1 if varlen_q else batch
     seqlen_pad = (rows_q + tile_m - 1) // tile_m * tile_m
-    lse_log2 = torch.empty((b_acc, nheads, seqlen_pad), dtype=torch.float32, device=dev)
-    dpsum = torch.empty_like(lse_log2)
+    lse_log2, dpsum = torch.empty((2, b_acc, nheads, seqlen_pad), dtype=torch.float32, device=dev)
     dq_accum = torch.zeros((b_acc, nheads, seqlen_pad, head_dim), dtype=torch.float32, device=dev)
     if deterministic:
         sem = torch.zeros((batch, nheads, (max_q + tile_m - 1) // tile_m), dtype=torch.int32, device=dev)
-    else:
-        sem = torch.zeros((1, 1, 1), dtype=torch.int32, device=dev)
+    else:  # never read nor written without determinism: one per device, not one per call
+        sem = _NO_SEM.get(dev)
+        if sem is None:
+            sem = _NO_SEM[dev] = torch.zeros((1, 1, 1), dtype=torch.int32, device=dev)
     # the sink's gradient needs D = rowsum(P * dP) exactly: the kernel adds it per warp column
     pdp = (
         torch.zeros((warps_n, b_acc, nheads, seqlen_pad), dtype=torch.float32, device=dev)
@@ -368,10 +374,12 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
     # causal: the longest key blocks first, in groups of (batch, KV head) pairs whose Q, dO and dQ
     # accumulator (per pair: the group's query heads times the rows of one sequence) share L2, each
     # group still a few waves of CTAs
-    pair_bytes = nheads // nheads_kv * (rows_q // batch) * (2 * (head_dim + head_dim_v) + 4 * head_dim)
-    lpt_group = BwdLongestFirstScheduler.group_size(
-        pair_bytes, batch * nheads_kv, (max_k + tile_n - 1) // tile_n, api._num_sms(dev)
-    )
+    lpt_group = 1
+    if causal:
+        pair_bytes = nheads // nheads_kv * (rows_q // batch) * (2 * (head_dim + head_dim_v) + 4 * head_dim)
+        lpt_group = BwdLongestFirstScheduler.group_size(
+            pair_bytes, batch * nheads_kv, (max_k + tile_n - 1) // tile_n, api._num_sms(dev)
+        )
     main(
         _aligned(q), _aligned(k), _aligned(v), dout, lse_log2, dpsum, dk, dv, dq_accum, sem,
         softmax_scale, wl, wr, softcap, max_k, lpt_group, cu_q, cu_k, used_q, used_k, pdp,
@@ -390,3 +398,4 @@ def _bwd(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softma
 def _reset_caches() -> None:
     BWD_CACHE.clear()
     _fast.clear()
+    _NO_SEM.clear()
