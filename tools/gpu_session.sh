@@ -140,8 +140,13 @@ case "${1:-suite}" in
     # windows/softcap/sinks) and the CUDA-graph decode step
     step bwd-suite 200 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
       -k "not alt_rows" --junitxml="$OUT/bwd-suite.xml"
-    step serving 200 "${PYTEST_GPU[@]}" tests/torch/test_serving_gpu.py tests/torch/test_compile_graph_gpu.py \
+    step serving 160 "${PYTEST_GPU[@]}" tests/torch/test_serving_gpu.py tests/torch/test_compile_graph_gpu.py \
       --junitxml="$OUT/serving.xml"
+    ;;
+  s6)
+    # (session 6, one call) s6tests, then the decode benchmark
+    bash "$0" s6tests
+    step bench-decode 110 env FA4_BENCH_REP_MS=20 python3 benchmarks/bench_decode.py --out "$OUT"
     ;;
   s6bench)
     # (session 6) decode with the small-m rows, then the backward grid (GQA longest-first groups)
@@ -160,7 +165,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6" >&2
     exit 2
     ;;
 esac
