@@ -50,8 +50,8 @@ def test_forward_compiles_and_reloads_through_the_api_path(sm120):
     from fa4_torch import api, disk_cache
 
     # (dtype, d, dv, causal, local, pack_gqa, ratio, flags, device index); flags: varlen_q, varlen_k,
-    # seqused_q, seqused_k, paged, kv_batch_idx, split, softcap, sink
-    key = (torch.bfloat16, 128, 128, True, False, True, 4, (False,) * 6 + (True, False, True), 0)
+    # seqused_q, seqused_k, paged, kv_batch_idx, split, softcap, sink, small_m (decode: the 64-row row)
+    key = (torch.bfloat16, 128, 128, True, False, True, 4, (False,) * 6 + (True, False, True, True), 0)
     fn = api._compile_for(key, sm120)
     assert callable(fn) and disk_cache.stats()["written"] >= 1
     # a second process's view: the same key now loads from disk as a TVM-FFI function
