@@ -248,7 +248,7 @@ def cmd_info(args) -> int:
 def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
     from fa4_core.arch import smem_capacity
     from fa4_core.errors import Fa4Error
-    from fa4_sm120.tiles import family_cap_arch, fwd_config, select_fwd_tile
+    from fa4_sm120.tiles import SMALL_M_ROWS, family_cap_arch, fwd_config, select_fwd_tile
 
     print(f"forward of q ({shape.batch}, {shape.seqlen_q}, {shape.nheads}, {shape.head_dim}), k/v ", end="")
     print(
@@ -257,8 +257,9 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
     print(f"{dtype}, causal={causal}")
     ratio = shape.ratio
     pack = ratio > 1  # the API's default (pack_gqa=None)
+    small_m = shape.seqlen_q * (ratio if pack else 1) <= SMALL_M_ROWS  # the API's decode rows
     try:
-        row = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal)
+        row = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal, small_m=small_m)
         cfg = fwd_config(
             family,
             dtype,
@@ -267,6 +268,7 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
             causal=causal,
             pack_gqa=pack,
             qhead_per_kvhead=ratio,
+            small_m=small_m,
         )
     except Fa4Error as e:
         print(f"  unsupported: {e}")
@@ -277,6 +279,8 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
         f"  tile row     {row.family} d{row.head_dim}/{row.head_dim_v}: tile_m={row.tile_m} "
         f"tile_n={row.tile_n} threads={row.num_threads} stages={row.num_stages}"
     )
+    if row.small_m:
+        print(f"               (a small-m row: at most {SMALL_M_ROWS} query rows per tile, decode)")
     if row.plain_only:
         other = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal, split_kv=True)
         print(
