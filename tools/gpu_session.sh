@@ -11,6 +11,7 @@
 #   bash tools/gpu_session.sh lpt          # (2026-12-02) causal longest-first against the plain grid, then tests
 #   bash tools/gpu_session.sh tune3        # next: forward d64 8 warps, backward 192/192 32x32, d64 longest-first
 #   bash tools/gpu_session.sh diag         # causal backward: bench vs queued vs kernel time; L2 budgets
+#   bash tools/gpu_session.sh next         # decode split sweep, backward grid, backward host time
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -153,6 +154,14 @@ case "${1:-suite}" in
     step bench-decode 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
     step bench-bwd 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --out "$OUT"
     ;;
+  next)
+    # (prepared in session 6 for the next GPU session) the decode split sweep (whole waves against the
+    # heuristic), the backward grid with the GQA-aware longest-first groups, the trimmed backward
+    # host path (bwd_diag --host), then the forward grids (not re-run since session 3)
+    step decode-splits 150 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --out "$OUT"
+    step bench-bwd 250 env FA4_BENCH_REP_MS=20 python3 benchmarks/bench_bwd.py --out "$OUT"
+    step bwd-diag 90 python3 tools/bwd_diag.py --host --out "$OUT"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -165,7 +174,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next" >&2
     exit 2
     ;;
 esac
