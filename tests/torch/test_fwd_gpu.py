@@ -166,6 +166,29 @@ def test_windows(case):
     run_case(case)
 
 
+# Decode-sized calls (seqlen_q, times the GQA ratio when packed, at most 64) take the 64-row small-m
+# rows of the SM120 table (tiles.SMALL_M_ROWS), one per head dim: every such row, at 1 query, at the
+# 64-row boundary, packed GQA filling it exactly (8 x 8), causal and not, keys that do not divide.
+SMALL_M = [
+    Case(dt, b, sq, sk, hq, hkv, d, dv, causal=causal, pack_gqa=pack)
+    for (d, dv), dt in zip(
+        ((32, 32), (64, 64), (96, 96), (128, 128), (160, 160), (192, 128), (192, 192)),
+        itertools.cycle(DTYPES),
+    )
+    for b, sq, sk, hq, hkv, pack in (
+        (3, 1, 1000, 8, 2, None),
+        (2, 64, 333, 4, 4, None),
+        (2, 8, 700, 16, 2, True),
+    )
+    for causal in (False, True)
+]
+
+
+@pytest.mark.parametrize("case", SMALL_M, ids=str)
+def test_small_m_rows(case):
+    run_case(case)
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("d", [64, 128])
 def test_noncontiguous_inputs(causal, d):
