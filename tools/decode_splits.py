@@ -21,11 +21,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
-from fa4_torch import api, flash_attn_with_kvcache  # noqa: E402
+from fa4_torch import api, flash_attn_func, flash_attn_with_kvcache  # noqa: E402
 
 HQ, HKV, D = 32, 8, 128
 SHAPES = [(1, 16384), (1, 32768), (2, 32768), (4, 32768), (8, 8192), (8, 16384), (8, 32768), (16, 32768)]
 SPLITS = (0, 1, 2, 4, 8, 16, 32, 64)
+# few-tile prefill and chunked prefill (batch, seqlen_q, seqlen_k, heads, causal), d128: where the
+# whole-wave rule of session 7 splits differently from the earlier "4 CTAs per SM" rule
+# (flash_attn_func splits only when asked, num_splits=0; flash_attn_with_kvcache's default is 0)
+PREFILL = [
+    (1, 512, 512, 16, False), (1, 1024, 1024, 16, False), (1, 1024, 1024, 16, True),
+    (2, 1024, 1024, 16, False), (1, 2048, 2048, 16, False), (1, 256, 16384, 16, False),
+    (1, 128, 8192, 32, True), (2, 512, 4096, 16, False),
+]  # fmt: skip
 
 
 def time_splits(q, k, v, kw, splits: int) -> float:
@@ -41,6 +49,7 @@ def time_splits(q, k, v, kw, splits: int) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".")
+    ap.add_argument("--prefill", action="store_true", help="the few-tile prefill shapes as well")
     ap.add_argument("--paged", action="store_true", help="page-64 K/V (random page table) as well")
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -80,9 +89,40 @@ def main():
             flush=True,
         )
         torch.cuda.empty_cache()
+    if a.prefill:
+        rows += prefill_rows(dev)
     with open(os.path.join(a.out, "decode-splits.json"), "w") as f:
         json.dump({"env": C.environment(), "rows": rows}, f, indent=1)
     return 0
+
+
+def prefill_rows(dev):
+    """TFLOP/s of flash_attn_func on PREFILL for each explicit split count and the heuristic's."""
+    rows = []
+    for b, sq, sk, h, causal in PREFILL:
+        q = torch.randn(b, sq, h, D, device=dev, dtype=torch.bfloat16)
+        k, v = (torch.randn(b, sk, h, D, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        flops = 4 * b * h * sq * sk * D * (0.5 if causal else 1.0)
+        small_m = sq <= 64
+        heuristic = api._heuristic_splits(dev, b, h, h, sq, sk, False, 1, "bfloat16", D, D, small_m)
+        row = dict(kind="prefill", batch=b, seqlen_q=sq, seqlen_k=sk, heads=h, causal=causal)
+        row["heuristic_splits"] = heuristic
+        for s in SPLITS:
+
+            def fn(s=s, q=q, k=k, v=v, causal=causal):
+                return flash_attn_func(q, k, v, causal=causal, num_splits=s)
+
+            fn()
+            row[f"splits{s}_tflops"] = flops / C.bench_ms(fn) / 1e9
+        row["best"] = max(SPLITS[1:], key=lambda s: row[f"splits{s}_tflops"])
+        rows.append(row)
+        print(
+            f"prefill b{b} q{sq} k{sk} h{h} {'causal' if causal else 'full':6s} heuristic={heuristic:2d} "
+            + " ".join(f"{s}:{row[f'splits{s}_tflops']:.0f}" for s in SPLITS)
+            + f" best={row['best']}",
+            flush=True,
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ _MAX_SPLITS = 64  # fa4_sm120.combine.MAX_SPLITS
 FWD_CACHE = CompileCache()
 _fast: dict[tuple, object] = {}
 _sm_count: dict[int, int] = {}
+_sm_facts_memo: dict = {}  # device index -> SmFacts
+_split_memo: dict = {}  # (device, dtype, head dims, small_m) -> (tile_m, tile_n, resident slots)
 
 
 def _later(feature: str, where: str) -> NotImplementedError:
@@ -699,25 +701,70 @@ def _num_sms(device) -> int:
     return sms
 
 
+# The registers a thread of a forward tile is assumed to hold when counting resident CTAs: the table's
+# rows are spill-free at up to 255 (the sm_120a builds hold 168-255, docs/sm120-resources.md)
+_FWD_REGS_PER_THREAD = 255
+
+
+def _sm_facts(device):
+    """The device's per-SM limits as :class:`fa4_sm120.occupancy.SmFacts` (memoised per device
+    index), read from the CUDA properties, SM120's where a property is missing."""
+    from fa4_sm120.occupancy import SM120, SmFacts
+
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    facts = _sm_facts_memo.get(idx)
+    if facts is None:
+        p = torch.cuda.get_device_properties(idx)
+        smem = getattr(p, "shared_memory_per_multiprocessor", 0) or SM120.smem_per_sm
+        threads = getattr(p, "max_threads_per_multi_processor", 0) or SM120.max_warps * 32
+        facts = _sm_facts_memo[idx] = SmFacts(
+            smem,
+            getattr(p, "shared_memory_per_block_optin", 0) or smem - SM120.reserved_per_cta,
+            SM120.reserved_per_cta,
+            getattr(p, "regs_per_multiprocessor", 0) or SM120.regs_per_sm,
+            threads // 32,
+            SM120.max_ctas,
+        )
+    return facts
+
+
+def _split_wave(device, dtype, head_dim, head_dim_v, small_m):
+    """(tile_m, tile_n, resident CTA slots on the device) of the split-KV forward row (memoised)."""
+    key = (device, dtype, head_dim, head_dim_v, small_m)
+    hit = _split_memo.get(key)
+    if hit is None:
+        from fa4_sm120.occupancy import ctas_per_sm
+        from fa4_sm120.smem import fwd_smem_bytes
+        from fa4_sm120.tiles import select_fwd_tile
+
+        row = select_fwd_tile(
+            device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m
+        )
+        smem = fwd_smem_bytes(row.tile_m, row.tile_n, head_dim, head_dim_v, row.num_stages)
+        per_sm = ctas_per_sm(smem, _FWD_REGS_PER_THREAD, row.num_threads, _sm_facts(device))
+        hit = _split_memo[key] = (row.tile_m, row.tile_n, max(1, per_sm) * _num_sms(device))
+    return hit
+
+
 def _heuristic_splits(
     device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v,
     small_m=False,
 ):  # fmt: skip
-    """Split the keys when the (m-block, head, batch) tiles leave most SMs idle and the key range is
-    long enough to share: aim at about four CTAs per SM, at least 2 key blocks per split."""
-    sms = _num_sms(device)
-    from fa4_sm120.tiles import select_fwd_tile
+    """Split the keys when the (m-block, head, batch) tiles fill less than half of one wave of
+    resident CTAs: as many splits as fill that one wave whole, at least 2 key blocks per split.
 
-    row = select_fwd_tile(
-        device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m
-    )
-    tile_m, tile_n = row.tile_m, row.tile_n
+    Whole waves, not a CTA count per SM: a partial second wave costs as long as a full one. H200,
+    decode 32/8 heads d128 at 32k keys (2 resident CTAs of the 64-row tile per SM, 264 slots): batch
+    8's 64 tiles ran at 3,042 GB/s with 9 splits (576 CTAs, 2.2 waves) and 3,804 with 4 (256); batch 16
+    at 2,691 unsplit and 3,960 with 2; batch 2 at 2,436 with 33 and 3,037 with 16 (2026-12-02,
+    tools/decode_splits.py)."""
+    tile_m, tile_n, slots = _split_wave(device, dtype, head_dim, head_dim_v, small_m)
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
     n_blocks = -(-seqlen_k // tile_n)
-    if tiles >= 0.8 * sms or n_blocks < 4:
+    if 2 * tiles > slots or n_blocks < 4:
         return 1
-    return max(1, min(-(-4 * sms // tiles), n_blocks // 2, _MAX_SPLITS))
+    return max(1, min(slots // tiles, n_blocks // 2, _MAX_SPLITS))
 
 
 def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
@@ -809,3 +856,4 @@ def _reset_caches() -> None:
     """Forget every compiled function (tests)."""
     FWD_CACHE.clear()
     _fast.clear()
+    _split_memo.clear()

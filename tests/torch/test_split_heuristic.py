@@ -1,0 +1,86 @@
+"""The split-KV heuristic (``num_splits=0``) on the CPU: the splits fill one wave of resident CTAs.
+
+The device is faked (132 SMs, SM120's or SM90's per-SM limits, the SM120 tile table), so the cases
+are the H200 decode sweep of 2026-12-02 (tools/decode_splits.py: 32/8 heads, d128, 2 resident
+64-row CTAs per SM) and SM120, where the larger small-m rows fit one CTA per SM.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fa4_sm120.occupancy import SM90, SM120  # noqa: E402
+from fa4_torch import api  # noqa: E402
+
+DEV = torch.device("cuda", 0)
+
+
+@pytest.fixture(params=[("sm90", SM90), ("sm120", SM120)], ids=["sm90-facts", "sm120-facts"])
+def fake_device(request, monkeypatch):
+    _, facts = request.param
+    monkeypatch.setattr(api, "_num_sms", lambda device: 132)
+    monkeypatch.setattr(api, "_sm_facts", lambda device: facts)
+    monkeypatch.setattr(api, "device_family", lambda device: "sm120")
+    api._split_memo.clear()
+    yield facts
+    api._split_memo.clear()
+
+
+def splits(batch, seqlen_k, head_dim=128, hq=32, hkv=8, seqlen_q=1, pack=True, head_dim_v=None):
+    ratio = hq // hkv
+    small_m = seqlen_q * (ratio if pack else 1) <= 64
+    dv = head_dim_v or head_dim
+    return api._heuristic_splits(
+        DEV, batch, hq, hkv, seqlen_q, seqlen_k, pack, ratio, "bfloat16", head_dim, dv, small_m
+    )
+
+
+@pytest.mark.parametrize(
+    "batch, seqlen_k, want",
+    [
+        (1, 32768, 33),
+        (2, 32768, 16),
+        (4, 32768, 8),
+        (8, 32768, 4),
+        (8, 8192, 4),
+        (16, 32768, 2),
+        (32, 32768, 1),
+    ],
+)
+def test_decode_d128_splits_fill_one_wave(fake_device, batch, seqlen_k, want):
+    # the d128 small-m row (64x64, 128 threads, 49,152 B) keeps 2 CTAs per SM on both: 264 slots, and
+    # the tiles are batch x 8 KV heads (4 packed query heads in one 64-row tile)
+    assert splits(batch, seqlen_k) == want
+
+
+def test_larger_head_dims_follow_their_occupancy(fake_device):
+    # d192 small-m (73,728 B): one CTA per SM on SM120 (132 slots), two on SM90 (264)
+    got = splits(8, 32768, head_dim=192)
+    assert got == (2 if fake_device is SM120 else 4)
+
+
+def test_short_key_ranges_and_full_waves_do_not_split(fake_device):
+    assert splits(1, 192) == 1  # 3 key blocks of 64
+    assert splits(1, 256) == 2  # 4 key blocks: at least 2 per split
+    assert splits(17, 32768) == 1  # 136 tiles: more than half a wave
+    assert splits(1, 4096, seqlen_q=4096, hq=16, hkv=16, pack=False) == 1  # prefill
+
+
+def test_splits_never_exceed_one_wave_or_leave_splits_without_keys(fake_device):
+    grid = itertools.product(
+        (1, 3, 8, 40), (1, 4, 64, 200, 1000), (64, 1000, 8192, 100_000), (64, 128, 256), (16, 32), (1, 8)
+    )
+    for batch, seqlen_q, seqlen_k, head_dim, hq, hkv in grid:
+        s = splits(batch, seqlen_k, head_dim=head_dim, hq=hq, hkv=hkv, seqlen_q=seqlen_q)
+        small_m = seqlen_q * (hq // hkv) <= 64
+        tm, tn, slots = api._split_wave(DEV, "bfloat16", head_dim, head_dim, small_m)
+        tiles = -(-seqlen_q * (hq // hkv) // tm) * hkv * batch
+        case = (batch, seqlen_q, seqlen_k, head_dim, hq, hkv, s)
+        assert 1 <= s <= api._MAX_SPLITS, case
+        if s > 1:
+            assert s * tiles <= slots, case  # one wave
+            assert s <= -(-seqlen_k // tn) // 2, case  # at least 2 key blocks per split
