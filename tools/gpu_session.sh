@@ -170,6 +170,16 @@ case "${1:-suite}" in
     step decode-splits 150 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --out "$OUT"
     step bwd-diag 90 python3 tools/bwd_diag.py --host --out "$OUT"
     ;;
+  s7b)
+    # (session 7) whole-wave split heuristic and paged K/V pages looked up a stage ahead: the serving
+    # and CUDA-graph tests, the small-m forward tests, the split sweep (decode, few-tile prefill), decode
+    step serving 200 "${PYTEST_GPU[@]}" tests/torch/test_serving_gpu.py tests/torch/test_compile_graph_gpu.py \
+      --junitxml="$OUT/serving.xml"
+    step fwd-small-m 90 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py -k "small_m or seqlen_pairs" \
+      --junitxml="$OUT/fwd-small-m.xml"
+    step decode-splits 120 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --prefill --out "$OUT"
+    step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -182,7 +192,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b" >&2
     exit 2
     ;;
 esac

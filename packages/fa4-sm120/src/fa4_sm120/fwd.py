@@ -86,6 +86,9 @@ class FlashAttentionForwardSm120:
         # 0 B instead of 20 B (ptxas -v); 16-row warps keep the prefetching single pass.
         self.pv_split = 2 if cfg.tile_m // cfg.num_warps >= 32 and cfg.head_dim_v >= 128 else 1
         self.qk_prefetch = self.pv_split == 1
+        # paged K/V: look a block's pages up one stage ahead (2 registers per copied row: 8 at d128,
+        # 16 at d256, where the sm_120a build of the 64x64 row would spill 36 B instead of 24 B)
+        self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
@@ -409,6 +412,13 @@ class FlashAttentionForwardSm120:
         mV_cur = self._kv_view(mV, batch_kv, head_kv, seq.offset_k, self.head_dim_v)
         kv_src_K = (mK, mK_cur, gmem_copy_QK, thr_copy_QK, self.head_dim)
         kv_src_V = (mV, mV_cur, gmem_copy_V, thr_copy_V, self.head_dim_v)
+        # paged K/V: the page and in-page row of each row this thread copies, looked up one stage ahead
+        # (K(n-1)'s while S(n) is computed) and reused by V(n) when it has K's copy layout, so no
+        # page-table load sits between a barrier and the cp.async it addresses
+        pages = None
+        if cutlass.const_expr(self.prefetch_pages):
+            n_rows = cute.size(tKsK.shape[1])
+            pages = (cute.make_rmem_tensor(n_rows, Int32), cute.make_rmem_tensor(n_rows, Int32))
 
         # ---------------- MMA partitions
         thr_mma = tiled_mma.get_slice(tidx)
@@ -443,8 +453,10 @@ class FlashAttentionForwardSm120:
         self.load_q(mQ, sQ, gmem_copy_QK, tidx, m_block, batch_idx, head_idx, seq.offset_q, packed_len)
         has_work = n_block_min < n_block_max
         if has_work:
+            if cutlass.const_expr(self.prefetch_pages):
+                self.lookup_pages(pages, tKcK, mK, mPageTable, batch_idx, n_block_max - 1, seqlen_k)
             self.load_kv(
-                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block_max - 1, seqlen_k, True
+                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block_max - 1, seqlen_k, True, pages
             )
         cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.q_in_regs):
@@ -469,7 +481,19 @@ class FlashAttentionForwardSm120:
             smem_copy_K,
             smem_copy_V,
         )
-        load_args = (kv_src_K, kv_src_V, tKsK, tKcK, tVsV, tVcV, mPageTable, batch_idx, head_kv, seqlen_k)
+        load_args = (
+            kv_src_K,
+            kv_src_V,
+            tKsK,
+            tKcK,
+            tVsV,
+            tVcV,
+            mPageTable,
+            batch_idx,
+            head_kv,
+            seqlen_k,
+            pages,
+        )
         mask_args = (tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, softcap_scale, softcap)
 
         # ---------------- main loop over key blocks, last to first
@@ -588,7 +612,10 @@ class FlashAttentionForwardSm120:
             smem_copy_K,
             smem_copy_V,
         ) = mma_args
-        kv_src_K, kv_src_V, tKsK, tKcK, tVsV, tVcV, mPageTable, batch_idx, head_kv, seqlen_k = load_args
+        kv_src_K, kv_src_V, tKsK, tKcK, tVsV, tVcV, mPageTable, batch_idx, head_kv, seqlen_k, pages = (
+            load_args
+        )
+        pages_V = pages if cutlass.const_expr(self.head_dim == self.head_dim_v) else None
         tScS_mn, m_block, seqlen_q, seqlen_k_, wl, wr, softcap_scale, softcap = mask_args
 
         acc_S = cute.make_rmem_tensor(thr_mma.partition_shape_C((self.tile_m, self.tile_n)), Float32)
@@ -596,8 +623,13 @@ class FlashAttentionForwardSm120:
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
-        self.load_kv(kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first)
+        self.load_kv(
+            kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first, pages_V
+        )
         cute.arch.cp_async_commit_group()
+        if cutlass.const_expr(self.prefetch_pages):
+            if n_block > n_block_min:  # K(n-1)'s pages: in flight while S(n) is computed
+                self.lookup_pages(pages, tKcK, kv_src_K[0], mPageTable, batch_idx, n_block - 1, seqlen_k)
         # S = Q K^T
         self.gemm(
             tiled_mma,
@@ -616,7 +648,9 @@ class FlashAttentionForwardSm120:
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
         if n_block > n_block_min:
-            self.load_kv(kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False)
+            self.load_kv(
+                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False, pages
+            )
             cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.cfg.has_softcap):
             s = acc_S.load()
@@ -734,6 +768,21 @@ class FlashAttentionForwardSm120:
         )
 
     @cute.jit
+    def lookup_pages(
+        self, pages, tXcX: cute.Tensor, mX: cute.Tensor, mPageTable, batch_idx, n_block, seqlen_k
+    ):
+        """Paged K/V: ``pages = (page, row in page)`` of each key row of block ``n_block`` that this
+        thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded)."""
+        page_size = mX.shape[1]
+        page, in_page = pages
+        for m in cutlass.range_constexpr(cute.size(tXcX.shape[1])):
+            j = n_block * self.tile_n + tXcX[0, m, 0][0]
+            if j < seqlen_k:
+                slot = j // page_size
+                page[m] = mPageTable[batch_idx, slot]
+                in_page[m] = j - slot * page_size
+
+    @cute.jit
     def _q_row_ptr(self, mX: cute.Tensor, row, batch_idx, head_idx, offset_q):
         """Pointer to element 0 of (packed) query row ``row``: arithmetic from the strides
         (fa4_core.pack_gqa), never ``crd2idx`` on a composite mode."""
@@ -759,19 +808,27 @@ class FlashAttentionForwardSm120:
         n_block: Int32,
         seqlen_k: Int32,
         check_rows: cutlass.Constexpr[bool],
+        pages=None,
     ):
         """K or V block ``n_block`` -> shared memory; with ``check_rows``, rows at or past
-        ``seqlen_k`` are zero-filled instead (so 0·V and masked scores stay finite)."""
+        ``seqlen_k`` are zero-filled instead (so 0·V and masked scores stay finite). Paged K/V: the
+        rows' pages from ``pages`` (:meth:`lookup_pages` of this block) when given."""
         mX, mX_cur, gmem_copy, thr_copy, d = src
         if cutlass.const_expr(self.cfg.paged_kv):
             for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
                 row = tXcX[0, m, 0][0]
                 j = n_block * self.tile_n + row
                 if j < seqlen_k:
-                    gRow = cute.make_tensor(
-                        self._kv_row_ptr(mX, mPageTable, batch_idx, head_kv, j),
-                        cute.make_layout((self.tile_n, d), stride=(0, 1)),
-                    )
+                    if cutlass.const_expr(pages is None):
+                        ptr = self._kv_row_ptr(mX, mPageTable, batch_idx, head_kv, j)
+                    else:
+                        ptr = (
+                            mX.iterator
+                            + pages[0][m] * mX.stride[0]
+                            + pages[1][m] * mX.stride[1]
+                            + head_kv * mX.stride[2]
+                        )
+                    gRow = cute.make_tensor(ptr, cute.make_layout((self.tile_n, d), stride=(0, 1)))
                     cute.copy(gmem_copy, thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None])
                 else:
                     tXsX[None, m, None].fill(0)
