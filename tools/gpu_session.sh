@@ -180,6 +180,15 @@ case "${1:-suite}" in
     step decode-splits 120 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --prefill --out "$OUT"
     step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
     ;;
+  s7c)
+    # (session 7) small-m rows for few-tile calls too (fewer 128-row tiles than SMs): the forward's
+    # GPU tests (the seed grid's one-wave shapes now take them), the rule on against off beside SDPA
+    # flash, then the backward's tests (its forward takes the same rows)
+    step fwd-tests 200 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py -k "not alt_rows" --junitxml="$OUT/fwd.xml"
+    step few-tile 90 env FA4_BENCH_REP_MS=30 python3 tools/few_tile_fwd.py --out "$OUT"
+    step bwd-tests 220 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_random_gpu.py -k "not alt_rows" \
+      --junitxml="$OUT/bwd.xml"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -192,7 +201,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c" >&2
     exit 2
     ;;
 esac

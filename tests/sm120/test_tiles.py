@@ -164,3 +164,21 @@ def test_bwd_with_candidate_flags():
     assert (plain.vector_dq_red, plain.early_loads, plain.longest_first) == (False, False, False)
     with pytest.raises(UnsupportedConfigError, match="flags.*'vx'"):
         with_candidate(row, 64, 64, 128, 1, "vx")
+
+
+def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms(monkeypatch):
+    """``wants_small_m``: decode-sized rows always; longer rows only when the call's 128-row tiles
+    (m-blocks x heads x batch) are fewer than the SMs, and only when the SM count is known."""
+    from fa4_sm120 import tiles
+
+    assert tiles.wants_small_m(64, 1000, 1000)  # decode: whatever the tile count
+    assert not tiles.wants_small_m(65, 1, 1)  # no SM count (CPU): the decode rule alone
+    # 1024 rows = 8 m-blocks; x 16 heads = 128 tiles: < 132 SMs, not < 128
+    assert tiles.wants_small_m(1024, 16, 1, num_sms=132)
+    assert not tiles.wants_small_m(1024, 16, 1, num_sms=128)
+    assert not tiles.wants_small_m(1024, 16, 2, num_sms=132)  # 256 tiles
+    assert tiles.wants_small_m(8192, 1, 2, num_sms=132)  # GQA 16/1 packed: 64 m-blocks x 2
+    assert tiles.wants_small_m(129, 64, 1, num_sms=132) is True  # 2 m-blocks x 64 = 128
+    monkeypatch.setattr(tiles, "FEW_TILE_SMALL_M", False)
+    assert not tiles.wants_small_m(1024, 16, 1, num_sms=132)
+    assert tiles.wants_small_m(1, 16, 1, num_sms=132)

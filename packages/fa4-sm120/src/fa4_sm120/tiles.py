@@ -40,6 +40,8 @@ __all__ = [
     "family_cap_arch",
     "selecting_args",
     "SMALL_M_ROWS",
+    "FEW_TILE_SMALL_M",
+    "wants_small_m",
 ]
 
 ANY_DTYPE = ("float16", "bfloat16")
@@ -71,6 +73,20 @@ class FwdTile:
 # a 128-row tile makes a bandwidth-bound decode compute-bound (H200, 8 x 32k, 32/8 heads, d128:
 # 2.1 TB/s at 272 TFLOP/s of mostly empty rows, 2026-12-02) where 64 rows halve the work.
 SMALL_M_ROWS = 64
+
+# A call whose 128-row tiles (batch x heads x m-blocks) would leave SMs idle takes the small-m row
+# too, when the family has one: twice the CTAs of half the rows, two of them resident per SM where
+# the 128-row tile keeps one (``wants_small_m``; off: the decode rule alone).
+FEW_TILE_SMALL_M = True
+
+
+def wants_small_m(rows: int, heads: int, batch: int, num_sms: int = 0) -> bool:
+    """Whether a forward call with ``rows`` query rows per (batch, head) tile (seqlen_q, times the
+    heads per KV head under pack-GQA) over ``heads`` tile heads takes a ``small_m`` row: decode-sized
+    rows (at most :data:`SMALL_M_ROWS`), or, with ``num_sms`` known, fewer 128-row tiles than SMs."""
+    if rows <= SMALL_M_ROWS:
+        return True
+    return FEW_TILE_SMALL_M and num_sms > 0 and -(-rows // 128) * heads * batch < num_sms
 
 
 # fmt: off

@@ -242,13 +242,14 @@ def cmd_info(args) -> int:
     if args.shape is None:
         print("  pass --shape B,SQ,SK,HQ,HKV,D[,DV] for the tile row and config of a call")
         return 0
-    return _info_shape(args.shape, DTYPES[args.dtype], args.causal, d.family)
+    sms = 0 if gpu is None else torch.cuda.get_device_properties(gpu.index).multi_processor_count
+    return _info_shape(args.shape, DTYPES[args.dtype], args.causal, d.family, sms)
 
 
-def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
+def _info_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms: int = 0) -> int:
     from fa4_core.arch import smem_capacity
     from fa4_core.errors import Fa4Error
-    from fa4_sm120.tiles import SMALL_M_ROWS, family_cap_arch, fwd_config, select_fwd_tile
+    from fa4_sm120.tiles import SMALL_M_ROWS, family_cap_arch, fwd_config, select_fwd_tile, wants_small_m
 
     print(f"forward of q ({shape.batch}, {shape.seqlen_q}, {shape.nheads}, {shape.head_dim}), k/v ", end="")
     print(
@@ -257,7 +258,10 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
     print(f"{dtype}, causal={causal}")
     ratio = shape.ratio
     pack = ratio > 1  # the API's default (pack_gqa=None)
-    small_m = shape.seqlen_q * (ratio if pack else 1) <= SMALL_M_ROWS  # the API's decode rows
+    heads = shape.nheads_kv if pack else shape.nheads
+    small_m = wants_small_m(
+        shape.seqlen_q * (ratio if pack else 1), heads, shape.batch, num_sms
+    )  # the API's rule
     try:
         row = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal, small_m=small_m)
         cfg = fwd_config(
@@ -280,7 +284,10 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str) -> int:
         f"tile_n={row.tile_n} threads={row.num_threads} stages={row.num_stages}"
     )
     if row.small_m:
-        print(f"               (a small-m row: at most {SMALL_M_ROWS} query rows per tile, decode)")
+        print(
+            f"               (a small-m row: at most {SMALL_M_ROWS} query rows per tile (decode), or fewer "
+            f"128-row tiles than the {num_sms or '(unknown: no GPU)'} SMs)"
+        )
     if row.plain_only:
         other = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal, split_kv=True)
         print(

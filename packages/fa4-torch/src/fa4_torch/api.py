@@ -34,7 +34,7 @@ import torch
 
 from fa4_core.errors import unsupported
 from fa4_sm120.limits import HEAD_DIMS
-from fa4_sm120.tiles import SMALL_M_ROWS
+from fa4_sm120.tiles import wants_small_m
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.dispatch import device_family
 
@@ -597,7 +597,10 @@ def _flash_attn_fwd(
 
     ratio = nheads // nheads_kv
     pack = ratio > 1 if pack_gqa is None else bool(pack_gqa)
-    small_m = max_seqlen_q * (ratio if pack else 1) <= SMALL_M_ROWS  # decode: the 64-row tiles
+    # decode and few-tile calls: the 64-row tiles
+    small_m = wants_small_m(
+        max_seqlen_q * (ratio if pack else 1), nheads_kv if pack else nheads, batch, _num_sms(q.device)
+    )
     q_rows = q.shape[:-2]
     out = torch.empty((*q_rows, nheads, head_dim_v), dtype=q.dtype, device=q.device)
     lse = torch.empty(
