@@ -707,6 +707,7 @@ def _num_sms(device) -> int:
 # The registers a thread of a forward tile is assumed to hold when counting resident CTAs: the table's
 # rows are spill-free at up to 255 (the sm_120a builds hold 168-255, docs/sm120-resources.md)
 _FWD_REGS_PER_THREAD = 255
+_MIN_SPLIT_KEYS = 512  # keys per split-KV split, at least
 
 
 def _sm_facts(device):
@@ -754,20 +755,21 @@ def _heuristic_splits(
     small_m=False,
 ):  # fmt: skip
     """Split the keys when the (m-block, head, batch) tiles fill less than half of one wave of
-    resident CTAs: as many splits as fill that one wave whole, at least 2 key blocks per split.
+    resident CTAs: as many splits as fill that one wave whole, at least 512 keys per split.
 
     Whole waves, not a CTA count per SM: a partial second wave costs as long as a full one. H200,
     decode 32/8 heads d128 at 32k keys (2 resident CTAs of the 64-row tile per SM, 264 slots): batch
     8's 64 tiles ran at 3,042 GB/s with 9 splits (576 CTAs, 2.2 waves) and 3,804 with 4 (256); batch 16
     at 2,691 unsplit and 3,960 with 2; batch 2 at 2,436 with 33 and 3,037 with 16 (2026-12-02,
-    tools/decode_splits.py)."""
-    tile_m, tile_n, slots = _split_wave(device, dtype, head_dim, head_dim_v, small_m)
+    tools/decode_splits.py). Shorter splits lose to the combine: batch 1 x 16k keys ran at 1,687 GB/s
+    with 32 splits, 1,454 with 16 and 1,324 with 64; 512 x 512 prefill at 74 TFLOP/s unsplit, 54 with
+    2 splits (same run)."""
+    tile_m, _, slots = _split_wave(device, dtype, head_dim, head_dim_v, small_m)
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
-    n_blocks = -(-seqlen_k // tile_n)
-    if 2 * tiles > slots or n_blocks < 4:
+    if 2 * tiles > slots or seqlen_k < 2 * _MIN_SPLIT_KEYS:
         return 1
-    return max(1, min(slots // tiles, n_blocks // 2, _MAX_SPLITS))
+    return max(1, min(slots // tiles, seqlen_k // _MIN_SPLIT_KEYS, _MAX_SPLITS))
 
 
 def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
