@@ -597,10 +597,10 @@ def _flash_attn_fwd(
 
     ratio = nheads // nheads_kv
     pack = ratio > 1 if pack_gqa is None else bool(pack_gqa)
-    # decode and few-tile calls: the 64-row tiles
-    small_m = wants_small_m(
-        max_seqlen_q * (ratio if pack else 1), nheads_kv if pack else nheads, batch, _num_sms(q.device)
-    )
+    # decode and few-tile calls: the 64-row tiles. Few-tile only for batch-dense q: a varlen call's
+    # tile must not depend on whether max_seqlen_q was given (the answer is bitwise the same without)
+    sms = 0 if varlen_q else _num_sms(q.device)
+    small_m = wants_small_m(max_seqlen_q * (ratio if pack else 1), nheads_kv if pack else nheads, batch, sms)
     q_rows = q.shape[:-2]
     out = torch.empty((*q_rows, nheads, head_dim_v), dtype=q.dtype, device=q.device)
     lse = torch.empty(
