@@ -63,6 +63,42 @@ def host_us(fn, iters: int = 2000) -> float:
     return (time.perf_counter() - t) / iters * 1e6
 
 
+def idle_host_us(fn, iters: int = 200) -> dict:
+    """Host time of one call with the GPU idle before it (synchronised first): p10/p50/p90 µs."""
+    for _ in range(20):
+        fn()
+    lat = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        lat.append((time.perf_counter() - t) * 1e6)
+    torch.cuda.synchronize()
+    lat.sort()
+    return dict(p10=lat[iters // 10], p50=lat[iters // 2], p90=lat[iters * 9 // 10])
+
+
+def kernel_us(fn, calls: int = 5) -> dict:
+    """Kernel name (first 70 characters) -> mean device µs per call, from ``torch.profiler``."""
+    import collections
+
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    acc = collections.defaultdict(float)
+    for ev in prof.key_averages():
+        t = getattr(ev, "self_device_time_total", None)
+        if t is None:
+            t = getattr(ev, "self_cuda_time_total", 0)
+        if t > 0 and not ev.key.startswith(("aten::", "cuda", "autograd", "FlashAttn")):
+            acc[ev.key[:70]] += t / calls
+    return {k: round(v, 1) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
+
+
 def peak_mem_mb(fn) -> float:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

@@ -14,7 +14,6 @@ time until the call returns with the GPU idle before it (median of 200), and cPr
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
@@ -39,25 +38,6 @@ SHAPES = [  # (batch, seqlen, heads, kv heads, head dim, causal)
 ]
 
 
-def kernel_us(fn, calls: int = 5) -> dict:
-    """Kernel name (shortened) -> mean µs per call, from the profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    acc = collections.defaultdict(float)
-    for ev in prof.key_averages():
-        t = getattr(ev, "self_device_time_total", None)
-        if t is None:
-            t = getattr(ev, "self_cuda_time_total", 0)
-        if t > 0 and not ev.key.startswith(("aten::", "cuda", "autograd", "FlashAttn")):
-            acc[ev.key[:70]] += t / calls
-    return {k: round(v, 1) for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
-
-
 def one(shape, budget_mb=None) -> dict:
     b, s, hq, hkv, d, causal = shape
     q = torch.randn(b, s, hq, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -75,7 +55,7 @@ def one(shape, budget_mb=None) -> dict:
         fn()
         ms = C.bench_ms(fn)
         row = dict(shape=shape, budget_mb=budget_mb, bench_ms=ms, tflops=flops / ms / 1e9,
-                   queued_us=C.host_us(fn, iters=200), kernels_us=kernel_us(fn))  # fmt: skip
+                   queued_us=C.host_us(fn, iters=200), kernels_us=C.kernel_us(fn))  # fmt: skip
     finally:
         BwdLongestFirstScheduler.group_size = original
     print(json.dumps(row), flush=True)
@@ -86,7 +66,6 @@ def host_side(causal: bool) -> dict:
     import cProfile
     import io
     import pstats
-    import time
 
     b, s, h, d = 4, 1024, 16, 64
     q, k, v = (
@@ -95,16 +74,7 @@ def host_side(causal: bool) -> dict:
     dout = torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16)
     o = flash_attn_func(q, k, v, causal=causal)[0]
     fn = lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True)  # noqa: E731
-    for _ in range(20):
-        fn()
-    lat = []
-    for _ in range(200):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        lat.append((time.perf_counter() - t) * 1e6)
-    torch.cuda.synchronize()
-    lat.sort()
+    lat = C.idle_host_us(fn)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(100):
@@ -113,7 +83,7 @@ def host_side(causal: bool) -> dict:
     torch.cuda.synchronize()
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
-    row = dict(causal=causal, host_us_p50=lat[100], host_us_p10=lat[20], host_us_p90=lat[180])
+    row = dict(causal=causal, host_us_p50=lat["p50"], host_us_p10=lat["p10"], host_us_p90=lat["p90"])
     print(json.dumps(row), flush=True)
     print(text.getvalue()[-6000:], flush=True)
     return row

@@ -49,6 +49,9 @@ def time_splits(q, k, v, kw, splits: int) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=".")
+    ap.add_argument(
+        "--host", action="store_true", help="only the small decode shapes' host time, queued and kernel time"
+    )
     ap.add_argument("--prefill", action="store_true", help="the few-tile prefill shapes as well")
     ap.add_argument("--paged", action="store_true", help="page-64 K/V (random page table) as well")
     a = ap.parse_args()
@@ -56,6 +59,11 @@ def main():
         print("decode_splits: no CUDA GPU here; nothing measured")
         return 0
     dev = torch.device("cuda")
+    if a.host:
+        rows = host_rows(dev)
+        with open(os.path.join(a.out, "decode-host.json"), "w") as f:
+            json.dump({"env": C.environment(), "rows": rows}, f, indent=1)
+        return 0
     rows = []
     for (b, kv), layout in [
         (s, lay) for s in SHAPES for lay in (("contiguous", "page64") if a.paged else ("contiguous",))
@@ -94,6 +102,33 @@ def main():
     with open(os.path.join(a.out, "decode-splits.json"), "w") as f:
         json.dump({"env": C.environment(), "rows": rows}, f, indent=1)
     return 0
+
+
+# batch-1/8 decode shapes whose bench_decode times sat at about 100 µs whatever the KV length
+# (session 7: 1k 109 µs, 4k 107, 16k 100) while explicit-split calls of the same shapes ran 40-60
+HOST_SHAPES = [(1, 1024), (1, 4096), (1, 16384), (8, 1024), (8, 4096)]
+
+
+def host_rows(dev):
+    """Per decode shape (heuristic splits): do_bench's median, the queued wall time per call, the
+    host time with the GPU idle before the call, and the kernels' own time (torch.profiler)."""
+    rows = []
+    for b, kv in HOST_SHAPES:
+        q = torch.randn(b, 1, HQ, D, device=dev, dtype=torch.bfloat16)
+        k, v = (torch.randn(b, kv, HKV, D, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        seqlens = torch.full((b,), kv, dtype=torch.int32, device=dev)
+
+        def fn(q=q, k=k, v=v, seqlens=seqlens):
+            return flash_attn_with_kvcache(q, k, v, cache_seqlens=seqlens)
+
+        fn()
+        row = dict(batch=b, kv_len=kv, bench_us=C.bench_ms(fn) * 1e3, queued_us=C.host_us(fn, iters=500))
+        row["idle_host_us"] = C.idle_host_us(fn)
+        row["kernels_us"] = C.kernel_us(fn)
+        row["splits"] = api._heuristic_splits(dev, b, HQ, HKV, 1, kv, True, HQ // HKV, "bfloat16", D, D, True)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def prefill_rows(dev):

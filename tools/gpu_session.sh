@@ -189,6 +189,12 @@ case "${1:-suite}" in
     step bwd-tests 220 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_random_gpu.py -k "not alt_rows" \
       --junitxml="$OUT/bwd.xml"
     ;;
+  next8)
+    # (prepared in session 7 for the next GPU session) the batch-1/8 decode host floor (host, queued and
+    # kernel time), then the backward grid's host-bound shapes again
+    step decode-host 90 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --host --out "$OUT"
+    step bwd-diag 120 python3 tools/bwd_diag.py --host --out "$OUT"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -201,7 +207,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8" >&2
     exit 2
     ;;
 esac
