@@ -194,3 +194,22 @@ def test_check_quick_on_gpu():
     assert len(re.findall(rf"^\[\d+/{n}\] .* \.\.\. ok \(max err", r.stdout, re.M)) == n
     for kind in ("fwd", "varlen", "kvcache", "bwd"):
         assert re.search(rf"^\[\d+/{n}\] {kind}\b", r.stdout, re.M), kind
+
+
+@pytest.mark.parametrize("heads", ["8,2,64", "16,16,128", "32,1,128", "4,4,256"])
+@pytest.mark.parametrize("num_sms", [132, 188, 48])
+def test_warmup_calls_take_both_forward_rows(heads, num_sms):
+    """The GPU warmup's two calls: one query (the small-m row) and enough query rows for at least one
+    128-row tile per SM (the row of long calls), by the API's own rule."""
+    from fa4_sm120.tiles import wants_small_m
+    from fa4_torch.__main__ import _warm_seqlens, parse_heads
+
+    spec = parse_heads(heads)
+    ratio = spec.nheads // spec.nheads_kv
+    pack = ratio > 1
+    tile_heads = spec.nheads_kv if pack else spec.nheads
+    short, long = _warm_seqlens(spec, num_sms)
+    r = ratio if pack else 1
+    assert wants_small_m(short * r, tile_heads, 1, num_sms)
+    assert not wants_small_m(long * r, tile_heads, 1, num_sms)
+    assert long * r <= 128 * (num_sms + tile_heads)  # no larger than it needs to be

@@ -891,17 +891,30 @@ def _warm_gpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool) -> None:
     from fa4_torch import flash_attn_func
 
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    s = 16
-    q = torch.randn(1, s, spec.nheads, spec.head_dim, device="cuda", dtype=dt)
-    k = torch.randn(1, s, spec.nheads_kv, spec.head_dim, device="cuda", dtype=dt)
-    v = torch.randn(1, s, spec.nheads_kv, spec.head_dim_v, device="cuda", dtype=dt)
-    if backward:
-        q, k, v = (x.requires_grad_() for x in (q, k, v))
-        out, _ = flash_attn_func(q, k, v, causal=causal)
-        out.sum().backward()
-    else:
-        flash_attn_func(q, k, v, causal=causal)
+    for s in _warm_seqlens(
+        spec, torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    ):
+        q = torch.randn(1, s, spec.nheads, spec.head_dim, device="cuda", dtype=dt)
+        k = torch.randn(1, s, spec.nheads_kv, spec.head_dim, device="cuda", dtype=dt)
+        v = torch.randn(1, s, spec.nheads_kv, spec.head_dim_v, device="cuda", dtype=dt)
+        if backward:
+            q, k, v = (x.requires_grad_() for x in (q, k, v))
+            out, _ = flash_attn_func(q, k, v, causal=causal)
+            out.sum().backward()
+        else:
+            flash_attn_func(q, k, v, causal=causal)
     torch.cuda.synchronize()
+
+
+def _warm_seqlens(spec: HeadSpec, num_sms: int) -> tuple[int, int]:
+    """Batch-1 sequence lengths whose calls take the forward's two rows of ``spec``
+    (``fa4_sm120.tiles.wants_small_m``): one query (the small-m row: decode and few-tile calls),
+    and enough 128-row tiles to cover the SMs (the row of training and long prefill)."""
+    ratio = spec.nheads // spec.nheads_kv
+    pack = ratio > 1
+    heads = spec.nheads_kv if pack else spec.nheads
+    rows = 128 * max(1, -(-num_sms // heads))  # query rows (packed heads counted) per tile head
+    return 1, -(-rows // (ratio if pack else 1))
 
 
 def _warm_cpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, target: str | None) -> str:
@@ -912,20 +925,25 @@ def _warm_cpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, target: 
     target = target or d.target
     dt = DTYPES[dtype]
     ratio = spec.nheads // spec.nheads_kv
-    cfg = fwd_config(
-        d.family,
-        dt,
-        spec.head_dim,
-        spec.head_dim_v,
-        causal=causal,
-        pack_gqa=ratio > 1,
-        qhead_per_kvhead=ratio,
-    )
+    cfgs = [
+        fwd_config(
+            d.family,
+            dt,
+            spec.head_dim,
+            spec.head_dim_v,
+            causal=causal,
+            pack_gqa=ratio > 1,
+            qhead_per_kvhead=ratio,
+            small_m=small_m,
+        )
+        for small_m in (False, True)  # the row of long calls, and that of decode / few-tile calls
+    ]
     if backward:  # as the API does: what the backward cannot do fails before anything compiles
         from fa4_sm120.bwd_tiles import bwd_config
 
         bwd_cfg = bwd_config(d.family, dt, spec.head_dim, spec.head_dim_v, causal=causal, target=target)
-    compile_fwd(cfg, tvm_ffi=False, gpu_arch=target)
+    for cfg in dict.fromkeys(cfgs):  # a family without small-m rows: one config
+        compile_fwd(cfg, tvm_ffi=False, gpu_arch=target)
     if not backward:
         return f"compiled for {target}"
     from fa4_sm120.bwd import compile_bwd
@@ -971,8 +989,13 @@ def _warm_for_gpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, capa
     # the fast key of api._flash_attn_fwd for a dense call (pack-GQA on when ratio > 1)
     ratio = spec.nheads // spec.nheads_kv
     pack = ratio > 1
-    key = (dt, spec.head_dim, spec.head_dim_v, causal, False, pack, ratio if pack else 1, (False,) * 10, None)
-    api._fwd_kernel(key, family, target)
+    for small_m in (False, True):  # the row of long calls, and that of decode / few-tile calls
+        flags = (False,) * 9 + (small_m,)
+        api._fwd_kernel(
+            (dt, spec.head_dim, spec.head_dim_v, causal, False, pack, ratio if pack else 1, flags, None),
+            family,
+            target,
+        )
     if backward:
         autograd._bwd_kernels(
             dt, spec.head_dim, spec.head_dim_v, causal, False, False, None, family=family, target=target
