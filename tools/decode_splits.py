@@ -36,6 +36,20 @@ PREFILL = [
 ]  # fmt: skip
 
 
+def sweep(row: dict, label: str, unit: str, measure) -> None:
+    """``row[f"splits{s}_{unit}"] = measure(s)`` for every split count (0: the heuristic's), the best
+    explicit one as ``row["best"]``, and one printed line."""
+    for s in SPLITS:
+        row[f"splits{s}_{unit}"] = measure(s)
+    row["best"] = max(SPLITS[1:], key=lambda s: row[f"splits{s}_{unit}"])
+    print(
+        f"{label} heuristic={row['heuristic_splits']:2d} "
+        + " ".join(f"{s}:{row[f'splits{s}_{unit}']:.0f}" for s in SPLITS)
+        + f" best={row['best']}",
+        flush=True,
+    )
+
+
 def time_splits(q, k, v, kw, splits: int) -> float:
     """do_bench ms of one decode call with ``num_splits=splits`` (0: the heuristic)."""
 
@@ -84,18 +98,11 @@ def main():
             dev, b, HQ, HKV, 1, kv, True, HQ // HKV, "bfloat16", D, D, True
         )  # fmt: skip
         row = dict(batch=b, kv_len=kv, layout=layout, heuristic_splits=heuristic)
-        for s in SPLITS:
-            ms = time_splits(q, k, v, kw, s)
-            row[f"splits{s}_gbps"] = kv_bytes / ms / 1e6
-        best = max(SPLITS[1:], key=lambda s: row[f"splits{s}_gbps"])
-        row["best"] = best
+        sweep(
+            row, f"b{b:3d} kv{kv:6d} {layout:10s}", "gbps",
+            lambda s, q=q, k=k, v=v, kw=kw, n=kv_bytes: n / time_splits(q, k, v, kw, s) / 1e6,
+        )  # fmt: skip
         rows.append(row)
-        print(
-            f"b{b:3d} kv{kv:6d} {layout:10s} heuristic={heuristic:2d} "
-            + " ".join(f"{s}:{row[f'splits{s}_gbps']:.0f}" for s in SPLITS)
-            + f" best={best}",
-            flush=True,
-        )
         torch.cuda.empty_cache()
     if a.prefill:
         rows += prefill_rows(dev)
@@ -142,21 +149,16 @@ def prefill_rows(dev):
         heuristic = api._heuristic_splits(dev, b, h, h, sq, sk, False, 1, "bfloat16", D, D, small_m)
         row = dict(kind="prefill", batch=b, seqlen_q=sq, seqlen_k=sk, heads=h, causal=causal)
         row["heuristic_splits"] = heuristic
-        for s in SPLITS:
 
-            def fn(s=s, q=q, k=k, v=v, causal=causal):
+        def tflops(s, q=q, k=k, v=v, causal=causal, flops=flops):
+            def fn():
                 return flash_attn_func(q, k, v, causal=causal, num_splits=s)
 
             fn()
-            row[f"splits{s}_tflops"] = flops / C.bench_ms(fn) / 1e9
-        row["best"] = max(SPLITS[1:], key=lambda s: row[f"splits{s}_tflops"])
+            return flops / C.bench_ms(fn) / 1e9
+
+        sweep(row, f"prefill b{b} q{sq} k{sk} h{h} {'causal' if causal else 'full':6s}", "tflops", tflops)
         rows.append(row)
-        print(
-            f"prefill b{b} q{sq} k{sk} h{h} {'causal' if causal else 'full':6s} heuristic={heuristic:2d} "
-            + " ".join(f"{s}:{row[f'splits{s}_tflops']:.0f}" for s in SPLITS)
-            + f" best={row['best']}",
-            flush=True,
-        )
     return rows
 
 
