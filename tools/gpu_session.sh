@@ -12,6 +12,8 @@
 #   bash tools/gpu_session.sh tune3        # next: forward d64 8 warps, backward 192/192 32x32, d64 longest-first
 #   bash tools/gpu_session.sh diag         # causal backward: bench vs queued vs kernel time; L2 budgets
 #   bash tools/gpu_session.sh next         # decode split sweep, backward grid, backward host time
+#   bash tools/gpu_session.sh next8        # (next) the batch-1 decode host floor, backward host time
+#   bash tools/gpu_session.sh tune4        # (next) 64-row tiles for every d64/d96/d128 call: tests, timing
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -195,6 +197,21 @@ case "${1:-suite}" in
     step decode-host 90 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --host --out "$OUT"
     step bwd-diag 120 python3 tools/bwd_diag.py --host --out "$OUT"
     ;;
+  tune4)
+    # (prepared in session 7) the 64-row small-m tiles for every call of d64/d96/d128, which won all 14
+    # one-wave shapes (tools/few_tile_fwd.py): checked against the fp32 reference, then timed against the
+    # table's rows on the anchor shapes at SM120 occupancy. All spill-free on sm_120a in every feature
+    # variant (the d64 4-warp 128x64 row spills 8-44 B in windows/softcap/varlen)
+    step alt-rows 150 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py -k "alt_rows" --junitxml="$OUT/alt.xml"
+    step tune-fwd-d128 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 128,32,128 64,64,128 --causal no --emulate-sm120 --out "$OUT/d128n"
+    step tune-fwd-d128c 150 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 128,64,256 64,64,128 --causal yes --emulate-sm120 --out "$OUT/d128c"
+    step tune-fwd-d64 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --cands 128,64,128 64,128,128 --emulate-sm120 --out "$OUT/d64"
+    step tune-fwd-d96 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
+      --cands 128,64,256 64,64,128 --emulate-sm120 --out "$OUT/d96"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -207,7 +224,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4" >&2
     exit 2
     ;;
 esac

@@ -227,7 +227,14 @@ def test_scale_is_runtime_and_honoured():
 # table change after a sweep rests on a GPU run of exactly those rows: (d, dv, tile_m, tile_n,
 # threads) replacing every SM120 row of (d, dv). d64 on 128x64 over 8 warps is spill-free on sm_120a
 # in the feature variants (windows, softcap, causal varlen) where the 4-warp row spills 8-44 B.
-FWD_ALT_ROWS = ((64, 64, 128, 64, 256),)
+# Session 7: the 64-row small-m tiles for every call of d64 (64x128), d96 and d128 (64x64): spill-free
+# in every feature variant (156-255 registers), 2 CTAs per SM on SM120.
+FWD_ALT_ROWS = (
+    (64, 64, 128, 64, 256),
+    (64, 64, 64, 128, 128),
+    (96, 96, 64, 64, 128),
+    (128, 128, 64, 64, 128),
+)
 FWD_ALT_CASES = [
     (row, Case(dt, b, sq, sk, hq, hkv, row[0], row[1], causal=causal, window=w, pack_gqa=pack))
     for row in FWD_ALT_ROWS
