@@ -85,3 +85,27 @@ def test_splits_never_exceed_one_wave_or_get_fewer_than_512_keys(fake_device):
         if s > 1:
             assert s * tiles <= slots, case  # one wave
             assert s * 512 <= seqlen_k, case  # at least 512 keys per split
+
+
+def test_sm_facts_from_the_cuda_properties(monkeypatch):
+    """``_sm_facts`` reads the per-SM limits from the CUDA properties (H200's here) and falls back to
+    SM120's for each property that a torch build does not expose."""
+    import types
+
+    h200 = types.SimpleNamespace(
+        multi_processor_count=132,
+        shared_memory_per_multiprocessor=233_472,
+        shared_memory_per_block_optin=232_448,
+        regs_per_multiprocessor=65_536,
+        max_threads_per_multi_processor=2048,
+    )
+    bare = types.SimpleNamespace(multi_processor_count=170)
+    for props, want in (
+        (h200, (233_472, 232_448, 65_536, 64)),
+        (bare, (SM120.smem_per_sm, SM120.smem_per_sm - SM120.reserved_per_cta, SM120.regs_per_sm, 48)),
+    ):
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda idx, p=props: p)
+        api._sm_facts_memo.clear()
+        f = api._sm_facts(DEV)
+        assert (f.smem_per_sm, f.smem_per_cta_max, f.regs_per_sm, f.max_warps) == want
+    api._sm_facts_memo.clear()
