@@ -87,6 +87,9 @@ def measure(batch, kv_len, layout, bw):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument(
+        "--batch", type=int, nargs="+", default=list(BATCH), help=f"batch sizes (default {BATCH})"
+    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_decode: no CUDA GPU here; nothing measured (run it on the GPU machine)")
@@ -94,7 +97,7 @@ def main():
     bw = copy_bandwidth()
     print(f"copy bandwidth: {bw:.0f} GB/s")
     rows = []
-    for batch, kv_len, layout in itertools.product(BATCH, KV, ("contiguous", "page16", "page64")):
+    for batch, kv_len, layout in itertools.product(args.batch, KV, ("contiguous", "page16", "page64")):
         r = measure(batch, kv_len, layout, bw)
         rows.append(r)
         print(
@@ -107,10 +110,12 @@ def main():
     fr = [r["fa4_frac_copy_bw"] for r in rows if "fa4_frac_copy_bw" in r and r["kv_len"] >= 16384]
     summary = {
         "copy_bandwidth_gbps": bw,
-        "fa4_frac_copy_bw_kv_ge_16k": dict(mean=sum(fr) / len(fr), min=min(fr)),
+        "fa4_frac_copy_bw_kv_ge_16k": dict(mean=sum(fr) / len(fr), min=min(fr)) if fr else None,
+        "batches": args.batch,
     }
     print(summary)
-    path = C.results_path("decode", args.out)
+    full = tuple(args.batch) == BATCH
+    path = C.results_path("decode" if full else "decode-b" + "-".join(map(str, args.batch)), args.out)
     env = C.environment()
     C.write_results(path, {"env": env, "summary": summary, "rows": rows})
     plots.plot_decode(rows, path.replace(".json", ".png"), env["device"])

@@ -194,6 +194,7 @@ case "${1:-suite}" in
   next8)
     # (prepared in session 7 for the next GPU session) the batch-1/8 decode host floor (host, queued and
     # kernel time), then the backward grid's host-bound shapes again
+    step decode-b1 90 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --batch 1 8 --out "$OUT"
     step decode-host 90 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --host --out "$OUT"
     step bwd-diag 120 python3 tools/bwd_diag.py --host --out "$OUT"
     ;;
