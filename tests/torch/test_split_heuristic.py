@@ -78,7 +78,7 @@ def test_splits_never_exceed_one_wave_or_get_fewer_than_512_keys(fake_device):
     for batch, seqlen_q, seqlen_k, head_dim, hq, hkv in grid:
         s = splits(batch, seqlen_k, head_dim=head_dim, hq=hq, hkv=hkv, seqlen_q=seqlen_q)
         small_m = seqlen_q * (hq // hkv) <= 64
-        tm, _, slots = api._split_wave(DEV, "bfloat16", head_dim, head_dim, small_m)
+        tm, slots = api._split_wave(DEV, "bfloat16", head_dim, head_dim, small_m)
         tiles = -(-seqlen_q * (hq // hkv) // tm) * hkv * batch
         case = (batch, seqlen_q, seqlen_k, head_dim, hq, hkv, s)
         assert 1 <= s <= api._MAX_SPLITS, case

@@ -75,8 +75,8 @@ class FwdTile:
 SMALL_M_ROWS = 64
 
 # A call whose 128-row tiles (batch x heads x m-blocks) would leave SMs idle takes the small-m row
-# too, when the family has one: twice the CTAs of half the rows, two of them resident per SM where
-# the 128-row tile keeps one (``wants_small_m``; off: the decode rule alone).
+# too, when the family has one: twice the CTAs of half the rows, on every SM (H200, 14 one-wave
+# shapes: +1-83%, tools/few_tile_fwd.py; ``wants_small_m``; off: the decode rule alone).
 FEW_TILE_SMALL_M = True
 
 

@@ -48,7 +48,7 @@ FWD_CACHE = CompileCache()
 _fast: dict[tuple, object] = {}
 _sm_count: dict[int, int] = {}
 _sm_facts_memo: dict = {}  # device index -> SmFacts
-_split_memo: dict = {}  # (device, dtype, head dims, small_m) -> (tile_m, tile_n, resident slots)
+_split_memo: dict = {}  # (device, dtype, head dims, small_m) -> (tile_m, resident CTA slots)
 
 
 def _later(feature: str, where: str) -> NotImplementedError:
@@ -733,7 +733,7 @@ def _sm_facts(device):
 
 
 def _split_wave(device, dtype, head_dim, head_dim_v, small_m):
-    """(tile_m, tile_n, resident CTA slots on the device) of the split-KV forward row (memoised)."""
+    """(tile_m, resident CTA slots on the device) of the split-KV forward row (memoised)."""
     key = (device, dtype, head_dim, head_dim_v, small_m)
     hit = _split_memo.get(key)
     if hit is None:
@@ -746,7 +746,7 @@ def _split_wave(device, dtype, head_dim, head_dim_v, small_m):
         )
         smem = fwd_smem_bytes(row.tile_m, row.tile_n, head_dim, head_dim_v, row.num_stages)
         per_sm = ctas_per_sm(smem, _FWD_REGS_PER_THREAD, row.num_threads, _sm_facts(device))
-        hit = _split_memo[key] = (row.tile_m, row.tile_n, max(1, per_sm) * _num_sms(device))
+        hit = _split_memo[key] = (row.tile_m, max(1, per_sm) * _num_sms(device))
     return hit
 
 
@@ -764,7 +764,7 @@ def _heuristic_splits(
     tools/decode_splits.py). Shorter splits lose to the combine: batch 1 x 16k keys ran at 1,687 GB/s
     with 32 splits, 1,454 with 16 and 1,324 with 64; 512 x 512 prefill at 74 TFLOP/s unsplit, 54 with
     2 splits (same run)."""
-    tile_m, _, slots = _split_wave(device, dtype, head_dim, head_dim_v, small_m)
+    tile_m, slots = _split_wave(device, dtype, head_dim, head_dim_v, small_m)
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
     if 2 * tiles > slots or seqlen_k < 2 * _MIN_SPLIT_KEYS:
