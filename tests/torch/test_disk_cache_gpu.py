@@ -26,12 +26,13 @@ CHILD = """
     from fa4_core.testing import attention_ref, check_close
     import_s = time.perf_counter() - t0
     backward = sys.argv[1] == "bwd"
+    n = int(sys.argv[2])  # 300: fewer 128-row tiles than SMs (the 64-row rows); 4096: the 128-row rows
     torch.manual_seed(0)
     dt = torch.bfloat16
-    q = torch.randn(2, 300, 8, 128, device="cuda", dtype=dt)
-    k = torch.randn(2, 300, 2, 128, device="cuda", dtype=dt)
-    v = torch.randn(2, 300, 2, 128, device="cuda", dtype=dt)
-    dout = torch.randn(2, 300, 8, 128, device="cuda", dtype=dt)
+    q = torch.randn(2, n, 8, 128, device="cuda", dtype=dt)
+    k = torch.randn(2, n, 2, 128, device="cuda", dtype=dt)
+    v = torch.randn(2, n, 2, 128, device="cuda", dtype=dt)
+    dout = torch.randn(2, n, 8, 128, device="cuda", dtype=dt)
     if backward:
         q, k, v = (x.requires_grad_() for x in (q, k, v))
     torch.cuda.synchronize()
@@ -81,9 +82,9 @@ def _env(cache_dir) -> dict:
     return e
 
 
-def _child(cache_dir, what: str) -> dict:
+def _child(cache_dir, what: str, seqlen: int = 300) -> dict:
     r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD), what],
+        [sys.executable, "-c", textwrap.dedent(CHILD), what, str(seqlen)],
         capture_output=True,
         text=True,
         env=_env(cache_dir),
@@ -128,5 +129,8 @@ def test_warmup_command_fills_the_cache_for_the_model_process(tmp_path):
     assert _objects(cache_dir)
     again = subprocess.run(cmd, capture_output=True, text=True, env=_env(cache_dir), timeout=800)
     assert again.returncode == 0 and "loaded from the disk cache" in again.stdout, again.stdout
-    warm = _child(cache_dir, "fwd")  # the same variant as the warmup: nothing left to compile
-    assert warm["compiled"] == 0 and warm["loaded"] >= 1, warm
+    # the same variants as the warmup, a short call (64-row rows) and a long one (128-row rows):
+    # nothing left to compile in either
+    for seqlen in (300, 4096):
+        warm = _child(cache_dir, "fwd", seqlen)
+        assert warm["compiled"] == 0 and warm["loaded"] >= 1, (seqlen, warm)

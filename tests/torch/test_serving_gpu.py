@@ -170,6 +170,61 @@ def test_paged_equals_contiguous(case):
         _compare_varlen(out, lse, ref, pt, [0, *itertools.accumulate(lq)], None)
 
 
+# Paged K/V at the head dims the grid above does not reach (session 7 looked up K's pages a stage
+# ahead for d <= 192; d != dv prefetches K only), each as a prefill (the 128-row rows) and as a decode
+# step of one query per sequence (the 64-row small-m rows), page sizes 1 and 64.
+PAGED_DIMS = [
+    (d, dv, hq, hkv, ps, step)
+    for d, dv, hq, hkv in (
+        (32, 32, 8, 8),
+        (64, 64, 8, 2),
+        (96, 96, 8, 2),
+        (160, 160, 4, 1),
+        (192, 128, 4, 2),
+        (192, 192, 4, 1),
+    )
+    for ps in (1, 64)
+    for step in ("prefill", "decode")
+]
+
+
+@pytest.mark.parametrize("case", PAGED_DIMS, ids=lambda c: f"d{c[0]}_{c[1]}-h{c[2]}_{c[3]}-page{c[4]}-{c[5]}")
+def test_paged_head_dims(case):
+    from fa4_torch import flash_attn_varlen_func
+
+    d, dv, hq, hkv, ps, step = case
+    b, L = 3, 640
+    k, v = _rand(b, L, hkv, d), _rand(b, L, hkv, dv)
+    k_pages, v_pages, table = _paged(k, v, ps, "permuted", random.Random(d + ps))
+    used_k = torch.tensor([L, 333, 1], dtype=torch.int32, device="cuda")
+    lq = [70, 1, 200] if step == "prefill" else [1, 1, 1]
+    q = _rand(sum(lq), hq, d)
+    cu_q = _cu(lq)
+    for causal in (False, True):
+        out, lse = flash_attn_varlen_func(
+            q,
+            k_pages,
+            v_pages,
+            cu_seqlens_q=cu_q,
+            max_seqlen_q=max(lq),
+            seqused_k=used_k,
+            page_table=table,
+            causal=causal,
+            return_lse=True,
+        )
+        kw = dict(
+            cu_seqlens_q=cu_q,
+            seqused_k=used_k,
+            causal=causal,
+            k_page=k_pages,
+            v_page=v_pages,
+            page_table=table,
+        )
+        ref = attention_ref(q, None, None, **kw)
+        pt = attention_ref(q, None, None, upcast=False, **kw)
+        _compare_varlen(out, lse, ref, pt, [0, *itertools.accumulate(lq)], None)
+
+
 @pytest.mark.parametrize("paged", [False, True])
 @pytest.mark.parametrize("s_new", [1, 5])
 @pytest.mark.parametrize("causal", [False, True])
