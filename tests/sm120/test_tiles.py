@@ -76,7 +76,9 @@ def test_small_m_rows_only_for_small_m_calls():
                 cfg = fwd_config("sm120", "bfloat16", d, dv, causal=causal, small_m=True, **kw)
                 assert (cfg.tile_m, cfg.num_threads) == (64, 128), (d, dv, kw, causal)
                 big = fwd_config("sm120", "bfloat16", d, dv, causal=causal, **kw)
-                assert big.tile_m == 128, (d, dv, kw, causal)
+                # causal d96 and d128 have 64-row rows of their own (not small-m rows: 4 warps, 64x64)
+                own = causal and d in (96, 128)
+                assert big.tile_m == (64 if own else 128), (d, dv, kw, causal)
     assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, small_m=True).tile_n == 64
     for d in (224, 256):  # their rows are 64-row already
         a = fwd_config("sm120", "bfloat16", d, d, causal=True, small_m=True)
@@ -132,7 +134,7 @@ def test_every_bwd_row_is_implementable_and_the_large_dims_split_n():
 def test_plain_only_row_is_skipped_for_windows_split_kv_and_softcap():
     """d128 non-causal: the 4-warp row for plain calls; a local window, split-KV or softcap takes the
     8-warp row (whose sm_120a build of those variants does not spill; the 4-warp softcap build spills
-    8-12 B); causal never sees the 4-warp row."""
+    8-12 B); causal never sees the 4-warp row (it has the 64x64 row over 4 warps)."""
     plain = fwd_config("sm120", "bfloat16", 128, 128, causal=False)
     assert (plain.tile_m, plain.tile_n, plain.num_threads) == (128, 32, 128)
     for kw in (dict(local=True), dict(split_kv=True), dict(softcap=True)):
@@ -140,8 +142,8 @@ def test_plain_only_row_is_skipped_for_windows_split_kv_and_softcap():
         assert (cfg.tile_m, cfg.tile_n, cfg.num_threads) == (128, 64, 256), kw
     assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, split_kv=True).split_kv
     assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, softcap=True).has_softcap
-    causal = fwd_config("sm120", "float16", 128, 128, causal=True)
-    assert (causal.tile_n, causal.num_threads) == (64, 256)
+    causal = fwd_config("sm120", "float16", 128, 128, causal=True)  # its own 64-row row
+    assert (causal.tile_m, causal.tile_n, causal.num_threads) == (64, 64, 128)
     for d, dv in ((128, 64), (64, 128), (96, 128)):  # mixed dims falling back to the d128 rows
         mixed = fwd_config("sm120", "bfloat16", d, dv, causal=False)
         assert (mixed.tile_n, mixed.num_threads) == (64, 256), (d, dv)
