@@ -118,32 +118,10 @@ def _paged(k, v, page_size, kind, rng):
     return k_pages, v_pages, table
 
 
-PAGED = [
-    (ps, kind, d, hq, hkv)
-    for ps, kind, (d, hq, hkv) in itertools.product(
-        (1, 16, 64, 128, 256),
-        ("identity", "permuted", "shared"),
-        ((64, 8, 8), (128, 8, 2), (192, 4, 1), (256, 4, 2)),
-    )
-]
-
-
-@pytest.mark.parametrize("case", PAGED, ids=lambda c: f"page{c[0]}-{c[1]}-d{c[2]}-h{c[3]}_{c[4]}")
-def test_paged_equals_contiguous(case):
+def _check_paged(q, lq, k_pages, v_pages, table, used_k):
+    """Varlen q of lengths ``lq`` over paged K/V, non-causal and causal, against the fp32 reference."""
     from fa4_torch import flash_attn_varlen_func
 
-    ps, kind, d, hq, hkv = case
-    rng = random.Random(ps * 7 + d)
-    b, L = 3, 512
-    k, v = _rand(b, L, hkv, d), _rand(b, L, hkv, d)
-    if kind == "shared":  # every sequence reads sequence 0's pages
-        k[1:], v[1:] = k[0], v[0]
-    used_k = torch.tensor([L, 300, 1], dtype=torch.int32, device="cuda")
-    k_pages, v_pages, table = _paged(k, v, ps, "permuted" if kind == "shared" else kind, rng)
-    if kind == "shared":
-        table[1:] = table[0]
-    lq = [70, 1, 200]
-    q = _rand(sum(lq), hq, d)
     cu_q = _cu(lq)
     for causal in (False, True):
         out, lse = flash_attn_varlen_func(
@@ -168,6 +146,33 @@ def test_paged_equals_contiguous(case):
         ref = attention_ref(q, None, None, **kw)
         pt = attention_ref(q, None, None, upcast=False, **kw)
         _compare_varlen(out, lse, ref, pt, [0, *itertools.accumulate(lq)], None)
+
+
+PAGED = [
+    (ps, kind, d, hq, hkv)
+    for ps, kind, (d, hq, hkv) in itertools.product(
+        (1, 16, 64, 128, 256),
+        ("identity", "permuted", "shared"),
+        ((64, 8, 8), (128, 8, 2), (192, 4, 1), (256, 4, 2)),
+    )
+]
+
+
+@pytest.mark.parametrize("case", PAGED, ids=lambda c: f"page{c[0]}-{c[1]}-d{c[2]}-h{c[3]}_{c[4]}")
+def test_paged_equals_contiguous(case):
+    ps, kind, d, hq, hkv = case
+    rng = random.Random(ps * 7 + d)
+    b, L = 3, 512
+    k, v = _rand(b, L, hkv, d), _rand(b, L, hkv, d)
+    if kind == "shared":  # every sequence reads sequence 0's pages
+        k[1:], v[1:] = k[0], v[0]
+    used_k = torch.tensor([L, 300, 1], dtype=torch.int32, device="cuda")
+    k_pages, v_pages, table = _paged(k, v, ps, "permuted" if kind == "shared" else kind, rng)
+    if kind == "shared":
+        table[1:] = table[0]
+    lq = [70, 1, 200]
+    q = _rand(sum(lq), hq, d)
+    _check_paged(q, lq, k_pages, v_pages, table, used_k)
 
 
 # Paged K/V at the head dims the grid above does not reach (session 7 looked up K's pages a stage
@@ -190,8 +195,6 @@ PAGED_DIMS = [
 
 @pytest.mark.parametrize("case", PAGED_DIMS, ids=lambda c: f"d{c[0]}_{c[1]}-h{c[2]}_{c[3]}-page{c[4]}-{c[5]}")
 def test_paged_head_dims(case):
-    from fa4_torch import flash_attn_varlen_func
-
     d, dv, hq, hkv, ps, step = case
     b, L = 3, 640
     k, v = _rand(b, L, hkv, d), _rand(b, L, hkv, dv)
@@ -199,30 +202,7 @@ def test_paged_head_dims(case):
     used_k = torch.tensor([L, 333, 1], dtype=torch.int32, device="cuda")
     lq = [70, 1, 200] if step == "prefill" else [1, 1, 1]
     q = _rand(sum(lq), hq, d)
-    cu_q = _cu(lq)
-    for causal in (False, True):
-        out, lse = flash_attn_varlen_func(
-            q,
-            k_pages,
-            v_pages,
-            cu_seqlens_q=cu_q,
-            max_seqlen_q=max(lq),
-            seqused_k=used_k,
-            page_table=table,
-            causal=causal,
-            return_lse=True,
-        )
-        kw = dict(
-            cu_seqlens_q=cu_q,
-            seqused_k=used_k,
-            causal=causal,
-            k_page=k_pages,
-            v_page=v_pages,
-            page_table=table,
-        )
-        ref = attention_ref(q, None, None, **kw)
-        pt = attention_ref(q, None, None, upcast=False, **kw)
-        _compare_varlen(out, lse, ref, pt, [0, *itertools.accumulate(lq)], None)
+    _check_paged(q, lq, k_pages, v_pages, table, used_k)
 
 
 @pytest.mark.parametrize("paged", [False, True])
