@@ -16,6 +16,12 @@ run no more CTAs per SM than SM120 would (``fa4_sm120.occupancy.emulated_launch_
 ``sm_120a`` registers).
 
     python benchmarks/tune_tiles.py --head-dim 128 --cands 128,64,256 128,32,128 --out DIR
+
+A candidate may end in a fourth field of letters that set the forward kernel's code-generation knobs
+(:mod:`fa4_sm120.fwd` module constants) in its process, which then gets a disk cache of its own
+(the knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE_THRESHOLD =
+0``), ``h`` hoisted ldmatrix addresses (``OPAQUE_SMEM = False``), ``p`` prefetch the Q·Kᵀ operands,
+``s`` P·V in one pass. ``128,32,128,rh`` is the session-8 build of the d128 row.
 """
 
 from __future__ import annotations
@@ -31,6 +37,25 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 16), (1, 8192, 32, 8)]
 MARGIN = 1.02
+KNOBS = {
+    "r": ("RESCALE_THRESHOLD", 0.0),
+    "h": ("OPAQUE_SMEM", False),
+    "p": ("QK_PREFETCH", True),
+    "s": ("PV_SPLIT", 1),
+}
+
+
+def _parse(text: str):
+    """``tm,tn,th[,letters]`` -> ``(tm, tn, th, letters)``."""
+    parts = text.split(",")
+    letters = parts[3] if len(parts) > 3 else ""
+    if len(parts) not in (3, 4) or any(c not in KNOBS for c in letters):
+        raise SystemExit(f"candidate {text!r}: expected tm,tn,threads[,letters of {''.join(KNOBS)}]")
+    return (*map(int, parts[:3]), letters)
+
+
+def _name(cand) -> str:
+    return "x".join(map(str, cand[:3])) + (f"-{cand[3]}" if cand[3] else "")
 
 
 def _child(head_dim: int, causal: bool, cand, emulate: bool) -> dict:
@@ -41,7 +66,11 @@ def _child(head_dim: int, causal: bool, cand, emulate: bool) -> dict:
     from fa4_sm120 import tiles
     from fa4_torch import flash_attn_func
 
-    tm, tn, th = cand
+    tm, tn, th, letters = cand
+    from fa4_sm120 import fwd as fwd_mod
+
+    for c in letters:
+        setattr(fwd_mod, *KNOBS[c])
     # the row of the timed (long, plain) calls: the first of the head dims for this causal flag that
     # is not a small-m row
     base = next(
@@ -93,9 +122,16 @@ def _time(head_dim: int, causal: bool, cand, emulate: bool) -> dict | None:
     cmd = [sys.executable, __file__, "--child", str(head_dim), str(int(causal)), ",".join(map(str, cand))]
     if emulate:
         cmd.append("--emulate-sm120")
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if cand[3]:  # knobs change the code but not the disk cache key: a cache of their own
+        from fa4_torch.disk_cache import cache_root
+
+        root = cache_root()
+        if root is not None:
+            env["FA4_CACHE_DIR"] = os.path.join(str(root), f"knobs-{cand[3]}")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode == 3:
-        print(f"  {'x'.join(map(str, cand))}: rejected: {r.stdout.strip().splitlines()[-1]}")
+        print(f"  {_name(cand)}: rejected: {r.stdout.strip().splitlines()[-1]}")
         return None
     if r.returncode != 0:
         raise RuntimeError(f"candidate {cand} failed:\n{r.stdout[-2000:]}{r.stderr[-4000:]}")
@@ -109,9 +145,9 @@ def sweep(head_dim: int, causal: bool, cands, emulate: bool) -> dict:
     for cand in cands:
         res = _time(head_dim, causal, cand, emulate)
         if res is not None:
-            passes["x".join(map(str, cand))] = [res]
+            passes[_name(cand)] = [res]
             t = res["tflops"]
-            print(f"{key} {'x'.join(map(str, cand))} (pass 1): " + " ".join(f"{x:.0f}" for x in t)
+            print(f"{key} {_name(cand)} (pass 1): " + " ".join(f"{x:.0f}" for x in t)
                   + f" | mean {sum(t) / len(t):.1f} {res['sm120'] or ''}", flush=True)  # fmt: skip
 
     def mean(name, i):
@@ -119,10 +155,11 @@ def sweep(head_dim: int, causal: bool, cands, emulate: bool) -> dict:
         return sum(t) / len(t)
 
     best3 = sorted(passes, key=lambda n: -mean(n, 0))[:3]
-    current = "x".join(map(str, cands[0]))
+    current = _name(cands[0])
+    by_name = {_name(c): c for c in cands}
     again = best3 if current in best3 else [*best3, current]
     for name in reversed(again):
-        cand = tuple(int(x) for x in name.split("x"))
+        cand = by_name[name]
         passes[name].append(_time(head_dim, causal, cand, emulate))
         print(f"{key} {name} (pass 2): mean {mean(name, 1):.1f}", flush=True)
     verdict = current
@@ -141,7 +178,9 @@ def sweep(head_dim: int, causal: bool, cands, emulate: bool) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--head-dim", type=int, nargs="+", default=[128])
-    ap.add_argument("--cands", nargs="+", help="tile_m,tile_n,threads; the first is the current row")
+    ap.add_argument(
+        "--cands", nargs="+", help="tile_m,tile_n,threads[,knob letters]; the first is the current row"
+    )
     ap.add_argument("--causal", choices=["no", "yes", "both"], default="both")
     ap.add_argument("--out", default=None)
     ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")
@@ -150,7 +189,7 @@ def main(argv=None):
     if a.child:
         from fa4_core.errors import UnsupportedConfigError
 
-        d, causal, cand = int(a.child[0]), bool(int(a.child[1])), tuple(map(int, a.child[2].split(",")))
+        d, causal, cand = int(a.child[0]), bool(int(a.child[1])), _parse(a.child[2])
         try:
             print(json.dumps(_child(d, causal, cand, a.emulate_sm120)))
         except UnsupportedConfigError as e:
@@ -166,7 +205,7 @@ def main(argv=None):
         return 0
     if not a.cands:
         ap.error("--cands is required")
-    cands = [tuple(map(int, c.split(","))) for c in a.cands]
+    cands = [_parse(c) for c in a.cands]
     causals = {"no": (False,), "yes": (True,), "both": (False, True)}[a.causal]
     results = {}
     for d in a.head_dim:

@@ -16,6 +16,8 @@
 #   bash tools/gpu_session.sh tune4        # (next) 64-row tiles for every d64/d96/d128 call: tests, timing
 #   bash tools/gpu_session.sh s8a          # (session 8) causal 64-row tiles for d64/96/160/192, tests not run in s7
 #   bash tools/gpu_session.sh s8b          # (session 8) forward tests + anchor grid on the retuned causal rows
+#   bash tools/gpu_session.sh s9a          # (session 9) forward tests with the knobs; d128 rows with/without them
+#   bash tools/gpu_session.sh s9b          # (session 9) serving tests, d64 knobs, anchor grid
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -240,6 +242,25 @@ case "${1:-suite}" in
     step tests-rest 120 "${PYTEST_GPU[@]}" tests/torch/test_compile_bwd_gpu.py tests/torch/test_transformers_gpu.py \
       tests/torch/test_serving_gpu.py::test_window_softcap_sink
     ;;
+  s9a)
+    # (session 9) the forward with O rescaled only when a row max grows by > 2^8 and ldmatrix addresses
+    # re-derived per key block (fa4_sm120.fwd knobs): its GPU tests (test_online_softmax_rescale_paths
+    # forces both paths), then the d128 rows timed with and without the knobs (letters: r = rescale on
+    # every new max, h = hoisted addresses; rh = the session-8 build), and the 4-warp row in one P·V pass
+    step fwd-tests 200 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py -k "not alt_rows" --junitxml="$OUT/fwd.xml"
+    step tune-d128n 220 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 128,32,128,rh 128,32,128 128,32,128,r 128,32,128,s 128,64,256 --causal no --emulate-sm120 --out "$OUT/d128n"
+    step tune-d128c 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 64,64,128,rh 64,64,128 64,64,128,r --causal yes --emulate-sm120 --out "$OUT/d128c"
+    ;;
+  s9b)
+    # (session 9) the serving tests on the new forward (split-KV, paged, decode rows), the d64 rows with
+    # and without the knobs, then the anchor grid beside the peers
+    step serving 200 "${PYTEST_GPU[@]}" tests/torch/test_serving_gpu.py --junitxml="$OUT/serving.xml"
+    step tune-d64 130 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --cands 128,64,128,rh 128,64,128 --emulate-sm120 --out "$OUT/d64"
+    step bench-fwd 230 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor --out "$OUT"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -252,7 +273,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b" >&2
     exit 2
     ;;
 esac

@@ -208,6 +208,53 @@ def test_no_visible_key_rows_are_zero_with_neg_inf_lse():
     assert torch.isfinite(out).all() and torch.isfinite(lse[:, :, 200:]).all()
 
 
+# The online softmax keeps a warp's row offsets until some row's max grows by more than 2^8
+# (fa4_sm120.fwd.RESCALE_THRESHOLD): with randn inputs that almost never happens after the first key
+# block, so these cases make it happen. Keys are scaled up segment by segment towards the start of the
+# sequence (the kernel visits key blocks last to first), so each new segment raises the row max by
+# more than 8 in log2 units (the rescale path) and the blocks inside a segment do not (the path that
+# skips it); ``rows`` scales only some query rows, so one warp mixes rows that grow with rows that do
+# not. Both directions, causal and not, each forward row family (4-warp 32-row, 64-row, decode split).
+RESCALE_CASES = [
+    Case(dt, 1, sq, sk, 4, hkv, d, causal=causal)
+    for dt, (sq, sk), hkv, d, causal in (
+        ("bf16", (1024, 1024), 4, 128, False),
+        ("fp16", (1024, 1024), 4, 128, True),
+        ("bf16", (777, 1500), 2, 64, False),
+        ("fp16", (1500, 1500), 4, 64, True),
+        ("bf16", (300, 1300), 4, 96, False),
+        ("bf16", (1, 3000), 1, 128, False),
+    )
+]
+
+
+@pytest.mark.parametrize("growing", ["keys-up", "keys-down", "rows"])
+@pytest.mark.parametrize("case", RESCALE_CASES, ids=str)
+def test_online_softmax_rescale_paths(case, growing):
+    from fa4_torch import flash_attn_func
+
+    c = case
+    torch.manual_seed(zlib.crc32(f"{c}-{growing}".encode()))
+    dt = DTYPES[c.dtype]
+    q = torch.randn(c.batch, c.seqlen_q, c.nheads, c.head_dim, device="cuda", dtype=torch.float32)
+    k = torch.randn(c.batch, c.seqlen_k, c.nheads_kv, c.head_dim, device="cuda", dtype=torch.float32)
+    v = torch.randn(c.batch, c.seqlen_k, c.nheads_kv, c.head_dim, device="cuda", dtype=dt)
+    # segment i (of 200 keys, counted from the end) scales the keys by 1 + 2.5 i: the row max of a
+    # standard-normal score grows by about 2.5 * 2.5 * log2(e) ~ 9 per segment
+    seg = (c.seqlen_k - 1 - torch.arange(c.seqlen_k, device="cuda")) // 200
+    if growing == "keys-down":
+        seg = seg.max() - seg
+    k = k * (1 + 2.5 * seg.float())[None, :, None, None]
+    if growing == "rows":  # every other query row sees the growth, the rest see plain keys
+        q[:, 1::2] /= 1 + 2.5 * seg.float().max()
+    q, k = q.to(dt), k.to(dt)
+    out, lse = flash_attn_func(q, k, v, causal=c.causal, return_lse=True)
+    out_ref, lse_ref = attention_ref(q, k, v, causal=c.causal)
+    out_pt, lse_pt = attention_ref(q, k, v, causal=c.causal, upcast=False)
+    check_close("out", out, out_ref, out_pt)
+    check_close("lse", lse, lse_ref, lse_pt)
+
+
 def test_scale_is_runtime_and_honoured():
     from fa4_torch import flash_attn_func
     from fa4_torch.api import FWD_CACHE

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import cutlass
 import cutlass.cute as cute
+from cutlass._mlir.dialects import llvm
 
-__all__ = ["acc_mn_view", "acc_as_a_operand", "quad_allreduce_max", "quad_allreduce_sum"]
+__all__ = ["acc_mn_view", "acc_as_a_operand", "quad_allreduce_max", "quad_allreduce_sum", "rebase_opaque"]
 
 
 def _mn_layout(layout: cute.Layout) -> cute.Layout:
@@ -54,3 +55,30 @@ def quad_allreduce_sum(x: cutlass.Float32) -> cutlass.Float32:
     """Sum over the 4 lanes that share an accumulator row."""
     x = x + cute.arch.shuffle_sync_bfly(x, offset=2)
     return x + cute.arch.shuffle_sync_bfly(x, offset=1)
+
+
+@cute.jit
+def rebase_opaque(t: cute.Tensor) -> cute.Tensor:
+    """``t`` (a shared-memory tensor) over a copy of its base address that the compiler cannot see
+    through (one ``mov`` with side effects, so it is neither hoisted out of a loop nor CSE'd).
+
+    Called at the top of a loop body, every address derived from the result (``base + offset``, the
+    offsets constant or loop-invariant) is computed inside the loop, where ``ptxas`` folds the constant
+    part into the instruction's immediate. Without it, LLVM hoists one register per distinct
+    ``ldmatrix`` address out of the loop: 80 registers of addresses for a 4-warp 128x64 d128 forward
+    tile, which then spills.
+    """
+    ptr = t.iterator
+    addr = cutlass.Int32(
+        llvm.inline_asm(
+            cutlass.Int32.mlir_type,
+            [ptr.toint().ir_value()],
+            "mov.b32 $0, $1;",
+            "=r,r",
+            has_side_effects=True,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
+    )
+    base = cute.make_ptr(t.element_type, addr, cute.AddressSpace.smem, assumed_align=ptr.alignment)
+    return cute.make_tensor(base, t.layout)

@@ -8,7 +8,11 @@ new key block:
 2. ``p_j = exp2(s_j * scale_log2 - m_new * scale_log2)`` (one FFMA + EX2 per score); a row whose
    max is still ``-inf`` (no visible key yet) uses 0 as its offset so it yields ``p = 0``, not NaN;
 3. ``row_sum = row_sum * exp2((m_old - m_new) * scale_log2) + sum_j p_j``, and the same factor
-   rescales the output accumulator row (returned, applied by the kernel);
+   rescales the output accumulator row (returned, applied by the kernel). With a
+   ``rescale_threshold`` ``t > 0`` (log2 units), a warp keeps its rows' old offsets unless one of them
+   grew by more than ``t`` (``p <= 2^t``, exact: the offsets cancel in ``O / row_sum`` and in the LSE);
+   it then returns False and the kernel skips the rescale of its output rows, which in a long
+   non-causal row is almost every block after the first few;
 4. :meth:`finalize`: ``O /= row_sum`` (0 for empty rows) and
    ``lse = (m * scale_log2 + log2(row_sum)) * ln 2`` (natural log; ``-inf`` for empty rows).
 
@@ -34,9 +38,10 @@ LN_2 = math.log(2.0)
 class OnlineSoftmax:
     """Row statistics of one thread's accumulator rows. Build inside a kernel."""
 
-    def __init__(self, scale_log2: Float32, num_rows: int):
+    def __init__(self, scale_log2: Float32, num_rows: int, rescale_threshold: float = 0.0):
         self.scale_log2 = scale_log2
         self.num_rows = num_rows
+        self.rescale_threshold = rescale_threshold
         self.row_max = cute.make_rmem_tensor(num_rows, Float32)
         self.row_sum = cute.make_rmem_tensor(num_rows, Float32)
         self.row_max.fill(-Float32.inf)
@@ -47,12 +52,30 @@ class OnlineSoftmax:
         self, acc_S_mn: cute.Tensor, row_scale: cute.Tensor, is_first: cutlass.Constexpr[bool]
     ):
         """Turn raw scores ``acc_S_mn`` (rows, cols) into probabilities in place; write into
-        ``row_scale`` the factor by which each output row must be rescaled."""
+        ``row_scale`` the factor by which each output row must be rescaled. Returns whether any of
+        them can differ from 1 in this warp (warp-uniform): where it is false, the caller may skip
+        the rescale of its output rows (every factor is exactly 1)."""
+        m_cur = cute.make_rmem_tensor(self.num_rows, Float32)
         for r in cutlass.range_constexpr(self.num_rows):
             s = acc_S_mn[r, None].load()
-            m_cur = quad_allreduce_max(s.reduce(cute.ReductionOp.MAX, -Float32.inf, 0))
+            m_cur[r] = quad_allreduce_max(s.reduce(cute.ReductionOp.MAX, -Float32.inf, 0))
+        update = cutlass.Boolean(True)
+        if cutlass.const_expr(not is_first and self.rescale_threshold > 0.0):
+            # keep the old offsets unless some row of the warp grew by more than the threshold
+            # (in log2 units): p <= 2^threshold then, exact in fp32 and as a 16-bit MMA operand
+            grow = cutlass.Boolean(False)
+            for r in cutlass.range_constexpr(self.num_rows):
+                d = m_cur[r] * self.scale_log2 - self.row_max[r] * self.scale_log2
+                grow = grow | (d > Float32(self.rescale_threshold))
+            update = cute.arch.vote_any_sync(grow)
+        for r in cutlass.range_constexpr(self.num_rows):
+            s = acc_S_mn[r, None].load()
             m_old = self.row_max[r]
-            m_new = m_cur if cutlass.const_expr(is_first) else cute.arch.fmax(m_old, m_cur)
+            m_new = m_cur[r]
+            if cutlass.const_expr(not is_first):
+                m_new = cute.arch.fmax(m_old, m_cur[r])
+                if cutlass.const_expr(self.rescale_threshold > 0.0):
+                    m_new = m_new if update else m_old
             m_scaled = m_new * self.scale_log2
             m_scaled = Float32(0.0) if m_new == -Float32.inf else m_scaled
             p = cute.math.exp2(s * self.scale_log2 - m_scaled, fastmath=True)
@@ -63,9 +86,12 @@ class OnlineSoftmax:
                 self.row_sum[r] = p_sum
             else:
                 scale = cute.math.exp2(m_old * self.scale_log2 - m_scaled, fastmath=True)
+                if cutlass.const_expr(self.rescale_threshold > 0.0):
+                    scale = scale if update else Float32(1.0)
                 row_scale[r] = scale
                 self.row_sum[r] = self.row_sum[r] * scale + p_sum
             self.row_max[r] = m_new
+        return update
 
     @cute.jit
     def finalize(self, row_scale: cute.Tensor, lse: cute.Tensor, sink_log2=None):

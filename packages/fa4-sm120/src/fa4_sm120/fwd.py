@@ -52,7 +52,7 @@ from cutlass.cute.nvgpu import warp
 
 from fa4_core.block_info import BlockInfo
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_core.layout import acc_as_a_operand, acc_mn_view
+from fa4_core.layout import acc_as_a_operand, acc_mn_view, rebase_opaque
 from fa4_core.mask import apply_mask
 from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
@@ -64,6 +64,18 @@ from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_c
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
+
+# Code-generation knobs of every build (not part of FwdConfig: one value per release; the tune script
+# sets them in a fresh process with its own disk cache to time the alternative):
+# a warp rescales its O rows only when one of its rows' max grew by more than this many powers of 2
+# (probabilities stay <= 2^8); 0 rescales on every new max.
+RESCALE_THRESHOLD = 8.0
+# each key block re-derives the ldmatrix addresses from an opaque copy of the shared-memory bases
+# (fa4_core.layout.rebase_opaque): the constant offsets become immediates instead of one register each
+OPAQUE_SMEM = True
+# None: the rule in __init__; an int / bool forces the P·V column split / the Q·Kᵀ operand prefetch
+PV_SPLIT: int | None = None
+QK_PREFETCH: bool | None = None
 
 
 class FlashAttentionForwardSm120:
@@ -86,9 +98,15 @@ class FlashAttentionForwardSm120:
         # 0 B instead of 20 B (ptxas -v); 16-row warps keep the prefetching single pass.
         self.pv_split = 2 if cfg.tile_m // cfg.num_warps >= 32 and cfg.head_dim_v >= 128 else 1
         self.qk_prefetch = self.pv_split == 1
+        if PV_SPLIT is not None:
+            self.pv_split = PV_SPLIT
+        if QK_PREFETCH is not None:
+            self.qk_prefetch = QK_PREFETCH
         # paged K/V: look a block's pages up one stage ahead (2 registers per copied row: 8 at d128,
         # 16 at d256, where the sm_120a build of the 64x64 row would spill 36 B instead of 24 B)
         self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
+        self.opaque_smem = OPAQUE_SMEM
+        self.rescale_threshold = RESCALE_THRESHOLD
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
@@ -446,7 +464,7 @@ class FlashAttentionForwardSm120:
         cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
         tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
         num_rows = cute.size(tScS_mn.shape[0])
-        softmax = OnlineSoftmax(scale_log2, num_rows)
+        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold)
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
@@ -616,6 +634,8 @@ class FlashAttentionForwardSm120:
             load_args
         )
         pages_V = pages if cutlass.const_expr(self.head_dim == self.head_dim_v) else None
+        if cutlass.const_expr(self.opaque_smem):
+            tSsQ, tSsK, tOsVt = rebase_opaque(tSsQ), rebase_opaque(tSsK), rebase_opaque(tOsVt)
         tScS_mn, m_block, seqlen_q, seqlen_k_, wl, wr, softcap_scale, softcap = mask_args
 
         acc_S = cute.make_rmem_tensor(thr_mma.partition_shape_C((self.tile_m, self.tile_n)), Float32)
@@ -672,11 +692,12 @@ class FlashAttentionForwardSm120:
                 self.is_causal,
                 self.is_local,
             )
-        softmax.online_softmax(acc_S_mn, row_scale, is_first)
+        rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
         if cutlass.const_expr(not is_first):
-            acc_O_mn = acc_mn_view(acc_O)
-            for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+            if rescale:  # warp-uniform: false when every factor is 1
+                acc_O_mn = acc_mn_view(acc_O)
+                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # P stays in registers: convert and reinterpret as the A operand of P V
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
