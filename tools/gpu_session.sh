@@ -18,6 +18,9 @@
 #   bash tools/gpu_session.sh s8b          # (session 8) forward tests + anchor grid on the retuned causal rows
 #   bash tools/gpu_session.sh s9a          # (session 9) forward tests with the knobs; d128 rows with/without them
 #   bash tools/gpu_session.sh s9b          # (session 9) serving tests, d64 knobs, anchor grid
+#   bash tools/gpu_session.sh s9c          # (session 9) d64 knobs one by one, seed grid, random configurations
+#   bash tools/gpu_session.sh s9d          # (session 9) threshold without the opaque addresses, d128 and d64
+#   bash tools/gpu_session.sh s9e          # (session 9) the shipped build's forward tests (rescale paths, ...)
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -246,20 +249,42 @@ case "${1:-suite}" in
     # (session 9) the forward with O rescaled only when a row max grows by > 2^8 and ldmatrix addresses
     # re-derived per key block (fa4_sm120.fwd knobs): its GPU tests (test_online_softmax_rescale_paths
     # forces both paths), then the d128 rows timed with and without the knobs (letters: r = rescale on
-    # every new max, h = hoisted addresses; rh = the session-8 build), and the 4-warp row in one P·V pass
+    # every new max, o = opaque addresses; r = the session-8 build), and the 4-warp row in one P·V pass
     step fwd-tests 200 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py -k "not alt_rows" --junitxml="$OUT/fwd.xml"
     step tune-d128n 220 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
-      --cands 128,32,128,rh 128,32,128 128,32,128,r 128,32,128,s 128,64,256 --causal no --emulate-sm120 --out "$OUT/d128n"
+      --cands 128,32,128,r 128,32,128,o 128,32,128,ro 128,32,128,os 128,64,256,o --causal no --emulate-sm120 --out "$OUT/d128n"
     step tune-d128c 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
-      --cands 64,64,128,rh 64,64,128 64,64,128,r --causal yes --emulate-sm120 --out "$OUT/d128c"
+      --cands 64,64,128,r 64,64,128,o 64,64,128,ro --causal yes --emulate-sm120 --out "$OUT/d128c"
     ;;
   s9b)
     # (session 9) the serving tests on the new forward (split-KV, paged, decode rows), the d64 rows with
     # and without the knobs, then the anchor grid beside the peers
     step serving 200 "${PYTEST_GPU[@]}" tests/torch/test_serving_gpu.py --junitxml="$OUT/serving.xml"
     step tune-d64 130 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
-      --cands 128,64,128,rh 128,64,128 --emulate-sm120 --out "$OUT/d64"
+      --cands 128,64,128,r 128,64,128,o --emulate-sm120 --out "$OUT/d64"
     step bench-fwd 230 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor --out "$OUT"
+    ;;
+  s9c)
+    # (session 9) which knob costs d64 non-causal its 2% (s9b: rh 282.0/281.4 against 276.6/275.7), the
+    # seed grid beside the peers, then the random configurations on the new forward
+    step tune-d64n 100 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --cands 128,64,128,r 128,64,128,o 128,64,128,ro 128,64,128 --causal no --emulate-sm120 --out "$OUT/d64n"
+    step bench-seed 330 env FA4_BENCH_REP_MS=20 python3 benchmarks/bench_fwd.py --grid seed --out "$OUT"
+    step random 140 "${PYTEST_GPU[@]}" tests/torch/test_random_gpu.py --junitxml="$OUT/random.xml"
+    ;;
+  s9d)
+    # (session 9) the knobs one at a time where they matter: d128 and d64 non-causal with the rescale
+    # threshold and hoisted addresses (now the default) against both (o) and neither (r)
+    step tune-d128n-h 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 128,32,128,o 128,32,128 --causal no --emulate-sm120 --out "$OUT/d128n-h"
+    step tune-d64n-h 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --cands 128,64,128,o 128,64,128 128,64,128,r --causal no --emulate-sm120 --out "$OUT/d64n-h"
+    ;;
+  s9e)
+    # (session 9) the shipped build (rescale threshold on, hoisted addresses): the forward tests that
+    # exercise the rescale paths, every head dim, the awkward lengths, windows and GQA packing
+    step fwd-tests 150 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py \
+      -k "rescale or head_dims or seqlen_pairs or windows or gqa_pack" --junitxml="$OUT/fwd.xml"
     ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
@@ -273,7 +298,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e" >&2
     exit 2
     ;;
 esac

@@ -68,12 +68,16 @@ DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 # Code-generation knobs of every build (not part of FwdConfig: one value per release; the tune script
 # sets them in a fresh process with its own disk cache to time the alternative):
 # a warp rescales its O rows only when one of its rows' max grew by more than this many powers of 2
-# (probabilities stay <= 2^8); 0 rescales on every new max.
+# (probabilities stay <= 2^8); 0 rescales on every new max. H200 at SM120 occupancy (2026-12-03, five
+# tune shapes, two passes): d128 non-causal 128x32x128 329.0 / 328.4 TFLOP/s against 298.4 / 298.2;
+# d64 and causal d128 within noise. It also lowers registers (d128 128x32x128: 248 instead of 255).
 RESCALE_THRESHOLD = 8.0
-# each key block re-derives the ldmatrix addresses from an opaque copy of the shared-memory bases
-# (fa4_core.layout.rebase_opaque): the constant offsets become immediates instead of one register each
-OPAQUE_SMEM = True
-# None: the rule in __init__; an int / bool forces the P·V column split / the Q·Kᵀ operand prefetch
+# True: each key block re-derives the ldmatrix addresses from an opaque copy of the shared-memory
+# bases (fa4_core.layout.rebase_opaque), so their constant offsets become immediates instead of one
+# hoisted register each (8-warp 128x64 d128: 196 registers instead of 226). Off: it timed the same
+# (d128 328.1 / 327.4 against 326.1 / 326.3 off) and some 4-warp builds spill more with it (d64 causal
+# local pack-GQA 4: 60 B against 36 B).
+OPAQUE_SMEM = False
 PV_SPLIT: int | None = None
 QK_PREFETCH: bool | None = None
 
