@@ -209,21 +209,25 @@ def test_no_visible_key_rows_are_zero_with_neg_inf_lse():
 
 
 # The online softmax keeps a warp's row offsets until some row's max grows by more than 2^8
-# (fa4_sm120.fwd.RESCALE_THRESHOLD): with randn inputs that almost never happens after the first key
-# block, so these cases make it happen. Keys are scaled up segment by segment towards the start of the
-# sequence (the kernel visits key blocks last to first), so each new segment raises the row max by
-# more than 8 in log2 units (the rescale path) and the blocks inside a segment do not (the path that
-# skips it); ``rows`` scales only some query rows, so one warp mixes rows that grow with rows that do
-# not. Both directions, causal and not, each forward row family (4-warp 32-row, 64-row, decode split).
+# (fa4_sm120.fwd.RESCALE_THRESHOLD, for dv >= RESCALE_MIN_DV; smaller dv rescale on every new max):
+# with randn inputs that almost never happens after the first key block, so these cases make it
+# happen. Keys are scaled up segment by segment towards the start of the sequence (the kernel visits
+# key blocks last to first), so each new segment raises the row max by more than 8 in log2 units (the
+# rescale path) and the blocks inside a segment do not (the path that skips it); ``rows`` scales only
+# some query rows, so one warp mixes rows that grow with rows that do not. Both directions, causal and
+# not, each d128 row family (4-warp 32-row, 64-row, decode split), the larger head dims, and d64/d96
+# on the exact path.
 RESCALE_CASES = [
-    Case(dt, 1, sq, sk, 4, hkv, d, causal=causal)
-    for dt, (sq, sk), hkv, d, causal in (
-        ("bf16", (1024, 1024), 4, 128, False),
-        ("fp16", (1024, 1024), 4, 128, True),
-        ("bf16", (777, 1500), 2, 64, False),
-        ("fp16", (1500, 1500), 4, 64, True),
-        ("bf16", (300, 1300), 4, 96, False),
-        ("bf16", (1, 3000), 1, 128, False),
+    Case(dt, 1, sq, sk, 4, hkv, d, dv, causal=causal)
+    for dt, (sq, sk), hkv, (d, dv), causal in (
+        ("bf16", (1024, 1024), 4, (128, 128), False),
+        ("fp16", (1024, 1024), 4, (128, 128), True),
+        ("bf16", (1, 3000), 1, (128, 128), False),
+        ("bf16", (700, 900), 2, (192, 128), False),
+        ("fp16", (600, 600), 4, (256, 256), True),
+        ("bf16", (777, 1500), 2, (64, 64), False),
+        ("fp16", (1500, 1500), 4, (64, 64), True),
+        ("bf16", (300, 1300), 4, (96, 96), False),
     )
 ]
 
@@ -238,7 +242,7 @@ def test_online_softmax_rescale_paths(case, growing):
     dt = DTYPES[c.dtype]
     q = torch.randn(c.batch, c.seqlen_q, c.nheads, c.head_dim, device="cuda", dtype=torch.float32)
     k = torch.randn(c.batch, c.seqlen_k, c.nheads_kv, c.head_dim, device="cuda", dtype=torch.float32)
-    v = torch.randn(c.batch, c.seqlen_k, c.nheads_kv, c.head_dim, device="cuda", dtype=dt)
+    v = torch.randn(c.batch, c.seqlen_k, c.nheads_kv, c.head_dim_v, device="cuda", dtype=dt)
     # segment i (of 200 keys, counted from the end) scales the keys by 1 + 2.5 i: the row max of a
     # standard-normal score grows by about 2.5 * 2.5 * log2(e) ~ 9 per segment
     seg = (c.seqlen_k - 1 - torch.arange(c.seqlen_k, device="cuda")) // 200

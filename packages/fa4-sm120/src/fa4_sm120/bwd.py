@@ -92,7 +92,7 @@ from cutlass.cute.nvgpu import warp
 
 from fa4_core.block_info import BlockInfo, BlockInfoBwd
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_core.layout import acc_as_a_operand, acc_mn_view, quad_allreduce_sum
+from fa4_core.layout import acc_as_a_operand, acc_mn_view, quad_allreduce_sum, rebase_opaque
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
@@ -113,6 +113,8 @@ __all__ = [
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
+# ldmatrix addresses re-derived from opaque shared-memory bases in each product (see fwd.OPAQUE_SMEM)
+OPAQUE_SMEM = False
 
 
 def _check_adjacent_pairs(layout) -> None:
@@ -690,6 +692,8 @@ class FlashAttentionBackwardSm120:
         tCrA_v = thr_A.retile(tCrA)
         tCsB = thr_B.partition_S(sB)
         tCrB_v = thr_B.retile(tCrB)
+        if cutlass.const_expr(OPAQUE_SMEM):
+            tCsA, tCsB = rebase_opaque(tCsA), rebase_opaque(tCsB)
         num_k = cute.size(tCrA.shape[2])
         cute.copy(copy_A, tCsA[None, None, 0], tCrA_v[None, None, 0])
         cute.copy(copy_B, tCsB[None, None, 0], tCrB_v[None, None, 0])
@@ -715,6 +719,8 @@ class FlashAttentionBackwardSm120:
         thr_B = copy_B.get_slice(tidx)
         tCsB = thr_B.partition_S(sB)
         tCrB_v = thr_B.retile(tCrB)
+        if cutlass.const_expr(OPAQUE_SMEM):
+            tCsB = rebase_opaque(tCsB)
         num_k = cute.size(tCrB.shape[2])
         cute.copy(copy_B, tCsB[None, None, 0], tCrB_v[None, None, 0])
         for k in cutlass.range_constexpr(num_k):

@@ -31,7 +31,9 @@ Algorithm, per CTA (one ``tile_m`` block of (packed) query rows of one head, one
 2. For each key block from the last down: wait for K, start the V load; ``S = Q·Kᵀ`` on
    ``mma.sync m16n8k16`` (operands through ``ldmatrix``), fp32 accumulators; wait for V, start the
    next K load (so loads overlap the MMAs); mask (only blocks that need it); online softmax in exp2
-   (:class:`fa4_core.softmax.OnlineSoftmax`) and rescale ``O``; convert ``P`` to 16 bits **in
+   (:class:`fa4_core.softmax.OnlineSoftmax`) and rescale ``O``, only in a warp where some row's max
+   grew by more than ``2^RESCALE_THRESHOLD`` (the others keep their offsets: exact, and most blocks
+   of a long row skip the rescale); convert ``P`` to 16 bits **in
    registers** and reuse it as the A operand of ``O += P·V`` (``ldmatrix.trans`` for V).
 3. Epilogue: ``O /= row_sum``; O goes registers -> shared memory through a copy partitioned exactly
    like the mma.sync accumulator (``make_tiled_copy_C`` over plain stores: never ``stmatrix``, which
@@ -70,8 +72,12 @@ DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 # a warp rescales its O rows only when one of its rows' max grew by more than this many powers of 2
 # (probabilities stay <= 2^8); 0 rescales on every new max. H200 at SM120 occupancy (2026-12-03, five
 # tune shapes, two passes): d128 non-causal 128x32x128 329.0 / 328.4 TFLOP/s against 298.4 / 298.2;
-# d64 and causal d128 within noise. It also lowers registers (d128 128x32x128: 248 instead of 255).
+# causal d128 within noise. It also lowers registers (d128 128x32x128: 248 instead of 255)
 RESCALE_THRESHOLD = 8.0
+# ... for head_dim_v of at least this (the rescale costs tile_m * dv / threads FMULs a block): d64
+# timed 0-3% slower with it in three of four paired runs, within the host's spread; below it the
+# kernel rescales on every new max as before
+RESCALE_MIN_DV = 128
 # True: each key block re-derives the ldmatrix addresses from an opaque copy of the shared-memory
 # bases (fa4_core.layout.rebase_opaque), so their constant offsets become immediates instead of one
 # hoisted register each (8-warp 128x64 d128: 196 registers instead of 226). Off: it timed the same
@@ -110,7 +116,7 @@ class FlashAttentionForwardSm120:
         # 16 at d256, where the sm_120a build of the 64x64 row would spill 36 B instead of 24 B)
         self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
         self.opaque_smem = OPAQUE_SMEM
-        self.rescale_threshold = RESCALE_THRESHOLD
+        self.rescale_threshold = RESCALE_THRESHOLD if cfg.head_dim_v >= RESCALE_MIN_DV else 0.0
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
