@@ -20,7 +20,7 @@ run no more CTAs per SM than SM120 would (``fa4_sm120.occupancy.emulated_launch_
 A candidate may end in a fourth field of letters that set the forward kernel's code-generation knobs
 (:mod:`fa4_sm120.fwd` module constants) in its process, which then gets a disk cache of its own
 (the knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE_THRESHOLD =
-0``), ``o`` ldmatrix addresses re-derived per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the
+0``), ``t`` the rescale threshold for every dv (``RESCALE_MIN_DV = 0``), ``o`` ldmatrix addresses re-derived per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the
 Q·Kᵀ operands, ``s`` P·V in one pass. ``128,32,128,r`` is the session-8 build of the d128 row. (The
 session-9 logs were made while ``OPAQUE_SMEM`` defaulted to True, with ``h`` for False.)
 """
@@ -40,7 +40,8 @@ SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 1
 MARGIN = 1.02
 KNOBS = {
     "r": ("RESCALE_THRESHOLD", 0.0),
-    "h": ("OPAQUE_SMEM", False),
+    "t": ("RESCALE_MIN_DV", 0),
+    "o": ("OPAQUE_SMEM", True),
     "p": ("QK_PREFETCH", True),
     "s": ("PV_SPLIT", 1),
 }

@@ -21,6 +21,7 @@
 #   bash tools/gpu_session.sh s9c          # (session 9) d64 knobs one by one, seed grid, random configurations
 #   bash tools/gpu_session.sh s9d          # (session 9) threshold without the opaque addresses, d128 and d64
 #   bash tools/gpu_session.sh s9e          # (session 9) the shipped build's forward tests (rescale paths, ...)
+#   bash tools/gpu_session.sh next9        # (next) d128 4-warp row for every call: tests, causal/prefetch timing
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -286,6 +287,21 @@ case "${1:-suite}" in
     step fwd-tests 150 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py \
       -k "rescale or head_dims or seqlen_pairs or windows or gqa_pack" --junitxml="$OUT/fwd.xml"
     ;;
+  next9)
+    # (prepared in session 9 for the next GPU session) with the rescale threshold the 4-warp 128x32 d128
+    # build spills nowhere on sm_120a (causal, windows, split-KV, softcap, paged, varlen: 248-255
+    # registers): check it for every call (alt rows), the new rescale cases (192/128, 256), then time
+    # it for causal against the 64x64 row and with the Q·Kᵀ prefetch (p, spill-free now) for plain
+    # calls. Then `bench` (seed + anchor on a warm machine; the session-9 seed run was cut at 215 shapes)
+    step alt-rows 150 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py -k "alt_rows and 128x32x128 or rescale" \
+      --junitxml="$OUT/alt.xml"
+    step tune-d128c 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 64,64,128 128,32,128 --causal yes --emulate-sm120 --out "$OUT/d128c"
+    step tune-d128n 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 128,32,128 128,32,128,p --causal no --emulate-sm120 --out "$OUT/d128n"
+    step tune-d96n 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
+      --cands 128,64,256 128,64,256,t --causal no --emulate-sm120 --out "$OUT/d96n"
+    ;;
   tune2)
     # d96: forward on 4 warps of 32 rows (non-causal plain calls, as d128's 4-warp row), backward 2 x 2
     # and the flags; d160 and 192/128: the spilling 4-warp 64x64 rows (128-496 B) against 64x64 over
@@ -298,7 +314,7 @@ case "${1:-suite}" in
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9" >&2
     exit 2
     ;;
 esac

@@ -22,6 +22,12 @@ prefetching build spilled 20 B and measured 308). Its window, split-KV and softc
 spill (8-40 B; softcap 8-12 B), so those calls, and causal (4-warp 128x32 builds spill 32 B; 233 vs
 220 at H200 occupancy), keep the 8-warp 128x64 row (226 registers, no spills). ``docs/sm120-resources.md`` has the registers, spills
 and occupancy of every row.
+
+Since 2026-12-03 the forward rescales O only when a row max grows by more than 2^8 (dv >= 128,
+``fa4_sm120.fwd.RESCALE_THRESHOLD``): the 128x32x128 row measured 329.0 / 328.4 (H200, SM120 occupancy,
+same shapes; the 8-warp 128x64 row 276.1) at 248 registers, and its window, split-KV and softcap builds
+stopped spilling but for a window with split-KV under pack-GQA (36 B): a candidate for those calls
+(``tools/gpu_session.sh next9``), not yet tested on a GPU in that role.
 """
 
 from __future__ import annotations
