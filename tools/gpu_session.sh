@@ -290,11 +290,13 @@ case "${1:-suite}" in
   next9)
     # (prepared in session 9 for the next GPU session) with the rescale threshold the 4-warp 128x32 d128
     # build spills nowhere on sm_120a (causal, windows, split-KV, softcap, paged, varlen: 248-255
-    # registers): check it for every call (alt rows), the new rescale cases (192/128, 256), then time
+    # registers): check it for every call (alt rows), the new rescale cases (192/128, 256) and the
+    # dv < 128 rows on the exact rescale path (seed grid d64, head dims: s9a ran them with the
+    # threshold, before RESCALE_MIN_DV), then time
     # it for causal against the 64x64 row and with the Q·Kᵀ prefetch (p, spill-free now) for plain
     # calls. Then `bench` (seed + anchor on a warm machine; the session-9 seed run was cut at 215 shapes)
-    step alt-rows 150 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py -k "alt_rows and 128x32x128 or rescale" \
-      --junitxml="$OUT/alt.xml"
+    step alt-rows 200 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py \
+      -k "alt_rows and 128x32x128 or rescale or seed_grid or head_dims" --junitxml="$OUT/alt.xml"
     step tune-d128c 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
       --cands 64,64,128 128,32,128 --causal yes --emulate-sm120 --out "$OUT/d128c"
     step tune-d128n 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
