@@ -84,6 +84,7 @@ RESCALE_MIN_DV = 128
 # (d128 328.1 / 327.4 against 326.1 / 326.3 off) and some 4-warp builds spill more with it (d64 causal
 # local pack-GQA 4: 60 B against 36 B).
 OPAQUE_SMEM = False
+# None: the rule in __init__; a value forces the P·V column split / the Q·Kᵀ operand prefetch
 PV_SPLIT: int | None = None
 QK_PREFETCH: bool | None = None
 
