@@ -40,12 +40,20 @@ from fa4_core.tile_scheduler import SingleTileScheduler, num_m_blocks
 class CausalRowLse:
     """One CTA: ``tile_m`` packed rows of one KV head; 4 threads per row, ``tile_n / 4`` columns each."""
 
-    def __init__(self, tile_m: int = 32, tile_n: int = 64, qhead_per_kvhead: int = 1, causal: bool = True):
+    def __init__(
+        self,
+        tile_m: int = 32,
+        tile_n: int = 64,
+        qhead_per_kvhead: int = 1,
+        causal: bool = True,
+        rescale_threshold: float = 0.0,
+    ):
         if tile_n % 4:
             raise ValueError(f"tile_n={tile_n} is not supported; supported: a multiple of 4")
         self.tile_m, self.tile_n = tile_m, tile_n
         self.r = qhead_per_kvhead
         self.causal = causal
+        self.rescale_threshold = rescale_threshold  # OnlineSoftmax: keep offsets until a max grows past it
         self.num_threads = 4 * tile_m  # one quad per row
 
     @cute.jit
@@ -80,7 +88,7 @@ class CausalRowLse:
         acc_S = cute.make_rmem_tensor((1, cols), Float32)  # (rows, cols) of this thread, like acc_mn_view
         row_scale = cute.make_rmem_tensor(1, Float32)
         lse = cute.make_rmem_tensor(1, Float32)
-        softmax = OnlineSoftmax(scale_log2, 1)
+        softmax = OnlineSoftmax(scale_log2, 1, self.rescale_threshold)
         for i in cutlass.range(n_block_max - n_block_min, unroll=1):  # the last block first
             self.one_block(mS, acc_S, row_scale, softmax, n_block_max - 1 - i, batch_idx, head, q_idx,
                            q_read, lane_col, seqlen_q, seqlen_k)  # fmt: skip

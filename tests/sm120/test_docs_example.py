@@ -15,8 +15,19 @@ import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "toy_kernel.py"
 
-# (tile_m, tile_n, qhead_per_kvhead, causal): MHA, pack-GQA with a ratio that divides nothing, not causal
-CONFIGS = [(32, 64, 1, True), (32, 64, 3, True), (16, 32, 1, False)]
+# (tile_m, tile_n, qhead_per_kvhead, causal, rescale_threshold): MHA, pack-GQA with a ratio that divides
+# nothing, not causal; the last two keep the running offsets until a row max grows by more than 2^8
+CONFIGS = [
+    (32, 64, 1, True, 0.0),
+    (32, 64, 3, True, 0.0),
+    (16, 32, 1, False, 0.0),
+    (32, 64, 3, True, 8.0),
+    (16, 32, 1, False, 8.0),
+]
+
+
+def _cfg_id(c):
+    return f"m{c[0]}n{c[1]}-r{c[2]}{'-causal' if c[3] else ''}{f'-t{c[4]:g}' if c[4] else ''}"
 
 
 def _example():
@@ -27,11 +38,14 @@ def _example():
 
 
 @pytest.mark.compile_only
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"m{c[0]}n{c[1]}-r{c[2]}{'-causal' if c[3] else ''}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
 def test_toy_kernel_compiles_for_sm120a(cfg, tmp_path):
-    tile_m, tile_n, r, causal = cfg
+    tile_m, tile_n, r, causal, t = cfg
     mod = _example()
-    mod.compile_for("sm_120a", str(tmp_path), tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal)
+    mod.compile_for(
+        "sm_120a", str(tmp_path), tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal,
+        rescale_threshold=t,
+    )  # fmt: skip
     ptx_files = list(tmp_path.glob("*.sm_120a.ptx"))
     assert len(ptx_files) == 1, list(tmp_path.iterdir())
     ptx = ptx_files[0].read_text()
@@ -39,23 +53,29 @@ def test_toy_kernel_compiles_for_sm120a(cfg, tmp_path):
     assert "shfl.sync.bfly" in ptx  # the quad all-reduce of OnlineSoftmax
     assert "ex2.approx" in ptx  # the exp2 of the online softmax
     assert "wgmma" not in ptx and "stmatrix" not in ptx
+    assert ("vote.sync.any" in ptx) == (t > 0)  # the warp's vote on keeping the offsets
 
 
 @pytest.mark.gpu
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"m{c[0]}n{c[1]}-r{c[2]}{'-causal' if c[3] else ''}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
 @pytest.mark.parametrize("shape", [(2, 6, 1, 1), (2, 6, 77, 200), (1, 3, 300, 129), (3, 6, 64, 64)])
 def test_toy_kernel_matches_reference_on_gpu(cfg, shape):
     import cutlass.cute as cute
     import torch
     from cutlass.cute.runtime import from_dlpack
 
-    tile_m, tile_n, r, causal = cfg
+    tile_m, tile_n, r, causal, t = cfg
     b, h, sq, sk = shape
     mod = _example()
-    kernel = mod.CausalRowLse(tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal)
+    kernel = mod.CausalRowLse(
+        tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal, rescale_threshold=t
+    )
     torch.manual_seed(0)
     s = torch.randn(b, h, sq, sk, device="cuda") * 4
+    if t:  # scores grow block by block towards key 0 (visited last): both the keep and the update path
+        seg = (sk - 1 - torch.arange(sk, device="cuda")) // tile_n
+        s = s * (1 + 2 * seg.float())
     lse = torch.full((b, h, sq), 12345.0, device="cuda")
     scale = 0.3
     cute.compile(kernel, from_dlpack(s), from_dlpack(lse), scale)(from_dlpack(s), from_dlpack(lse), scale)
