@@ -18,11 +18,12 @@ run no more CTAs per SM than SM120 would (``fa4_sm120.occupancy.emulated_launch_
     python benchmarks/tune_tiles.py --head-dim 128 --cands 128,64,256 128,32,128 --out DIR
 
 A candidate may end in a fourth field of letters that set the forward kernel's code-generation knobs
-(:mod:`fa4_sm120.fwd` module constants) in its process, which then gets a disk cache of its own
-(the knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE_THRESHOLD =
-0``), ``t`` the rescale threshold for every dv (``RESCALE_MIN_DV = 0``), ``o`` ldmatrix addresses re-derived per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the
-Q·Kᵀ operands, ``s`` P·V in one pass. ``128,32,128,r`` is the session-8 build of the d128 row. (The
-session-9 logs were made while ``OPAQUE_SMEM`` defaulted to True, with ``h`` for False.)
+(:mod:`fa4_sm120.fwd` module constants) in its process, which then gets a disk cache of its own (the
+knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE_THRESHOLD = 0``),
+``t`` the rescale threshold for every dv (``RESCALE_MIN_DV = 0``), ``o`` ldmatrix addresses re-derived
+per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the Q·Kᵀ operands, ``s`` P·V in one pass.
+``128,32,128,r`` is the session-8 build of the d128 row. (The session-9 logs were made while
+``OPAQUE_SMEM`` defaulted to True, with ``h`` for False.)
 """
 
 from __future__ import annotations
