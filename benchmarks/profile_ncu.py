@@ -4,12 +4,14 @@ Nsight Compute: everything before (compilation, warm-up) runs outside the range.
     ncu --profile-from-start off --set full -o OUT python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     ncu --profile-from-start off --set full --import-source no python3 benchmarks/profile_ncu.py bwd 2 4096 16 128 --causal
 
-Arguments: ``fwd|bwd batch seqlen nheads head_dim [--nheads-kv N] [--causal] [--peer fa4|sdpa]``.
+Arguments: ``fwd|bwd batch seqlen nheads head_dim [--nheads-kv N] [--causal] [--peer fa4|sdpa|upstream]``
+(``upstream``: upstream FlashAttention-4 forced onto its SM120 class, forward only).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
@@ -24,7 +26,7 @@ def main(argv=None):
     ap.add_argument("--nheads-kv", type=int, default=None)
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--deterministic", action="store_true")
-    ap.add_argument("--peer", choices=["fa4", "sdpa"], default="fa4")
+    ap.add_argument("--peer", choices=["fa4", "sdpa", "upstream"], default="fa4")
     a = ap.parse_args(argv)
     hkv = a.nheads_kv or a.nheads
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -38,6 +40,14 @@ def main(argv=None):
 
         def fwd(q, k, v):
             return flash_attn_func(q, k, v, causal=a.causal, deterministic=a.deterministic)[0]
+    elif a.peer == "upstream":
+        if a.mode != "fwd":
+            ap.error("--peer upstream: forward only (its SM120 class has no backward to compare)")
+        os.environ.setdefault("FLASH_ATTENTION_ARCH", "sm_120")  # before the import, as the benchmarks
+        from flash_attn.cute import flash_attn_func as up
+
+        def fwd(q, k, v):
+            return up(q, k, v, causal=a.causal)[0]
     else:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -318,8 +318,25 @@ case "${1:-suite}" in
     step tune-bwd-d160 150 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 160 192:128 \
       --cands 64,64,128,1 64,64,256,2 64,64,256,2,ve 64,32,128,2 --causal no --emulate-sm120 --out "$OUT/d160"
     ;;
+  s10a)
+    # (session 10) d96 non-causal plain calls on 4 warps of 32 rows with the lazy rescale (the new table
+    # row: alt rows, rescale cases, every head dim, the docs example's threshold configs), causal d96 with
+    # the lazy rescale (t) against without, then Nsight Compute of the d64 forward where upstream's
+    # 128x128 tile leads (4x1024x16, non-causal: 0.886x in s9b) and of the d128 4-warp row
+    step fwd96 150 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py tests/sm120/test_docs_example.py \
+      -k "alt_rows and 128x64x128 or rescale or head_dims or toy_kernel" --junitxml="$OUT/fwd96.xml"
+    step tune-d96c 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
+      --cands 64,64,128 64,64,128,t --causal yes --emulate-sm120 --out "$OUT/d96c"
+    NCU=(ncu --profile-from-start off --section SpeedOfLight --section Occupancy --section LaunchStats
+         --section WarpStateStats --section ComputeWorkloadAnalysis --section InstructionStats
+         --section SchedulerStats --section MemoryWorkloadAnalysis)
+    for peer in fa4 upstream; do
+      step "ncu-fwd-d64-$peer" 90 "${NCU[@]}" python3 benchmarks/profile_ncu.py fwd 4 1024 16 64 --peer $peer
+    done
+    step ncu-fwd-d128-fa4 90 "${NCU[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a" >&2
     exit 2
     ;;
 esac

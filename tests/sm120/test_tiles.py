@@ -132,14 +132,17 @@ def test_every_bwd_row_is_implementable_and_the_large_dims_split_n():
 
 
 def test_plain_only_row_is_skipped_for_windows_split_kv_and_softcap():
-    """d128 non-causal: the 4-warp row for plain calls; a local window, split-KV or softcap takes the
-    8-warp row (whose sm_120a build of those variants does not spill; the 4-warp softcap build spills
-    8-12 B); causal never sees the 4-warp row (it has the 64x64 row over 4 warps)."""
-    plain = fwd_config("sm120", "bfloat16", 128, 128, causal=False)
-    assert (plain.tile_m, plain.tile_n, plain.num_threads) == (128, 32, 128)
-    for kw in (dict(local=True), dict(split_kv=True), dict(softcap=True)):
-        cfg = fwd_config("sm120", "bfloat16", 128, 128, causal=False, **kw)
-        assert (cfg.tile_m, cfg.tile_n, cfg.num_threads) == (128, 64, 256), kw
+    """d96 and d128 non-causal: the 4-warp row for plain calls; a local window, split-KV or softcap
+    takes the 8-warp row (whose sm_120a build of those variants does not spill; the 4-warp softcap
+    build spills 8-12 B); causal never sees the 4-warp row (it has the 64x64 row over 4 warps)."""
+    for d, tile_n in ((96, 64), (128, 32)):
+        plain = fwd_config("sm120", "bfloat16", d, d, causal=False)
+        assert (plain.tile_m, plain.tile_n, plain.num_threads) == (128, tile_n, 128), d
+        for kw in (dict(local=True), dict(split_kv=True), dict(softcap=True)):
+            cfg = fwd_config("sm120", "bfloat16", d, d, causal=False, **kw)
+            assert (cfg.tile_m, cfg.tile_n, cfg.num_threads) == (128, 64, 256), (d, kw)
+        causal = fwd_config("sm120", "bfloat16", d, d, causal=True)
+        assert (causal.tile_m, causal.tile_n, causal.num_threads) == (64, 64, 128), d
     assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, split_kv=True).split_kv
     assert fwd_config("sm120", "bfloat16", 128, 128, causal=False, softcap=True).has_softcap
     causal = fwd_config("sm120", "float16", 128, 128, causal=True)  # its own 64-row row
@@ -184,3 +187,20 @@ def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms(monkeypatch):
     monkeypatch.setattr(tiles, "FEW_TILE_SMALL_M", False)
     assert not tiles.wants_small_m(1024, 16, 1, num_sms=132)
     assert tiles.wants_small_m(1, 16, 1, num_sms=132)
+
+
+def test_lazy_rescale_rule():
+    """The forward keeps a warp's exp2 offsets until a row max grows by more than 2^8 (measured faster)
+    for dv >= 128 and for warps whose threads hold >= 96 O accumulators (d96 on 32-row warps); the
+    other rows (d64 on 32-row warps, d96 on 16-row warps, d32) rescale on every new max."""
+    from fa4_sm120.fwd import RESCALE_THRESHOLD, FlashAttentionForwardSm120
+
+    def threshold(d, causal=False, **kw):
+        return FlashAttentionForwardSm120(
+            fwd_config("sm120", "bfloat16", d, d, causal=causal, **kw)
+        ).rescale_threshold
+
+    assert RESCALE_THRESHOLD == 8.0
+    assert threshold(96) == threshold(128) == threshold(128, causal=True) == threshold(256) == 8.0
+    assert threshold(96, causal=True) == threshold(96, split_kv=True) == threshold(64) == 0.0
+    assert threshold(32) == threshold(96, small_m=True) == 0.0

@@ -76,8 +76,12 @@ DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 RESCALE_THRESHOLD = 8.0
 # ... for head_dim_v of at least this (the rescale costs tile_m * dv / threads FMULs a block): d64
 # timed 0-3% slower with it in three of four paired runs, within the host's spread; below it the
-# kernel rescales on every new max as before
+# kernel rescales on every new max as before ...
 RESCALE_MIN_DV = 128
+# ... or when a thread holds at least this many O accumulators (rows per warp * dv / 32): d96 on 4
+# warps of 32 rows (128x64x128, 96 each) 334.3 / 337.4 TFLOP/s with it against 324.5 / 324.6 without
+# (H200, SM120 occupancy, 2026-12-03); d64 on 32-row warps holds 64
+RESCALE_MIN_ACC_O = 96
 # True: each key block re-derives the ldmatrix addresses from an opaque copy of the shared-memory
 # bases (fa4_core.layout.rebase_opaque), so their constant offsets become immediates instead of one
 # hoisted register each (8-warp 128x64 d128: 196 registers instead of 226). Off: it timed the same
@@ -117,7 +121,9 @@ class FlashAttentionForwardSm120:
         # 16 at d256, where the sm_120a build of the 64x64 row would spill 36 B instead of 24 B)
         self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
         self.opaque_smem = OPAQUE_SMEM
-        self.rescale_threshold = RESCALE_THRESHOLD if cfg.head_dim_v >= RESCALE_MIN_DV else 0.0
+        acc_o = cfg.tile_m // cfg.num_warps * cfg.head_dim_v // 32
+        rescale_lazily = cfg.head_dim_v >= RESCALE_MIN_DV or acc_o >= RESCALE_MIN_ACC_O
+        self.rescale_threshold = RESCALE_THRESHOLD if rescale_lazily else 0.0
 
     # ------------------------------------------------------------------ constraints
     @staticmethod

@@ -27,7 +27,16 @@ Since 2026-12-03 the forward rescales O only when a row max grows by more than 2
 ``fa4_sm120.fwd.RESCALE_THRESHOLD``): the 128x32x128 row measured 329.0 / 328.4 (H200, SM120 occupancy,
 same shapes; the 8-warp 128x64 row 276.1) at 248 registers, and its window, split-KV and softcap builds
 stopped spilling but for a window with split-KV under pack-GQA (36 B): a candidate for those calls
-(``tools/gpu_session.sh next9``), not yet tested on a GPU in that role.
+(``tools/gpu_session.sh next9``), not yet tested on a GPU in that role. There (2026-12-03, session 10)
+causal d128 on it measured 242.9 / 243.4 against 239.6 / 237.7 for the 64x64 row: under the 2% rule in
+the first pass, so causal keeps 64x64; the Q·Kᵀ prefetch timed the same (326.0 / 326.3 against
+328.0 / 325.6) and stays off.
+
+d96 non-causal plain calls take 4 warps over 128x64 (``plain_only``, lazy rescale since a thread holds
+96 O accumulators, ``fa4_sm120.fwd.RESCALE_MIN_ACC_O``): 334.3 / 337.4 TFLOP/s against 241.5 / 242.6
+for the 8-warp 128x64x256 row (+39%; 324.5 / 324.6 with the exact rescale, 281.1 / 280.8 on 128x32).
+Its ``sm_120a`` builds take 255 registers and spill nowhere (sinks, varlen, seqused, paged, pack-GQA
+4); window, split-KV and softcap calls keep the 8-warp row.
 """
 
 from __future__ import annotations
@@ -112,6 +121,7 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     # tune shapes, both passes, tools/gpu_session.sh tune4 / s8a): d96 208.2 against 193.6 TFLOP/s
     # for 128x64x256, d128 238.3 against 220.4; d64, d160 and 192 causal lost there (-6%, -11%, -7%)
     FwdTile("sm120",  96,  96,  64,  64, 128, causal=(True,)),  # 36,864 B
+    FwdTile("sm120",  96,  96, 128,  64, 128, causal=(False,), plain_only=True),  # 49,152 B
     FwdTile("sm120",  96,  96, 128,  64, 256),  # 2*(128*96  +  64*(96+96))   = 49,152 B
     FwdTile("sm120", 128, 128, 128,  32, 128, causal=(False,), plain_only=True),  # 49,152 B
     FwdTile("sm120", 128, 128,  64,  64, 128, causal=(True,)),  # 49,152 B
