@@ -1,7 +1,7 @@
 """Shared benchmark plumbing (DESIGN §5): FLOPs, timing, peers, the environment record, results files.
 
 Timing is ``triton.testing.do_bench`` (warm-up, L2 flushed between repetitions, median). Every peer is
-measured in the same process on the same GPU: PyTorch SDPA (flash and cuDNN backends; GQA through
+measured in the same process on the same GPU, in interleaved rounds (:func:`bench_peers`): PyTorch SDPA (flash and cuDNN backends; GQA through
 ``enable_gqa``) and upstream FlashAttention-4 forced onto its SM120 class
 (``FLASH_ATTENTION_ARCH=sm_120``) when it is installed.
 """
@@ -49,6 +49,47 @@ def bench_ms(fn) -> float:
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=max(_REP_MS // 4, 5), rep=_REP_MS, return_mode="median"))
+
+
+_ROUNDS = int(os.environ.get("FA4_BENCH_ROUNDS", "5"))
+
+
+def bench_peers(fns: dict, rounds: int | None = None) -> tuple[dict, dict]:
+    """Median ms of each of ``fns`` (name -> callable), the peers interleaved: ``rounds`` rounds (default
+    ``FA4_BENCH_ROUNDS``, 5), each a ``do_bench`` median of every peer in turn (``FA4_BENCH_REP_MS /
+    rounds`` ms of repetitions), the peer order rotated by one each round; the result is the median
+    of a peer's round medians. A host that slows down for a while (a neighbour, a clock change) then
+    costs every peer the same rounds instead of whichever peer it ran at that moment: with one
+    ``do_bench`` per peer back to back, two runs of the seed grid on the H200 disagreed by up to 5x on
+    10-50 µs shapes for fa4 and SDPA alike (2026-12-02 / 2026-12-03).
+
+    Returns ``(ms, errors)``: a peer whose call raises (on its first call or in a round) is dropped
+    with ``errors[name] = "Type: message"``, the others go on."""
+    from statistics import median
+
+    from triton.testing import do_bench
+
+    rounds = rounds or _ROUNDS
+    rep = max(_REP_MS // rounds, 2)
+    errors, samples = {}, {}
+    for name, fn in fns.items():
+        try:
+            fn()  # compile / warm outside the timed rounds
+            samples[name] = []
+        except Exception as e:  # a peer that cannot run this shape is recorded, not fatal
+            errors[name] = f"{type(e).__name__}: {str(e)[:200]}"
+    names = list(samples)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)] if names else []:
+            if name in errors:
+                continue
+            try:
+                samples[name].append(
+                    float(do_bench(fns[name], warmup=max(rep // 4, 1), rep=rep, return_mode="median"))
+                )
+            except Exception as e:
+                errors[name] = f"{type(e).__name__}: {str(e)[:200]}"
+    return {n: median(v) for n, v in samples.items() if n not in errors and v}, errors
 
 
 def host_us(fn, iters: int = 2000) -> float:

@@ -71,21 +71,22 @@ def measure(shape: dict) -> dict:
     dout = torch.randn(b, s, hq, d, device="cuda", dtype=torch.bfloat16)
     fwd_flops = C.attn_flops(b, hq, s, s, d, causal=causal)
     row = dict(shape, fwd_flops=fwd_flops)
+    fns = {}
     for name, fwd in _forwards(q, k, v, causal).items():
         try:
             out = fwd()
-            bwd = lambda out=out: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)  # noqa: E731
-            bwd()
-            ms = C.bench_ms(bwd)
-            row[f"{name}_bwd_ms"] = ms
-            row[f"{name}_bwd_tflops"] = 2.5 * fwd_flops / ms / 1e9
-            both = lambda fwd=fwd: torch.autograd.grad(fwd(), (q, k, v), dout)  # noqa: E731
-            ms = C.bench_ms(both)
-            row[f"{name}_fwdbwd_ms"] = ms
-            row[f"{name}_fwdbwd_tflops"] = 3.5 * fwd_flops / ms / 1e9
-            del out
         except Exception as e:  # a peer that cannot run this shape is recorded, not fatal
             row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            continue
+        fns[f"{name}_bwd"] = lambda out=out: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+        fns[f"{name}_fwdbwd"] = lambda fwd=fwd: torch.autograd.grad(fwd(), (q, k, v), dout)
+    times, errors = C.bench_peers(fns)  # every peer's backward and fwd+bwd, interleaved
+    for key, ms in times.items():
+        row[f"{key}_ms"] = ms
+        row[f"{key}_tflops"] = (2.5 if key.endswith("_bwd") else 3.5) * fwd_flops / ms / 1e9
+    for key, err in errors.items():
+        row[f"{key.rsplit('_', 1)[0]}_error"] = err
+    del fns
     print({k_: (round(v_, 1) if isinstance(v_, float) else v_) for k_, v_ in row.items() if "ms" not in k_})
     return row
 

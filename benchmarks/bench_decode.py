@@ -71,16 +71,14 @@ def measure(batch, kv_len, layout, bw):
             peers["fa4_upstream_sm120"] = up
     if gather is not None:
         peers["page_gather"] = gather
-    for name, fn in peers.items():
-        try:
-            fn()
-            ms = C.bench_ms(fn)
-            row[f"{name}_us"] = ms * 1e3
-            if name != "page_gather":
-                row[f"{name}_gbps"] = kv_bytes / ms / 1e6
-                row[f"{name}_frac_copy_bw"] = kv_bytes / ms / 1e6 / bw
-        except Exception as e:
-            row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:160]}"
+    times, errors = C.bench_peers(peers)
+    for name, ms in times.items():
+        row[f"{name}_us"] = ms * 1e3
+        if name != "page_gather":
+            row[f"{name}_gbps"] = kv_bytes / ms / 1e6
+            row[f"{name}_frac_copy_bw"] = kv_bytes / ms / 1e6 / bw
+    for name, err in errors.items():
+        row[f"{name}_error"] = err
     return row
 
 
