@@ -335,8 +335,20 @@ case "${1:-suite}" in
     done
     step ncu-fwd-d128-fa4 90 "${NCU[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     ;;
+  s10b)
+    # (session 10) the forward grids with the peers timed in interleaved rounds (bench_peers): first fa4's
+    # disk cache filled for the grids' heads in 8 parallel processes (compiles only), so the timed
+    # process loads its kernels instead of compiling them one by one
+    for d in 64 128; do for dt in bf16 fp16; do for c in yes no; do
+      timeout 200 python3 -m fa4_torch warmup --shapes 16,16,$d 16,8,$d 16,1,$d 32,8,$d --dtype $dt \
+        --causal $c >"$OUT/warm-$d-$dt-$c.log" 2>&1 &
+    done; done; done
+    wait
+    tail -qn 1 "$OUT"/warm-*.log | head -8
+    step bench-fwd 420 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor seed --out "$OUT"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b" >&2
     exit 2
     ;;
 esac
