@@ -347,8 +347,16 @@ case "${1:-suite}" in
     tail -qn 1 "$OUT"/warm-*.log | head -8
     step bench-fwd 420 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor seed --out "$OUT"
     ;;
+  s10c)
+    # (session 10) the dense-call memo (a repeated dense call skips the validation): its GPU test, the
+    # forward suite (every repeated shape takes the memo) and the random configurations; then the host
+    # time of a cached call, fa4 with and without the memo beside SDPA flash and upstream
+    step host 90 python3 tools/host_time.py --out "$OUT"
+    step fwd-tests 250 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py tests/torch/test_dense_memo.py \
+      tests/torch/test_random_gpu.py -k "not alt_rows" --junitxml="$OUT/fwd.xml"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c" >&2
     exit 2
     ;;
 esac

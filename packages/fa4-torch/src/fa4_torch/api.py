@@ -49,6 +49,11 @@ _fast: dict[tuple, object] = {}
 _sm_count: dict[int, int] = {}
 _sm_facts_memo: dict = {}  # device index -> SmFacts
 _split_memo: dict = {}  # (device, dtype, head dims, small_m) -> (tile_m, resident CTA slots)
+# a dense call's signature (_dense_signature) -> (compiled fn, out shape, lse shape, runtime scalars):
+# a repeated call skips the validation and the key building (the H200 host: ~29 µs a cached call
+# before, most of it Python checks)
+_dense_memo: dict = {}
+_DENSE_MEMO_MAX = 4096
 
 
 def _later(feature: str, where: str) -> NotImplementedError:
@@ -203,6 +208,28 @@ def _reject_extras(**extras):
     for name, val in extras.items():
         if val is not None:
             raise _later(name, None)
+
+
+def _dense_signature(q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, num_splits):
+    """Everything the validation of a dense call reads but the data pointers' alignment (checked on
+    every call): shapes, strides, dtypes and devices of q, k, v, and the scalar arguments with their
+    types (``True``, ``1`` and ``1.0`` are equal and hash alike, and the validation tells them apart).
+    ``None`` where one of q, k, v is not a tensor or an argument is not hashable."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
+        return None
+    w = window_size
+    if type(w) is tuple or type(w) is list:
+        w = (type(w), tuple(w), tuple(map(type, w)))
+    sig = (
+        q.shape, q.stride(), q.dtype, q.device, k.shape, k.stride(), k.dtype, k.device,
+        v.shape, v.stride(), v.dtype, v.device, type(softmax_scale), softmax_scale, type(causal), causal,
+        type(w), w, type(pack_gqa), pack_gqa, type(softcap), softcap, type(num_splits), num_splits,
+    )  # fmt: skip
+    try:
+        hash(sig)
+    except TypeError:
+        return None
+    return sig
 
 
 # ---------------------------------------------------------------------------------- public API
@@ -443,7 +470,12 @@ def _append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_id
 
 
 def _needs_grad(*ts) -> bool:
-    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in ts)
+    if not torch.is_grad_enabled():
+        return False
+    for t in ts:  # a loop, not any(generator): this runs on every call
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------- the launch
@@ -500,6 +532,26 @@ def _flash_attn_fwd(
             page_table,
             kv_batch_idx,
         )
+    sig = None
+    if (
+        cu_seqlens_q is None
+        and cu_seqlens_k is None
+        and page_table is None
+        and seqused_q is None
+        and seqused_k is None
+        and kv_batch_idx is None
+        and learnable_sink is None
+        and before_launch is None
+    ):
+        sig = _dense_signature(q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, num_splits)
+        hit = _dense_memo.get(sig) if sig is not None else None
+        if hit is not None and (q.data_ptr() | k.data_ptr() | v.data_ptr()) % 16 == 0:
+            fn, out_shape, lse_shape, scalars = hit
+            out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+            lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
+            fn(q, k, v, out, lse, *scalars, None, None, None, None, None, None, None)
+            return out, lse
+    q_in, k_in, v_in = q, k, v
     varlen_q = cu_seqlens_q is not None
     varlen_k = cu_seqlens_k is not None
     paged = page_table is not None
@@ -692,6 +744,11 @@ def _flash_attn_fwd(
             kv_batch_idx,
             learnable_sink,
         )
+        if sig is not None and q is q_in and k is k_in and v is v_in:  # no stride-0 view was needed
+            if len(_dense_memo) >= _DENSE_MEMO_MAX:
+                _dense_memo.clear()
+            scalars = (softmax_scale, wl, wr, float(softcap), max_seqlen_q, 1)
+            _dense_memo[sig] = (fn, out.shape, lse.shape, scalars)
     return out, lse
 
 
@@ -862,3 +919,4 @@ def _reset_caches() -> None:
     FWD_CACHE.clear()
     _fast.clear()
     _split_memo.clear()
+    _dense_memo.clear()

@@ -1,0 +1,146 @@
+"""The dense-call memo of ``fa4_torch.api._flash_attn_fwd``: a repeated dense call (no varlen, paged
+K/V, seqused, cache slots or sinks) with the same shapes, strides, dtypes, devices and scalar
+arguments skips the validation and launches the memoised kernel; anything the validation reads that
+differs (a scalar of another type, a stride, a misaligned base) misses and is validated as before.
+
+CPU: a fake memo entry stands in for a compiled kernel. GPU: the memo filled by a real call, every
+repeated call checked against the fp32 reference (DESIGN §4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fa4_torch.api as api
+from fa4_core.errors import UnsupportedConfigError
+
+
+class FakeKernel:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *args):
+        self.calls.append(args)
+
+
+@pytest.fixture
+def memo():
+    api._dense_memo.clear()
+    yield api._dense_memo
+    api._dense_memo.clear()
+
+
+def _qkv(b=1, s=128, h=4, hkv=2, d=64, dtype=torch.bfloat16):
+    return (
+        torch.randn(b, s, h, d, dtype=dtype),
+        torch.randn(b, s, hkv, d, dtype=dtype),
+        torch.randn(b, s, hkv, d, dtype=dtype),
+    )
+
+
+def _enter(memo, q, k, v, scale=None, causal=False, window=(None, None), pack=None, softcap=0.0, splits=1):
+    fn = FakeKernel()
+    sig = api._dense_signature(q, k, v, scale, causal, window, pack, softcap, splits)
+    scalars = (0.125, 1 << 30, 0, 0.0, q.shape[1], 1)
+    memo[sig] = (fn, (*q.shape[:-1], v.shape[-1]), (q.shape[0], q.shape[2], q.shape[1]), scalars)
+    return fn, scalars
+
+
+def test_a_repeated_dense_call_launches_the_memoised_kernel(memo):
+    q, k, v = _qkv()
+    fn, scalars = _enter(memo, q, k, v, causal=True)
+    q2, k2, v2 = _qkv()  # other tensors, same metadata
+    out, lse = api._flash_attn_fwd(q2, k2, v2, None, True, (None, None), None)
+    assert len(fn.calls) == 1
+    args = fn.calls[0]
+    assert args[0] is q2 and args[1] is k2 and args[2] is v2
+    assert args[3] is out and args[4] is lse
+    assert args[5:11] == scalars and args[11:] == (None,) * 7
+    assert out.shape == (1, 128, 4, 64) and out.dtype == torch.bfloat16
+    assert lse.shape == (1, 4, 128) and lse.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "kw, arg",
+    [
+        (dict(softmax_scale=True), "softmax_scale"),  # True == 1 == 1.0 and hashes alike
+        (dict(window_size=(True, None)), "window_size"),
+        (dict(pack_gqa=1), "pack_gqa"),
+        (dict(num_splits=True), "num_splits"),
+    ],
+)
+def test_a_scalar_of_another_type_misses_and_is_validated(memo, kw, arg):
+    q, k, v = _qkv()
+    base = dict(softmax_scale=1.0, causal=False, window_size=(1, None), pack_gqa=True, num_splits=1)
+    fn, _ = _enter(memo, q, k, v, base["softmax_scale"], False, base["window_size"], base["pack_gqa"], 0.0, 1)
+    args = dict(base, **kw)
+    with pytest.raises(UnsupportedConfigError, match=arg):
+        api._flash_attn_fwd(
+            q, k, v, args["softmax_scale"], False, args["window_size"], args["pack_gqa"],
+            num_splits=args["num_splits"],
+        )  # fmt: skip
+    assert fn.calls == []
+
+
+def test_a_misaligned_base_misses_and_is_validated(memo):
+    q, k, v = _qkv()
+    fn, _ = _enter(memo, q, k, v)
+    buf = torch.randn(q.numel() + 8, dtype=q.dtype)
+    q_off = buf.as_strided(q.shape, q.stride(), storage_offset=1)  # same shape and strides, base + 2 B
+    assert api._dense_signature(q_off, k, v, None, False, (None, None), None, 0.0, 1) in memo
+    with pytest.raises(UnsupportedConfigError, match=r"q\.data_ptr\(\) % 16"):
+        api._flash_attn_fwd(q_off, k, v, None, False, (None, None), None)
+    assert fn.calls == []
+
+
+def test_other_strides_or_shapes_miss(memo):
+    q, k, v = _qkv()
+    fn, _ = _enter(memo, q, k, v)
+    qt = q.transpose(1, 2).contiguous().transpose(1, 2)  # same shape, other strides: valid, a miss
+    for args in ((qt, k, v), (q[:, :64], k, v)):
+        with pytest.raises(UnsupportedConfigError, match=r"q\.device"):  # CPU: the device check
+            api._flash_attn_fwd(*args, None, False, (None, None), None)
+    assert fn.calls == []
+
+
+def test_non_dense_calls_and_non_tensors_never_use_it(memo):
+    q, k, v = _qkv()
+    fn, _ = _enter(memo, q, k, v)
+    sink = torch.zeros(4, dtype=torch.float32)
+    with pytest.raises(UnsupportedConfigError, match=r"q\.device"):
+        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, learnable_sink=sink)
+    assert fn.calls == []
+    assert api._dense_signature(q.float().numpy(), k, v, None, False, (None, None), None, 0.0, 1) is None
+    assert api._dense_signature(q, k, v, None, False, ({}, None), None, 0.0, 1) is None  # unhashable
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+def test_memoised_calls_match_the_reference_on_gpu():
+    """First call fills the memo, the next calls (other data, same metadata) take it: each output
+    against the fp32 reference; then a misaligned q of the same metadata is rejected, not launched."""
+    from fa4_core.testing import attention_ref, check_close
+    from fa4_torch import flash_attn_func
+
+    api._dense_memo.clear()
+    g = torch.Generator(device="cuda").manual_seed(7)
+    shape = dict(b=2, s=333, h=8, hkv=2, d=128)
+
+    def qkv():
+        b, s, h, hkv, d = shape.values()
+        return tuple(
+            torch.randn(b, s, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for n in (h, hkv, hkv)
+        )
+
+    for i in range(3):
+        q, k, v = qkv()
+        out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
+        assert len(api._dense_memo) == 1, i
+        ref, lse_ref = attention_ref(q, k, v, causal=True)
+        pt, lse_pt = attention_ref(q, k, v, causal=True, upcast=False)
+        check_close("out", out, ref, pt)
+        check_close("lse", lse, lse_ref, lse_pt)
+    buf = torch.empty(q.numel() + 8, device="cuda", dtype=q.dtype)
+    q_off = buf.as_strided(q.shape, q.stride(), storage_offset=1)
+    with pytest.raises(UnsupportedConfigError, match=r"q\.data_ptr\(\) % 16"):
+        flash_attn_func(q_off, k, v, causal=True)
