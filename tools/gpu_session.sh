@@ -355,8 +355,15 @@ case "${1:-suite}" in
     step fwd-tests 250 "${PYTEST_GPU[@]}" tests/torch/test_fwd_gpu.py tests/torch/test_dense_memo.py \
       tests/torch/test_random_gpu.py -k "not alt_rows" --junitxml="$OUT/fwd.xml"
     ;;
+  s10d)
+    # (session 10) s10c cut to the budget left after a lost machine: the host time, then the memo's GPU
+    # test and the forward cases that repeat shapes most (seed grid, head dims, windows, GQA packing)
+    step host 70 python3 tools/host_time.py --out "$OUT"
+    step fwd-tests 140 "${PYTEST_GPU[@]}" tests/torch/test_dense_memo.py tests/torch/test_fwd_gpu.py \
+      -k "memo or seed_grid or head_dims or windows or gqa_pack" --junitxml="$OUT/fwd.xml"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d" >&2
     exit 2
     ;;
 esac
