@@ -21,7 +21,8 @@ A candidate may end in a fourth field of letters that set the forward kernel's c
 (:mod:`fa4_sm120.fwd` module constants) in its process, which then gets a disk cache of its own (the
 knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE_THRESHOLD = 0``),
 ``t`` the rescale threshold for every dv (``RESCALE_MIN_DV = 0``), ``o`` ldmatrix addresses re-derived
-per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the Q·Kᵀ operands, ``s`` P·V in one pass.
+per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the Q·Kᵀ operands, ``s`` P·V in one pass,
+``x`` the softmax's row max and sum as pairwise trees (``TREE_REDUCE = True``).
 ``128,32,128,r`` is the session-8 build of the d128 row. (The session-9 logs were made while
 ``OPAQUE_SMEM`` defaulted to True, with ``h`` for False.)
 """
@@ -45,6 +46,7 @@ KNOBS = {
     "o": ("OPAQUE_SMEM", True),
     "p": ("QK_PREFETCH", True),
     "s": ("PV_SPLIT", 1),
+    "x": ("TREE_REDUCE", True),
 }
 
 

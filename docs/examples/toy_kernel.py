@@ -47,6 +47,7 @@ class CausalRowLse:
         qhead_per_kvhead: int = 1,
         causal: bool = True,
         rescale_threshold: float = 0.0,
+        tree_reduce: bool = False,
     ):
         if tile_n % 4:
             raise ValueError(f"tile_n={tile_n} is not supported; supported: a multiple of 4")
@@ -54,6 +55,7 @@ class CausalRowLse:
         self.r = qhead_per_kvhead
         self.causal = causal
         self.rescale_threshold = rescale_threshold  # OnlineSoftmax: keep offsets until a max grows past it
+        self.tree_reduce = tree_reduce  # OnlineSoftmax: a row's max and sum as pairwise trees
         self.num_threads = 4 * tile_m  # one quad per row
 
     @cute.jit
@@ -88,7 +90,7 @@ class CausalRowLse:
         acc_S = cute.make_rmem_tensor((1, cols), Float32)  # (rows, cols) of this thread, like acc_mn_view
         row_scale = cute.make_rmem_tensor(1, Float32)
         lse = cute.make_rmem_tensor(1, Float32)
-        softmax = OnlineSoftmax(scale_log2, 1, self.rescale_threshold)
+        softmax = OnlineSoftmax(scale_log2, 1, self.rescale_threshold, self.tree_reduce)
         for i in cutlass.range(n_block_max - n_block_min, unroll=1):  # the last block first
             self.one_block(mS, acc_S, row_scale, softmax, n_block_max - 1 - i, batch_idx, head, q_idx,
                            q_read, lane_col, seqlen_q, seqlen_k)  # fmt: skip

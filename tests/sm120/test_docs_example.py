@@ -15,19 +15,25 @@ import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "toy_kernel.py"
 
-# (tile_m, tile_n, qhead_per_kvhead, causal, rescale_threshold): MHA, pack-GQA with a ratio that divides
-# nothing, not causal; the last two keep the running offsets until a row max grows by more than 2^8
+# (tile_m, tile_n, qhead_per_kvhead, causal, rescale_threshold, tree_reduce): MHA, pack-GQA with a ratio
+# that divides nothing, not causal; the next two keep the running offsets until a row max grows by more
+# than 2^8; the last two reduce a row's max and sum as pairwise trees
 CONFIGS = [
-    (32, 64, 1, True, 0.0),
-    (32, 64, 3, True, 0.0),
-    (16, 32, 1, False, 0.0),
-    (32, 64, 3, True, 8.0),
-    (16, 32, 1, False, 8.0),
+    (32, 64, 1, True, 0.0, False),
+    (32, 64, 3, True, 0.0, False),
+    (16, 32, 1, False, 0.0, False),
+    (32, 64, 3, True, 8.0, False),
+    (16, 32, 1, False, 8.0, False),
+    (32, 64, 3, True, 0.0, True),
+    (16, 36, 1, False, 8.0, True),
 ]
 
 
 def _cfg_id(c):
-    return f"m{c[0]}n{c[1]}-r{c[2]}{'-causal' if c[3] else ''}{f'-t{c[4]:g}' if c[4] else ''}"
+    return (
+        f"m{c[0]}n{c[1]}-r{c[2]}{'-causal' if c[3] else ''}{f'-t{c[4]:g}' if c[4] else ''}"
+        f"{'-tree' if c[5] else ''}"
+    )
 
 
 def _example():
@@ -40,11 +46,11 @@ def _example():
 @pytest.mark.compile_only
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_cfg_id)
 def test_toy_kernel_compiles_for_sm120a(cfg, tmp_path):
-    tile_m, tile_n, r, causal, t = cfg
+    tile_m, tile_n, r, causal, t, tree = cfg
     mod = _example()
     mod.compile_for(
         "sm_120a", str(tmp_path), tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal,
-        rescale_threshold=t,
+        rescale_threshold=t, tree_reduce=tree,
     )  # fmt: skip
     ptx_files = list(tmp_path.glob("*.sm_120a.ptx"))
     assert len(ptx_files) == 1, list(tmp_path.iterdir())
@@ -54,6 +60,7 @@ def test_toy_kernel_compiles_for_sm120a(cfg, tmp_path):
     assert "ex2.approx" in ptx  # the exp2 of the online softmax
     assert "wgmma" not in ptx and "stmatrix" not in ptx
     assert ("vote.sync.any" in ptx) == (t > 0)  # the warp's vote on keeping the offsets
+    assert ("max.NaN.f32" in ptx) == (not tree)  # TensorSSA.reduce's chain; the tree uses fmax
 
 
 @pytest.mark.gpu
@@ -65,12 +72,13 @@ def test_toy_kernel_matches_reference_on_gpu(cfg, shape):
     import torch
     from cutlass.cute.runtime import from_dlpack
 
-    tile_m, tile_n, r, causal, t = cfg
+    tile_m, tile_n, r, causal, t, tree = cfg
     b, h, sq, sk = shape
     mod = _example()
     kernel = mod.CausalRowLse(
-        tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal, rescale_threshold=t
-    )
+        tile_m=tile_m, tile_n=tile_n, qhead_per_kvhead=r, causal=causal, rescale_threshold=t,
+        tree_reduce=tree,
+    )  # fmt: skip
     torch.manual_seed(0)
     s = torch.randn(b, h, sq, sk, device="cuda") * 4
     if t:  # scores grow block by block towards key 0 (visited last): both the keep and the update path

@@ -35,13 +35,29 @@ LOG2_E = math.log2(math.e)
 LN_2 = math.log(2.0)
 
 
+def _tree(t: cute.Tensor, r: int, op):
+    """``op`` over row ``r`` of the register tensor ``t`` (rows, cols) as a pairwise tree: depth
+    ``ceil(log2(cols))`` (unrolled at trace time)."""
+    vals = [t[r, j] for j in range(cute.size(t.shape[1]))]
+    while len(vals) > 1:
+        pairs = [op(vals[i], vals[i + 1]) for i in range(0, len(vals) - 1, 2)]
+        vals = pairs + vals[len(vals) - len(vals) % 2 :]
+    return vals[0]
+
+
 class OnlineSoftmax:
     """Row statistics of one thread's accumulator rows. Build inside a kernel."""
 
-    def __init__(self, scale_log2: Float32, num_rows: int, rescale_threshold: float = 0.0):
+    def __init__(
+        self, scale_log2: Float32, num_rows: int, rescale_threshold: float = 0.0, tree_reduce: bool = False
+    ):
         self.scale_log2 = scale_log2
         self.num_rows = num_rows
         self.rescale_threshold = rescale_threshold
+        # True: a row's max and sum are pairwise trees (depth log2(cols)) instead of the linear chain
+        # that TensorSSA.reduce emits (depth cols), for fewer dependent-latency stalls; the sum then
+        # adds in another order (same fp32 accuracy class)
+        self.tree_reduce = tree_reduce
         self.row_max = cute.make_rmem_tensor(num_rows, Float32)
         self.row_sum = cute.make_rmem_tensor(num_rows, Float32)
         self.row_max.fill(-Float32.inf)
@@ -57,8 +73,11 @@ class OnlineSoftmax:
         the rescale of its output rows (every factor is exactly 1)."""
         m_cur = cute.make_rmem_tensor(self.num_rows, Float32)
         for r in cutlass.range_constexpr(self.num_rows):
-            s = acc_S_mn[r, None].load()
-            m_cur[r] = quad_allreduce_max(s.reduce(cute.ReductionOp.MAX, -Float32.inf, 0))
+            if cutlass.const_expr(self.tree_reduce):
+                m_row = _tree(acc_S_mn, r, cute.arch.fmax)
+            else:
+                m_row = acc_S_mn[r, None].load().reduce(cute.ReductionOp.MAX, -Float32.inf, 0)
+            m_cur[r] = quad_allreduce_max(m_row)
         update = cutlass.Boolean(True)
         if cutlass.const_expr(not is_first and self.rescale_threshold > 0.0):
             # keep the old offsets unless some row of the warp grew by more than the threshold
@@ -80,7 +99,10 @@ class OnlineSoftmax:
             m_scaled = Float32(0.0) if m_new == -Float32.inf else m_scaled
             p = cute.math.exp2(s * self.scale_log2 - m_scaled, fastmath=True)
             acc_S_mn[r, None] = p
-            p_sum = p.reduce(cute.ReductionOp.ADD, Float32.zero, 0)
+            if cutlass.const_expr(self.tree_reduce):
+                p_sum = _tree(acc_S_mn, r, lambda a, b: a + b)
+            else:
+                p_sum = p.reduce(cute.ReductionOp.ADD, Float32.zero, 0)
             if cutlass.const_expr(is_first):
                 row_scale[r] = Float32(1.0)
                 self.row_sum[r] = p_sum

@@ -88,6 +88,10 @@ RESCALE_MIN_ACC_O = 96
 # (d128 328.1 / 327.4 against 326.1 / 326.3 off) and some 4-warp builds spill more with it (d64 causal
 # local pack-GQA 4: 60 B against 36 B).
 OPAQUE_SMEM = False
+# True: the online softmax's row max and row sum as pairwise trees (fa4_core.softmax, tree_reduce)
+# instead of linear chains: ncu on the H200 (d128 128x32x128, 2026-12-03) has 36% of the issue gaps on
+# fixed-latency dependencies; not timed yet, so off
+TREE_REDUCE = False
 # None: the rule in __init__; a value forces the P·V column split / the Q·Kᵀ operand prefetch
 PV_SPLIT: int | None = None
 QK_PREFETCH: bool | None = None
@@ -481,7 +485,7 @@ class FlashAttentionForwardSm120:
         cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
         tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
         num_rows = cute.size(tScS_mn.shape[0])
-        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold)
+        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold, TREE_REDUCE)
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
