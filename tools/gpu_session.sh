@@ -21,7 +21,8 @@
 #   bash tools/gpu_session.sh s9c          # (session 9) d64 knobs one by one, seed grid, random configurations
 #   bash tools/gpu_session.sh s9d          # (session 9) threshold without the opaque addresses, d128 and d64
 #   bash tools/gpu_session.sh s9e          # (session 9) the shipped build's forward tests (rescale paths, ...)
-#   bash tools/gpu_session.sh next9        # (next) d128 4-warp row for every call: tests, causal/prefetch timing
+#   bash tools/gpu_session.sh next10       # (next) softmax reductions as trees: docs-example GPU test, d128/d64 timing
+#   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -362,8 +363,22 @@ case "${1:-suite}" in
     step fwd-tests 140 "${PYTEST_GPU[@]}" tests/torch/test_dense_memo.py tests/torch/test_fwd_gpu.py \
       -k "memo or seed_grid or head_dims or windows or gqa_pack" --junitxml="$OUT/fwd.xml"
     ;;
+  next10)
+    # (prepared in session 10 for the next GPU session) the softmax's row max and sum as pairwise trees
+    # (fwd.TREE_REDUCE, letter x; the PTX with it off is identical to before): the docs example's tree
+    # configs on the GPU, then d128 and d64 non-causal timed with and without it (ncu: 36% of the d128
+    # row's issue gaps are fixed-latency dependencies). Then `s10b` for the grids with the dense-call
+    # memo (the seed grid's small shapes were host-bound in session 10's run, before the memo)
+    step toy 100 "${PYTEST_GPU[@]}" tests/sm120/test_docs_example.py --junitxml="$OUT/toy.xml"
+    step tune-d128n 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --cands 128,32,128 128,32,128,x --causal no --emulate-sm120 --out "$OUT/d128n"
+    step tune-d64n 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --cands 128,64,128 128,64,128,x 128,64,128,xt --causal no --emulate-sm120 --out "$OUT/d64n"
+    step tune-d64c 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --cands 128,64,128 128,64,128,x --causal yes --emulate-sm120 --out "$OUT/d64c"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10" >&2
     exit 2
     ;;
 esac
