@@ -22,6 +22,7 @@
 #   bash tools/gpu_session.sh s9d          # (session 9) threshold without the opaque addresses, d128 and d64
 #   bash tools/gpu_session.sh s9e          # (session 9) the shipped build's forward tests (rescale paths, ...)
 #   bash tools/gpu_session.sh next10       # (next) softmax reductions as trees: docs-example GPU test, d128/d64 timing
+#   bash tools/gpu_session.sh next10b      # (next) SASS opcodes of the forward rows' loops; ncu stall reasons
 #   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
@@ -377,8 +378,26 @@ case "${1:-suite}" in
     step tune-d64c 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
       --cands 128,64,128 128,64,128,x --causal yes --emulate-sm120 --out "$OUT/d64c"
     ;;
+  next10b)
+    # (prepared in session 10) what the 36% fixed-latency stalls and 25% predicated-off lanes of session
+    # 10's profile are: the stall reasons of the d128 and d64 rows (and upstream's d64) and the SASS
+    # opcodes of their loops (tools/sass_dump.py: ptxas + cuobjdump, which the CPU machine lacks)
+    step sass 120 python3 tools/sass_dump.py --out "$OUT/sass"
+    # two ways to the stall reasons (one may not exist in this ncu): the section's details, and the metrics
+    STALLS=(ncu --profile-from-start off --section WarpStateStats --section InstructionStats --print-details all)
+    step ncu-stalls-d128 90 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
+    for peer in fa4 upstream; do
+      step "ncu-stalls-d64-$peer" 90 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 4 1024 16 64 --peer $peer
+    done
+    M=smsp__average_warps_issue_stalled
+    METRICS=$(printf "${M}_%s_per_issue_active.ratio," barrier branch_resolving dispatch_stall drain \
+      lg_throttle long_scoreboard math_pipe_throttle membar mio_throttle misc no_instruction not_selected \
+      selected short_scoreboard sleeping tex_throttle wait)smsp__thread_inst_executed_pred_on_per_inst_executed.ratio
+    step ncu-metrics-d128 90 ncu --profile-from-start off --metrics "$METRICS" \
+      python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b" >&2
     exit 2
     ;;
 esac
