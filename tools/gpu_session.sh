@@ -23,6 +23,7 @@
 #   bash tools/gpu_session.sh s9e          # (session 9) the shipped build's forward tests (rescale paths, ...)
 #   bash tools/gpu_session.sh next10       # (next) softmax reductions as trees: docs-example GPU test, d128/d64 timing
 #   bash tools/gpu_session.sh next10b      # (next) SASS opcodes of the forward rows' loops; ncu stall reasons
+#   bash tools/gpu_session.sh next10c      # (next) backward 192/192 with and without the opaque addresses
 #   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
@@ -396,8 +397,20 @@ case "${1:-suite}" in
     step ncu-metrics-d128 90 ncu --profile-from-start off --metrics "$METRICS" \
       python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     ;;
+  next10c)
+    # (prepared in session 10) the backward's opaque ldmatrix addresses (bwd.OPAQUE_SMEM, off): on
+    # sm_120a they remove the 8 B spill of the 192/192 non-causal row; timed here on and off, each in a
+    # fresh process with its own disk cache (the knob is not in the cache key)
+    for opaque in False True; do
+      step "tune-bwd-d192-opaque-$opaque" 150 env FA4_BENCH_REP_MS=30 FA4_CACHE_DIR="$OUT/cache-$opaque" \
+        python3 -c "import runpy, sys; import fa4_sm120.bwd as b; b.OPAQUE_SMEM = $opaque; \
+sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--causal', 'no', '--emulate-sm120', \
+'--out', '$OUT/bwd192-$opaque']; runpy.run_path('benchmarks/tune_bwd.py', run_name='__main__')"
+    done
+    rm -rf "$OUT"/cache-*
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c" >&2
     exit 2
     ;;
 esac
