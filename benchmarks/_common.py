@@ -1,9 +1,9 @@
 """Shared benchmark plumbing (DESIGN §5): FLOPs, timing, peers, the environment record, results files.
 
 Timing is ``triton.testing.do_bench`` (warm-up, L2 flushed between repetitions, median). Every peer is
-measured in the same process on the same GPU, in interleaved rounds (:func:`bench_peers`): PyTorch SDPA (flash and cuDNN backends; GQA through
-``enable_gqa``) and upstream FlashAttention-4 forced onto its SM120 class
-(``FLASH_ATTENTION_ARCH=sm_120``) when it is installed.
+measured in the same process on the same GPU, in interleaved rounds (:func:`bench_peers`): PyTorch
+SDPA (flash and cuDNN backends; GQA through ``enable_gqa``) and upstream FlashAttention-4 forced onto
+its SM120 class (``FLASH_ATTENTION_ARCH=sm_120``) when it is installed.
 """
 
 from __future__ import annotations

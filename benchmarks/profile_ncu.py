@@ -47,7 +47,8 @@ def main(argv=None):
         from flash_attn.cute import flash_attn_func as up
 
         def fwd(q, k, v):
-            return up(q, k, v, causal=a.causal)[0]
+            o = up(q, k, v, causal=a.causal)
+            return o[0] if isinstance(o, tuple) else o
     else:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
