@@ -173,6 +173,95 @@ def upstream_fn(q, k, v, causal: bool):
     return lambda: up(q, k, v, causal=causal)
 
 
+def emulate_sm120(upstream_regs: int = 255) -> dict:
+    """Make the H100/H200 run fa4's and upstream's kernels at SM120's CTAs per SM (compat mode
+    otherwise co-schedules 2x the 4-warp 64-80 KB tiles that SM120 runs one at a time per SM).
+
+    * fa4: every forward and backward config the tables give launches with
+      :func:`fa4_sm120.occupancy.emulated_launch_smem` of its ``sm_120a`` registers (as
+      ``tune_tiles.py``/``tune_bwd.py --emulate-sm120``).
+    * upstream: the shared-memory struct of its SM80-family forward and backward classes (the SM120
+      classes derive from them) reports the padded launch size; the kernel's own layout is unchanged.
+      ``upstream_regs``: its SM120 builds use 255 registers (DESIGN §7); shared memory is what limits
+      them on SM120 in every case the grids reach (48-80 KB per CTA).
+
+    SDPA's kernels are not emulated: they pick 144+ KB tiles on Hopper that SM120 cannot launch.
+    Returns the per-kernel log (``"fa4 fwd ..."``/``"upstream ..."`` -> launch facts), filled as
+    kernels are first configured."""
+    import dataclasses
+
+    from fa4_sm120 import bwd_tiles, tiles
+    from fa4_sm120.bwd import compile_bwd
+    from fa4_sm120.compile import compile_fwd
+    from fa4_sm120.occupancy import emulated_launch_smem
+
+    log: dict = {}
+
+    def wrap(module, name: str, compile_fn, kind: str) -> None:
+        original, launch = getattr(module, name), {}
+
+        def emulated(*a, **kw):
+            cfg = original(*a, **kw)
+            if cfg not in launch:
+                regs = sm120_regs(compile_fn, cfg)
+                launch[cfg] = emulated_launch_smem(cfg.smem_bytes, regs, cfg.num_threads)
+                key = (
+                    f"fa4 {kind} {cfg.head_dim}/{cfg.head_dim_v} {cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
+                )
+                log[key] = _occupancy(cfg.smem_bytes, regs, cfg.num_threads, launch[cfg])
+            return dataclasses.replace(cfg, launch_smem=launch[cfg])
+
+        setattr(module, name, emulated)
+
+    wrap(tiles, "fwd_config", compile_fwd, "fwd")
+    wrap(bwd_tiles, "bwd_config", compile_bwd, "bwd")
+    from fa4_torch import api, autograd
+
+    api._reset_caches()  # nothing compiled before the wrap is reused
+    autograd._reset_caches()
+    try:
+        from flash_attn.cute import flash_bwd, flash_fwd
+    except Exception:
+        return log
+    for cls in (flash_fwd.FlashAttentionForwardSm80, flash_bwd.FlashAttentionBackwardSm80):
+        pad_upstream_storage(cls, upstream_regs, log)
+    return log
+
+
+def _occupancy(smem: int, regs: int, threads: int, launch: int) -> dict:
+    from fa4_sm120.occupancy import SM90, ctas_per_sm
+
+    return dict(
+        smem=smem,
+        regs=regs,
+        threads=threads,
+        launch_smem=launch,
+        sm120_ctas_per_sm=ctas_per_sm(smem, regs, threads),
+        host_ctas_per_sm=ctas_per_sm(launch, regs, threads, SM90),
+    )
+
+
+def pad_upstream_storage(cls, regs: int, log: dict) -> None:
+    """Wrap ``cls._get_shared_storage_cls`` (upstream's kernels launch with
+    ``SharedStorage.size_in_bytes()``) so that the struct it returns reports the emulated launch size;
+    allocation inside the kernel uses ``__sizeof__``, the struct's real size."""
+    from fa4_sm120.occupancy import emulated_launch_smem
+
+    original = cls._get_shared_storage_cls
+
+    def padded(self):
+        storage = original(self)
+        size = storage.size_in_bytes()
+        launch = emulated_launch_smem(size, regs, self.num_threads)
+        object.__setattr__(storage, "size_in_bytes", lambda: launch)
+        log[f"upstream {type(self).__name__} {size} B x{self.num_threads}"] = _occupancy(
+            size, regs, self.num_threads, launch
+        )
+        return storage
+
+    cls._get_shared_storage_cls = padded
+
+
 def sm120_regs(compile_fn, cfg) -> int:
     """Registers per thread of ``cfg``'s ``sm_120a`` build (``compile_fn`` = ``compile_fwd`` /
     ``compile_bwd``; ``ptxas -v`` on the kept PTX); 255 where no ptxas knows sm_120a (the

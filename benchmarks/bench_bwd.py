@@ -8,6 +8,10 @@ deterministic mode separately (``fa4_det``); peak memory of fwd+bwd at (1, 8192,
 ``--grid large-d`` adds d {192, 256} shapes (``rows_large-d``). Writes ``<out>/<date>-<gpu>-bwd.json``
 (rewritten after every shape, so a run cut short keeps what it measured).
 
+``--emulate-sm120``: fa4's and upstream's kernels launch at SM120's CTAs per SM
+(:func:`_common.emulate_sm120`; SDPA is not emulated), written to ``...-bwd-emulated-sm120.json``.
+``--peers`` and ``--no-fwdbwd`` shorten a run (the backward alone of the peers named).
+
     python benchmarks/bench_bwd.py --out benchmarks/results
 """
 
@@ -62,7 +66,7 @@ def _forwards(q, k, v, causal):
     return fns
 
 
-def measure(shape: dict) -> dict:
+def measure(shape: dict, peers=PEERS, fwdbwd: bool = True) -> dict:
     b, s, hq, hkv, d = shape["batch"], shape["seqlen"], shape["nheads"], shape["nheads_kv"], shape["head_dim"]
     causal = shape["causal"]
     q = torch.randn(b, s, hq, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -73,13 +77,16 @@ def measure(shape: dict) -> dict:
     row = dict(shape, fwd_flops=fwd_flops)
     fns = {}
     for name, fwd in _forwards(q, k, v, causal).items():
+        if name not in peers:
+            continue
         try:
             out = fwd()
         except Exception as e:  # a peer that cannot run this shape is recorded, not fatal
             row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
             continue
         fns[f"{name}_bwd"] = lambda out=out: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
-        fns[f"{name}_fwdbwd"] = lambda fwd=fwd: torch.autograd.grad(fwd(), (q, k, v), dout)
+        if fwdbwd:
+            fns[f"{name}_fwdbwd"] = lambda fwd=fwd: torch.autograd.grad(fwd(), (q, k, v), dout)
     times, errors = C.bench_peers(fns)  # every peer's backward and fwd+bwd, interleaved
     for key, ms in times.items():
         row[f"{key}_ms"] = ms
@@ -122,18 +129,23 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--limit", type=int, default=None, help="first N shapes of each grid only")
     ap.add_argument("--grid", nargs="+", default=["main"], choices=["main", "large-d"])
+    ap.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
+    ap.add_argument("--no-fwdbwd", action="store_true", help="time the backward alone")
+    ap.add_argument("--emulate-sm120", action="store_true", help="fa4 and upstream at SM120's CTAs per SM")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_bwd: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
-    payload = {"env": C.environment()}
+    payload = {"env": C.environment(), "peers": args.peers, "fwdbwd": not args.no_fwdbwd}
+    if args.emulate_sm120:
+        payload["emulated_sm120"] = C.emulate_sm120()  # filled as kernels are configured
     a = torch.randn(4096, 4096, device="cuda")
     C.bench_ms(lambda: a @ a)  # bring the clocks up before the first measured shape
-    path = C.results_path("bwd", args.out)
+    path = C.results_path("bwd-emulated-sm120" if args.emulate_sm120 else "bwd", args.out)
     for grid in args.grid:
         rows = payload.setdefault("rows" if grid == "main" else f"rows_{grid}", [])
         for s in (GRID if grid == "main" else LARGE_D)[: args.limit]:
-            rows.append(measure(s))
+            rows.append(measure(s, args.peers, not args.no_fwdbwd))
             C.write_results(path, payload, quiet=True)  # a run cut short keeps what it measured
         payload["summary" if grid == "main" else f"summary_{grid}"] = summarize(rows)
     q, k, v = (

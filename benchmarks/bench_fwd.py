@@ -5,6 +5,9 @@ Grids: ``anchor`` (the 40 shapes of DESIGN §7), ``seed`` (the 240 shapes of the
 Also measured: host wall time of a cached call (batch 1, seqlen 128, 16 heads, d 64) and peak memory.
 Writes ``<out>/<date>-<gpu>-fwd.json`` and a PNG plot.
 
+``--emulate-sm120``: fa4's and upstream's kernels launch at SM120's CTAs per SM
+(:func:`_common.emulate_sm120`; SDPA is not emulated), written to ``...-fwd-emulated-sm120.json``.
+
     python benchmarks/bench_fwd.py --grid anchor seed --out benchmarks/results
 """
 
@@ -89,14 +92,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", nargs="+", default=["anchor"], choices=["anchor", "seed"])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--emulate-sm120", action="store_true", help="fa4 and upstream at SM120's CTAs per SM")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_fwd: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
     payload = {"env": C.environment(), "grids": {}}
+    if args.emulate_sm120:
+        payload["emulated_sm120"] = C.emulate_sm120()  # filled as kernels are configured
     a = torch.randn(4096, 4096, device="cuda")
     C.bench_ms(lambda: a @ a)  # bring the clocks up before the first measured shape
-    path = C.results_path("fwd", args.out)
+    path = C.results_path("fwd-emulated-sm120" if args.emulate_sm120 else "fwd", args.out)
     for grid in args.grid:
         shapes = ANCHOR if grid == "anchor" else SEED
         rows = payload["grids"].setdefault(grid, {"rows": []})["rows"]

@@ -25,6 +25,7 @@
 #   bash tools/gpu_session.sh next10b      # (next) SASS opcodes of the forward rows' loops; ncu stall reasons
 #   bash tools/gpu_session.sh next10c      # (next) backward 192/192 with and without the opaque addresses
 #   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
+#   bash tools/gpu_session.sh s11a         # (session 11) anchor and backward grids with fa4 and upstream at SM120's CTAs/SM
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
 #   bash tools/gpu_session.sh profile      # Nsight Compute of d128 fwd/bwd beside SDPA flash
@@ -409,8 +410,18 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     done
     rm -rf "$OUT"/cache-*
     ;;
+  s11a)
+    # (session 11) what SM120 would run: fa4's and upstream's kernels launched at SM120's CTAs per SM
+    # (benchmarks/_common.emulate_sm120; compat mode co-schedules two of upstream's 64-80 KB 4-warp CTAs
+    # per SM where SM120 runs one), SDPA as it is; the anchor grid, then the backward grid (backward
+    # alone, fa4 / SDPA flash / upstream)
+    step bench-fwd-emu 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor \
+      --emulate-sm120 --out "$OUT"
+    step bench-bwd-emu 260 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --emulate-sm120 \
+      --peers fa4 sdpa_flash fa4_upstream_sm120 --no-fwdbwd --out "$OUT"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a" >&2
     exit 2
     ;;
 esac
