@@ -264,26 +264,21 @@ def pad_upstream_storage(cls, regs: int, log: dict) -> None:
 
 def sm120_regs(compile_fn, cfg) -> int:
     """Registers per thread of ``cfg``'s ``sm_120a`` build (``compile_fn`` = ``compile_fwd`` /
-    ``compile_bwd``; ``ptxas -v`` on the kept PTX); 255 where no ptxas knows sm_120a (the
-    conservative case: a full register file)."""
-    import re
+    ``compile_bwd``; ``ptxas -v`` on the kept PTX, :func:`fa4_sm120.compile.ptxas_resources`); 255
+    where no ptxas assembles it (the conservative case: a full register file)."""
     import tempfile
+
+    from fa4_sm120.compile import ptxas_resources
 
     d = tempfile.mkdtemp()
     compile_fn(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
     ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
-    try:
-        r = subprocess.run(
-            ["ptxas", "-arch=sm_120a", "-v", ptx, "-o", os.devnull], capture_output=True, text=True
-        )
-        regs = [int(x) for x in re.findall(r"Used (\d+) registers", r.stderr)]
-        msg = r.stderr.strip()[-200:]
-    except FileNotFoundError:
-        regs, msg = [], "no ptxas on PATH"
-    if not regs:
+    res = ptxas_resources(ptx)
+    regs, msg = (None, "no ptxas on PATH") if res is None else (res[0], res[2])
+    if regs is None:
         print(f"  ptxas gave no register count ({msg!r}); assuming 255")
         return 255
-    return max(regs)
+    return regs
 
 
 def environment() -> dict:

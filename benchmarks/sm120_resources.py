@@ -11,23 +11,20 @@ variants.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
+from fa4_sm120 import compile as compile_mod
 from fa4_sm120.compile import compile_fwd
 from fa4_sm120.occupancy import ctas_per_sm
 from fa4_sm120.tiles import FWD_TABLE, fwd_config, selecting_args
 
 
 def ptxas_resources(ptx_path: str):
-    r = subprocess.run(
-        ["ptxas", "-arch=sm_120a", "-v", ptx_path, "-o", os.devnull], capture_output=True, text=True
-    )
-    regs = max(map(int, re.findall(r"Used (\d+) registers", r.stderr)))
-    spill = sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", r.stderr))
+    regs, spill, err = compile_mod.ptxas_resources(ptx_path)
+    if err or regs is None:
+        raise RuntimeError(f"ptxas -arch=sm_120a {ptx_path}: {err}")
     return regs, spill
 
 

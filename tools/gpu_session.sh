@@ -25,6 +25,7 @@
 #   bash tools/gpu_session.sh next10b      # (next) SASS opcodes of the forward rows' loops; ncu stall reasons
 #   bash tools/gpu_session.sh next10c      # (next) backward 192/192 with and without the opaque addresses
 #   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
+#   bash tools/gpu_session.sh s11b         # (session 11) SASS of the forward loops, ncu stall reasons (d128, d64)
 #   bash tools/gpu_session.sh s11a         # (session 11) anchor and backward grids with fa4 and upstream at SM120's CTAs/SM
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
@@ -420,8 +421,22 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step bench-bwd-emu 260 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --emulate-sm120 \
       --peers fa4 sdpa_flash fa4_upstream_sm120 --no-fwdbwd --out "$OUT"
     ;;
+  s11b)
+    # (session 11) next10b cut to the budget left: the SASS of the forward rows' loops, the stall reasons
+    # of the d128 row (section details and the explicit metrics) and of the d64 row
+    step sass 120 python3 tools/sass_dump.py --out "$OUT/sass"
+    STALLS=(ncu --profile-from-start off --section WarpStateStats --section InstructionStats --print-details all)
+    step ncu-stalls-d128 90 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
+    M=smsp__average_warps_issue_stalled
+    METRICS=$(printf "${M}_%s_per_issue_active.ratio," barrier branch_resolving dispatch_stall drain \
+      lg_throttle long_scoreboard math_pipe_throttle membar mio_throttle misc no_instruction not_selected \
+      selected short_scoreboard sleeping tex_throttle wait)smsp__thread_inst_executed_pred_on_per_inst_executed.ratio
+    step ncu-metrics-d128 90 ncu --profile-from-start off --metrics "$METRICS" \
+      python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
+    step ncu-stalls-d64-fa4 80 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 4 1024 16 64
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b" >&2
     exit 2
     ;;
 esac

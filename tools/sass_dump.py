@@ -53,7 +53,7 @@ def main() -> int:
         print("sass_dump: ptxas and cuobjdump are needed (the GPU machine's toolkit); nothing done")
         return 0
     import fa4_sm120.fwd as fwd
-    from fa4_sm120.compile import compile_fwd
+    from fa4_sm120.compile import compile_fwd, ptxas
     from fa4_sm120.tiles import fwd_config
 
     for knob in args.knob:
@@ -70,7 +70,9 @@ def main() -> int:
             compile_fwd(cfg, tvm_ffi=False, gpu_arch=arch, dump_dir=tmp)
             ptx = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".ptx"))
             cubin = os.path.join(tmp, "k.cubin")
-            subprocess.run(["ptxas", f"-arch={arch}", ptx, "-o", cubin], check=True)
+            r = ptxas(ptx, arch, out=cubin)
+            if r.returncode != 0:
+                raise RuntimeError(f"ptxas -arch={arch}: {r.stderr.strip()[-300:]}")
             sass = subprocess.run(
                 ["cuobjdump", "-sass", cubin], capture_output=True, text=True, check=True
             ).stdout

@@ -9,12 +9,17 @@ host validates before each call.
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+
 import cutlass
 import cutlass.cute as cute
 
 from fa4_sm120.fwd import DTYPES, FlashAttentionForwardSm120, FwdConfig
 
-__all__ = ["fake_tensor", "fake_fwd_args", "compile_fwd", "compile_options"]
+__all__ = ["fake_tensor", "fake_fwd_args", "compile_fwd", "compile_options", "ptxas", "ptxas_resources"]
 
 _ALIGN_ELEMS = 8  # 16 bytes of fp16/bf16
 
@@ -111,3 +116,36 @@ def compile_fwd(
     if options:
         return cute.compile(kernel, *args, options=options)
     return cute.compile(kernel, *args)
+
+
+def ptxas(ptx_path: str, arch: str, *flags: str, out: str = os.devnull):
+    """``ptxas -arch=<arch> <flags> <ptx_path> -o <out>`` (a ``CompletedProcess``, text output), or None
+    when no ptxas is on PATH. A ptxas older than the DSL's PTX ISA (CUDA 13.0's stops at 9.0; the DSL
+    4.8 writes 9.4) says ``Unsupported .version X; current version is 'Y'``: it is then given a copy
+    with ``.version Y``, which assembles whenever the kernel uses nothing newer (it fails otherwise)."""
+    exe = shutil.which("ptxas")
+    if exe is None:
+        return None
+    r = subprocess.run([exe, f"-arch={arch}", *flags, ptx_path, "-o", out], capture_output=True, text=True)
+    m = re.search(r"Unsupported \.version [0-9.]+; current version is '([0-9.]+)'", r.stderr)
+    if r.returncode != 0 and m:
+        with open(ptx_path) as f:
+            text = re.sub(r"^\.version [0-9.]+", f".version {m.group(1)}", f.read(), count=1, flags=re.M)
+        lowered = ptx_path[: -len(".ptx")] + f".v{m.group(1)}.ptx"
+        with open(lowered, "w") as f:
+            f.write(text)
+        r = subprocess.run([exe, f"-arch={arch}", *flags, lowered, "-o", out], capture_output=True, text=True)
+    return r
+
+
+def ptxas_resources(ptx_path: str, arch: str = "sm_120a"):
+    """``(registers, spill store bytes, error)`` of ``ptxas -v`` (the most of any kernel in the file),
+    or None when no ptxas is on PATH; ``error`` is ptxas's last line when it fails."""
+    r = ptxas(ptx_path, arch, "-v")
+    if r is None:
+        return None
+    if r.returncode != 0:
+        return None, None, (r.stderr.strip().splitlines() or ["ptxas failed"])[-1]
+    regs = [int(x) for x in re.findall(r"Used (\d+) registers", r.stderr)]
+    spill = sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", r.stderr))
+    return (max(regs) if regs else None), spill, None

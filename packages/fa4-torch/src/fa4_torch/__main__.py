@@ -366,19 +366,9 @@ def _ptx_problems(ptx: str, target: str) -> list[str]:
 
 def _ptxas(path: str, target: str):
     """``(registers, spill store bytes, error)`` from ``ptxas -v``, or None when ptxas is not on PATH."""
-    import re
-    import shutil
-    import subprocess
+    from fa4_sm120.compile import ptxas_resources
 
-    exe = shutil.which("ptxas")
-    if exe is None:
-        return None
-    r = subprocess.run([exe, f"-arch={target}", "-v", path, "-o", os.devnull], capture_output=True, text=True)
-    if r.returncode != 0:
-        return None, None, (r.stderr.strip().splitlines() or ["ptxas failed"])[-1]
-    regs = [int(x) for x in re.findall(r"Used (\d+) registers", r.stderr)]
-    spill = sum(int(x) for x in re.findall(r"(\d+) bytes spill stores", r.stderr))
-    return (max(regs) if regs else None), spill, None
+    return ptxas_resources(path, target)
 
 
 def _check_compile(args) -> int:
