@@ -89,8 +89,10 @@ RESCALE_MIN_ACC_O = 96
 # local pack-GQA 4: 60 B against 36 B).
 OPAQUE_SMEM = False
 # True: the online softmax's row max and row sum as pairwise trees (fa4_core.softmax, tree_reduce)
-# instead of linear chains: ncu on the H200 (d128 128x32x128, 2026-12-03) has 36% of the issue gaps on
-# fixed-latency dependencies; not timed yet, so off
+# instead of linear chains (ncu, H200, d128 128x32x128: 36% of the issue gaps are fixed-latency
+# dependencies). Off: H200 at SM120 occupancy (2026-12-03, two passes) d128 non-causal 327.3 / 326.9
+# against 325.7 / 325.6, d64 281.5 / 281.8 against 282.7 / 281.8, d64 causal 202.1 / 202.5 against
+# 201.3 / 202.3
 TREE_REDUCE = False
 # None: the rule in __init__; a value forces the P·V column split / the Q·Kᵀ operand prefetch
 PV_SPLIT: int | None = None
@@ -715,7 +717,11 @@ class FlashAttentionForwardSm120:
             )
         rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
         if cutlass.const_expr(not is_first):
-            if rescale:  # warp-uniform: false when every factor is 1
+            # warp-uniform: false when every factor is 1. ptxas if-converts this branch (the SASS of
+            # the H200 and sm_120a builds issues the O FMULs every block, predicated off; 2026-12-03):
+            # emitting P·V twice, with and without the rescale, to keep the branch made the d128 row
+            # spill 1,856 B on sm_120a
+            if rescale:
                 acc_O_mn = acc_mn_view(acc_O)
                 for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
                     acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
