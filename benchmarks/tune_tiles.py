@@ -47,7 +47,6 @@ KNOBS = {
     "p": ("QK_PREFETCH", True),
     "s": ("PV_SPLIT", 1),
     "x": ("TREE_REDUCE", True),
-    "l": ("RESCALE_LOOP", True),
 }
 
 

@@ -26,7 +26,7 @@
 #   bash tools/gpu_session.sh next10c      # (next) backward 192/192 with and without the opaque addresses
 #   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
 #   bash tools/gpu_session.sh s11b         # (session 11) SASS of the forward loops, ncu stall reasons (d128, d64)
-#   bash tools/gpu_session.sh s11c         # (session 11) the lazy rescale as a 0/1-trip loop: SASS, d128 timing, tests
+#   bash tools/gpu_session.sh s11d         # (session 11) backward grid in compat mode, backward alone, 3 peers
 #   bash tools/gpu_session.sh s11a         # (session 11) anchor and backward grids with fa4 and upstream at SM120's CTAs/SM
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
 #   bash tools/gpu_session.sh graph        # CUDA-graph capture diagnosis, one configuration per process
@@ -436,19 +436,14 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
       python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     step ncu-stalls-d64-fa4 80 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 4 1024 16 64
     ;;
-  s11c)
-    # (session 11) the lazy O rescale as a loop of 0 or 1 trips (fwd.RESCALE_LOOP, letter l) instead of
-    # the `if` that ptxas if-converts: the SASS (is the FMUL block branched past?), d128 non-causal timed
-    # with and without it, then the forward's rescale, head-dim and window tests with it on
-    step sass-loop 100 python3 tools/sass_dump.py --out "$OUT/sass" --arch sm_90a sm_120a --knob RESCALE_LOOP=1
-    step tune-d128n-loop 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
-      --cands 128,32,128 128,32,128,l --causal no --emulate-sm120 --out "$OUT/d128n"
-    step fwd-loop-tests 150 env FA4_FWD_KNOBS=RESCALE_LOOP=1 FA4_CACHE_DIR=/tmp/fa4-cache-loop \
-      PYTHONPATH=tools "${PYTEST_GPU[@]}" -p knob_plugin tests/torch/test_fwd_gpu.py \
-      -k "rescale or head_dims or window" --junitxml="$OUT/fwd-loop.xml"
+  s11d)
+    # (session 11) the backward grid in compat mode with the interleaved rounds (backward alone, fa4 /
+    # SDPA flash / upstream): the compat figure beside s11a's SM120-occupancy one
+    step bench-bwd 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py \
+      --peers fa4 sdpa_flash fa4_upstream_sm120 --no-fwdbwd --out "$OUT"
     ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11c" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d" >&2
     exit 2
     ;;
 esac

@@ -3,7 +3,7 @@
 process, pytest-xdist workers included (they load ``-p`` plugins too). Use a fresh ``FA4_CACHE_DIR``:
 the knobs are not part of the disk cache's key.
 
-    FA4_FWD_KNOBS=RESCALE_LOOP=1 FA4_CACHE_DIR=/tmp/c PYTHONPATH=tools pytest -p knob_plugin -m gpu ...
+    FA4_FWD_KNOBS=TREE_REDUCE=1 FA4_CACHE_DIR=/tmp/c PYTHONPATH=tools:$PYTHONPATH pytest -p knob_plugin -m gpu ...
 """
 
 from __future__ import annotations

@@ -94,9 +94,6 @@ OPAQUE_SMEM = False
 # against 325.7 / 325.6, d64 281.5 / 281.8 against 282.7 / 281.8, d64 causal 202.1 / 202.5 against
 # 201.3 / 202.3
 TREE_REDUCE = False
-# True: the lazy O rescale as a loop of 0 or 1 trips instead of an `if`, which ptxas if-converts (the
-# O FMULs then issue every key block, predicated off); experimental, off
-RESCALE_LOOP = False
 # None: the rule in __init__; a value forces the P·V column split / the Q·Kᵀ operand prefetch
 PV_SPLIT: int | None = None
 QK_PREFETCH: bool | None = None
@@ -723,17 +720,11 @@ class FlashAttentionForwardSm120:
             # warp-uniform: false when every factor is 1. ptxas if-converts this branch (the SASS of
             # the H200 and sm_120a builds issues the O FMULs every block, predicated off; 2026-12-03):
             # emitting P·V twice, with and without the rescale, to keep the branch made the d128 row
-            # spill 1,856 B on sm_120a
-            if cutlass.const_expr(RESCALE_LOOP and self.rescale_threshold > 0.0):
-                for _ in cutlass.range(Int32(rescale), unroll=1):
-                    acc_O_mn = acc_mn_view(acc_O)
-                    for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                        acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
-            else:
-                if rescale:
-                    acc_O_mn = acc_mn_view(acc_O)
-                    for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                        acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+            # spill 1,856 B on sm_120a; a loop of 0 or 1 trips gave the same SASS as the `if`
+            if rescale:
+                acc_O_mn = acc_mn_view(acc_O)
+                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # P stays in registers: convert and reinterpret as the A operand of P V
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
