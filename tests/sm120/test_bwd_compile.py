@@ -84,7 +84,8 @@ def _resources(path: str):
 
 # candidates of benchmarks/tune_bwd.py that are not table rows, and table rows in another form, as
 # tests/torch/test_bwd_gpu.py::test_bwd_alt_rows checks them: (d, dv, tile_m, tile_n, threads,
-# mma_warps_n, flags: "v" vector_dq_red, "e" early_loads, "l" longest_first; a flag left out is off).
+# mma_warps_n, flags: "v" vector_dq_red, "e" early_loads, "l" longest_first, "s" S and dP on the
+# transposed warp grid; a flag left out is off).
 CANDIDATES = [
     BwdConfig(
         dt,
@@ -98,6 +99,7 @@ CANDIDATES = [
         vector_dq_red="v" in fl,
         early_loads="e" in fl,
         longest_first=causal and "l" in fl,
+        sdp_warps_n=th // 32 // wn if "s" in fl else 0,
         **feat,
     )  # fmt: skip
     for d, dv, tm, tn, th, wn, fl in (
@@ -108,6 +110,7 @@ CANDIDATES = [
         (96, 96, 64, 64, 128, 1, "ve"),
         (64, 64, 64, 128, 256, 2, "ve"),
         (64, 64, 32, 128, 256, 4, "ve"),
+        (64, 64, 64, 128, 256, 2, "vls"),  # S/dP on 2x4 warps, dK/dV/dQ on 4x2
         (160, 160, 64, 64, 256, 2, "vel"),
         (192, 128, 64, 64, 256, 2, "ve"),
         (192, 192, 32, 32, 128, 2, "vl"),  # spill-free where the 64x32 row's plain build spills 8 B

@@ -171,6 +171,35 @@ def test_bwd_with_candidate_flags():
         with_candidate(row, 64, 64, 128, 1, "vx")
 
 
+def test_bwd_sdp_grid(monkeypatch):
+    """``s``: S and dP on the transposed warp grid (d64 64x128 over 4x2 -> S/dP over 2x4), and only
+    those; the shipped rows keep one grid (``sdp_warps_n`` 0) and dS in registers where they did. A
+    grid the tile cannot hold is a typed error naming ``tile_m``."""
+    import dataclasses
+
+    from fa4_core.errors import UnsupportedConfigError
+    from fa4_sm120 import bwd_tiles
+    from fa4_sm120.bwd import FlashAttentionBackwardSm120
+
+    base = bwd_tiles.select_bwd_tile("sm120", 64, 64)
+    cand = bwd_tiles.with_candidate(base, 64, 128, 256, 2, "vls")
+    monkeypatch.setattr(bwd_tiles, "BWD_TABLE", tuple(cand if r is base else r for r in bwd_tiles.BWD_TABLE))
+    cfg = bwd_tiles.bwd_config("sm120", "bfloat16", 64, 64, causal=True)
+    assert (cfg.mma_warps_m, cfg.mma_warps_n, cfg.sdp_wm, cfg.sdp_wn) == (4, 2, 2, 4)
+    assert not cfg.dq_from_regs
+    FlashAttentionBackwardSm120.can_implement(cfg)
+    for row in bwd_tiles.BWD_TABLE:
+        if row is cand:
+            continue
+        shipped = bwd_tiles.bwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=False)
+        assert shipped.sdp_warps_n == 0 and shipped.sdp_wn == shipped.mma_warps_n
+        assert shipped.dq_from_regs == (row.mma_warps_n == 1)
+    # d128's 32-row tile cannot put 4 warps along its rows
+    d128 = bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, causal=False)
+    with pytest.raises(UnsupportedConfigError, match="tile_m"):
+        FlashAttentionBackwardSm120.can_implement(dataclasses.replace(d128, sdp_warps_n=2))
+
+
 def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms(monkeypatch):
     """``wants_small_m``: decode-sized rows always; longer rows only when the call's 128-row tiles
     (m-blocks x heads x batch) are fewer than the SMs, and only when the SM count is known."""

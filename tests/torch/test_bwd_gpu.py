@@ -590,13 +590,15 @@ def test_feature_switches_raise(monkeypatch):
 # size makes ragged; run here so that a table change after a sweep rests on a GPU run of exactly those
 # rows. (d, dv, tile_m, tile_n, threads, mma_warps_n, flags): flags "v" = vector_dq_red (dQ as
 # red.global.add.v2.f32 on column pairs), "e" = early_loads (the next Q and dO as two cp.async groups,
-# dK before dV), "l" = longest_first (causal: the 1-D longest-first grid); a flag left out is off, so
+# dK before dV), "l" = longest_first (causal: the 1-D longest-first grid), "s" = S and dP on the
+# transposed warp grid (their own tiled MMA, P/dS stores and row statistics); a flag left out is off, so
 # the rows without "l" run the causal cases on the plain (key block, head, batch) grid the table rows
 # now leave to non-causal calls.
 ALT_ROWS = (
     (64, 64, 64, 128, 256, 2, "v"),
     (64, 64, 64, 128, 256, 2, "ve"),
     (64, 64, 32, 128, 256, 4, "ve"),
+    (64, 64, 64, 128, 256, 2, "vls"),
     (96, 96, 64, 64, 128, 1, "ve"),
     (96, 96, 64, 64, 128, 2, "vl"),
     (128, 128, 64, 64, 128, 1, "vl"),
@@ -608,34 +610,47 @@ ALT_ROWS = (
     (192, 192, 32, 32, 128, 2, "vl"),
     (256, 256, 32, 32, 128, 2, ""),
 )
-ALT_CASES = [
-    (row, Case(dt, 2, sq, sk, hq, hkv, row[0], row[1], causal=causal, deterministic=det))
-    for row in ALT_ROWS
-    for dt, causal, det, (sq, sk), (hq, hkv) in (
-        ("bf16", False, False, (113, 203), (4, 2)),
-        ("bf16", True, False, (300, 129), (7, 1)),
-        ("fp16", True, False, (1000, 1000), (8, 2)),
-        ("bf16", True, True, (777, 777), (4, 4)),
-    )
-] + [  # packed sequences with seqused (the per-row checks of the dQ reductions), deterministic
-    (
-        row,
-        VarlenCase(
-            "bf16",
-            (100, 80, 60),
-            (120, 90, 70),
-            4,
-            2,
-            row[0],
-            used_q=(99, 1, 60),
-            used_k=(3, 90, 0),
-            causal=True,
-            deterministic=True,
-        ),
-    )  # fmt: skip
-    for row in ALT_ROWS
-    if row[0] == row[1]
-]
+ALT_CASES = (
+    [
+        (row, Case(dt, 2, sq, sk, hq, hkv, row[0], row[1], causal=causal, deterministic=det))
+        for row in ALT_ROWS
+        for dt, causal, det, (sq, sk), (hq, hkv) in (
+            ("bf16", False, False, (113, 203), (4, 2)),
+            ("bf16", True, False, (300, 129), (7, 1)),
+            ("fp16", True, False, (1000, 1000), (8, 2)),
+            ("bf16", True, True, (777, 777), (4, 4)),
+        )
+    ]
+    + [  # S/dP on their own grid: the sink's per-warp-column row sums, softcap with a window
+        (row, Case("bf16", 2, 300, 257, 4, 2, row[0], causal=True, sink=True))
+        for row in ALT_ROWS
+        if "s" in row[6]
+    ]
+    + [
+        (row, Case("fp16", 1, 200, 333, 4, 1, row[0], window=(70, 20), softcap=30.0))
+        for row in ALT_ROWS
+        if "s" in row[6]
+    ]
+    + [  # packed sequences with seqused (the per-row checks of the dQ reductions), deterministic
+        (
+            row,
+            VarlenCase(
+                "bf16",
+                (100, 80, 60),
+                (120, 90, 70),
+                4,
+                2,
+                row[0],
+                used_q=(99, 1, 60),
+                used_k=(3, 90, 0),
+                causal=True,
+                deterministic=True,
+            ),
+        )  # fmt: skip
+        for row in ALT_ROWS
+        if row[0] == row[1]
+    ]
+)
 
 
 @pytest.mark.parametrize(
@@ -657,8 +672,9 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     try:
         picked = bwd_tiles.select_bwd_tile("sm120", d, dv)
         assert (picked.tile_m, picked.tile_n, picked.num_threads, picked.mma_warps_n) == (tm, tn, th, wn)
-        want = ("v" in flags, "e" in flags, "l" in flags)
-        assert (picked.vector_dq_red, picked.early_loads, picked.longest_first) == want
+        want = ("v" in flags, "e" in flags, "l" in flags, "s" in flags)
+        got = (picked.vector_dq_red, picked.early_loads, picked.longest_first, picked.sdp_transposed)
+        assert got == want
         run_varlen_case(c) if isinstance(c, VarlenCase) else run_case(c)
     finally:
         monkeypatch.undo()

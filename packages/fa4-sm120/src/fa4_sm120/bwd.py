@@ -33,7 +33,7 @@ A sink (learnable_sink) needs nothing for dQ/dK/dV: its term is inside the LSE. 
 ``-sum_rows exp(sink - lse) * (D - dLSE)`` with ``D = rowsum(dO * O)``; the stored 16-bit O makes the
 preprocess's D too coarse for a sum over every row (up to 1.3x the DESIGN §4 bound on random inputs),
 so with ``has_dsink`` the kernel also accumulates the exact ``D = rowsum(P * dP)`` (fp32, from the
-recomputed P and dP) into ``mPdPsum (mma_warps_n, batch, nheads, seqlen_q_pad)``, zeroed by the caller:
+recomputed P and dP) into ``mPdPsum (sdp_wn, batch, nheads, seqlen_q_pad)``, zeroed by the caller:
 one slice per warp column, so that every element gets one addition per CTA and the deterministic
 mode's ordering covers it too; the caller sums the slices.
 
@@ -70,9 +70,12 @@ Algorithm, per CTA (key block ``n_block`` of KV head ``head_kv``, batch ``batch_
 3. Epilogue: ``dK *= softmax_scale``; dK and dV go registers -> shared (accumulator-layout plain
    stores, into the K/V buffers) -> global (128-bit stores, rows past ``seqlen_k`` skipped).
 
-Warps: one tiled MMA of ``mma_warps_m x mma_warps_n`` warps serves every product. ``mma_warps_n = 1``
-(the d <= 160 and 192/128 rows) splits M only; the large head dims (192/192, 224, 256) need tiles of
-32 rows to fit 99 KB, and 4 warps over 32 rows means ``2 x 2``.
+Warps: one tiled MMA of ``mma_warps_m x mma_warps_n`` warps serves every product, unless
+``sdp_warps_n`` gives S and dP (with their P/dS stores, masks and row statistics) a grid of their own,
+``sdp_wm x sdp_wn``; dK, dV and dQ keep ``mma_warps_m x mma_warps_n`` (the products meet only in
+shared memory, dS then reaching dQ through ``sdS``). ``mma_warps_n = 1`` (the d <= 160 and 192/128
+rows) splits M only; the large head dims (192/192, 224, 256) need tiles of 32 rows to fit 99 KB, and 4
+warps over 32 rows means ``2 x 2``.
 
 Constraints: ``head_dim``/``head_dim_v`` multiples of 32 and of ``16 * mma_warps_n``; ``tile_m``,
 ``tile_n`` multiples of 32 and of ``16 * mma_warps_m`` (the M of the S/dP/dQ and dK/dV products), and
@@ -157,6 +160,19 @@ class FlashAttentionBackwardSm120:
             raise unsupported(
                 "mma_warps_n", cfg.mma_warps_n, f"1, 2 or 4, dividing num_warps = {cfg.num_warps}"
             )
+        if cfg.sdp_warps_n not in (0, 1, 2, 4, 8) or cfg.num_warps % cfg.sdp_wn:
+            raise unsupported(
+                "sdp_warps_n",
+                cfg.sdp_warps_n,
+                f"0 (as mma_warps_n), 1, 2, 4 or 8, dividing num_warps = {cfg.num_warps}",
+            )
+        # S and dP on their own grid: M = tile_m, N = tile_n
+        if cfg.tile_m % (16 * cfg.sdp_wm):
+            raise unsupported(
+                "tile_m", cfg.tile_m, f"a multiple of 16 * (num_warps / sdp_warps_n) = {16 * cfg.sdp_wm}"
+            )
+        if cfg.tile_n % (16 * cfg.sdp_wn):
+            raise unsupported("tile_n", cfg.tile_n, f"a multiple of 16 * sdp_warps_n = {16 * cfg.sdp_wn}")
         # M of the MMAs: tile_m (S, dP, dQ) and tile_n (dK, dV); N: tile_n, head_dim, head_dim_v
         m_step, n_step = 16 * cfg.mma_warps_m, 16 * cfg.mma_warps_n
         for name, t in (("tile_m", cfg.tile_m), ("tile_n", cfg.tile_n)):
@@ -251,6 +267,14 @@ class FlashAttentionBackwardSm120:
             (wm, wn, 1),
             permutation_mnk=(wm * 16, wn * 16, 16),
         )
+        tiled_mma_sdp = tiled_mma  # S and dP: the same grid unless sdp_warps_n says otherwise
+        if cutlass.const_expr(self.cfg.sdp_wn != wn):
+            swm, swn = self.cfg.sdp_wm, self.cfg.sdp_wn
+            tiled_mma_sdp = cute.make_tiled_mma(
+                warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
+                (swm, swn, 1),
+                permutation_mnk=(swm * 16, swn * 16, 16),
+            )
         cfg = self.cfg
         hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
         num_batch = mCuSeqlensQ.shape[0] - 1 if cutlass.const_expr(cfg.varlen_q) else mQ.shape[0]
@@ -299,6 +323,7 @@ class FlashAttentionBackwardSm120:
             self._gmem_copy(d, False),
             self._gmem_copy(dv, False),
             tiled_mma,
+            tiled_mma_sdp,
             SharedStorage,
         ).launch(
             grid=grid,
@@ -345,6 +370,7 @@ class FlashAttentionBackwardSm120:
         gmem_store_d: cute.TiledCopy,
         gmem_store_dv: cute.TiledCopy,
         tiled_mma: cute.TiledMma,
+        tiled_mma_sdp: cute.TiledMma,
         SharedStorage: cutlass.Constexpr,
     ):
         cfg = self.cfg
@@ -421,6 +447,12 @@ class FlashAttentionBackwardSm120:
         copy_B = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
         copy_At = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm_t, self.dtype), tiled_mma)
         copy_Bt = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm_t, self.dtype), tiled_mma)
+        # S and dP (own grid with sdp_warps_n; the same objects otherwise)
+        thr_mma_sdp, copy_A_sdp, copy_B_sdp = thr_mma, copy_A, copy_B
+        if cutlass.const_expr(cfg.sdp_wn != cfg.mma_warps_n):
+            thr_mma_sdp = tiled_mma_sdp.get_slice(tidx)
+            copy_A_sdp = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm, self.dtype), tiled_mma_sdp)
+            copy_B_sdp = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.dtype), tiled_mma_sdp)
 
         acc_dK = cute.make_rmem_tensor(thr_mma.partition_shape_C((tn, d)), Float32)
         acc_dV = cute.make_rmem_tensor(thr_mma.partition_shape_C((tn, dv)), Float32)
@@ -428,14 +460,20 @@ class FlashAttentionBackwardSm120:
         acc_dV.fill(0.0)
 
         cS = cute.make_identity_tensor((tm, tn))
-        tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
+        tScS_mn = acc_mn_view(thr_mma_sdp.partition_C(cS))
         num_rows = cute.size(tScS_mn.shape[0])
         store_C = cute.make_tiled_copy_C(
             cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), self.dtype), tiled_mma
         )
         thr_store_C = store_C.get_slice(tidx)
-        tPsP = thr_store_C.partition_D(sP)
-        tdSsdS = thr_store_C.partition_D(sdS)
+        store_C_sdp, thr_store_C_sdp = store_C, thr_store_C  # P and dS: stored as S and dP are laid out
+        if cutlass.const_expr(cfg.sdp_wn != cfg.mma_warps_n):
+            store_C_sdp = cute.make_tiled_copy_C(
+                cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), self.dtype), tiled_mma_sdp
+            )
+            thr_store_C_sdp = store_C_sdp.get_slice(tidx)
+        tPsP = thr_store_C_sdp.partition_D(sP)
+        tdSsdS = thr_store_C_sdp.partition_D(sdS)
 
         cQd = cute.make_identity_tensor((tm, d))
         cQdv = cute.make_identity_tensor((tm, dv))
@@ -469,7 +507,7 @@ class FlashAttentionBackwardSm120:
             m_next = m_block_min + (next_it - h_next * num_m_iters)
 
             # ---- a. S = Q Kᵀ, P
-            acc_S = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, tn)), Float32)
+            acc_S = cute.make_rmem_tensor(thr_mma_sdp.partition_shape_C((tm, tn)), Float32)
             acc_S.fill(0.0)
             lse = cute.make_rmem_tensor(num_rows, Float32)
             dpsum = cute.make_rmem_tensor(num_rows, Float32)
@@ -488,7 +526,7 @@ class FlashAttentionBackwardSm120:
             # K, V and Q have landed (early_loads: dO may still be in flight)
             cute.arch.cp_async_wait_group(1 if cutlass.const_expr(cfg.early_loads) else 0)
             cute.arch.barrier()
-            self.gemm_ss(tiled_mma, thr_mma, acc_S, sQ, sK, copy_A, copy_B, tidx)
+            self.gemm_ss(tiled_mma_sdp, thr_mma_sdp, acc_S, sQ, sK, copy_A_sdp, copy_B_sdp, tidx)
             if cutlass.const_expr(cfg.has_softcap):
                 # capped scores, and d(capped)/d(scaled score) = 1 - tanh² for dS
                 t = cute.math.tanh(acc_S.load() * softcap_scale, fastmath=True)
@@ -511,14 +549,14 @@ class FlashAttentionBackwardSm120:
             # ---- b. P -> shared (accumulator-layout plain stores)
             rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
             rP.store(acc_S.load().to(self.dtype))
-            cute.copy(store_C, thr_store_C.retile(rP), tPsP)
+            cute.copy(store_C_sdp, thr_store_C_sdp.retile(rP), tPsP)
             # ---- c. dP = dO Vᵀ, dS = P (dP - dPsum)
             if cutlass.const_expr(cfg.early_loads):
                 cute.arch.cp_async_wait_group(0)  # dO
                 cute.arch.barrier()
-            acc_dP = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, tn)), Float32)
+            acc_dP = cute.make_rmem_tensor(thr_mma_sdp.partition_shape_C((tm, tn)), Float32)
             acc_dP.fill(0.0)
-            self.gemm_ss(tiled_mma, thr_mma, acc_dP, sdO, sV, copy_A, copy_B, tidx)
+            self.gemm_ss(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, sV, copy_A_sdp, copy_B_sdp, tidx)
             acc_dP_mn = acc_mn_view(acc_dP)
             pdp = cute.make_rmem_tensor(num_rows, Float32)
             if cutlass.const_expr(cfg.has_dsink):
@@ -532,7 +570,7 @@ class FlashAttentionBackwardSm120:
                 acc_dP.store(acc_dP.load() * dtanh.load())
             rdS = cute.make_rmem_tensor_like(acc_dP, self.dtype)
             rdS.store(acc_dP.load().to(self.dtype))
-            cute.copy(store_C, thr_store_C.retile(rdS), tdSsdS)
+            cute.copy(store_C_sdp, thr_store_C_sdp.retile(rdS), tdSsdS)
             cute.arch.barrier()
             # ---- d. dV += Pᵀ dO, dK += dSᵀ Q; then the next block's Q and dO start loading
             if cutlass.const_expr(cfg.early_loads):
@@ -600,7 +638,7 @@ class FlashAttentionBackwardSm120:
                     self._red_dq(tdQgdQ.iterator + cute.crd2idx(i, tdQgdQ.layout), acc_dQ, i)
             if cutlass.const_expr(cfg.has_dsink):
                 if tidx % 4 == 0:
-                    warp_n = (tidx // 32) // cfg.mma_warps_m  # the tiled MMA's warps are M-major
+                    warp_n = (tidx // 32) // cfg.sdp_wm  # the S/dP grid's warps are M-major
                     for i in cutlass.range_constexpr(num_rows):
                         row = m_block * tm + tScS_mn[i, 0][0]
                         if row < seqlen_q:

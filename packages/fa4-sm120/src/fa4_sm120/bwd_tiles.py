@@ -60,6 +60,9 @@ class BwdTile:
     vector_dq_red: bool = True  # dQ reductions as red.global.add.v2.f32 where the target has it (sm_90+)
     early_loads: bool = False  # the next Q and dO as two cp.async groups, each issued once its buffer is free
     longest_first: bool = True  # causal (no window): the longest key blocks of every (batch, head) first
+    # S and dP on the transposed warp grid (num_warps / mma_warps_n warps along keys): fewer ldmatrix
+    # bytes per FLOP where tile_n > tile_m (tools/bwd_smem_model.py: d64 64x128 over 4x2, 13.3 -> 14.6)
+    sdp_transposed: bool = False
 
 
 # fmt: off
@@ -94,15 +97,15 @@ BWD_FEATURE_SETS: tuple[dict, ...] = (
     dict(causal=False, local=True, varlen_q=True, varlen_k=True, deterministic=True, dsink=True),
 )
 
-CANDIDATE_FLAGS = {"v": "vector_dq_red", "e": "early_loads", "l": "longest_first"}
+CANDIDATE_FLAGS = {"v": "vector_dq_red", "e": "early_loads", "l": "longest_first", "s": "sdp_transposed"}
 
 
 def with_candidate(
     row: BwdTile, tile_m: int, tile_n: int, num_threads: int, mma_warps_n: int, flags: str = ""
 ) -> BwdTile:
     """``row`` with a sweep candidate's tile and flags, as ``benchmarks/tune_bwd.py`` and the alt-row
-    tests write them: ``"v"`` vector_dq_red, ``"e"`` early_loads, ``"l"`` longest_first; a flag
-    left out is off."""
+    tests write them: ``"v"`` vector_dq_red, ``"e"`` early_loads, ``"l"`` longest_first, ``"s"``
+    sdp_transposed; a flag left out is off."""
     if set(flags) - set(CANDIDATE_FLAGS):
         raise unsupported("flags", flags, f"letters of {''.join(CANDIDATE_FLAGS)} ({CANDIDATE_FLAGS})")
     on = {field: letter in flags for letter, field in CANDIDATE_FLAGS.items()}
@@ -159,6 +162,7 @@ def bwd_config(
         tile_n=row.tile_n,
         num_threads=row.num_threads,
         mma_warps_n=row.mma_warps_n,
+        sdp_warps_n=row.num_threads // 32 // row.mma_warps_n if row.sdp_transposed else 0,
         is_causal=causal,
         deterministic=deterministic,
         arch=_CAP_ARCH[family],

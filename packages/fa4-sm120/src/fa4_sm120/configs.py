@@ -70,6 +70,9 @@ class BwdConfig:
     tile_n: int = 64
     num_threads: int = 128
     mma_warps_n: int = 1  # warps along N of every MMA (the rest split M); 1 keeps dS in registers for dQ
+    # warps along N of S = Q·Kᵀ and dP = dO·Vᵀ alone (their P/dS stores, masks, row statistics); 0: the
+    # same grid as every other product (mma_warps_n). dK, dV and dQ keep mma_warps_n
+    sdp_warps_n: int = 0
     is_causal: bool = False
     deterministic: bool = False
     arch: str = "sm_120a"
@@ -106,10 +109,20 @@ class BwdConfig:
         return self.num_warps // self.mma_warps_n
 
     @property
+    def sdp_wn(self) -> int:
+        """Warps along N (keys) of the S and dP products."""
+        return self.sdp_warps_n or self.mma_warps_n
+
+    @property
+    def sdp_wm(self) -> int:
+        return self.num_warps // self.sdp_wn
+
+    @property
     def dq_from_regs(self) -> bool:
-        """With every warp owning whole rows of dS (``mma_warps_n == 1``) its dS accumulator is the A
-        operand of its ``dQ = dS·K`` rows; otherwise dQ reads dS back from shared memory."""
-        return self.mma_warps_n == 1
+        """With every warp owning whole rows of dS (``mma_warps_n == 1`` on the grid S and dP share
+        with dQ) its dS accumulator is the A operand of its ``dQ = dS·K`` rows; otherwise dQ reads dS
+        back from shared memory."""
+        return self.mma_warps_n == 1 and self.sdp_wn == 1
 
     @property
     def smem_bytes(self) -> int:

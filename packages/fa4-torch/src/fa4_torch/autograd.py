@@ -75,7 +75,8 @@ def _bwd_kernels(
     target=None,
 ):
     """``flags = (local, softcap, varlen_q, varlen_k, seqused_q, seqused_k, dsink)`` (all False if
-    empty) -> ``(pre, main, post, tile_m, mma_warps_n)``. ``family``/``target`` default to the
+    empty) -> ``(pre, main, post, tile_m, sdp_wn, tile_n)`` (``sdp_wn``: warp columns of the S/dP grid, the
+    first dimension of the sink's per-warp-column row sums). ``family``/``target`` default to the
     device's; ``device=None`` with both given: no GPU here (the CLI's warmup filling the disk cache
     for another machine's GPU; nothing is memoised)."""
     key = (dtype, head_dim, head_dim_v, causal, deterministic, has_dlse, device, flags)
@@ -117,7 +118,7 @@ def _bwd_kernels(
     main = BWD_CACHE.get_or_compile(("bwd", cfg, target, ver), build("bwd", cfg))
     pre = BWD_CACHE.get_or_compile(("pre", pre_cfg, target, ver), build("pre", pre_cfg))
     post = BWD_CACHE.get_or_compile(("post", post_cfg, target, ver), build("post", post_cfg))
-    fns = (pre, main, post, cfg.tile_m, cfg.mma_warps_n, cfg.tile_n)
+    fns = (pre, main, post, cfg.tile_m, cfg.sdp_wn, cfg.tile_n)
     if device is not None:
         _fast[key] = fns
     return fns
