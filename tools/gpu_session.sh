@@ -446,13 +446,14 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
   next11)
     # (prepared in session 11 for the next GPU session) the d64 backward with S and dP on the transposed
     # warp grid (candidate letter s: 2x4 warps for S/dP, 4x2 for dK/dV/dQ; tools/bwd_smem_model.py:
-    # 13.3 -> 14.6 FLOP per ldmatrix byte; sm_120a 224-246 registers, no spills in any feature set):
+    # 13.3 -> 14.6 FLOP per ldmatrix byte; sm_120a 224-246 registers, no spills in any feature set),
+    # and with V's dP fragments in registers too (r: 14.6 -> 16.0; 217-255 registers, no spills):
     # its GPU tests (alt rows incl. sink, softcap + window, varlen/seqused, deterministic), then timed
     # beside the shipped row at SM120 occupancy
-    step bwd-alt-s 200 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k "alt_rows and vls" \
+    step bwd-alt-s 240 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k "alt_rows and vls" \
       --junitxml="$OUT/bwd-alt-s.xml"
-    step tune-bwd-d64-s 240 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
-      --cands 64,128,256,2,vl 64,128,256,2,vls --emulate-sm120 --out "$OUT/bwd64"
+    step tune-bwd-d64-s 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
+      --cands 64,128,256,2,vl 64,128,256,2,vls 64,128,256,2,vlsr --emulate-sm120 --out "$OUT/bwd64"
     ;;
   *)
     echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11" >&2

@@ -59,6 +59,8 @@ def _id(cfg: BwdConfig) -> str:
     s += "-det" if cfg.deterministic else ""
     s += "-dsink" if cfg.has_dsink else ""
     s += f"-wn{cfg.mma_warps_n}" if cfg.mma_warps_n != 1 else ""
+    s += f"-sdpwn{cfg.sdp_warps_n}" if cfg.sdp_warps_n else ""
+    s += "-vregs" if cfg.v_in_regs else ""
     s += "-vred" if cfg.vector_dq_red else ""
     s += "-early" if cfg.early_loads else ""
     s += "-lpt" if cfg.longest_first else ""
@@ -85,7 +87,7 @@ def _resources(path: str):
 # candidates of benchmarks/tune_bwd.py that are not table rows, and table rows in another form, as
 # tests/torch/test_bwd_gpu.py::test_bwd_alt_rows checks them: (d, dv, tile_m, tile_n, threads,
 # mma_warps_n, flags: "v" vector_dq_red, "e" early_loads, "l" longest_first, "s" S and dP on the
-# transposed warp grid; a flag left out is off).
+# transposed warp grid, "r" V in registers; a flag left out is off).
 CANDIDATES = [
     BwdConfig(
         dt,
@@ -100,6 +102,7 @@ CANDIDATES = [
         early_loads="e" in fl,
         longest_first=causal and "l" in fl,
         sdp_warps_n=th // 32 // wn if "s" in fl else 0,
+        v_in_regs="r" in fl,
         **feat,
     )  # fmt: skip
     for d, dv, tm, tn, th, wn, fl in (
@@ -111,6 +114,7 @@ CANDIDATES = [
         (64, 64, 64, 128, 256, 2, "ve"),
         (64, 64, 32, 128, 256, 4, "ve"),
         (64, 64, 64, 128, 256, 2, "vls"),  # S/dP on 2x4 warps, dK/dV/dQ on 4x2
+        (64, 64, 64, 128, 256, 2, "vlsr"),  # ... and V's fragments of dP in registers
         (160, 160, 64, 64, 256, 2, "vel"),
         (192, 128, 64, 64, 256, 2, "ve"),
         (192, 192, 32, 32, 128, 2, "vl"),  # spill-free where the 64x32 row's plain build spills 8 B
@@ -134,10 +138,12 @@ def test_bwd_variant_compiles_for_sm120a(cfg, tmp_path):
     assert "ldmatrix.sync.aligned" in ptx and ".trans" in ptx
     assert "cp.async.cg.shared.global" in ptx
     # K/V, then Q and dO of the first and of every next query block: one cp.async group each with
-    # early_loads (the wait before S leaves dO in flight), one for both otherwise
+    # early_loads (the wait before S leaves dO in flight), one for both otherwise; v_in_regs waits for
+    # K/V alone before the loop (the first Q/dO group left in flight)
     commits = ptx.count("cp.async.commit_group")
     assert commits == (5 if cfg.early_loads else 3), commits
-    assert bool(re.search(r"cp\.async\.wait_group\s+1;", ptx)) == cfg.early_loads
+    waits_1 = bool(re.search(r"cp\.async\.wait_group\s+1;", ptx))
+    assert waits_1 == (cfg.early_loads or cfg.v_in_regs), waits_1
     # longest_first: a 1-D grid, every coordinate decoded from blockIdx.x
     assert ("%ctaid.y" in ptx) == (not cfg.longest_first), cfg.longest_first
     if cfg.vector_dq_red:  # every dQ reduction a pair; the scalar f32 ones left are the sink's row sums

@@ -186,13 +186,14 @@ def test_bwd_sdp_grid(monkeypatch):
     monkeypatch.setattr(bwd_tiles, "BWD_TABLE", tuple(cand if r is base else r for r in bwd_tiles.BWD_TABLE))
     cfg = bwd_tiles.bwd_config("sm120", "bfloat16", 64, 64, causal=True)
     assert (cfg.mma_warps_m, cfg.mma_warps_n, cfg.sdp_wm, cfg.sdp_wn) == (4, 2, 2, 4)
-    assert not cfg.dq_from_regs
+    assert not cfg.dq_from_regs and not cfg.v_in_regs
+    assert bwd_tiles.with_candidate(base, 64, 128, 256, 2, "vlsr").v_in_regs
     FlashAttentionBackwardSm120.can_implement(cfg)
     for row in bwd_tiles.BWD_TABLE:
         if row is cand:
             continue
         shipped = bwd_tiles.bwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=False)
-        assert shipped.sdp_warps_n == 0 and shipped.sdp_wn == shipped.mma_warps_n
+        assert shipped.sdp_warps_n == 0 and shipped.sdp_wn == shipped.mma_warps_n and not shipped.v_in_regs
         assert shipped.dq_from_regs == (row.mma_warps_n == 1)
     # d128's 32-row tile cannot put 4 warps along its rows
     d128 = bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, causal=False)

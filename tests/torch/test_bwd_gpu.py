@@ -591,7 +591,8 @@ def test_feature_switches_raise(monkeypatch):
 # rows. (d, dv, tile_m, tile_n, threads, mma_warps_n, flags): flags "v" = vector_dq_red (dQ as
 # red.global.add.v2.f32 on column pairs), "e" = early_loads (the next Q and dO as two cp.async groups,
 # dK before dV), "l" = longest_first (causal: the 1-D longest-first grid), "s" = S and dP on the
-# transposed warp grid (their own tiled MMA, P/dS stores and row statistics); a flag left out is off, so
+# transposed warp grid (their own tiled MMA, P/dS stores and row statistics), "r" = V's fragments of dP
+# in registers (loaded once per CTA); a flag left out is off, so
 # the rows without "l" run the causal cases on the plain (key block, head, batch) grid the table rows
 # now leave to non-causal calls.
 ALT_ROWS = (
@@ -599,6 +600,7 @@ ALT_ROWS = (
     (64, 64, 64, 128, 256, 2, "ve"),
     (64, 64, 32, 128, 256, 4, "ve"),
     (64, 64, 64, 128, 256, 2, "vls"),
+    (64, 64, 64, 128, 256, 2, "vlsr"),
     (96, 96, 64, 64, 128, 1, "ve"),
     (96, 96, 64, 64, 128, 2, "vl"),
     (128, 128, 64, 64, 128, 1, "vl"),
@@ -672,8 +674,8 @@ def test_bwd_alt_rows(row, c, monkeypatch):
     try:
         picked = bwd_tiles.select_bwd_tile("sm120", d, dv)
         assert (picked.tile_m, picked.tile_n, picked.num_threads, picked.mma_warps_n) == (tm, tn, th, wn)
-        want = ("v" in flags, "e" in flags, "l" in flags, "s" in flags)
-        got = (picked.vector_dq_red, picked.early_loads, picked.longest_first, picked.sdp_transposed)
+        want = tuple(letter in flags for letter in bwd_tiles.CANDIDATE_FLAGS)
+        got = tuple(getattr(picked, field) for field in bwd_tiles.CANDIDATE_FLAGS.values())
         assert got == want
         run_varlen_case(c) if isinstance(c, VarlenCase) else run_case(c)
     finally:

@@ -497,6 +497,14 @@ class FlashAttentionBackwardSm120:
                     mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
                     tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q, offset_q, parts[part],
                 )  # fmt: skip
+        tCrV = None
+        if cutlass.const_expr(cfg.v_in_regs):
+            # V's B fragments of dP, once: wait for the K/V group (the Q/dO groups may still fly)
+            tCrV = thr_mma_sdp.make_fragment_B(thr_mma_sdp.partition_B(sV))
+            thr_V = copy_B_sdp.get_slice(tidx)
+            cute.arch.cp_async_wait_group(len(parts))
+            cute.arch.barrier()
+            cute.copy(copy_B_sdp, thr_V.partition_S(sV), thr_V.retile(tCrV))
 
         for it in cutlass.range(total_iters, unroll=1):
             h_off = it // num_m_iters
@@ -556,7 +564,10 @@ class FlashAttentionBackwardSm120:
                 cute.arch.barrier()
             acc_dP = cute.make_rmem_tensor(thr_mma_sdp.partition_shape_C((tm, tn)), Float32)
             acc_dP.fill(0.0)
-            self.gemm_ss(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, sV, copy_A_sdp, copy_B_sdp, tidx)
+            if cutlass.const_expr(cfg.v_in_regs):
+                self.gemm_sr(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, tCrV, copy_A_sdp, tidx)
+            else:
+                self.gemm_ss(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, sV, copy_A_sdp, copy_B_sdp, tidx)
             acc_dP_mn = acc_mn_view(acc_dP)
             pdp = cute.make_rmem_tensor(num_rows, Float32)
             if cutlass.const_expr(cfg.has_dsink):
@@ -764,6 +775,31 @@ class FlashAttentionBackwardSm120:
         for k in cutlass.range_constexpr(num_k):
             if cutlass.const_expr(k + 1 < num_k):
                 cute.copy(copy_B, tCsB[None, None, k + 1], tCrB_v[None, None, k + 1])
+            cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+
+    @cute.jit
+    def gemm_sr(
+        self,
+        tiled_mma: cute.TiledMma,
+        thr_mma,
+        acc: cute.Tensor,
+        sA: cute.Tensor,
+        tCrB: cute.Tensor,
+        copy_A: cute.TiledCopy,
+        tidx: Int32,
+    ):
+        """acc += A·B with A in shared memory and B already in registers (a B fragment)."""
+        tCrA = thr_mma.make_fragment_A(thr_mma.partition_A(sA))
+        thr_A = copy_A.get_slice(tidx)
+        tCsA = thr_A.partition_S(sA)
+        tCrA_v = thr_A.retile(tCrA)
+        if cutlass.const_expr(OPAQUE_SMEM):
+            tCsA = rebase_opaque(tCsA)
+        num_k = cute.size(tCrA.shape[2])
+        cute.copy(copy_A, tCsA[None, None, 0], tCrA_v[None, None, 0])
+        for k in cutlass.range_constexpr(num_k):
+            if cutlass.const_expr(k + 1 < num_k):
+                cute.copy(copy_A, tCsA[None, None, k + 1], tCrA_v[None, None, k + 1])
             cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
 
     @cute.jit

@@ -63,6 +63,7 @@ class BwdTile:
     # S and dP on the transposed warp grid (num_warps / mma_warps_n warps along keys): fewer ldmatrix
     # bytes per FLOP where tile_n > tile_m (tools/bwd_smem_model.py: d64 64x128 over 4x2, 13.3 -> 14.6)
     sdp_transposed: bool = False
+    v_in_regs: bool = False  # V's fragments of dP = dO·Vᵀ held in registers through the loop
 
 
 # fmt: off
@@ -97,7 +98,13 @@ BWD_FEATURE_SETS: tuple[dict, ...] = (
     dict(causal=False, local=True, varlen_q=True, varlen_k=True, deterministic=True, dsink=True),
 )
 
-CANDIDATE_FLAGS = {"v": "vector_dq_red", "e": "early_loads", "l": "longest_first", "s": "sdp_transposed"}
+CANDIDATE_FLAGS = {
+    "v": "vector_dq_red",
+    "e": "early_loads",
+    "l": "longest_first",
+    "s": "sdp_transposed",
+    "r": "v_in_regs",
+}
 
 
 def with_candidate(
@@ -105,7 +112,7 @@ def with_candidate(
 ) -> BwdTile:
     """``row`` with a sweep candidate's tile and flags, as ``benchmarks/tune_bwd.py`` and the alt-row
     tests write them: ``"v"`` vector_dq_red, ``"e"`` early_loads, ``"l"`` longest_first, ``"s"``
-    sdp_transposed; a flag left out is off."""
+    sdp_transposed, ``"r"`` v_in_regs; a flag left out is off."""
     if set(flags) - set(CANDIDATE_FLAGS):
         raise unsupported("flags", flags, f"letters of {''.join(CANDIDATE_FLAGS)} ({CANDIDATE_FLAGS})")
     on = {field: letter in flags for letter, field in CANDIDATE_FLAGS.items()}
@@ -163,6 +170,7 @@ def bwd_config(
         num_threads=row.num_threads,
         mma_warps_n=row.mma_warps_n,
         sdp_warps_n=row.num_threads // 32 // row.mma_warps_n if row.sdp_transposed else 0,
+        v_in_regs=row.v_in_regs,
         is_causal=causal,
         deterministic=deterministic,
         arch=_CAP_ARCH[family],

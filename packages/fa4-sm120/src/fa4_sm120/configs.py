@@ -73,6 +73,9 @@ class BwdConfig:
     # warps along N of S = Q·Kᵀ and dP = dO·Vᵀ alone (their P/dS stores, masks, row statistics); 0: the
     # same grid as every other product (mma_warps_n). dK, dV and dQ keep mma_warps_n
     sdp_warps_n: int = 0
+    # dP = dO·Vᵀ with V's B fragments loaded into registers once per CTA (FlashAttention-2's
+    # Is_V_in_regs): dP then reads only dO from shared memory
+    v_in_regs: bool = False
     is_causal: bool = False
     deterministic: bool = False
     arch: str = "sm_120a"
