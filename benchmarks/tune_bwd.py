@@ -1,9 +1,10 @@
 """Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n[,flags]``
 per head dim (``d`` or ``d:dv``), causal and not, on the backward grid (DESIGN §7), beside the
 current table row. Flags: ``v`` dQ reductions as ``red.global.add.v2.f32``, ``e`` early Q/dO loads,
-``l`` longest key blocks first for causal calls, ``s`` S and dP on the transposed warp grid, ``r`` V's
-fragments of dP in registers (``BwdTile.vector_dq_red`` / ``early_loads`` / ``longest_first`` /
-``sdp_transposed`` / ``v_in_regs``); a flag left out is off.
+``l`` longest key blocks first for causal calls, ``s`` S and dP on the transposed warp grid, ``k`` S and
+dP with every warp along the keys, ``r`` V's fragments of dP in registers (``BwdTile.vector_dq_red`` /
+``early_loads`` / ``longest_first`` / ``sdp_transposed`` / ``sdp_keys`` / ``v_in_regs``); a flag left
+out is off.
 
 Each candidate replaces the table's row of ``(d, dv)`` in this process (``fa4_sm120.bwd_tiles``) and
 the whole backward (preprocess, main kernel, postprocess) is timed through ``torch.autograd.grad``
@@ -91,7 +92,7 @@ def parse_cand(text: str):
     parts = text.split(",")
     flags = parts[4] if len(parts) == 5 else ""
     if len(parts) not in (4, 5) or set(flags) - set(bwd_tiles.CANDIDATE_FLAGS):
-        raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,flags of v/e/l/s/r]")
+        raise SystemExit(f"--cands {text!r}: want tile_m,tile_n,threads,warps_n[,flags of v/e/l/s/k/r]")
     return (*map(int, parts[:4]), flags)
 
 
@@ -109,7 +110,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--head-dim", nargs="+", default=["128"], help="d or d:dv")
     ap.add_argument(
-        "--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n[,flags v/e/l/s/r]"
+        "--cands", nargs="+", required=True, help="tile_m,tile_n,threads,warps_n[,flags v/e/l/s/k/r]"
     )
     ap.add_argument("--out", default=None)
     ap.add_argument("--emulate-sm120", action="store_true", help="launch with SM120's CTAs per SM")

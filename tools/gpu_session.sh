@@ -27,6 +27,7 @@
 #   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
 #   bash tools/gpu_session.sh s11b         # (session 11) SASS of the forward loops, ncu stall reasons (d128, d64)
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
+#   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
 #   bash tools/gpu_session.sh s11d         # (session 11) backward grid in compat mode, backward alone, 3 peers
 #   bash tools/gpu_session.sh s11a         # (session 11) anchor and backward grids with fa4 and upstream at SM120's CTAs/SM
 #   bash tools/gpu_session.sh tune2        # d96 forward/backward and d160 backward candidates
@@ -450,13 +451,20 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     # and with V's dP fragments in registers too (r: 14.6 -> 16.0; 217-255 registers, no spills):
     # its GPU tests (alt rows incl. sink, softcap + window, varlen/seqused, deterministic), then timed
     # beside the shipped row at SM120 occupancy
-    step bwd-alt-s 240 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k "alt_rows and vls" \
+    step bwd-alt-s 300 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k "alt_rows and (vls or velkr)" \
       --junitxml="$OUT/bwd-alt-s.xml"
     step tune-bwd-d64-s 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
       --cands 64,128,256,2,vl 64,128,256,2,vls 64,128,256,2,vlsr --emulate-sm120 --out "$OUT/bwd64"
     ;;
+  next11b)
+    # (prepared in session 11) d128 backward with S/dP on 1x8 warps and V's dP fragments in registers
+    # (candidate k + r: 32 registers of V per thread; model 13.3 -> 14.6 FLOP per ldmatrix byte; sm_120a
+    # plain, causal and local builds 246-247 registers without spills, some feature builds spill 8-104 B)
+    step tune-bwd-d128-kr 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
+      --cands 32,128,256,4,vel 32,128,256,4,velkr --emulate-sm120 --out "$OUT/bwd128"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b" >&2
     exit 2
     ;;
 esac

@@ -87,7 +87,8 @@ def _resources(path: str):
 # candidates of benchmarks/tune_bwd.py that are not table rows, and table rows in another form, as
 # tests/torch/test_bwd_gpu.py::test_bwd_alt_rows checks them: (d, dv, tile_m, tile_n, threads,
 # mma_warps_n, flags: "v" vector_dq_red, "e" early_loads, "l" longest_first, "s" S and dP on the
-# transposed warp grid, "r" V in registers; a flag left out is off).
+# transposed warp grid, "k" S and dP with every warp along the keys, "r" V in registers; a flag left
+# out is off).
 CANDIDATES = [
     BwdConfig(
         dt,
@@ -101,7 +102,7 @@ CANDIDATES = [
         vector_dq_red="v" in fl,
         early_loads="e" in fl,
         longest_first=causal and "l" in fl,
-        sdp_warps_n=th // 32 // wn if "s" in fl else 0,
+        sdp_warps_n=th // 32 if "k" in fl else th // 32 // wn if "s" in fl else 0,
         v_in_regs="r" in fl,
         **feat,
     )  # fmt: skip
@@ -115,6 +116,7 @@ CANDIDATES = [
         (64, 64, 32, 128, 256, 4, "ve"),
         (64, 64, 64, 128, 256, 2, "vls"),  # S/dP on 2x4 warps, dK/dV/dQ on 4x2
         (64, 64, 64, 128, 256, 2, "vlsr"),  # ... and V's fragments of dP in registers
+        (128, 128, 32, 128, 256, 4, "velkr"),  # S/dP on 1x8 warps, V in registers (32 per thread)
         (160, 160, 64, 64, 256, 2, "vel"),
         (192, 128, 64, 64, 256, 2, "ve"),
         (192, 192, 32, 32, 128, 2, "vl"),  # spill-free where the 64x32 row's plain build spills 8 B

@@ -195,10 +195,18 @@ def test_bwd_sdp_grid(monkeypatch):
         shipped = bwd_tiles.bwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=False)
         assert shipped.sdp_warps_n == 0 and shipped.sdp_wn == shipped.mma_warps_n and not shipped.v_in_regs
         assert shipped.dq_from_regs == (row.mma_warps_n == 1)
+    # k: every warp along the keys (d128 32x128: S/dP on 1x8); s and k together are a typed error
+    b128 = bwd_tiles.select_bwd_tile("sm120", 128, 128)
+    keys = bwd_tiles.with_candidate(b128, 32, 128, 256, 4, "velkr")
+    monkeypatch.setattr(bwd_tiles, "BWD_TABLE", tuple(keys if r is b128 else r for r in bwd_tiles.BWD_TABLE))
+    k_cfg = bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, causal=False)
+    assert (k_cfg.sdp_wm, k_cfg.sdp_wn, k_cfg.mma_warps_n, k_cfg.v_in_regs) == (1, 8, 4, True)
+    FlashAttentionBackwardSm120.can_implement(k_cfg)
+    with pytest.raises(UnsupportedConfigError, match="flags.*'vsk'"):
+        bwd_tiles.with_candidate(b128, 32, 128, 256, 4, "vsk")
     # d128's 32-row tile cannot put 4 warps along its rows
-    d128 = bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, causal=False)
     with pytest.raises(UnsupportedConfigError, match="tile_m"):
-        FlashAttentionBackwardSm120.can_implement(dataclasses.replace(d128, sdp_warps_n=2))
+        FlashAttentionBackwardSm120.can_implement(dataclasses.replace(k_cfg, sdp_warps_n=2))
 
 
 def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms(monkeypatch):

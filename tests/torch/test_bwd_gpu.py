@@ -591,8 +591,9 @@ def test_feature_switches_raise(monkeypatch):
 # rows. (d, dv, tile_m, tile_n, threads, mma_warps_n, flags): flags "v" = vector_dq_red (dQ as
 # red.global.add.v2.f32 on column pairs), "e" = early_loads (the next Q and dO as two cp.async groups,
 # dK before dV), "l" = longest_first (causal: the 1-D longest-first grid), "s" = S and dP on the
-# transposed warp grid (their own tiled MMA, P/dS stores and row statistics), "r" = V's fragments of dP
-# in registers (loaded once per CTA); a flag left out is off, so
+# transposed warp grid (their own tiled MMA, P/dS stores and row statistics), "k" = S and dP with every
+# warp along the keys, "r" = V's fragments of dP in registers (loaded once per CTA); a flag left out is
+# off, so
 # the rows without "l" run the causal cases on the plain (key block, head, batch) grid the table rows
 # now leave to non-causal calls.
 ALT_ROWS = (
@@ -607,6 +608,7 @@ ALT_ROWS = (
     (128, 128, 64, 64, 128, 1, "ve"),
     (128, 128, 32, 128, 256, 4, "ve"),
     (128, 128, 32, 128, 256, 4, "vl"),
+    (128, 128, 32, 128, 256, 4, "velkr"),
     (160, 160, 64, 64, 256, 2, "vel"),
     (192, 128, 64, 64, 256, 2, "ve"),
     (192, 192, 32, 32, 128, 2, "vl"),

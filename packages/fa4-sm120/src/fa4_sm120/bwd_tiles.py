@@ -63,6 +63,9 @@ class BwdTile:
     # S and dP on the transposed warp grid (num_warps / mma_warps_n warps along keys): fewer ldmatrix
     # bytes per FLOP where tile_n > tile_m (tools/bwd_smem_model.py: d64 64x128 over 4x2, 13.3 -> 14.6)
     sdp_transposed: bool = False
+    # S and dP with every warp along the keys (a warp owns all tile_m rows of its keys): with v_in_regs
+    # a warp then holds V for tile_n / num_warps keys only (d128 32x128: 32 registers)
+    sdp_keys: bool = False
     v_in_regs: bool = False  # V's fragments of dP = dO·Vᵀ held in registers through the loop
 
 
@@ -103,6 +106,7 @@ CANDIDATE_FLAGS = {
     "e": "early_loads",
     "l": "longest_first",
     "s": "sdp_transposed",
+    "k": "sdp_keys",
     "r": "v_in_regs",
 }
 
@@ -112,14 +116,24 @@ def with_candidate(
 ) -> BwdTile:
     """``row`` with a sweep candidate's tile and flags, as ``benchmarks/tune_bwd.py`` and the alt-row
     tests write them: ``"v"`` vector_dq_red, ``"e"`` early_loads, ``"l"`` longest_first, ``"s"``
-    sdp_transposed, ``"r"`` v_in_regs; a flag left out is off."""
+    sdp_transposed, ``"k"`` sdp_keys, ``"r"`` v_in_regs; a flag left out is off."""
     if set(flags) - set(CANDIDATE_FLAGS):
         raise unsupported("flags", flags, f"letters of {''.join(CANDIDATE_FLAGS)} ({CANDIDATE_FLAGS})")
+    if "s" in flags and "k" in flags:
+        raise unsupported("flags", flags, "at most one of s (S/dP transposed) and k (S/dP along the keys)")
     on = {field: letter in flags for letter, field in CANDIDATE_FLAGS.items()}
     return replace(row, tile_m=tile_m, tile_n=tile_n, num_threads=num_threads, mma_warps_n=mma_warps_n, **on)
 
 
 _CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
+
+
+def _sdp_warps_n(row: BwdTile) -> int:
+    """``BwdConfig.sdp_warps_n`` of a row: 0 (S and dP on the row's grid) unless a flag says otherwise."""
+    warps = row.num_threads // 32
+    if row.sdp_keys:
+        return warps
+    return warps // row.mma_warps_n if row.sdp_transposed else 0
 
 
 def select_bwd_tile(family: str, head_dim: int, head_dim_v: int) -> BwdTile:
@@ -169,7 +183,7 @@ def bwd_config(
         tile_n=row.tile_n,
         num_threads=row.num_threads,
         mma_warps_n=row.mma_warps_n,
-        sdp_warps_n=row.num_threads // 32 // row.mma_warps_n if row.sdp_transposed else 0,
+        sdp_warps_n=_sdp_warps_n(row),
         v_in_regs=row.v_in_regs,
         is_causal=causal,
         deterministic=deterministic,
