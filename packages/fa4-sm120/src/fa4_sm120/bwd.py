@@ -534,7 +534,7 @@ class FlashAttentionBackwardSm120:
             # K, V and Q have landed (early_loads: dO may still be in flight)
             cute.arch.cp_async_wait_group(1 if cutlass.const_expr(cfg.early_loads) else 0)
             cute.arch.barrier()
-            self.gemm_ss(tiled_mma_sdp, thr_mma_sdp, acc_S, sQ, sK, copy_A_sdp, copy_B_sdp, tidx)
+            self.gemm(tiled_mma_sdp, thr_mma_sdp, acc_S, sQ, sK, copy_A_sdp, copy_B_sdp, tidx)
             if cutlass.const_expr(cfg.has_softcap):
                 # capped scores, and d(capped)/d(scaled score) = 1 - tanh² for dS
                 t = cute.math.tanh(acc_S.load() * softcap_scale, fastmath=True)
@@ -565,9 +565,9 @@ class FlashAttentionBackwardSm120:
             acc_dP = cute.make_rmem_tensor(thr_mma_sdp.partition_shape_C((tm, tn)), Float32)
             acc_dP.fill(0.0)
             if cutlass.const_expr(cfg.v_in_regs):
-                self.gemm_sr(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, tCrV, copy_A_sdp, tidx)
+                self.gemm(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, tCrV, copy_A_sdp, None, tidx)
             else:
-                self.gemm_ss(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, sV, copy_A_sdp, copy_B_sdp, tidx)
+                self.gemm(tiled_mma_sdp, thr_mma_sdp, acc_dP, sdO, sV, copy_A_sdp, copy_B_sdp, tidx)
             acc_dP_mn = acc_mn_view(acc_dP)
             pdp = cute.make_rmem_tensor(num_rows, Float32)
             if cutlass.const_expr(cfg.has_dsink):
@@ -587,14 +587,14 @@ class FlashAttentionBackwardSm120:
             if cutlass.const_expr(cfg.early_loads):
                 # dK first: once every warp is done with sQ the next Q loads during dV, dQ and the
                 # reductions; the next dO during dQ, the reductions and the next S
-                self.gemm_ss(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
+                self.gemm(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sQ
                 if next_it < total_iters:
                     self.load_q_do(
                         mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
                         tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "q",
                     )  # fmt: skip
-                self.gemm_ss(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
+                self.gemm(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sdO (and sP)
                 if next_it < total_iters:
                     self.load_q_do(
@@ -602,8 +602,8 @@ class FlashAttentionBackwardSm120:
                         tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "do",
                     )  # fmt: skip
             else:
-                self.gemm_ss(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
-                self.gemm_ss(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
+                self.gemm(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
+                self.gemm(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sQ, sdO, sP, sdS
                 if next_it < total_iters:
                     self.load_q_do(
@@ -614,9 +614,9 @@ class FlashAttentionBackwardSm120:
             acc_dQ = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, d)), Float32)
             acc_dQ.fill(0.0)
             if cutlass.const_expr(cfg.dq_from_regs):
-                self.gemm_rs(tiled_mma, thr_mma, acc_dQ, acc_as_a_operand(rdS), sKt, copy_Bt, tidx)
+                self.gemm(tiled_mma, thr_mma, acc_dQ, acc_as_a_operand(rdS), sKt, None, copy_Bt, tidx)
             else:
-                self.gemm_ss(tiled_mma, thr_mma, acc_dQ, sdS, sKt, copy_A, copy_Bt, tidx)
+                self.gemm(tiled_mma, thr_mma, acc_dQ, sdS, sKt, copy_A, copy_Bt, tidx)
             mdQ_h = mdQaccum[b_acc, head, None, None]
             if cutlass.const_expr(cfg.varlen_q):
                 mdQ_h = cute.make_tensor(mdQ_h.iterator + offset_q * mdQ_h.stride[0], mdQ_h.layout)
@@ -720,87 +720,43 @@ class FlashAttentionBackwardSm120:
             cute.arch.red(ptr, acc_dQ[i], op="add", dtype="f32", sem="relaxed", scope="gpu")
 
     @cute.jit
-    def gemm_ss(
+    def gemm(
         self,
         tiled_mma: cute.TiledMma,
         thr_mma,
         acc: cute.Tensor,
-        sA: cute.Tensor,
-        sB: cute.Tensor,
-        copy_A: cute.TiledCopy,
-        copy_B: cute.TiledCopy,
+        A: cute.Tensor,
+        B: cute.Tensor,
+        copy_A,
+        copy_B,
         tidx: Int32,
     ):
-        """acc += A·B with both operands in shared memory (``ldmatrix`` of k-block k+1 overlapping the
-        MMAs of k-block k)."""
-        tCrA = thr_mma.make_fragment_A(thr_mma.partition_A(sA))
-        tCrB = thr_mma.make_fragment_B(thr_mma.partition_B(sB))
-        thr_A = copy_A.get_slice(tidx)
-        thr_B = copy_B.get_slice(tidx)
-        tCsA = thr_A.partition_S(sA)
-        tCrA_v = thr_A.retile(tCrA)
-        tCsB = thr_B.partition_S(sB)
-        tCrB_v = thr_B.retile(tCrB)
-        if cutlass.const_expr(OPAQUE_SMEM):
-            tCsA, tCsB = rebase_opaque(tCsA), rebase_opaque(tCsB)
+        """acc += A·B. An operand with a copy is a shared-memory tensor, loaded k-block by k-block
+        (``ldmatrix`` of k-block k+1 overlapping the MMAs of k-block k); an operand whose copy is
+        None is already a register fragment of ``thr_mma``."""
+        tCrA, tCrB = A, B
+        if cutlass.const_expr(copy_A is not None):
+            tCrA = thr_mma.make_fragment_A(thr_mma.partition_A(A))
+            thr_A = copy_A.get_slice(tidx)
+            tCsA, tCrA_v = thr_A.partition_S(A), thr_A.retile(tCrA)
+            if cutlass.const_expr(OPAQUE_SMEM):
+                tCsA = rebase_opaque(tCsA)
+        if cutlass.const_expr(copy_B is not None):
+            tCrB = thr_mma.make_fragment_B(thr_mma.partition_B(B))
+            thr_B = copy_B.get_slice(tidx)
+            tCsB, tCrB_v = thr_B.partition_S(B), thr_B.retile(tCrB)
+            if cutlass.const_expr(OPAQUE_SMEM):
+                tCsB = rebase_opaque(tCsB)
         num_k = cute.size(tCrA.shape[2])
-        cute.copy(copy_A, tCsA[None, None, 0], tCrA_v[None, None, 0])
-        cute.copy(copy_B, tCsB[None, None, 0], tCrB_v[None, None, 0])
-        for k in cutlass.range_constexpr(num_k):
-            if cutlass.const_expr(k + 1 < num_k):
-                cute.copy(copy_A, tCsA[None, None, k + 1], tCrA_v[None, None, k + 1])
-                cute.copy(copy_B, tCsB[None, None, k + 1], tCrB_v[None, None, k + 1])
-            cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
-
-    @cute.jit
-    def gemm_rs(
-        self,
-        tiled_mma: cute.TiledMma,
-        thr_mma,
-        acc: cute.Tensor,
-        tCrA: cute.Tensor,
-        sB: cute.Tensor,
-        copy_B: cute.TiledCopy,
-        tidx: Int32,
-    ):
-        """acc += A·B with A already in registers (an A fragment) and B in shared memory."""
-        tCrB = thr_mma.make_fragment_B(thr_mma.partition_B(sB))
-        thr_B = copy_B.get_slice(tidx)
-        tCsB = thr_B.partition_S(sB)
-        tCrB_v = thr_B.retile(tCrB)
-        if cutlass.const_expr(OPAQUE_SMEM):
-            tCsB = rebase_opaque(tCsB)
-        num_k = cute.size(tCrB.shape[2])
-        cute.copy(copy_B, tCsB[None, None, 0], tCrB_v[None, None, 0])
-        for k in cutlass.range_constexpr(num_k):
-            if cutlass.const_expr(k + 1 < num_k):
-                cute.copy(copy_B, tCsB[None, None, k + 1], tCrB_v[None, None, k + 1])
-            cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
-
-    @cute.jit
-    def gemm_sr(
-        self,
-        tiled_mma: cute.TiledMma,
-        thr_mma,
-        acc: cute.Tensor,
-        sA: cute.Tensor,
-        tCrB: cute.Tensor,
-        copy_A: cute.TiledCopy,
-        tidx: Int32,
-    ):
-        """acc += A·B with A in shared memory and B already in registers (a B fragment)."""
-        tCrA = thr_mma.make_fragment_A(thr_mma.partition_A(sA))
-        thr_A = copy_A.get_slice(tidx)
-        tCsA = thr_A.partition_S(sA)
-        tCrA_v = thr_A.retile(tCrA)
-        if cutlass.const_expr(OPAQUE_SMEM):
-            tCsA = rebase_opaque(tCsA)
-        num_k = cute.size(tCrA.shape[2])
-        cute.copy(copy_A, tCsA[None, None, 0], tCrA_v[None, None, 0])
-        for k in cutlass.range_constexpr(num_k):
-            if cutlass.const_expr(k + 1 < num_k):
-                cute.copy(copy_A, tCsA[None, None, k + 1], tCrA_v[None, None, k + 1])
-            cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+        for k in cutlass.range_constexpr(num_k + 1):
+            # loads of k-block k, then the MMAs of k-block k - 1
+            if cutlass.const_expr(k < num_k):
+                if cutlass.const_expr(copy_A is not None):
+                    cute.copy(copy_A, tCsA[None, None, k], tCrA_v[None, None, k])
+                if cutlass.const_expr(copy_B is not None):
+                    cute.copy(copy_B, tCsB[None, None, k], tCrB_v[None, None, k])
+            if cutlass.const_expr(k > 0):
+                cute.gemm(tiled_mma, acc, tCrA[None, None, k - 1], tCrB[None, None, k - 1], acc)
 
     @cute.jit
     def load_tile(
