@@ -48,6 +48,13 @@ step() {  # step NAME SECONDS COMMAND...
   echo "   rc=$rc"
 }
 PYTEST_GPU=(python3 -m pytest -m gpu -q -p no:cacheprovider -n 14 --dist loadgroup)
+# ncu: the stall reasons two ways (one may not exist in a given ncu): the sections' details, and the
+# explicit per-reason metrics with the share of lanes predicated on
+STALLS=(ncu --profile-from-start off --section WarpStateStats --section InstructionStats --print-details all)
+M=smsp__average_warps_issue_stalled
+METRICS=$(printf "${M}_%s_per_issue_active.ratio," barrier branch_resolving dispatch_stall drain \
+  lg_throttle long_scoreboard math_pipe_throttle membar mio_throttle misc no_instruction not_selected \
+  selected short_scoreboard sleeping tex_throttle wait)smsp__thread_inst_executed_pred_on_per_inst_executed.ratio
 
 case "${1:-suite}" in
   suite)
@@ -389,16 +396,10 @@ case "${1:-suite}" in
     # 10's profile are: the stall reasons of the d128 and d64 rows (and upstream's d64) and the SASS
     # opcodes of their loops (tools/sass_dump.py: ptxas + cuobjdump, which the CPU machine lacks)
     step sass 120 python3 tools/sass_dump.py --out "$OUT/sass"
-    # two ways to the stall reasons (one may not exist in this ncu): the section's details, and the metrics
-    STALLS=(ncu --profile-from-start off --section WarpStateStats --section InstructionStats --print-details all)
     step ncu-stalls-d128 90 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     for peer in fa4 upstream; do
       step "ncu-stalls-d64-$peer" 90 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 4 1024 16 64 --peer $peer
     done
-    M=smsp__average_warps_issue_stalled
-    METRICS=$(printf "${M}_%s_per_issue_active.ratio," barrier branch_resolving dispatch_stall drain \
-      lg_throttle long_scoreboard math_pipe_throttle membar mio_throttle misc no_instruction not_selected \
-      selected short_scoreboard sleeping tex_throttle wait)smsp__thread_inst_executed_pred_on_per_inst_executed.ratio
     step ncu-metrics-d128 90 ncu --profile-from-start off --metrics "$METRICS" \
       python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     ;;
@@ -428,12 +429,7 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     # (session 11) next10b cut to the budget left: the SASS of the forward rows' loops, the stall reasons
     # of the d128 row (section details and the explicit metrics) and of the d64 row
     step sass 120 python3 tools/sass_dump.py --out "$OUT/sass"
-    STALLS=(ncu --profile-from-start off --section WarpStateStats --section InstructionStats --print-details all)
     step ncu-stalls-d128 90 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
-    M=smsp__average_warps_issue_stalled
-    METRICS=$(printf "${M}_%s_per_issue_active.ratio," barrier branch_resolving dispatch_stall drain \
-      lg_throttle long_scoreboard math_pipe_throttle membar mio_throttle misc no_instruction not_selected \
-      selected short_scoreboard sleeping tex_throttle wait)smsp__thread_inst_executed_pred_on_per_inst_executed.ratio
     step ncu-metrics-d128 90 ncu --profile-from-start off --metrics "$METRICS" \
       python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     step ncu-stalls-d64-fa4 80 "${STALLS[@]}" python3 benchmarks/profile_ncu.py fwd 4 1024 16 64
