@@ -33,7 +33,13 @@ def main():
         print("sm120_resources: ptxas (CUDA 13) is not on PATH; nothing measured")
         return 1
     from fa4_sm120.bwd import compile_bwd
-    from fa4_sm120.bwd_tiles import BWD_FEATURE_SETS, BWD_TABLE, bwd_config
+    from fa4_sm120.bwd_tiles import (
+        BWD_FEATURE_SETS,
+        BWD_TABLE,
+        bwd_config,
+        bwd_selecting_args,
+        select_bwd_tile,
+    )
 
     features = "--features" in sys.argv[1:]
 
@@ -49,19 +55,18 @@ def main():
                 continue
             for causal in getattr(row, "causal", (False, True)):
                 # a forward row behind a plain_only row of its dims serves that case's window and
-                # split-KV calls: compile it as the table picks it
-                sel = selecting_args(row, causal) if table is FWD_TABLE else {}
+                # split-KV calls, a backward row behind one with excludes the calls it excludes:
+                # compile it as the table picks it
+                sel = selecting_args(row, causal) if table is FWD_TABLE else bwd_selecting_args(row)
                 cfg = make_cfg("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal, **sel)
                 regs, spill = _resources(compile_fn, cfg)
                 occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
                 tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
                 if getattr(cfg, "mma_warps_n", 1) > 1:
-                    tile += f" ({cfg.num_threads // 32 // cfg.mma_warps_n}x{cfg.mma_warps_n} warps)"
-                calls = (
-                    "plain (no window, split-KV or softcap)"
-                    if getattr(row, "plain_only", False)
-                    else ("window, split-KV or softcap" if sel else "all")
-                )
+                    tile += f" ({cfg.num_threads // 32 // cfg.mma_warps_n}x{cfg.mma_warps_n} warps"
+                    tile += f"; S/dP {cfg.sdp_wm}x{cfg.sdp_wn}" if getattr(cfg, "sdp_warps_n", 0) else ""
+                    tile += "; V in registers)" if getattr(cfg, "v_in_regs", False) else ")"
+                calls = _calls(row, sel)
                 print(
                     f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {calls} | {tile} | {cfg.smem_bytes} | {regs} | "
                     f"{spill} | {occ} | {occ * cfg.num_threads // 32} |",
@@ -79,6 +84,8 @@ def main():
                 continue
             worst_regs, worst_spill, spilling = 0, 0, []
             for feat in BWD_FEATURE_SETS:
+                if select_bwd_tile("sm120", row.head_dim, row.head_dim_v, **feat) is not row:
+                    continue  # another row of its head dims serves these calls
                 cfg = bwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, **feat)
                 regs, spill = _resources(compile_bwd, cfg)
                 worst_regs, worst_spill = max(worst_regs, regs), max(worst_spill, spill)
@@ -150,6 +157,17 @@ def _forward_features():
                 f"{'; '.join(spilling) or 'none'} |",
                 flush=True,
             )
+
+
+def _calls(row, sel: dict) -> str:
+    """Which calls the table gives ``row`` (the "calls" column)."""
+    if getattr(row, "plain_only", False):
+        return "plain (no window, split-KV or softcap)"
+    if getattr(row, "excludes", None):
+        return "none of " + ", ".join(sorted(row.excludes))
+    if sel:
+        return "the others" if "deterministic" in sel else "window, split-KV or softcap"
+    return "all"
 
 
 def _resources(compile_fn, cfg):

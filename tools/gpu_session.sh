@@ -26,6 +26,8 @@
 #   bash tools/gpu_session.sh next10c      # (next) backward 192/192 with and without the opaque addresses
 #   bash tools/gpu_session.sh s10b         # forward grids (anchor + seed) after a parallel disk-cache warm-up
 #   bash tools/gpu_session.sh s11b         # (session 11) SASS of the forward loops, ncu stall reasons (d128, d64)
+#   bash tools/gpu_session.sh s12a         # (session 12) backward suite, alternatives and sanitizers with the new d64/d128 rows
+#   bash tools/gpu_session.sh s12b         # (session 12) backward grid, compat and SM120 occupancy
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
 #   bash tools/gpu_session.sh s11d         # (session 11) backward grid in compat mode, backward alone, 3 peers
@@ -459,8 +461,27 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step tune-bwd-d128-kr 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
       --cands 32,128,256,4,vel 32,128,256,4,velkr --emulate-sm120 --out "$OUT/bwd128"
     ;;
+  s12a)
+    # (session 12) the table with d64 on S/dP 2x4 + V in registers and d128 on S/dP 1x8 + V in registers
+    # (plain, causal and window calls): the backward's GPU suite, the former d64 row and the new rows'
+    # sink and softcap + window cases as alternatives, then memcheck and racecheck of the d64/d128 launches
+    step bwd-suite 330 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py tests/torch/test_compile_bwd_gpu.py \
+      tests/torch/test_random_gpu.py tests/torch/test_transformers_gpu.py \
+      tests/torch/test_serving_gpu.py::test_window_softcap_sink -k "not alt_rows" --junitxml="$OUT/bwd-suite.xml"
+    step bwd-alt 110 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k "alt_rows and (x2-vl- or velkr or vlsr)" \
+      --junitxml="$OUT/bwd-alt.xml"
+    step sanitize-bwd 150 env SANITIZE_K="backward and (d64 or d128)" bash tools/sanitize.sh memcheck racecheck
+    ;;
+  s12b)
+    # (session 12) the backward grid with the new rows, backward alone beside SDPA flash and upstream:
+    # compat mode, then at SM120's CTAs per SM
+    step bench-bwd 220 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py \
+      --peers fa4 sdpa_flash fa4_upstream_sm120 --no-fwdbwd --out "$OUT"
+    step bench-bwd-emu 260 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --emulate-sm120 \
+      --peers fa4 sdpa_flash fa4_upstream_sm120 --no-fwdbwd --out "$OUT"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b" >&2
     exit 2
     ;;
 esac

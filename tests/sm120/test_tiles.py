@@ -171,42 +171,70 @@ def test_bwd_with_candidate_flags():
         with_candidate(row, 64, 64, 128, 1, "vx")
 
 
-def test_bwd_sdp_grid(monkeypatch):
-    """``s``: S and dP on the transposed warp grid (d64 64x128 over 4x2 -> S/dP over 2x4), and only
-    those; the shipped rows keep one grid (``sdp_warps_n`` 0) and dS in registers where they did. A
-    grid the tile cannot hold is a typed error naming ``tile_m``."""
+def test_bwd_sdp_grid():
+    """S and dP on their own warp grid: d64 (``s``) 64x128 over 4x2 with S/dP over 2x4, d128 (``k``)
+    32x128 over 2x4 with S/dP over 1x8, both with V's dP fragments in registers (``r``); the other
+    rows keep one grid (``sdp_warps_n`` 0) and dS in registers where they did. ``s`` and ``k``
+    together, and a grid the tile cannot hold, are typed errors."""
     import dataclasses
 
     from fa4_core.errors import UnsupportedConfigError
     from fa4_sm120 import bwd_tiles
     from fa4_sm120.bwd import FlashAttentionBackwardSm120
 
-    base = bwd_tiles.select_bwd_tile("sm120", 64, 64)
-    cand = bwd_tiles.with_candidate(base, 64, 128, 256, 2, "vls")
-    monkeypatch.setattr(bwd_tiles, "BWD_TABLE", tuple(cand if r is base else r for r in bwd_tiles.BWD_TABLE))
     cfg = bwd_tiles.bwd_config("sm120", "bfloat16", 64, 64, causal=True)
     assert (cfg.mma_warps_m, cfg.mma_warps_n, cfg.sdp_wm, cfg.sdp_wn) == (4, 2, 2, 4)
-    assert not cfg.dq_from_regs and not cfg.v_in_regs
-    assert bwd_tiles.with_candidate(base, 64, 128, 256, 2, "vlsr").v_in_regs
+    assert not cfg.dq_from_regs and cfg.v_in_regs
     FlashAttentionBackwardSm120.can_implement(cfg)
-    for row in bwd_tiles.BWD_TABLE:
-        if row is cand:
-            continue
-        shipped = bwd_tiles.bwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=False)
-        assert shipped.sdp_warps_n == 0 and shipped.sdp_wn == shipped.mma_warps_n and not shipped.v_in_regs
-        assert shipped.dq_from_regs == (row.mma_warps_n == 1)
-    # k: every warp along the keys (d128 32x128: S/dP on 1x8); s and k together are a typed error
-    b128 = bwd_tiles.select_bwd_tile("sm120", 128, 128)
-    keys = bwd_tiles.with_candidate(b128, 32, 128, 256, 4, "velkr")
-    monkeypatch.setattr(bwd_tiles, "BWD_TABLE", tuple(keys if r is b128 else r for r in bwd_tiles.BWD_TABLE))
     k_cfg = bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, causal=False)
     assert (k_cfg.sdp_wm, k_cfg.sdp_wn, k_cfg.mma_warps_n, k_cfg.v_in_regs) == (1, 8, 4, True)
     FlashAttentionBackwardSm120.can_implement(k_cfg)
+    for row in bwd_tiles.BWD_TABLE:
+        if row.sdp_transposed or row.sdp_keys:
+            continue
+        # deterministic: what d128's second row serves (no other row excludes it)
+        shipped = bwd_tiles.bwd_config(
+            "sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=False, deterministic=True
+        )
+        assert (shipped.tile_m, shipped.tile_n, shipped.mma_warps_n) == (
+            row.tile_m,
+            row.tile_n,
+            row.mma_warps_n,
+        )
+        assert shipped.sdp_warps_n == 0 and shipped.sdp_wn == shipped.mma_warps_n and not shipped.v_in_regs
+        assert shipped.dq_from_regs == (row.mma_warps_n == 1)
+    b128 = bwd_tiles.select_bwd_tile("sm120", 128, 128)
     with pytest.raises(UnsupportedConfigError, match="flags.*'vsk'"):
         bwd_tiles.with_candidate(b128, 32, 128, 256, 4, "vsk")
     # d128's 32-row tile cannot put 4 warps along its rows
     with pytest.raises(UnsupportedConfigError, match="tile_m"):
         FlashAttentionBackwardSm120.can_implement(dataclasses.replace(k_cfg, sdp_warps_n=2))
+
+
+def test_bwd_row_excludes_features():
+    """A row with ``excludes`` serves the calls with none of those flags on; the next row of its head
+    dims serves the rest (d128: varlen, seqused, deterministic, softcap and the sink gradient, whose builds
+    with V in registers spill); a candidate drops them; an unknown feature is a typed error."""
+    from fa4_core.errors import UnsupportedConfigError
+    from fa4_sm120 import bwd_tiles
+
+    first, second = (r for r in bwd_tiles.BWD_TABLE if r.head_dim == 128)
+    assert first.excludes and not second.excludes
+    for on in ({}, {"causal": True}, {"local": True}, {"causal": True, "local": True}):
+        assert bwd_tiles.select_bwd_tile("sm120", 128, 128, **on) is first
+        assert bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, **{"causal": False, **on}).v_in_regs
+    for flag in sorted(first.excludes):
+        assert bwd_tiles.select_bwd_tile("sm120", 128, 128, **{flag: True}) is second
+        assert not bwd_tiles.select_bwd_tile("sm120", 128, 128, **{flag: False}).excludes.isdisjoint({flag})
+        cfg = bwd_tiles.bwd_config("sm120", "bfloat16", 128, 128, causal=True, **{flag: True})
+        assert (cfg.sdp_warps_n, cfg.v_in_regs, cfg.early_loads) == (0, False, True)
+    assert not bwd_tiles.with_candidate(first, 32, 128, 256, 4, "velkr").excludes
+    for row in bwd_tiles.BWD_TABLE:  # every row is reachable, under the flags bwd_selecting_args names
+        sel = bwd_tiles.bwd_selecting_args(row)
+        assert bwd_tiles.select_bwd_tile(row.family, row.head_dim, row.head_dim_v, **sel) is row
+    assert bwd_tiles.bwd_selecting_args(second) == {"deterministic": True}
+    with pytest.raises(UnsupportedConfigError, match="features.*'windowed'"):
+        bwd_tiles.select_bwd_tile("sm120", 128, 128, windowed=True)
 
 
 def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms(monkeypatch):

@@ -598,6 +598,7 @@ def test_feature_switches_raise(monkeypatch):
 # now leave to non-causal calls.
 ALT_ROWS = (
     (64, 64, 64, 128, 256, 2, "v"),
+    (64, 64, 64, 128, 256, 2, "vl"),  # the d64 row before S/dP on 2x4 warps and V in registers
     (64, 64, 64, 128, 256, 2, "ve"),
     (64, 64, 32, 128, 256, 4, "ve"),
     (64, 64, 64, 128, 256, 2, "vls"),
@@ -628,12 +629,12 @@ ALT_CASES = (
     + [  # S/dP on their own grid: the sink's per-warp-column row sums, softcap with a window
         (row, Case("bf16", 2, 300, 257, 4, 2, row[0], causal=True, sink=True))
         for row in ALT_ROWS
-        if "s" in row[6]
+        if "s" in row[6] or "k" in row[6]
     ]
     + [
         (row, Case("fp16", 1, 200, 333, 4, 1, row[0], window=(70, 20), softcap=30.0))
         for row in ALT_ROWS
-        if "s" in row[6]
+        if "s" in row[6] or "k" in row[6]
     ]
     + [  # packed sequences with seqused (the per-row checks of the dQ reductions), deterministic
         (

@@ -46,9 +46,10 @@ def test_forward_varlen_paged_split():
         check_close("lse", lse, ref[1], pt[1])
 
 
-# d 64: the M-split warps, dS kept in registers for dQ; d 256 deterministic: the 2x2-warp tile (dQ from
-# shared dS, 32-row tiles) and the ordered dQ additions (counters in global memory)
-@pytest.mark.parametrize("d, det", [(64, False), (256, True)], ids=["d64", "d256-det"])
+# d 64: S/dP on 2x4 warps, dK/dV/dQ on 4x2, V's dP fragments in registers; d 128: S/dP on 1x8 warps
+# with V in registers; d 256 deterministic: the 2x2-warp tile (dQ from shared dS, 32-row tiles) and the
+# ordered dQ additions (counters in global memory)
+@pytest.mark.parametrize("d, det", [(64, False), (128, False), (256, True)], ids=["d64", "d128", "d256-det"])
 def test_backward(d, det):
     from fa4_torch import flash_attn_func
 

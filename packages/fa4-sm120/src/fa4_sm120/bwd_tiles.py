@@ -15,8 +15,17 @@ passes; ``benchmarks/results/2026-12-02-NVIDIA-H200-tune-bwd-emulated-sm120.json
   218.0 / 162.1 against the former 4-warp 64x64 row's 132.8 / 118.1 (with vector reductions 176.5 /
   154.8). It halves the Q/dO reloads and dQ reductions per key; the 64x64 rows kept L2 about six times
   as busy as FlashAttention-2's backward (ncu). Longest-first then 171.7 against 155.8 causal (same run).
+  Since 2026-12-04 S and dP run on 1 x 8 warps with V's dP fragments in registers (``sdp_keys``,
+  ``v_in_regs``; 13.3 -> 14.6 FLOP per ldmatrix byte): 226.8 / 225.9 against 219.2 / 218.6 non-causal
+  (+3-4% on every shape), 225-240 against 214-227 causal on the four larger shapes. Its sm_120a builds
+  with varlen, seqused, deterministic, softcap or the sink's gradient spill 4-104 B: those calls keep
+  the former row (``excludes``).
 * d64: 64x128 over 8 warps (4 x 2), vector reductions 200.7 / 141.7 against 170.6 / 124.7 (early loads:
-  195.6 / 147.4, not kept).
+  195.6 / 147.4, not kept). Since 2026-12-04 with S and dP on the transposed grid (2 x 4 warps) and V's
+  dP fragments in registers (``sdp_transposed``, ``v_in_regs``; ``tools/bwd_smem_model.py``: 13.3 -> 16.0
+  FLOP per ldmatrix byte): the four larger grid shapes 205-232 against 193-215 non-causal, 208-224
+  against 198-212 causal (+5-8%, both passes; the 4x1024x16 shape swings 53-159 for every candidate);
+  ``benchmarks/results/2026-12-04-NVIDIA-H200-tune-bwd-session12-emulated-sm120.json``.
 * d96: 64x64 over 4 warps as 4 x 1 with vector reductions, 167.5 / 144.7. As 2 x 2 it measured 177.3 /
   148.5, but its sm_120a softcap, seqused and varlen-deterministic builds spill 8-48 B; 4 x 1 spills in
   none of ``BWD_FEATURE_SETS``.
@@ -45,7 +54,15 @@ from fa4_core.arch import parse_arch
 from fa4_core.errors import UnsupportedArchError, unsupported
 from fa4_sm120.configs import BwdConfig
 
-__all__ = ["BwdTile", "BWD_TABLE", "BWD_FEATURE_SETS", "select_bwd_tile", "bwd_config", "with_candidate"]
+__all__ = [
+    "BwdTile",
+    "BWD_TABLE",
+    "BWD_FEATURE_SETS",
+    "select_bwd_tile",
+    "bwd_config",
+    "bwd_selecting_args",
+    "with_candidate",
+]
 
 
 @dataclass(frozen=True)
@@ -67,14 +84,28 @@ class BwdTile:
     # a warp then holds V for tile_n / num_warps keys only (d128 32x128: 32 registers)
     sdp_keys: bool = False
     v_in_regs: bool = False  # V's fragments of dP = dO·Vᵀ held in registers through the loop
+    # bwd_config flags under which the table skips this row for the next row of its head dims (the
+    # row's sm_120a builds with them spill)
+    excludes: frozenset[str] = frozenset()
 
+
+# the d128 row with V in registers spills 4-104 B on sm_120a with any of these (softcap: 8 B in fp16
+# with a window); with causal and local windows alone, in both dtypes, it spills nowhere
+_SPILLS_WITH_V_IN_REGS = frozenset(
+    ("varlen_q", "varlen_k", "seqused_q", "seqused_k", "deterministic", "dsink", "softcap")
+)
 
 # fmt: off
 BWD_TABLE: tuple[BwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
     BwdTile("sm120",  32,  32, 64, 64, 128, 1),  # 2*(64*64   + 64*64   + 2*64*64) = 32,768 B
-    BwdTile("sm120",  64,  64, 64, 128, 256, 2),  # 2*(64*128 + 128*128 + 2*64*128) = 81,920 B
+    # S/dP on 2 x 4 warps, dK/dV/dQ on 4 x 2, V's dP fragments in registers
+    BwdTile("sm120",  64,  64, 64, 128, 256, 2, sdp_transposed=True, v_in_regs=True),  # 81,920 B
     BwdTile("sm120",  96,  96, 64, 64, 128, 1),  # 2*(64*192  + 64*192  + 2*64*64) = 65,536 B
+    # S/dP on 1 x 8 warps, dK/dV/dQ on 2 x 4, V in registers: the calls without varlen, seqused,
+    # deterministic, softcap or the sink's gradient; the next row serves those (their builds here spill)
+    BwdTile("sm120", 128, 128, 32, 128, 256, 4, early_loads=True, sdp_keys=True, v_in_regs=True,
+            excludes=_SPILLS_WITH_V_IN_REGS),  # 98,304 B
     BwdTile("sm120", 128, 128, 32, 128, 256, 4, early_loads=True),  # 2*(32*256 + 128*256 + 2*32*128) = 98,304 B
     BwdTile("sm120", 160, 160, 64, 64, 256, 2),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
     BwdTile("sm120", 192, 128, 64, 64, 256, 2),  # 2*(64*320  + 64*320  + 2*64*64) = 98,304 B
@@ -122,10 +153,16 @@ def with_candidate(
     if "s" in flags and "k" in flags:
         raise unsupported("flags", flags, "at most one of s (S/dP transposed) and k (S/dP along the keys)")
     on = {field: letter in flags for letter, field in CANDIDATE_FLAGS.items()}
-    return replace(row, tile_m=tile_m, tile_n=tile_n, num_threads=num_threads, mma_warps_n=mma_warps_n, **on)
+    return replace(
+        row, tile_m=tile_m, tile_n=tile_n, num_threads=num_threads, mma_warps_n=mma_warps_n,
+        excludes=frozenset(), **on,
+    )  # fmt: skip
 
 
 _CAP_ARCH = {"sm120": "sm_120a", "sm86": "sm_86", "sm80": "sm_80"}
+
+# the feature flags of bwd_config (each changes the generated code, not the tile)
+FEATURES = tuple("causal deterministic local softcap varlen_q varlen_k seqused_q seqused_k dsink".split())
 
 
 def _sdp_warps_n(row: BwdTile) -> int:
@@ -136,20 +173,41 @@ def _sdp_warps_n(row: BwdTile) -> int:
     return warps // row.mma_warps_n if row.sdp_transposed else 0
 
 
-def select_bwd_tile(family: str, head_dim: int, head_dim_v: int) -> BwdTile:
+def select_bwd_tile(family: str, head_dim: int, head_dim_v: int, **features: bool) -> BwdTile:
+    """The first row of the head dims whose ``excludes`` names none of the ``features`` that are on
+    (keyword arguments of :func:`bwd_config`: ``deterministic``, ``varlen_q``, ``dsink``...)."""
     if family not in _CAP_ARCH:
         raise UnsupportedArchError(
             f"family={family!r} has no backward tile table; supported: {tuple(_CAP_ARCH)}"
         )
+    unknown = set(features) - set(FEATURES)
+    if unknown:
+        raise unsupported("features", sorted(unknown), f"keyword arguments of bwd_config: {FEATURES}")
+    on = {name for name, value in features.items() if value}
     # SM86/SM80 have at least SM120's shared memory: they use the SM120 rows
     for row in BWD_TABLE:
-        if (row.head_dim, row.head_dim_v) == (head_dim, head_dim_v):
+        if (row.head_dim, row.head_dim_v) == (head_dim, head_dim_v) and not (row.excludes & on):
             return row
     raise unsupported(
         "(head_dim, head_dim_v)",
         (head_dim, head_dim_v),
         "for the backward: " + ", ".join(f"{r.head_dim}/{r.head_dim_v}" for r in BWD_TABLE),
     )
+
+
+def bwd_selecting_args(row: BwdTile) -> dict:
+    """Keyword arguments of :func:`bwd_config` (besides ``causal``) under which the table picks
+    ``row``: none for the first row of its head dims; for a row after one with ``excludes``, one
+    flag it excludes (``deterministic`` where it can)."""
+    earlier = set()
+    for r in BWD_TABLE:
+        if r is row:
+            break
+        if (r.family, r.head_dim, r.head_dim_v) == (row.family, row.head_dim, row.head_dim_v):
+            earlier |= r.excludes
+    if not earlier:
+        return {}
+    return {"deterministic" if "deterministic" in earlier else min(earlier): True}
 
 
 def bwd_config(
@@ -173,7 +231,11 @@ def bwd_config(
     the generated code, not the tile. ``target`` (``"sm_90"``, ``"sm_120a"``...: the GPU the kernel is
     compiled for, when it is not the family's own) turns off what its PTX lacks: ``red`` on vectors
     needs sm_90+, so an SM120 row run on an SM80/86 GPU (``FA4_ARCH``) keeps scalar dQ reductions."""
-    row = select_bwd_tile(family, head_dim, head_dim_v)
+    row = select_bwd_tile(
+        family, head_dim, head_dim_v, causal=causal, deterministic=deterministic, local=local,
+        softcap=softcap, varlen_q=varlen_q, varlen_k=varlen_k, seqused_q=seqused_q, seqused_k=seqused_k,
+        dsink=dsink,
+    )  # fmt: skip
     vector_red = row.vector_dq_red and parse_arch(target or _CAP_ARCH[family]).cc >= 90
     return BwdConfig(
         dtype=dtype,
