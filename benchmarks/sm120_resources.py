@@ -165,9 +165,15 @@ def _calls(row, sel: dict) -> str:
         return "plain (no window, split-KV or softcap)"
     if getattr(row, "excludes", None):
         return "none of " + ", ".join(sorted(row.excludes))
-    if sel:
-        return "the others" if "deterministic" in sel else "window, split-KV or softcap"
-    return "all"
+    if not sel:
+        return "all"
+    if hasattr(row, "excludes"):  # a backward row after one with excludes: the calls that one leaves
+        from fa4_sm120.bwd_tiles import BWD_TABLE
+
+        dims = (row.family, row.head_dim, row.head_dim_v)
+        left = set().union(*(r.excludes for r in BWD_TABLE if (r.family, r.head_dim, r.head_dim_v) == dims))
+        return "any of " + ", ".join(sorted(left))
+    return "window, split-KV or softcap"
 
 
 def _resources(compile_fn, cfg):
