@@ -28,6 +28,7 @@
 #   bash tools/gpu_session.sh s11b         # (session 11) SASS of the forward loops, ncu stall reasons (d128, d64)
 #   bash tools/gpu_session.sh s12a         # (session 12) backward suite, alternatives and sanitizers with the new d64/d128 rows
 #   bash tools/gpu_session.sh s12b         # (session 12) backward grid, compat and SM120 occupancy
+#   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
 #   bash tools/gpu_session.sh s11d         # (session 11) backward grid in compat mode, backward alone, 3 peers
@@ -480,8 +481,20 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step bench-bwd-emu 260 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_bwd.py --emulate-sm120 \
       --peers fa4 sdpa_flash fa4_upstream_sm120 --no-fwdbwd --out "$OUT"
     ;;
+  s12c)
+    # (session 12) the new rows' neighbours: d64 with early Q/dO loads (velsr), d128 without (vlkr), their
+    # GPU tests then timed beside the rows at SM120 occupancy; then the decode benchmark's interleaved
+    # rounds (never run on a GPU before)
+    step bwd-alt-e 120 "${PYTEST_GPU[@]}" tests/torch/test_bwd_gpu.py -k "alt_rows and (velsr or vlkr)" \
+      --junitxml="$OUT/bwd-alt-e.xml"
+    step tune-bwd-d64-e 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 64 \
+      --cands 64,128,256,2,vlsr 64,128,256,2,velsr --emulate-sm120 --out "$OUT/bwd64"
+    step tune-bwd-d128-e 130 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_bwd.py --head-dim 128 \
+      --cands 32,128,256,4,velkr 32,128,256,4,vlkr --emulate-sm120 --out "$OUT/bwd128"
+    step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c" >&2
     exit 2
     ;;
 esac

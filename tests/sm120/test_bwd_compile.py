@@ -121,6 +121,8 @@ CANDIDATES = [
         (64, 64, 32, 128, 256, 4, "ve"),
         (64, 64, 64, 128, 256, 2, "vls"),  # S/dP on 2x4 warps, dK/dV/dQ on 4x2
         (64, 64, 64, 128, 256, 2, "vlsr"),  # ... and V's fragments of dP in registers
+        (64, 64, 64, 128, 256, 2, "velsr"),  # ... and early Q/dO loads
+        (128, 128, 32, 128, 256, 4, "vlkr"),  # the d128 row without early loads
         (128, 128, 32, 128, 256, 4, "velkr"),  # S/dP on 1x8 warps, V in registers (32 per thread)
         (160, 160, 64, 64, 256, 2, "vel"),
         (192, 128, 64, 64, 256, 2, "ve"),
