@@ -89,6 +89,19 @@ def test_info_honours_fa4_arch():
     assert "backward     tile_m=32 tile_n=32 threads=128 (2x2 warps)" in r.stdout  # the d256 row
 
 
+def test_info_backward_row_and_the_calls_it_leaves():
+    """d128: the row with S/dP along the keys and V in registers, and the row the excluded calls take."""
+    r = fa4("--no-gpu", "info", "--shape", "1,4096,4096,16,16,128", "--causal")
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = "backward     tile_m=32 tile_n=128 threads=256 (2x4 warps); S/dP along the keys; V in registers"
+    assert line in r.stdout, r.stdout
+    assert (
+        "(calls without deterministic, dsink, seqused_k, seqused_q, softcap, varlen_k, varlen_q; with any"
+        in r.stdout
+    )
+    assert "tile_m=32 tile_n=128 threads=256, V from shared memory)" in r.stdout
+
+
 def test_info_backward_unsupported_pair():
     r = fa4("--no-gpu", "info", "--shape", "1,128,128,8,8,256,128")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -312,11 +312,27 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms: in
     try:
         from fa4_sm120.bwd_tiles import select_bwd_tile
 
-        b = select_bwd_tile(family, shape.head_dim, shape.head_dim_v)
+        b = select_bwd_tile(family, shape.head_dim, shape.head_dim_v, causal=causal)
         warps = (
             f" ({b.num_threads // 32 // b.mma_warps_n}x{b.mma_warps_n} warps)" if b.mma_warps_n > 1 else ""
         )
-        print(f"  backward     tile_m={b.tile_m} tile_n={b.tile_n} threads={b.num_threads}{warps}")
+        extra = (
+            "; S/dP along the keys"
+            if b.sdp_keys
+            else "; S/dP on the transposed warp grid"
+            if b.sdp_transposed
+            else ""
+        )
+        extra += "; V in registers" if b.v_in_regs else ""
+        print(f"  backward     tile_m={b.tile_m} tile_n={b.tile_n} threads={b.num_threads}{warps}{extra}")
+        if b.excludes:
+            other = select_bwd_tile(
+                family, shape.head_dim, shape.head_dim_v, **dict.fromkeys(b.excludes, True)
+            )
+            print(
+                f"               (calls without {', '.join(sorted(b.excludes))}; with any of them: "
+                f"tile_m={other.tile_m} tile_n={other.tile_n} threads={other.num_threads}, V from shared memory)"
+            )
     except Fa4Error as e:
         print(f"  backward     unsupported: {e}")
     return 0 if fits else 1
