@@ -330,8 +330,8 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms: in
                 family, shape.head_dim, shape.head_dim_v, **dict.fromkeys(b.excludes, True)
             )
             print(
-                f"               (calls without {', '.join(sorted(b.excludes))}; with any of them: "
-                f"tile_m={other.tile_m} tile_n={other.tile_n} threads={other.num_threads}, V from shared memory)"
+                f"               (calls with {' or '.join(sorted(b.excludes))}: tile_m={other.tile_m} "
+                f"tile_n={other.tile_n} threads={other.num_threads}, V from shared memory)"
             )
     except Fa4Error as e:
         print(f"  backward     unsupported: {e}")
