@@ -92,6 +92,10 @@ def main():
                 if spill:
                     spilling.append(f"{'+'.join(k for k, v in feat.items() if v)} {spill} B")
             tile = f"{row.tile_m}x{row.tile_n}x{row.num_threads}"
+            notes = [n for flag, n in (("sdp_transposed", "S/dP transposed"), ("sdp_keys", "S/dP along the keys"),
+                                       ("v_in_regs", "V in registers")) if getattr(row, flag)]  # fmt: skip
+            if notes:
+                tile += f" ({', '.join(notes)})"
             print(
                 f"| {row.head_dim}/{row.head_dim_v} | {tile} | {worst_regs} | {worst_spill} | "
                 f"{'; '.join(spilling) or 'none'} |",
@@ -167,6 +171,8 @@ def _calls(row, sel: dict) -> str:
         return "none of " + ", ".join(sorted(row.excludes))
     if not sel:
         return "all"
+    if sel.get("small_m"):
+        return "small-m (decode, fewer 128-row tiles than SMs)"
     if hasattr(row, "excludes"):  # a backward row after one with excludes: the calls that one leaves
         from fa4_sm120.bwd_tiles import BWD_TABLE
 
