@@ -28,6 +28,7 @@
 #   bash tools/gpu_session.sh s11b         # (session 11) SASS of the forward loops, ncu stall reasons (d128, d64)
 #   bash tools/gpu_session.sh s12a         # (session 12) backward suite, alternatives and sanitizers with the new d64/d128 rows
 #   bash tools/gpu_session.sh s12b         # (session 12) backward grid, compat and SM120 occupancy
+#   bash tools/gpu_session.sh s12d         # (session 12) disk cache and CUDA-graph capture with the new backward rows
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -493,8 +494,16 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
       --cands 32,128,256,4,velkr 32,128,256,4,vlkr --emulate-sm120 --out "$OUT/bwd128"
     step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
     ;;
+  s12d)
+    # (session 12) the new backward rows through the disk cache (a fresh process loads what another
+    # compiled) and CUDA-graph capture of forward + backward (d64 causal: the new row, and with the
+    # sink gradient and determinism the former one)
+    step disk-cache 150 "${PYTEST_GPU[@]}" tests/torch/test_disk_cache_gpu.py --junitxml="$OUT/disk-cache.xml"
+    step graph-d0-s0 100 python3 tools/graph_diag.py 0 0 global
+    step graph-d1-s1 100 python3 tools/graph_diag.py 1 1 global
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d" >&2
     exit 2
     ;;
 esac
