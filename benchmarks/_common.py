@@ -323,8 +323,9 @@ def results_path(kind: str, out_dir: str) -> str:
 def write_results(path: str, payload: dict, quiet: bool = False) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
+    with open(tmp, "w") as f:  # compact: the checkout travels to the GPU machine under a 64 MiB cap
+        json.dump(payload, f, separators=(",", ":"))
+        f.write("\n")
     os.replace(tmp, path)
     if not quiet:
         print(f"wrote {path}")
