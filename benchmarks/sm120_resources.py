@@ -38,6 +38,7 @@ def main():
         BWD_TABLE,
         bwd_config,
         bwd_selecting_args,
+        layout_notes,
         select_bwd_tile,
     )
 
@@ -63,9 +64,9 @@ def main():
                 occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
                 tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
                 if getattr(cfg, "mma_warps_n", 1) > 1:
-                    tile += f" ({cfg.num_threads // 32 // cfg.mma_warps_n}x{cfg.mma_warps_n} warps"
-                    tile += f"; S/dP {cfg.sdp_wm}x{cfg.sdp_wn}" if getattr(cfg, "sdp_warps_n", 0) else ""
-                    tile += "; V in registers)" if getattr(cfg, "v_in_regs", False) else ")"
+                    warps = f"{cfg.num_threads // 32 // cfg.mma_warps_n}x{cfg.mma_warps_n} warps"
+                    notes = layout_notes(row) if table is BWD_TABLE else []
+                    tile += f" ({'; '.join([warps, *notes])})"
                 calls = _calls(row, sel)
                 print(
                     f"| {cfg.head_dim}/{cfg.head_dim_v} | {causal} | {calls} | {tile} | {cfg.smem_bytes} | {regs} | "
@@ -92,10 +93,8 @@ def main():
                 if spill:
                     spilling.append(f"{'+'.join(k for k, v in feat.items() if v)} {spill} B")
             tile = f"{row.tile_m}x{row.tile_n}x{row.num_threads}"
-            notes = [n for flag, n in (("sdp_transposed", "S/dP transposed"), ("sdp_keys", "S/dP along the keys"),
-                                       ("v_in_regs", "V in registers")) if getattr(row, flag)]  # fmt: skip
-            if notes:
-                tile += f" ({', '.join(notes)})"
+            if layout_notes(row):
+                tile += f" ({', '.join(layout_notes(row))})"
             print(
                 f"| {row.head_dim}/{row.head_dim_v} | {tile} | {worst_regs} | {worst_spill} | "
                 f"{'; '.join(spilling) or 'none'} |",
@@ -174,11 +173,9 @@ def _calls(row, sel: dict) -> str:
     if sel.get("small_m"):
         return "small-m (decode, fewer 128-row tiles than SMs)"
     if hasattr(row, "excludes"):  # a backward row after one with excludes: the calls that one leaves
-        from fa4_sm120.bwd_tiles import BWD_TABLE
+        from fa4_sm120.bwd_tiles import excluded_before
 
-        dims = (row.family, row.head_dim, row.head_dim_v)
-        left = set().union(*(r.excludes for r in BWD_TABLE if (r.family, r.head_dim, r.head_dim_v) == dims))
-        return "any of " + ", ".join(sorted(left))
+        return "any of " + ", ".join(sorted(excluded_before(row)))
     return "window, split-KV or softcap"
 
 

@@ -63,6 +63,8 @@ __all__ = [
     "select_bwd_tile",
     "bwd_config",
     "bwd_selecting_args",
+    "excluded_before",
+    "layout_notes",
     "with_candidate",
 ]
 
@@ -201,19 +203,38 @@ def select_bwd_tile(family: str, head_dim: int, head_dim_v: int, **features: boo
     )
 
 
-def bwd_selecting_args(row: BwdTile) -> dict:
-    """Keyword arguments of :func:`bwd_config` (besides ``causal``) under which the table picks
-    ``row``: none for the first row of its head dims; for a row after one with ``excludes``, one
-    flag it excludes (``deterministic`` where it can)."""
+def excluded_before(row: BwdTile) -> frozenset[str]:
+    """The flags that earlier rows of ``row``'s head dims exclude: the calls with any of them come to
+    ``row`` (empty for the first row of its head dims)."""
     earlier = set()
     for r in BWD_TABLE:
         if r is row:
             break
         if (r.family, r.head_dim, r.head_dim_v) == (row.family, row.head_dim, row.head_dim_v):
             earlier |= r.excludes
+    return frozenset(earlier)
+
+
+def bwd_selecting_args(row: BwdTile) -> dict:
+    """Keyword arguments of :func:`bwd_config` (besides ``causal``) under which the table picks
+    ``row``: none for the first row of its head dims; for a row after one with ``excludes``, one
+    flag it excludes (``deterministic`` where it can)."""
+    earlier = excluded_before(row)
     if not earlier:
         return {}
     return {"deterministic" if "deterministic" in earlier else min(earlier): True}
+
+
+def layout_notes(row: BwdTile) -> list[str]:
+    """How a row departs from one warp grid with operands in shared memory, in words (for reports)."""
+    notes = (
+        ["S/dP along the keys"]
+        if row.sdp_keys
+        else ["S/dP on the transposed warp grid"]
+        if row.sdp_transposed
+        else []
+    )
+    return notes + (["V in registers"] if row.v_in_regs else [])
 
 
 def bwd_config(

@@ -310,20 +310,13 @@ def _info_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms: in
         + (f" (pack-GQA: {ratio} query heads per KV head share a tile)" if pack else "")
     )
     try:
-        from fa4_sm120.bwd_tiles import select_bwd_tile
+        from fa4_sm120.bwd_tiles import layout_notes, select_bwd_tile
 
         b = select_bwd_tile(family, shape.head_dim, shape.head_dim_v, causal=causal)
         warps = (
             f" ({b.num_threads // 32 // b.mma_warps_n}x{b.mma_warps_n} warps)" if b.mma_warps_n > 1 else ""
         )
-        extra = (
-            "; S/dP along the keys"
-            if b.sdp_keys
-            else "; S/dP on the transposed warp grid"
-            if b.sdp_transposed
-            else ""
-        )
-        extra += "; V in registers" if b.v_in_regs else ""
+        extra = "".join(f"; {n}" for n in layout_notes(b))
         print(f"  backward     tile_m={b.tile_m} tile_n={b.tile_n} threads={b.num_threads}{warps}{extra}")
         if b.excludes:
             other = select_bwd_tile(
