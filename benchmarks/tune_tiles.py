@@ -22,7 +22,9 @@ A candidate may end in a fourth field of letters that set the forward kernel's c
 knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE_THRESHOLD = 0``),
 ``t`` the rescale threshold for every dv (``RESCALE_MIN_DV = 0``), ``o`` ldmatrix addresses re-derived
 per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the Q·Kᵀ operands, ``s`` P·V in one pass,
-``x`` the softmax's row max and sum as pairwise trees (``TREE_REDUCE = True``).
+``x`` the softmax's row max and sum as pairwise trees (``TREE_REDUCE = True``). Ablations, timed to
+measure what bounds a row and never adopted (their output is wrong): ``A`` no online softmax
+(``ABLATE_SOFTMAX``), ``L`` no K/V loads in the main loop (``ABLATE_LOADS``).
 ``128,32,128,r`` is the session-8 build of the d128 row. (The session-9 logs were made while
 ``OPAQUE_SMEM`` defaulted to True, with ``h`` for False.)
 """
@@ -47,7 +49,10 @@ KNOBS = {
     "p": ("QK_PREFETCH", True),
     "s": ("PV_SPLIT", 1),
     "x": ("TREE_REDUCE", True),
+    "A": ("ABLATE_SOFTMAX", True),
+    "L": ("ABLATE_LOADS", True),
 }
+ABLATIONS = "AL"  # letters that make the output wrong: timed for what bounds a row, never adopted
 
 
 def _parse(text: str):
@@ -170,7 +175,9 @@ def sweep(head_dim: int, causal: bool, cands, emulate: bool) -> dict:
     verdict = current
     if current in passes:
         for name in again:
-            if name != current and all(mean(name, i) >= MARGIN * mean(current, i) for i in (0, 1)):
+            if name == current or any(c in ABLATIONS for c in by_name[name][3]):
+                continue
+            if all(mean(name, i) >= MARGIN * mean(current, i) for i in (0, 1)):
                 if verdict == current or min(mean(name, i) for i in (0, 1)) > min(
                     mean(verdict, i) for i in (0, 1)
                 ):

@@ -68,6 +68,9 @@ def main():
     )
     ap.add_argument("--prefill", action="store_true", help="the few-tile prefill shapes as well")
     ap.add_argument("--paged", action="store_true", help="page-64 K/V (random page table) as well")
+    ap.add_argument(
+        "--shapes", nargs="+", default=None, help="batch:kv_len pairs instead of the built-in decode shapes"
+    )
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("decode_splits: no CUDA GPU here; nothing measured")
@@ -80,7 +83,9 @@ def main():
         return 0
     rows = []
     for (b, kv), layout in [
-        (s, lay) for s in SHAPES for lay in (("contiguous", "page64") if a.paged else ("contiguous",))
+        (s, lay)
+        for s in ([tuple(map(int, x.split(":"))) for x in a.shapes] if a.shapes else SHAPES)
+        for lay in (("contiguous", "page64") if a.paged else ("contiguous",))
     ]:
         dt = torch.bfloat16
         q = torch.randn(b, 1, HQ, D, device=dev, dtype=dt)

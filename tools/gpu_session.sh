@@ -29,6 +29,7 @@
 #   bash tools/gpu_session.sh s12a         # (session 12) backward suite, alternatives and sanitizers with the new d64/d128 rows
 #   bash tools/gpu_session.sh s12b         # (session 12) backward grid, compat and SM120 occupancy
 #   bash tools/gpu_session.sh s12d         # (session 12) disk cache and CUDA-graph capture with the new backward rows
+#   bash tools/gpu_session.sh s13a         # (session 13) forward ablations (softmax, loads), short decode, seed recheck
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -502,8 +503,23 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step graph-d0-s0 100 python3 tools/graph_diag.py 0 0 global
     step graph-d1-s1 100 python3 tools/graph_diag.py 1 1 global
     ;;
+  s13a)
+    # (session 13) what bounds the forward and the short decode: the d128 and d64 non-causal rows with
+    # the online softmax removed (A), the main loop's K/V loads removed (L) and both, at SM120 occupancy;
+    # the short-cache decode's kernels and host time, and its split counts (contiguous and page-64);
+    # session 11's seed-grid shapes under SDPA flash, three independent repeats each
+    step tune-abl-d128 300 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --causal no --cands 128,32,128 128,32,128,A 128,32,128,L 128,32,128,AL --emulate-sm120 --out "$OUT/abl128"
+    step decode-host 90 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --host --out "$OUT"
+    step decode-splits 200 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --out "$OUT" \
+      --shapes 1:1024 1:2048 1:4096 1:8192 8:1024 8:4096 8:16384 8:32768
+    step seed-recheck 150 env FA4_BENCH_REP_MS=30 python3 tools/seed_recheck.py \
+      benchmarks/results/2026-12-03-NVIDIA-H200-fwd-session11.json --out "$OUT"
+    step tune-abl-d64 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --causal no --cands 128,64,128 128,64,128,A 128,64,128,L --emulate-sm120 --out "$OUT/abl64"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a" >&2
     exit 2
     ;;
 esac

@@ -97,6 +97,11 @@ TREE_REDUCE = False
 # None: the rule in __init__; a value forces the P·V column split / the Q·Kᵀ operand prefetch
 PV_SPLIT: int | None = None
 QK_PREFETCH: bool | None = None
+# Ablations, for measuring what bounds a row (never for results: the output is wrong with either on):
+# ABLATE_SOFTMAX feeds S to P·V as it is (no row max, exp2, row sum or O rescale); ABLATE_LOADS
+# issues no K/V load inside the main loop (every block reuses the prologue's K and whatever V holds)
+ABLATE_SOFTMAX = False
+ABLATE_LOADS = False
 
 
 class FlashAttentionForwardSm120:
@@ -127,6 +132,7 @@ class FlashAttentionForwardSm120:
         # 16 at d256, where the sm_120a build of the 64x64 row would spill 36 B instead of 24 B)
         self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
         self.opaque_smem = OPAQUE_SMEM
+        self.ablate_softmax, self.ablate_loads = ABLATE_SOFTMAX, ABLATE_LOADS
         acc_o = cfg.tile_m // cfg.num_warps * cfg.head_dim_v // 32
         rescale_lazily = cfg.head_dim_v >= RESCALE_MIN_DV or acc_o >= RESCALE_MIN_ACC_O
         self.rescale_threshold = RESCALE_THRESHOLD if rescale_lazily else 0.0
@@ -666,9 +672,10 @@ class FlashAttentionForwardSm120:
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
-        self.load_kv(
-            kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first, pages_V
-        )
+        if cutlass.const_expr(not self.ablate_loads):
+            self.load_kv(
+                kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first, pages_V
+            )
         cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.prefetch_pages):
             if n_block > n_block_min:  # K(n-1)'s pages: in flight while S(n) is computed
@@ -691,9 +698,10 @@ class FlashAttentionForwardSm120:
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
         if n_block > n_block_min:
-            self.load_kv(
-                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False, pages
-            )
+            if cutlass.const_expr(not self.ablate_loads):
+                self.load_kv(
+                    kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False, pages
+                )
             cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.cfg.has_softcap):
             s = acc_S.load()
@@ -715,16 +723,18 @@ class FlashAttentionForwardSm120:
                 self.is_causal,
                 self.is_local,
             )
-        rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
-        if cutlass.const_expr(not is_first):
-            # warp-uniform: false when every factor is 1. ptxas if-converts this branch (the SASS of
-            # the H200 and sm_120a builds issues the O FMULs every block, predicated off; 2026-12-03):
-            # emitting P·V twice, with and without the rescale, to keep the branch made the d128 row
-            # spill 1,856 B on sm_120a; a loop of 0 or 1 trips gave the same SASS as the `if`
-            if rescale:
-                acc_O_mn = acc_mn_view(acc_O)
-                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+        if cutlass.const_expr(not self.ablate_softmax):
+            rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
+            if cutlass.const_expr(not is_first):
+                # warp-uniform: false when every factor is 1. ptxas if-converts this branch (the SASS
+                # of the H200 and sm_120a builds issues the O FMULs every block, predicated off;
+                # 2026-12-03): emitting P·V twice, with and without the rescale, to keep the branch
+                # made the d128 row spill 1,856 B on sm_120a; a loop of 0 or 1 trips gave the same
+                # SASS as the `if`
+                if rescale:
+                    acc_O_mn = acc_mn_view(acc_O)
+                    for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+                        acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # P stays in registers: convert and reinterpret as the A operand of P V
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
