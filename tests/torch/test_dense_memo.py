@@ -2,6 +2,8 @@
 K/V, seqused, cache slots or sinks) with the same shapes, strides, dtypes, devices and scalar
 arguments skips the validation and launches the memoised kernel; anything the validation reads that
 differs (a scalar of another type, a stride, a misaligned base) misses and is validated as before.
+The KV-cache memo does the same for calls with seqused_k, a page table or cache slots, and for
+split-KV calls (then the combine runs too).
 
 CPU: a fake memo entry stands in for a compiled kernel. GPU: the memo filled by a real call, every
 repeated call checked against the fp32 reference (DESIGN §4)."""
@@ -28,6 +30,13 @@ def memo():
     api._dense_memo.clear()
     yield api._dense_memo
     api._dense_memo.clear()
+
+
+@pytest.fixture
+def cache_memo():
+    api._cache_memo.clear()
+    yield api._cache_memo
+    api._cache_memo.clear()
 
 
 def _qkv(b=1, s=128, h=4, hkv=2, d=64, dtype=torch.bfloat16):
@@ -114,6 +123,77 @@ def test_non_dense_calls_and_non_tensors_never_use_it(memo):
     assert api._dense_signature(q, k, v, None, False, ({}, None), None, 0.0, 1) is None  # unhashable
 
 
+def _decode(b=2, cap=256, hq=8, hkv=2, d=128, pages=None):
+    """q (b, 1, hq, d), K/V caches (contiguous, or ``pages`` pages of 16 rows), seqused (b,), table."""
+    q = torch.randn(b, 1, hq, d, dtype=torch.bfloat16)
+    if pages is None:
+        k = torch.randn(b, cap, hkv, d, dtype=torch.bfloat16)
+        table = None
+    else:
+        k = torch.randn(pages, 16, hkv, d, dtype=torch.bfloat16)
+        table = torch.randint(0, pages, (b, cap // 16), dtype=torch.int32)
+    return q, k, torch.randn_like(k), torch.full((b,), cap // 2, dtype=torch.int32), table
+
+
+def _enter_cache(cache_memo, q, k, v, used, table, splits):
+    fn = FakeKernel()
+    base = api._dense_signature(q, k, v, None, False, (None, None), None, 0.0, 0)
+    sig = api._cache_signature(base, used, table, None)
+    scalars = (0.088, 1 << 30, 1 << 30, 0.0, 1, splits)
+    cache_memo[sig] = (fn, (*q.shape[:-1], v.shape[-1]), (q.shape[0], q.shape[2], q.shape[1]), scalars)
+    return fn, scalars
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_a_repeated_kvcache_call_launches_the_memoised_kernel(cache_memo, paged):
+    q, k, v, used, table = _decode(pages=40 if paged else None)
+    fn, scalars = _enter_cache(cache_memo, q, k, v, used, table, 1)
+    q2, k2, v2, used2, table2 = _decode(pages=40 if paged else None)  # other data, same metadata
+    out, lse = api._flash_attn_fwd(
+        q2, k2, v2, None, False, (None, None), None, num_splits=0, seqused_k=used2, page_table=table2
+    )
+    (args,) = fn.calls
+    assert args[:5] == (q2, k2, v2, out, lse) and args[5:11] == scalars
+    assert args[11:] == (None, None, None, used2, table2, None, None)
+    assert out.shape == (2, 1, 8, 128) and lse.shape == (2, 8, 1)
+
+
+def test_a_memoised_split_call_combines_the_partials(cache_memo, monkeypatch):
+    q, k, v, used, table = _decode()
+    fn, scalars = _enter_cache(cache_memo, q, k, v, used, table, 3)
+    combined = []
+    monkeypatch.setattr(api, "_combine", lambda *a: combined.append(a))
+    out, lse = api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used)
+    (args,) = fn.calls
+    o_part, lse_part = args[3], args[4]
+    assert o_part.shape == (3, *out.shape) and o_part.dtype == torch.float32
+    assert lse_part.shape == (3, *lse.shape) and lse_part.dtype == torch.float32
+    assert args[5:11] == scalars and args[14] is used
+    assert len(combined) == 1 and combined[0][:4] == (o_part, lse_part, out, lse)
+    assert combined[0][4:] == (None, False)
+
+
+def test_kvcache_metadata_that_differs_misses_and_is_validated(cache_memo, monkeypatch):
+    q, k, v, used, table = _decode(pages=40)
+    fn, _ = _enter_cache(cache_memo, q, k, v, used, table, 1)
+    with pytest.raises(UnsupportedConfigError, match=r"page_table\.dtype"):  # int64: another dtype
+        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
+                            page_table=table.long())  # fmt: skip
+    with pytest.raises(UnsupportedConfigError, match=r"seqused_k\.shape"):  # (3,): another shape
+        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0,
+                            seqused_k=torch.zeros(3, dtype=torch.int32), page_table=table)  # fmt: skip
+    with pytest.raises(UnsupportedConfigError, match="page_table"):  # not a tensor: no signature
+        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
+                            page_table=table.tolist())  # fmt: skip
+    # FA4_VALIDATE_DATA=1 reads the index data on every call: no memo, the data checks run
+    monkeypatch.setattr(api, "_VALIDATE_DATA", True)
+    bad = torch.full_like(table, 40)
+    with pytest.raises(UnsupportedConfigError, match=r"page_table"):
+        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
+                            page_table=bad)  # fmt: skip
+    assert fn.calls == []
+
+
 @pytest.mark.gpu
 @pytest.mark.timeout(300)
 def test_memoised_calls_match_the_reference_on_gpu():
@@ -144,3 +224,50 @@ def test_memoised_calls_match_the_reference_on_gpu():
     q_off = buf.as_strided(q.shape, q.stride(), storage_offset=1)
     with pytest.raises(UnsupportedConfigError, match=r"q\.data_ptr\(\) % 16"):
         flash_attn_func(q_off, k, v, causal=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("paged", [False, True])
+def test_memoised_kvcache_calls_match_the_reference_on_gpu(paged):
+    """Decode steps through flash_attn_with_kvcache (the heuristic's 8 splits: 2 KV heads, 4096-row
+    cache), the first filling the KV-cache memo and the next ones (other data and cache lengths, same
+    metadata) taking it, with a new key appended each step: every output against the fp32 reference."""
+    from fa4_core.testing import attention_ref, check_close
+    from fa4_torch import flash_attn_with_kvcache
+
+    api._cache_memo.clear()
+    g = torch.Generator(device="cuda").manual_seed(11)
+    b, cap, hq, hkv, d = 2, 4096, 8, 2, 128
+
+    def rand(*shape):
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16, generator=g)
+
+    k_full, v_full = rand(b, cap, hkv, d), rand(b, cap, hkv, d)
+    if paged:
+        pages = b * cap // 64
+        perm = torch.randperm(pages, device="cuda", generator=g).to(torch.int32)
+        table = perm.view(b, cap // 64)
+        k_cache = torch.empty(pages, 64, hkv, d, device="cuda", dtype=torch.bfloat16)
+        v_cache = torch.empty_like(k_cache)
+        k_cache[perm.long()] = k_full.reshape(pages, 64, hkv, d)
+        v_cache[perm.long()] = v_full.reshape(pages, 64, hkv, d)
+    else:
+        k_cache, v_cache, table = k_full, v_full, None
+    assert api._heuristic_splits(torch.device("cuda"), b, hq, hkv, 1, cap, True, hq // hkv, "bfloat16",
+                                 d, d, True) == 8  # fmt: skip
+    for step, lens in enumerate(([4000, 1234], [4001, 1], [17, 4095])):
+        seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+        q, k_new, v_new = rand(b, 1, hq, d), rand(b, 1, hkv, d), rand(b, 1, hkv, d)
+        out, lse = flash_attn_with_kvcache(
+            q, k_cache, v_cache, k=k_new, v=v_new, cache_seqlens=seqlens, page_table=table,
+            return_softmax_lse=True,
+        )  # fmt: skip
+        assert len(api._cache_memo) == 1, step
+        for i, c in enumerate(lens):
+            k_full[i, c], v_full[i, c] = k_new[i, 0], v_new[i, 0]
+        used = seqlens + 1
+        ref = attention_ref(q, k_full, v_full, seqused_k=used)
+        pt = attention_ref(q, k_full, v_full, seqused_k=used, upcast=False)
+        check_close("out", out, ref[0], pt[0])
+        check_close("lse", lse, ref[1], pt[1])

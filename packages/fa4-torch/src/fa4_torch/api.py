@@ -53,6 +53,10 @@ _split_memo: dict = {}  # (device, dtype, head dims, small_m) -> (tile_m, reside
 # a repeated call skips the validation and the key building (the H200 host: ~29 µs a cached call
 # before, most of it Python checks)
 _dense_memo: dict = {}
+# the same for the calls with seqused_k, a page table or cache slots (the KV-cache decode) and for
+# split-KV calls: (_dense_signature, those tensors' metadata) -> (compiled fn, out shape, lse shape,
+# runtime scalars); the split count is the last scalar and the combine kernel runs when it is > 1
+_cache_memo: dict = {}
 _DENSE_MEMO_MAX = 4096
 
 
@@ -532,25 +536,29 @@ def _flash_attn_fwd(
             page_table,
             kv_batch_idx,
         )
-    sig = None
+    sig = csig = None
     if (
         cu_seqlens_q is None
         and cu_seqlens_k is None
-        and page_table is None
         and seqused_q is None
-        and seqused_k is None
-        and kv_batch_idx is None
         and learnable_sink is None
         and before_launch is None
     ):
-        sig = _dense_signature(q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, num_splits)
-        hit = _dense_memo.get(sig) if sig is not None else None
-        if hit is not None and (q.data_ptr() | k.data_ptr() | v.data_ptr()) % 16 == 0:
-            fn, out_shape, lse_shape, scalars = hit
-            out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
-            lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
-            fn(q, k, v, out, lse, *scalars, None, None, None, None, None, None, None)
-            return out, lse
+        base = _dense_signature(q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, num_splits)
+        aligned = base is not None and (q.data_ptr() | k.data_ptr() | v.data_ptr()) % 16 == 0
+        if base is not None and seqused_k is None and page_table is None and kv_batch_idx is None:
+            sig = base
+            hit = _dense_memo.get(sig) if aligned else None
+            if hit is not None:
+                fn, out_shape, lse_shape, scalars = hit
+                out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+                lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
+                fn(q, k, v, out, lse, *scalars, None, None, None, None, None, None, None)
+                return out, lse
+        csig = _cache_signature(base, seqused_k, page_table, kv_batch_idx)
+        hit = _cache_memo.get(csig) if aligned and csig is not None else None
+        if hit is not None:
+            return _launch_memoised(hit, q, k, v, seqused_k, page_table, kv_batch_idx)
     q_in, k_in, v_in = q, k, v
     varlen_q = cu_seqlens_q is not None
     varlen_k = cu_seqlens_k is not None
@@ -699,6 +707,7 @@ def _flash_attn_fwd(
         fn = _compile_for(key, q.device)
     wl = left if left is not None else _UNBOUNDED
     wr = right if right is not None else _UNBOUNDED
+    scalars = (softmax_scale, wl, wr, float(softcap), max_seqlen_q, num_splits)
     if num_splits > 1:
         o_part = torch.empty((num_splits, *out.shape), dtype=torch.float32, device=q.device)
         lse_part = torch.empty((num_splits, *lse.shape), dtype=torch.float32, device=q.device)
@@ -708,12 +717,7 @@ def _flash_attn_fwd(
             v,
             o_part,
             lse_part,
-            softmax_scale,
-            wl,
-            wr,
-            float(softcap),
-            max_seqlen_q,
-            num_splits,
+            *scalars,
             cu_seqlens_q,
             cu_seqlens_k,
             seqused_q,
@@ -723,6 +727,8 @@ def _flash_attn_fwd(
             None,
         )
         _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q)
+        if csig is not None and q is q_in and k is k_in and v is v_in:
+            _remember(_cache_memo, csig, (fn, out.shape, lse.shape, scalars))
     else:
         fn(
             q,
@@ -730,12 +736,7 @@ def _flash_attn_fwd(
             v,
             out,
             lse,
-            softmax_scale,
-            wl,
-            wr,
-            float(softcap),
-            max_seqlen_q,
-            1,
+            *scalars,
             cu_seqlens_q,
             cu_seqlens_k,
             seqused_q,
@@ -744,11 +745,52 @@ def _flash_attn_fwd(
             kv_batch_idx,
             learnable_sink,
         )
-        if sig is not None and q is q_in and k is k_in and v is v_in:  # no stride-0 view was needed
-            if len(_dense_memo) >= _DENSE_MEMO_MAX:
-                _dense_memo.clear()
-            scalars = (softmax_scale, wl, wr, float(softcap), max_seqlen_q, 1)
-            _dense_memo[sig] = (fn, out.shape, lse.shape, scalars)
+        if q is q_in and k is k_in and v is v_in:  # no stride-0 view was needed
+            if sig is not None:
+                _remember(_dense_memo, sig, (fn, out.shape, lse.shape, scalars))
+            elif csig is not None:
+                _remember(_cache_memo, csig, (fn, out.shape, lse.shape, scalars))
+    return out, lse
+
+
+def _remember(memo: dict, sig, entry) -> None:
+    if len(memo) >= _DENSE_MEMO_MAX:
+        memo.clear()
+    memo[sig] = entry
+
+
+def _cache_signature(base, *index):
+    """The memo key of a call with seqused_k / page_table / cache slots (``index``, each a tensor or
+    None) or with split keys: the dense signature ``base`` and each tensor's shape, strides, dtype and
+    device (what the validation reads of them). ``None`` when ``base`` is, when one of them is not a
+    tensor, or with ``FA4_VALIDATE_DATA=1`` (every call then reads the index data)."""
+    if base is None or _VALIDATE_DATA:
+        return None
+    meta = []
+    for t in index:
+        if t is None:
+            meta.append(None)
+        elif isinstance(t, torch.Tensor):
+            meta.append((t.shape, t.stride(), t.dtype, t.device))
+        else:
+            return None
+    return (base, *meta)
+
+
+def _launch_memoised(hit, q, k, v, seqused_k, page_table, kv_batch_idx):
+    """A memo hit of :data:`_cache_memo`: the outputs allocated, the kernel launched with the memoised
+    scalars (the split count last), and the split-KV partials combined when it is > 1."""
+    fn, out_shape, lse_shape, scalars = hit
+    out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
+    splits = scalars[-1]
+    if splits > 1:
+        o_part = torch.empty((splits, *out_shape), dtype=torch.float32, device=q.device)
+        lse_part = torch.empty((splits, *lse_shape), dtype=torch.float32, device=q.device)
+        fn(q, k, v, o_part, lse_part, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None)
+        _combine(o_part, lse_part, out, lse, None, False)
+    else:
+        fn(q, k, v, out, lse, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None)
     return out, lse
 
 
@@ -920,3 +962,4 @@ def _reset_caches() -> None:
     _fast.clear()
     _split_memo.clear()
     _dense_memo.clear()
+    _cache_memo.clear()
