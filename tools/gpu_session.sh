@@ -30,6 +30,7 @@
 #   bash tools/gpu_session.sh s12b         # (session 12) backward grid, compat and SM120 occupancy
 #   bash tools/gpu_session.sh s12d         # (session 12) disk cache and CUDA-graph capture with the new backward rows
 #   bash tools/gpu_session.sh s13a         # (session 13) forward ablations (softmax, loads), short decode, seed recheck
+#   bash tools/gpu_session.sh s13b         # (session 13) KV-cache memo: GPU tests, host time, decode benchmark
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -518,8 +519,19 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step tune-abl-d64 200 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
       --causal no --cands 128,64,128 128,64,128,A 128,64,128,L --emulate-sm120 --out "$OUT/abl64"
     ;;
+  s13b)
+    # (session 13) the KV-cache memo (api._cache_memo: decode, paged, cache-slot and split-KV calls skip
+    # the validation on a repeat): the memo tests, the serving, graph-capture, random and forward GPU
+    # suites through it, then host time (dense and a decode step, with and without the memos) and the
+    # decode benchmark beside the peers
+    step fwd-serving 330 "${PYTEST_GPU[@]}" tests/torch/test_dense_memo.py tests/torch/test_serving_gpu.py \
+      tests/torch/test_compile_graph_gpu.py tests/torch/test_random_gpu.py tests/torch/test_fwd_gpu.py \
+      --junitxml="$OUT/fwd-serving.xml"
+    step host 120 python3 tools/host_time.py --out "$OUT"
+    step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b" >&2
     exit 2
     ;;
 esac
