@@ -31,6 +31,7 @@
 #   bash tools/gpu_session.sh s12d         # (session 12) disk cache and CUDA-graph capture with the new backward rows
 #   bash tools/gpu_session.sh s13a         # (session 13) forward ablations (softmax, loads), short decode, seed recheck
 #   bash tools/gpu_session.sh s13b         # (session 13) KV-cache memo: GPU tests, host time, decode benchmark
+#   bash tools/gpu_session.sh s13c         # (session 13) the 8-10 µs seed shapes: packing, few-tile rule, kernel time
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -530,8 +531,13 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step host 120 python3 tools/host_time.py --out "$OUT"
     step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
     ;;
+  s13c)
+    # (session 13) the seed grid's 8-10 µs shapes that trail SDPA flash by under 1 µs in every repeat
+    # (s13a): fa4 as dispatched, without GQA packing and without the few-tile rule, kernel times beside
+    step tiny-fwd 150 env FA4_BENCH_REP_MS=30 python3 tools/tiny_fwd.py --out "$OUT"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c" >&2
     exit 2
     ;;
 esac
