@@ -535,6 +535,13 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     # (session 13) the seed grid's 8-10 µs shapes that trail SDPA flash by under 1 µs in every repeat
     # (s13a): fa4 as dispatched, without GQA packing and without the few-tile rule, kernel times beside
     step tiny-fwd 150 env FA4_BENCH_REP_MS=30 python3 tools/tiny_fwd.py --out "$OUT"
+    # short-cache decode split counts, now that the KV-cache memo's host time (43 µs) stays under
+    # do_bench's L2 flush and the times are the GPU's: two passes
+    for p in 1 2; do
+      mkdir -p "$OUT/p$p"
+      step "decode-splits-p$p" 100 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged \
+        --out "$OUT/p$p" --shapes 1:512 1:1024 1:2048 1:4096 8:1024 8:2048
+    done
     ;;
   *)
     echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c" >&2
