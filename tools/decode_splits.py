@@ -50,14 +50,24 @@ def sweep(row: dict, label: str, unit: str, measure) -> None:
     )
 
 
+GRAPH = False  # --graph: time a CUDA-graph replay of the call (the GPU's time, no host in it)
+
+
 def time_splits(q, k, v, kw, splits: int) -> float:
-    """do_bench ms of one decode call with ``num_splits=splits`` (0: the heuristic)."""
+    """do_bench ms of one decode call with ``num_splits=splits`` (0: the heuristic); with ``GRAPH``, of
+    the replay of a CUDA graph that captured it (short-cache calls are host-bound otherwise)."""
 
     def fn():
         return flash_attn_with_kvcache(q, k, v, num_splits=splits, **kw)
 
     fn()
-    return C.bench_ms(fn)
+    if not GRAPH:
+        return C.bench_ms(fn)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return C.bench_ms(g.replay)
 
 
 def main():
@@ -71,7 +81,10 @@ def main():
     ap.add_argument(
         "--shapes", nargs="+", default=None, help="batch:kv_len pairs instead of the built-in decode shapes"
     )
+    ap.add_argument("--graph", action="store_true", help="time CUDA-graph replays (the GPU's time)")
     a = ap.parse_args()
+    global GRAPH
+    GRAPH = a.graph
     if not torch.cuda.is_available():
         print("decode_splits: no CUDA GPU here; nothing measured")
         return 0

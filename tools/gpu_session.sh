@@ -32,6 +32,7 @@
 #   bash tools/gpu_session.sh s13a         # (session 13) forward ablations (softmax, loads), short decode, seed recheck
 #   bash tools/gpu_session.sh s13b         # (session 13) KV-cache memo: GPU tests, host time, decode benchmark
 #   bash tools/gpu_session.sh s13c         # (session 13) the 8-10 µs seed shapes: packing, few-tile rule, kernel time
+#   bash tools/gpu_session.sh s13d         # (session 13) V waited for before P·V: tests, timing; decode splits on graphs
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -543,8 +544,24 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
         --out "$OUT/p$p" --shapes 1:512 1:1024 1:2048 1:4096 8:1024 8:2048
     done
     ;;
+  s13d)
+    # (session 13) V waited for just before P·V (fwd.LATE_V_WAIT, letter w; the loads-off ablation of
+    # s13a gained 11% on d128): the forward and serving GPU tests with it, then timed beside the rows at
+    # SM120 occupancy (d128, d64, d128 causal); short-cache decode splits timed as CUDA-graph replays
+    step fwd-w 240 env FA4_FWD_KNOBS=LATE_V_WAIT=1 FA4_CACHE_DIR=/tmp/knob-w PYTHONPATH="tools:$PYTHONPATH" \
+      "${PYTEST_GPU[@]}" -p knob_plugin tests/torch/test_fwd_gpu.py tests/torch/test_serving_gpu.py \
+      --junitxml="$OUT/fwd-w.xml"
+    step tune-w-d128 150 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --causal no --cands 128,32,128 128,32,128,w --emulate-sm120
+    step tune-w-d64 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --causal no --cands 128,64,128 128,64,128,w --emulate-sm120
+    step tune-w-d128c 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 128 \
+      --causal yes --cands 64,64,128 64,64,128,w --emulate-sm120
+    step decode-graph 100 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --graph \
+      --out "$OUT" --shapes 1:512 1:1024 1:2048 1:4096 8:1024 8:2048 8:4096
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c|s13d" >&2
     exit 2
     ;;
 esac

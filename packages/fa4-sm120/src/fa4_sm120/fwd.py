@@ -97,6 +97,10 @@ TREE_REDUCE = False
 # None: the rule in __init__; a value forces the P·V column split / the Q·Kᵀ operand prefetch
 PV_SPLIT: int | None = None
 QK_PREFETCH: bool | None = None
+# True: a key block waits for its V tile just before P·V instead of before the softmax, so V's load
+# overlaps the softmax as well as Q·Kᵀ (one more CTA barrier per block; the wait before the softmax
+# becomes a barrier, K(n-1) is issued at the same point as before)
+LATE_V_WAIT = False
 # Ablations, for measuring what bounds a row (never for results: the output is wrong with either on):
 # ABLATE_SOFTMAX feeds S to P·V as it is (no row max, exp2, row sum or O rescale); ABLATE_LOADS
 # issues no K/V load inside the main loop (every block reuses the prologue's K and whatever V holds)
@@ -133,6 +137,7 @@ class FlashAttentionForwardSm120:
         self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
         self.opaque_smem = OPAQUE_SMEM
         self.ablate_softmax, self.ablate_loads = ABLATE_SOFTMAX, ABLATE_LOADS
+        self.late_v_wait = LATE_V_WAIT
         acc_o = cfg.tile_m // cfg.num_warps * cfg.head_dim_v // 32
         rescale_lazily = cfg.head_dim_v >= RESCALE_MIN_DV or acc_o >= RESCALE_MIN_ACC_O
         self.rescale_threshold = RESCALE_THRESHOLD if rescale_lazily else 0.0
@@ -694,15 +699,22 @@ class FlashAttentionForwardSm120:
             smem_copy_K,
             self.q_in_regs,
         )
-        # V(n) has landed; everyone is done with K(n): start K(n-1)
-        cute.arch.cp_async_wait_group(0)
-        cute.arch.barrier()
+        if cutlass.const_expr(self.late_v_wait):
+            # everyone is done with K(n): start K(n-1); V(n) is waited for just before P·V
+            cute.arch.barrier()
+        else:
+            # V(n) has landed; everyone is done with K(n): start K(n-1)
+            cute.arch.cp_async_wait_group(0)
+            cute.arch.barrier()
         if n_block > n_block_min:
             if cutlass.const_expr(not self.ablate_loads):
                 self.load_kv(
                     kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False, pages
                 )
-            cute.arch.cp_async_commit_group()
+            if cutlass.const_expr(not self.late_v_wait):
+                cute.arch.cp_async_commit_group()
+        if cutlass.const_expr(self.late_v_wait):
+            cute.arch.cp_async_commit_group()  # empty after the last block: wait_group(1) still means V(n)
         if cutlass.const_expr(self.cfg.has_softcap):
             s = acc_S.load()
             acc_S.store(cute.math.tanh(s * softcap_scale, fastmath=True) * softcap)
@@ -739,6 +751,9 @@ class FlashAttentionForwardSm120:
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
         tOrP = acc_as_a_operand(rP)
+        if cutlass.const_expr(self.late_v_wait):
+            cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
+            cute.arch.barrier()
         if cutlass.const_expr(self.pv_split == 1):
             self.gemm(tiled_mma, acc_O, tOrP, tOrVt, None, None, tOsVt, tOrVt_view, None, smem_copy_V, True)
         else:
