@@ -33,6 +33,9 @@
 #   bash tools/gpu_session.sh s13b         # (session 13) KV-cache memo: GPU tests, host time, decode benchmark
 #   bash tools/gpu_session.sh s13c         # (session 13) the 8-10 µs seed shapes: packing, few-tile rule, kernel time
 #   bash tools/gpu_session.sh s13d         # (session 13) V waited for before P·V: tests, timing; decode splits on graphs
+#   bash tools/gpu_session.sh s14a         # (session 14) late V wait + 128-key decode splits: GPU suite, forward sanitizers
+#   bash tools/gpu_session.sh s14b         # (session 14) forward grids (anchor + seed) with the new defaults
+#   bash tools/gpu_session.sh s14c         # (session 14) anchor grid at SM120 occupancy, decode splits on graphs, decode
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -560,8 +563,35 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step decode-graph 100 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --graph \
       --out "$OUT" --shapes 1:512 1:1024 1:2048 1:4096 8:1024 8:2048 8:4096
     ;;
+  s14a)
+    # (session 14) the new defaults: V waited for just before P·V (fwd.LATE_V_WAIT's rule: on except
+    # pack-GQA with varlen) and decode splits of at least 128 keys: the whole GPU suite, then memcheck
+    # and racecheck of the forward launches (the 128-row non-causal rows among them)
+    step suite 400 "${PYTEST_GPU[@]}" tests -k "not alt_rows" --junitxml="$OUT/suite.xml"
+    step sanitize-fwd 150 env SANITIZE_K="forward" bash tools/sanitize.sh memcheck racecheck
+    ;;
+  s14b)
+    # (session 14) s10b's forward grids (anchor + seed, interleaved rounds beside the peers) with the
+    # new defaults, after the parallel disk-cache warm-up
+    for d in 64 128; do for dt in bf16 fp16; do for c in yes no; do
+      timeout 200 python3 -m fa4_torch warmup --shapes 16,16,$d 16,8,$d 16,1,$d 32,8,$d --dtype $dt \
+        --causal $c >"$OUT/warm-$d-$dt-$c.log" 2>&1 &
+    done; done; done
+    wait
+    tail -qn 1 "$OUT"/warm-*.log | head -8
+    step bench-fwd 420 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor seed --out "$OUT"
+    ;;
+  s14c)
+    # (session 14) the anchor grid at SM120's CTAs per SM (fa4 and upstream emulated, s11a), then the
+    # short-cache decode splits on CUDA-graph replays with the new heuristic and the decode benchmark
+    step bench-fwd-emu 280 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor \
+      --emulate-sm120 --out "$OUT"
+    step decode-graph 100 env FA4_BENCH_REP_MS=20 python3 tools/decode_splits.py --paged --graph \
+      --out "$OUT" --shapes 1:512 1:1024 1:2048 1:4096 8:1024 8:2048 8:4096
+    step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c|s13d" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c|s13d|s14a|s14b|s14c" >&2
     exit 2
     ;;
 esac

@@ -230,7 +230,7 @@ def test_memoised_calls_match_the_reference_on_gpu():
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("paged", [False, True])
 def test_memoised_kvcache_calls_match_the_reference_on_gpu(paged):
-    """Decode steps through flash_attn_with_kvcache (the heuristic's 8 splits: 2 KV heads, 4096-row
+    """Decode steps through flash_attn_with_kvcache (the heuristic's 32 splits: 2 KV heads, 4096-row
     cache), the first filling the KV-cache memo and the next ones (other data and cache lengths, same
     metadata) taking it, with a new key appended each step: every output against the fp32 reference."""
     from fa4_core.testing import attention_ref, check_close
@@ -255,7 +255,7 @@ def test_memoised_kvcache_calls_match_the_reference_on_gpu(paged):
     else:
         k_cache, v_cache, table = k_full, v_full, None
     assert api._heuristic_splits(torch.device("cuda"), b, hq, hkv, 1, cap, True, hq // hkv, "bfloat16",
-                                 d, d, True) == 8  # fmt: skip
+                                 d, d, True) == 32  # fmt: skip
     for step, lens in enumerate(([4000, 1234], [4001, 1], [17, 4095])):
         seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
         q, k_new, v_new = rand(b, 1, hq, d), rand(b, 1, hkv, d), rand(b, 1, hkv, d)

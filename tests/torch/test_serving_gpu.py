@@ -309,7 +309,7 @@ def test_window_softcap_sink(feat, causal, path):
     sink = (torch.randn(hq, device="cuda", dtype=torch.float32) * 2) if feat.get("sink") else None
     common = dict(causal=causal, window_size=window, softcap=softcap, learnable_sink=sink)
     if path in ("dense", "split", "decode"):  # decode: 4 queries x 4 heads per KV head, the small-m row
-        # (decode: 1100 keys, so that the heuristic splits them: at least 512 keys per split)
+        # (decode: 1100 keys, so that the heuristic splits them: 8 ways, at least 128 keys per split)
         sq, sk, splits = {"dense": (300, 500, 1), "split": (300, 500, 3), "decode": (4, 1100, 0)}[path]
         q, k, v = _rand(2, sq, hq, d), _rand(2, sk, hkv, d), _rand(2, sk, hkv, d)
         out, lse = flash_attn_func(q, k, v, num_splits=splits, return_lse=True, **common)

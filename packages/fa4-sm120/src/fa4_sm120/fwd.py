@@ -99,8 +99,12 @@ PV_SPLIT: int | None = None
 QK_PREFETCH: bool | None = None
 # True: a key block waits for its V tile just before P·V instead of before the softmax, so V's load
 # overlaps the softmax as well as Q·Kᵀ (one more CTA barrier per block; the wait before the softmax
-# becomes a barrier, K(n-1) is issued at the same point as before)
-LATE_V_WAIT = False
+# becomes a barrier, K(n-1) is issued at the same point as before). H200 at SM120 occupancy
+# (2026-12-04, two passes): d128 non-causal 337.1 / 336.8 TFLOP/s against 326.0 / 327.0 early, d64
+# 289.3 / 289.1 against 281.9 / 283.0, d128 causal 243.7 / 242.5 against 238.9 / 239.1.
+# None: the rule in __init__ (late, except pack-GQA with varlen, whose 4-warp d128 build with seqused
+# and sinks spills 40 B on sm_120a with it and none without); a bool forces it either way
+LATE_V_WAIT: bool | None = None
 # Ablations, for measuring what bounds a row (never for results: the output is wrong with either on):
 # ABLATE_SOFTMAX feeds S to P·V as it is (no row max, exp2, row sum or O rescale); ABLATE_LOADS
 # issues no K/V load inside the main loop (every block reuses the prologue's K and whatever V holds)
@@ -137,7 +141,9 @@ class FlashAttentionForwardSm120:
         self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
         self.opaque_smem = OPAQUE_SMEM
         self.ablate_softmax, self.ablate_loads = ABLATE_SOFTMAX, ABLATE_LOADS
-        self.late_v_wait = LATE_V_WAIT
+        self.late_v_wait = not (cfg.pack_gqa and (cfg.varlen_q or cfg.varlen_k))
+        if LATE_V_WAIT is not None:
+            self.late_v_wait = LATE_V_WAIT
         acc_o = cfg.tile_m // cfg.num_warps * cfg.head_dim_v // 32
         rescale_lazily = cfg.head_dim_v >= RESCALE_MIN_DV or acc_o >= RESCALE_MIN_ACC_O
         self.rescale_threshold = RESCALE_THRESHOLD if rescale_lazily else 0.0

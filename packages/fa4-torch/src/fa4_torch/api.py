@@ -806,7 +806,9 @@ def _num_sms(device) -> int:
 # The registers a thread of a forward tile is assumed to hold when counting resident CTAs: the table's
 # rows are spill-free at up to 255 (the sm_120a builds hold 168-255, docs/sm120-resources.md)
 _FWD_REGS_PER_THREAD = 255
-_MIN_SPLIT_KEYS = 512  # keys per split-KV split, at least
+# keys per split-KV split, at least: decode-size calls (the small-m row) and the others
+_MIN_SPLIT_KEYS_DECODE = 128
+_MIN_SPLIT_KEYS = 512
 
 
 def _sm_facts(device):
@@ -854,7 +856,8 @@ def _heuristic_splits(
     small_m=False,
 ):  # fmt: skip
     """Split the keys when the (m-block, head, batch) tiles fill less than half of one wave of
-    resident CTAs: as many splits as fill that one wave whole, at least 512 keys per split.
+    resident CTAs: as many splits as fill that one wave whole, with at least 128 keys per split for
+    a decode-size call (``small_m``: the small-m row) and 512 for any other.
 
     Whole waves, not a CTA count per SM: a partial second wave costs as long as a full one. H200,
     decode 32/8 heads d128 at 32k keys (2 resident CTAs of the 64-row tile per SM, 264 slots): batch
@@ -862,13 +865,17 @@ def _heuristic_splits(
     at 2,691 unsplit and 3,960 with 2; batch 2 at 2,436 with 33 and 3,037 with 16 (2026-12-02,
     tools/decode_splits.py). Shorter splits lose to the combine: batch 1 x 16k keys ran at 1,687 GB/s
     with 32 splits, 1,454 with 16 and 1,324 with 64; 512 x 512 prefill at 74 TFLOP/s unsplit, 54 with
-    2 splits (same run)."""
+    2 splits (same run). Short caches, timed as CUDA-graph replays (2026-12-04, 32/8 heads d128, GB/s by
+    split count): batch 1 x 512 keys 117 unsplit, 161 with 4, 165 with 8; x 1,024 201 with 2, 298 with
+    8; x 2,048 384 with 4, 500 with 16; x 4,096 697 with 8, 737 with 32, 812 with 16; batch 8 x 1,024
+    1,271 with 2, 1,485 with 4 (one wave)."""
     tile_m, slots = _split_wave(device, dtype, head_dim, head_dim_v, small_m)
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
-    if 2 * tiles > slots or seqlen_k < 2 * _MIN_SPLIT_KEYS:
+    min_keys = _MIN_SPLIT_KEYS_DECODE if small_m else _MIN_SPLIT_KEYS
+    if 2 * tiles > slots or seqlen_k < 2 * min_keys:
         return 1
-    return max(1, min(slots // tiles, seqlen_k // _MIN_SPLIT_KEYS, _MAX_SPLITS))
+    return max(1, min(slots // tiles, seqlen_k // min_keys, _MAX_SPLITS))
 
 
 def _combine(o_part, lse_part, out, lse, learnable_sink, varlen_q):
