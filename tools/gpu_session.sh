@@ -36,6 +36,7 @@
 #   bash tools/gpu_session.sh s14a         # (session 14) late V wait + 128-key decode splits: GPU suite, forward sanitizers
 #   bash tools/gpu_session.sh s14b         # (session 14) forward grids (anchor + seed) with the new defaults
 #   bash tools/gpu_session.sh s14c         # (session 14) anchor grid at SM120 occupancy, decode splits on graphs, decode
+#   bash tools/gpu_session.sh s14d         # (session 14) late against early V wait on the rows not timed (d64c, d96, d192, d256)
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -590,8 +591,20 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
       --out "$OUT" --shapes 1:512 1:1024 1:2048 1:4096 8:1024 8:2048 8:4096
     step bench-decode 170 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_decode.py --out "$OUT"
     ;;
+  s14d)
+    # (session 14) the rows whose late V wait (now on by rule) was not timed: each against its early
+    # build (letter e) at SM120 occupancy: d64 causal, d96, d192 and d256 (non-causal; d256 causal too)
+    step tune-e-d64c 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 64 \
+      --causal yes --cands 128,64,128 128,64,128,e --emulate-sm120
+    step tune-e-d96 110 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 96 \
+      --causal no --cands 128,64,128 128,64,128,e --emulate-sm120
+    step tune-e-d192 120 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 192 \
+      --causal no --cands 128,64,256 128,64,256,e --emulate-sm120
+    step tune-e-d256 180 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 256 \
+      --causal both --cands 64,64,128 64,64,128,e --emulate-sm120
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c|s13d|s14a|s14b|s14c" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c|s13d|s14a|s14b|s14c|s14d" >&2
     exit 2
     ;;
 esac
