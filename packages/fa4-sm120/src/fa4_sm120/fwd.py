@@ -101,9 +101,13 @@ QK_PREFETCH: bool | None = None
 # overlaps the softmax as well as Q·Kᵀ (one more CTA barrier per block; the wait before the softmax
 # becomes a barrier, K(n-1) is issued at the same point as before). H200 at SM120 occupancy
 # (2026-12-04, two passes): d128 non-causal 337.1 / 336.8 TFLOP/s against 326.0 / 327.0 early, d64
-# 289.3 / 289.1 against 281.9 / 283.0, d128 causal 243.7 / 242.5 against 238.9 / 239.1.
-# None: the rule in __init__ (late, except pack-GQA with varlen, whose 4-warp d128 build with seqused
-# and sinks spills 40 B on sm_120a with it and none without); a bool forces it either way
+# 289.3 / 289.1 against 281.9 / 283.0, d128 causal 243.7 / 242.5 against 238.9 / 239.1, d64 causal
+# 206.6 / 206.6 against 202.0 / 201.3, d256 276.0 / 275.7 against 270.9 / 270.0, d256 causal 244.9 / 244.9 against
+# 239.2 / 239.2; d96 332.4 / 331.6 against 337.5 / 336.7 and d192 296.8 / 297.0 against 300.1 / 300.1
+# (the early wait ahead by less than the 2% a change needs). None: the rule in __init__ (late, except
+# where the sm_120a build spills with it and not, or less, without: pack-GQA with varlen (d128 4-warp
+# with seqused and sinks: 40 B) or a window (d64 causal pack 4: 68 B against 44 B), fp16 on the d64
+# 4-warp 128-row tile: 4 B); a bool forces it either way
 LATE_V_WAIT: bool | None = None
 # Ablations, for measuring what bounds a row (never for results: the output is wrong with either on):
 # ABLATE_SOFTMAX feeds S to P·V as it is (no row max, exp2, row sum or O rescale); ABLATE_LOADS
@@ -141,7 +145,10 @@ class FlashAttentionForwardSm120:
         self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
         self.opaque_smem = OPAQUE_SMEM
         self.ablate_softmax, self.ablate_loads = ABLATE_SOFTMAX, ABLATE_LOADS
-        self.late_v_wait = not (cfg.pack_gqa and (cfg.varlen_q or cfg.varlen_k))
+        self.late_v_wait = not (
+            (cfg.pack_gqa and (cfg.varlen_q or cfg.varlen_k or cfg.is_local))
+            or (cfg.dtype == "float16" and cfg.head_dim_v == 64 and cfg.tile_m // cfg.num_warps >= 32)
+        )
         if LATE_V_WAIT is not None:
             self.late_v_wait = LATE_V_WAIT
         acc_o = cfg.tile_m // cfg.num_warps * cfg.head_dim_v // 32
