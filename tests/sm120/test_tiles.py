@@ -268,3 +268,21 @@ def test_lazy_rescale_rule():
     assert threshold(96) == threshold(128) == threshold(128, causal=True) == threshold(256) == 8.0
     assert threshold(96, causal=True) == threshold(96, split_kv=True) == threshold(64) == 0.0
     assert threshold(32) == threshold(96, small_m=True) == 0.0
+
+
+def test_late_v_wait_rule_keeps_the_early_wait_where_sm_120a_would_spill():
+    """``fwd.LATE_V_WAIT`` (None: the rule): V is waited for just before P·V on every build but those
+    whose sm_120a build spills with it (pack-GQA with varlen or a window; fp16 on the d64 4-warp
+    128-row tile); tests/sm120/test_fwd_compile.py compiles them all."""
+
+    def late(dtype, d, causal=False, **kw):
+        flags = {k: kw.pop(k) for k in ("varlen_q", "varlen_k", "has_seqused_k") if k in kw}
+        cfg = dataclasses.replace(fwd_config("sm120", dtype, d, d, causal=causal, **kw), **flags)
+        return FlashAttentionForwardSm120(cfg).late_v_wait
+
+    assert late("bfloat16", 128) and late("float16", 128) and late("bfloat16", 64)
+    assert late("bfloat16", 128, causal=True, pack_gqa=True, qhead_per_kvhead=4)
+    assert late("bfloat16", 256, causal=True) and late("bfloat16", 96)
+    assert not late("float16", 64)  # the 4-warp 128x64 row: 4 B spill
+    assert not late("bfloat16", 128, pack_gqa=True, qhead_per_kvhead=4, varlen_q=True, varlen_k=True)
+    assert not late("bfloat16", 64, causal=True, local=True, pack_gqa=True, qhead_per_kvhead=4)
