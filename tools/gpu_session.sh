@@ -37,6 +37,7 @@
 #   bash tools/gpu_session.sh s14b         # (session 14) forward grids (anchor + seed) with the new defaults
 #   bash tools/gpu_session.sh s14c         # (session 14) anchor grid at SM120 occupancy, decode splits on graphs, decode
 #   bash tools/gpu_session.sh s14d         # (session 14) late against early V wait on the rows not timed (d64c, d96, d192, d256)
+#   bash tools/gpu_session.sh s14e         # (session 14) Nsight Compute of a 9 µs seed shape, fa4 beside SDPA flash
 #   bash tools/gpu_session.sh s12c         # (session 12) d64 velsr / d128 vlkr tests and timing, decode benchmark
 #   bash tools/gpu_session.sh next11       # (next) d64 backward with S/dP on the transposed warp grid: tests, timing
 #   bash tools/gpu_session.sh next11b      # (next) d128 backward, S/dP along the keys + V in registers: timing
@@ -603,8 +604,19 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     step tune-e-d256 180 env FA4_BENCH_REP_MS=30 python3 benchmarks/tune_tiles.py --head-dim 256 \
       --causal both --cands 64,64,128 64,64,128,e --emulate-sm120
     ;;
+  s14e)
+    # (session 14) the 9 µs seed shapes where fa4's kernel is ~0.2 µs slower than SDPA flash's (s13c):
+    # Nsight Compute of one bf16 2x128 16/8 d64 call, fa4 beside SDPA flash (launch, occupancy, stalls,
+    # instruction counts, duration)
+    NCU=(ncu --profile-from-start off --section SpeedOfLight --section Occupancy --section LaunchStats
+         --section WarpStateStats --section InstructionStats --section SchedulerStats
+         --section MemoryWorkloadAnalysis)
+    for peer in fa4 sdpa; do
+      step "ncu-tiny-$peer" 120 "${NCU[@]}" python3 benchmarks/profile_ncu.py fwd 2 128 16 64 --nheads-kv 8 --peer $peer
+    done
+    ;;
   *)
-    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c|s13d|s14a|s14b|s14c|s14d" >&2
+    echo "usage: bash tools/gpu_session.sh suite|graph|profile|bench|bench2|tune|adopt|adopt2|lpt|tune3|tune2|diag|diag2|s6tests|s6bench|s6|next|s7a|s7b|s7c|next8|tune4|s8a|s8b|s9a|s9b|s9c|s9d|s9e|next9|s10a|s10b|s10c|s10d|next10|next10b|next10c|s11a|s11b|s11d|next11|next11b|s12a|s12b|s12c|s12d|s13a|s13b|s13c|s13d|s14a|s14b|s14c|s14d|s14e" >&2
     exit 2
     ;;
 esac
