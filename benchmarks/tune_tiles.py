@@ -23,7 +23,7 @@ knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE
 ``t`` the rescale threshold for every dv (``RESCALE_MIN_DV = 0``), ``o`` ldmatrix addresses re-derived
 per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the Q·Kᵀ operands, ``s`` P·V in one pass,
 ``x`` the softmax's row max and sum as pairwise trees (``TREE_REDUCE = True``), ``w`` V waited for
-just before P·V (``LATE_V_WAIT = True``; the default for dense calls since session 13), ``e`` V
+just before P·V (``LATE_V_WAIT = True``; since session 14 the default rule's choice for most builds), ``e`` V
 waited for before the softmax (``LATE_V_WAIT = False``, the build before). Ablations, timed to
 measure what bounds a row and never adopted (their output is wrong): ``A`` no online softmax
 (``ABLATE_SOFTMAX``), ``L`` no K/V loads in the main loop (``ABLATE_LOADS``).

@@ -60,6 +60,14 @@ step() {  # step NAME SECONDS COMMAND...
   tail -n 3 "$OUT/$name.log" | sed "s/^/   /"
   echo "   rc=$rc"
 }
+warm_fwd_grids() {  # fa4's disk cache filled for the forward grids' heads in 8 parallel processes
+  for d in 64 128; do for dt in bf16 fp16; do for c in yes no; do
+    timeout 200 python3 -m fa4_torch warmup --shapes 16,16,$d 16,8,$d 16,1,$d 32,8,$d --dtype $dt \
+      --causal $c >"$OUT/warm-$d-$dt-$c.log" 2>&1 &
+  done; done; done
+  wait
+  tail -qn 1 "$OUT"/warm-*.log | head -8
+}
 PYTEST_GPU=(python3 -m pytest -m gpu -q -p no:cacheprovider -n 14 --dist loadgroup)
 # ncu: the stall reasons two ways (one may not exist in a given ncu): the sections' details, and the
 # explicit per-reason metrics with the share of lanes predicated on
@@ -363,16 +371,11 @@ case "${1:-suite}" in
     done
     step ncu-fwd-d128-fa4 90 "${NCU[@]}" python3 benchmarks/profile_ncu.py fwd 1 8192 16 128
     ;;
-  s10b)
-    # (session 10) the forward grids with the peers timed in interleaved rounds (bench_peers): first fa4's
+  s10b|s14b)
+    # (sessions 10, 14) the forward grids with the peers timed in interleaved rounds (bench_peers): first fa4's
     # disk cache filled for the grids' heads in 8 parallel processes (compiles only), so the timed
     # process loads its kernels instead of compiling them one by one
-    for d in 64 128; do for dt in bf16 fp16; do for c in yes no; do
-      timeout 200 python3 -m fa4_torch warmup --shapes 16,16,$d 16,8,$d 16,1,$d 32,8,$d --dtype $dt \
-        --causal $c >"$OUT/warm-$d-$dt-$c.log" 2>&1 &
-    done; done; done
-    wait
-    tail -qn 1 "$OUT"/warm-*.log | head -8
+    warm_fwd_grids
     step bench-fwd 420 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor seed --out "$OUT"
     ;;
   s10c)
@@ -567,21 +570,10 @@ sys.argv = ['tune_bwd.py', '--head-dim', '192', '--cands', '64,32,128,2,v', '--c
     ;;
   s14a)
     # (session 14) the new defaults: V waited for just before P·V (fwd.LATE_V_WAIT's rule: on except
-    # pack-GQA with varlen) and decode splits of at least 128 keys: the whole GPU suite, then memcheck
+    # where the sm_120a build would spill with it) and decode splits of at least 128 keys: the whole GPU suite, then memcheck
     # and racecheck of the forward launches (the 128-row non-causal rows among them)
     step suite 400 "${PYTEST_GPU[@]}" tests -k "not alt_rows" --junitxml="$OUT/suite.xml"
     step sanitize-fwd 150 env SANITIZE_K="forward" bash tools/sanitize.sh memcheck racecheck
-    ;;
-  s14b)
-    # (session 14) s10b's forward grids (anchor + seed, interleaved rounds beside the peers) with the
-    # new defaults, after the parallel disk-cache warm-up
-    for d in 64 128; do for dt in bf16 fp16; do for c in yes no; do
-      timeout 200 python3 -m fa4_torch warmup --shapes 16,16,$d 16,8,$d 16,1,$d 32,8,$d --dtype $dt \
-        --causal $c >"$OUT/warm-$d-$dt-$c.log" 2>&1 &
-    done; done; done
-    wait
-    tail -qn 1 "$OUT"/warm-*.log | head -8
-    step bench-fwd 420 env FA4_BENCH_REP_MS=30 python3 benchmarks/bench_fwd.py --grid anchor seed --out "$OUT"
     ;;
   s14c)
     # (session 14) the anchor grid at SM120's CTAs per SM (fa4 and upstream emulated, s11a), then the

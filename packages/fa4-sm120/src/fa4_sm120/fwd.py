@@ -102,8 +102,8 @@ QK_PREFETCH: bool | None = None
 # becomes a barrier, K(n-1) is issued at the same point as before). H200 at SM120 occupancy
 # (2026-12-04, two passes): d128 non-causal 337.1 / 336.8 TFLOP/s against 326.0 / 327.0 early, d64
 # 289.3 / 289.1 against 281.9 / 283.0, d128 causal 243.7 / 242.5 against 238.9 / 239.1, d64 causal
-# 206.6 / 206.6 against 202.0 / 201.3, d256 276.0 / 275.7 against 270.9 / 270.0, d256 causal 244.9 / 244.9 against
-# 239.2 / 239.2; d96 332.4 / 331.6 against 337.5 / 336.7 and d192 296.8 / 297.0 against 300.1 / 300.1
+# 206.6 / 206.6 against 202.0 / 201.3, d256 276.0 / 275.7 against 270.9 / 270.0, d256 causal
+# 244.9 / 244.9 against 239.2 / 239.2; d96 332.4 / 331.6 against 337.5 / 336.7 and d192 296.8 / 297.0 against 300.1 / 300.1
 # (the early wait ahead by less than the 2% a change needs). None: the rule in __init__ (late, except
 # where the sm_120a build spills with it and not, or less, without: pack-GQA with varlen (d128 4-warp
 # with seqused and sinks: 40 B) or a window (d64 causal pack 4: 68 B against 44 B), fp16 on the d64
