@@ -24,7 +24,7 @@ nox.options.error_on_external_run = True
 ROOT = Path(__file__).resolve().parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 CONSTRAINTS = ("-c", "constraints/ci.txt")
-LINT_PATHS = ("packages", "tests", "benchmarks", "noxfile.py")
+LINT_PATHS = ("packages", "tests", "benchmarks", "tools", "noxfile.py")
 NO_TESTS = 5  # pytest's exit code when nothing was collected, or everything was deselected
 
 

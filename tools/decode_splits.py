@@ -1,12 +1,15 @@
-"""Decode split-KV sweep on the GPU machine: K/V bandwidth of fa4's decode for explicit ``num_splits``
-beside the heuristic's choice (``num_splits=0``), to decide the heuristic by measurement.
+"""Split-KV sweep of fa4's decode: K/V bandwidth for every explicit ``num_splits`` beside the split-KV
+heuristic's choice (``num_splits=0``), in one process on one GPU. Rerun it when the heuristic
+(``fa4_torch.api._heuristic_splits``) or a decode row changes: its rule is that the heuristic's pick
+matches the best explicit count (32/8 heads, d128, bf16).
 
-The question it answers (session 6): at batch 8 × 32k the heuristic's 9 splits give 576 CTAs, 2.2
-waves of the 264 the small-m row keeps resident (2 per SM), and fa4 reached 0.71 of the copy
-bandwidth where batch 32-64 (one wave) reached 0.95. A split count that fills whole waves (4 at
-batch 8: 256 CTAs) should close that gap if the tail is the cause.
+    python3 tools/decode_splits.py --out DIR                           # the built-in decode shapes
+    python3 tools/decode_splits.py --paged --graph --shapes 1:1024 8:4096 --out DIR
+    python3 tools/decode_splits.py --prefill --out DIR                 # few-tile prefill shapes too
+    python3 tools/decode_splits.py --host --out DIR                    # host, queued and kernel time
 
-    python3 tools/decode_splits.py --out $OUT
+``--graph`` times CUDA-graph replays (the GPU's time: short caches are host-bound otherwise).
+Writes ``DIR/<date>-<gpu>-decode-splits[-graph].json`` (``--host``: ``-decode-host.json``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from fa4_torch import api, flash_attn_func, flash_attn_with_kvcache  # noqa: E40
 HQ, HKV, D = 32, 8, 128
 SHAPES = [(1, 16384), (1, 32768), (2, 32768), (4, 32768), (8, 8192), (8, 16384), (8, 32768), (16, 32768)]
 SPLITS = (0, 1, 2, 4, 8, 16, 32, 64)
-# few-tile prefill and chunked prefill (batch, seqlen_q, seqlen_k, heads, causal), d128: where the
-# whole-wave rule of session 7 splits differently from the earlier "4 CTAs per SM" rule
+# few-tile prefill and chunked prefill (batch, seqlen_q, seqlen_k, heads, causal), d128: where a
+# whole-wave rule splits differently from a fixed number of CTAs per SM
 # (flash_attn_func splits only when asked, num_splits=0; flash_attn_with_kvcache's default is 0)
 PREFILL = [
     (1, 512, 512, 16, False), (1, 1024, 1024, 16, False), (1, 1024, 1024, 16, True),
@@ -91,8 +94,7 @@ def main():
     dev = torch.device("cuda")
     if a.host:
         rows = host_rows(dev)
-        with open(os.path.join(a.out, "decode-host.json"), "w") as f:
-            json.dump({"env": C.environment(), "rows": rows}, f, indent=1)
+        C.write_results(C.results_path("decode-host", a.out), {"env": C.environment(), "rows": rows})
         return 0
     rows = []
     for (b, kv), layout in [
@@ -124,13 +126,15 @@ def main():
         torch.cuda.empty_cache()
     if a.prefill:
         rows += prefill_rows(dev)
-    with open(os.path.join(a.out, "decode-splits.json"), "w") as f:
-        json.dump({"env": C.environment(), "rows": rows}, f, indent=1)
+    payload = {"env": C.environment(), "rows": rows}
+    if GRAPH:
+        payload["note"] = "CUDA-graph replay timing"
+    C.write_results(C.results_path("decode-splits-graph" if GRAPH else "decode-splits", a.out), payload)
     return 0
 
 
-# batch-1/8 decode shapes whose bench_decode times sat at about 100 µs whatever the KV length
-# (session 7: 1k 109 µs, 4k 107, 16k 100) while explicit-split calls of the same shapes ran 40-60
+# batch-1/8 decode shapes, where the host time of a call can exceed the kernel's (bench_decode has
+# timed them at about 100 µs whatever the KV length while their kernels took 10-30 µs)
 HOST_SHAPES = [(1, 1024), (1, 4096), (1, 16384), (8, 1024), (8, 4096)]
 
 

@@ -5,7 +5,7 @@ Then the same for a batch-1 decode step (one query, 32/8 heads, d 128, a 4096-ke
 and page-64) through ``flash_attn_with_kvcache`` with and without the KV-cache memo
 (``fa4_torch.api._cache_memo``), beside SDPA flash on the same K/V.
 
-    python3 tools/host_time.py [--out DIR]
+    python3 tools/host_time.py [--out DIR]     # writes DIR/<date>-<gpu>-host-time.json
 """
 
 from __future__ import annotations
@@ -86,8 +86,7 @@ def main() -> int:
         }
         payload[f"decode_b1_kv4096_h32_8_d128_{layout}"] = rounds(dec, ("_cache_memo",), f"decode {layout}")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        C.write_results(os.path.join(args.out, "host-time.json"), payload)
+        C.write_results(C.results_path("host-time", args.out), payload)
     return 0
 
 
