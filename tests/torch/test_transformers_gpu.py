@@ -14,6 +14,17 @@ Cases: dense causal prefill; a left-padded batch (the unpadded varlen path; comp
 tokens only, since padded rows are undefined in SDPA and zero in fa4); decoding one token against the
 KV cache of a padded prefill; and gradients of a training-mode forward/backward (the autograd path),
 compared with the same rule on the gradient of the first layer's query projection.
+
+Packed sequences (tiny Llama and Qwen2 models): three sequences concatenated into one row, their
+boundaries marked only by ``position_ids`` restarting at 0 and no mask (what
+``DataCollatorWithFlattening`` gives). Run eagerly and under ``torch.compile`` (default mode; a second
+layout then runs through the same compiled model), each sequence's slice of the logits follows the
+rule against that sequence run alone (the fp32 eager model as the reference, SDPA alone as the peer),
+as does the sequence run alone through fa4: attending across a boundary moves the logits by O(1).
+Under ``fullgraph=True`` packed ``position_ids`` raise Dynamo's error with fa4's explanation, and the
+same batch with ``cu_seq_lens_q/k`` and ``max_length_q/k`` given traces and passes the rule. Training
+on the packed row (eager and compiled): the gradient of the first layer's query projection against
+the fp32 eager model and SDPA on the same packed row (both mask packed sequences from the positions).
 """
 
 from __future__ import annotations
@@ -32,8 +43,9 @@ DEV = "cuda"
 BATCH, SEQ, VOCAB = 2, 64, 1000
 
 
-def _config():
-    return transformers.LlamaConfig(
+def _config(kind="llama"):
+    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config}[kind]
+    return cls(
         hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
         num_key_value_heads=2, vocab_size=VOCAB,
     )  # fmt: skip
@@ -122,3 +134,95 @@ def test_gradients(models):
         grads[name] = m.model.layers[0].self_attn.q_proj.weight.grad.float()
     assert torch.isfinite(grads["fa4"]).all()
     check_close("dW_q[layer 0]", grads["fa4"].bfloat16(), grads["ref"], grads["sdpa"].bfloat16(), grad=True)
+
+
+# ------------------------------------------------------------------------------ packed sequences
+PACKED = (37, 64, 27)  # sequence lengths, one row of 128 tokens
+_by_kind: dict = {}
+
+
+def _models_of(kind):
+    """ref (fp32 eager), sdpa and fa4 (bf16) with the same random weights, built once per kind."""
+    if kind not in _by_kind:
+        fa4_hf.register()
+        torch.manual_seed(0)
+        ref = transformers.AutoModelForCausalLM.from_config(_config(kind), attn_implementation="eager")
+        state = ref.state_dict()
+        out = {"ref": ref.to(DEV, torch.float32).eval()}
+        for impl in ("fa4", "sdpa"):
+            m = transformers.AutoModelForCausalLM.from_config(_config(kind), attn_implementation=impl)
+            m.load_state_dict(state)
+            out[impl] = m.to(DEV, torch.bfloat16).eval()
+        _by_kind[kind] = out
+    return _by_kind[kind]
+
+
+def _packed(lens, seed=7):
+    """One row of sequences of the given lengths: (the sequences, ids (1, total), position_ids)."""
+    seqs = [_ids(seed + i, (n,)) for i, n in enumerate(lens)]
+    pos = torch.cat([torch.arange(n, device=DEV) for n in lens])[None]
+    return seqs, torch.cat(seqs)[None], pos
+
+
+def _check_each_alone(name, packed_logits, seqs, ms):
+    """Each sequence's slice of the packed logits, and the sequence alone through fa4, against the
+    sequence alone through the fp32 reference (SDPA alone the peer)."""
+    start = 0
+    for i, s in enumerate(seqs):
+        ref, pt, alone = (_logits(ms[m], s[None], use_cache=False)[0] for m in ("ref", "sdpa", "fa4"))
+        got = packed_logits[0, start : start + len(s)]
+        check_close(f"{name}: sequence {i} alone", alone.bfloat16(), ref, pt.bfloat16())
+        check_close(f"{name}: sequence {i} in the packed row", got.bfloat16(), ref, pt.bfloat16())
+        start += len(s)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_packed_position_ids(kind, compiled):
+    ms = _models_of(kind)
+    torch._dynamo.reset()
+    run = torch.compile(ms["fa4"]) if compiled else ms["fa4"]
+    for lens in (PACKED, (80, 48)):  # a second layout through the same (compiled) model
+        seqs, ids, pos = _packed(lens)
+        out = _logits(run, ids, position_ids=pos, use_cache=False)
+        assert torch.isfinite(out).all()
+        _check_each_alone(f"{kind} {'compiled' if compiled else 'eager'} {lens}", out, seqs, ms)
+
+
+def test_packed_fullgraph():
+    ms = _models_of("llama")
+    torch._dynamo.reset()
+    run = torch.compile(ms["fa4"], fullgraph=True)
+    seqs, ids, pos = _packed(PACKED)
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="fa4 reads position_ids"):
+        _logits(run, ids, position_ids=pos, use_cache=False)
+    cu = torch.tensor([0, 37, 101, 128], dtype=torch.int32, device=DEV)
+    kw = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=64, max_length_k=64)
+    torch._dynamo.reset()
+    out = _logits(torch.compile(ms["fa4"], fullgraph=True), ids, position_ids=pos, use_cache=False, **kw)
+    _check_each_alone("llama fullgraph with cu_seq_lens", out, seqs, ms)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_packed_gradients(compiled):
+    ms = _models_of("llama")
+    torch._dynamo.reset()
+    _, ids, pos = _packed(PACKED, seed=11)
+    grads = {}
+    for name in ("ref", "sdpa", "fa4"):
+        m = ms[name]
+        run = torch.compile(m) if compiled and name == "fa4" else m
+        m.zero_grad(set_to_none=True)
+        m.train()
+        try:
+            logits = run(ids, position_ids=pos, use_cache=False).logits.float()
+            w = torch.randn(logits.shape, generator=torch.Generator(DEV).manual_seed(12), device=DEV)
+            (logits * w).sum().backward()
+        finally:
+            m.eval()
+        grads[name] = m.model.layers[0].self_attn.q_proj.weight.grad.float()
+    assert torch.isfinite(grads["fa4"]).all()
+    check_close(
+        f"dW_q[layer 0] packed {'compiled' if compiled else 'eager'}",
+        grads["fa4"].bfloat16(), grads["ref"], grads["sdpa"].bfloat16(), grad=True,
+    )  # fmt: skip

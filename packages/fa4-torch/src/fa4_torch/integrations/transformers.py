@@ -21,9 +21,9 @@ head_dim)``, ``key/value (batch, heads_kv, seq_k, head_dim)``, un-repeated for G
   ``seq_q > 1`` (fa4 aligns causal masks bottom-right, so a query chunk after a KV cache is right);
 * a 2-D padding mask ``(batch, seq_k)``: the tokens are unpadded and run through
   ``flash_attn_varlen_func``; padded query rows of the output are zero (as with FlashAttention-2);
-* packed sequences: ``cu_seq_lens_q/k`` and ``max_length_q/k`` keywords (e.g. from
-  ``DataCollatorWithFlattening``), or ``position_ids`` that restart inside a row (detected when
-  ``seq_q == seq_k > 1`` and not under ``torch.compile``), run through the varlen path as well;
+* packed sequences run through the varlen path as well: given as ``cu_seq_lens_q/k`` and
+  ``max_length_q/k`` keywords (``DataCollatorWithFlattening(return_flash_attn_kwargs=True)``), or
+  found in ``position_ids`` (see below);
 * ``sliding_window`` becomes ``window_size = (sliding_window - 1, sliding_window - 1)`` (the
   transformers convention for flash kernels), ``softcap`` is passed on, ``s_aux`` (attention sinks)
   becomes ``learnable_sink``; ``scaling`` is the softmax scale;
@@ -34,11 +34,36 @@ head_dim)``, ``key/value (batch, heads_kv, seq_k, head_dim)``, un-repeated for G
 fp32 inputs (e.g. layer norms upcast by PEFT) are cast to the autocast dtype, or to the dtype of the
 module's linear layers, as transformers' FlashAttention-2 integration does. The output is
 ``(batch, seq_q, heads, head_dim_v)``, as transformers expects.
+
+Packing found in ``position_ids`` (what ``DataCollatorWithFlattening`` gives by default: one row,
+positions restarting at each sequence, no mask). The positions are read when there is no mask, no
+``cu_seq_lens_q/k``, ``seq_q == seq_k > 1`` (no cached prefix) and ``position_ids`` has the shape
+``(batch, seq_q)``. A position that is not its left neighbour + 1 starts a sequence, as does the first
+of each row; if some row holds more than one sequence, the call takes the varlen path with those
+boundaries, else the dense path. Not read: ``(1, seq)`` positions for a batch of more than one row
+(what a model builds for itself when it is given none, ``arange`` from the cache position).
+
+Reading the positions costs one host sync, once per forward: the answer is kept for the last
+``position_ids`` tensor read (by identity and version counter, so an in-place change is read again),
+and the other layers of the forward reuse it. Inference-mode tensors (no version counter) are read in
+every layer, and so is anything during CUDA-graph capture (where the read fails, as any sync does).
+Nothing is read, and nothing synced for it, in calls without ``position_ids``, with a mask, with
+``cu_seq_lens_q/k``, with ``seq_q == 1`` or with the ``(1, seq)`` default positions of a batch > 1.
+
+Under ``torch.compile`` the same detection, and the varlen call when it finds packing, run in a
+``torch.compiler.disable``-d helper: a graph break at each attention call that reads the positions
+(one sync per forward as above). The boundaries and the longest length stay out of the graph, so a
+new packing layout recompiles nothing; unpacked rows come back to the dense path inside the graph.
+Under ``fullgraph=True`` that graph break is an error (Dynamo's ``Unsupported``; its message says why
+and what to do): pass ``cu_seq_lens_q/k`` and ``max_length_q/k`` (ints) to the model, which are used
+as given and read nothing, or compile without ``fullgraph``. Positions that show packing never take
+the dense path silently.
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 
@@ -85,20 +110,83 @@ def _unpad_rows(mask: torch.Tensor):
     return idx, cu, int(lens.max()) if lens.numel() else 0
 
 
+def _readable_positions(position_ids, batch: int, seqlen: int) -> bool:
+    """``position_ids`` is a ``(batch, seqlen)`` tensor (shapes only: no sync, no graph break)."""
+    return isinstance(position_ids, torch.Tensor) and tuple(position_ids.shape) == (batch, seqlen)
+
+
 def _packed_from_positions(position_ids, batch: int, seqlen: int):
     """int32 cu_seqlens and max length of the sequences packed into the rows (a position that does not
-    follow its left neighbour starts a sequence; every row starts one), or None if each row is one."""
-    if not isinstance(position_ids, torch.Tensor) or tuple(position_ids.shape) != (batch, seqlen):
+    follow its left neighbour starts a sequence; every row starts one), or None if each row is one (or
+    ``position_ids`` is not a ``(batch, seqlen)`` tensor). One host sync."""
+    if not _readable_positions(position_ids, batch, seqlen):
         return None
     pos = position_ids
     starts = torch.ones_like(pos, dtype=torch.bool)
     starts[:, 1:] = pos[:, 1:] != pos[:, :-1] + 1
-    first = starts.flatten().nonzero().flatten().tolist()  # one host sync
+    first = starts.flatten().nonzero().flatten().tolist()  # the host sync
     if len(first) == batch:
         return None
     bounds = [*first, batch * seqlen]
     max_len = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
     return torch.tensor(bounds, dtype=torch.int32, device=pos.device), max_len
+
+
+# (weakref to the position_ids last read, its version counter, batch, seqlen, the answer)
+_last_positions: tuple | None = None
+
+
+def _packed_once(position_ids, batch: int, seqlen: int):
+    """:func:`_packed_from_positions`, read once per ``position_ids`` tensor: the layers of one forward
+    get the same tensor, so only the first pays the host sync. An in-place change bumps the version
+    counter and is read again; inference tensors (no version counter) are read every time, and so is
+    anything during CUDA-graph capture (a captured answer would outlive later changes of the data)."""
+    global _last_positions
+    if not _readable_positions(position_ids, batch, seqlen):
+        return None
+    keyed = not position_ids.is_inference() and not (
+        position_ids.is_cuda and torch.cuda.is_current_stream_capturing()
+    )
+    if keyed:
+        last = _last_positions
+        version = position_ids._version
+        if last is not None and last[0]() is position_ids and last[1:4] == (version, batch, seqlen):
+            return last[4]
+    found = _packed_from_positions(position_ids, batch, seqlen)
+    if keyed:
+        _last_positions = (weakref.ref(position_ids), version, batch, seqlen, found)
+    return found
+
+
+def _packed_attention(q, k, v, position_ids, common: dict):
+    """Attention of ``q, k, v (batch, seq, heads, dim)`` over the sequences packed into the rows as
+    ``position_ids`` shows them (varlen), or None when each row is one sequence (the caller then takes
+    the dense path). Under ``torch.compile`` this runs as :data:`_packed_attention_compiled`, outside
+    the graph, so neither the boundaries nor the longest length enter it: a new packing layout
+    recompiles nothing."""
+    batch, seqlen = q.shape[:2]
+    found = _packed_once(position_ids, batch, seqlen)
+    if found is None:
+        return None
+    cu, max_len = found
+    out, _ = api.flash_attn_varlen_func(
+        q.reshape(-1, *q.shape[2:]), k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:]),
+        cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=max_len, max_seqlen_k=max_len, **common,
+    )  # fmt: skip
+    return out.reshape(batch, seqlen, *out.shape[1:])
+
+
+_COMPILE_REASON = (
+    "fa4 reads position_ids on the host to find sequences packed into a row (positions that restart), "
+    "so that they do not attend to each other; that is a graph break at each attention call. Under "
+    "torch.compile(fullgraph=True) pass cu_seq_lens_q/cu_seq_lens_k and max_length_q/max_length_k "
+    "(ints) to the model instead (DataCollatorWithFlattening(return_flash_attn_kwargs=True)), which "
+    "fa4 uses as given, or compile without fullgraph"
+)
+try:
+    _packed_attention_compiled = torch.compiler.disable(_packed_attention, reason=_COMPILE_REASON)
+except TypeError:  # a torch without disable(reason=)
+    _packed_attention_compiled = torch.compiler.disable(_packed_attention)
 
 
 def fa4_attention_forward(
@@ -189,18 +277,17 @@ def fa4_attention_forward(
 
     cu_q, cu_k = kwargs.get("cu_seq_lens_q"), kwargs.get("cu_seq_lens_k")
     max_q, max_k = kwargs.get("max_length_q"), kwargs.get("max_length_k")
-    packed = None
     if cu_q is not None and cu_k is not None:
-        packed = (cu_q.to(torch.int32), cu_k.to(torch.int32), _as_int(max_q), _as_int(max_k))
-    elif q_len == kv_len and q_len > 1 and not torch.compiler.is_compiling():
-        found = _packed_from_positions(kwargs.get("position_ids"), batch, q_len)
-        if found is not None:
-            packed = (found[0], found[0], found[1], found[1])
-    if packed is not None:
         qf = q.reshape(-1, *q.shape[2:])
         kf, vf = k.reshape(-1, *k.shape[2:]), v.reshape(-1, *v.shape[2:])
-        out = varlen(qf, kf, vf, *packed)
+        out = varlen(qf, kf, vf, cu_q.to(torch.int32), cu_k.to(torch.int32), _as_int(max_q), _as_int(max_k))
         return out.reshape(batch, q_len, *out.shape[1:]), None
+    if q_len == kv_len and q_len > 1 and _readable_positions(kwargs.get("position_ids"), batch, q_len):
+        # under torch.compile: a graph break (under fullgraph=True an error that says why)
+        packed = _packed_attention_compiled if torch.compiler.is_compiling() else _packed_attention
+        out = packed(q, k, v, kwargs["position_ids"], common)
+        if out is not None:
+            return out, None
 
     out, _ = api.flash_attn_func(q, k, v, **common)
     return out, None
