@@ -273,6 +273,90 @@ def test_structural_errors_still_surface():
         compat.flash_attn_func(_t(B, S, H, D), _t(B, S, H, D), _t(B, S, H, D), window_size=(-2, 0))
 
 
+# ------------------------------------------------------------------------------ FA2's names in errors
+def _paged_call(**over):
+    """compat.flash_attn_varlen_func with a block_table (valid on CPU but for the device), ``over``
+    replacing FA2 arguments."""
+    kw = dict(
+        q=_t(10, H, D), k=_t(8, 16, HK, D), v=_t(8, 16, HK, D), cu_seqlens_q=_cu(4, 6), cu_seqlens_k=_cu(20, 33),
+        max_seqlen_q=6, max_seqlen_k=33, block_table=torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32),
+    )  # fmt: skip
+    kw.update(over)
+    return compat.flash_attn_varlen_func(**kw)
+
+
+@pytest.mark.parametrize(
+    "over, rx",
+    [
+        (dict(cu_seqlens_k=_cu(20, 33).view(1, 3)), r"cu_seqlens_k\.dim\(\)=2"),
+        (dict(cu_seqlens_k=_cu(20, 33).long()), r"cu_seqlens_k\.dtype="),
+        (dict(cu_seqlens_k=_cu(20)), r"cu_seqlens_k\.shape=\(2,\).*cu_seqlens_q's \(3,\)"),
+        (dict(cu_seqlens_k=None), r"cu_seqlens_k="),
+        (dict(cu_seqlens_k=[0, 20, 53]), r"cu_seqlens_k="),
+        (dict(cu_seqlens_k=_cu(20, 33).to("meta")), r"cu_seqlens_k\.device="),
+        (dict(cu_seqlens_k=torch.tensor([0, 20, 10], dtype=torch.int32)), r"cu_seqlens_k=.*monotone"),
+        (dict(cu_seqlens_k=torch.tensor([1, 20, 53], dtype=torch.int32)), r"cu_seqlens_k\[0\]=1"),
+        (dict(cu_seqlens_k=_cu(20, 49)), r"cu_seqlens_k=.*at most 48.*block_table"),
+        (dict(max_seqlen_k=-1), r"max_seqlen_k=-1"),
+        (dict(block_table=torch.tensor([[0, 1, 2], [3, 4, 5]])), r"block_table\.dtype="),
+        (dict(block_table=torch.tensor([[0, 1, 2]], dtype=torch.int32)), r"block_table\.shape\[0\]="),
+        (
+            dict(block_table=torch.tensor([[0, 1, 2], [3, 4, 8]], dtype=torch.int32)),
+            r"block_table=.*\[0, 8\)",
+        ),
+        (dict(k=_t(8, 0, HK, D), v=_t(8, 0, HK, D)), r"k\.shape\[1\] \(page_size\)=0"),
+    ],
+)
+def test_paged_varlen_errors_name_fa2_arguments(over, rx):
+    """With ``block_table``, fa4 gets ``page_table`` and ``seqused_k``: the errors still name
+    ``block_table`` and ``cu_seqlens_k``, the arguments the caller passed."""
+    with pytest.raises(UnsupportedConfigError, match=rx) as info:
+        _paged_call(**over)
+    msg = str(info.value)
+    assert "page_table" not in msg and "seqused_k" not in msg, msg
+
+
+def test_kvcache_errors_name_block_table():
+    q, kc = _t(B, 1, H, D), _t(8, 16, HK, D)
+    lens = torch.tensor([3, 5], dtype=torch.int32)
+    table = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32)
+    for kw, rx in (
+        (dict(block_table=table.long()), r"block_table\.dtype="),
+        (dict(block_table=table[:1]), r"block_table\.shape\[0\]="),
+        (
+            dict(block_table=table, cache_batch_idx=torch.tensor([0, 1], dtype=torch.int32)),
+            r"with a block_table",
+        ),
+        (
+            dict(block_table=table, cache_seqlens=torch.tensor([3, 33], dtype=torch.int32)),
+            r"cache_seqlens=\[3, 33\]",
+        ),
+    ):
+        kw = {"cache_seqlens": lens, **kw}
+        with pytest.raises(UnsupportedConfigError, match=rx) as info:
+            compat.flash_attn_with_kvcache(q, kc, kc, **kw)
+        assert "page_table" not in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("name", ["causal", "deterministic", "return_attn_probs"])
+@pytest.mark.parametrize("value", ["False", "True", 0, None])
+def test_bool_arguments_are_bools(name, value):
+    q = _t(B, S, H, D)
+    with pytest.raises(TypeError, match=rf"{name}={value!r} is not supported"):
+        compat.flash_attn_func(q, q, q, **{name: value})
+    qv = _t(10, H, D)
+    with pytest.raises(TypeError, match=rf"{name}="):
+        compat.flash_attn_varlen_func(qv, qv, qv, _cu(4, 6), _cu(4, 6), 6, 6, **{name: value})
+
+
+@pytest.mark.parametrize("kw", [dict(causal="True"), dict(return_softmax_lse="False"), dict(num_splits=65),
+                                dict(softmax_scale=0.0)])  # fmt: skip
+def test_kvcache_scalars_checked(kw):
+    q, kc = _t(B, 1, H, D), _t(B, 32, HK, D)
+    with pytest.raises((TypeError, UnsupportedConfigError), match=next(iter(kw))):
+        compat.flash_attn_with_kvcache(q, kc, kc, cache_seqlens=3, **kw)
+
+
 # ------------------------------------------------------------------------------ not implemented
 NOT_IMPLEMENTED = [
     ("dropout", lambda: compat.flash_attn_func(None, None, None, dropout_p=0.1)),

@@ -19,6 +19,13 @@ Every row also checks that nothing was compiled: ``fa4_torch.api.FWD_CACHE`` and
 stay empty, and ``fa4_sm120.compile.compile_fwd`` (and the api's compile/arch hooks) fail the test if
 they are reached. Rows marked ``xfail`` (strict) document known deviations of ``api.py`` from the
 contract; when one is fixed its row XPASSes, fails, and the mark must go.
+
+After the table: bool arguments (``TypeError``), ``num_splits`` above the combine kernel's maximum,
+``max_seqlen_q/k``, paged K/V without rows; the memos (a hit never skips a check); gradients the
+backward cannot give, rejected before the forward compiles (CPU tensors past a stubbed device check;
+on a GPU too); and ``flash_attn_with_kvcache``, whose append writes nothing until every argument has
+been checked (the caches compared bit for bit after each error, CPU; the GPU counterpart is
+``test_kvcache_validation_gpu.py``).
 """
 
 from __future__ import annotations
@@ -358,6 +365,13 @@ for i, s in enumerate([float("nan"), float("inf"), float("-inf"), "0.125", b"1",
         lambda s=s: _with(_qkv(), softmax_scale=s),
         match=_arg("softmax_scale"),
     )
+# zero or negative: a fully masked row would score +inf or nan; FlashAttention never takes one
+for s in (0.0, -0.0, 0, -1, -0.125, -1e-30, np.float64(-0.5)):
+    _add(
+        f"softmax_scale-not-positive-{s!r}",
+        lambda s=s: _with(_qkv(), softmax_scale=s),
+        match=_arg("softmax_scale") + ".*> 0",
+    )
 
 # --- pack_gqa -------------------------------------------------------------------------------------
 for i, p in enumerate(["yes", "True", 2, -1, 1.5, [True], (True,), object()]):
@@ -372,6 +386,23 @@ for p in (1, 0, 1.0, 0.0):
 # --- num_splits -----------------------------------------------------------------------------------
 for i, n in enumerate([-1, -2, -64, 1.5, 2.0, "2", None, [1]]):
     _add(f"num_splits-{i}-{n!r}", lambda n=n: _with(_qkv(), num_splits=n), match=_arg("num_splits"))
+for n in (65, 128, 1000, 1 << 40):  # above the combine kernel's 64: an error, not a silent cap
+    _add(
+        f"num_splits-above-max-{n}",
+        lambda n=n: _with(_qkv(), num_splits=n),
+        match=_arg("num_splits") + ".*64",
+    )
+
+# --- bool arguments: True or False only ("False" is truthy), TypeError naming the argument ---------
+_NOT_BOOLS = {"str-False": "False", "str-True": "True", "str-empty": "", "int1": 1, "int0": 0, "None": None,
+              "float": 1.0, "np-bool": np.bool_(True), "list": [True], "tensor": torch.tensor(True)}  # fmt: skip
+for name, (label, val) in itertools.product(("causal", "deterministic", "return_lse"), _NOT_BOOLS.items()):
+    _add(
+        f"flag-{name}-{label}",
+        lambda name=name, val=val: _with(_qkv(), **{name: val}),
+        exc=TypeError,
+        match=_arg(name) + ".*True or False",
+    )
 
 # --- softcap --------------------------------------------------------------------------------------
 for i, c in enumerate(
@@ -444,7 +475,9 @@ _VALID_KWARGS = {
     "softcap-int": {"softcap": 30},
     "splits-2": {"num_splits": 2},
     "splits-3": {"num_splits": 3},
-    "splits-1000": {"num_splits": 1000},
+    "splits-64": {"num_splits": 64},
+    "scale-tiny": {"softmax_scale": 1e-30},
+    "causal-false": {"causal": False},
     "sink": {"learnable_sink": torch.zeros(4)},
     "sink-softcap-splits": {"learnable_sink": torch.zeros(4), "softcap": 5.0, "num_splits": 4},
     "lse": {"return_lse": True},
@@ -538,6 +571,9 @@ def test_validation(case: Case):
     assert re.search(case.match, msg), f"message {msg!r} does not match {case.match!r}"
     if case.exc is UnsupportedConfigError:
         assert isinstance(info.value, ValueError)
+        assert "is not supported" in msg and "supported:" in msg, msg
+    elif case.exc is TypeError:
+        assert not isinstance(info.value, ValueError)
         assert "is not supported" in msg and "supported:" in msg, msg
     else:
         assert "not implemented" in msg, msg
@@ -671,3 +707,372 @@ def test_requires_grad_inputs_are_validated_before_anything_compiles(name):
         api.flash_attn_func(**kw)
     with torch.enable_grad(), pytest.raises(UnsupportedConfigError, match=_arg("k.dtype")):
         api.flash_attn_func(**_with(kw, k=kw["k"].float()))
+
+
+# ------------------------------------------------------------------------------------------ limits
+
+
+def test_max_splits_is_the_combine_kernels():
+    """``num_splits`` above ``fa4_sm120.combine.MAX_SPLITS`` is rejected (api keeps a copy of the
+    constant: the combine module imports the DSL)."""
+    pytest.importorskip("cutlass")
+    from fa4_sm120.combine import MAX_SPLITS
+
+    assert api._MAX_SPLITS == MAX_SPLITS
+    with pytest.raises(UnsupportedConfigError, match=_arg("num_splits") + f".*{MAX_SPLITS}"):
+        api.flash_attn_func(**_qkv(), num_splits=MAX_SPLITS + 1)
+
+
+@pytest.mark.parametrize("name", ["max_seqlen_q", "max_seqlen_k"])
+@pytest.mark.parametrize("value", [-1, -100, 1.5, "8", True])
+def test_bad_max_seqlen_is_rejected_varlen_or_not(name, value):
+    """Checked whenever given, also where the call does not use it (batch-dense q or k)."""
+    q = _t((6, 4, 64))
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    with pytest.raises(UnsupportedConfigError, match=_arg(name)):
+        api.flash_attn_varlen_func(q, q, q, cu_seqlens_q=cu, cu_seqlens_k=cu, **{name: value})
+    with pytest.raises(UnsupportedConfigError, match=_arg(name)):
+        api.flash_attn_varlen_func(**_qkv(), **{name: value})
+
+
+def test_page_table_with_cu_seqlens_k_names_both():
+    q = _t((6, 4, 64))
+    pages = _t((8, 16, 2, 64))
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    table = torch.zeros(2, 3, dtype=torch.int32)
+    with pytest.raises(UnsupportedConfigError, match=re.escape("(page_table, cu_seqlens_k)=")):
+        api.flash_attn_varlen_func(q, pages, pages, cu_seqlens_q=cu, cu_seqlens_k=cu, page_table=table)
+
+
+@pytest.mark.parametrize("shape, rx", [((8, 0, 2, 64), r"k\.shape\[1\] \(page_size\)=0"),
+                                       ((0, 16, 2, 64), r"k\.shape\[0\] \(num_pages\)=0")])  # fmt: skip
+def test_paged_kv_without_rows_is_rejected(shape, rx):
+    q = _t((6, 4, 64))
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    table = torch.zeros(2, 3, dtype=torch.int32)
+    used = torch.zeros(2, dtype=torch.int32)
+    with pytest.raises(UnsupportedConfigError, match=rx):
+        api.flash_attn_varlen_func(q, _t(shape), _t(shape), cu_seqlens_q=cu, seqused_k=used, page_table=table)
+
+
+# ------------------------------------------------------------------------------------------ memo
+
+
+class _FakeKernel:
+    def __init__(self, on_call=None):
+        self.calls = 0
+        self.on_call = on_call
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call()
+
+
+@pytest.fixture
+def clean_memos():
+    api._dense_memo.clear()
+    api._cache_memo.clear()
+    yield
+    api._dense_memo.clear()
+    api._cache_memo.clear()
+
+
+@pytest.mark.parametrize(
+    "kw, exc, rx",
+    [
+        ({"softmax_scale": float("nan")}, UnsupportedConfigError, "softmax_scale"),
+        ({"softmax_scale": 0.0}, UnsupportedConfigError, "softmax_scale"),
+        ({"softmax_scale": -0.125}, UnsupportedConfigError, "softmax_scale"),
+        ({"num_splits": 1000}, UnsupportedConfigError, "num_splits"),
+        ({"causal": "False"}, TypeError, "causal"),
+        ({"causal": 1}, TypeError, "causal"),
+        ({"return_lse": "False"}, TypeError, "return_lse"),
+        ({"deterministic": "no"}, TypeError, "deterministic"),
+    ],
+)
+def test_a_memo_hit_cannot_bypass_the_scalar_checks(clean_memos, kw, exc, rx):
+    """The dense memo holds a valid call's kernel; the same tensors with a bad scalar never launch it
+    (the memo key holds every scalar the validation reads, with its type; the flags the memo key does
+    not hold are checked by the public function on every call)."""
+    qkv = _qkv()
+    fn = _FakeKernel()
+    sig = api._dense_signature(*qkv.values(), 0.125, False, (None, None), None, 0.0, 1)
+    api._dense_memo[sig] = (fn, (2, 5, 4, 64), (2, 4, 5), (0.125, 1 << 30, 1 << 30, 0.0, 5, 1))
+    api.flash_attn_func(**qkv, softmax_scale=0.125)  # the memo entry is live: the fake kernel runs
+    assert fn.calls == 1
+    with pytest.raises(exc, match=_arg(rx)):
+        api.flash_attn_func(**_with(_with(qkv, softmax_scale=0.125), **kw))
+    assert fn.calls == 1
+
+
+# ------------------------------------------------------------------------------------------ backward
+
+
+@pytest.fixture
+def past_the_device_check(monkeypatch):
+    """CPU tensors treated as a GPU's: the device check passes, the dispatch family is SM120's and the
+    SM count 1. A call that passes every check then goes on to compile, which ``nothing_compiles``
+    turns into a test failure (``pytest.fail.Exception``)."""
+    import fa4_torch.autograd as ag
+
+    monkeypatch.setattr(api, "_check_devices", lambda q, named: None, raising=False)
+    monkeypatch.setattr(ag, "device_family", lambda device: "sm120")
+    monkeypatch.setattr(api, "_num_sms", lambda device: 1)
+
+
+def _grad(t):
+    return t.requires_grad_(True)
+
+
+def _paged_varlen(d=64, dv=64):
+    q = _grad(_t((6, 4, d)))
+    kp, vp = _grad(_t((8, 16, 2, d))), _grad(_t((8, 16, 2, dv)))
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    table = torch.arange(6, dtype=torch.int32).view(2, 3)
+    used = torch.tensor([20, 33], dtype=torch.int32)
+    return dict(q=q, k=kp, v=vp, cu_seqlens_q=cu, seqused_k=used, page_table=table)
+
+
+def test_supported_gradients_go_on_to_compile(past_the_device_check):
+    """The control of the tests below: with the device check passed, a supported call reaches the
+    compile step (where the fixture stops it)."""
+    with torch.enable_grad(), pytest.raises(pytest.fail.Exception, match="_compile_for"):
+        api.flash_attn_func(**{n: _grad(t) for n, t in _qkv().items()})
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    q = _grad(_t((6, 4, 64)))
+    with torch.enable_grad(), pytest.raises(pytest.fail.Exception, match="_compile_for"):
+        api.flash_attn_varlen_func(q, q, q, cu_seqlens_q=cu, cu_seqlens_k=cu)
+
+
+@pytest.mark.parametrize(
+    "make, exc, rx",
+    [
+        (lambda: _paged_varlen(), NotImplementedError, r"paged K/V \(page_table\)"),
+        (lambda: _paged_varlen(192, 128), NotImplementedError, r"paged K/V \(page_table\)"),
+        (lambda: {n: _grad(t) for n, t in _qkv(d=64, dv=128).items()}, UnsupportedConfigError,
+         re.escape("(head_dim, head_dim_v)=(64, 128)")),
+        (lambda: {n: _grad(t) for n, t in _qkv(d=128, dv=64).items()}, UnsupportedConfigError,
+         re.escape("(head_dim, head_dim_v)=(128, 64)")),
+        (lambda: {**{n: _grad(t) for n, t in _qkv(d=256, dv=128).items()}, "causal": True},
+         UnsupportedConfigError, re.escape("(head_dim, head_dim_v)=(256, 128)")),
+    ],
+    ids=["paged", "paged-d192_128", "d64_128", "d128_64", "d256_128-causal"],
+)  # fmt: skip
+def test_unsupported_gradients_are_rejected_before_the_forward_compiles(past_the_device_check, make, exc, rx):
+    kw = make()
+    fn = api.flash_attn_varlen_func if "page_table" in kw else api.flash_attn_func
+    with torch.enable_grad(), pytest.raises(exc, match=rx):
+        fn(**kw)
+
+
+def test_switched_off_gradient_is_rejected_before_the_forward_compiles(past_the_device_check, monkeypatch):
+    import fa4_torch.autograd as ag
+
+    monkeypatch.setattr(ag, "_BWD_SOFTCAP", False)
+    with torch.enable_grad(), pytest.raises(NotImplementedError, match="softcap"):
+        api.flash_attn_func(**{n: _grad(t) for n, t in _qkv().items()}, softcap=5.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", ["paged", "paged-192_128", "d64_128", "d128_64"])
+def test_unsupported_gradients_are_rejected_before_the_forward_compiles_on_gpu(case):
+    """On a GPU: the forward is neither compiled (``nothing_compiles``) nor launched."""
+    dev = "cuda"
+    if case.startswith("paged"):
+        d, dv = (192, 128) if case == "paged-192_128" else (64, 64)
+        kw = dict(
+            q=torch.randn(6, 4, d, device=dev, dtype=BF16, requires_grad=True),
+            k=torch.randn(8, 16, 2, d, device=dev, dtype=BF16, requires_grad=True),
+            v=torch.randn(8, 16, 2, dv, device=dev, dtype=BF16, requires_grad=True),
+            cu_seqlens_q=torch.tensor([0, 2, 6], dtype=torch.int32, device=dev),
+            seqused_k=torch.tensor([20, 33], dtype=torch.int32, device=dev),
+            page_table=torch.arange(6, dtype=torch.int32, device=dev).view(2, 3),
+        )
+        fn, exc, rx = api.flash_attn_varlen_func, NotImplementedError, "paged K/V"
+    else:
+        d, dv = (64, 128) if case == "d64_128" else (128, 64)
+        kw = {n: t.to(dev, BF16).requires_grad_(True) for n, t in _qkv(d=d, dv=dv).items()}
+        fn, exc, rx = (
+            api.flash_attn_func,
+            UnsupportedConfigError,
+            re.escape(f"(head_dim, head_dim_v)=({d}, {dv})"),
+        )
+    with torch.enable_grad(), pytest.raises(exc, match=rx):
+        fn(**kw)
+    torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------ KV cache
+
+BF = torch.bfloat16
+
+
+def _kv(paged=False, s_new=1, d=64, dtype=BF):
+    """A valid append-and-attend call on the CPU (random data, so that any write shows): batch 2, 4
+    query heads over 2 KV heads, caches of 32 rows (contiguous) or 4 pages of 16 rows per sequence."""
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape, dt=dtype):
+        return torch.randn(*shape, generator=g).to(dt)
+
+    kw = dict(q=rnd(2, s_new, 4, d), k=rnd(2, s_new, 2, d), v=rnd(2, s_new, 2, d))
+    if paged:
+        kw.update(k_cache=rnd(10, 16, 2, d), v_cache=rnd(10, 16, 2, d))
+        kw["page_table"] = torch.tensor([[3, 0, 7, 1], [2, 9, 4, 5]], dtype=torch.int32)
+    else:
+        kw.update(k_cache=rnd(2, 32, 2, d), v_cache=rnd(2, 32, 2, d))
+    kw["cache_seqlens"] = torch.tensor([3, 17], dtype=torch.int32)
+    return kw
+
+
+def _misaligned_cache(kw):
+    """k_cache as a view whose row stride (68) is not a multiple of 8 elements."""
+    buf = torch.randn(*kw["k_cache"].shape[:-1], 68).to(BF)
+    return _with(kw, k_cache=buf[..., :64])
+
+
+# (label, paged, change(kw) -> kw, exception, regex): each call differs from a valid one in one argument
+_KV_ERRORS = [
+    ("scale-nan", lambda kw: _with(kw, softmax_scale=float("nan")), UnsupportedConfigError, "softmax_scale"),
+    ("scale-inf", lambda kw: _with(kw, softmax_scale=float("inf")), UnsupportedConfigError, "softmax_scale"),
+    ("scale-0", lambda kw: _with(kw, softmax_scale=0.0), UnsupportedConfigError, "softmax_scale"),
+    ("scale-neg", lambda kw: _with(kw, softmax_scale=-1.0), UnsupportedConfigError, "softmax_scale"),
+    ("new-fp16", lambda kw: _with(kw, k=kw["k"].half(), v=kw["v"].half()), UnsupportedConfigError, r"k\.dtype"),
+    ("new-v-fp16", lambda kw: _with(kw, v=kw["v"].half()), UnsupportedConfigError, r"v\.dtype"),
+    ("new-meta", lambda kw: _with(kw, k=kw["k"].to("meta"), v=kw["v"].to("meta")), UnsupportedConfigError,
+     r"k\.device"),
+    ("new-heads", lambda kw: _with(kw, k=kw["k"][:, :, :1], v=kw["v"][:, :, :1]), UnsupportedConfigError,
+     re.escape("k/v.shape[2:]")),
+    ("new-batch", lambda kw: _with(kw, k=kw["k"][:1], v=kw["v"][:1]), UnsupportedConfigError,
+     re.escape("k/v.shape[:2]")),
+    ("only-k", lambda kw: _with(kw, v=None), UnsupportedConfigError, re.escape("(k, v)")),
+    ("seqlens-int-past-end", lambda kw: _with(kw, cache_seqlens=_capacity(kw)), UnsupportedConfigError,
+     r"cache_seqlens=\d+ is not supported"),
+    ("seqlens-int-negative", lambda kw: _with(kw, cache_seqlens=-1), UnsupportedConfigError, "cache_seqlens=-1"),
+    ("seqlens-tensor-past-end", lambda kw: _with(kw, cache_seqlens=torch.tensor([0, _capacity(kw)],
+     dtype=torch.int32)), UnsupportedConfigError, r"cache_seqlens=\[0, \d+\]"),
+    ("seqlens-tensor-negative", lambda kw: _with(kw, cache_seqlens=torch.tensor([-1, 0], dtype=torch.int32)),
+     UnsupportedConfigError, r"cache_seqlens=\[-1, 0\]"),
+    ("seqlens-int64", lambda kw: _with(kw, cache_seqlens=kw["cache_seqlens"].long()), UnsupportedConfigError,
+     r"cache_seqlens\.dtype"),
+    ("seqlens-shape", lambda kw: _with(kw, cache_seqlens=kw["cache_seqlens"][:1]), UnsupportedConfigError,
+     r"cache_seqlens\.shape"),
+    ("seqlens-meta", lambda kw: _with(kw, cache_seqlens=kw["cache_seqlens"].to("meta")), UnsupportedConfigError,
+     r"cache_seqlens\.device"),
+    ("seqlens-float", lambda kw: _with(kw, cache_seqlens=3.0), UnsupportedConfigError, r"cache_seqlens=3\.0"),
+    ("seqlens-none", lambda kw: _with(kw, cache_seqlens=None), UnsupportedConfigError, "cache_seqlens=None"),
+    ("causal-str", lambda kw: _with(kw, causal="False"), TypeError, "causal"),
+    ("lse-str", lambda kw: _with(kw, return_softmax_lse="False"), TypeError, "return_softmax_lse"),
+    ("splits-1000", lambda kw: _with(kw, num_splits=1000), UnsupportedConfigError, "num_splits"),
+    ("splits-neg", lambda kw: _with(kw, num_splits=-1), UnsupportedConfigError, "num_splits"),
+    ("window", lambda kw: _with(kw, window_size=(-2, 0)), UnsupportedConfigError, re.escape("window_size[0]")),
+    ("softcap", lambda kw: _with(kw, softcap=-1.0), UnsupportedConfigError, "softcap"),
+    ("pack_gqa", lambda kw: _with(kw, pack_gqa="yes"), UnsupportedConfigError, "pack_gqa"),
+    ("sink", lambda kw: _with(kw, learnable_sink=torch.zeros(3)), UnsupportedConfigError,
+     r"learnable_sink\.shape"),
+    ("q-head-dim", lambda kw: _with(kw, q=kw["q"][..., :32]), UnsupportedConfigError,
+     re.escape("k_cache.shape[-1] (head_dim)=")),
+    ("q-heads", lambda kw: _with(kw, q=kw["q"][:, :, :3]), UnsupportedConfigError, re.escape("nheads % nheads_kv")),
+    ("v-cache-dtype", lambda kw: _with(kw, v_cache=kw["v_cache"].half(), v=kw["v"].half()), UnsupportedConfigError,
+     re.escape("(q.dtype, k_cache.dtype, v_cache.dtype)=")),
+    ("k-cache-stride", _misaligned_cache, UnsupportedConfigError, r"k_cache\.stride\([012]\)="),
+    ("q-grad", lambda kw: _with(kw, q=kw["q"].clone().requires_grad_(True)), NotImplementedError, "gradients"),
+    ("valid-but-cpu", lambda kw: kw, UnsupportedConfigError, r"q\.device="),
+]  # fmt: skip
+_KV_ERRORS_PAGED = [
+    ("table-int64", lambda kw: _with(kw, page_table=kw["page_table"].long()), UnsupportedConfigError,
+     r"page_table\.dtype"),
+    ("table-batch", lambda kw: _with(kw, page_table=kw["page_table"][:1]), UnsupportedConfigError,
+     r"page_table\.shape\[0\]"),
+    ("table-out-of-range", lambda kw: _with(kw, page_table=kw["page_table"] + 1), UnsupportedConfigError,
+     r"page_table=.*\[0, 10\)"),
+    ("table-and-slots", lambda kw: _with(kw, cache_batch_idx=torch.tensor([0, 1], dtype=torch.int32)),
+     UnsupportedConfigError, "cache_batch_idx"),
+]  # fmt: skip
+_KV_ERRORS_CONTIGUOUS = [
+    ("slots-out-of-range", lambda kw: _with(kw, cache_batch_idx=torch.tensor([0, 2], dtype=torch.int32)),
+     UnsupportedConfigError, r"cache_batch_idx=.*\[0, 2\)"),
+    ("cache-batch", lambda kw: _with(kw, k_cache=kw["k_cache"][:1], v_cache=kw["v_cache"][:1]),
+     UnsupportedConfigError, re.escape("k_cache.shape[0] (batch)=1")),
+]  # fmt: skip
+
+
+def _capacity(kw):
+    """The rows of one sequence's cache, less the new rows plus one: the first start past the end."""
+    rows = (
+        kw["page_table"].shape[1] * kw["k_cache"].shape[1] if "page_table" in kw else kw["k_cache"].shape[1]
+    )
+    return rows - kw["k"].shape[1] + 1
+
+
+def _kv_params():
+    for paged in (False, True):
+        extra = _KV_ERRORS_PAGED if paged else _KV_ERRORS_CONTIGUOUS
+        for label, change, exc, rx in _KV_ERRORS + extra:
+            for s_new in (1, 3):
+                yield pytest.param(
+                    paged, s_new, change, exc, rx, id=f"{'paged' if paged else 'contig'}-{label}-new{s_new}"
+                )
+
+
+def _bits(t):
+    return t.detach().view(torch.int16).clone() if t.dtype in (torch.float16, torch.bfloat16) else t.clone()
+
+
+@pytest.mark.parametrize("paged, s_new, change, exc, rx", list(_kv_params()))
+def test_kvcache_writes_nothing_before_every_check_passed(clean_memos, paged, s_new, change, exc, rx):
+    """``flash_attn_with_kvcache(..., k=, v=)`` on CPU tensors: every bad argument raises a typed error
+    naming it, and the caches are bit for bit what they were (the append runs only after every check,
+    the device check included)."""
+    kw = change(_kv(paged, s_new))
+    before = {n: _bits(kw[n]) for n in ("k_cache", "v_cache")}
+    base = kw["k_cache"]._base
+    base_before = _bits(base) if base is not None else None
+    q, kc, vc = kw.pop("q"), kw.pop("k_cache"), kw.pop("v_cache")
+    with pytest.raises(exc, match=rx):
+        api.flash_attn_with_kvcache(q, kc, vc, **kw)
+    assert torch.equal(_bits(kc), before["k_cache"]) and torch.equal(_bits(vc), before["v_cache"])
+    if base_before is not None:
+        assert torch.equal(_bits(base), base_before)
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_kvcache_memo_hit_appends_after_the_checks_and_before_the_launch(clean_memos, paged):
+    """A KV-cache call that hits the memo (a fake kernel here): the append happens, before the launch;
+    a bad call with the same metadata raises and writes nothing; FA4's memo skips none of the checks
+    of the new k/v and of an int cache_seqlens."""
+    kw = _kv(paged, s_new=2)
+    q, kc, vc = kw["q"], kw["k_cache"], kw["v_cache"]
+    seen = []
+    fn = _FakeKernel(lambda: seen.append((_bits(kc), _bits(vc))))
+    base = api._dense_signature(q, kc, vc, None, False, (None, None), None, 0.0, 0)
+    used = kw["cache_seqlens"] + 2
+    csig = api._cache_signature(base, used, kw.get("page_table"), None)
+    api._cache_memo[csig] = (fn, (2, 2, 4, 64), (2, 4, 2), (0.125, 1 << 30, 1 << 30, 0.0, 2, 1))
+    k0, v0 = _bits(kc), _bits(vc)
+    for bad, exc in (
+        (dict(softmax_scale=float("nan")), UnsupportedConfigError),
+        (dict(k=kw["k"].half(), v=kw["v"].half()), UnsupportedConfigError),
+        (dict(cache_seqlens=_capacity(kw)), UnsupportedConfigError),
+        (dict(causal="True"), TypeError),
+    ):
+        args = _with(kw, **bad)
+        with pytest.raises(exc):
+            api.flash_attn_with_kvcache(args.pop("q"), args.pop("k_cache"), args.pop("v_cache"), **args)
+        assert fn.calls == 0 and torch.equal(_bits(kc), k0) and torch.equal(_bits(vc), v0)
+    args = dict(kw)
+    api.flash_attn_with_kvcache(args.pop("q"), args.pop("k_cache"), args.pop("v_cache"), **args)
+    assert fn.calls == 1
+    k_seen, v_seen = seen[0]
+    assert torch.equal(k_seen, _bits(kc)) and torch.equal(v_seen, _bits(vc))  # appended before the launch
+    k_new = kw["k"]
+    for b, start in enumerate(kw["cache_seqlens"].tolist()):
+        for j in range(2):
+            pos = start + j
+            if paged:
+                page, row = int(kw["page_table"][b, pos // 16]), pos % 16
+                assert torch.equal(kc[page, row], k_new[b, j])
+            else:
+                assert torch.equal(kc[b, pos], k_new[b, j])

@@ -4,6 +4,8 @@ with FA4_VALIDATE_DATA=1 on GPU ones, which synchronises): CPU tests reach them 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -65,8 +67,50 @@ def test_kvcache_slots_and_lengths_in_range():
     with pytest.raises(UnsupportedConfigError, match="cache_batch_idx"):
         flash_attn_with_kvcache(q, kc, kc, cache_seqlens=i32(3, 4), cache_batch_idx=i32(0, 3))
     kc2 = bf(2, 32, 4, 64)
-    with pytest.raises(UnsupportedConfigError, match="seqused_k"):
+    with pytest.raises(UnsupportedConfigError, match=r"cache_seqlens=\[3, 33\]") as info:
         flash_attn_with_kvcache(q, kc2, kc2, cache_seqlens=i32(3, 33))
+    assert "seqused_k" not in str(info.value)  # the user's argument, not fa4's internal one
+    # with new keys appended: the start plus the new rows must fit
+    kn = bf(2, 2, 4, 64)
+    with pytest.raises(UnsupportedConfigError, match=r"cache_seqlens=\[3, 31\].*<= 30"):
+        flash_attn_with_kvcache(q, kc2, kc2, k=kn, v=kn, cache_seqlens=i32(3, 31))
+    with pytest.raises(UnsupportedConfigError, match=r"cache_seqlens=31 is not supported.*<= 30"):
+        flash_attn_with_kvcache(q, kc2, kc2, k=kn, v=kn, cache_seqlens=31)
+    with pytest.raises(UnsupportedConfigError, match=r"cache_seqlens=33 is not supported"):
+        flash_attn_with_kvcache(q, kc2, kc2, cache_seqlens=33)  # an int: checked wherever the tensors are
+    table = i32(0, 1).view(2, 1)
+    pages = bf(2, 16, 4, 64)
+    with pytest.raises(UnsupportedConfigError, match=r"cache_seqlens=\[0, 16\].*<= 15"):
+        flash_attn_with_kvcache(q, pages, pages, k=bf(2, 1, 4, 64), v=bf(2, 1, 4, 64), cache_seqlens=i32(0, 16),
+                                page_table=table)  # fmt: skip
+
+
+def test_kvcache_errors_name_the_kvcache_arguments():
+    """fa4's attention names k/v/seqused_k; the KV-cache call reports k_cache, v_cache, cache_seqlens."""
+    q = bf(2, 1, 4, 64)
+    kc = bf(2, 32, 4, 64)
+    lens = i32(3, 4)
+    cases = [
+        (dict(k_cache=bf(2, 32, 4, 128), v_cache=bf(2, 32, 4, 128)), r"k_cache\.shape\[-1\] \(head_dim\)="),
+        (dict(v_cache=bf(2, 32, 2, 64)), r"v_cache\.shape\[:-1\]=.*k_cache's"),
+        (dict(k_cache=bf(3, 32, 4, 64), v_cache=bf(3, 32, 4, 64)), r"k_cache\.shape\[0\] \(batch\)="),
+        (dict(cache_seqlens=lens.to("meta")), r"cache_seqlens\.device="),
+        (dict(k_cache=kc.to("meta"), v_cache=kc.to("meta")), r"k_cache\.device="),
+        (dict(k_cache=bf(2, 32, 4, 68)[..., :64]), r"k_cache\.stride\([012]\)="),
+    ]
+    for change, rx in cases:
+        kw = dict(k_cache=kc, v_cache=kc, cache_seqlens=lens)
+        kw.update(change)
+        with pytest.raises(UnsupportedConfigError, match=rx) as info:
+            flash_attn_with_kvcache(q, **kw)
+        assert not re.search(r"(?<![\w.])(k|v|seqused_k)[.=]", str(info.value)), str(info.value)
+
+
+def test_kvcache_page_size_zero_is_rejected():
+    q = bf(2, 1, 4, 64)
+    pages = bf(4, 0, 4, 64)
+    with pytest.raises(UnsupportedConfigError, match=r"k_cache\.shape\[1\] \(page_size\)=0"):
+        flash_attn_with_kvcache(q, pages, pages, cache_seqlens=0, page_table=i32(0, 1).view(2, 1))
 
 
 def _varlen_ok():
@@ -90,6 +134,9 @@ def _varlen_ok():
         (dict(learnable_sink=torch.zeros(4, dtype=torch.float16)), r"learnable_sink\.dtype"),
         (dict(num_splits=-1), r"num_splits=-1"),
         (dict(max_seqlen_q=-3), r"max_seqlen_q=-3"),
+        (dict(max_seqlen_k=-3), r"max_seqlen_k=-3"),
+        (dict(max_seqlen_k=2.5), r"max_seqlen_k=2\.5"),
+        (dict(seqused_k=i32(1, 2, 3), max_seqlen_k=-1), r"max_seqlen_k=-1"),
         (dict(k=bf(10, 3, 64), v=bf(10, 3, 64)), r"nheads % nheads_kv"),
         (dict(page_table=i32(0, 1).view(1, 2)), r"page_table"),
     ],

@@ -14,14 +14,15 @@
 
 ``lse`` is the natural-log sum-exp, returned when ``return_lse=True`` (else ``None``). Causal masks
 are aligned bottom-right. A query that sees no key gets ``out = 0`` and ``lse = -inf`` (``lse =
-sink`` with a learnable sink). ``num_splits``: 1 = no split, ``n > 1`` = split the keys ``n`` ways
-and merge through the LSEs, 0 = a heuristic from the SM count, the tiles and the key length.
+sink`` with a learnable sink). ``num_splits``: 1 = no split, ``1 < n <= 64`` = split the keys ``n``
+ways and merge through the LSEs, 0 = a heuristic from the SM count, the tiles and the key length.
 
-Every argument is validated before anything compiles or launches; what the kernels cannot do raises
-:class:`fa4_core.errors.UnsupportedConfigError` naming the argument, the value and what is supported
-(features of a later release raise ``NotImplementedError`` naming it). Nothing on these paths reads
-device memory on the host (no ``.item()``): ``max_seqlen_q`` is used for the grid when given, the
-total length otherwise.
+Every argument is validated before anything compiles, launches or is written (the KV-cache append
+included: after an error the caches are as they were); what the kernels cannot do raises
+:class:`fa4_core.errors.UnsupportedConfigError` naming the argument as the caller passed it, the value
+and what is supported, a bool argument of another type ``TypeError`` (features of a later release
+raise ``NotImplementedError`` naming it). Nothing on these paths reads device memory on the host (no
+``.item()``): ``max_seqlen_q`` is used for the grid when given, the total length otherwise.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache
 
 _DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 _UNBOUNDED = 1 << 30  # a window side without a bound, as a runtime value of a local kernel
-_MAX_SPLITS = 64  # fa4_sm120.combine.MAX_SPLITS
+_MAX_SPLITS = 64  # fa4_sm120.combine.MAX_SPLITS (that module imports the DSL; a test keeps them equal)
 
 FWD_CACHE = CompileCache()
 _fast: dict[tuple, object] = {}
@@ -116,26 +117,41 @@ def _check_index(name: str, t, shape: tuple) -> None:
 _VALIDATE_DATA = os.environ.get("FA4_VALIDATE_DATA", "") == "1"
 
 
-def _check_index_data(q, k, varlen_q, varlen_k, paged, cu_q, cu_k, used_q, used_k, page_table, kv_batch):
+def _reads_data(*ts) -> bool:
+    """Whether the data checks run on these index tensors: all on the CPU, or ``FA4_VALIDATE_DATA=1``."""
+    if _VALIDATE_DATA:
+        return True
+    for t in ts:  # is_cpu: no device object (a KV-cache call asks this on every call)
+        if not t.is_cpu:
+            return False
+    return True
+
+
+def _check_cu_data(name: str, cu, total):
+    """``cu`` (an int32 ``(batch + 1,)`` tensor) starts at 0, never decreases and ends at most at
+    ``total`` (None: no bound). Reads the data (the caller decides when). Returns the lengths (CPU)."""
+    c = cu.cpu()
+    if c.numel() and int(c[0]) != 0:
+        raise unsupported(f"{name}[0]", int(c[0]), "0")
+    if c.numel() > 1 and bool((c[1:] < c[:-1]).any()):
+        raise unsupported(name, c.tolist()[:16], "non-decreasing prefix sums (monotone)")
+    if total is not None and c.numel() and int(c[-1]) > total:
+        raise unsupported(f"{name}[-1]", int(c[-1]), f"at most the packed length {total}")
+    return (c[1:] - c[:-1]) if c.numel() > 1 else c[:0]
+
+
+def _check_index_data(
+    q, k, varlen_q, varlen_k, paged, cu_q, cu_k, used_q, used_k, page_table, kv_batch, used_k_name="seqused_k"
+):
     """The checks that read index tensors: cu_seqlens monotone from 0 to the total, seqused within
     capacity, page indices and cache slots in range. Reading device memory would synchronise the host,
     so they run only on CPU tensors or with ``FA4_VALIDATE_DATA=1`` (a debugging switch)."""
     idx = [t for t in (cu_q, cu_k, used_q, used_k, page_table, kv_batch) if t is not None]
-    if not idx or not (_VALIDATE_DATA or all(t.device.type == "cpu" for t in idx)):
+    if not idx or not _reads_data(*idx):
         return
 
-    def check_cu(name, cu, total):
-        c = cu.cpu()
-        if c.numel() and int(c[0]) != 0:
-            raise unsupported(f"{name}[0]", int(c[0]), "0")
-        if c.numel() > 1 and bool((c[1:] < c[:-1]).any()):
-            raise unsupported(name, c.tolist()[:16], "non-decreasing prefix sums (monotone)")
-        if c.numel() and int(c[-1]) > total:
-            raise unsupported(f"{name}[-1]", int(c[-1]), f"at most the packed length {total}")
-        return (c[1:] - c[:-1]) if c.numel() > 1 else c[:0]
-
-    lens_q = check_cu("cu_seqlens_q", cu_q, q.shape[0]) if varlen_q else None
-    lens_k = check_cu("cu_seqlens_k", cu_k, k.shape[0]) if varlen_k else None
+    lens_q = _check_cu_data("cu_seqlens_q", cu_q, q.shape[0]) if varlen_q else None
+    lens_k = _check_cu_data("cu_seqlens_k", cu_k, k.shape[0]) if varlen_k else None
     if used_q is not None:
         u = used_q.cpu()
         cap = lens_q if lens_q is not None else torch.full_like(u, q.shape[1])
@@ -153,7 +169,7 @@ def _check_index_data(q, k, varlen_q, varlen_k, paged, cu_q, cu_k, used_q, used_
             cap = torch.full_like(u, k.shape[1])
         if bool((u < 0).any()) or bool((u > cap).any()):
             raise unsupported(
-                "seqused_k", u.tolist()[:16], f"0 <= seqused_k[b] <= capacity {cap.tolist()[:16]}"
+                used_k_name, u.tolist()[:16], f"0 <= {used_k_name}[b] <= capacity {cap.tolist()[:16]}"
             )
     if paged:
         p = page_table.cpu()
@@ -167,6 +183,15 @@ def _check_index_data(q, k, varlen_q, varlen_k, paged, cu_q, cu_k, used_q, used_
             raise unsupported(
                 "cache_batch_idx", f"values in [{int(b.min())}, {int(b.max())}]", f"[0, {k.shape[0]})"
             )
+
+
+def _check_devices(q, named) -> None:
+    """Every tensor of ``named`` (``(name, tensor or None)`` pairs) on q's device, and that a CUDA one."""
+    for name, t in named:
+        if t is not None and t.device != q.device:
+            raise unsupported(f"{name}.device", str(t.device), f"q's device {q.device}")
+    if q.device.type != "cuda":
+        raise unsupported("q.device", str(q.device), "a CUDA device")
 
 
 def _canonical_window(window_size, causal: bool):
@@ -186,14 +211,19 @@ def _canonical_window(window_size, causal: bool):
 
 
 def _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim):
+    """``softmax_scale`` finite and > 0 (the online softmax keeps each row's maximum of the unscaled
+    scores, right only for a positive scale; a zero scale makes masked scores ``nan``), ``softcap``
+    finite >= 0, ``num_splits`` in ``[0, MAX_SPLITS]``, ``pack_gqa`` None or a bool. Returns the
+    scale as a float."""
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(head_dim)
     elif (
         isinstance(softmax_scale, bool)
         or not isinstance(softmax_scale, (int, float))
         or not math.isfinite(softmax_scale)
+        or softmax_scale <= 0
     ):
-        raise unsupported("softmax_scale", softmax_scale, "a finite float (or None for 1/sqrt(head_dim))")
+        raise unsupported("softmax_scale", softmax_scale, "a finite float > 0 (or None for 1/sqrt(head_dim))")
     if (
         isinstance(softcap, bool)
         or not isinstance(softcap, (int, float))
@@ -201,11 +231,28 @@ def _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim):
         or softcap < 0
     ):
         raise unsupported("softcap", softcap, "a finite float >= 0 (0 = no capping)")
-    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
-        raise unsupported("num_splits", num_splits, "an int >= 0 (0 = heuristic, 1 = no split)")
+    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or not 0 <= num_splits <= _MAX_SPLITS:
+        raise unsupported(
+            "num_splits", num_splits, f"an int in [0, {_MAX_SPLITS}] (0 = heuristic, 1 = no split)"
+        )
     if pack_gqa is not None and not isinstance(pack_gqa, bool):
         raise unsupported("pack_gqa", pack_gqa, "None (auto), True, False")
     return float(softmax_scale)
+
+
+def _check_flag(name: str, value) -> None:
+    """A bool argument (``causal``, ``return_lse``, ``deterministic``...): ``True`` or ``False`` only; a
+    string such as ``"False"`` would be truthy. ``TypeError`` naming the argument otherwise."""
+    if value is not True and value is not False:
+        raise TypeError(f"{name}={value!r} is not supported; supported: True or False (a bool)")
+
+
+def _check_max_seqlen(name: str, value, what: str) -> None:
+    """``max_seqlen_q``/``max_seqlen_k``: None or an int >= 0 (``what``: query or key)."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)) or value < 0
+    ):
+        raise unsupported(name, value, f"an int >= 0 (an upper bound of the {what} lengths) or None")
 
 
 def _reject_extras(**extras):
@@ -258,6 +305,9 @@ def flash_attn_func(
     block_sparse_tensors=None,
 ):
     """Attention forward ``softmax(q kᵀ · scale) v``. Returns ``(out, lse)``; see the module docstring."""
+    _check_flag("causal", causal)
+    _check_flag("deterministic", deterministic)
+    _check_flag("return_lse", return_lse)
     _reject_extras(
         qv=qv,
         score_mod=score_mod,
@@ -323,6 +373,9 @@ def flash_attn_varlen_func(
     aux_tensors=None,
 ):
     """Variable-length (and paged-K/V) attention; see the module docstring. Returns ``(out, lse)``."""
+    _check_flag("causal", causal)
+    _check_flag("deterministic", deterministic)
+    _check_flag("return_lse", return_lse)
     _reject_extras(score_mod=score_mod, mask_mod=mask_mod, aux_tensors=aux_tensors)
     if _needs_grad(q, k, v, learnable_sink):
         from fa4_torch.autograd import FlashAttnVarlenFunc
@@ -394,13 +447,20 @@ def flash_attn_with_kvcache(
     ``q (batch, seqlen_q, nheads, d)``; ``k_cache/v_cache (batch_cache, seqlen_cache, nheads_kv, d)``
     or paged ``(num_pages, page_size, nheads_kv, d)`` with ``page_table (batch, max_pages)``;
     ``cache_seqlens`` (int or int32 ``(batch,)``) is the used length of each cache before the append;
-    optional ``k/v (batch, seqlen_new, nheads_kv, d)`` are written into the cache in place at
-    ``cache_seqlens`` first (the caller guarantees ``cache_seqlens + seqlen_new`` fits the cache).
-    ``cache_batch_idx`` (int32 ``(batch,)``) picks the cache slot of each batch entry (contiguous caches).
-    Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
+    optional ``k/v (batch, seqlen_new, nheads_kv, d)`` (the caches' dtype and device) are written into
+    the cache in place at ``cache_seqlens``, once every argument has been checked, before the attention.
+    ``cache_seqlens + seqlen_new`` must fit the cache: checked for an int, for a CPU tensor and with
+    ``FA4_VALIDATE_DATA=1``; a CUDA tensor's values are the caller's guarantee (reading them would
+    synchronise). ``cache_batch_idx`` (int32 ``(batch,)``) picks the cache slot of each batch entry
+    (contiguous caches). Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
     """
+    _check_flag("causal", causal)
+    _check_flag("return_softmax_lse", return_softmax_lse)
     if _needs_grad(q, k_cache, v_cache, k, v, learnable_sink):
         raise _later("gradients through flash_attn_with_kvcache (an inference path)", None)
+    # Every argument is checked before the append writes into the caches: the new k/v and the cache
+    # lengths here, everything else in _flash_attn_fwd, which appends (before_launch) only once its
+    # own checks have passed.
     _check_tensor("q", q, 4, layout=False)
     batch = q.shape[0]
     paged = page_table is not None
@@ -410,20 +470,13 @@ def flash_attn_with_kvcache(
         raise unsupported(
             "cache_batch_idx", "a tensor", "None with a page_table (the table already maps slots)"
         )
-    if cache_seqlens is None:
-        raise unsupported("cache_seqlens", None, "an int or an int32 tensor (batch,)")
-    if isinstance(cache_seqlens, int) and not isinstance(cache_seqlens, bool):
-        if cache_seqlens < 0:
-            raise unsupported("cache_seqlens", cache_seqlens, "an int >= 0")
-        cache_seqlens = torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
-    _check_index("cache_seqlens", cache_seqlens, (batch,))
     if (k is None) != (v is None):
         raise unsupported(
             "(k, v)",
             ("given" if k is not None else None, "given" if v is not None else None),
             "both or neither",
         )
-    seqused_k = cache_seqlens
+    s_new = 0
     if k is not None:
         _check_tensor("k", k, 4, layout=False)
         _check_tensor("v", v, 4, layout=False)
@@ -437,8 +490,50 @@ def flash_attn_with_kvcache(
             raise unsupported(
                 "k/v.shape[2:]", (tuple(k.shape[2:]), tuple(v.shape[2:])), "the caches' (nheads_kv, head_dim)"
             )
-        _append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx)
-        seqused_k = cache_seqlens + k.shape[1]
+        if (
+            k.dtype is not k_cache.dtype
+            or v.dtype is not v_cache.dtype
+            or k.device != k_cache.device
+            or v.device != v_cache.device
+        ):
+            for name, new, cache in (("k", k, k_cache), ("v", v, v_cache)):
+                if new.dtype != cache.dtype:
+                    raise unsupported(f"{name}.dtype", new.dtype, f"{name}_cache's dtype {cache.dtype}")
+                if new.device != cache.device:
+                    raise unsupported(
+                        f"{name}.device", str(new.device), f"{name}_cache's device {cache.device}"
+                    )
+        s_new = k.shape[1]
+    # the rows of each sequence's cache (None: the page table is malformed, _flash_attn_fwd says so;
+    # a zero page size too)
+    if not paged:
+        capacity = k_cache.shape[1]
+    elif isinstance(page_table, torch.Tensor) and page_table.dim() == 2 and k_cache.shape[1] > 0:
+        capacity = page_table.shape[1] * k_cache.shape[1]
+    else:
+        capacity = None
+    if cache_seqlens is None:
+        raise unsupported("cache_seqlens", None, "an int or an int32 tensor (batch,)")
+    if isinstance(cache_seqlens, int) and not isinstance(cache_seqlens, bool):
+        if cache_seqlens < 0 or (capacity is not None and cache_seqlens + s_new > capacity):
+            raise unsupported("cache_seqlens", cache_seqlens, _cache_seqlens_range(s_new, capacity))
+        cache_seqlens = torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
+    elif not isinstance(cache_seqlens, torch.Tensor):
+        raise unsupported("cache_seqlens", cache_seqlens, "an int or an int32 tensor (batch,)")
+    else:
+        _check_index("cache_seqlens", cache_seqlens, (batch,))
+        if _reads_data(cache_seqlens):
+            c = cache_seqlens.cpu()
+            if c.numel() and (int(c.min()) < 0 or (capacity is not None and int(c.max()) + s_new > capacity)):
+                raise unsupported("cache_seqlens", c.tolist()[:16], _cache_seqlens_range(s_new, capacity))
+    append = None
+    seqused_k = cache_seqlens
+    if k is not None:
+        seqused_k = cache_seqlens + s_new
+
+        def append():
+            _append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx)
+
     out, lse = _flash_attn_fwd(
         q,
         k_cache,
@@ -453,8 +548,23 @@ def flash_attn_with_kvcache(
         seqused_k=seqused_k,
         page_table=page_table,
         kv_batch_idx=cache_batch_idx,
+        before_launch=append,
+        names=_KVCACHE_NAMES,
     )
     return (out, lse) if return_softmax_lse else out
+
+
+_KVCACHE_NAMES = ("k_cache", "v_cache", "cache_seqlens")
+
+
+def _cache_seqlens_range(s_new: int, capacity) -> str:
+    """What ``cache_seqlens`` may hold, for the error message."""
+    if capacity is None:
+        return "values >= 0"
+    fits = f"the cache holds {capacity} rows per sequence and the {s_new} new rows of k/v go at cache_seqlens"
+    if s_new > capacity:
+        return f"none: {fits}"
+    return f"0 <= cache_seqlens[b] <= {capacity - s_new} ({fits})"
 
 
 def _append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx):
@@ -504,11 +614,20 @@ def _flash_attn_fwd(
     page_table=None,
     kv_batch_idx=None,
     before_launch=None,
+    names=("k", "v", "seqused_k"),
     _eager=False,
 ):
     """Validate and launch the forward (and the split-KV combine); returns ``(out, lse)``, lse always
     computed. The autograd function calls this too. Under ``torch.compile`` it becomes the custom op
-    ``torch.ops.fa4.fwd`` (:mod:`fa4_torch.ops`), which validates and launches when the graph runs."""
+    ``torch.ops.fa4.fwd`` (:mod:`fa4_torch.ops`), which validates and launches when the graph runs.
+
+    ``before_launch``: called once every check has passed and before anything is allocated, compiled
+    or launched (on a memo hit too): the KV-cache append, the backward's support check. ``names``: how
+    the user called ``k``, ``v`` and ``seqused_k`` (the KV-cache call: ``k_cache``, ``v_cache``,
+    ``cache_seqlens``), for the error messages."""
+    if max_seqlen_q is not None or max_seqlen_k is not None:  # not in the memo keys: checked first
+        _check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
+        _check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
     if not _eager and torch.compiler.is_compiling():
         from fa4_torch.ops import fwd_op
 
@@ -537,19 +656,17 @@ def _flash_attn_fwd(
             kv_batch_idx,
         )
     sig = csig = None
-    if (
-        cu_seqlens_q is None
-        and cu_seqlens_k is None
-        and seqused_q is None
-        and learnable_sink is None
-        and before_launch is None
-    ):
+    # the memos: a signature holds everything the validation reads (the scalars with their types), and
+    # an entry is made only after a call passed it, so a hit skips the validation
+    if cu_seqlens_q is None and cu_seqlens_k is None and seqused_q is None and learnable_sink is None:
         base = _dense_signature(q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, num_splits)
         aligned = base is not None and (q.data_ptr() | k.data_ptr() | v.data_ptr()) % 16 == 0
         if base is not None and seqused_k is None and page_table is None and kv_batch_idx is None:
             sig = base
             hit = _dense_memo.get(sig) if aligned else None
             if hit is not None:
+                if before_launch is not None:
+                    before_launch()
                 fn, out_shape, lse_shape, scalars = hit
                 out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
                 lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
@@ -558,28 +675,36 @@ def _flash_attn_fwd(
         csig = _cache_signature(base, seqused_k, page_table, kv_batch_idx)
         hit = _cache_memo.get(csig) if aligned and csig is not None else None
         if hit is not None:
+            if before_launch is not None:
+                before_launch()
             return _launch_memoised(hit, q, k, v, seqused_k, page_table, kv_batch_idx)
     q_in, k_in, v_in = q, k, v
+    kn, vn, un = names  # the user's names of k, v and seqused_k (the KV-cache call's are others)
     varlen_q = cu_seqlens_q is not None
     varlen_k = cu_seqlens_k is not None
     paged = page_table is not None
+    if varlen_k and paged:  # before k's rank, which each of them sets differently
+        raise unsupported(
+            "(page_table, cu_seqlens_k)", ("given", "given"), "paged K/V with seqused_k, not cu_seqlens_k"
+        )
+    _check_flag("causal", causal)
     _check_tensor("q", q, 3 if varlen_q else 4, layout=False)
-    _check_tensor("k", k, 3 if varlen_k else 4, layout=False)
-    _check_tensor("v", v, 3 if varlen_k else 4, layout=False)
+    _check_tensor(kn, k, 3 if varlen_k else 4, layout=False)
+    _check_tensor(vn, v, 3 if varlen_k else 4, layout=False)
     for name, d in (("head_dim", q.shape[-1]), ("head_dim_v", v.shape[-1])):
         if d not in HEAD_DIMS:
             raise unsupported(name, d, f"one of {HEAD_DIMS}")
-    q, k, v = _check_layout("q", q), _check_layout("k", k), _check_layout("v", v)
+    q, k, v = _check_layout("q", q), _check_layout(kn, k), _check_layout(vn, v)
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise unsupported(
-            "(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
+            f"(q.dtype, {kn}.dtype, {vn}.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
         )
     nheads, head_dim = q.shape[-2:]
     nheads_kv, head_dim_v = v.shape[-2], v.shape[-1]
     if k.shape[-1] != head_dim:
-        raise unsupported("k.shape[-1] (head_dim)", k.shape[-1], f"q's head_dim {head_dim}")
+        raise unsupported(f"{kn}.shape[-1] (head_dim)", k.shape[-1], f"q's head_dim {head_dim}")
     if k.shape[:-1] != v.shape[:-1]:
-        raise unsupported("v.shape[:-1]", tuple(v.shape[:-1]), f"k's {tuple(k.shape[:-1])}")
+        raise unsupported(f"{vn}.shape[:-1]", tuple(v.shape[:-1]), f"{kn}'s {tuple(k.shape[:-1])}")
     if nheads_kv == 0 or nheads % nheads_kv != 0:
         raise unsupported(
             "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
@@ -589,33 +714,28 @@ def _flash_attn_fwd(
         batch = cu_seqlens_q.shape[0] - 1
         if batch < 0:
             raise unsupported("cu_seqlens_q.shape[0]", 0, "batch + 1 >= 1")
-        total_q = q.shape[0]
         if max_seqlen_q is None:
-            max_seqlen_q = total_q
-        elif isinstance(max_seqlen_q, bool) or not isinstance(max_seqlen_q, int) or max_seqlen_q < 0:
-            raise unsupported(
-                "max_seqlen_q", max_seqlen_q, "an int >= 0 (an upper bound of the query lengths)"
-            )
+            max_seqlen_q = q.shape[0]
     else:
         batch, max_seqlen_q = q.shape[0], q.shape[1]
     if varlen_k:
-        if paged:
-            raise unsupported(
-                "(page_table, cu_seqlens_k)", ("given", "given"), "paged K/V with seqused_k, not cu_seqlens_k"
-            )
         _check_index("cu_seqlens_k", cu_seqlens_k, (batch + 1,))
         max_k = k.shape[0] if max_seqlen_k is None else max_seqlen_k
     elif paged:
         _check_tensor("page_table", page_table, 2, (torch.int32,))
         if page_table.shape[0] != batch:
             raise unsupported("page_table.shape[0]", page_table.shape[0], f"batch = {batch}")
+        if k.shape[1] == 0:
+            raise unsupported(f"{kn}.shape[1] (page_size)", 0, "a page size >= 1")
+        if k.shape[0] == 0 and page_table.numel():
+            raise unsupported(f"{kn}.shape[0] (num_pages)", 0, "at least one page for a non-empty page_table")
         max_k = page_table.shape[1] * k.shape[1]
     else:
         if k.shape[0] != batch and kv_batch_idx is None:
-            raise unsupported("k.shape[0] (batch)", k.shape[0], f"q's batch {batch}")
+            raise unsupported(f"{kn}.shape[0] (batch)", k.shape[0], f"q's batch {batch}")
         max_k = k.shape[1]
     _check_index("seqused_q", seqused_q, (batch,))
-    _check_index("seqused_k", seqused_k, (batch,))
+    _check_index(un, seqused_k, (batch,))
     _check_index("cache_batch_idx", kv_batch_idx, (batch,))
     if learnable_sink is not None:
         _check_tensor("learnable_sink", learnable_sink, 1, (torch.float32,))
@@ -623,7 +743,7 @@ def _flash_attn_fwd(
             raise unsupported(
                 "learnable_sink.shape", tuple(learnable_sink.shape), f"({nheads},) one logit per query head"
             )
-    is_local, left, right = _canonical_window(window_size, bool(causal))
+    is_local, left, right = _canonical_window(window_size, causal)
     softmax_scale = _check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim)
     _check_index_data(
         q,
@@ -637,23 +757,26 @@ def _flash_attn_fwd(
         seqused_k,
         page_table,
         kv_batch_idx,
+        un,
     )
-    for name, t in (
-        ("q", q),
-        ("k", k),
-        ("v", v),
-        ("cu_seqlens_q", cu_seqlens_q),
-        ("cu_seqlens_k", cu_seqlens_k),
-        ("seqused_q", seqused_q),
-        ("seqused_k", seqused_k),
-        ("page_table", page_table),
-        ("cache_batch_idx", kv_batch_idx),
-        ("learnable_sink", learnable_sink),
-    ):
-        if t is not None and t.device != q.device:
-            raise unsupported(f"{name}.device", str(t.device), f"q's device {q.device}")
-    if q.device.type != "cuda":
-        raise unsupported("q.device", str(q.device), "a CUDA device")
+    _check_devices(
+        q,
+        (
+            (kn, k),
+            (vn, v),
+            ("cu_seqlens_q", cu_seqlens_q),
+            ("cu_seqlens_k", cu_seqlens_k),
+            ("seqused_q", seqused_q),
+            (un, seqused_k),
+            ("page_table", page_table),
+            ("cache_batch_idx", kv_batch_idx),
+            ("learnable_sink", learnable_sink),
+        ),
+    )
+    # every check has passed: the caller's side effect (the KV-cache append) or last check (the
+    # backward's support) runs now, before anything is allocated, compiled or launched
+    if before_launch is not None:
+        before_launch()
 
     ratio = nheads // nheads_kv
     pack = ratio > 1 if pack_gqa is None else bool(pack_gqa)
@@ -668,8 +791,6 @@ def _flash_attn_fwd(
         dtype=torch.float32,
         device=q.device,
     )
-    if before_launch is not None:
-        before_launch()
     if batch == 0 or q.shape[-3] == 0 or nheads == 0 or max_seqlen_q == 0:
         return out, lse
 

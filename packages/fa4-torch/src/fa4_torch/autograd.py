@@ -27,7 +27,8 @@ give bit-identical dQ/dK/dV (dK/dV are written once per CTA in either mode); dsi
 Supported for gradients: what the backward tile table has a row for (head dims 32, 64, 96, 128, 160,
 192, 224, 256 and 192/128), causal or not, local windows, softcap, learnable sink, MHA/GQA/MQA; varlen with
 ``cu_seqlens_q/k`` and ``seqused_q/k``. Paged K/V raises ``NotImplementedError`` and other head dims
-``UnsupportedConfigError`` — when the forward is called, so no gradient is dropped.
+``UnsupportedConfigError`` — when the forward is called, after its own checks and before it compiles
+or launches anything, so no gradient is dropped and no forward runs for nothing.
 
 Feature switches (module level): ``_BWD_WINDOW``, ``_BWD_SOFTCAP``, ``_BWD_SINK``, ``_BWD_VARLEN``.
 Setting one to ``False`` turns that feature's gradient back into a ``NotImplementedError`` raised at
@@ -41,7 +42,6 @@ import math
 
 import torch
 
-from fa4_core.errors import unsupported
 from fa4_core.tile_scheduler import BwdLongestFirstScheduler
 from fa4_torch import api
 from fa4_torch.cache import CompileCache, dsl_version
@@ -127,7 +127,8 @@ def _bwd_kernels(
 def check_backward_supported(
     q, k, v, causal, window_size, softcap=0.0, learnable_sink=None, varlen=False, paged=False
 ) -> None:
-    """Raise now (at the forward) for what the backward cannot do (or is switched off)."""
+    """Raise now (at the forward, before it compiles or launches) for what the backward cannot do (or
+    is switched off)."""
     from fa4_sm120.bwd_tiles import select_bwd_tile
 
     is_local, _, _ = api._canonical_window(window_size, bool(causal))
@@ -175,8 +176,6 @@ def _save(ctx, q, k, v, out, lse, *, softmax_scale, causal, window_size, softcap
           max_seqlen_q=None, max_seqlen_k=None, sink_index=9):  # fmt: skip
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(q.shape[-1])
-    if not isinstance(deterministic, bool):
-        raise unsupported("deterministic", deterministic, "True or False")
     is_local, left, right = api._canonical_window(window_size, bool(causal))
     ctx.save_for_backward(q, k, v, out, lse, learnable_sink, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k)
     ctx.softmax_scale = float(softmax_scale)
@@ -198,11 +197,15 @@ class FlashAttnFunc(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, softmax_scale=None, causal=False, window_size=(None, None), pack_gqa=None,
                 deterministic=False, softcap=0.0, learnable_sink=None, num_splits=1):  # fmt: skip
+        api._check_flag("deterministic", deterministic)
+
+        def bwd_supported():  # after the forward's checks, before it compiles or launches
+            check_backward_supported(q, k, v, causal, window_size, softcap, learnable_sink)
+
         out, lse = api._flash_attn_fwd(
             q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap=softcap,
-            learnable_sink=learnable_sink, num_splits=num_splits,
+            learnable_sink=learnable_sink, num_splits=num_splits, before_launch=bwd_supported,
         )  # fmt: skip
-        check_backward_supported(q, k, v, causal, window_size, softcap, learnable_sink)
         _save(
             ctx, q, k, v, out, lse, softmax_scale=softmax_scale, causal=causal, window_size=window_size,
             softcap=softcap, learnable_sink=learnable_sink, deterministic=deterministic,
@@ -224,19 +227,18 @@ class FlashAttnVarlenFunc(torch.autograd.Function):
                 seqused_q=None, seqused_k=None, page_table=None, softmax_scale=None, causal=False,
                 window_size=(None, None), learnable_sink=None, softcap=0.0, num_splits=1, pack_gqa=None,
                 deterministic=False):  # fmt: skip
+        api._check_flag("deterministic", deterministic)
+        paged = page_table is not None
+
+        def bwd_supported():  # after the forward's checks, before it compiles or launches
+            check_backward_supported(q, k, v, causal, window_size, softcap, learnable_sink, True, paged)
+
         out, lse = api._flash_attn_fwd(
             q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap=softcap,
             learnable_sink=learnable_sink, num_splits=num_splits, cu_seqlens_q=cu_seqlens_q,
             cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k,
-            seqused_q=seqused_q, seqused_k=seqused_k, page_table=page_table,
+            seqused_q=seqused_q, seqused_k=seqused_k, page_table=page_table, before_launch=bwd_supported,
         )  # fmt: skip
-        check_backward_supported(
-            q, k, v, causal, window_size, softcap, learnable_sink, varlen=True, paged=page_table is not None
-        )
-        if max_seqlen_k is not None and (
-            isinstance(max_seqlen_k, bool) or not isinstance(max_seqlen_k, int) or max_seqlen_k < 0
-        ):
-            raise unsupported("max_seqlen_k", max_seqlen_k, "an int >= 0 (an upper bound of the key lengths)")
         _save(
             ctx, q, k, v, out, lse, softmax_scale=softmax_scale, causal=causal, window_size=window_size,
             softcap=softcap, learnable_sink=learnable_sink, deterministic=deterministic,

@@ -26,17 +26,20 @@ Differences from FlashAttention-2:
 * Dropout (``dropout_p != 0``), ALiBi (``alibi_slopes``), rotary embedding inside the KV-cache call
   (``rotary_cos/rotary_sin``) and ``cache_leftpad`` raise ``NotImplementedError`` naming the feature.
 * Anything the kernels cannot do raises :class:`fa4_core.errors.UnsupportedConfigError` (a
-  ``ValueError``) as :mod:`fa4_torch.api` does; FlashAttention-2 raises ``RuntimeError`` there.
+  ``ValueError``) as :mod:`fa4_torch.api` does, naming FlashAttention-2's arguments (``block_table``,
+  ``cu_seqlens_k``, ``return_attn_probs``); FlashAttention-2 raises ``RuntimeError`` there. A bool
+  argument of another type (``causal="False"``) raises ``TypeError``.
 * ``softcap=None`` is accepted as ``0.0`` (no capping).
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
-from fa4_core.errors import unsupported
+from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_torch import api
 
 __all__ = [
@@ -77,6 +80,42 @@ def _softcap(softcap):
     return 0.0 if softcap is None else softcap
 
 
+_PAGE_TABLE = re.compile(r"\bpage_table\b")
+
+
+def _fa2_named(e: UnsupportedConfigError) -> UnsupportedConfigError:
+    """``e`` with fa4's ``page_table`` called ``block_table`` (FlashAttention-2's name) in its message:
+    the error of a call that passed ``block_table``."""
+    msg = str(e)
+    if not _PAGE_TABLE.search(msg):
+        return e
+    return UnsupportedConfigError(_PAGE_TABLE.sub("block_table", msg)).with_traceback(e.__traceback__)
+
+
+def _check_block_lengths(q, k, cu_seqlens_q, cu_seqlens_k, block_table) -> None:
+    """``cu_seqlens_k`` with a ``block_table``: the prefix sums of the key lengths, which fa4 takes as
+    per-sequence lengths (``seqused_k``); checked here so that errors name ``cu_seqlens_k``."""
+    api._check_tensor("cu_seqlens_k", cu_seqlens_k, 1, (torch.int32,))
+    if isinstance(cu_seqlens_q, torch.Tensor) and cu_seqlens_q.dim() == 1:
+        if cu_seqlens_k.shape != cu_seqlens_q.shape:
+            raise unsupported(
+                "cu_seqlens_k.shape", tuple(cu_seqlens_k.shape), f"cu_seqlens_q's {tuple(cu_seqlens_q.shape)}"
+            )
+    if isinstance(q, torch.Tensor) and cu_seqlens_k.device != q.device:
+        raise unsupported("cu_seqlens_k.device", str(cu_seqlens_k.device), f"q's device {q.device}")
+    if api._reads_data(cu_seqlens_k):
+        lens = api._check_cu_data("cu_seqlens_k", cu_seqlens_k, None)
+        shaped = isinstance(k, torch.Tensor) and k.dim() == 4 and isinstance(block_table, torch.Tensor)
+        if shaped and block_table.dim() == 2 and k.shape[1] > 0 and lens.numel():  # page size 0: api's error
+            cap = block_table.shape[1] * k.shape[1]
+            if int(lens.max()) > cap:
+                raise unsupported(
+                    "cu_seqlens_k",
+                    cu_seqlens_k.tolist()[:16],
+                    f"key lengths of at most {cap} (block_table.shape[1] * page_size)",
+                )
+
+
 def _result(out, lse, return_attn_probs: bool):
     return (out, lse, None) if return_attn_probs else out
 
@@ -114,6 +153,7 @@ def flash_attn_func(
     signature. Returns ``out (b, s_q, h, d_v)``, or ``(out, softmax_lse, None)`` with
     ``return_attn_probs`` (the probabilities are not materialised)."""
     _reject(dropout_p, alibi_slopes)
+    api._check_flag("return_attn_probs", return_attn_probs)
     out, lse = api.flash_attn_func(
         q,
         k,
@@ -123,7 +163,7 @@ def flash_attn_func(
         window_size=window_size,
         softcap=_softcap(softcap),
         deterministic=deterministic,
-        return_lse=bool(return_attn_probs),
+        return_lse=return_attn_probs,
     )
     return _result(out, lse, return_attn_probs)
 
@@ -191,31 +231,36 @@ def flash_attn_varlen_func(
     paged ``(num_blocks, page_size, h_k, d)`` and ``cu_seqlens_k`` holds the prefix sums of the key
     lengths. Returns ``out (total_q, h, d_v)``, or ``(out, softmax_lse (h, total_q), None)``."""
     _reject(dropout_p, alibi_slopes)
+    api._check_flag("return_attn_probs", return_attn_probs)
     seqused_k = None
     if block_table is not None:
         # fa4 addresses paged K/V through per-sequence lengths (seqused_k), not prefix sums
-        if isinstance(cu_seqlens_k, torch.Tensor) and cu_seqlens_k.dim() == 1:
-            seqused_k = cu_seqlens_k[1:] - cu_seqlens_k[:-1]
-        else:
-            seqused_k = cu_seqlens_k  # let the api name the bad argument
+        _check_block_lengths(q, k, cu_seqlens_q, cu_seqlens_k, block_table)
+        api._check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
+        seqused_k = cu_seqlens_k[1:] - cu_seqlens_k[:-1]
         cu_seqlens_k, max_seqlen_k = None, None
-    out, lse = api.flash_attn_varlen_func(
-        q,
-        k,
-        v,
-        cu_seqlens_q=cu_seqlens_q,
-        cu_seqlens_k=cu_seqlens_k,
-        max_seqlen_q=max_seqlen_q,
-        max_seqlen_k=max_seqlen_k,
-        seqused_k=seqused_k,
-        page_table=block_table,
-        softmax_scale=softmax_scale,
-        causal=causal,
-        window_size=window_size,
-        softcap=_softcap(softcap),
-        deterministic=deterministic,
-        return_lse=bool(return_attn_probs),
-    )
+    try:
+        out, lse = api.flash_attn_varlen_func(
+            q,
+            k,
+            v,
+            cu_seqlens_q=cu_seqlens_q,
+            cu_seqlens_k=cu_seqlens_k,
+            max_seqlen_q=max_seqlen_q,
+            max_seqlen_k=max_seqlen_k,
+            seqused_k=seqused_k,
+            page_table=block_table,
+            softmax_scale=softmax_scale,
+            causal=causal,
+            window_size=window_size,
+            softcap=_softcap(softcap),
+            deterministic=deterministic,
+            return_lse=return_attn_probs,
+        )
+    except UnsupportedConfigError as e:
+        if block_table is None:
+            raise
+        raise _fa2_named(e) from None
     return _result(out, lse, return_attn_probs)
 
 
@@ -302,19 +347,24 @@ def flash_attn_with_kvcache(
         raise NotImplementedError(
             f"cache_leftpad is not implemented in fa4 ({_NOT_PLANNED}); keep each cache left-aligned"
         )
-    return api.flash_attn_with_kvcache(
-        q,
-        k_cache,
-        v_cache,
-        k=k,
-        v=v,
-        cache_seqlens=cache_seqlens,
-        page_table=block_table,
-        cache_batch_idx=cache_batch_idx,
-        softmax_scale=softmax_scale,
-        causal=causal,
-        window_size=window_size,
-        softcap=_softcap(softcap),
-        num_splits=num_splits,
-        return_softmax_lse=return_softmax_lse,
-    )
+    try:
+        return api.flash_attn_with_kvcache(
+            q,
+            k_cache,
+            v_cache,
+            k=k,
+            v=v,
+            cache_seqlens=cache_seqlens,
+            page_table=block_table,
+            cache_batch_idx=cache_batch_idx,
+            softmax_scale=softmax_scale,
+            causal=causal,
+            window_size=window_size,
+            softcap=_softcap(softcap),
+            num_splits=num_splits,
+            return_softmax_lse=return_softmax_lse,
+        )
+    except UnsupportedConfigError as e:
+        if block_table is None:
+            raise
+        raise _fa2_named(e) from None
