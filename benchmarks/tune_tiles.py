@@ -17,18 +17,12 @@ run no more CTAs per SM than SM120 would (``fa4_sm120.occupancy.emulated_launch_
 
     python benchmarks/tune_tiles.py --head-dim 128 --cands 128,64,256 128,32,128 --out DIR
 
-A candidate may end in a fourth field of letters that set the forward kernel's code-generation knobs
-(:mod:`fa4_sm120.fwd` module constants) in its process, which then gets a disk cache of its own (the
-knobs are not in the cache key): ``r`` rescale O on every new row max (``RESCALE_THRESHOLD = 0``),
-``t`` the rescale threshold for every dv (``RESCALE_MIN_DV = 0``), ``o`` ldmatrix addresses re-derived
-per key block (``OPAQUE_SMEM = True``), ``p`` prefetch the Q·Kᵀ operands, ``s`` P·V in one pass,
-``x`` the softmax's row max and sum as pairwise trees (``TREE_REDUCE = True``), ``w`` V waited for
-just before P·V (``LATE_V_WAIT = True``; since session 14 the default rule's choice for most builds), ``e`` V
-waited for before the softmax (``LATE_V_WAIT = False``, the build before). Ablations, timed to
-measure what bounds a row and never adopted (their output is wrong): ``A`` no online softmax
-(``ABLATE_SOFTMAX``), ``L`` no K/V loads in the main loop (``ABLATE_LOADS``).
-``128,32,128,r`` is the session-8 build of the d128 row. (The session-9 logs were made while
-``OPAQUE_SMEM`` defaulted to True, with ``h`` for False.)
+A candidate may end in a fourth field of letters that set fields of the forward's code-generation
+choices (:class:`fa4_sm120.configs.FwdCodegen`, part of the config and so of every compile-cache key):
+``r`` rescale O on every new row max (``rescale_threshold=0``), ``o`` ldmatrix addresses re-derived per
+key block (``opaque_smem``), ``p`` prefetch the Q·Kᵀ operands (``qk_prefetch``), ``s`` P·V in one pass
+(``pv_split=1``), ``x`` the softmax's row max and sum as pairwise trees (``tree_reduce``), ``w`` / ``e``
+V waited for just before P·V / before the softmax (``late_v_wait``).
 """
 
 from __future__ import annotations
@@ -45,18 +39,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 16), (1, 8192, 32, 8)]
 MARGIN = 1.02
 KNOBS = {
-    "r": ("RESCALE_THRESHOLD", 0.0),
-    "t": ("RESCALE_MIN_DV", 0),
-    "o": ("OPAQUE_SMEM", True),
-    "p": ("QK_PREFETCH", True),
-    "s": ("PV_SPLIT", 1),
-    "x": ("TREE_REDUCE", True),
-    "w": ("LATE_V_WAIT", True),
-    "e": ("LATE_V_WAIT", False),
-    "A": ("ABLATE_SOFTMAX", True),
-    "L": ("ABLATE_LOADS", True),
+    "r": ("rescale_threshold", 0.0),
+    "o": ("opaque_smem", True),
+    "p": ("qk_prefetch", True),
+    "s": ("pv_split", 1),
+    "x": ("tree_reduce", True),
+    "w": ("late_v_wait", True),
+    "e": ("late_v_wait", False),
 }
-ABLATIONS = "AL"  # letters that make the output wrong: timed for what bounds a row, never adopted
 
 
 def _parse(text: str):
@@ -81,10 +71,9 @@ def _child(head_dim: int, causal: bool, cand, emulate: bool) -> dict:
     from fa4_torch import flash_attn_func
 
     tm, tn, th, letters = cand
-    from fa4_sm120 import fwd as fwd_mod
+    from fa4_sm120.configs import FwdCodegen
 
-    for c in letters:
-        setattr(fwd_mod, *KNOBS[c])
+    codegen = FwdCodegen(**dict(KNOBS[c] for c in letters))
     # the row of the timed (long, plain) calls: the first of the head dims for this causal flag that
     # is not a small-m row
     base = next(
@@ -99,26 +88,26 @@ def _child(head_dim: int, causal: bool, cand, emulate: bool) -> dict:
     tiles.FWD_TABLE = tuple(cand_row if r is base else r for r in tiles.FWD_TABLE)
     from fa4_sm120.fwd import FlashAttentionForwardSm120
 
+    original, launch, info = tiles.fwd_config, {}, {}
+
+    def variant(*a, **kw):  # the candidate's code-generation choices, and SM120's occupancy
+        cfg = dataclasses.replace(original(*a, **kw), codegen=codegen)
+        if not emulate:
+            return cfg
+        if cfg not in launch:
+            from fa4_sm120.compile import compile_fwd
+            from fa4_sm120.occupancy import ctas_per_sm, emulated_launch_smem
+
+            regs = C.sm120_regs(compile_fwd, cfg)
+            launch[cfg] = emulated_launch_smem(cfg.smem_bytes, regs, cfg.num_threads)
+            info[f"r{cfg.qhead_per_kvhead}"] = dict(
+                regs=regs, ctas_per_sm=ctas_per_sm(cfg.smem_bytes, regs, th)
+            )
+        return dataclasses.replace(cfg, launch_smem=launch[cfg])
+
+    tiles.fwd_config = variant
     probe = tiles.fwd_config("sm120", "bfloat16", head_dim, head_dim, causal=causal)
     FlashAttentionForwardSm120.can_implement(probe)  # UnsupportedConfigError -> rejected
-    info = {}
-    if emulate:
-        from fa4_sm120.compile import compile_fwd
-        from fa4_sm120.occupancy import ctas_per_sm, emulated_launch_smem
-
-        original, launch = tiles.fwd_config, {}
-
-        def emulated(*a, **kw):
-            cfg = original(*a, **kw)
-            if cfg not in launch:
-                regs = C.sm120_regs(compile_fwd, cfg)
-                launch[cfg] = emulated_launch_smem(cfg.smem_bytes, regs, cfg.num_threads)
-                info[f"r{cfg.qhead_per_kvhead}"] = dict(
-                    regs=regs, ctas_per_sm=ctas_per_sm(cfg.smem_bytes, regs, th)
-                )
-            return dataclasses.replace(cfg, launch_smem=launch[cfg])
-
-        tiles.fwd_config = emulated
     C.bench_ms(lambda: torch.randn(4096, 4096, device="cuda") @ torch.randn(4096, 4096, device="cuda"))
     out = []
     for b, s, hq, hkv in SHAPES:
@@ -136,14 +125,7 @@ def _time(head_dim: int, causal: bool, cand, emulate: bool) -> dict | None:
     cmd = [sys.executable, __file__, "--child", str(head_dim), str(int(causal)), ",".join(map(str, cand))]
     if emulate:
         cmd.append("--emulate-sm120")
-    env = dict(os.environ)
-    if cand[3]:  # knobs change the code but not the disk cache key: a cache of their own
-        from fa4_torch.disk_cache import cache_root
-
-        root = cache_root()
-        if root is not None:
-            env["FA4_CACHE_DIR"] = os.path.join(str(root), f"knobs-{cand[3]}")
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode == 3:
         print(f"  {_name(cand)}: rejected: {r.stdout.strip().splitlines()[-1]}")
         return None
@@ -179,7 +161,7 @@ def sweep(head_dim: int, causal: bool, cands, emulate: bool) -> dict:
     verdict = current
     if current in passes:
         for name in again:
-            if name == current or any(c in ABLATIONS for c in by_name[name][3]):
+            if name == current:
                 continue
             if all(mean(name, i) >= MARGIN * mean(current, i) for i in (0, 1)):
                 if verdict == current or min(mean(name, i) for i in (0, 1)) > min(

@@ -3,7 +3,7 @@ compile with the CuTe DSL for ``--arch`` keeping the PTX, assemble it with ``ptx
 cubin with ``cuobjdump -sass``, and count the opcodes of the kernel and of its hottest loop (the
 largest backward-branching block). Writes ``<out>/<name>.sass`` and ``<out>/sass-summary.json``.
 
-    python3 tools/sass_dump.py --out DIR [--arch sm_90a sm_120a] [--knob TREE_REDUCE=1]
+    python3 tools/sass_dump.py --out DIR [--arch sm_90a sm_120a] [--codegen tree_reduce=1]
 """
 
 from __future__ import annotations
@@ -47,25 +47,36 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--arch", nargs="+", default=["sm_90a", "sm_120a"])
-    ap.add_argument("--knob", nargs="*", default=[], help="fa4_sm120.fwd module constants, NAME=int")
+    ap.add_argument(
+        "--codegen", nargs="*", default=[], help="fa4_sm120.configs.FwdCodegen fields, NAME=number"
+    )
     args = ap.parse_args()
     if not (shutil.which("ptxas") and shutil.which("cuobjdump")):
         print("sass_dump: ptxas and cuobjdump are needed (the GPU machine's toolkit); nothing done")
         return 0
-    import fa4_sm120.fwd as fwd
+    import dataclasses
+
     from fa4_sm120.compile import compile_fwd, ptxas
+    from fa4_sm120.configs import FwdCodegen
     from fa4_sm120.tiles import fwd_config
 
-    for knob in args.knob:
-        name, value = knob.split("=")
-        setattr(
-            fwd, name, type(getattr(fwd, name))(int(value)) if getattr(fwd, name) is not None else int(value)
+    types = {f.name: f.type for f in dataclasses.fields(FwdCodegen)}
+    fields = {}
+    for item in args.codegen:
+        name, value = item.split("=")
+        fields[name] = (
+            float(value)
+            if "float" in str(types[name])
+            else bool(int(value))
+            if "bool" in str(types[name])
+            else int(value)
         )
+    codegen = FwdCodegen(**fields)
     os.makedirs(args.out, exist_ok=True)
     summary = {}
     for arch in args.arch:
         for name, d, causal in BUILDS:
-            cfg = fwd_config("sm120", "bfloat16", d, d, causal=causal)
+            cfg = dataclasses.replace(fwd_config("sm120", "bfloat16", d, d, causal=causal), codegen=codegen)
             tmp = tempfile.mkdtemp()
             compile_fwd(cfg, tvm_ffi=False, gpu_arch=arch, dump_dir=tmp)
             ptx = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".ptx"))
@@ -76,7 +87,7 @@ def main() -> int:
             sass = subprocess.run(
                 ["cuobjdump", "-sass", cubin], capture_output=True, text=True, check=True
             ).stdout
-            tag = f"{name}-{arch}" + "".join(f"-{k}" for k in args.knob)
+            tag = f"{name}-{arch}" + "".join(f"-{k}" for k in args.codegen)
             with open(os.path.join(args.out, f"{tag}.sass"), "w") as f:
                 f.write(sass)
             lines = sass.splitlines()

@@ -8,6 +8,7 @@ import pytest
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, UnsupportedConfigError
+from fa4_sm120.configs import fwd_codegen
 from fa4_sm120.fwd import HEAD_DIMS, FlashAttentionForwardSm120, FwdConfig
 from fa4_sm120.smem import fwd_smem_bytes
 from fa4_sm120.tiles import FAMILIES, FWD_TABLE, fwd_config, select_fwd_tile, selecting_args
@@ -235,7 +236,7 @@ def test_bwd_row_excludes_features():
         bwd_tiles.select_bwd_tile("sm120", 128, 128, windowed=True)
 
 
-def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms(monkeypatch):
+def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms():
     """``wants_small_m``: decode-sized rows always; longer rows only when the call's 128-row tiles
     (m-blocks x heads x batch) are fewer than the SMs, and only when the SM count is known."""
     from fa4_sm120 import tiles
@@ -248,8 +249,6 @@ def test_few_tile_calls_take_the_small_m_rows_only_with_idle_sms(monkeypatch):
     assert not tiles.wants_small_m(1024, 16, 2, num_sms=132)  # 256 tiles
     assert tiles.wants_small_m(8192, 1, 2, num_sms=132)  # GQA 16/1 packed: 64 m-blocks x 2
     assert tiles.wants_small_m(129, 64, 1, num_sms=132) is True  # 2 m-blocks x 64 = 128
-    monkeypatch.setattr(tiles, "FEW_TILE_SMALL_M", False)
-    assert not tiles.wants_small_m(1024, 16, 1, num_sms=132)
     assert tiles.wants_small_m(1, 16, 1, num_sms=132)
 
 
@@ -257,28 +256,41 @@ def test_lazy_rescale_rule():
     """The forward keeps a warp's exp2 offsets until a row max grows by more than 2^8 (measured faster)
     for dv >= 128 and for warps whose threads hold >= 96 O accumulators (d96 on 32-row warps); the
     other rows (d64 on 32-row warps, d96 on 16-row warps, d32) rescale on every new max."""
-    from fa4_sm120.fwd import RESCALE_THRESHOLD, FlashAttentionForwardSm120
 
     def threshold(d, causal=False, **kw):
-        return FlashAttentionForwardSm120(
-            fwd_config("sm120", "bfloat16", d, d, causal=causal, **kw)
-        ).rescale_threshold
+        return fwd_codegen(fwd_config("sm120", "bfloat16", d, d, causal=causal, **kw)).rescale_threshold
 
-    assert RESCALE_THRESHOLD == 8.0
     assert threshold(96) == threshold(128) == threshold(128, causal=True) == threshold(256) == 8.0
     assert threshold(96, causal=True) == threshold(96, split_kv=True) == threshold(64) == 0.0
     assert threshold(32) == threshold(96, small_m=True) == 0.0
 
 
+def test_codegen_is_in_the_config_and_a_set_field_overrides_the_rule():
+    """Every code-generation choice is a field of ``FwdConfig.codegen`` (so it is in every compile
+    key): None takes the rule, a value forces it, and the kernel reads the resolved choices."""
+    from fa4_sm120.configs import FwdCodegen
+
+    base = fwd_config("sm120", "bfloat16", 128, 128, causal=False)
+    assert base.codegen == FwdCodegen()
+    forced = dataclasses.replace(base, codegen=FwdCodegen(rescale_threshold=0.0, pv_split=1))
+    assert forced != base and hash(forced) != hash(base)
+    gen, gen_forced = fwd_codegen(base), fwd_codegen(forced)
+    assert (gen.pv_split, gen.qk_prefetch) == (2, False)
+    assert (gen_forced.rescale_threshold, gen_forced.pv_split, gen_forced.qk_prefetch) == (0.0, 1, True)
+    assert None not in dataclasses.astuple(gen_forced)
+    kernel = FlashAttentionForwardSm120(forced)
+    assert (kernel.rescale_threshold, kernel.pv_split) == (0.0, 1)
+
+
 def test_late_v_wait_rule_keeps_the_early_wait_where_sm_120a_would_spill():
-    """``fwd.LATE_V_WAIT`` (None: the rule): V is waited for just before P·V on every build but those
+    """``FwdCodegen.late_v_wait`` (None: the rule): V is waited for just before P·V on every build but those
     whose sm_120a build spills with it (pack-GQA with varlen or a window; fp16 on the d64 4-warp
     128-row tile); tests/sm120/test_fwd_compile.py compiles them all."""
 
     def late(dtype, d, causal=False, **kw):
         flags = {k: kw.pop(k) for k in ("varlen_q", "varlen_k", "has_seqused_k") if k in kw}
         cfg = dataclasses.replace(fwd_config("sm120", dtype, d, d, causal=causal, **kw), **flags)
-        return FlashAttentionForwardSm120(cfg).late_v_wait
+        return fwd_codegen(cfg).late_v_wait
 
     assert late("bfloat16", 128) and late("float16", 128) and late("bfloat16", 64)
     assert late("bfloat16", 128, causal=True, pack_gqa=True, qhead_per_kvhead=4)

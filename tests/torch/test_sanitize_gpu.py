@@ -27,17 +27,14 @@ def test_forward_dense_gqa_causal():
     check_close("out", out, ref, pt)
 
 
-@pytest.mark.parametrize("d, hkv", [(64, 4), (128, 4), (128, 1)], ids=["d64", "d128", "d128-pack4"])
-def test_forward_dense_late_v_wait(d, hkv, monkeypatch):
-    # the non-causal 128-row rows (d64 128x64, d128 128x32 on 4 warps; the few-tile rule off so that
-    # this small call takes them) over several key blocks and a partial last one: V waited for just
-    # before P·V while K(n-1) is in flight (fa4_sm120.fwd.LATE_V_WAIT)
-    import fa4_sm120.tiles
+@pytest.mark.parametrize("d, hkv", [(64, 16), (128, 16), (128, 4)], ids=["d64", "d128", "d128-pack4"])
+def test_forward_dense_late_v_wait(d, hkv):
+    # the non-causal 128-row rows (d64 128x64, d128 128x32 on 4 warps; enough tiles for 132 SMs that
+    # the few-tile rule keeps them) over several key blocks and a partial last one: V waited for just
+    # before P·V while K(n-1) is in flight (fa4_sm120.configs.FwdCodegen.late_v_wait)
     from fa4_torch import flash_attn_func
 
-    monkeypatch.setattr(fa4_sm120.tiles, "FEW_TILE_SMALL_M", False)
-
-    q, k, v = _rand(2, 300, 4, d), _rand(2, 333, hkv, d), _rand(2, 333, hkv, d)
+    q, k, v = _rand(4, 300, 16, d), _rand(4, 333, hkv, d), _rand(4, 333, hkv, d)
     out, _ = flash_attn_func(q, k, v)
     ref, pt = attention_ref(q, k, v)[0], attention_ref(q, k, v, upcast=False)[0]
     check_close("out", out, ref, pt)

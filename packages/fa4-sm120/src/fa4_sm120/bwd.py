@@ -116,8 +116,6 @@ __all__ = [
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
-# ldmatrix addresses re-derived from opaque shared-memory bases in each product (see fwd.OPAQUE_SMEM)
-OPAQUE_SMEM = False
 
 
 def _check_adjacent_pairs(layout) -> None:
@@ -739,13 +737,13 @@ class FlashAttentionBackwardSm120:
             tCrA = thr_mma.make_fragment_A(thr_mma.partition_A(A))
             thr_A = copy_A.get_slice(tidx)
             tCsA, tCrA_v = thr_A.partition_S(A), thr_A.retile(tCrA)
-            if cutlass.const_expr(OPAQUE_SMEM):
+            if cutlass.const_expr(self.cfg.opaque_smem):
                 tCsA = rebase_opaque(tCsA)
         if cutlass.const_expr(copy_B is not None):
             tCrB = thr_mma.make_fragment_B(thr_mma.partition_B(B))
             thr_B = copy_B.get_slice(tidx)
             tCsB, tCrB_v = thr_B.partition_S(B), thr_B.retile(tCrB)
-            if cutlass.const_expr(OPAQUE_SMEM):
+            if cutlass.const_expr(self.cfg.opaque_smem):
                 tCsB = rebase_opaque(tCsB)
         num_k = cute.size(tCrA.shape[2])
         for k in cutlass.range_constexpr(num_k + 1):

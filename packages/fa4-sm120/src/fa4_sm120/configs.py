@@ -15,7 +15,31 @@ from fa4_core.errors import unsupported
 from fa4_sm120.limits import DTYPE_NAMES
 from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes
 
-__all__ = ["FwdConfig", "BwdConfig", "PrePostConfig", "CombineConfig"]
+__all__ = ["FwdCodegen", "FwdConfig", "fwd_codegen", "BwdConfig", "PrePostConfig", "CombineConfig"]
+
+
+@dataclass(frozen=True)
+class FwdCodegen:
+    """How the forward kernel generates code for a config, beyond its tile: each field ``None`` takes
+    the rule of :func:`fwd_codegen`; a value forces the choice (tuners build such variants with
+    ``dataclasses.replace``). Part of :class:`FwdConfig`, hence of every compile-cache key."""
+
+    # O is rescaled only when some row max of the warp grew by more than 2**rescale_threshold
+    # (log2 units; exact: the offsets cancel in O / row_sum); 0 rescales on every new max
+    rescale_threshold: float | None = None
+    # P·V in this many column blocks of O (1: one pass), so that fewer V fragments are live at once
+    pv_split: int | None = None
+    # Q·Kᵀ loads the operands of k-block k+1 while the MMAs of k-block k run
+    qk_prefetch: bool | None = None
+    # a key block waits for its V tile just before P·V (True) or before the softmax (False)
+    late_v_wait: bool | None = None
+    # paged K/V: look a block's pages up one stage ahead
+    prefetch_pages: bool | None = None
+    # the ldmatrix addresses re-derived per key block from opaque shared-memory bases
+    # (fa4_core.layout.rebase_opaque): constant offsets become immediates
+    opaque_smem: bool = False
+    # the online softmax's row max and row sum as pairwise trees instead of linear chains
+    tree_reduce: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,7 @@ class FwdConfig:
     # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
     # GPU with more shared memory per SM (H100: 228 KB) keeps as few CTAs per SM as SM120 would
     launch_smem: int = 0
+    codegen: FwdCodegen = FwdCodegen()
 
     @property
     def num_warps(self) -> int:
@@ -56,6 +81,51 @@ class FwdConfig:
     @property
     def smem_bytes(self) -> int:
         return fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
+
+
+# the lazy O rescale's threshold (log2 units: probabilities stay <= 2^8) ...
+_RESCALE_THRESHOLD = 8.0
+# ... for head_dim_v of at least this, or where a thread holds at least this many O accumulators
+_RESCALE_MIN_DV = 128
+_RESCALE_MIN_ACC_O = 96
+
+
+def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
+    """The forward's code-generation choices for ``cfg``: its ``codegen`` fields where they are set,
+    else the rule (``docs/sm120-resources.md`` has the measurements behind each):
+
+    * ``pv_split``: 2 for warps of 32+ rows with ``dv >= 128`` (acc_O alone is 128+ of 255 registers:
+      half the V fragments live at once keeps the sm_120a build spill-free), else 1;
+    * ``qk_prefetch``: where P·V runs in one pass;
+    * ``late_v_wait``: on, except where the sm_120a build spills with it (pack-GQA with varlen or a
+      window; fp16 on the d64 4-warp 128-row tile);
+    * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row);
+    * ``rescale_threshold``: lazy (2^8) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
+    """
+    g = cfg.codegen
+    rows_per_warp = cfg.tile_m // cfg.num_warps
+    pv_split = (
+        g.pv_split if g.pv_split is not None else (2 if rows_per_warp >= 32 and cfg.head_dim_v >= 128 else 1)
+    )
+    late_v_wait = not (
+        (cfg.pack_gqa and (cfg.varlen_q or cfg.varlen_k or cfg.is_local))
+        or (cfg.dtype == "float16" and cfg.head_dim_v == 64 and rows_per_warp >= 32)
+    )
+    acc_o = rows_per_warp * cfg.head_dim_v // 32
+    lazy = cfg.head_dim_v >= _RESCALE_MIN_DV or acc_o >= _RESCALE_MIN_ACC_O
+    return FwdCodegen(
+        rescale_threshold=(
+            g.rescale_threshold if g.rescale_threshold is not None else (_RESCALE_THRESHOLD if lazy else 0.0)
+        ),
+        pv_split=pv_split,
+        qk_prefetch=g.qk_prefetch if g.qk_prefetch is not None else pv_split == 1,
+        late_v_wait=g.late_v_wait if g.late_v_wait is not None else late_v_wait,
+        prefetch_pages=(
+            g.prefetch_pages if g.prefetch_pages is not None else cfg.paged_kv and cfg.head_dim <= 192
+        ),
+        opaque_smem=g.opaque_smem,
+        tree_reduce=g.tree_reduce,
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +164,9 @@ class BwdConfig:
     # causal: a 1-D grid of the key blocks, the longest (first) ones of every (batch, head) first, in
     # L2-sized groups of pairs (fa4_core.tile_scheduler.BwdLongestFirstScheduler)
     longest_first: bool = False
+    # ldmatrix addresses re-derived from opaque shared-memory bases in each product
+    # (fa4_core.layout.rebase_opaque; see FwdCodegen.opaque_smem)
+    opaque_smem: bool = False
     # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
     # GPU with more shared memory per SM (H100/H200: 228 KB) keeps as few CTAs per SM as SM120 would
     launch_smem: int = 0

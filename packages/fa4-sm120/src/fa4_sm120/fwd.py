@@ -32,7 +32,7 @@ Algorithm, per CTA (one ``tile_m`` block of (packed) query rows of one head, one
    ``mma.sync m16n8k16`` (operands through ``ldmatrix``), fp32 accumulators; wait for V, start the
    next K load (so loads overlap the MMAs); mask (only blocks that need it); online softmax in exp2
    (:class:`fa4_core.softmax.OnlineSoftmax`) and rescale ``O``, only in a warp where some row's max
-   grew by more than ``2^RESCALE_THRESHOLD`` (the others keep their offsets: exact, and most blocks
+   grew by more than ``2^codegen.rescale_threshold`` (the others keep their offsets: exact; most blocks
    of a long row skip the rescale); convert ``P`` to 16 bits **in
    registers** and reuse it as the A operand of ``O += P·V`` (``ldmatrix.trans`` for V).
 3. Epilogue: ``O /= row_sum``; O goes registers -> shared memory through a copy partitioned exactly
@@ -59,61 +59,13 @@ from fa4_core.mask import apply_mask
 from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
-from fa4_sm120.configs import FwdConfig
+from fa4_sm120.configs import FwdConfig, fwd_codegen
 from fa4_sm120.limits import HEAD_DIMS
 from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
 
 DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
-
-# Code-generation knobs of every build (not part of FwdConfig: one value per release; the tune script
-# sets them in a fresh process with its own disk cache to time the alternative):
-# a warp rescales its O rows only when one of its rows' max grew by more than this many powers of 2
-# (probabilities stay <= 2^8); 0 rescales on every new max. H200 at SM120 occupancy (2026-12-03, five
-# tune shapes, two passes): d128 non-causal 128x32x128 329.0 / 328.4 TFLOP/s against 298.4 / 298.2;
-# causal d128 within noise. It also lowers registers (d128 128x32x128: 248 instead of 255)
-RESCALE_THRESHOLD = 8.0
-# ... for head_dim_v of at least this (the rescale costs tile_m * dv / threads FMULs a block): d64
-# timed 0-3% slower with it in three of four paired runs, within the host's spread; below it the
-# kernel rescales on every new max as before ...
-RESCALE_MIN_DV = 128
-# ... or when a thread holds at least this many O accumulators (rows per warp * dv / 32): d96 on 4
-# warps of 32 rows (128x64x128, 96 each) 334.3 / 337.4 TFLOP/s with it against 324.5 / 324.6 without
-# (H200, SM120 occupancy, 2026-12-03); d64 on 32-row warps holds 64
-RESCALE_MIN_ACC_O = 96
-# True: each key block re-derives the ldmatrix addresses from an opaque copy of the shared-memory
-# bases (fa4_core.layout.rebase_opaque), so their constant offsets become immediates instead of one
-# hoisted register each (8-warp 128x64 d128: 196 registers instead of 226). Off: it timed the same
-# (d128 328.1 / 327.4 against 326.1 / 326.3 off) and some 4-warp builds spill more with it (d64 causal
-# local pack-GQA 4: 60 B against 36 B).
-OPAQUE_SMEM = False
-# True: the online softmax's row max and row sum as pairwise trees (fa4_core.softmax, tree_reduce)
-# instead of linear chains (ncu, H200, d128 128x32x128: 36% of the issue gaps are fixed-latency
-# dependencies). Off: H200 at SM120 occupancy (2026-12-03, two passes) d128 non-causal 327.3 / 326.9
-# against 325.7 / 325.6, d64 281.5 / 281.8 against 282.7 / 281.8, d64 causal 202.1 / 202.5 against
-# 201.3 / 202.3
-TREE_REDUCE = False
-# None: the rule in __init__; a value forces the P·V column split / the Q·Kᵀ operand prefetch
-PV_SPLIT: int | None = None
-QK_PREFETCH: bool | None = None
-# True: a key block waits for its V tile just before P·V instead of before the softmax, so V's load
-# overlaps the softmax as well as Q·Kᵀ (one more CTA barrier per block; the wait before the softmax
-# becomes a barrier, K(n-1) is issued at the same point as before). H200 at SM120 occupancy
-# (2026-12-04, two passes): d128 non-causal 337.1 / 336.8 TFLOP/s against 326.0 / 327.0 early, d64
-# 289.3 / 289.1 against 281.9 / 283.0, d128 causal 243.7 / 242.5 against 238.9 / 239.1, d64 causal
-# 206.6 / 206.6 against 202.0 / 201.3, d256 276.0 / 275.7 against 270.9 / 270.0, d256 causal
-# 244.9 / 244.9 against 239.2 / 239.2; d96 332.4 / 331.6 against 337.5 / 336.7 and d192 296.8 / 297.0 against 300.1 / 300.1
-# (the early wait ahead by less than the 2% a change needs). None: the rule in __init__ (late, except
-# where the sm_120a build spills with it and not, or less, without: pack-GQA with varlen (d128 4-warp
-# with seqused and sinks: 40 B) or a window (d64 causal pack 4: 68 B against 44 B), fp16 on the d64
-# 4-warp 128-row tile: 4 B); a bool forces it either way
-LATE_V_WAIT: bool | None = None
-# Ablations, for measuring what bounds a row (never for results: the output is wrong with either on):
-# ABLATE_SOFTMAX feeds S to P·V as it is (no row max, exp2, row sum or O rescale); ABLATE_LOADS
-# issues no K/V load inside the main loop (every block reuses the prologue's K and whatever V holds)
-ABLATE_SOFTMAX = False
-ABLATE_LOADS = False
 
 
 class FlashAttentionForwardSm120:
@@ -130,30 +82,11 @@ class FlashAttentionForwardSm120:
         self.pack_gqa = cfg.pack_gqa
         self.qhead_per_kvhead = cfg.qhead_per_kvhead if cfg.pack_gqa else 1
         self.q_in_regs = cfg.q_in_regs
-        # 32+ rows per warp with dv >= 128 (the 4-warp 128-row tiles): acc_O alone is 128+ registers of
-        # 255. There, P·V runs in two column halves (half the V fragments live at once) and the Q·Kᵀ
-        # ldmatrix is not prefetched a k-block ahead: the sm_120a build of d128 128x32x128 then spills
-        # 0 B instead of 20 B (ptxas -v); 16-row warps keep the prefetching single pass.
-        self.pv_split = 2 if cfg.tile_m // cfg.num_warps >= 32 and cfg.head_dim_v >= 128 else 1
-        self.qk_prefetch = self.pv_split == 1
-        if PV_SPLIT is not None:
-            self.pv_split = PV_SPLIT
-        if QK_PREFETCH is not None:
-            self.qk_prefetch = QK_PREFETCH
-        # paged K/V: look a block's pages up one stage ahead (2 registers per copied row: 8 at d128,
-        # 16 at d256, where the sm_120a build of the 64x64 row would spill 36 B instead of 24 B)
-        self.prefetch_pages = cfg.paged_kv and cfg.head_dim <= 192
-        self.opaque_smem = OPAQUE_SMEM
-        self.ablate_softmax, self.ablate_loads = ABLATE_SOFTMAX, ABLATE_LOADS
-        self.late_v_wait = not (
-            (cfg.pack_gqa and (cfg.varlen_q or cfg.varlen_k or cfg.is_local))
-            or (cfg.dtype == "float16" and cfg.head_dim_v == 64 and cfg.tile_m // cfg.num_warps >= 32)
-        )
-        if LATE_V_WAIT is not None:
-            self.late_v_wait = LATE_V_WAIT
-        acc_o = cfg.tile_m // cfg.num_warps * cfg.head_dim_v // 32
-        rescale_lazily = cfg.head_dim_v >= RESCALE_MIN_DV or acc_o >= RESCALE_MIN_ACC_O
-        self.rescale_threshold = RESCALE_THRESHOLD if rescale_lazily else 0.0
+        # code-generation choices: the config's, else the rule (fa4_sm120.configs.fwd_codegen)
+        gen = fwd_codegen(cfg)
+        self.pv_split, self.qk_prefetch, self.late_v_wait = gen.pv_split, gen.qk_prefetch, gen.late_v_wait
+        self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
+        self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
@@ -511,7 +444,7 @@ class FlashAttentionForwardSm120:
         cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
         tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
         num_rows = cute.size(tScS_mn.shape[0])
-        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold, TREE_REDUCE)
+        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold, self.tree_reduce)
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
@@ -690,10 +623,9 @@ class FlashAttentionForwardSm120:
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
-        if cutlass.const_expr(not self.ablate_loads):
-            self.load_kv(
-                kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first, pages_V
-            )
+        self.load_kv(
+            kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first, pages_V
+        )
         cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.prefetch_pages):
             if n_block > n_block_min:  # K(n-1)'s pages: in flight while S(n) is computed
@@ -720,10 +652,9 @@ class FlashAttentionForwardSm120:
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
         if n_block > n_block_min:
-            if cutlass.const_expr(not self.ablate_loads):
-                self.load_kv(
-                    kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False, pages
-                )
+            self.load_kv(
+                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False, pages
+            )
             if cutlass.const_expr(not self.late_v_wait):
                 cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.late_v_wait):
@@ -748,18 +679,17 @@ class FlashAttentionForwardSm120:
                 self.is_causal,
                 self.is_local,
             )
-        if cutlass.const_expr(not self.ablate_softmax):
-            rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
-            if cutlass.const_expr(not is_first):
-                # warp-uniform: false when every factor is 1. ptxas if-converts this branch (the SASS
-                # of the H200 and sm_120a builds issues the O FMULs every block, predicated off;
-                # 2026-12-03): emitting P·V twice, with and without the rescale, to keep the branch
-                # made the d128 row spill 1,856 B on sm_120a; a loop of 0 or 1 trips gave the same
-                # SASS as the `if`
-                if rescale:
-                    acc_O_mn = acc_mn_view(acc_O)
-                    for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                        acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+        rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
+        if cutlass.const_expr(not is_first):
+            # warp-uniform: false when every factor is 1. ptxas if-converts this branch (the SASS
+            # of the H200 and sm_120a builds issues the O FMULs every block, predicated off;
+            # 2026-12-03): emitting P·V twice, with and without the rescale, to keep the branch
+            # made the d128 row spill 1,856 B on sm_120a; a loop of 0 or 1 trips gave the same
+            # SASS as the `if`
+            if rescale:
+                acc_O_mn = acc_mn_view(acc_O)
+                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # P stays in registers: convert and reinterpret as the A operand of P V
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))

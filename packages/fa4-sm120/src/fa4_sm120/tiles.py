@@ -55,7 +55,6 @@ __all__ = [
     "family_cap_arch",
     "selecting_args",
     "SMALL_M_ROWS",
-    "FEW_TILE_SMALL_M",
     "wants_small_m",
 ]
 
@@ -89,19 +88,15 @@ class FwdTile:
 # 2.1 TB/s at 272 TFLOP/s of mostly empty rows, 2026-12-02) where 64 rows halve the work.
 SMALL_M_ROWS = 64
 
-# A call whose 128-row tiles (batch x heads x m-blocks) would leave SMs idle takes the small-m row
-# too, when the family has one: twice the CTAs of half the rows, on every SM (H200, 14 one-wave
-# shapes: +1-83%, tools/few_tile_fwd.py; ``wants_small_m``; off: the decode rule alone).
-FEW_TILE_SMALL_M = True
-
 
 def wants_small_m(rows: int, heads: int, batch: int, num_sms: int = 0) -> bool:
     """Whether a forward call with ``rows`` query rows per (batch, head) tile (seqlen_q, times the
     heads per KV head under pack-GQA) over ``heads`` tile heads takes a ``small_m`` row: decode-sized
-    rows (at most :data:`SMALL_M_ROWS`), or, with ``num_sms`` known, fewer 128-row tiles than SMs."""
+    rows (at most :data:`SMALL_M_ROWS`), or, with ``num_sms`` known, fewer 128-row tiles than SMs
+    (twice the CTAs of half the rows then keep every SM busy)."""
     if rows <= SMALL_M_ROWS:
         return True
-    return FEW_TILE_SMALL_M and num_sms > 0 and -(-rows // 128) * heads * batch < num_sms
+    return num_sms > 0 and -(-rows // 128) * heads * batch < num_sms
 
 
 # fmt: off
