@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing (DESIGN §5): FLOPs, timing, peers, the environment record, results files.
+"""Shared benchmark plumbing (docs/benchmarks.md): FLOPs, timing, peers, the environment record, results files.
 
 Timing is ``triton.testing.do_bench`` (warm-up, L2 flushed between repetitions, median). Every peer is
 measured in the same process on the same GPU, in interleaved rounds (:func:`bench_peers`): PyTorch
@@ -182,7 +182,7 @@ def emulate_sm120(upstream_regs: int = 255) -> dict:
       ``tune_tiles.py``/``tune_bwd.py --emulate-sm120``).
     * upstream: the shared-memory struct of its SM80-family forward and backward classes (the SM120
       classes derive from them) reports the padded launch size; the kernel's own layout is unchanged.
-      ``upstream_regs``: its SM120 builds use 255 registers (DESIGN §7); shared memory is what limits
+      ``upstream_regs``: its SM120 builds use 255 registers (docs/benchmarks.md); shared memory is what limits
       them on SM120 in every case the grids reach (48-80 KB per CTA).
 
     SDPA's kernels are not emulated: they pick 144+ KB tiles on Hopper that SM120 cannot launch.

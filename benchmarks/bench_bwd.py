@@ -1,7 +1,7 @@
 """Backward benchmark: fa4 beside PyTorch SDPA (flash, cuDNN) and upstream FlashAttention-4's SM120
-class, in one process on one GPU (DESIGN §5).
+class, in one process on one GPU (docs/benchmarks.md).
 
-Grid (DESIGN §7, the backward grid): head dim {64, 128} x causal x heads {16/16, 32/8} x (batch,
+Grid (docs/benchmarks.md, the backward grid): head dim {64, 128} x causal x heads {16/16, 32/8} x (batch,
 seqlen) {(4, 1024), (2, 4096), (1, 8192)}, bf16. Backward TFLOP/s use 2.5x the forward FLOPs, fwd+bwd
 3.5x. Measured: backward alone (``torch.autograd.grad`` on a kept graph), fwd+bwd, and fa4's
 deterministic mode separately (``fa4_det``); peak memory of fwd+bwd at (1, 8192, 16/16, d128).

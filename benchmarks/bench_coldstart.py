@@ -7,7 +7,7 @@ interpreter is started per measurement and times, after ``import torch, fa4_torc
 * ``cold``: an empty ``FA4_CACHE_DIR`` (a new one per repetition): the DSL import, the compile, the
   write of the object files and the first launch;
 * ``warm``: the same directory again: the DSL import, the load of the object files, the first launch
-  (goal <= 0.3 s; upstream compiles 3.0-4.6 s per variant in every new process, DESIGN §7);
+  (goal <= 0.3 s; upstream compiles 3.0-4.6 s per variant in every new process, docs/benchmarks.md);
 * ``warm_dsl_preimported``: as ``warm`` with ``cutlass.cute`` and the kernel modules imported before
   the clock starts, which separates the load from the DSL's import;
 * ``upstream``: ``flash_attn.cute.flash_attn_func`` (``FLASH_ATTENTION_ARCH=sm_120``) in a fresh
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         shape=dict(SHAPE, dtype="bf16"),
         timing="wall time of the first call (and a second) in a fresh process, after import and inputs, "
         "torch.cuda.synchronize() included; median of --repeats fresh processes",
-        goal="warm first call <= 0.3 s; upstream 3.0-4.6 s per variant (DESIGN §7)",
+        goal="warm first call <= 0.3 s; upstream 3.0-4.6 s per variant (docs/benchmarks.md)",
         rows=[],
     )
     path = C.results_path("coldstart", args.out)

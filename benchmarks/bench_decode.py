@@ -1,7 +1,7 @@
 """Decode benchmark (one query token per sequence against a long KV cache): fa4's
 ``flash_attn_with_kvcache`` (contiguous and paged K/V, split-KV heuristic) beside PyTorch SDPA (flash
 and cuDNN on the gathered K/V; the page gather timed separately) and upstream FlashAttention-4 where
-it runs, in one process on one GPU (DESIGN §5).
+it runs, in one process on one GPU (docs/benchmarks.md).
 
 Figure of merit: effective bandwidth = bytes of K and V read / time, against the GPU's measured
 device-to-device copy bandwidth (read + write bytes / time of a 1 GiB copy). Decode at long KV is

@@ -1,7 +1,7 @@
 """Forward benchmark: fa4 beside PyTorch SDPA (flash, cuDNN) and upstream FlashAttention-4's SM120
-class, in one process on one GPU (DESIGN §5).
+class, in one process on one GPU (docs/benchmarks.md).
 
-Grids: ``anchor`` (the 40 shapes of DESIGN §7), ``seed`` (the 240 shapes of the forward tests).
+Grids: ``anchor`` (the 40 shapes of docs/benchmarks.md), ``seed`` (the 240 shapes of the forward tests).
 Also measured: host wall time of a cached call (batch 1, seqlen 128, 16 heads, d 64) and peak memory.
 Writes ``<out>/<date>-<gpu>-fwd.json`` and a PNG plot.
 

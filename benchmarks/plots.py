@@ -1,4 +1,4 @@
-"""Plots of the benchmark results (DESIGN §5): TFLOP/s (forward, backward) or bandwidth (decode) against
+"""Plots of the benchmark results (docs/benchmarks.md): TFLOP/s (forward, backward) or bandwidth (decode) against
 sequence length, one panel per head dim / causal / heads, fa4 beside the peers of the same run.
 
 The bench scripts call these after writing their JSON; this file also re-plots any results file without

@@ -1,5 +1,5 @@
 """Tile sweep for the backward tile table: time candidate rows ``tile_m,tile_n,threads,warps_n[,flags]``
-per head dim (``d`` or ``d:dv``), causal and not, on the backward grid (DESIGN §7), beside the
+per head dim (``d`` or ``d:dv``), causal and not, on the backward grid (docs/benchmarks.md), beside the
 current table row. Flags: ``v`` dQ reductions as ``red.global.add.v2.f32``, ``e`` early Q/dO loads,
 ``l`` longest key blocks first for causal calls, ``s`` S and dP on the transposed warp grid, ``k`` S and
 dP with every warp along the keys, ``r`` V's fragments of dP in registers (``BwdTile.vector_dq_red`` /

@@ -1,4 +1,4 @@
-"""The layer rules of DESIGN.md §1 for the two kernel layers, checked two ways.
+"""The layer rules of docs/architecture.md for the two kernel layers, checked two ways.
 
 1. Source: an AST scan of packages/fa4-core/src and packages/fa4-sm120/src for imports of torch, of
    quack or triton (both import torch) and of a higher fa4 layer. An import of torch guarded by

@@ -1,4 +1,4 @@
-"""fa4_core.testing: the reference equals naive per-element Python loops, and check_close enforces DESIGN §4.
+"""fa4_core.testing: the reference equals naive per-element Python loops, and check_close enforces docs/testing.md.
 
 The naive model is written independently of the reference: for every (batch, head, query) it loops over
 the keys in float64 Python arithmetic, applying the visibility rule, softcap and sink literally. Cases

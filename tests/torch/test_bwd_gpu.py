@@ -1,5 +1,5 @@
 """Backward numerics on the GPU: dq, dk, dv of ``flash_attn_func`` against the fp32 reference
-gradients with the DESIGN §4 rule (element-wise), and the deterministic mode bit for bit.
+gradients with the correctness rule (docs/testing.md) (element-wise), and the deterministic mode bit for bit.
 
 The reference gradients come from ``torch.autograd`` through :func:`fa4_core.testing.attention_ref`:
 ``X_ref`` in fp32 from the same low-precision inputs made fp32 leaf tensors (``upcast=True``), ``X_pt``
@@ -180,7 +180,7 @@ PAIRS = [
         (False, True),
     )
 ]
-# the forward's seed grid (DESIGN §7) for gradients: fp16/bf16 x causal x batch {1, 2} x seqlen
+# the forward's seed grid (docs/benchmarks.md) for gradients: fp16/bf16 x causal x batch {1, 2} x seqlen
 # {128 .. 4096} x heads {16/16, 16/8, 16/1} x head dim {64, 128}; GQA ratio 16 is the MQA column
 SEED = [
     Case(dt, b, s, s, 16, hkv, d, causal=causal)
@@ -355,7 +355,7 @@ def test_bwd_window_deterministic(c):
     run_case(c)
 
 
-# _BWD_SOFTCAP (DESIGN §4: rtol 3 and +3e-4 atol for the gradients)
+# _BWD_SOFTCAP (docs/testing.md: rtol 3 and +3e-4 atol for the gradients)
 SOFTCAP_CASES = [
     Case(dt, 2, sq, sk, 4, 2, d, causal=causal, softcap=cap)
     for (dt, d), causal, (sq, sk), cap in itertools.product(

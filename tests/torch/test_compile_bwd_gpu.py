@@ -5,7 +5,7 @@ same inputs), and ``torch.library.opcheck`` must pass on both ops.
 Bit-identical gradients need ``deterministic=True``: without it dQ is summed with atomics in a
 run-dependent order (dK/dV are written once per CTA in either mode), so two eager runs already differ
 in dQ's last bits; :func:`test_compile_nondeterministic` checks that mode with dK/dV exact and dQ
-under the DESIGN §4 rule against the fp32 reference. Only the attention outputs and the gradients are
+under the correctness rule (docs/testing.md) against the fp32 reference. Only the attention outputs and the gradients are
 compared exactly: the compiled loss (``(out * w).sum()``, reduced by Inductor) may round differently.
 """
 

@@ -6,7 +6,7 @@ The KV-cache memo does the same for calls with seqused_k, a page table or cache 
 split-KV calls (then the combine runs too).
 
 CPU: a fake memo entry stands in for a compiled kernel. GPU: the memo filled by a real call, every
-repeated call checked against the fp32 reference (DESIGN §4)."""
+repeated call checked against the fp32 reference (docs/testing.md)."""
 
 from __future__ import annotations
 

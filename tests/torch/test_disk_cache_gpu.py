@@ -1,5 +1,5 @@
 """The persistent compile cache on the GPU: a cold process compiles and writes, a fresh warm process
-loads from disk (no compile at all) and gets a correct result (DESIGN §4 rule against the fp32
+loads from disk (no compile at all) and gets a correct result (correctness rule (docs/testing.md) against the fp32
 reference of :mod:`fa4_core.testing`). Each process is a fresh interpreter with its own temporary
 ``FA4_CACHE_DIR``; the first-call times (cold: compile; warm: load) are printed (``-s``), not
 asserted beyond "warm is faster than cold" (speed goals are never timed tests; the goal for a warm

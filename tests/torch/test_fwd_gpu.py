@@ -1,4 +1,4 @@
-"""Forward numerics on the GPU against the fp32 reference, with the DESIGN §4 rule (element-wise).
+"""Forward numerics on the GPU against the fp32 reference, with the correctness rule (docs/testing.md) (element-wise).
 
 The grids are those of the forward issue: the seed grid (the 240 shapes upstream's SM120 path got
 wrong or crashed on), the other head dims and 192/128, awkward sequence-length pairs (1 key, 1 query,
@@ -278,9 +278,9 @@ def test_scale_is_runtime_and_honoured():
 # table change after a sweep rests on a GPU run of exactly those rows: (d, dv, tile_m, tile_n,
 # threads) replacing every SM120 row of (d, dv). d64 on 128x64 over 8 warps is spill-free on sm_120a
 # in the feature variants (windows, softcap, causal varlen) where the 4-warp row spills 8-44 B.
-# Session 7: the 64-row small-m tiles for every call of d64 (64x128), d96 and d128 (64x64): spill-free
+# Also: the 64-row small-m tiles for every call of d64 (64x128), d96 and d128 (64x64): spill-free
 # in every feature variant (156-255 registers), 2 CTAs per SM on SM120.
-# Session 9: d128 on the 4-warp 128x32 tile for every call (causal, windows, split-KV and softcap
+# And d128 on the 4-warp 128x32 tile for every call (causal, windows, split-KV and softcap
 # too): with the rescale threshold its sm_120a builds stopped spilling (248-254 registers); d96 on 4
 # warps of 32 rows (128x64, spill-free plain build at 255 registers), the form that made d128 +7%.
 FWD_ALT_ROWS = (

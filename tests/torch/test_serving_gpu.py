@@ -1,4 +1,4 @@
-"""Serving paths on the GPU against the fp32 reference (DESIGN §4 rule, element-wise): varlen with
+"""Serving paths on the GPU against the fp32 reference (correctness rule (docs/testing.md), element-wise): varlen with
 ``seqused``, paged K/V (page sizes 1..256, identity / permuted / shared tables), the KV cache with
 in-place append, split-KV (1, 2, 3 and the heuristic), windows, softcap and learnable sinks in each.
 
@@ -175,8 +175,8 @@ def test_paged_equals_contiguous(case):
     _check_paged(q, lq, k_pages, v_pages, table, used_k)
 
 
-# Paged K/V at the head dims the grid above does not reach (session 7 looked up K's pages a stage
-# ahead for d <= 192; d != dv prefetches K only), each as a prefill (the 128-row rows) and as a decode
+# Paged K/V at the head dims the grid above does not reach (K's pages are looked up a stage ahead
+# for d <= 192; d != dv prefetches K only), each as a prefill (the 128-row rows) and as a decode
 # step of one query per sequence (the 64-row small-m rows), page sizes 1 and 64.
 PAGED_DIMS = [
     (d, dv, hq, hkv, ps, step)

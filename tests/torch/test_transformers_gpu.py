@@ -2,7 +2,7 @@
 
 A tiny randomly initialised Llama-style model (GQA 8/2 heads, head_dim 32) runs in bf16 with
 ``"fa4"`` and with ``"sdpa"``, and in fp32 with ``"eager"`` (the reference). The logits follow the
-DESIGN §4 rule through :func:`fa4_core.testing.check_close`: ``max|fa4 - ref| <= 2 * max|sdpa - ref|
+correctness rule (docs/testing.md) through :func:`fa4_core.testing.check_close`: ``max|fa4 - ref| <= 2 * max|sdpa - ref|
 + atol``, ``atol = 2 * max|(ref + 0.3 - 0.3) - ref|`` in bf16 (about 2 bf16 ulp at the logits' size).
 Why this is the right bound: both bf16 runs use the same bf16 weights and the same bf16 projections,
 norms and MLPs, so their distance to the fp32 model is dominated by the same bf16 rounding of the

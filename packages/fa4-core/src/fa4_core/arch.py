@@ -208,7 +208,7 @@ def family(arch: object) -> str:
     """The kernel family / tile table of ``arch``.
 
     * ``"sm120"``: 12.0 and 12.1 (consumer Blackwell, 99 KB SMEM, mma.sync);
-    * ``"sm100"``: 10.x and 11.x; ``"sm90"``: 9.0 (fa4 runs them in SM120 compat mode, DESIGN §2);
+    * ``"sm100"``: 10.x and 11.x; ``"sm90"``: 9.0 (fa4 runs them in SM120 compat mode, docs/architecture.md);
     * ``"sm80"``: 8.0 and 8.7 (164 KB SMEM); ``"sm86"``: 8.6 (99 KB); ``"sm89"``: 8.9 (99 KB, fp8 mma).
     """
     a = parse_arch(arch)

@@ -1,4 +1,4 @@
-"""The attention reference and the tolerance rule of DESIGN.md §4 (torch-optional).
+"""The attention reference and the tolerance rule of docs/testing.md (torch-optional).
 
 Importing this module imports neither torch nor numpy. :func:`attention_ref` and :func:`check_close`
 accept **torch tensors** (any device, any dtype incl. bf16) or **numpy arrays** (fp16/fp32/fp64; numpy
@@ -7,7 +7,7 @@ with numpy alone.
 
 Reference semantics (FlashAttention convention)
 -----------------------------------------------
-Shapes (DESIGN §3): ``q (b, sq, hq, d)``, ``k (b, sk, hkv, d)``, ``v (b, sk, hkv, dv)``, out
+Shapes (docs/api.md): ``q (b, sq, hq, d)``, ``k (b, sk, hkv, d)``, ``v (b, sk, hkv, dv)``, out
 ``(b, sq, hq, dv)``, lse fp32 ``(b, hq, sq)``. Varlen: ``q (total_q, hq, d)`` with ``cu_seqlens_q``
 (``b + 1`` prefix sums), out ``(total_q, hq, dv)``, lse ``(hq, total_q)``; likewise K/V with
 ``cu_seqlens_k``. Paged K/V: ``k_page/v_page (num_pages, page_size, hkv, d)`` and an int
@@ -380,7 +380,7 @@ def _to_f64(x):
 
 
 def tolerance(x_ref, x_pt, *, dtype, softcap=False, grad=False) -> float:
-    """The bound of DESIGN §4: ``rtol * max|X_pt - X_ref| + atol``.
+    """The bound of docs/testing.md: ``rtol * max|X_pt - X_ref| + atol``.
 
     ``rtol = 2`` (3 with ``softcap``); ``atol = 2 * max|(X_ref + 0.3 - 0.3) - X_ref|`` plus ``3e-4``
     for gradients with softcap. ``dtype`` is the dtype of the output under test ``X``: the ``+ 0.3 -
@@ -407,7 +407,7 @@ def tolerance(x_ref, x_pt, *, dtype, softcap=False, grad=False) -> float:
 
 
 def check_close(name, x, x_ref, x_pt, *, softcap=False, grad=False) -> None:
-    """Assert ``max|X - X_ref| <= rtol * max|X_pt - X_ref| + atol`` (DESIGN §4, see :func:`tolerance`).
+    """Assert ``max|X - X_ref| <= rtol * max|X_pt - X_ref| + atol`` (docs/testing.md, see :func:`tolerance`).
 
     ``-inf`` (e.g. the lse of a row with no visible key): wherever ``X_ref`` is infinite, ``X`` must
     be the same infinity; the rest is compared numerically. NaN in ``X`` always fails. Raises

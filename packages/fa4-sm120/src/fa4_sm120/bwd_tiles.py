@@ -2,47 +2,14 @@
 
 Shared memory per row is ``bwd_smem_bytes = 2 B * (tile_m * (d + dv) + tile_n * (d + dv) + 2 * tile_m
 * tile_n)`` (Q, dO, K, V, P, dS; every buffer a multiple of 1024 B here). Every SM120 row fits
-101,376 B (a test proves it); the H100/H200 use the SM120 rows (compat mode, DESIGN §2).
+101,376 B (a test proves it); the H100/H200 use the SM120 rows (compat mode, docs/architecture.md).
 
 Every row adds dQ with ``red.global.add.v2.f32`` on pairs of adjacent columns (``vector_dq_red``;
 ``bwd_config(target=)`` keeps scalar reductions for SM80/86 targets, whose PTX lacks ``red`` on
 vectors) and launches causal calls longest key blocks first (``longest_first``; 1-D grid,
-:class:`fa4_core.tile_scheduler.BwdLongestFirstScheduler`). ``benchmarks/tune_bwd.py --emulate-sm120``
-on an H200 (2026-12-02, backward grid shapes, mean bwd TFLOP/s non-causal / causal, lower of two
-passes; ``benchmarks/results/2026-12-02-NVIDIA-H200-tune-bwd-emulated-sm120.json``):
+:class:`fa4_core.tile_scheduler.BwdLongestFirstScheduler`). Why each row is what it is (the measurements,
+the alternatives and the ``sm_120a`` registers and spills): ``docs/sm120-resources.md``.
 
-* d128: 32x128 over 8 warps (2 x 4) with vector reductions and early Q/dO loads (``early_loads``)
-  218.0 / 162.1 against the former 4-warp 64x64 row's 132.8 / 118.1 (with vector reductions 176.5 /
-  154.8). It halves the Q/dO reloads and dQ reductions per key; the 64x64 rows kept L2 about six times
-  as busy as FlashAttention-2's backward (ncu). Longest-first then 171.7 against 155.8 causal (same run).
-  Since 2026-12-04 S and dP run on 1 x 8 warps with V's dP fragments in registers (``sdp_keys``,
-  ``v_in_regs``; 13.3 -> 14.6 FLOP per ldmatrix byte): 226.8 / 225.9 against 219.2 / 218.6 non-causal
-  (+3-4% on every shape), 225-240 against 214-227 causal on the four larger shapes. Its sm_120a builds
-  with varlen, seqused, deterministic, softcap or the sink's gradient spill 4-104 B: those calls keep
-  the former row (``excludes``).
-* d64: 64x128 over 8 warps (4 x 2), vector reductions 200.7 / 141.7 against 170.6 / 124.7 (early loads:
-  195.6 / 147.4, not kept). Since 2026-12-04 with S and dP on the transposed grid (2 x 4 warps) and V's
-  dP fragments in registers (``sdp_transposed``, ``v_in_regs``; ``tools/bwd_smem_model.py``: 13.3 -> 16.0
-  FLOP per ldmatrix byte): the four larger grid shapes 205-232 against 193-215 non-causal, 208-224
-  against 198-212 causal (+5-8%, both passes; the 4x1024x16 shape swings 53-159 for every candidate);
-  ``benchmarks/results/2026-12-04-NVIDIA-H200-tune-bwd-session12-emulated-sm120.json``. Its sm_120a
-  builds with the sink's gradient, deterministic and causal with varlen or seqused spill 12-76 B: the
-  sink's gradient keeps the former row (``excludes``).
-* d96: 64x64 over 4 warps as 4 x 1 with vector reductions, 167.5 / 144.7. As 2 x 2 it measured 177.3 /
-  148.5, but its sm_120a softcap, seqused and varlen-deterministic builds spill 8-48 B; 4 x 1 spills in
-  none of ``BWD_FEATURE_SETS``.
-* d160 and 192/128: 64x64 over 8 warps (4 x 2), 177.8 / 154.7 and 165.3 / 143.9, against 148.9 / 132.5
-  and 8.5 / 7.6 (sic: the 4-warp 192/128 build spills 300 B on sm_120a) for the 4-warp 64x64 rows.
-* 192/192 (64x32) and 256 (32x32) on 2 x 2 warps: vector reductions 132.2 and 120.1 against 79.1 and
-  78.6 non-causal. For 192/192, 224 and 256, Q, dO, K and V alone exceed the budget at 64x64: those
-  rows take a 32-row key tile (and 32 query rows for d 224 and 256, as FlashAttention-2 does for d 256
-  on 99 KB GPUs), which 4 warps can only cover as 2 x 2 (``mma_warps_n = 2``; dQ then reads dS from
-  shared memory).
-
-``sm_120a`` (ptxas -v, ``docs/sm120-resources.md``): no row spills in its plain builds but 192/192
-non-causal (8 B, since the vector reductions); of the feature variants only 192/192 (8-32 B in two)
-and 256 (16 B in one) spill. 32x32 for 192/192 spills nowhere: a candidate (``tools/gpu_session.sh
-tune3``).
 Registers per thread (fp32 accumulators): ``acc_dK + acc_dV = tile_n * (d + dv) / threads`` live
 through the whole loop, plus ``acc_S + acc_dP = 2 * tile_m * tile_n / threads`` or ``acc_dQ = tile_m *
 d / threads``.

@@ -83,12 +83,8 @@ class FwdConfig:
         return fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
 
 
-# the lazy O rescale's threshold (log2 units: probabilities stay <= 2^0.5). P is rounded to 16 bits
-# relative to the offset it was computed with: the further that offset lags the row max, the less the
-# largest probabilities round like SDPA's (which are <= 1, the largest exactly 1). Over the seed grid's
-# d128 non-causal shapes (H100, 2026-12-06), fa4's max error against SDPA flash's: threshold 8 median
-# 1.28x, worst 1.88x; 2: worst 1.37x; 1: worst 1.20x; 0.5: worst 1.14x; 0 (every new max): 1.06x, as
-# upstream. Speed at SM120 occupancy (d128 non-causal, five shapes): 8 334.5, 1 332, 0 303 TFLOP/s ...
+# the lazy O rescale's threshold (log2 units: probabilities stay <= 2^0.5; larger thresholds cost
+# accuracy against SDPA's kernel, docs/sm120-resources.md) ...
 _RESCALE_THRESHOLD = 0.5
 # ... for head_dim_v of at least this, or where a thread holds at least this many O accumulators
 _RESCALE_MIN_DV = 128

@@ -2,41 +2,15 @@
 
 Shared memory per row is ``2 B * (tile_m * max(d, dv) + stages * tile_n * (d + dv))``
 (:func:`fa4_sm120.smem.fwd_smem_bytes`); every SM120 / SM86 row fits 101,376 B and every SM80 row
-166,912 B (a test proves it). The H100/H200 use the SM120 rows (compat mode, DESIGN §2). Rows are
+166,912 B (a test proves it). The H100/H200 use the SM120 rows (compat mode, docs/architecture.md). Rows are
 exact on ``(head_dim, head_dim_v)``; a pair without a row takes the row of ``(m, m)``,
 ``m = max(head_dim, head_dim_v)``, which needs at least as much shared memory and so still fits.
 Registers per thread (fp32 accumulators): ``acc_O = tile_m * dv / threads``, ``acc_S = tile_m *
 tile_n / threads``.
 
-Measured (H100 compat mode, 2026-11-25, ``benchmarks/tune_tiles.py``, anchor shapes, mean TFLOP/s):
-d64 128x64x128 279 / causal 202 (128x128x256: 230 / 179). Four warps of 32 rows halve the ldmatrix
-traffic of K and V per MMA, which is what bounds the 8-warp tiles (Nsight Compute on the H200, d128
-8k non-causal: L1/shared 78% busy, tensor pipe 48%, for the 8-warp 128x64 row).
-
-d128 non-causal takes 4 warps over 128x32 (``plain_only``): on the H200 with SM120's occupancy
-emulated (``--emulate-sm120``, 2026-12-01, fresh process per candidate, two passes) 298.7 / 298.3
-against 278.8 / 278.6 for the 8-warp 128x64 row (+7%); at 49,152 B and 255 registers SM120 runs two
-of them (8 warps) per SM. Its ``sm_120a`` build spills 0 B because, for 32-row warps with dv >= 128,
-the kernel runs P·V in two column halves and does not prefetch the Q·Kᵀ operands (the plain
-prefetching build spilled 20 B and measured 308). Its window, split-KV and softcap builds still
-spill (8-40 B; softcap 8-12 B), so those calls, and causal (4-warp 128x32 builds spill 32 B; 233 vs
-220 at H200 occupancy), keep the 8-warp 128x64 row (226 registers, no spills). ``docs/sm120-resources.md`` has the registers, spills
-and occupancy of every row.
-
-Since 2026-12-03 the forward rescales O only when a row max grows by more than 2^8 (dv >= 128,
-``fa4_sm120.fwd.RESCALE_THRESHOLD``): the 128x32x128 row measured 329.0 / 328.4 (H200, SM120 occupancy,
-same shapes; the 8-warp 128x64 row 276.1) at 248 registers, and its window, split-KV and softcap builds
-stopped spilling but for a window with split-KV under pack-GQA (36 B): a candidate for those calls
-(``tools/gpu_session.sh next9``), not yet tested on a GPU in that role. There (2026-12-03, session 10)
-causal d128 on it measured 242.9 / 243.4 against 239.6 / 237.7 for the 64x64 row: under the 2% rule in
-the first pass, so causal keeps 64x64; the Q·Kᵀ prefetch timed the same (326.0 / 326.3 against
-328.0 / 325.6) and stays off.
-
-d96 non-causal plain calls take 4 warps over 128x64 (``plain_only``, lazy rescale since a thread holds
-96 O accumulators, ``fa4_sm120.fwd.RESCALE_MIN_ACC_O``): 334.3 / 337.4 TFLOP/s against 241.5 / 242.6
-for the 8-warp 128x64x256 row (+39%; 324.5 / 324.6 with the exact rescale, 281.1 / 280.8 on 128x32).
-Its ``sm_120a`` builds take 255 registers and spill nowhere (sinks, varlen, seqused, paged, pack-GQA
-4); window, split-KV and softcap calls keep the 8-warp row.
+Why each row is what it is (the measurements, the alternatives, the ``sm_120a`` registers and
+spills of every row): ``docs/sm120-resources.md``. ``plain_only`` rows serve only calls without a
+window, split-KV or softcap, whose builds of that tile would spill.
 """
 
 from __future__ import annotations
@@ -112,9 +86,7 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     FwdTile("sm120", 192, 192,  64,  64, 128, small_m=True),  # 2*(64*192 +  64*(192+192)) = 73,728 B
     FwdTile("sm120",  32,  32, 128, 128, 256),  # 2*(128*32  + 128*(32+32))   = 24,576 B
     FwdTile("sm120",  64,  64, 128,  64, 128),  # 2*(128*64  +  64*(64+64))   = 32,768 B
-    # causal d96 and d128 on the 64-row tiles, two CTAs per SM (H200 at SM120 occupancy, the five
-    # tune shapes, both passes, tools/gpu_session.sh tune4 / s8a): d96 208.2 against 193.6 TFLOP/s
-    # for 128x64x256, d128 238.3 against 220.4; d64, d160 and 192 causal lost there (-6%, -11%, -7%)
+    # causal d96 and d128 on the 64-row tiles, two CTAs per SM
     FwdTile("sm120",  96,  96,  64,  64, 128, causal=(True,)),  # 36,864 B
     FwdTile("sm120",  96,  96, 128,  64, 128, causal=(False,), plain_only=True),  # 49,152 B
     FwdTile("sm120",  96,  96, 128,  64, 256),  # 2*(128*96  +  64*(96+96))   = 49,152 B
