@@ -49,7 +49,8 @@ def _group(name: str) -> list[str]:
 def _install(session: nox.Session, *names: str) -> None:
     """Installs the named packages, their in-repo deps and the test group, non-editable, in one resolve."""
     keys = dict.fromkeys(key for name in names for key in (*PACKAGES[name].deps, name))
-    session.install(*CONSTRAINTS, *(f"./{PACKAGES[key].path}" for key in keys), *_group("test"))
+    group = _group("test-torch" if "torch" in keys else "test")
+    session.install(*CONSTRAINTS, *(f"./{PACKAGES[key].path}" for key in keys), *group)
 
 
 def _test_dirs(*names: str) -> list[str]:
