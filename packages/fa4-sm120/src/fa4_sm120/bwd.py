@@ -101,7 +101,18 @@ from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
 from fa4_core.tile_scheduler import BwdLongestFirstScheduler
 from fa4_sm120.configs import BwdConfig
-from fa4_sm120.mma_sync import atom_k, check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
+from fa4_sm120.limits import HEAD_DIMS
+from fa4_sm120.mma_sync import (
+    DTYPES,
+    MmaSyncKernel,
+    atom_k,
+    check_copy_threads,
+    check_dtype,
+    check_head_dims,
+    check_smem_fits,
+    fake_stream,
+    fake_tensor,
+)
 from fa4_sm120.smem import bwd_smem_bytes
 
 __all__ = [
@@ -114,8 +125,7 @@ __all__ = [
     "compile_bwd",
 ]
 
-DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
-BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
+BWD_HEAD_DIMS = HEAD_DIMS  # every head dim of the forward
 
 
 def _check_adjacent_pairs(layout) -> None:
@@ -129,13 +139,12 @@ def _check_adjacent_pairs(layout) -> None:
         )
 
 
-class FlashAttentionBackwardSm120:
-    """The main backward kernel. ``FlashAttentionBackwardSm120(cfg)`` then ``cute.compile(obj, ...)``."""
+class FlashAttentionBackwardSm120(MmaSyncKernel):
+    """The main backward kernel: ``FlashAttentionBackwardSm120.compile(cfg, ...)``, or
+    ``cute.compile(FlashAttentionBackwardSm120(cfg), ...)`` over real arguments."""
 
     def __init__(self, cfg: BwdConfig):
-        self.can_implement(cfg)
-        self.cfg = cfg
-        self.dtype = DTYPES[cfg.dtype]
+        super().__init__(cfg)
         self.tile_m, self.tile_n = cfg.tile_m, cfg.tile_n
         self.head_dim, self.head_dim_v = cfg.head_dim, cfg.head_dim_v
         self.num_threads = cfg.num_threads
@@ -147,11 +156,8 @@ class FlashAttentionBackwardSm120:
     @staticmethod
     def can_implement(cfg: BwdConfig) -> None:
         """Raise :class:`UnsupportedConfigError` naming the first violated constraint."""
-        if cfg.dtype not in DTYPES:
-            raise unsupported("dtype", cfg.dtype, "float16, bfloat16")
-        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
-            if d not in BWD_HEAD_DIMS:
-                raise unsupported(name, d, f"the backward's head dims {BWD_HEAD_DIMS}")
+        check_dtype(cfg.dtype)
+        check_head_dims({"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         if cfg.num_threads % 32 or not 64 <= cfg.num_threads <= 256:
             raise unsupported("num_threads", cfg.num_threads, "a multiple of 32 in [64, 256]")
         if cfg.mma_warps_n not in (1, 2, 4) or cfg.num_warps % cfg.mma_warps_n:
@@ -197,21 +203,7 @@ class FlashAttentionBackwardSm120:
             cfg.arch,
         )
 
-    @staticmethod
-    def supports(cfg: BwdConfig) -> bool:
-        try:
-            FlashAttentionBackwardSm120.can_implement(cfg)
-        except UnsupportedConfigError:
-            return False
-        return True
-
     # ------------------------------------------------------------------ host-side setup (traced)
-    def _smem_layout(self, rows: int, cols: int):
-        return smem_layout(rows, cols)
-
-    def _gmem_copy(self, d: int, async_copy: bool):
-        return gmem_tiled_copy(self.dtype, d, self.num_threads, async_copy)
-
     @cute.jit
     def __call__(
         self,
@@ -239,11 +231,11 @@ class FlashAttentionBackwardSm120:
         stream,
     ):
         d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
-        sQ_layout = self._smem_layout(tm, d)
-        sdO_layout = self._smem_layout(tm, dv)
-        sK_layout = self._smem_layout(tn, d)
-        sV_layout = self._smem_layout(tn, dv)
-        sP_layout = self._smem_layout(tm, tn)
+        sQ_layout = self.smem_layout(tm, d)
+        sdO_layout = self.smem_layout(tm, dv)
+        sK_layout = self.smem_layout(tn, d)
+        sV_layout = self.smem_layout(tn, dv)
+        sP_layout = self.smem_layout(tm, tn)
 
         @cute.struct
         class SharedStorage:
@@ -316,10 +308,10 @@ class FlashAttentionBackwardSm120:
             sK_layout,
             sV_layout,
             sP_layout,
-            self._gmem_copy(d, True),
-            self._gmem_copy(dv, True),
-            self._gmem_copy(d, False),
-            self._gmem_copy(dv, False),
+            self.gmem_copy(d, True),
+            self.gmem_copy(dv, True),
+            self.gmem_copy(d, False),
+            self.gmem_copy(dv, False),
             tiled_mma,
             tiled_mma_sdp,
             SharedStorage,
@@ -833,56 +825,46 @@ class FlashAttentionBackwardSm120:
             if tXcX[0, m, 0][0] < limit:
                 cute.copy(gmem_copy, tXrX[None, m, None], tXgX[None, m, None])
 
+    # ------------------------------------------------------------------ compile without tensors
+    @staticmethod
+    def fake_args(cfg: BwdConfig) -> tuple:
+        """Placeholders for :meth:`__call__`: ``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum,
+        mSem, softmax_scale, window_left, window_right, softcap, max_seqlen_k, lpt_group, cu_seqlens_q,
+        cu_seqlens_k, seqused_q, seqused_k, mPdPsum, stream)``; absent optional tensors are ``None``."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, sq, sk, hq, hkv, sqp, nm, tq, tk, bacc = (sym() for _ in range(10))
+        q_rows = (tq,) if cfg.varlen_q else (b, sq)
+        kv_rows = (tk,) if cfg.varlen_k else (b, sk)
+        q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
+        k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+        v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+        do = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
+        acc_b = bacc if cfg.varlen_q else b  # one packed batch with varlen_q
+        lse = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
+        dpsum = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
+        dk = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+        dv = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+        dq_accum = fake_tensor(Float32, (acc_b, hq, sqp, cfg.head_dim), divisibility=4)
+        # its own symbols: outside deterministic mode the caller passes a (1, 1, 1) placeholder
+        sem = fake_tensor(Int32, (sym(), sym(), nm), divisibility=1)
+        nb1 = sym()
+        cu_q = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_q else None
+        cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
+        used_q = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_q else None
+        used_k = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_k else None
+        pdp = fake_tensor(Float32, (sym(), acc_b, hq, sqp), divisibility=1) if cfg.has_dsink else None
+        return (
+            q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), Int32(-1), Int32(-1),
+            Float32(0.0), Int32(1), Int32(1), cu_q, cu_k, used_q, used_k, pdp, fake_stream(),
+        )  # fmt: skip
 
-# ---------------------------------------------------------------------------------------------------
-# compile without tensors (CPU builds for sm_120a, and the runtime compile of fa4-torch)
-# ---------------------------------------------------------------------------------------------------
-def fake_bwd_args(cfg: BwdConfig):
-    """``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum, mSem, softmax_scale, window_left,
-    window_right, softcap, max_seqlen_k, lpt_group, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, mPdPsum,
-    stream)``;
-    absent optional tensors are ``None``."""
-    from fa4_sm120.compile import fake_tensor
 
-    dt = DTYPES[cfg.dtype]
-    sym = cute.sym_int
-    b, sq, sk, hq, hkv, sqp, nm, tq, tk, bacc = (sym() for _ in range(10))
-    q_rows = (tq,) if cfg.varlen_q else (b, sq)
-    kv_rows = (tk,) if cfg.varlen_k else (b, sk)
-    q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
-    k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
-    v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
-    do = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
-    acc_b = bacc if cfg.varlen_q else b  # one packed batch with varlen_q
-    lse = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
-    dpsum = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
-    dk = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
-    dv = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
-    dq_accum = fake_tensor(Float32, (acc_b, hq, sqp, cfg.head_dim), divisibility=4)
-    # its own symbols: outside deterministic mode the caller passes a (1, 1, 1) placeholder
-    sem = fake_tensor(Int32, (sym(), sym(), nm), divisibility=1)
-    nb1 = sym()
-    cu_q = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_q else None
-    cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
-    used_q = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_q else None
-    used_k = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_k else None
-    pdp = fake_tensor(Float32, (sym(), acc_b, hq, sqp), divisibility=1) if cfg.has_dsink else None
-    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
-    return (
-        q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), Int32(-1), Int32(-1),
-        Float32(0.0), Int32(1), Int32(1), cu_q, cu_k, used_q, used_k, pdp, stream,
-    )  # fmt: skip
+fake_bwd_args = FlashAttentionBackwardSm120.fake_args
 
 
 def compile_bwd(
     cfg: BwdConfig, *, tvm_ffi: bool = True, gpu_arch: str | None = None, dump_dir: str | None = None
 ):
     """Compile the main backward kernel of ``cfg`` (see :func:`fa4_sm120.compile.compile_fwd`)."""
-    from fa4_sm120.compile import compile_options
-
-    kernel = FlashAttentionBackwardSm120(cfg)
-    options = compile_options(tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)
-    args = fake_bwd_args(cfg)
-    if options:
-        return cute.compile(kernel, *args, options=options)
-    return cute.compile(kernel, *args)
+    return FlashAttentionBackwardSm120.compile(cfg, tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)

@@ -61,20 +61,26 @@ from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
 from fa4_sm120.configs import FwdConfig, fwd_codegen
 from fa4_sm120.limits import HEAD_DIMS
-from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
+from fa4_sm120.mma_sync import (
+    DTYPES,
+    MmaSyncKernel,
+    check_copy_threads,
+    check_dtype,
+    check_head_dims,
+    check_smem_fits,
+    fake_stream,
+    fake_tensor,
+)
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
 
-DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 
-
-class FlashAttentionForwardSm120:
-    """The forward kernel class. ``FlashAttentionForwardSm120(cfg)`` then ``cute.compile(obj, ...)``."""
+class FlashAttentionForwardSm120(MmaSyncKernel):
+    """The forward kernel class: ``FlashAttentionForwardSm120.compile(cfg, ...)``, or
+    ``cute.compile(FlashAttentionForwardSm120(cfg), ...)`` over real arguments."""
 
     def __init__(self, cfg: FwdConfig):
-        self.can_implement(cfg)
-        self.cfg = cfg
-        self.dtype = DTYPES[cfg.dtype]
+        super().__init__(cfg)
         self.tile_m, self.tile_n = cfg.tile_m, cfg.tile_n
         self.head_dim, self.head_dim_v = cfg.head_dim, cfg.head_dim_v
         self.num_threads = cfg.num_threads
@@ -92,11 +98,8 @@ class FlashAttentionForwardSm120:
     @staticmethod
     def can_implement(cfg: FwdConfig) -> None:
         """Raise :class:`UnsupportedConfigError` naming the first violated constraint."""
-        if cfg.dtype not in DTYPES:
-            raise unsupported("dtype", cfg.dtype, "float16, bfloat16")
-        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
-            if d not in HEAD_DIMS:
-                raise unsupported(name, d, f"multiples of 32 up to 256: {HEAD_DIMS}")
+        check_dtype(cfg.dtype)
+        check_head_dims({"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         if cfg.num_threads % 32 or cfg.num_threads < 64 or cfg.num_threads > 512:
             raise unsupported("num_threads", cfg.num_threads, "a multiple of 32 in [64, 512]")
         if cfg.tile_m % (16 * cfg.num_warps):
@@ -122,21 +125,7 @@ class FlashAttentionForwardSm120:
             cfg.arch,
         )
 
-    @staticmethod
-    def supports(cfg: FwdConfig) -> bool:
-        try:
-            FlashAttentionForwardSm120.can_implement(cfg)
-        except UnsupportedConfigError:
-            return False
-        return True
-
     # ------------------------------------------------------------------ host-side setup (traced)
-    def _smem_layout(self, rows: int, cols: int):
-        return smem_layout(rows, cols)
-
-    def _gmem_copy(self, d: int, async_copy: bool):
-        return gmem_tiled_copy(self.dtype, d, self.num_threads, async_copy)
-
     @cute.jit
     def __call__(
         self,
@@ -161,10 +150,10 @@ class FlashAttentionForwardSm120:
         stream,
     ):
         cfg = self.cfg
-        sQ_layout = self._smem_layout(self.tile_m, self.head_dim)
-        sO_layout = self._smem_layout(self.tile_m, self.head_dim_v)
-        sK_layout = self._smem_layout(self.tile_n, self.head_dim)
-        sV_layout = self._smem_layout(self.tile_n, self.head_dim_v)
+        sQ_layout = self.smem_layout(self.tile_m, self.head_dim)
+        sO_layout = self.smem_layout(self.tile_m, self.head_dim_v)
+        sK_layout = self.smem_layout(self.tile_n, self.head_dim)
+        sV_layout = self.smem_layout(self.tile_n, self.head_dim_v)
         q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
 
         @cute.struct
@@ -224,9 +213,9 @@ class FlashAttentionForwardSm120:
             sO_layout,
             sK_layout,
             sV_layout,
-            self._gmem_copy(self.head_dim, True),
-            self._gmem_copy(self.head_dim_v, True),
-            self._gmem_copy(self.head_dim_v, False),
+            self.gmem_copy(self.head_dim, True),
+            self.gmem_copy(self.head_dim_v, True),
+            self.gmem_copy(self.head_dim_v, False),
             tiled_mma,
             SharedStorage,
         ).launch(
@@ -959,3 +948,43 @@ class FlashAttentionForwardSm120:
                     cute.make_layout((self.tile_m, self.head_dim_v), stride=(0, 1)),
                 )
                 cute.copy(gmem_copy_O, tOrO[None, m, None], thr_copy_O.partition_D(gRow)[None, m, None])
+
+    # ------------------------------------------------------------------ compile without tensors
+    @staticmethod
+    def fake_args(cfg: FwdConfig) -> tuple:
+        """Placeholders for :meth:`__call__`, shaped by the config's flags: ``(mQ, mK, mV, mO, mLSE,
+        softmax_scale, window_left, window_right, softcap, max_seqlen_q, num_splits, cu_seqlens_q,
+        cu_seqlens_k, seqused_q, seqused_k, page_table, kv_batch_idx, sink, stream)``; absent optional
+        tensors are ``None``."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, bkv, sq, sk, hq, hkv, tq, tk, npages, psize, maxp, ns = (sym() for _ in range(12))
+        q_rows = (tq,) if cfg.varlen_q else (b, sq)
+        if cfg.paged_kv:
+            kv_rows = (npages, psize)
+        elif cfg.varlen_k:
+            kv_rows = (tk,)
+        else:
+            kv_rows = (bkv if cfg.kv_batch_idx else b, sk)
+        q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
+        k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+        v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+        lse_dims = (hq, tq) if cfg.varlen_q else (b, hq, sq)
+        if cfg.split_kv:
+            o = fake_tensor(Float32, (ns, *q_rows, hq, cfg.head_dim_v), divisibility=4)
+            lse = fake_tensor(Float32, (ns, *lse_dims), divisibility=1)
+        else:
+            o = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
+            lse = fake_tensor(Float32, lse_dims, divisibility=1)
+        nb1 = sym()
+        cu_q = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_q else None
+        cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
+        used_q = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_q else None
+        used_k = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_k else None
+        page_table = fake_tensor(Int32, (b, maxp), divisibility=1) if cfg.paged_kv else None
+        kv_batch = fake_tensor(Int32, (b,), divisibility=1) if cfg.kv_batch_idx else None
+        sink = fake_tensor(Float32, (hq,), divisibility=1) if cfg.has_sink else None
+        return (
+            q, k, v, o, lse, Float32(1.0), Int32(-1), Int32(-1), Float32(0.0), Int32(1), Int32(1),
+            cu_q, cu_k, used_q, used_k, page_table, kv_batch, sink, fake_stream(),
+        )  # fmt: skip
