@@ -86,6 +86,9 @@ the arch cap (101,376 B on SM120).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
@@ -137,6 +140,31 @@ def _check_adjacent_pairs(layout) -> None:
             f"vector_dq_red: the dQ accumulator's first mode is {pair_mode} (size, stride), not a pair "
             "of adjacent columns (2, 1)"
         )
+
+
+@dataclass(frozen=True)
+class TileLoad:
+    """Loads of ``(tile_m, d)`` tiles of one global tensor (Q or dO): the tensor, its global -> shared
+    copy and this thread's slice of it, the thread's shared-memory destination and coordinates."""
+
+    mX: Any
+    gmem_copy: Any
+    thr_copy: Any
+    tXsX: Any
+    tXcX: Any
+
+
+@dataclass(frozen=True)
+class QdOLoads:
+    """The Q and dO loads of a CTA (a named bundle of trace-time values, read by the inlined
+    :meth:`FlashAttentionBackwardSm120.load_q_do`), with its batch and the batch's query length and
+    row offset."""
+
+    Q: TileLoad
+    dO: TileLoad
+    batch_idx: Any
+    seqlen_q: Any
+    offset_q: Any
 
 
 class FlashAttentionBackwardSm120(MmaSyncKernel):
@@ -471,6 +499,13 @@ class FlashAttentionBackwardSm120(MmaSyncKernel):
         tdOcdO = thr_copy_dv.partition_S(cQdv)
         tQsQ = thr_copy_d.partition_D(sQ)
         tdOsdO = thr_copy_dv.partition_D(sdO)
+        q_do = QdOLoads(
+            Q=TileLoad(mQ, gmem_copy_d, thr_copy_d, tQsQ, tQcQ),
+            dO=TileLoad(mdO, gmem_copy_dv, thr_copy_dv, tdOsdO, tdOcdO),
+            batch_idx=batch_idx,
+            seqlen_q=seqlen_q,
+            offset_q=offset_q,
+        )
 
         h_axis = 1 if cutlass.const_expr(cfg.varlen_q) else 2
         hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
@@ -483,10 +518,7 @@ class FlashAttentionBackwardSm120(MmaSyncKernel):
         parts = ("q", "do") if cutlass.const_expr(cfg.early_loads) else ("q_do",)
         if total_iters > 0:
             for part in cutlass.range_constexpr(len(parts)):
-                self.load_q_do(
-                    mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                    tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q, offset_q, parts[part],
-                )  # fmt: skip
+                self.load_q_do(q_do, head_kv * r, m_block_min, parts[part])
         tCrV = None
         if cutlass.const_expr(cfg.v_in_regs):
             # V's B fragments of dP, once: wait for the K/V group (the Q/dO groups may still fly)
@@ -580,26 +612,17 @@ class FlashAttentionBackwardSm120(MmaSyncKernel):
                 self.gemm(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sQ
                 if next_it < total_iters:
-                    self.load_q_do(
-                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "q",
-                    )  # fmt: skip
+                    self.load_q_do(q_do, head_kv * r + h_next, m_next, "q")
                 self.gemm(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sdO (and sP)
                 if next_it < total_iters:
-                    self.load_q_do(
-                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "do",
-                    )  # fmt: skip
+                    self.load_q_do(q_do, head_kv * r + h_next, m_next, "do")
             else:
                 self.gemm(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
                 self.gemm(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sQ, sdO, sP, sdS
                 if next_it < total_iters:
-                    self.load_q_do(
-                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "q_do",
-                    )  # fmt: skip
+                    self.load_q_do(q_do, head_kv * r + h_next, m_next, "q_do")
             # ---- e. dQ += dS K (fp32 reductions in global memory)
             acc_dQ = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, d)), Float32)
             acc_dQ.fill(0.0)
@@ -765,43 +788,26 @@ class FlashAttentionBackwardSm120(MmaSyncKernel):
                 tXsX[None, m, None].fill(0)
 
     @cute.jit
-    def load_q_do(
-        self,
-        mQ: cute.Tensor,
-        mdO: cute.Tensor,
-        gmem_copy_d: cute.TiledCopy,
-        gmem_copy_dv: cute.TiledCopy,
-        thr_copy_d,
-        thr_copy_dv,
-        tQsQ: cute.Tensor,
-        tdOsdO: cute.Tensor,
-        tQcQ: cute.Tensor,
-        tdOcdO: cute.Tensor,
-        batch_idx: Int32,
-        head: Int32,
-        m_block: Int32,
-        seqlen_q: Int32,
-        offset_q: Int32,
-        part: cutlass.Constexpr[str],
-    ):
-        """Q and/or dO of one query block -> shared memory as one ``cp.async`` group: ``part`` is
-        ``"q_do"`` (both), ``"q"`` or ``"do"``."""
+    def load_q_do(self, loads: QdOLoads, head: Int32, m_block: Int32, part: cutlass.Constexpr[str]):
+        """Q and/or dO of query block ``m_block`` of ``head`` -> shared memory as one ``cp.async``
+        group: ``part`` is ``"q_do"`` (both), ``"q"`` or ``"do"``."""
         vq = self.cfg.varlen_q
+        Q, dO = loads.Q, loads.dO
         gQ = cute.local_tile(
-            self._rows(mQ, batch_idx, head, offset_q, self.head_dim, vq),
+            self._rows(Q.mX, loads.batch_idx, head, loads.offset_q, self.head_dim, vq),
             (self.tile_m, self.head_dim),
             (m_block, 0),
         )
         gdO = cute.local_tile(
-            self._rows(mdO, batch_idx, head, offset_q, self.head_dim_v, vq),
+            self._rows(dO.mX, loads.batch_idx, head, loads.offset_q, self.head_dim_v, vq),
             (self.tile_m, self.head_dim_v),
             (m_block, 0),
         )
-        limit = seqlen_q - m_block * self.tile_m
+        limit = loads.seqlen_q - m_block * self.tile_m
         if cutlass.const_expr(part != "do"):
-            self.load_tile(gmem_copy_d, thr_copy_d.partition_S(gQ), tQsQ, tQcQ, limit)
+            self.load_tile(Q.gmem_copy, Q.thr_copy.partition_S(gQ), Q.tXsX, Q.tXcX, limit)
         if cutlass.const_expr(part != "q"):
-            self.load_tile(gmem_copy_dv, thr_copy_dv.partition_S(gdO), tdOsdO, tdOcdO, limit)
+            self.load_tile(dO.gmem_copy, dO.thr_copy.partition_S(gdO), dO.tXsX, dO.tXcX, limit)
         cute.arch.cp_async_commit_group()
 
     @cute.jit
