@@ -86,6 +86,9 @@ the arch cap (101,376 B on SM120).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
@@ -101,7 +104,18 @@ from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E
 from fa4_core.tile_scheduler import BwdLongestFirstScheduler
 from fa4_sm120.configs import BwdConfig
-from fa4_sm120.mma_sync import atom_k, check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
+from fa4_sm120.limits import HEAD_DIMS
+from fa4_sm120.mma_sync import (
+    DTYPES,
+    MmaSyncKernel,
+    atom_k,
+    check_copy_threads,
+    check_dtype,
+    check_head_dims,
+    check_smem_fits,
+    fake_stream,
+    fake_tensor,
+)
 from fa4_sm120.smem import bwd_smem_bytes
 
 __all__ = [
@@ -114,8 +128,7 @@ __all__ = [
     "compile_bwd",
 ]
 
-DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
-BWD_HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)
+BWD_HEAD_DIMS = HEAD_DIMS  # every head dim of the forward
 
 
 def _check_adjacent_pairs(layout) -> None:
@@ -129,13 +142,37 @@ def _check_adjacent_pairs(layout) -> None:
         )
 
 
-class FlashAttentionBackwardSm120:
-    """The main backward kernel. ``FlashAttentionBackwardSm120(cfg)`` then ``cute.compile(obj, ...)``."""
+@dataclass(frozen=True)
+class TileLoad:
+    """Loads of ``(tile_m, d)`` tiles of one global tensor (Q or dO): the tensor, its global -> shared
+    copy and this thread's slice of it, the thread's shared-memory destination and coordinates."""
+
+    mX: Any
+    gmem_copy: Any
+    thr_copy: Any
+    tXsX: Any
+    tXcX: Any
+
+
+@dataclass(frozen=True)
+class QdOLoads:
+    """The Q and dO loads of a CTA (a named bundle of trace-time values, read by the inlined
+    :meth:`FlashAttentionBackwardSm120.load_q_do`), with its batch and the batch's query length and
+    row offset."""
+
+    Q: TileLoad
+    dO: TileLoad
+    batch_idx: Any
+    seqlen_q: Any
+    offset_q: Any
+
+
+class FlashAttentionBackwardSm120(MmaSyncKernel):
+    """The main backward kernel: ``FlashAttentionBackwardSm120.compile(cfg, ...)``, or
+    ``cute.compile(FlashAttentionBackwardSm120(cfg), ...)`` over real arguments."""
 
     def __init__(self, cfg: BwdConfig):
-        self.can_implement(cfg)
-        self.cfg = cfg
-        self.dtype = DTYPES[cfg.dtype]
+        super().__init__(cfg)
         self.tile_m, self.tile_n = cfg.tile_m, cfg.tile_n
         self.head_dim, self.head_dim_v = cfg.head_dim, cfg.head_dim_v
         self.num_threads = cfg.num_threads
@@ -147,11 +184,8 @@ class FlashAttentionBackwardSm120:
     @staticmethod
     def can_implement(cfg: BwdConfig) -> None:
         """Raise :class:`UnsupportedConfigError` naming the first violated constraint."""
-        if cfg.dtype not in DTYPES:
-            raise unsupported("dtype", cfg.dtype, "float16, bfloat16")
-        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
-            if d not in BWD_HEAD_DIMS:
-                raise unsupported(name, d, f"the backward's head dims {BWD_HEAD_DIMS}")
+        check_dtype(cfg.dtype)
+        check_head_dims({"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         if cfg.num_threads % 32 or not 64 <= cfg.num_threads <= 256:
             raise unsupported("num_threads", cfg.num_threads, "a multiple of 32 in [64, 256]")
         if cfg.mma_warps_n not in (1, 2, 4) or cfg.num_warps % cfg.mma_warps_n:
@@ -197,21 +231,7 @@ class FlashAttentionBackwardSm120:
             cfg.arch,
         )
 
-    @staticmethod
-    def supports(cfg: BwdConfig) -> bool:
-        try:
-            FlashAttentionBackwardSm120.can_implement(cfg)
-        except UnsupportedConfigError:
-            return False
-        return True
-
     # ------------------------------------------------------------------ host-side setup (traced)
-    def _smem_layout(self, rows: int, cols: int):
-        return smem_layout(rows, cols)
-
-    def _gmem_copy(self, d: int, async_copy: bool):
-        return gmem_tiled_copy(self.dtype, d, self.num_threads, async_copy)
-
     @cute.jit
     def __call__(
         self,
@@ -239,11 +259,11 @@ class FlashAttentionBackwardSm120:
         stream,
     ):
         d, dv, tm, tn = self.head_dim, self.head_dim_v, self.tile_m, self.tile_n
-        sQ_layout = self._smem_layout(tm, d)
-        sdO_layout = self._smem_layout(tm, dv)
-        sK_layout = self._smem_layout(tn, d)
-        sV_layout = self._smem_layout(tn, dv)
-        sP_layout = self._smem_layout(tm, tn)
+        sQ_layout = self.smem_layout(tm, d)
+        sdO_layout = self.smem_layout(tm, dv)
+        sK_layout = self.smem_layout(tn, d)
+        sV_layout = self.smem_layout(tn, dv)
+        sP_layout = self.smem_layout(tm, tn)
 
         @cute.struct
         class SharedStorage:
@@ -316,10 +336,10 @@ class FlashAttentionBackwardSm120:
             sK_layout,
             sV_layout,
             sP_layout,
-            self._gmem_copy(d, True),
-            self._gmem_copy(dv, True),
-            self._gmem_copy(d, False),
-            self._gmem_copy(dv, False),
+            self.gmem_copy(d, True),
+            self.gmem_copy(dv, True),
+            self.gmem_copy(d, False),
+            self.gmem_copy(dv, False),
             tiled_mma,
             tiled_mma_sdp,
             SharedStorage,
@@ -479,6 +499,13 @@ class FlashAttentionBackwardSm120:
         tdOcdO = thr_copy_dv.partition_S(cQdv)
         tQsQ = thr_copy_d.partition_D(sQ)
         tdOsdO = thr_copy_dv.partition_D(sdO)
+        q_do = QdOLoads(
+            Q=TileLoad(mQ, gmem_copy_d, thr_copy_d, tQsQ, tQcQ),
+            dO=TileLoad(mdO, gmem_copy_dv, thr_copy_dv, tdOsdO, tdOcdO),
+            batch_idx=batch_idx,
+            seqlen_q=seqlen_q,
+            offset_q=offset_q,
+        )
 
         h_axis = 1 if cutlass.const_expr(cfg.varlen_q) else 2
         hkv_axis = 1 if cutlass.const_expr(cfg.varlen_k) else 2
@@ -491,10 +518,7 @@ class FlashAttentionBackwardSm120:
         parts = ("q", "do") if cutlass.const_expr(cfg.early_loads) else ("q_do",)
         if total_iters > 0:
             for part in cutlass.range_constexpr(len(parts)):
-                self.load_q_do(
-                    mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                    tdOcdO, batch_idx, head_kv * r, m_block_min, seqlen_q, offset_q, parts[part],
-                )  # fmt: skip
+                self.load_q_do(q_do, head_kv * r, m_block_min, parts[part])
         tCrV = None
         if cutlass.const_expr(cfg.v_in_regs):
             # V's B fragments of dP, once: wait for the K/V group (the Q/dO groups may still fly)
@@ -588,26 +612,17 @@ class FlashAttentionBackwardSm120:
                 self.gemm(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sQ
                 if next_it < total_iters:
-                    self.load_q_do(
-                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "q",
-                    )  # fmt: skip
+                    self.load_q_do(q_do, head_kv * r + h_next, m_next, "q")
                 self.gemm(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sdO (and sP)
                 if next_it < total_iters:
-                    self.load_q_do(
-                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "do",
-                    )  # fmt: skip
+                    self.load_q_do(q_do, head_kv * r + h_next, m_next, "do")
             else:
                 self.gemm(tiled_mma, thr_mma, acc_dV, sPt, sdOt, copy_At, copy_Bt, tidx)
                 self.gemm(tiled_mma, thr_mma, acc_dK, sdSt, sQt, copy_At, copy_Bt, tidx)
                 cute.arch.barrier()  # everyone is done with sQ, sdO, sP, sdS
                 if next_it < total_iters:
-                    self.load_q_do(
-                        mQ, mdO, gmem_copy_d, gmem_copy_dv, thr_copy_d, thr_copy_dv, tQsQ, tdOsdO, tQcQ,
-                        tdOcdO, batch_idx, head_kv * r + h_next, m_next, seqlen_q, offset_q, "q_do",
-                    )  # fmt: skip
+                    self.load_q_do(q_do, head_kv * r + h_next, m_next, "q_do")
             # ---- e. dQ += dS K (fp32 reductions in global memory)
             acc_dQ = cute.make_rmem_tensor(thr_mma.partition_shape_C((tm, d)), Float32)
             acc_dQ.fill(0.0)
@@ -773,43 +788,26 @@ class FlashAttentionBackwardSm120:
                 tXsX[None, m, None].fill(0)
 
     @cute.jit
-    def load_q_do(
-        self,
-        mQ: cute.Tensor,
-        mdO: cute.Tensor,
-        gmem_copy_d: cute.TiledCopy,
-        gmem_copy_dv: cute.TiledCopy,
-        thr_copy_d,
-        thr_copy_dv,
-        tQsQ: cute.Tensor,
-        tdOsdO: cute.Tensor,
-        tQcQ: cute.Tensor,
-        tdOcdO: cute.Tensor,
-        batch_idx: Int32,
-        head: Int32,
-        m_block: Int32,
-        seqlen_q: Int32,
-        offset_q: Int32,
-        part: cutlass.Constexpr[str],
-    ):
-        """Q and/or dO of one query block -> shared memory as one ``cp.async`` group: ``part`` is
-        ``"q_do"`` (both), ``"q"`` or ``"do"``."""
+    def load_q_do(self, loads: QdOLoads, head: Int32, m_block: Int32, part: cutlass.Constexpr[str]):
+        """Q and/or dO of query block ``m_block`` of ``head`` -> shared memory as one ``cp.async``
+        group: ``part`` is ``"q_do"`` (both), ``"q"`` or ``"do"``."""
         vq = self.cfg.varlen_q
+        Q, dO = loads.Q, loads.dO
         gQ = cute.local_tile(
-            self._rows(mQ, batch_idx, head, offset_q, self.head_dim, vq),
+            self._rows(Q.mX, loads.batch_idx, head, loads.offset_q, self.head_dim, vq),
             (self.tile_m, self.head_dim),
             (m_block, 0),
         )
         gdO = cute.local_tile(
-            self._rows(mdO, batch_idx, head, offset_q, self.head_dim_v, vq),
+            self._rows(dO.mX, loads.batch_idx, head, loads.offset_q, self.head_dim_v, vq),
             (self.tile_m, self.head_dim_v),
             (m_block, 0),
         )
-        limit = seqlen_q - m_block * self.tile_m
+        limit = loads.seqlen_q - m_block * self.tile_m
         if cutlass.const_expr(part != "do"):
-            self.load_tile(gmem_copy_d, thr_copy_d.partition_S(gQ), tQsQ, tQcQ, limit)
+            self.load_tile(Q.gmem_copy, Q.thr_copy.partition_S(gQ), Q.tXsX, Q.tXcX, limit)
         if cutlass.const_expr(part != "q"):
-            self.load_tile(gmem_copy_dv, thr_copy_dv.partition_S(gdO), tdOsdO, tdOcdO, limit)
+            self.load_tile(dO.gmem_copy, dO.thr_copy.partition_S(gdO), dO.tXsX, dO.tXcX, limit)
         cute.arch.cp_async_commit_group()
 
     @cute.jit
@@ -833,56 +831,46 @@ class FlashAttentionBackwardSm120:
             if tXcX[0, m, 0][0] < limit:
                 cute.copy(gmem_copy, tXrX[None, m, None], tXgX[None, m, None])
 
+    # ------------------------------------------------------------------ compile without tensors
+    @staticmethod
+    def fake_args(cfg: BwdConfig) -> tuple:
+        """Placeholders for :meth:`__call__`: ``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum,
+        mSem, softmax_scale, window_left, window_right, softcap, max_seqlen_k, lpt_group, cu_seqlens_q,
+        cu_seqlens_k, seqused_q, seqused_k, mPdPsum, stream)``; absent optional tensors are ``None``."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, sq, sk, hq, hkv, sqp, nm, tq, tk, bacc = (sym() for _ in range(10))
+        q_rows = (tq,) if cfg.varlen_q else (b, sq)
+        kv_rows = (tk,) if cfg.varlen_k else (b, sk)
+        q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
+        k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+        v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+        do = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
+        acc_b = bacc if cfg.varlen_q else b  # one packed batch with varlen_q
+        lse = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
+        dpsum = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
+        dk = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+        dv = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+        dq_accum = fake_tensor(Float32, (acc_b, hq, sqp, cfg.head_dim), divisibility=4)
+        # its own symbols: outside deterministic mode the caller passes a (1, 1, 1) placeholder
+        sem = fake_tensor(Int32, (sym(), sym(), nm), divisibility=1)
+        nb1 = sym()
+        cu_q = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_q else None
+        cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
+        used_q = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_q else None
+        used_k = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_k else None
+        pdp = fake_tensor(Float32, (sym(), acc_b, hq, sqp), divisibility=1) if cfg.has_dsink else None
+        return (
+            q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), Int32(-1), Int32(-1),
+            Float32(0.0), Int32(1), Int32(1), cu_q, cu_k, used_q, used_k, pdp, fake_stream(),
+        )  # fmt: skip
 
-# ---------------------------------------------------------------------------------------------------
-# compile without tensors (CPU builds for sm_120a, and the runtime compile of fa4-torch)
-# ---------------------------------------------------------------------------------------------------
-def fake_bwd_args(cfg: BwdConfig):
-    """``(mQ, mK, mV, mdO, mLSElog2, mdPsum, mdK, mdV, mdQaccum, mSem, softmax_scale, window_left,
-    window_right, softcap, max_seqlen_k, lpt_group, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, mPdPsum,
-    stream)``;
-    absent optional tensors are ``None``."""
-    from fa4_sm120.compile import fake_tensor
 
-    dt = DTYPES[cfg.dtype]
-    sym = cute.sym_int
-    b, sq, sk, hq, hkv, sqp, nm, tq, tk, bacc = (sym() for _ in range(10))
-    q_rows = (tq,) if cfg.varlen_q else (b, sq)
-    kv_rows = (tk,) if cfg.varlen_k else (b, sk)
-    q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
-    k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
-    v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
-    do = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
-    acc_b = bacc if cfg.varlen_q else b  # one packed batch with varlen_q
-    lse = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
-    dpsum = fake_tensor(Float32, (acc_b, hq, sqp), divisibility=1)
-    dk = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
-    dv = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
-    dq_accum = fake_tensor(Float32, (acc_b, hq, sqp, cfg.head_dim), divisibility=4)
-    # its own symbols: outside deterministic mode the caller passes a (1, 1, 1) placeholder
-    sem = fake_tensor(Int32, (sym(), sym(), nm), divisibility=1)
-    nb1 = sym()
-    cu_q = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_q else None
-    cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
-    used_q = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_q else None
-    used_k = fake_tensor(Int32, (sym(),), divisibility=1) if cfg.has_seqused_k else None
-    pdp = fake_tensor(Float32, (sym(), acc_b, hq, sqp), divisibility=1) if cfg.has_dsink else None
-    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
-    return (
-        q, k, v, do, lse, dpsum, dk, dv, dq_accum, sem, Float32(1.0), Int32(-1), Int32(-1),
-        Float32(0.0), Int32(1), Int32(1), cu_q, cu_k, used_q, used_k, pdp, stream,
-    )  # fmt: skip
+fake_bwd_args = FlashAttentionBackwardSm120.fake_args
 
 
 def compile_bwd(
     cfg: BwdConfig, *, tvm_ffi: bool = True, gpu_arch: str | None = None, dump_dir: str | None = None
 ):
     """Compile the main backward kernel of ``cfg`` (see :func:`fa4_sm120.compile.compile_fwd`)."""
-    from fa4_sm120.compile import compile_options
-
-    kernel = FlashAttentionBackwardSm120(cfg)
-    options = compile_options(tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)
-    args = fake_bwd_args(cfg)
-    if options:
-        return cute.compile(kernel, *args, options=options)
-    return cute.compile(kernel, *args)
+    return FlashAttentionBackwardSm120.compile(cfg, tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import cutlass
 import cutlass.cute as cute
-from cutlass import Float32, Int32
+from cutlass import Float32
 
 from fa4_core.layout import quad_allreduce_sum
 from fa4_core.softmax import LOG2_E
 from fa4_sm120.configs import PrePostConfig
+from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, fake_stream, fake_tensor
 
 __all__ = [
     "PrePostConfig",
@@ -35,26 +36,32 @@ __all__ = [
     "ROWS",
 ]
 
-DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
 ROWS = 32  # query rows per CTA
 THREADS = 128  # four lanes per row
 LANES_PER_ROW = THREADS // ROWS
 
 
-def _row_copy(dtype, head_dim: int):
-    """Tiled copy of a (ROWS, head_dim) tile: LANES_PER_ROW lanes per row, 128-bit vectors."""
-    elems = 128 // dtype.width
-    atom = cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), dtype, num_bits_per_copy=128)
-    thr = cute.make_layout((ROWS, LANES_PER_ROW), stride=(LANES_PER_ROW, 1))
-    return cute.make_tiled_copy_tv(atom, thr, cute.make_layout((1, elems)))
+class _RowKernel(MmaSyncKernel):
+    """Blocks of ``ROWS`` query rows of one head, ``LANES_PER_ROW`` lanes per row."""
 
+    num_threads = THREADS
 
-class BwdPreprocess:
     def __init__(self, cfg: PrePostConfig):
-        cfg.check()
-        self.cfg = cfg
-        self.dtype = DTYPES[cfg.dtype]
+        super().__init__(cfg)
         self.head_dim = cfg.head_dim
+
+    @staticmethod
+    def can_implement(cfg: PrePostConfig) -> None:
+        cfg.check()
+
+    def row_copy(self):
+        """Tiled copy of a (ROWS, head_dim) tile: LANES_PER_ROW lanes per row, 128-bit vectors."""
+        return self.gmem_copy(self.head_dim, False, threads_per_row=LANES_PER_ROW)
+
+
+class BwdPreprocess(_RowKernel):
+    def __init__(self, cfg: PrePostConfig):
+        super().__init__(cfg)
         self.has_dlse = cfg.has_dlse
 
     @cute.jit
@@ -69,7 +76,7 @@ class BwdPreprocess:
         stream,
     ):
         grid = (cute.ceil_div(mLSElog2.shape[2], ROWS), mO.shape[2], mO.shape[0])
-        self.kernel(mO, mdO, mLSE, mdLSE, mLSElog2, mdPsum, _row_copy(self.dtype, self.head_dim)).launch(
+        self.kernel(mO, mdO, mLSE, mdLSE, mLSElog2, mdPsum, self.row_copy()).launch(
             grid=grid, block=[THREADS, 1, 1], stream=stream
         )
 
@@ -117,18 +124,26 @@ class BwdPreprocess:
             mdPsum[batch, head, row] = dpsum
             mLSElog2[batch, head, row] = lse_log2
 
+    @staticmethod
+    def fake_args(cfg: PrePostConfig) -> tuple:
+        """``(mO, mdO, mLSE, mdLSE, mLSElog2, mdPsum, stream)`` placeholders."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, sq, hq, sqp = sym(), sym(), sym(), sym()
+        o = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
+        do = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
+        lse = fake_tensor(Float32, (b, hq, sq), divisibility=1)
+        dlse = fake_tensor(Float32, (b, hq, sq), divisibility=1)
+        lse2 = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
+        dpsum = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
+        return o, do, lse, dlse, lse2, dpsum, fake_stream()
 
-class BwdPostprocess:
-    def __init__(self, cfg: PrePostConfig):
-        cfg.check()
-        self.cfg = cfg
-        self.dtype = DTYPES[cfg.dtype]
-        self.head_dim = cfg.head_dim
 
+class BwdPostprocess(_RowKernel):
     @cute.jit
     def __call__(self, mdQaccum: cute.Tensor, mdQ: cute.Tensor, softmax_scale: Float32, stream):
         grid = (cute.ceil_div(mdQ.shape[1], ROWS), mdQ.shape[2], mdQ.shape[0])
-        self.kernel(mdQaccum, mdQ, softmax_scale, _row_copy(self.dtype, self.head_dim)).launch(
+        self.kernel(mdQaccum, mdQ, softmax_scale, self.row_copy()).launch(
             grid=grid, block=[THREADS, 1, 1], stream=stream
         )
 
@@ -154,50 +169,22 @@ class BwdPostprocess:
             rdQ.store((rAcc.load() * softmax_scale).to(self.dtype))
             cute.copy(gmem_copy, rdQ, tQgdQ)
 
-
-def fake_pre_args(cfg: PrePostConfig):
-    from fa4_sm120.compile import fake_tensor
-
-    dt = DTYPES[cfg.dtype]
-    sym = cute.sym_int
-    b, sq, hq, sqp = sym(), sym(), sym(), sym()
-    o = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
-    do = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
-    lse = fake_tensor(Float32, (b, hq, sq), divisibility=1)
-    dlse = fake_tensor(Float32, (b, hq, sq), divisibility=1)
-    lse2 = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
-    dpsum = fake_tensor(Float32, (b, hq, sqp), divisibility=1)
-    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
-    return o, do, lse, dlse, lse2, dpsum, stream
-
-
-def fake_post_args(cfg: PrePostConfig):
-    from fa4_sm120.compile import fake_tensor
-
-    dt = DTYPES[cfg.dtype]
-    sym = cute.sym_int
-    b, sq, hq, sqp = sym(), sym(), sym(), sym()
-    acc = fake_tensor(Float32, (b, hq, sqp, cfg.head_dim), divisibility=4)
-    dq = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
-    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
-    return acc, dq, Float32(1.0), stream
-
-
-def _compile(kernel, args, tvm_ffi, gpu_arch, dump_dir):
-    from fa4_sm120.compile import compile_options
-
-    options = compile_options(tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)
-    if options:
-        return cute.compile(kernel, *args, options=options)
-    return cute.compile(kernel, *args)
+    @staticmethod
+    def fake_args(cfg: PrePostConfig) -> tuple:
+        """``(mdQaccum, mdQ, softmax_scale, stream)`` placeholders."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, sq, hq, sqp = sym(), sym(), sym(), sym()
+        acc = fake_tensor(Float32, (b, hq, sqp, cfg.head_dim), divisibility=4)
+        dq = fake_tensor(dt, (b, sq, hq, cfg.head_dim))
+        return acc, dq, Float32(1.0), fake_stream()
 
 
 def compile_preprocess(cfg: PrePostConfig, *, tvm_ffi=True, gpu_arch=None, dump_dir=None):
-    return _compile(BwdPreprocess(cfg), fake_pre_args(cfg), tvm_ffi, gpu_arch, dump_dir)
+    """Compile the preprocess of ``cfg`` (see :func:`fa4_sm120.compile.compile_fwd`)."""
+    return BwdPreprocess.compile(cfg, tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)
 
 
 def compile_postprocess(cfg: PrePostConfig, *, tvm_ffi=True, gpu_arch=None, dump_dir=None):
-    return _compile(BwdPostprocess(cfg), fake_post_args(cfg), tvm_ffi, gpu_arch, dump_dir)
-
-
-_ = Int32  # re-exported type used in signatures of callers
+    """Compile the postprocess of ``cfg`` (see :func:`fa4_sm120.compile.compile_fwd`)."""
+    return BwdPostprocess.compile(cfg, tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)

@@ -27,29 +27,21 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import Float32
 
-from fa4_core.errors import unsupported
+from fa4_core.softmax import LOG2_E
 from fa4_sm120.configs import CombineConfig
-from fa4_sm120.fwd import DTYPES, HEAD_DIMS
+from fa4_sm120.limits import MAX_SPLITS
+from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, check_dtype, check_head_dims, fake_stream, fake_tensor
 
 __all__ = ["CombineConfig", "SplitKVCombine", "MAX_SPLITS"]
 
-MAX_SPLITS = 64
-_LOG2_E = math.log2(math.e)
 _LN_2 = math.log(2.0)
 
 
-class SplitKVCombine:
-    def __init__(self, cfg: CombineConfig):
-        self.can_implement(cfg)
-        self.cfg = cfg
-        self.dtype = DTYPES[cfg.dtype]
-
+class SplitKVCombine(MmaSyncKernel):
     @staticmethod
     def can_implement(cfg: CombineConfig) -> None:
-        if cfg.dtype not in DTYPES:
-            raise unsupported("dtype", cfg.dtype, "float16, bfloat16")
-        if cfg.head_dim_v not in HEAD_DIMS:
-            raise unsupported("head_dim_v", cfg.head_dim_v, f"one of {HEAD_DIMS}")
+        check_dtype(cfg.dtype)
+        check_head_dims({"head_dim_v": cfg.head_dim_v})
 
     @cute.jit
     def __call__(
@@ -87,11 +79,11 @@ class SplitKVCombine:
             m = Float32(0.0) if m == -Float32.inf else m
             total = Float32(0.0)
             for i in cutlass.range_constexpr(per_lane):
-                total += cute.math.exp2((lse_v[i] - m) * _LOG2_E, fastmath=True)
+                total += cute.math.exp2((lse_v[i] - m) * LOG2_E, fastmath=True)
             for off in cutlass.range_constexpr(5):
                 total = total + cute.arch.shuffle_sync_bfly(total, offset=1 << (4 - off))
             if cutlass.const_expr(self.cfg.has_sink):
-                total = total + cute.math.exp2((mSink[h] - m) * _LOG2_E, fastmath=True)
+                total = total + cute.math.exp2((mSink[h] - m) * LOG2_E, fastmath=True)
             inv = Float32(0.0) if total == Float32(0.0) else Float32(1.0) / total
             if lane == 0:
                 mLSE[batch, q, h] = (
@@ -103,37 +95,31 @@ class SplitKVCombine:
             acc = cute.make_rmem_tensor(cols, Float32)
             acc.fill(0.0)
             for s in cutlass.range(splits, unroll=1):
-                w = cute.math.exp2((mLSEp[s, batch, q, h] - m) * _LOG2_E, fastmath=True) * inv
+                w = cute.math.exp2((mLSEp[s, batch, q, h] - m) * LOG2_E, fastmath=True) * inv
                 if w != Float32(0.0):
                     for c in cutlass.range_constexpr(cols):
                         acc[c] += w * mOp[s, batch, q, h, c * 32 + lane]
             for c in cutlass.range_constexpr(cols):
                 mO[batch, q, h, c * 32 + lane] = acc[c].to(self.dtype)
 
-
-def fake_combine_args(cfg: CombineConfig):
-    from fa4_sm120.compile import fake_tensor
-
-    sym = cute.sym_int
-    s, b, n, h = sym(), sym(), sym(), sym()
-    dt = DTYPES[cfg.dtype]
-    op = fake_tensor(cutlass.Float32, (s, b, n, h, cfg.head_dim_v), divisibility=1)
-    lsep = cute.runtime.make_fake_tensor(
-        cutlass.Float32, (s, b, n, h), stride=tuple(cute.sym_int64() for _ in range(4)), assumed_align=4
-    )
-    o = fake_tensor(dt, (b, n, h, cfg.head_dim_v), divisibility=1)
-    lse = cute.runtime.make_fake_tensor(
-        cutlass.Float32, (b, n, h), stride=tuple(cute.sym_int64() for _ in range(3)), assumed_align=4
-    )
-    sink = fake_tensor(cutlass.Float32, (h,), divisibility=1) if cfg.has_sink else None
-    return op, lsep, o, lse, sink, cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
+    @staticmethod
+    def fake_args(cfg: CombineConfig) -> tuple:
+        """``(mOp, mLSEp, mO, mLSE, mSink, stream)`` placeholders (the LSEs with any strides)."""
+        sym = cute.sym_int
+        s, b, n, h = sym(), sym(), sym(), sym()
+        dt = DTYPES[cfg.dtype]
+        op = fake_tensor(Float32, (s, b, n, h, cfg.head_dim_v), divisibility=1)
+        lsep = cute.runtime.make_fake_tensor(
+            Float32, (s, b, n, h), stride=tuple(cute.sym_int64() for _ in range(4)), assumed_align=4
+        )
+        o = fake_tensor(dt, (b, n, h, cfg.head_dim_v), divisibility=1)
+        lse = cute.runtime.make_fake_tensor(
+            Float32, (b, n, h), stride=tuple(cute.sym_int64() for _ in range(3)), assumed_align=4
+        )
+        sink = fake_tensor(Float32, (h,), divisibility=1) if cfg.has_sink else None
+        return op, lsep, o, lse, sink, fake_stream()
 
 
 def compile_combine(cfg: CombineConfig, *, tvm_ffi: bool = True, gpu_arch: str | None = None, dump_dir=None):
-    from fa4_sm120.compile import compile_options
-
-    options = compile_options(tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)
-    args = fake_combine_args(cfg)
-    if options:
-        return cute.compile(SplitKVCombine(cfg), *args, options=options)
-    return cute.compile(SplitKVCombine(cfg), *args)
+    """Compile the combine of ``cfg`` (see :func:`fa4_sm120.compile.compile_fwd`)."""
+    return SplitKVCombine.compile(cfg, tvm_ffi=tvm_ffi, gpu_arch=gpu_arch, dump_dir=dump_dir)

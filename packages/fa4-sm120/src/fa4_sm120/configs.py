@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fa4_core.errors import unsupported
-from fa4_sm120.limits import DTYPE_NAMES
+from fa4_sm120.limits import DTYPE_NAMES, HEAD_DIMS
 from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes
 
 __all__ = ["FwdCodegen", "FwdConfig", "fwd_codegen", "BwdConfig", "PrePostConfig", "CombineConfig"]
@@ -214,9 +214,9 @@ class PrePostConfig:
 
     def check(self) -> None:
         if self.dtype not in DTYPE_NAMES:
-            raise unsupported("dtype", self.dtype, "float16, bfloat16")
-        if self.head_dim % 32 or not 32 <= self.head_dim <= 256:
-            raise unsupported("head_dim", self.head_dim, "a multiple of 32 up to 256")
+            raise unsupported("dtype", self.dtype, ", ".join(DTYPE_NAMES))
+        if self.head_dim not in HEAD_DIMS:
+            raise unsupported("head_dim", self.head_dim, f"multiples of 32 up to 256: {HEAD_DIMS}")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,9 @@ Constraints: head_dim and head_dim_v multiples of 32 up to 256; shared memory
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any
+
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
@@ -61,20 +64,156 @@ from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
 from fa4_sm120.configs import FwdConfig, fwd_codegen
 from fa4_sm120.limits import HEAD_DIMS
-from fa4_sm120.mma_sync import check_copy_threads, check_smem_fits, gmem_tiled_copy, smem_layout
+from fa4_sm120.mma_sync import (
+    DTYPES,
+    MmaSyncKernel,
+    check_copy_threads,
+    check_dtype,
+    check_head_dims,
+    check_smem_fits,
+    fake_stream,
+    fake_tensor,
+)
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
 
-DTYPES = {"float16": cutlass.Float16, "bfloat16": cutlass.BFloat16}
+
+# ---------------------------------------------------------------------------------------------------
+# the stage helpers' arguments, as named bundles of trace-time values (Python objects holding DSL
+# values: the helpers are inlined when the kernel is traced, and only read them)
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FwdTensors:
+    """The kernel's global tensors (the optional ones ``None`` when the config does not use them)."""
+
+    mQ: Any
+    mK: Any
+    mV: Any
+    mO: Any
+    mLSE: Any
+    mPageTable: Any
+    mKVBatchIdx: Any
+    mSink: Any
 
 
-class FlashAttentionForwardSm120:
-    """The forward kernel class. ``FlashAttentionForwardSm120(cfg)`` then ``cute.compile(obj, ...)``."""
+@dataclass(frozen=True)
+class ScoreParams:
+    """Runtime scalars of the scores: ``S * scale_log2`` (log2 units), after the softcap ``softcap *
+    tanh(S * softcap_scale)`` with ``has_softcap``; the window of ``is_local``."""
+
+    scale_log2: Any
+    softcap_scale: Any
+    softcap: Any
+    window_left: Any
+    window_right: Any
+
+
+@dataclass(frozen=True)
+class KernelSetup:
+    """What ``__call__`` builds for the kernel: shared-memory layouts and ``SharedStorage``, the 128-bit
+    global copies (``QK``, ``V``: global -> shared; ``O``: registers -> global), the tiled MMA."""
+
+    sQ_layout: Any
+    sO_layout: Any
+    sK_layout: Any
+    sV_layout: Any
+    gmem_copy_QK: Any
+    gmem_copy_V: Any
+    gmem_copy_O: Any
+    tiled_mma: Any
+    SharedStorage: Any
+
+
+@dataclass(frozen=True)
+class QTile:
+    """A CTA's work: thread ``tidx`` of query block ``m_block`` (packed rows with pack-GQA) of head
+    ``head_idx`` (the KV head with pack-GQA) of batch ``batch_idx``, split ``split_idx`` of
+    ``num_splits``; ``seq`` holds the batch's offsets and lengths."""
+
+    tidx: Any
+    m_block: Any
+    head_idx: Any
+    batch_idx: Any
+    split_idx: Any
+    num_splits: Any
+    seq: SeqlenInfoQK
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One MMA operand of a thread: its register fragment ``frag``; read from shared memory, also the
+    ``ldmatrix`` source ``smem``, the fragment retiled for that copy ``frag_view`` and the copy."""
+
+    frag: Any
+    smem: Any = None
+    frag_view: Any = None
+    smem_copy: Any = None
+
+
+@dataclass(frozen=True)
+class MmaState:
+    """The MMAs of the main loop: tiled MMA and this thread's slice, the O accumulator, the operands
+    ``Q`` (A of S = Q·Kᵀ), ``K`` (its B) and ``Vt`` (B of O += P·V)."""
+
+    tiled_mma: Any
+    thr_mma: Any
+    acc_O: Any
+    Q: Operand
+    K: Operand
+    Vt: Operand
+
+
+@dataclass(frozen=True)
+class KVSource:
+    """K or V: the whole tensor ``mX``, the ``(rows, d)`` view of this sequence and KV head ``mX_cur``
+    (None when paged), the global -> shared copy and its thread slice, the width ``d``, this thread's
+    shared-memory destination ``tXsX`` and its coordinates ``tXcX``."""
+
+    mX: Any
+    mX_cur: Any
+    gmem_copy: Any
+    thr_copy: Any
+    d: int
+    tXsX: Any
+    tXcX: Any
+
+
+@dataclass(frozen=True)
+class KVLoads:
+    """The K and V block loads of a CTA: the sources, the page table, the batch and KV head, the key
+    count, and the page lookups of :meth:`FlashAttentionForwardSm120.lookup_pages` (None unless
+    ``prefetch_pages``)."""
+
+    K: KVSource
+    V: KVSource
+    mPageTable: Any
+    batch_idx: Any
+    head_kv: Any
+    seqlen_k: Any
+    pages: Any
+
+
+@dataclass(frozen=True)
+class BlockMask:
+    """What a key block's softcap and mask read: the coordinates of this thread's scores ``tScS_mn``,
+    the query block, the lengths, the window (None unless ``is_local``) and the softcap scalars."""
+
+    tScS_mn: Any
+    m_block: Any
+    seqlen_q: Any
+    seqlen_k: Any
+    window_left: Any
+    window_right: Any
+    softcap_scale: Any
+    softcap: Any
+
+
+class FlashAttentionForwardSm120(MmaSyncKernel):
+    """The forward kernel class: ``FlashAttentionForwardSm120.compile(cfg, ...)``, or
+    ``cute.compile(FlashAttentionForwardSm120(cfg), ...)`` over real arguments."""
 
     def __init__(self, cfg: FwdConfig):
-        self.can_implement(cfg)
-        self.cfg = cfg
-        self.dtype = DTYPES[cfg.dtype]
+        super().__init__(cfg)
         self.tile_m, self.tile_n = cfg.tile_m, cfg.tile_n
         self.head_dim, self.head_dim_v = cfg.head_dim, cfg.head_dim_v
         self.num_threads = cfg.num_threads
@@ -92,11 +231,8 @@ class FlashAttentionForwardSm120:
     @staticmethod
     def can_implement(cfg: FwdConfig) -> None:
         """Raise :class:`UnsupportedConfigError` naming the first violated constraint."""
-        if cfg.dtype not in DTYPES:
-            raise unsupported("dtype", cfg.dtype, "float16, bfloat16")
-        for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
-            if d not in HEAD_DIMS:
-                raise unsupported(name, d, f"multiples of 32 up to 256: {HEAD_DIMS}")
+        check_dtype(cfg.dtype)
+        check_head_dims({"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         if cfg.num_threads % 32 or cfg.num_threads < 64 or cfg.num_threads > 512:
             raise unsupported("num_threads", cfg.num_threads, "a multiple of 32 in [64, 512]")
         if cfg.tile_m % (16 * cfg.num_warps):
@@ -122,21 +258,7 @@ class FlashAttentionForwardSm120:
             cfg.arch,
         )
 
-    @staticmethod
-    def supports(cfg: FwdConfig) -> bool:
-        try:
-            FlashAttentionForwardSm120.can_implement(cfg)
-        except UnsupportedConfigError:
-            return False
-        return True
-
     # ------------------------------------------------------------------ host-side setup (traced)
-    def _smem_layout(self, rows: int, cols: int):
-        return smem_layout(rows, cols)
-
-    def _gmem_copy(self, d: int, async_copy: bool):
-        return gmem_tiled_copy(self.dtype, d, self.num_threads, async_copy)
-
     @cute.jit
     def __call__(
         self,
@@ -161,10 +283,10 @@ class FlashAttentionForwardSm120:
         stream,
     ):
         cfg = self.cfg
-        sQ_layout = self._smem_layout(self.tile_m, self.head_dim)
-        sO_layout = self._smem_layout(self.tile_m, self.head_dim_v)
-        sK_layout = self._smem_layout(self.tile_n, self.head_dim)
-        sV_layout = self._smem_layout(self.tile_n, self.head_dim_v)
+        sQ_layout = self.smem_layout(self.tile_m, self.head_dim)
+        sO_layout = self.smem_layout(self.tile_m, self.head_dim_v)
+        sK_layout = self.smem_layout(self.tile_n, self.head_dim)
+        sV_layout = self.smem_layout(self.tile_n, self.head_dim_v)
         q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
 
         @cute.struct
@@ -224,9 +346,9 @@ class FlashAttentionForwardSm120:
             sO_layout,
             sK_layout,
             sV_layout,
-            self._gmem_copy(self.head_dim, True),
-            self._gmem_copy(self.head_dim_v, True),
-            self._gmem_copy(self.head_dim_v, False),
+            self.gmem_copy(self.head_dim, True),
+            self.gmem_copy(self.head_dim_v, True),
+            self.gmem_copy(self.head_dim_v, False),
             tiled_mma,
             SharedStorage,
         ).launch(
@@ -299,71 +421,28 @@ class FlashAttentionForwardSm120:
         packed_len = seqlen_q * r
         if m_block * self.tile_m < packed_len:
             self.attend_tile(
-                mQ,
-                mK,
-                mV,
-                mO,
-                mLSE,
-                scale_log2,
-                softcap_scale,
-                softcap,
-                window_left,
-                window_right,
-                mPageTable,
-                mKVBatchIdx,
-                mSink,
-                sQ_layout,
-                sO_layout,
-                sK_layout,
-                sV_layout,
-                gmem_copy_QK,
-                gmem_copy_V,
-                gmem_copy_O,
-                tiled_mma,
-                SharedStorage,
-                tidx,
-                m_block,
-                head_idx,
-                batch_idx,
-                split_idx,
-                num_splits,
-                seq,
+                FwdTensors(mQ, mK, mV, mO, mLSE, mPageTable, mKVBatchIdx, mSink),
+                ScoreParams(scale_log2, softcap_scale, softcap, window_left, window_right),
+                KernelSetup(
+                    sQ_layout,
+                    sO_layout,
+                    sK_layout,
+                    sV_layout,
+                    gmem_copy_QK,
+                    gmem_copy_V,
+                    gmem_copy_O,
+                    tiled_mma,
+                    SharedStorage,
+                ),
+                QTile(tidx, m_block, head_idx, batch_idx, split_idx, num_splits, seq),
             )
 
     @cute.jit
-    def attend_tile(
-        self,
-        mQ,
-        mK,
-        mV,
-        mO,
-        mLSE,
-        scale_log2,
-        softcap_scale,
-        softcap,
-        window_left,
-        window_right,
-        mPageTable,
-        mKVBatchIdx,
-        mSink,
-        sQ_layout,
-        sO_layout,
-        sK_layout,
-        sV_layout,
-        gmem_copy_QK,
-        gmem_copy_V,
-        gmem_copy_O,
-        tiled_mma,
-        SharedStorage: cutlass.Constexpr,
-        tidx,
-        m_block,
-        head_idx,
-        batch_idx,
-        split_idx,
-        num_splits,
-        seq,
-    ):
+    def attend_tile(self, g: FwdTensors, scores: ScoreParams, setup: KernelSetup, tile: QTile):
+        """The whole CTA's work on a query tile that has rows: steps 1-3 of the module docstring."""
         cfg = self.cfg
+        seq = tile.seq
+        tidx, m_block, head_idx, batch_idx = tile.tidx, tile.m_block, tile.head_idx, tile.batch_idx
         seqlen_q, seqlen_k = seq.seqlen_q, seq.seqlen_k
         r = self.qhead_per_kvhead
         packed_len = seqlen_q * r
@@ -372,18 +451,18 @@ class FlashAttentionForwardSm120:
         head_kv = (
             head_idx
             if cutlass.const_expr(self.pack_gqa)
-            else head_idx // (mQ.shape[h_axis] // mK.shape[hkv_axis])
+            else head_idx // (g.mQ.shape[h_axis] // g.mK.shape[hkv_axis])
         )
         batch_kv = batch_idx
         if cutlass.const_expr(cfg.kv_batch_idx):
-            batch_kv = mKVBatchIdx[batch_idx]
+            batch_kv = g.mKVBatchIdx[batch_idx]
 
-        wl = window_left if cutlass.const_expr(self.is_local) else None
-        wr = window_right if cutlass.const_expr(self.is_local) else None
+        wl = scores.window_left if cutlass.const_expr(self.is_local) else None
+        wr = scores.window_right if cutlass.const_expr(self.is_local) else None
         block_info = BlockInfo(self.tile_m, self.tile_n, self.is_causal, self.is_local, r)
         if cutlass.const_expr(cfg.split_kv):
             n_block_min, n_block_max = block_info.n_block_range(
-                m_block, seqlen_q, seqlen_k, wl, wr, split_idx, num_splits
+                m_block, seqlen_q, seqlen_k, wl, wr, tile.split_idx, tile.num_splits
             )
         else:
             n_block_min, n_block_max = block_info.n_block_range(m_block, seqlen_q, seqlen_k, wl, wr)
@@ -392,24 +471,22 @@ class FlashAttentionForwardSm120:
 
         # ---------------- shared memory
         smem = cutlass.memory.SmemAllocator()
-        storage = smem.allocate(SharedStorage)
-        sQ = storage.sQ.get_tensor(sQ_layout)
-        sO = storage.sQ.get_tensor(sO_layout)
-        sK = storage.sK.get_tensor(sK_layout)
-        sV = storage.sV.get_tensor(sV_layout)
+        storage = smem.allocate(setup.SharedStorage)
+        sQ = storage.sQ.get_tensor(setup.sQ_layout)
+        sO = storage.sQ.get_tensor(setup.sO_layout)
+        sK = storage.sK.get_tensor(setup.sK_layout)
+        sV = storage.sV.get_tensor(setup.sV_layout)
         sVt = cute.composition(sV, cute.make_layout((self.head_dim_v, self.tile_n), stride=(self.tile_n, 1)))
 
         # ---------------- global -> shared copies of K and V
-        thr_copy_QK = gmem_copy_QK.get_slice(tidx)
-        thr_copy_V = gmem_copy_V.get_slice(tidx)
+        thr_copy_QK = setup.gmem_copy_QK.get_slice(tidx)
+        thr_copy_V = setup.gmem_copy_V.get_slice(tidx)
         tKsK = thr_copy_QK.partition_D(sK)
         tVsV = thr_copy_V.partition_D(sV)
         tKcK = thr_copy_QK.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim)))
         tVcV = thr_copy_V.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim_v)))
-        mK_cur = self._kv_view(mK, batch_kv, head_kv, seq.offset_k, self.head_dim)
-        mV_cur = self._kv_view(mV, batch_kv, head_kv, seq.offset_k, self.head_dim_v)
-        kv_src_K = (mK, mK_cur, gmem_copy_QK, thr_copy_QK, self.head_dim)
-        kv_src_V = (mV, mV_cur, gmem_copy_V, thr_copy_V, self.head_dim_v)
+        mK_cur = self._kv_view(g.mK, batch_kv, head_kv, seq.offset_k, self.head_dim)
+        mV_cur = self._kv_view(g.mV, batch_kv, head_kv, seq.offset_k, self.head_dim_v)
         # paged K/V: the page and in-page row of each row this thread copies, looked up one stage ahead
         # (K(n-1)'s while S(n) is computed) and reused by V(n) when it has K's copy layout, so no
         # page-table load sits between a barrier and the cp.async it addresses
@@ -417,8 +494,18 @@ class FlashAttentionForwardSm120:
         if cutlass.const_expr(self.prefetch_pages):
             n_rows = cute.size(tKsK.shape[1])
             pages = (cute.make_rmem_tensor(n_rows, Int32), cute.make_rmem_tensor(n_rows, Int32))
+        loads = KVLoads(
+            K=KVSource(g.mK, mK_cur, setup.gmem_copy_QK, thr_copy_QK, self.head_dim, tKsK, tKcK),
+            V=KVSource(g.mV, mV_cur, setup.gmem_copy_V, thr_copy_V, self.head_dim_v, tVsV, tVcV),
+            mPageTable=g.mPageTable,
+            batch_idx=batch_idx,
+            head_kv=head_kv,
+            seqlen_k=seqlen_k,
+            pages=pages,
+        )
 
         # ---------------- MMA partitions
+        tiled_mma = setup.tiled_mma
         thr_mma = tiled_mma.get_slice(tidx)
         tSrQ = thr_mma.make_fragment_A(thr_mma.partition_A(sQ))
         tSrK = thr_mma.make_fragment_B(thr_mma.partition_B(sK))
@@ -440,106 +527,53 @@ class FlashAttentionForwardSm120:
         tSrK_view = thr_smem_K.retile(tSrK)
         tOsVt = thr_smem_V.partition_S(sVt)
         tOrVt_view = thr_smem_V.retile(tOrVt)
+        mma = MmaState(
+            tiled_mma=tiled_mma,
+            thr_mma=thr_mma,
+            acc_O=acc_O,
+            Q=Operand(tSrQ, tSsQ, tSrQ_view, smem_copy_Q),
+            K=Operand(tSrK, tSsK, tSrK_view, smem_copy_K),
+            Vt=Operand(tOrVt, tOsVt, tOrVt_view, smem_copy_V),
+        )
 
         cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
         tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
         num_rows = cute.size(tScS_mn.shape[0])
-        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold, self.tree_reduce)
+        softmax = OnlineSoftmax(scores.scale_log2, num_rows, self.rescale_threshold, self.tree_reduce)
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
+        mask = BlockMask(tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, scores.softcap_scale, scores.softcap)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
-        self.load_q(mQ, sQ, gmem_copy_QK, tidx, m_block, batch_idx, head_idx, seq.offset_q, packed_len)
+        self.load_q(g.mQ, sQ, setup.gmem_copy_QK, tile, packed_len)
         has_work = n_block_min < n_block_max
         if has_work:
             if cutlass.const_expr(self.prefetch_pages):
-                self.lookup_pages(pages, tKcK, mK, mPageTable, batch_idx, n_block_max - 1, seqlen_k)
-            self.load_kv(
-                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block_max - 1, seqlen_k, True, pages
-            )
+                self.lookup_pages(loads, n_block_max - 1)
+            self.load_kv(loads, loads.K, n_block_max - 1, True, pages)
         cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.q_in_regs):
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
             cute.copy(smem_copy_Q, tSsQ, tSrQ_view)
 
-        mma_args = (
-            tiled_mma,
-            thr_mma,
-            acc_O,
-            tSrQ,
-            tSrK,
-            tOrVt,
-            tSsQ,
-            tSrQ_view,
-            tSsK,
-            tSrK_view,
-            tOsVt,
-            tOrVt_view,
-            smem_copy_Q,
-            smem_copy_K,
-            smem_copy_V,
-        )
-        load_args = (
-            kv_src_K,
-            kv_src_V,
-            tKsK,
-            tKcK,
-            tVsV,
-            tVcV,
-            mPageTable,
-            batch_idx,
-            head_kv,
-            seqlen_k,
-            pages,
-        )
-        mask_args = (tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, softcap_scale, softcap)
-
         # ---------------- main loop over key blocks, last to first
         if has_work:
-            self.one_block(
-                n_block_max - 1, n_block_min, mma_args, load_args, mask_args, softmax, row_scale, True, True
-            )
+            self.one_block(n_block_max - 1, n_block_min, mma, loads, mask, softmax, row_scale, True, True)
         # blocks that still need the right mask (diagonal / window right edge)
         n_mid_hi = cutlass.max(cutlass.min(n_right_mask, n_block_max - 1), n_block_min)
         for i in cutlass.range(n_block_max - 1 - n_mid_hi, unroll=1):
             self.one_block(
-                n_block_max - 2 - i,
-                n_block_min,
-                mma_args,
-                load_args,
-                mask_args,
-                softmax,
-                row_scale,
-                False,
-                True,
+                n_block_max - 2 - i, n_block_min, mma, loads, mask, softmax, row_scale, False, True
             )
         # mask-free middle
         n_mid_lo = cutlass.min(cutlass.max(n_left_mask, n_block_min), n_mid_hi)
         for i in cutlass.range(n_mid_hi - n_mid_lo, unroll=1):
-            self.one_block(
-                n_mid_hi - 1 - i,
-                n_block_min,
-                mma_args,
-                load_args,
-                mask_args,
-                softmax,
-                row_scale,
-                False,
-                False,
-            )
+            self.one_block(n_mid_hi - 1 - i, n_block_min, mma, loads, mask, softmax, row_scale, False, False)
         # blocks before the window's left edge
         if cutlass.const_expr(self.is_local):
             for i in cutlass.range(n_mid_lo - n_block_min, unroll=1):
                 self.one_block(
-                    n_mid_lo - 1 - i,
-                    n_block_min,
-                    mma_args,
-                    load_args,
-                    mask_args,
-                    softmax,
-                    row_scale,
-                    False,
-                    True,
+                    n_mid_lo - 1 - i, n_block_min, mma, loads, mask, softmax, row_scale, False, True
                 )
 
         # ---------------- epilogue
@@ -551,7 +585,7 @@ class FlashAttentionForwardSm120:
                 head = head_idx
                 if cutlass.const_expr(self.pack_gqa):
                     head = head_idx * r + (row - (row // r) * r)
-                sink_log2[r_] = mSink[head] * Float32(LOG2_E)
+                sink_log2[r_] = g.mSink[head] * Float32(LOG2_E)
             softmax.finalize(row_scale, lse, sink_log2)
         else:
             softmax.finalize(row_scale, lse)
@@ -559,25 +593,11 @@ class FlashAttentionForwardSm120:
         for r_ in cutlass.range_constexpr(num_rows):
             acc_O_mn[r_, None] = acc_O_mn[r_, None].load() * row_scale[r_]
         cute.arch.cp_async_wait_group(0)
-        self.store_lse(lse, mLSE, thr_mma, m_block, batch_idx, head_idx, split_idx, seq.offset_q, packed_len)
+        self.store_lse(lse, g.mLSE, thr_mma, tile, packed_len)
         if cutlass.const_expr(cfg.split_kv):
-            self.store_o_partial(
-                acc_O, mO, thr_mma, m_block, batch_idx, head_idx, split_idx, seq.offset_q, packed_len
-            )
+            self.store_o_partial(acc_O, g.mO, thr_mma, tile, packed_len)
         else:
-            self.epilogue(
-                acc_O,
-                mO,
-                sO,
-                tiled_mma,
-                gmem_copy_O,
-                tidx,
-                m_block,
-                batch_idx,
-                head_idx,
-                seq.offset_q,
-                packed_len,
-            )
+            self.epilogue(acc_O, g.mO, sO, tiled_mma, setup.gmem_copy_O, tile, packed_len)
 
     # ------------------------------------------------------------------ stage helpers
     @cute.jit
@@ -585,65 +605,37 @@ class FlashAttentionForwardSm120:
         self,
         n_block: Int32,
         n_block_min: Int32,
-        mma_args,
-        load_args,
-        mask_args,
+        mma: MmaState,
+        loads: KVLoads,
+        mask: BlockMask,
         softmax: OnlineSoftmax,
         row_scale: cute.Tensor,
         is_first: cutlass.Constexpr[bool],
         need_mask: cutlass.Constexpr[bool],
     ):
-        (
-            tiled_mma,
-            thr_mma,
-            acc_O,
-            tSrQ,
-            tSrK,
-            tOrVt,
-            tSsQ,
-            tSrQ_view,
-            tSsK,
-            tSrK_view,
-            tOsVt,
-            tOrVt_view,
-            smem_copy_Q,
-            smem_copy_K,
-            smem_copy_V,
-        ) = mma_args
-        kv_src_K, kv_src_V, tKsK, tKcK, tVsV, tVcV, mPageTable, batch_idx, head_kv, seqlen_k, pages = (
-            load_args
-        )
-        pages_V = pages if cutlass.const_expr(self.head_dim == self.head_dim_v) else None
+        """Key block ``n_block`` (step 2 of the module docstring); ``is_first``: the first (last)
+        block, whose rows past ``seqlen_k`` are zero-filled and whose O needs no rescale."""
+        pages_V = loads.pages if cutlass.const_expr(self.head_dim == self.head_dim_v) else None
         if cutlass.const_expr(self.opaque_smem):
-            tSsQ, tSsK, tOsVt = rebase_opaque(tSsQ), rebase_opaque(tSsK), rebase_opaque(tOsVt)
-        tScS_mn, m_block, seqlen_q, seqlen_k_, wl, wr, softcap_scale, softcap = mask_args
+            mma = replace(
+                mma,
+                Q=replace(mma.Q, smem=rebase_opaque(mma.Q.smem)),
+                K=replace(mma.K, smem=rebase_opaque(mma.K.smem)),
+                Vt=replace(mma.Vt, smem=rebase_opaque(mma.Vt.smem)),
+            )
 
-        acc_S = cute.make_rmem_tensor(thr_mma.partition_shape_C((self.tile_m, self.tile_n)), Float32)
+        acc_S = cute.make_rmem_tensor(mma.thr_mma.partition_shape_C((self.tile_m, self.tile_n)), Float32)
         acc_S.fill(0.0)
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
         cute.arch.barrier()
-        self.load_kv(
-            kv_src_V, tVsV, tVcV, mPageTable, batch_idx, head_kv, n_block, seqlen_k, is_first, pages_V
-        )
+        self.load_kv(loads, loads.V, n_block, is_first, pages_V)
         cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.prefetch_pages):
             if n_block > n_block_min:  # K(n-1)'s pages: in flight while S(n) is computed
-                self.lookup_pages(pages, tKcK, kv_src_K[0], mPageTable, batch_idx, n_block - 1, seqlen_k)
+                self.lookup_pages(loads, n_block - 1)
         # S = Q K^T
-        self.gemm(
-            tiled_mma,
-            acc_S,
-            tSrQ,
-            tSrK,
-            tSsQ,
-            tSrQ_view,
-            tSsK,
-            tSrK_view,
-            smem_copy_Q,
-            smem_copy_K,
-            self.q_in_regs,
-        )
+        self.gemm(mma.tiled_mma, acc_S, mma.Q, mma.K, self.q_in_regs)
         if cutlass.const_expr(self.late_v_wait):
             # everyone is done with K(n): start K(n-1); V(n) is waited for just before P·V
             cute.arch.barrier()
@@ -652,27 +644,25 @@ class FlashAttentionForwardSm120:
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
         if n_block > n_block_min:
-            self.load_kv(
-                kv_src_K, tKsK, tKcK, mPageTable, batch_idx, head_kv, n_block - 1, seqlen_k, False, pages
-            )
+            self.load_kv(loads, loads.K, n_block - 1, False, loads.pages)
             if cutlass.const_expr(not self.late_v_wait):
                 cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.late_v_wait):
             cute.arch.cp_async_commit_group()  # empty after the last block: wait_group(1) still means V(n)
         if cutlass.const_expr(self.cfg.has_softcap):
             s = acc_S.load()
-            acc_S.store(cute.math.tanh(s * softcap_scale, fastmath=True) * softcap)
+            acc_S.store(cute.math.tanh(s * mask.softcap_scale, fastmath=True) * mask.softcap)
         acc_S_mn = acc_mn_view(acc_S)
         if cutlass.const_expr(need_mask):
             apply_mask(
                 acc_S_mn,
-                tScS_mn,
-                m_block,
+                mask.tScS_mn,
+                mask.m_block,
                 n_block,
-                seqlen_q,
-                seqlen_k,
-                wl,
-                wr,
+                mask.seqlen_q,
+                mask.seqlen_k,
+                mask.window_left,
+                mask.window_right,
                 self.tile_m,
                 self.tile_n,
                 self.qhead_per_kvhead,
@@ -687,37 +677,34 @@ class FlashAttentionForwardSm120:
             # made the d128 row spill 1,856 B on sm_120a; a loop of 0 or 1 trips gave the same
             # SASS as the `if`
             if rescale:
-                acc_O_mn = acc_mn_view(acc_O)
+                acc_O_mn = acc_mn_view(mma.acc_O)
                 for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
                     acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # P stays in registers: convert and reinterpret as the A operand of P V
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
-        tOrP = acc_as_a_operand(rP)
+        P = Operand(acc_as_a_operand(rP))
         if cutlass.const_expr(self.late_v_wait):
             cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
             cute.arch.barrier()
         if cutlass.const_expr(self.pv_split == 1):
-            self.gemm(tiled_mma, acc_O, tOrP, tOrVt, None, None, tOsVt, tOrVt_view, None, smem_copy_V, True)
+            self.gemm(mma.tiled_mma, mma.acc_O, P, mma.Vt, True)
         else:
             # column blocks of O: the same MMAs, grouped so that one block's V fragments are live
+            Vt = mma.Vt
             acc_p, b_p, bs_p, bv_p = (
-                self._split_mode(t, mode) for t, mode in ((acc_O, 2), (tOrVt, 1), (tOsVt, 1), (tOrVt_view, 1))
+                self._split_mode(t, mode)
+                for t, mode in ((mma.acc_O, 2), (Vt.frag, 1), (Vt.smem, 1), (Vt.frag_view, 1))
             )
             for h in cutlass.range_constexpr(self.pv_split):
-                self.gemm(
-                    tiled_mma,
-                    acc_p[None, None, (None, h)],
-                    tOrP,
+                acc_h = acc_p[None, None, (None, h)]
+                Vt_h = Operand(
                     b_p[None, (None, h), None],
-                    None,
-                    None,
                     bs_p[None, (None, h), None],
                     bv_p[None, (None, h), None],
-                    None,
-                    smem_copy_V,
-                    True,
+                    Vt.smem_copy,
                 )
+                self.gemm(mma.tiled_mma, acc_h, P, Vt_h, True)
 
     def _split_mode(self, t: cute.Tensor, mode: int) -> cute.Tensor:
         """``t`` with mode ``mode`` divided into ``(size / pv_split, pv_split)``: index ``(None, h)``
@@ -731,33 +718,28 @@ class FlashAttentionForwardSm120:
         self,
         tiled_mma: cute.TiledMma,
         acc: cute.Tensor,
-        tCrA: cute.Tensor,
-        tCrB: cute.Tensor,
-        tCsA,
-        tCrA_view,
-        tCsB: cute.Tensor,
-        tCrB_view: cute.Tensor,
-        smem_copy_A,
-        smem_copy_B: cute.TiledCopy,
+        A: Operand,
+        B: Operand,
         a_in_regs: cutlass.Constexpr[bool],
     ):
-        """acc += A·B over the K mode, ldmatrix of k-block k+1 overlapping the MMAs of k-block k."""
-        num_k = cute.size(tCrB.shape[2])
+        """acc += A·B over the K mode, ldmatrix of k-block k+1 overlapping the MMAs of k-block k
+        (A's ``ldmatrix`` skipped when ``a_in_regs``)."""
+        num_k = cute.size(B.frag.shape[2])
         if cutlass.const_expr(not a_in_regs and not self.qk_prefetch):
             for k in cutlass.range_constexpr(num_k):  # each k-block's operands loaded just before its MMAs
-                cute.copy(smem_copy_A, tCsA[None, None, k], tCrA_view[None, None, k])
-                cute.copy(smem_copy_B, tCsB[None, None, k], tCrB_view[None, None, k])
-                cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+                cute.copy(A.smem_copy, A.smem[None, None, k], A.frag_view[None, None, k])
+                cute.copy(B.smem_copy, B.smem[None, None, k], B.frag_view[None, None, k])
+                cute.gemm(tiled_mma, acc, A.frag[None, None, k], B.frag[None, None, k], acc)
             return
         if cutlass.const_expr(not a_in_regs):
-            cute.copy(smem_copy_A, tCsA[None, None, 0], tCrA_view[None, None, 0])
-        cute.copy(smem_copy_B, tCsB[None, None, 0], tCrB_view[None, None, 0])
+            cute.copy(A.smem_copy, A.smem[None, None, 0], A.frag_view[None, None, 0])
+        cute.copy(B.smem_copy, B.smem[None, None, 0], B.frag_view[None, None, 0])
         for k in cutlass.range_constexpr(num_k):
             if cutlass.const_expr(k + 1 < num_k):
                 if cutlass.const_expr(not a_in_regs):
-                    cute.copy(smem_copy_A, tCsA[None, None, k + 1], tCrA_view[None, None, k + 1])
-                cute.copy(smem_copy_B, tCsB[None, None, k + 1], tCrB_view[None, None, k + 1])
-            cute.gemm(tiled_mma, acc, tCrA[None, None, k], tCrB[None, None, k], acc)
+                    cute.copy(A.smem_copy, A.smem[None, None, k + 1], A.frag_view[None, None, k + 1])
+                cute.copy(B.smem_copy, B.smem[None, None, k + 1], B.frag_view[None, None, k + 1])
+            cute.gemm(tiled_mma, acc, A.frag[None, None, k], B.frag[None, None, k], acc)
 
     # ------------------------------------------------------------------ addressing
     @cute.jit
@@ -784,86 +766,85 @@ class FlashAttentionForwardSm120:
         )
 
     @cute.jit
-    def lookup_pages(
-        self, pages, tXcX: cute.Tensor, mX: cute.Tensor, mPageTable, batch_idx, n_block, seqlen_k
-    ):
-        """Paged K/V: ``pages = (page, row in page)`` of each key row of block ``n_block`` that this
-        thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded)."""
+    def lookup_pages(self, loads: KVLoads, n_block):
+        """Paged K/V: ``loads.pages = (page, row in page)`` of each key row of block ``n_block`` that
+        this thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded)."""
+        mX, tXcX = loads.K.mX, loads.K.tXcX
         page_size = mX.shape[1]
-        page, in_page = pages
+        page, in_page = loads.pages
         for m in cutlass.range_constexpr(cute.size(tXcX.shape[1])):
             j = n_block * self.tile_n + tXcX[0, m, 0][0]
-            if j < seqlen_k:
+            if j < loads.seqlen_k:
                 slot = j // page_size
-                page[m] = mPageTable[batch_idx, slot]
+                page[m] = loads.mPageTable[loads.batch_idx, slot]
                 in_page[m] = j - slot * page_size
 
     @cute.jit
-    def _q_row_ptr(self, mX: cute.Tensor, row, batch_idx, head_idx, offset_q):
-        """Pointer to element 0 of (packed) query row ``row``: arithmetic from the strides
-        (fa4_core.pack_gqa), never ``crd2idx`` on a composite mode."""
+    def _q_row_ptr(self, mX: cute.Tensor, row, tile: QTile):
+        """Pointer to element 0 of (packed) query row ``row`` of the tile's batch and head: arithmetic
+        from the strides (fa4_core.pack_gqa), never ``crd2idx`` on a composite mode."""
         if cutlass.const_expr(self.pack_gqa):
             q_idx, h = unpack_row(row, self.qhead_per_kvhead)
-            head = head_idx * self.qhead_per_kvhead + h
+            head = tile.head_idx * self.qhead_per_kvhead + h
         else:
-            q_idx, head = row, head_idx
+            q_idx, head = row, tile.head_idx
         if cutlass.const_expr(self.cfg.varlen_q):
-            return mX.iterator + (offset_q + q_idx) * mX.stride[0] + head * mX.stride[1]
-        return mX.iterator + batch_idx * mX.stride[0] + q_idx * mX.stride[1] + head * mX.stride[2]
+            return mX.iterator + (tile.seq.offset_q + q_idx) * mX.stride[0] + head * mX.stride[1]
+        return mX.iterator + tile.batch_idx * mX.stride[0] + q_idx * mX.stride[1] + head * mX.stride[2]
 
     # ------------------------------------------------------------------ loads
     @cute.jit
     def load_kv(
         self,
-        src,
-        tXsX: cute.Tensor,
-        tXcX: cute.Tensor,
-        mPageTable,
-        batch_idx,
-        head_kv,
+        loads: KVLoads,
+        src: KVSource,
         n_block: Int32,
-        seqlen_k: Int32,
         check_rows: cutlass.Constexpr[bool],
         pages=None,
     ):
-        """K or V block ``n_block`` -> shared memory; with ``check_rows``, rows at or past
-        ``seqlen_k`` are zero-filled instead (so 0·V and masked scores stay finite). Paged K/V: the
-        rows' pages from ``pages`` (:meth:`lookup_pages` of this block) when given."""
-        mX, mX_cur, gmem_copy, thr_copy, d = src
+        """Block ``n_block`` of ``src`` (``loads.K`` or ``loads.V``) -> shared memory; with
+        ``check_rows``, rows at or past ``seqlen_k`` are zero-filled instead (so 0·V and masked scores
+        stay finite). Paged K/V: the rows' pages from ``pages`` (:meth:`lookup_pages` of this block)
+        when given."""
+        mX, tXsX, tXcX = src.mX, src.tXsX, src.tXcX
         if cutlass.const_expr(self.cfg.paged_kv):
             for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
                 row = tXcX[0, m, 0][0]
                 j = n_block * self.tile_n + row
-                if j < seqlen_k:
+                if j < loads.seqlen_k:
                     if cutlass.const_expr(pages is None):
-                        ptr = self._kv_row_ptr(mX, mPageTable, batch_idx, head_kv, j)
+                        ptr = self._kv_row_ptr(mX, loads.mPageTable, loads.batch_idx, loads.head_kv, j)
                     else:
                         ptr = (
                             mX.iterator
                             + pages[0][m] * mX.stride[0]
                             + pages[1][m] * mX.stride[1]
-                            + head_kv * mX.stride[2]
+                            + loads.head_kv * mX.stride[2]
                         )
-                    gRow = cute.make_tensor(ptr, cute.make_layout((self.tile_n, d), stride=(0, 1)))
-                    cute.copy(gmem_copy, thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None])
+                    gRow = cute.make_tensor(ptr, cute.make_layout((self.tile_n, src.d), stride=(0, 1)))
+                    cute.copy(
+                        src.gmem_copy, src.thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None]
+                    )
                 else:
                     tXsX[None, m, None].fill(0)
         else:
-            gX = cute.local_tile(mX_cur, (self.tile_n, d), (n_block, 0))
-            tXgX = thr_copy.partition_S(gX)
+            gX = cute.local_tile(src.mX_cur, (self.tile_n, src.d), (n_block, 0))
+            tXgX = src.thr_copy.partition_S(gX)
             if cutlass.const_expr(check_rows):
-                limit = seqlen_k - n_block * self.tile_n
+                limit = loads.seqlen_k - n_block * self.tile_n
                 for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
                     if tXcX[0, m, 0][0] < limit:
-                        cute.copy(gmem_copy, tXgX[None, m, None], tXsX[None, m, None])
+                        cute.copy(src.gmem_copy, tXgX[None, m, None], tXsX[None, m, None])
                     else:
                         tXsX[None, m, None].fill(0)
             else:
-                cute.copy(gmem_copy, tXgX, tXsX)
+                cute.copy(src.gmem_copy, tXgX, tXsX)
 
     @cute.jit
-    def load_q(self, mQ, sQ, gmem_copy, tidx, m_block, batch_idx, head_idx, offset_q, packed_len):
-        thr_copy = gmem_copy.get_slice(tidx)
+    def load_q(self, mQ, sQ, gmem_copy, tile: QTile, packed_len):
+        """The Q tile -> shared memory, rows past ``packed_len`` zero-filled."""
+        m_block = tile.m_block
+        thr_copy = gmem_copy.get_slice(tile.tidx)
         tXsX = thr_copy.partition_D(sQ)
         tXcX = thr_copy.partition_S(cute.make_identity_tensor((self.tile_m, self.head_dim)))
         for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
@@ -871,7 +852,7 @@ class FlashAttentionForwardSm120:
             if row < packed_len:
                 # a (tile_m, d) view whose every row is this one: the thread's row m slice is it
                 gRow = cute.make_tensor(
-                    self._q_row_ptr(mQ, row, batch_idx, head_idx, offset_q),
+                    self._q_row_ptr(mQ, row, tile),
                     cute.make_layout((self.tile_m, self.head_dim), stride=(0, 1)),
                 )
                 cute.copy(gmem_copy, thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None])
@@ -880,37 +861,37 @@ class FlashAttentionForwardSm120:
 
     # ------------------------------------------------------------------ stores
     @cute.jit
-    def _lse_index(self, row, batch_idx, head_idx, offset_q):
+    def _lse_index(self, row, tile: QTile):
         if cutlass.const_expr(self.pack_gqa):
             q_idx, h = unpack_row(row, self.qhead_per_kvhead)
-            head = head_idx * self.qhead_per_kvhead + h
+            head = tile.head_idx * self.qhead_per_kvhead + h
         else:
-            q_idx, head = row, head_idx
+            q_idx, head = row, tile.head_idx
         if cutlass.const_expr(self.cfg.varlen_q):
-            return (head, offset_q + q_idx)
-        return (batch_idx, head, q_idx)
+            return (head, tile.seq.offset_q + q_idx)
+        return (tile.batch_idx, head, q_idx)
 
     @cute.jit
-    def store_lse(self, lse, mLSE, thr_mma, m_block, batch_idx, head_idx, split_idx, offset_q, packed_len):
+    def store_lse(self, lse, mLSE, thr_mma, tile: QTile, packed_len):
         """The lane holding column 0 of each of its rows writes the row's LSE."""
+        m_block = tile.m_block
         cO = cute.make_identity_tensor((self.tile_m, self.head_dim_v))
         tOcO_mn = acc_mn_view(thr_mma.partition_C(cO))
         if tOcO_mn[0, 0][1] == 0:
             for r in cutlass.range_constexpr(cute.size(tOcO_mn.shape[0])):
                 row = m_block * self.tile_m + tOcO_mn[r, 0][0]
                 if row < packed_len:
-                    idx = self._lse_index(row, batch_idx, head_idx, offset_q)
+                    idx = self._lse_index(row, tile)
                     if cutlass.const_expr(self.cfg.split_kv):
-                        mLSE[(split_idx, *idx)] = lse[r]
+                        mLSE[(tile.split_idx, *idx)] = lse[r]
                     else:
                         mLSE[idx] = lse[r]
 
     @cute.jit
-    def store_o_partial(
-        self, acc_O, mO, thr_mma, m_block, batch_idx, head_idx, split_idx, offset_q, packed_len
-    ):
+    def store_o_partial(self, acc_O, mO, thr_mma, tile: QTile, packed_len):
         """Split-KV: fp32 partial O straight from the accumulator registers (two adjacent columns per
         store), rows addressed arithmetically."""
+        m_block, split_idx = tile.m_block, tile.split_idx
         cO = cute.make_identity_tensor((self.tile_m, self.head_dim_v))
         tOcO_mn = acc_mn_view(thr_mma.partition_C(cO))
         acc_O_mn = acc_mn_view(acc_O)
@@ -923,16 +904,16 @@ class FlashAttentionForwardSm120:
             row = m_block * self.tile_m + tOcO_mn[r, 0][0]
             if row < packed_len:
                 gRow = cute.make_tensor(
-                    self._q_row_ptr(mO_s, row, batch_idx, head_idx, offset_q),
+                    self._q_row_ptr(mO_s, row, tile),
                     cute.make_layout((self.head_dim_v,), stride=(1,)),
                 )
                 for c in cutlass.range_constexpr(cute.size(tOcO_mn.shape[1])):
                     gRow[tOcO_mn[0, c][1]] = acc_O_mn[r, c]
 
     @cute.jit
-    def epilogue(
-        self, acc_O, mO, sO, tiled_mma, gmem_copy_O, tidx, m_block, batch_idx, head_idx, offset_q, packed_len
-    ):
+    def epilogue(self, acc_O, mO, sO, tiled_mma, gmem_copy_O, tile: QTile, packed_len):
+        """O / row_sum (already scaled) -> 16 bits -> shared memory -> global (step 3)."""
+        tidx, m_block = tile.tidx, tile.m_block
         rO = cute.make_rmem_tensor_like(acc_O, self.dtype)
         rO.store(acc_O.load().to(self.dtype))
         # every warp is done reading sQ (O reuses its buffer)
@@ -955,7 +936,47 @@ class FlashAttentionForwardSm120:
             row = m_block * self.tile_m + tOcO[0, m, 0][0]
             if row < packed_len:
                 gRow = cute.make_tensor(
-                    self._q_row_ptr(mO, row, batch_idx, head_idx, offset_q),
+                    self._q_row_ptr(mO, row, tile),
                     cute.make_layout((self.tile_m, self.head_dim_v), stride=(0, 1)),
                 )
                 cute.copy(gmem_copy_O, tOrO[None, m, None], thr_copy_O.partition_D(gRow)[None, m, None])
+
+    # ------------------------------------------------------------------ compile without tensors
+    @staticmethod
+    def fake_args(cfg: FwdConfig) -> tuple:
+        """Placeholders for :meth:`__call__`, shaped by the config's flags: ``(mQ, mK, mV, mO, mLSE,
+        softmax_scale, window_left, window_right, softcap, max_seqlen_q, num_splits, cu_seqlens_q,
+        cu_seqlens_k, seqused_q, seqused_k, page_table, kv_batch_idx, sink, stream)``; absent optional
+        tensors are ``None``."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, bkv, sq, sk, hq, hkv, tq, tk, npages, psize, maxp, ns = (sym() for _ in range(12))
+        q_rows = (tq,) if cfg.varlen_q else (b, sq)
+        if cfg.paged_kv:
+            kv_rows = (npages, psize)
+        elif cfg.varlen_k:
+            kv_rows = (tk,)
+        else:
+            kv_rows = (bkv if cfg.kv_batch_idx else b, sk)
+        q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
+        k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
+        v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+        lse_dims = (hq, tq) if cfg.varlen_q else (b, hq, sq)
+        if cfg.split_kv:
+            o = fake_tensor(Float32, (ns, *q_rows, hq, cfg.head_dim_v), divisibility=4)
+            lse = fake_tensor(Float32, (ns, *lse_dims), divisibility=1)
+        else:
+            o = fake_tensor(dt, (*q_rows, hq, cfg.head_dim_v))
+            lse = fake_tensor(Float32, lse_dims, divisibility=1)
+        nb1 = sym()
+        cu_q = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_q else None
+        cu_k = fake_tensor(Int32, (nb1,), divisibility=1) if cfg.varlen_k else None
+        used_q = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_q else None
+        used_k = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_k else None
+        page_table = fake_tensor(Int32, (b, maxp), divisibility=1) if cfg.paged_kv else None
+        kv_batch = fake_tensor(Int32, (b,), divisibility=1) if cfg.kv_batch_idx else None
+        sink = fake_tensor(Float32, (hq,), divisibility=1) if cfg.has_sink else None
+        return (
+            q, k, v, o, lse, Float32(1.0), Int32(-1), Int32(-1), Float32(0.0), Int32(1), Int32(1),
+            cu_q, cu_k, used_q, used_k, page_table, kv_batch, sink, fake_stream(),
+        )  # fmt: skip

@@ -1,0 +1,48 @@
+"""``fa4_sm120.mma_sync.MmaSyncKernel``, the base of every kernel class (plain CPU tests, no compile):
+each class checks its config on construction, answers ``supports`` without raising and builds fake
+arguments for its ``__call__``; the dtype table is the one of ``limits``."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+from fa4_core.errors import UnsupportedConfigError
+from fa4_sm120.bwd import BwdConfig, FlashAttentionBackwardSm120
+from fa4_sm120.bwd_pre_post import BwdPostprocess, BwdPreprocess, PrePostConfig
+from fa4_sm120.combine import CombineConfig, SplitKVCombine
+from fa4_sm120.fwd import FlashAttentionForwardSm120
+from fa4_sm120.limits import DTYPE_NAMES
+from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel
+from fa4_sm120.tiles import fwd_config
+
+# one valid config of each kernel class
+CASES = [
+    (FlashAttentionForwardSm120, fwd_config("sm120", "bfloat16", 128, 128, causal=True)),
+    (FlashAttentionBackwardSm120, BwdConfig("float16", 64, 64)),
+    (BwdPreprocess, PrePostConfig("bfloat16", 128, has_dlse=True)),
+    (BwdPostprocess, PrePostConfig("float16", 64)),
+    (SplitKVCombine, CombineConfig("bfloat16", 128, has_sink=True)),
+]
+
+
+def test_dtypes_are_the_limits_names():
+    assert tuple(DTYPES) == DTYPE_NAMES
+
+
+@pytest.mark.parametrize("cls, cfg", CASES, ids=[cls.__name__ for cls, _ in CASES])
+def test_kernel_class_checks_supports_and_fakes_its_arguments(cls, cfg):
+    assert issubclass(cls, MmaSyncKernel)
+    assert cls.supports(cfg)
+    kernel = cls(cfg)
+    assert kernel.cfg is cfg and kernel.dtype is DTYPES[cfg.dtype]
+    # one placeholder per argument of __call__ (self excluded)
+    params = inspect.signature(cls.__call__).parameters
+    assert len(cls.fake_args(cfg)) == len(params) - 1
+
+    bad = dataclasses.replace(cfg, dtype="float32")
+    assert not cls.supports(bad)
+    with pytest.raises(UnsupportedConfigError, match="dtype.*float16, bfloat16"):
+        cls(bad)
