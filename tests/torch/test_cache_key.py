@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from fa4_sm120.configs import FwdCodegen
 from fa4_sm120.fwd import FwdConfig
 from fa4_sm120.tiles import FAMILIES, fwd_config
 from fa4_torch.cache import CompileCache
@@ -48,6 +49,8 @@ VARIANTS = {
     "has_softcap": (BASE, {"has_softcap": True}),
     "has_sink": (BASE, {"has_sink": True}),
     "launch_smem": (BASE, {"launch_smem": 200_000}),
+    # the code-generation choices (each field of FwdCodegen changes the generated code)
+    "codegen": (BASE, {"codegen": FwdCodegen(rescale_threshold=0.0)}),
 }
 
 
