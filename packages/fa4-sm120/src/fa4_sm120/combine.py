@@ -30,10 +30,10 @@ from cutlass import Float32
 from fa4_core.errors import unsupported
 from fa4_sm120.configs import CombineConfig
 from fa4_sm120.fwd import DTYPES, HEAD_DIMS
+from fa4_sm120.limits import MAX_SPLITS
 
 __all__ = ["CombineConfig", "SplitKVCombine", "MAX_SPLITS"]
 
-MAX_SPLITS = 64
 _LOG2_E = math.log2(math.e)
 _LN_2 = math.log(2.0)
 
