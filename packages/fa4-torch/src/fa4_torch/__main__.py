@@ -976,7 +976,7 @@ def _warm_for_gpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, capa
     (``CUTE_DSL_ARCH``, set before the DSL's first use)."""
     import torch
 
-    from fa4_torch import api, autograd
+    from fa4_torch import launch, launch_bwd, plan
     from fa4_torch.dispatch import family_for_capability
 
     major, minor = capability
@@ -985,20 +985,14 @@ def _warm_for_gpu(spec: HeadSpec, dtype: str, causal: bool, backward: bool, capa
     os.environ["CUTE_DSL_ARCH"] = target + ("a" if major >= 9 else "")
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     before = _disk_stats()
-    # the fast key of api._flash_attn_fwd for a dense call (pack-GQA on when ratio > 1)
-    ratio = spec.nheads // spec.nheads_kv
-    pack = ratio > 1
     for small_m in (False, True):  # the row of long calls, and that of decode / few-tile calls
-        flags = (False,) * 9 + (small_m,)
-        api._fwd_kernel(
-            (dt, spec.head_dim, spec.head_dim_v, causal, False, pack, ratio if pack else 1, flags, None),
-            family,
-            target,
+        key = plan.dense_key(
+            dt, spec.head_dim, spec.head_dim_v, causal, spec.nheads, spec.nheads_kv, small_m=small_m
         )
+        launch.forward_kernel(key, family, target)
     if backward:
-        autograd._bwd_kernels(
-            dt, spec.head_dim, spec.head_dim_v, causal, False, False, None, family=family, target=target
-        )
+        key = plan.BwdKey(dt, spec.head_dim, spec.head_dim_v, causal, False, False)
+        launch_bwd.backward_kernels(key, None, family=family, target=target)
     after = _disk_stats()
     return f"compiled: {after['written'] - before['written']} written, {after['loaded'] - before['loaded']} already there"
 
