@@ -331,3 +331,24 @@ def test_every_backward_config_field_changes_the_disk_key():
             new = "float16" if f.name == "dtype" else "sm_86"
         texts.add(key_text(("bwd", dataclasses.replace(base, **{f.name: new}), "sm_90", "4.8.1")))
     assert len(texts) == len(dataclasses.fields(BwdConfig)) + 1
+
+
+def test_plan_reads_the_table_functions_at_each_use(monkeypatch):
+    """The tuners (``benchmarks/tune_tiles.py``, ``tune_bwd.py``) and ``--emulate-sm120`` replace
+    ``fa4_sm120.tiles.fwd_config`` / ``bwd_tiles.bwd_config``: fa4_torch.plan must see the replacement."""
+    import torch
+
+    from fa4_sm120 import bwd_tiles, tiles
+    from fa4_torch import plan
+
+    fwd, bwd = tiles.fwd_config, bwd_tiles.bwd_config
+    monkeypatch.setattr(
+        tiles, "fwd_config", lambda *a, **kw: dataclasses.replace(fwd(*a, **kw), launch_smem=7)
+    )
+    monkeypatch.setattr(
+        bwd_tiles, "bwd_config", lambda *a, **kw: dataclasses.replace(bwd(*a, **kw), launch_smem=9)
+    )
+    key = plan.dense_key(torch.bfloat16, 128, 128, True, 8, 2, small_m=False)
+    assert plan.fwd_config(key, "sm120").launch_smem == 7
+    bkey = plan.BwdKey(torch.bfloat16, 128, 128, True, False, False)
+    assert plan.bwd_configs(bkey, "sm120", "sm_90")[0].launch_smem == 9

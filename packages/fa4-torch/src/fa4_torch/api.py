@@ -23,6 +23,11 @@ included: after an error the caches are as they were); what the kernels cannot d
 and what is supported, a bool argument of another type ``TypeError`` (features of a later release
 raise ``NotImplementedError`` naming it). Nothing on these paths reads device memory on the host (no
 ``.item()``): ``max_seqlen_q`` is used for the grid when given, the total length otherwise.
+
+The top layer of fa4-torch (``validate -> plan -> launch, launch_bwd -> ops -> autograd -> api``): the
+three functions only. Each checks its bool arguments and what only it has (the KV-cache call's new
+``k``/``v`` and ``cache_seqlens``, :func:`fa4_torch.validate.check_kvcache`), then runs the forward
+through :func:`fa4_torch.ops.forward`, or through :mod:`fa4_torch.autograd` when an input requires grad.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from fa4_sm120.bwd_tiles import select_bwd_tile
+from fa4_sm120 import bwd_tiles
 from fa4_torch import ops
 from fa4_torch.dispatch import device_family
 from fa4_torch.validate import canonical_window, check_flag, later
@@ -42,7 +42,7 @@ def check_backward_supported(
     canonical_window(window_size, bool(causal))  # under torch.compile the forward has not checked it yet
     if paged:
         raise later("gradients with paged K/V (page_table)", _LATER)
-    select_bwd_tile(_family(q.device), q.shape[-1], v.shape[-1])
+    bwd_tiles.select_bwd_tile(_family(q.device), q.shape[-1], v.shape[-1])  # the table of this call
 
 
 def assume_constant_result(fn):

@@ -22,7 +22,9 @@ The second layer of fa4-torch (``validate -> plan -> launch -> ops -> autograd -
 
 Seams (tests pin a device through them; every caller goes through this module's globals):
 :func:`num_sms`, :func:`sm_facts`, :func:`device_family`, :func:`heuristic_splits`;
-:func:`reset_caches` forgets the memoised facts.
+:func:`reset_caches` forgets the memoised facts. The tile tables' functions are looked up in their
+modules at each use (``fa4_sm120.tiles.fwd_config``, ``fa4_sm120.bwd_tiles.bwd_config``, ...): the
+tuners of ``benchmarks/`` and their ``--emulate-sm120`` replace them there.
 """
 
 from __future__ import annotations
@@ -32,13 +34,11 @@ from typing import NamedTuple
 
 import torch
 
-from fa4_sm120.bwd_tiles import bwd_config
+from fa4_sm120 import bwd_tiles, tiles
 from fa4_sm120.configs import BwdConfig, FwdConfig, PrePostConfig
 from fa4_sm120.limits import MAX_SPLITS
 from fa4_sm120.occupancy import SM120, SmFacts, ctas_per_sm
 from fa4_sm120.smem import fwd_smem_bytes
-from fa4_sm120.tiles import fwd_config as table_fwd_config
-from fa4_sm120.tiles import select_fwd_tile, wants_small_m
 from fa4_torch.dispatch import device_family
 from fa4_torch.validate import DTYPES, FwdArgs
 
@@ -174,12 +174,12 @@ def takes_small_m(seqlen_q: int, nheads: int, nheads_kv: int, pack: bool, batch:
     """Whether a call takes the small-m row (:func:`fa4_sm120.tiles.wants_small_m` on its rows per
     tile and tile heads, pack-GQA counted); ``sms`` 0 for varlen q (see :func:`forward_plan`)."""
     ratio = nheads // nheads_kv
-    return wants_small_m(seqlen_q * (ratio if pack else 1), nheads_kv if pack else nheads, batch, sms)
+    return tiles.wants_small_m(seqlen_q * (ratio if pack else 1), nheads_kv if pack else nheads, batch, sms)
 
 
 def fwd_config(key: FwdKey, family: str) -> FwdConfig:
     """The compile-time config of ``key`` on a GPU of the dispatch ``family`` (its tile table's row)."""
-    cfg = table_fwd_config(
+    cfg = tiles.fwd_config(
         family, DTYPES[key.dtype], key.head_dim, key.head_dim_v, causal=key.causal, local=key.local,
         pack_gqa=key.pack_gqa, qhead_per_kvhead=key.qhead_per_kvhead, split_kv=key.split_kv,
         softcap=key.softcap, small_m=key.small_m,
@@ -202,7 +202,7 @@ def bwd_configs(key: BwdKey, family: str, target: str) -> tuple[BwdConfig, PrePo
     """``(main, preprocess, postprocess)`` configs of ``key`` on a GPU of ``family`` compiled for
     ``target`` (``sm_XY``: what its PTX has decides the vector dQ reductions)."""
     dt = DTYPES[key.dtype]
-    cfg = bwd_config(
+    cfg = bwd_tiles.bwd_config(
         family, dt, key.head_dim, key.head_dim_v, causal=key.causal, deterministic=key.deterministic,
         local=key.local, softcap=key.softcap, varlen_q=key.varlen_q, varlen_k=key.varlen_k,
         seqused_q=key.seqused_q, seqused_k=key.seqused_k, dsink=key.dsink, target=target,
@@ -216,7 +216,7 @@ def split_wave(device, dtype: str, head_dim: int, head_dim_v: int, small_m: bool
     key = (device, dtype, head_dim, head_dim_v, small_m)
     hit = _split_wave.get(key)
     if hit is None:
-        row = select_fwd_tile(
+        row = tiles.select_fwd_tile(
             device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m
         )
         smem = fwd_smem_bytes(row.tile_m, row.tile_n, head_dim, head_dim_v, row.num_stages)
