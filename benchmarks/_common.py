@@ -215,10 +215,10 @@ def emulate_sm120(upstream_regs: int = 255) -> dict:
 
     wrap(tiles, "fwd_config", compile_fwd, "fwd")
     wrap(bwd_tiles, "bwd_config", compile_bwd, "bwd")
-    from fa4_torch import api, autograd
+    from fa4_torch import launch, launch_bwd
 
-    api._reset_caches()  # nothing compiled before the wrap is reused
-    autograd._reset_caches()
+    launch.reset_caches()  # nothing compiled before the wrap is reused
+    launch_bwd.reset_caches()
     try:
         from flash_attn.cute import flash_bwd, flash_fwd
     except Exception:

@@ -36,7 +36,7 @@ from fa4_core.errors import UnsupportedConfigError  # noqa: E402
 from fa4_sm120 import bwd_tiles  # noqa: E402
 from fa4_sm120.bwd import compile_bwd  # noqa: E402
 from fa4_sm120.occupancy import ctas_per_sm, emulated_launch_smem  # noqa: E402
-from fa4_torch import autograd, flash_attn_func  # noqa: E402
+from fa4_torch import flash_attn_func, launch_bwd  # noqa: E402
 
 SHAPES = [(4, 1024, 16, 16), (4, 1024, 32, 8), (2, 4096, 16, 16), (2, 4096, 32, 8), (1, 8192, 32, 8)]
 
@@ -66,7 +66,7 @@ def _use_row(dims, cand, emulate: bool) -> None:
             return dataclasses.replace(cfg, launch_smem=launch[cfg])
 
         bwd_tiles.bwd_config = emulated
-    autograd._reset_caches()
+    launch_bwd.reset_caches()
 
 
 def time_candidate(dims, causal: bool, cand, emulate: bool = False) -> list[float]:
@@ -148,7 +148,7 @@ def main():
                     )
             ranking = sorted(res.items(), key=lambda kv: -min(kv[1]))
             print(f"== {key}: " + ", ".join(f"{n} {min(v):.1f}" for n, v in ranking))
-    autograd._reset_caches()
+    launch_bwd.reset_caches()
     if a.out:
         name = "tune-bwd-emulated-sm120.json" if a.emulate_sm120 else "tune-bwd.json"
         C.write_results(

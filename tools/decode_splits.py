@@ -1,6 +1,6 @@
 """Split-KV sweep of fa4's decode: K/V bandwidth for every explicit ``num_splits`` beside the split-KV
 heuristic's choice (``num_splits=0``), in one process on one GPU. Rerun it when the heuristic
-(``fa4_torch.api._heuristic_splits``) or a decode row changes: its rule is that the heuristic's pick
+(``fa4_torch.plan.heuristic_splits``) or a decode row changes: its rule is that the heuristic's pick
 matches the best explicit count (32/8 heads, d128, bf16).
 
     python3 tools/decode_splits.py --out DIR                           # the built-in decode shapes
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
-from fa4_torch import api, flash_attn_func, flash_attn_with_kvcache  # noqa: E402
+from fa4_torch import flash_attn_func, flash_attn_with_kvcache, plan  # noqa: E402
 
 HQ, HKV, D = 32, 8, 128
 SHAPES = [(1, 16384), (1, 32768), (2, 32768), (4, 32768), (8, 8192), (8, 16384), (8, 32768), (16, 32768)]
@@ -114,7 +114,7 @@ def main():
             kw["page_table"] = torch.randperm(n_pages, device=dev).to(torch.int32).view(b, -1)
         v = torch.randn_like(k)
         kv_bytes = 2 * b * kv * HKV * D * 2
-        heuristic = api._heuristic_splits(
+        heuristic = plan.heuristic_splits(
             dev, b, HQ, HKV, 1, kv, True, HQ // HKV, "bfloat16", D, D, True
         )  # fmt: skip
         row = dict(batch=b, kv_len=kv, layout=layout, heuristic_splits=heuristic)
@@ -154,7 +154,7 @@ def host_rows(dev):
         row = dict(batch=b, kv_len=kv, bench_us=C.bench_ms(fn) * 1e3, queued_us=C.host_us(fn, iters=500))
         row["idle_host_us"] = C.idle_host_us(fn)
         row["kernels_us"] = C.kernel_us(fn)
-        row["splits"] = api._heuristic_splits(dev, b, HQ, HKV, 1, kv, True, HQ // HKV, "bfloat16", D, D, True)
+        row["splits"] = plan.heuristic_splits(dev, b, HQ, HKV, 1, kv, True, HQ // HKV, "bfloat16", D, D, True)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -168,7 +168,7 @@ def prefill_rows(dev):
         k, v = (torch.randn(b, sk, h, D, device=dev, dtype=torch.bfloat16) for _ in range(2))
         flops = 4 * b * h * sq * sk * D * (0.5 if causal else 1.0)
         small_m = sq <= 64
-        heuristic = api._heuristic_splits(dev, b, h, h, sq, sk, False, 1, "bfloat16", D, D, small_m)
+        heuristic = plan.heuristic_splits(dev, b, h, h, sq, sk, False, 1, "bfloat16", D, D, small_m)
         row = dict(kind="prefill", batch=b, seqlen_q=sq, seqlen_k=sk, heads=h, causal=causal)
         row["heuristic_splits"] = heuristic
 

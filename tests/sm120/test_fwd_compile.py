@@ -21,21 +21,18 @@ import pytest
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_sm120.compile import compile_fwd
 from fa4_sm120.fwd import FlashAttentionForwardSm120, FwdConfig
-from fa4_sm120.tiles import FWD_TABLE, family_cap_arch, fwd_config, selecting_args
+from fa4_sm120.tiles import FWD_TABLE, family_cap_arch, fwd_config
+from fa4_sm120.variants import fwd_row_variants, ptx_problems
 
 pytestmark = pytest.mark.compile_only
 
 
 def _variants():
     seen = {}
-    for row in FWD_TABLE:
-        for dtype in row.dtypes:
-            for causal in row.causal:
-                sel = selecting_args(row, causal)  # a row behind a plain_only row: its split-KV calls
-                cfg = fwd_config(row.family, dtype, row.head_dim, row.head_dim_v, causal=causal, **sel)
-                code_key = dataclasses.replace(cfg, arch="sm_120a")
-                if FlashAttentionForwardSm120.supports(code_key):
-                    seen.setdefault(code_key, cfg)
+    for _, _, _, cfg in fwd_row_variants():  # a row behind a plain_only row: its split-KV calls
+        code_key = dataclasses.replace(cfg, arch="sm_120a")
+        if FlashAttentionForwardSm120.supports(code_key):
+            seen.setdefault(code_key, cfg)
     extra = [
         fwd_config("sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=7),
         fwd_config("sm120", "float16", 64, 64, causal=False, pack_gqa=True, qhead_per_kvhead=5),
@@ -140,10 +137,8 @@ def test_variant_compiles_for_sm120a(cfg, tmp_path):
     ptx_files = [p for p in os.listdir(tmp_path) if p.endswith(".ptx")]
     assert len(ptx_files) == 1, ptx_files
     ptx = (tmp_path / ptx_files[0]).read_text()
-    assert ".target sm_120a" in ptx
-    assert "mma.sync.aligned.m16n8k16" in ptx
-    assert "stmatrix" not in ptx
-    assert "wgmma" not in ptx
+    # .target sm_120a, mma.sync.aligned.m16n8k16 present, no stmatrix, no wgmma
+    assert ptx_problems(ptx, "sm_120a") == []
     assert "ldmatrix.sync.aligned" in ptx and ".trans" in ptx  # V through ldmatrix.trans
     assert "cp.async.cg.shared.global" in ptx  # 128-bit async loads
     # static shared memory is none: all of it is the dynamic SharedStorage checked at trace time
@@ -193,5 +188,5 @@ def test_combine_compiles_for_sm120a(dv, sink, tmp_path):
         dump_dir=str(tmp_path),
     )
     ptx = next(p for p in tmp_path.iterdir() if p.suffix == ".ptx").read_text()
-    assert ".target sm_120a" in ptx and "stmatrix" not in ptx and "wgmma" not in ptx
+    assert ptx_problems(ptx, "sm_120a", mma=False) == []  # .target sm_120a, no stmatrix, no wgmma
     assert "shfl.sync.bfly" in ptx  # the warp all-reduce of the split LSEs

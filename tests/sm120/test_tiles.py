@@ -299,3 +299,33 @@ def test_late_v_wait_rule_keeps_the_early_wait_where_sm_120a_would_spill():
     assert not late("float16", 64)  # the 4-warp 128x64 row: 4 B spill
     assert not late("bfloat16", 128, pack_gqa=True, qhead_per_kvhead=4, varlen_q=True, varlen_k=True)
     assert not late("bfloat16", 64, causal=True, local=True, pack_gqa=True, qhead_per_kvhead=4)
+
+
+def test_variants_enumerate_the_tables():
+    """``fa4_sm120.variants``: the head-dim pairs of each table and one config per forward row x dtype
+    x causal (what the compile tests and ``fa4 check`` compile)."""
+    from fa4_sm120.bwd_tiles import BWD_TABLE
+    from fa4_sm120.tiles import FWD_TABLE
+    from fa4_sm120.variants import bwd_head_dim_pairs, fwd_head_dim_pairs, fwd_row_variants, ptx_problems
+
+    for family in ("sm120", "sm86", "sm80"):
+        assert set(fwd_head_dim_pairs(family)) == {
+            (r.head_dim, r.head_dim_v) for r in FWD_TABLE if r.family == family
+        }
+    assert set(bwd_head_dim_pairs()) == {(r.head_dim, r.head_dim_v) for r in BWD_TABLE}
+    variants = list(fwd_row_variants("sm120"))
+    assert len(variants) == sum(len(r.dtypes) * len(r.causal) for r in FWD_TABLE if r.family == "sm120")
+    for row, dtype, causal, cfg in variants:
+        assert (cfg.dtype, cfg.is_causal, cfg.head_dim, cfg.head_dim_v) == (
+            dtype, causal, row.head_dim, row.head_dim_v,
+        )  # fmt: skip
+    good = ".target sm_120a\nmma.sync.aligned.m16n8k16.row.col"
+    assert ptx_problems(good, "sm_120a") == []
+    assert len(ptx_problems(".target sm_90a\nstmatrix wgmma", "sm_120a")) == 4
+    assert ptx_problems(".target sm_120a", "sm_120a", mma=False) == []
+
+
+def test_max_splits_is_plain_data():
+    from fa4_sm120.limits import MAX_SPLITS
+
+    assert MAX_SPLITS == 64  # each of a warp's 32 lanes reads MAX_SPLITS / 32 partial LSEs

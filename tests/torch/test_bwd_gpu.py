@@ -13,11 +13,9 @@ head dims (96, 160, 192/128) on a smaller grid; the LSE gradient; determinism on
 Cases are grouped by compiled variant (``xdist_group``) so that ``--dist loadgroup`` compiles each
 once.
 
-The extended backward has one test function per feature, so that a failure names the feature (each
-has a switch in ``fa4_torch.autograd`` that turns it back into a ``NotImplementedError``):
-``test_bwd_window`` (+ ``test_bwd_window_deterministic``) -> ``_BWD_WINDOW``; ``test_bwd_softcap``
--> ``_BWD_SOFTCAP`` (rtol 3, +3e-4 atol on gradients); ``test_bwd_sink`` (dsink too) ->
-``_BWD_SINK``; ``test_bwd_varlen`` (+ ``test_bwd_varlen_deterministic``) -> ``_BWD_VARLEN``.
+The extended backward has one test function per feature, so that a failure names the feature:
+``test_bwd_window`` (+ ``test_bwd_window_deterministic``), ``test_bwd_softcap`` (rtol 3, +3e-4 atol
+on gradients), ``test_bwd_sink`` (dsink too), ``test_bwd_varlen`` (+ ``test_bwd_varlen_deterministic``).
 Those grids are small (ragged lengths, seqlen_q != seqlen_k both ways, GQA) to stay fast.
 """
 
@@ -261,17 +259,9 @@ def test_deterministic_bit_identical(c):
     run_case(c)
 
 
-def test_grad_of_unsupported_feature_raises(monkeypatch):
-    from fa4_torch import autograd, flash_attn_func
+def test_grad_of_unsupported_feature_raises():
+    from fa4_torch import flash_attn_func
 
-    # window and softcap gradients are implemented: with their switches off they raise as before
-    monkeypatch.setattr(autograd, "_BWD_WINDOW", False)
-    monkeypatch.setattr(autograd, "_BWD_SOFTCAP", False)
-    q = torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    with pytest.raises(NotImplementedError, match="window"):
-        flash_attn_func(q, q, q, window_size=(16, 0))
-    with pytest.raises(NotImplementedError, match="softcap"):
-        flash_attn_func(q, q, q, softcap=5.0)
     # a head-dim pair the forward has (through the 256/256 row) but the backward table does not
     q256 = torch.randn(1, 64, 2, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     v128 = torch.randn(1, 64, 2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -294,13 +284,13 @@ def test_backward_through_dot_backward():
 
 
 # ---------------------------------------------------------------------------------------------------
-# extended backward: one test function per feature (switch in fa4_torch.autograd named per test)
+# extended backward: one test function per feature
 # ---------------------------------------------------------------------------------------------------
 def _params(cases):
     return [pytest.param(c, marks=pytest.mark.xdist_group(c.group)) for c in cases]
 
 
-# _BWD_WINDOW. Windows: both sides, left only (with and without causal), right only, zero width,
+# Windows: both sides, left only (with and without causal), right only, zero width,
 # a causal window whose right side folds to 0; seqlen pairs ragged both ways; GQA.
 WINDOWS = (
     ((16, 0), False),
@@ -355,7 +345,7 @@ def test_bwd_window_deterministic(c):
     run_case(c)
 
 
-# _BWD_SOFTCAP (docs/testing.md: rtol 3 and +3e-4 atol for the gradients)
+# softcap (docs/testing.md: rtol 3 and +3e-4 atol for the gradients)
 SOFTCAP_CASES = [
     Case(dt, 2, sq, sk, 4, 2, d, causal=causal, softcap=cap)
     for (dt, d), causal, (sq, sk), cap in itertools.product(
@@ -375,7 +365,7 @@ def test_bwd_softcap(c):
     run_case(c)
 
 
-# _BWD_SINK: dq, dk, dv and dsink; causal rows with no visible key (seqlen_q > seqlen_k) have
+# learnable sink: dq, dk, dv and dsink; causal rows with no visible key (seqlen_q > seqlen_k) have
 # lse = sink; with the LSE gradient, a window, softcap, GQA/MQA
 SINK_CASES = [
     Case("bf16", 2, 113, 203, 4, 2, 64, sink=True),
@@ -408,7 +398,7 @@ def test_bwd_sink_seeds(c):
     run_case(c)
 
 
-# _BWD_VARLEN: packed sequences with zero-length ones (q and k), seqused_q/k below the packed
+# varlen: packed sequences with zero-length ones (q and k), seqused_q/k below the packed
 # lengths, causal (rows with no visible key), windows, softcap + sink, GQA/MQA, deterministic
 @dataclass(frozen=True)
 class VarlenCase:
@@ -559,27 +549,12 @@ def test_bwd_varlen_deterministic(c):
         assert torch.equal(a, b), f"{name} differs between two deterministic runs"
 
 
-def test_feature_switches_raise(monkeypatch):
-    """Each switch of fa4_torch.autograd turns its feature's gradient into a NotImplementedError at
-    the forward; paged K/V gradients always raise."""
-    from fa4_torch import autograd, flash_attn_func, flash_attn_varlen_func
+def test_paged_gradients_raise():
+    """Paged K/V has no gradient: a NotImplementedError at the forward."""
+    from fa4_torch import flash_attn_varlen_func
 
-    q = torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    for switch, kw, match in (
-        ("_BWD_WINDOW", dict(window_size=(16, 0)), "window"),
-        ("_BWD_SOFTCAP", dict(softcap=5.0), "softcap"),
-        ("_BWD_SINK", dict(learnable_sink=torch.zeros(2, device="cuda")), "learnable_sink"),
-    ):
-        with monkeypatch.context() as m:
-            m.setattr(autograd, switch, False)
-            with pytest.raises(NotImplementedError, match=match):
-                flash_attn_func(q, q, q, **kw)
     qv = torch.randn(64, 2, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     cu = torch.tensor([0, 30, 64], dtype=torch.int32, device="cuda")
-    with monkeypatch.context() as m:
-        m.setattr(autograd, "_BWD_VARLEN", False)
-        with pytest.raises(NotImplementedError, match="varlen"):
-            flash_attn_varlen_func(qv, qv, qv, cu_seqlens_q=cu, cu_seqlens_k=cu)
     kp = torch.randn(4, 16, 2, 64, device="cuda", dtype=torch.bfloat16)
     table = torch.arange(4, dtype=torch.int32, device="cuda").reshape(2, 2)
     with pytest.raises(NotImplementedError, match="paged"):
@@ -667,7 +642,7 @@ ALT_CASES = (
 )
 def test_bwd_alt_rows(row, c, monkeypatch):
     from fa4_sm120 import bwd_tiles
-    from fa4_torch import autograd
+    from fa4_torch import launch_bwd
 
     d, dv, tm, tn, th, wn, flags = row
     table = tuple(
@@ -675,7 +650,7 @@ def test_bwd_alt_rows(row, c, monkeypatch):
         for r in bwd_tiles.BWD_TABLE
     )
     monkeypatch.setattr(bwd_tiles, "BWD_TABLE", table)
-    autograd._reset_caches()
+    launch_bwd.reset_caches()
     try:
         picked = bwd_tiles.select_bwd_tile("sm120", d, dv)
         assert (picked.tile_m, picked.tile_n, picked.num_threads, picked.mma_warps_n) == (tm, tn, th, wn)
@@ -685,4 +660,4 @@ def test_bwd_alt_rows(row, c, monkeypatch):
         run_varlen_case(c) if isinstance(c, VarlenCase) else run_case(c)
     finally:
         monkeypatch.undo()
-        autograd._reset_caches()
+        launch_bwd.reset_caches()

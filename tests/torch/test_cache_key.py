@@ -255,14 +255,61 @@ def test_families_give_distinct_keys():
     assert len({c.arch for c in cfgs.values()}) == len(FAMILIES)
 
 
-# ---------------------------------------------------------------- the fast-path key of fa4_torch.api
-# api._flash_attn_fwd builds its `_fast` key inline, after the CUDA device check, as
-#   (q.dtype, head_dim, head_dim_v, bool(causal), is_local, pack, ratio if pack else 1, flags, q.device)
-# with `flags` the nine serving booleans. By reading, it holds neither the softmax scale nor any sequence
-# length (nor num_splits beyond `num_splits > 1`). It is not a separate function and it is only reached
-# with a CUDA tensor, so it cannot be exercised here without a GPU; a test belongs here once it is
-# factored out (e.g. `_fast_key(q, k, v, causal, is_local, pack, flags) -> tuple`). The GPU-free part
-# that is testable is what `_compile_for` turns that key into, a FwdConfig, covered above.
+# ---------------------------------------------------------------- the forward key of fa4_torch.plan
+# plan.forward_plan turns a validated call (validate.forward_args) into its FwdKey and split count; the
+# key selects the compiled function. It must hold neither the softmax scale nor any sequence length,
+# batch or head count beyond what changes the code (pack-GQA's ratio, the small-m row, split or not).
+def _plan(monkeypatch, q, k, v, **kw):
+    import torch
+
+    from fa4_torch import plan, validate
+
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)  # CPU tensors as a GPU's
+    monkeypatch.setattr(plan, "num_sms", lambda device: 1)  # no few-tile small-m calls
+    args = dict(softmax_scale=None, causal=False, window_size=(None, None), pack_gqa=None, softcap=0.0,
+                learnable_sink=None, num_splits=1, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
+                max_seqlen_k=None, seqused_q=None, seqused_k=None, page_table=None, kv_batch_idx=None)  # fmt: skip
+    args.update(kw)
+    assert all(isinstance(t, torch.Tensor) for t in (q, k, v))
+    return plan.forward_plan(validate.forward_args(q, k, v, **args))
+
+
+def test_the_forward_key_holds_no_runtime_value(monkeypatch):
+    import torch
+
+    def qkv(b, sq, sk, h=8, hkv=2):
+        return (torch.zeros(b, sq, h, 64, dtype=torch.bfloat16), torch.zeros(b, sk, hkv, 64, dtype=torch.bfloat16),
+                torch.zeros(b, sk, hkv, 64, dtype=torch.bfloat16))  # fmt: skip
+
+    base = _plan(monkeypatch, *qkv(2, 500, 700))
+    assert base.splits == 1 and base.key.pack_gqa and base.key.qhead_per_kvhead == 4
+    assert not base.key.small_m
+    for other in (
+        _plan(monkeypatch, *qkv(2, 500, 700), softmax_scale=0.3),
+        _plan(monkeypatch, *qkv(3, 900, 100)),
+        _plan(monkeypatch, *qkv(2, 500, 700, h=16, hkv=4)),
+    ):
+        assert other.key == base.key and hash(other.key) == hash(base.key)
+    # what changes the code changes the key
+    assert _plan(monkeypatch, *qkv(2, 500, 700), causal=True).key.causal
+    assert _plan(monkeypatch, *qkv(2, 500, 700), window_size=(64, -1)).key.local
+    assert _plan(monkeypatch, *qkv(2, 500, 700), softcap=5.0).key.softcap
+    assert _plan(monkeypatch, *qkv(2, 500, 700), pack_gqa=False).key.qhead_per_kvhead == 1
+    assert _plan(monkeypatch, *qkv(2, 500, 700, h=8, hkv=1)).key.qhead_per_kvhead == 8
+    split = _plan(monkeypatch, *qkv(2, 500, 700), num_splits=3)
+    assert split.splits == 3 and split.key.split_kv
+    assert _plan(monkeypatch, *qkv(1, 1, 700)).key.small_m  # decode: the 64-row row
+
+
+def test_the_forward_key_names_the_config_the_table_builds():
+    import torch
+
+    from fa4_torch import plan
+
+    key = plan.dense_key(torch.bfloat16, 128, 128, True, 32, 8, small_m=False)
+    table = fwd_config("sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4)
+    assert plan.fwd_config(key, "sm120") == table
+    assert plan.fwd_config(key._replace(sink=True), "sm120").has_sink
 
 
 def test_every_backward_config_field_changes_the_disk_key():
@@ -284,3 +331,24 @@ def test_every_backward_config_field_changes_the_disk_key():
             new = "float16" if f.name == "dtype" else "sm_86"
         texts.add(key_text(("bwd", dataclasses.replace(base, **{f.name: new}), "sm_90", "4.8.1")))
     assert len(texts) == len(dataclasses.fields(BwdConfig)) + 1
+
+
+def test_plan_reads_the_table_functions_at_each_use(monkeypatch):
+    """The tuners (``benchmarks/tune_tiles.py``, ``tune_bwd.py``) and ``--emulate-sm120`` replace
+    ``fa4_sm120.tiles.fwd_config`` / ``bwd_tiles.bwd_config``: fa4_torch.plan must see the replacement."""
+    import torch
+
+    from fa4_sm120 import bwd_tiles, tiles
+    from fa4_torch import plan
+
+    fwd, bwd = tiles.fwd_config, bwd_tiles.bwd_config
+    monkeypatch.setattr(
+        tiles, "fwd_config", lambda *a, **kw: dataclasses.replace(fwd(*a, **kw), launch_smem=7)
+    )
+    monkeypatch.setattr(
+        bwd_tiles, "bwd_config", lambda *a, **kw: dataclasses.replace(bwd(*a, **kw), launch_smem=9)
+    )
+    key = plan.dense_key(torch.bfloat16, 128, 128, True, 8, 2, small_m=False)
+    assert plan.fwd_config(key, "sm120").launch_smem == 7
+    bkey = plan.BwdKey(torch.bfloat16, 128, 128, True, False, False)
+    assert plan.bwd_configs(bkey, "sm120", "sm_90")[0].launch_smem == 9

@@ -148,7 +148,7 @@ def test_bad_arguments_exit_2_with_argparse_error(argv, message):
 @pytest.mark.parametrize("argv, message", BAD_ARGUMENTS)
 def test_bad_arguments_in_process(argv, message, capsys):
     """The same parser in-process (each subprocess pays torch's and the DSL's import: seconds)."""
-    from fa4_torch.__main__ import main
+    from fa4_torch.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -212,13 +212,14 @@ def test_warmup_calls_take_both_forward_rows(heads, num_sms):
     """The GPU warmup's two calls: one query (the small-m row) and enough query rows for at least one
     128-row tile per SM (the row of long calls), by the API's own rule."""
     from fa4_sm120.tiles import wants_small_m
-    from fa4_torch.__main__ import _warm_seqlens, parse_heads
+    from fa4_torch.cli.common import parse_heads
+    from fa4_torch.cli.warmup import warm_seqlens
 
     spec = parse_heads(heads)
     ratio = spec.nheads // spec.nheads_kv
     pack = ratio > 1
     tile_heads = spec.nheads_kv if pack else spec.nheads
-    short, long = _warm_seqlens(spec, num_sms)
+    short, long = warm_seqlens(spec, num_sms)
     r = ratio if pack else 1
     assert wants_small_m(short * r, tile_heads, 1, num_sms)
     assert not wants_small_m(long * r, tile_heads, 1, num_sms)

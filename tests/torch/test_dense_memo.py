@@ -1,8 +1,8 @@
-"""The dense-call memo of ``fa4_torch.api._flash_attn_fwd``: a repeated dense call (no varlen, paged
+"""The dense-call memo of ``fa4_torch.launch.forward`` (``launch.DENSE_MEMO``): a repeated dense call (no varlen, paged
 K/V, seqused, cache slots or sinks) with the same shapes, strides, dtypes, devices and scalar
 arguments skips the validation and launches the memoised kernel; anything the validation reads that
 differs (a scalar of another type, a stride, a misaligned base) misses and is validated as before.
-The KV-cache memo does the same for calls with seqused_k, a page table or cache slots, and for
+The KV-cache memo (``launch.CACHE_MEMO``) does the same for calls with seqused_k, a page table or cache slots, and for
 split-KV calls (then the combine runs too).
 
 CPU: a fake memo entry stands in for a compiled kernel. GPU: the memo filled by a real call, every
@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import fa4_torch.api as api
 from fa4_core.errors import UnsupportedConfigError
+from fa4_torch import launch, plan, validate
 
 
 class FakeKernel:
@@ -27,16 +27,16 @@ class FakeKernel:
 
 @pytest.fixture
 def memo():
-    api._dense_memo.clear()
-    yield api._dense_memo
-    api._dense_memo.clear()
+    launch.DENSE_MEMO.clear()
+    yield launch.DENSE_MEMO
+    launch.DENSE_MEMO.clear()
 
 
 @pytest.fixture
 def cache_memo():
-    api._cache_memo.clear()
-    yield api._cache_memo
-    api._cache_memo.clear()
+    launch.CACHE_MEMO.clear()
+    yield launch.CACHE_MEMO
+    launch.CACHE_MEMO.clear()
 
 
 def _qkv(b=1, s=128, h=4, hkv=2, d=64, dtype=torch.bfloat16):
@@ -49,9 +49,9 @@ def _qkv(b=1, s=128, h=4, hkv=2, d=64, dtype=torch.bfloat16):
 
 def _enter(memo, q, k, v, scale=None, causal=False, window=(None, None), pack=None, softcap=0.0, splits=1):
     fn = FakeKernel()
-    sig = api._dense_signature(q, k, v, scale, causal, window, pack, softcap, splits)
+    sig = launch.dense_signature(q, k, v, scale, causal, window, pack, softcap, splits)
     scalars = (0.125, 1 << 30, 0, 0.0, q.shape[1], 1)
-    memo[sig] = (fn, (*q.shape[:-1], v.shape[-1]), (q.shape[0], q.shape[2], q.shape[1]), scalars)
+    memo[sig] = launch.Launch(fn, (*q.shape[:-1], v.shape[-1]), (q.shape[0], q.shape[2], q.shape[1]), scalars)
     return fn, scalars
 
 
@@ -59,7 +59,7 @@ def test_a_repeated_dense_call_launches_the_memoised_kernel(memo):
     q, k, v = _qkv()
     fn, scalars = _enter(memo, q, k, v, causal=True)
     q2, k2, v2 = _qkv()  # other tensors, same metadata
-    out, lse = api._flash_attn_fwd(q2, k2, v2, None, True, (None, None), None)
+    out, lse = launch.forward(q2, k2, v2, None, True, (None, None), None)
     assert len(fn.calls) == 1
     args = fn.calls[0]
     assert args[0] is q2 and args[1] is k2 and args[2] is v2
@@ -84,7 +84,7 @@ def test_a_scalar_of_another_type_misses_and_is_validated(memo, kw, arg):
     fn, _ = _enter(memo, q, k, v, base["softmax_scale"], False, base["window_size"], base["pack_gqa"], 0.0, 1)
     args = dict(base, **kw)
     with pytest.raises(UnsupportedConfigError, match=arg):
-        api._flash_attn_fwd(
+        launch.forward(
             q, k, v, args["softmax_scale"], False, args["window_size"], args["pack_gqa"],
             num_splits=args["num_splits"],
         )  # fmt: skip
@@ -96,9 +96,9 @@ def test_a_misaligned_base_misses_and_is_validated(memo):
     fn, _ = _enter(memo, q, k, v)
     buf = torch.randn(q.numel() + 8, dtype=q.dtype)
     q_off = buf.as_strided(q.shape, q.stride(), storage_offset=1)  # same shape and strides, base + 2 B
-    assert api._dense_signature(q_off, k, v, None, False, (None, None), None, 0.0, 1) in memo
+    assert launch.dense_signature(q_off, k, v, None, False, (None, None), None, 0.0, 1) in memo
     with pytest.raises(UnsupportedConfigError, match=r"q\.data_ptr\(\) % 16"):
-        api._flash_attn_fwd(q_off, k, v, None, False, (None, None), None)
+        launch.forward(q_off, k, v, None, False, (None, None), None)
     assert fn.calls == []
 
 
@@ -108,7 +108,7 @@ def test_other_strides_or_shapes_miss(memo):
     qt = q.transpose(1, 2).contiguous().transpose(1, 2)  # same shape, other strides: valid, a miss
     for args in ((qt, k, v), (q[:, :64], k, v)):
         with pytest.raises(UnsupportedConfigError, match=r"q\.device"):  # CPU: the device check
-            api._flash_attn_fwd(*args, None, False, (None, None), None)
+            launch.forward(*args, None, False, (None, None), None)
     assert fn.calls == []
 
 
@@ -117,10 +117,10 @@ def test_non_dense_calls_and_non_tensors_never_use_it(memo):
     fn, _ = _enter(memo, q, k, v)
     sink = torch.zeros(4, dtype=torch.float32)
     with pytest.raises(UnsupportedConfigError, match=r"q\.device"):
-        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, learnable_sink=sink)
+        launch.forward(q, k, v, None, False, (None, None), None, learnable_sink=sink)
     assert fn.calls == []
-    assert api._dense_signature(q.float().numpy(), k, v, None, False, (None, None), None, 0.0, 1) is None
-    assert api._dense_signature(q, k, v, None, False, ({}, None), None, 0.0, 1) is None  # unhashable
+    assert launch.dense_signature(q.float().numpy(), k, v, None, False, (None, None), None, 0.0, 1) is None
+    assert launch.dense_signature(q, k, v, None, False, ({}, None), None, 0.0, 1) is None  # unhashable
 
 
 def _decode(b=2, cap=256, hq=8, hkv=2, d=128, pages=None):
@@ -137,10 +137,12 @@ def _decode(b=2, cap=256, hq=8, hkv=2, d=128, pages=None):
 
 def _enter_cache(cache_memo, q, k, v, used, table, splits):
     fn = FakeKernel()
-    base = api._dense_signature(q, k, v, None, False, (None, None), None, 0.0, 0)
-    sig = api._cache_signature(base, used, table, None)
+    base = launch.dense_signature(q, k, v, None, False, (None, None), None, 0.0, 0)
+    sig = launch.cache_signature(base, used, table, None)
     scalars = (0.088, 1 << 30, 1 << 30, 0.0, 1, splits)
-    cache_memo[sig] = (fn, (*q.shape[:-1], v.shape[-1]), (q.shape[0], q.shape[2], q.shape[1]), scalars)
+    cache_memo[sig] = launch.Launch(
+        fn, (*q.shape[:-1], v.shape[-1]), (q.shape[0], q.shape[2], q.shape[1]), scalars
+    )
     return fn, scalars
 
 
@@ -149,7 +151,7 @@ def test_a_repeated_kvcache_call_launches_the_memoised_kernel(cache_memo, paged)
     q, k, v, used, table = _decode(pages=40 if paged else None)
     fn, scalars = _enter_cache(cache_memo, q, k, v, used, table, 1)
     q2, k2, v2, used2, table2 = _decode(pages=40 if paged else None)  # other data, same metadata
-    out, lse = api._flash_attn_fwd(
+    out, lse = launch.forward(
         q2, k2, v2, None, False, (None, None), None, num_splits=0, seqused_k=used2, page_table=table2
     )
     (args,) = fn.calls
@@ -162,8 +164,8 @@ def test_a_memoised_split_call_combines_the_partials(cache_memo, monkeypatch):
     q, k, v, used, table = _decode()
     fn, scalars = _enter_cache(cache_memo, q, k, v, used, table, 3)
     combined = []
-    monkeypatch.setattr(api, "_combine", lambda *a: combined.append(a))
-    out, lse = api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used)
+    monkeypatch.setattr(launch, "combine", lambda *a: combined.append(a))
+    out, lse = launch.forward(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used)
     (args,) = fn.calls
     o_part, lse_part = args[3], args[4]
     assert o_part.shape == (3, *out.shape) and o_part.dtype == torch.float32
@@ -177,19 +179,19 @@ def test_kvcache_metadata_that_differs_misses_and_is_validated(cache_memo, monke
     q, k, v, used, table = _decode(pages=40)
     fn, _ = _enter_cache(cache_memo, q, k, v, used, table, 1)
     with pytest.raises(UnsupportedConfigError, match=r"page_table\.dtype"):  # int64: another dtype
-        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
+        launch.forward(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
                             page_table=table.long())  # fmt: skip
     with pytest.raises(UnsupportedConfigError, match=r"seqused_k\.shape"):  # (3,): another shape
-        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0,
+        launch.forward(q, k, v, None, False, (None, None), None, num_splits=0,
                             seqused_k=torch.zeros(3, dtype=torch.int32), page_table=table)  # fmt: skip
     with pytest.raises(UnsupportedConfigError, match="page_table"):  # not a tensor: no signature
-        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
+        launch.forward(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
                             page_table=table.tolist())  # fmt: skip
     # FA4_VALIDATE_DATA=1 reads the index data on every call: no memo, the data checks run
-    monkeypatch.setattr(api, "_VALIDATE_DATA", True)
+    monkeypatch.setattr(validate, "VALIDATE_DATA", True)
     bad = torch.full_like(table, 40)
     with pytest.raises(UnsupportedConfigError, match=r"page_table"):
-        api._flash_attn_fwd(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
+        launch.forward(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
                             page_table=bad)  # fmt: skip
     assert fn.calls == []
 
@@ -202,7 +204,7 @@ def test_memoised_calls_match_the_reference_on_gpu():
     from fa4_core.testing import attention_ref, check_close
     from fa4_torch import flash_attn_func
 
-    api._dense_memo.clear()
+    launch.DENSE_MEMO.clear()
     g = torch.Generator(device="cuda").manual_seed(7)
     shape = dict(b=2, s=333, h=8, hkv=2, d=128)
 
@@ -215,7 +217,7 @@ def test_memoised_calls_match_the_reference_on_gpu():
     for i in range(3):
         q, k, v = qkv()
         out, lse = flash_attn_func(q, k, v, causal=True, return_lse=True)
-        assert len(api._dense_memo) == 1, i
+        assert len(launch.DENSE_MEMO) == 1, i
         ref, lse_ref = attention_ref(q, k, v, causal=True)
         pt, lse_pt = attention_ref(q, k, v, causal=True, upcast=False)
         check_close("out", out, ref, pt)
@@ -236,7 +238,7 @@ def test_memoised_kvcache_calls_match_the_reference_on_gpu(paged):
     from fa4_core.testing import attention_ref, check_close
     from fa4_torch import flash_attn_with_kvcache
 
-    api._cache_memo.clear()
+    launch.CACHE_MEMO.clear()
     g = torch.Generator(device="cuda").manual_seed(11)
     b, cap, hq, hkv, d = 2, 4096, 8, 2, 128
 
@@ -254,7 +256,7 @@ def test_memoised_kvcache_calls_match_the_reference_on_gpu(paged):
         v_cache[perm.long()] = v_full.reshape(pages, 64, hkv, d)
     else:
         k_cache, v_cache, table = k_full, v_full, None
-    assert api._heuristic_splits(torch.device("cuda"), b, hq, hkv, 1, cap, True, hq // hkv, "bfloat16",
+    assert plan.heuristic_splits(torch.device("cuda"), b, hq, hkv, 1, cap, True, hq // hkv, "bfloat16",
                                  d, d, True) == 32  # fmt: skip
     for step, lens in enumerate(([4000, 1234], [4001, 1], [17, 4095])):
         seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
@@ -263,7 +265,7 @@ def test_memoised_kvcache_calls_match_the_reference_on_gpu(paged):
             q, k_cache, v_cache, k=k_new, v=v_new, cache_seqlens=seqlens, page_table=table,
             return_softmax_lse=True,
         )  # fmt: skip
-        assert len(api._cache_memo) == 1, step
+        assert len(launch.CACHE_MEMO) == 1, step
         for i, c in enumerate(lens):
             k_full[i, c], v_full[i, c] = k_new[i, 0], v_new[i, 0]
         used = seqlens + 1

@@ -54,8 +54,9 @@ def cache_dir(tmp_path, monkeypatch):
     root = tmp_path / "fa4-cache"
     monkeypatch.setenv(disk_cache.CACHE_DIR_ENV, str(root))
     monkeypatch.delenv(disk_cache.SWITCH_ENV, raising=False)
-    monkeypatch.setattr(disk_cache, "_warned", set())
-    return root
+    disk_cache.reset_warnings()
+    yield root
+    disk_cache.reset_warnings()
 
 
 def _run(code: str, env: dict | None = None, timeout: float = 240) -> dict:
@@ -313,10 +314,10 @@ def test_concurrent_cold_processes_compile_once_and_leave_one_valid_file(cache_d
     entry = disk_cache.entry_for(_pre_key())
     names = _files(cache_dir)
     expected = [entry.obj.name, entry.lock.name, entry.meta.name]
-    if disk_cache._c_compiler():
+    if disk_cache.c_compiler():
         expected.append(entry.so.name)
     assert names == sorted(expected), names
-    assert disk_cache._load(entry) is not None
+    assert disk_cache.load_entry(entry) is not None
 
 
 @pytest.mark.compile_only
@@ -336,7 +337,7 @@ def test_corrupt_file_is_removed_and_rebuilt(damage, cache_dir):
     assert fn is not None
     after = disk_cache.stats()
     assert after["corrupt"] - before["corrupt"] == 1 and after["compiled"] - before["compiled"] == 1
-    assert entry.obj.stat().st_size > 1000 and disk_cache._load(entry) is not None
+    assert entry.obj.stat().st_size > 1000 and disk_cache.load_entry(entry) is not None
     calls = []
     CompileCache().get_or_compile(key, lambda: calls.append(1))
     assert calls == []
@@ -448,7 +449,7 @@ LAZY_CHILD = f"""
 @pytest.mark.compile_only
 @pytest.mark.timeout(600)
 def test_warm_process_loads_without_importing_the_dsl(cache_dir):
-    if disk_cache._c_compiler() is None:
+    if disk_cache.c_compiler() is None:
         pytest.skip("no C compiler here: the cache keeps object files only, which load through the DSL")
     cold = _run(LAZY_CHILD)
     entry = disk_cache.entry_for(_pre_key())

@@ -261,7 +261,7 @@ def test_online_softmax_rescale_paths(case, growing):
 
 def test_scale_is_runtime_and_honoured():
     from fa4_torch import flash_attn_func
-    from fa4_torch.api import FWD_CACHE
+    from fa4_torch.launch import FWD_CACHE
 
     q, k, v = (torch.randn(1, 200, 4, 64, device="cuda", dtype=torch.float16) for _ in range(3))
     out1, _ = flash_attn_func(q, k, v, softmax_scale=0.3)
@@ -312,7 +312,7 @@ def test_fwd_alt_rows(row, c, monkeypatch):
     import dataclasses
 
     from fa4_sm120 import tiles
-    from fa4_torch import api
+    from fa4_torch import launch
 
     d, dv, tm, tn, th = row
     table = tuple(
@@ -322,11 +322,11 @@ def test_fwd_alt_rows(row, c, monkeypatch):
         for r in tiles.FWD_TABLE
     )
     monkeypatch.setattr(tiles, "FWD_TABLE", table)
-    api._reset_caches()
+    launch.reset_caches()
     try:
         picked = tiles.select_fwd_tile("sm120", "bfloat16", d, dv, c.causal, local=c.window != (None, None))
         assert (picked.tile_m, picked.tile_n, picked.num_threads) == (tm, tn, th)
         run_case(c)
     finally:
         monkeypatch.undo()
-        api._reset_caches()
+        launch.reset_caches()

@@ -20,9 +20,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fa4_torch.api as api  # noqa: E402
 from fa4_core.errors import UnsupportedConfigError  # noqa: E402
-from fa4_torch import flash_attn_with_kvcache  # noqa: E402
+from fa4_torch import flash_attn_with_kvcache, launch, validate  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300)]
 
@@ -192,16 +191,16 @@ def _expect_untouched(kw: dict, exc, rx: str) -> None:
 def memo(request):
     """``cold``: the KV-cache memo empty; ``warm``: filled by the valid call (on copies of the
     caches) with the metadata of the broken one's base."""
-    api._cache_memo.clear()
+    launch.CACHE_MEMO.clear()
     yield request.param
-    api._cache_memo.clear()
+    launch.CACHE_MEMO.clear()
 
 
 def _warm_up(paged: bool, s_new: int) -> None:
     kw = _base(paged, s_new)
     _call(_with(kw, k_cache=kw["k_cache"].clone(), v_cache=kw["v_cache"].clone()))
     torch.cuda.synchronize()
-    assert len(api._cache_memo) == 1
+    assert len(launch.CACHE_MEMO) == 1
 
 
 def _params(paged_cases, contiguous_cases):
@@ -233,7 +232,7 @@ def _data_params():
 @pytest.mark.parametrize("paged, s_new, change, rx", list(_data_params()))
 def test_caches_unchanged_after_each_data_error(monkeypatch, paged, s_new, change, rx):
     """``FA4_VALIDATE_DATA=1``: out-of-range values in CUDA index tensors are caught before the append."""
-    monkeypatch.setattr(api, "_VALIDATE_DATA", True)
+    monkeypatch.setattr(validate, "VALIDATE_DATA", True)
     _expect_untouched(change(_base(paged, s_new)), UnsupportedConfigError, rx)
 
 
@@ -243,8 +242,8 @@ def test_caches_unchanged_after_each_data_error(monkeypatch, paged, s_new, chang
 def test_the_valid_call_appends(monkeypatch, validate_data, paged, s_new):
     """The control: the unbroken call writes the new rows at cache_seqlens (and nothing else), with an
     int cache_seqlens too, and twice in a row (the second time through the memo, without the switch)."""
-    monkeypatch.setattr(api, "_VALIDATE_DATA", validate_data)
-    api._cache_memo.clear()
+    monkeypatch.setattr(validate, "VALIDATE_DATA", validate_data)
+    launch.CACHE_MEMO.clear()
     for int_lens in (False, True):
         kw = _base(paged, s_new)
         if int_lens:
@@ -265,4 +264,4 @@ def test_the_valid_call_appends(monkeypatch, validate_data, paged, s_new):
             torch.cuda.synchronize()
             assert out.shape == (B, s_new, HQ, D)
             assert torch.equal(_bits(kc), _bits(expect_k)) and torch.equal(_bits(vc), _bits(expect_v))
-    api._cache_memo.clear()
+    launch.CACHE_MEMO.clear()

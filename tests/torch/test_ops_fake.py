@@ -9,7 +9,8 @@ What a CPU-only torch cannot do, and how these tests get around it:
   implementation, so the forward and the backward graphs execute on fake tensors;
 * autograd on fake **CUDA** tensors aborts the process on a CPU build (``AccumulateGrad`` asks for a
   CUDA device guard), so the compile traces use fake CPU tensors with the dispatch family pinned
-  (``fa4_torch.autograd.device_family``); the direct fake-implementation tests use fake CUDA tensors;
+  (``fa4_torch.autograd.device_family``, its documented seam); the direct fake-implementation tests use
+  fake CUDA tensors;
 * ``torch.library.opcheck`` runs the real implementation: it is in ``test_compile_bwd_gpu.py``.
 """
 
@@ -25,7 +26,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 
 import fa4_torch.autograd as ag  # noqa: E402
 import fa4_torch.ops as ops  # noqa: E402
-from fa4_torch import api, flash_attn_func, flash_attn_varlen_func  # noqa: E402
+from fa4_torch import flash_attn_func, flash_attn_varlen_func, launch_bwd  # noqa: E402
+from fa4_torch.validate import UNBOUNDED, canonical_window  # noqa: E402
 
 BF16, F32, I32 = torch.bfloat16, torch.float32, torch.int32
 
@@ -141,7 +143,7 @@ def test_fake_impls_shapes(c: Case):
 
 # --------------------------------------------------------------------------- the backward routing
 class _Ctx:
-    """What ``_save`` and ``_backward`` use of an autograd context."""
+    """What ``save_context`` and ``backward`` use of an autograd context."""
 
     def __init__(self, needs_input_grad):
         self.needs_input_grad = needs_input_grad
@@ -159,7 +161,7 @@ def _ctx(*, sink=False, needs_sink=True, causal=False, window=(None, None), max_
     out, lse = torch.zeros_like(q), torch.zeros(2, 4, 8)
     s = torch.zeros(4) if sink else None
     ctx = _Ctx((True,) * 9 + (needs_sink, False))
-    ag._save(
+    ag.save_context(
         ctx, q, k, v, out, lse, softmax_scale=None, causal=causal, window_size=window, softcap=0.5,
         learnable_sink=s, deterministic=True, max_seqlen_q=max_seqlen[0], max_seqlen_k=max_seqlen[1],
     )  # fmt: skip
@@ -182,8 +184,9 @@ ROUTES = [
 @pytest.mark.parametrize("kw", ROUTES, ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()) or "plain")
 @pytest.mark.parametrize("dlse", [False, True])
 def test_backward_routes_match(monkeypatch, kw, dlse):
-    """Eager: ``_backward`` calls ``_bwd`` directly (never the op). Compiling: it calls ``fa4::bwd``,
-    whose implementation calls ``_bwd`` with exactly the eager arguments (so the same kernels)."""
+    """Eager: the autograd backward calls ``launch_bwd.backward`` directly (never the op). Compiling:
+    it calls ``fa4::bwd``, whose implementation calls ``launch_bwd.backward`` with exactly the eager
+    arguments (so the same kernels)."""
     ctx = _ctx(**kw)
     dout = torch.ones(2, 8, 4, 64, dtype=BF16)
     dl = torch.ones(2, 4, 8) if dlse else None
@@ -202,12 +205,12 @@ def test_backward_routes_match(monkeypatch, kw, dlse):
         op_args.append(a)
         return impl(*a)
 
-    monkeypatch.setattr(ag, "_bwd", fake_bwd)
+    monkeypatch.setattr(launch_bwd, "backward", fake_bwd)
     monkeypatch.setattr(ops, "bwd_op", no_op)
-    eager = ag._backward(ctx, dout, dl)
+    eager = ag.backward(ctx, dout, dl)
     monkeypatch.setattr(ops, "bwd_op", record_op)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    compiled = ag._backward(ctx, dout, dl)
+    compiled = ag.backward(ctx, dout, dl)
     assert len(calls) == 2 and len(op_args) == 1
     e, c = calls
     assert len(e) == len(c)
@@ -220,8 +223,8 @@ def test_backward_routes_match(monkeypatch, kw, dlse):
     assert e[-1] is want
     a = op_args[0]
     assert all(type(x) in (int, float, bool) for x in a[12:]), "no None among the op's scalars"
-    wl, wr = api._canonical_window(kw.get("window", (None, None)), kw.get("causal", False))[1:]
-    assert a[14:16] == (-1 if wl is None else wl, -1 if wr is None else wr)
+    wl, wr = canonical_window(kw.get("window", (None, None)), kw.get("causal", False))[1:]
+    assert a[14:16] == (-1 if wl == UNBOUNDED else wl, -1 if wr == UNBOUNDED else wr)
     assert (eager[3] is None) == (compiled[3] is None) == (not want)
 
 

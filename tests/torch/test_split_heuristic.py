@@ -13,8 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from fa4_sm120.limits import MAX_SPLITS  # noqa: E402
 from fa4_sm120.occupancy import SM90, SM120  # noqa: E402
-from fa4_torch import api  # noqa: E402
+from fa4_torch import plan  # noqa: E402
 
 DEV = torch.device("cuda", 0)
 
@@ -22,19 +23,19 @@ DEV = torch.device("cuda", 0)
 @pytest.fixture(params=[("sm90", SM90), ("sm120", SM120)], ids=["sm90-facts", "sm120-facts"])
 def fake_device(request, monkeypatch):
     _, facts = request.param
-    monkeypatch.setattr(api, "_num_sms", lambda device: 132)
-    monkeypatch.setattr(api, "_sm_facts", lambda device: facts)
-    monkeypatch.setattr(api, "device_family", lambda device: "sm120")
-    api._split_memo.clear()
+    monkeypatch.setattr(plan, "num_sms", lambda device: 132)
+    monkeypatch.setattr(plan, "sm_facts", lambda device: facts)
+    monkeypatch.setattr(plan, "device_family", lambda device: "sm120")
+    plan.reset_caches()
     yield facts
-    api._split_memo.clear()
+    plan.reset_caches()
 
 
 def splits(batch, seqlen_k, head_dim=128, hq=32, hkv=8, seqlen_q=1, pack=True, head_dim_v=None):
     ratio = hq // hkv
     small_m = seqlen_q * (ratio if pack else 1) <= 64
     dv = head_dim_v or head_dim
-    return api._heuristic_splits(
+    return plan.heuristic_splits(
         DEV, batch, hq, hkv, seqlen_q, seqlen_k, pack, ratio, "bfloat16", head_dim, dv, small_m
     )
 
@@ -84,17 +85,17 @@ def test_splits_never_exceed_one_wave_or_get_too_few_keys(fake_device):
     for batch, seqlen_q, seqlen_k, head_dim, hq, hkv in grid:
         s = splits(batch, seqlen_k, head_dim=head_dim, hq=hq, hkv=hkv, seqlen_q=seqlen_q)
         small_m = seqlen_q * (hq // hkv) <= 64
-        tm, slots = api._split_wave(DEV, "bfloat16", head_dim, head_dim, small_m)
+        tm, slots = plan.split_wave(DEV, "bfloat16", head_dim, head_dim, small_m)
         tiles = -(-seqlen_q * (hq // hkv) // tm) * hkv * batch
         case = (batch, seqlen_q, seqlen_k, head_dim, hq, hkv, s)
-        assert 1 <= s <= api._MAX_SPLITS, case
+        assert 1 <= s <= MAX_SPLITS, case
         if s > 1:
             assert s * tiles <= slots, case  # one wave
             assert s * (128 if small_m else 512) <= seqlen_k, case  # keys per split
 
 
 def test_sm_facts_from_the_cuda_properties(monkeypatch):
-    """``_sm_facts`` reads the per-SM limits from the CUDA properties (H200's here) and falls back to
+    """``plan.sm_facts`` reads the per-SM limits from the CUDA properties (H200's here) and falls back to
     SM120's for each property that a torch build does not expose."""
     import types
 
@@ -111,7 +112,7 @@ def test_sm_facts_from_the_cuda_properties(monkeypatch):
         (bare, (SM120.smem_per_sm, SM120.smem_per_sm - SM120.reserved_per_cta, SM120.regs_per_sm, 48)),
     ):
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda idx, p=props: p)
-        api._sm_facts_memo.clear()
-        f = api._sm_facts(DEV)
+        plan.reset_caches()
+        f = plan.sm_facts(DEV)
         assert (f.smem_per_sm, f.smem_per_cta_max, f.regs_per_sm, f.max_warps) == want
-    api._sm_facts_memo.clear()
+    plan.reset_caches()

@@ -8,7 +8,7 @@ decides: a batch of sequences packed into one row, marked only by ``position_ids
 eagerly and under ``torch.compile``, so that each sequence's logits equal those of the sequence run
 alone (tiny random Llama and Qwen2 models built from configs, fp32, no downloads).
 
-* ``_packed_from_positions``: boundaries from positions (restarts, several rows, no packing, shapes
+* ``packed_from_positions``: boundaries from positions (restarts, several rows, no packing, shapes
   it does not read);
 * one host read per forward (the answer is kept for the ``position_ids`` tensor; an in-place change
   is read again);
@@ -112,12 +112,13 @@ def _install_reference(monkeypatch, seen):
 @pytest.fixture
 def reference(monkeypatch):
     fa4_hf.register()
-    monkeypatch.setattr(fa4_hf, "_last_positions", None)
+    fa4_hf.forget_positions()
     torch._dynamo.reset()
     seen = []
     _install_reference(monkeypatch, seen)
     yield seen
     torch._dynamo.reset()
+    fa4_hf.forget_positions()
 
 
 def _packed_batch(seed=1):
@@ -141,32 +142,32 @@ def _check_per_sequence(packed_logits, seqs, alone_model):
 # ------------------------------------------------------------------------------ the detection itself
 def test_boundaries_from_positions():
     pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
-    cu, max_len = fa4_hf._packed_from_positions(pos, 1, 9)
+    cu, max_len = fa4_hf.packed_from_positions(pos, 1, 9)
     assert cu.dtype == torch.int32 and cu.tolist() == [0, 3, 5, 9] and max_len == 4
     # rows of a batch: each row starts a sequence; a restart inside a row starts another
     pos2 = torch.tensor([[0, 1, 2, 3], [0, 1, 0, 1]])
-    cu, max_len = fa4_hf._packed_from_positions(pos2, 2, 4)
+    cu, max_len = fa4_hf.packed_from_positions(pos2, 2, 4)
     assert cu.tolist() == [0, 4, 6, 8] and max_len == 4
     # a jump (not only a restart at 0) starts a sequence too
-    cu, _ = fa4_hf._packed_from_positions(torch.tensor([[3, 4, 5, 9, 10]]), 1, 5)
+    cu, _ = fa4_hf.packed_from_positions(torch.tensor([[3, 4, 5, 9, 10]]), 1, 5)
     assert cu.tolist() == [0, 3, 5]
     # one sequence a row (a monotone run, whatever its first position): not packed
-    assert fa4_hf._packed_from_positions(torch.tensor([[7, 8, 9, 10]]), 1, 4) is None
-    assert fa4_hf._packed_from_positions(torch.arange(8).view(2, 4) % 4, 2, 4) is None
+    assert fa4_hf.packed_from_positions(torch.tensor([[7, 8, 9, 10]]), 1, 4) is None
+    assert fa4_hf.packed_from_positions(torch.arange(8).view(2, 4) % 4, 2, 4) is None
     # what is not a (batch, seq) tensor is not read
-    assert fa4_hf._packed_from_positions(None, 1, 4) is None
-    assert fa4_hf._packed_from_positions(torch.tensor([[0, 1, 0, 1]]), 2, 4) is None  # (1, seq), batch 2
+    assert fa4_hf.packed_from_positions(None, 1, 4) is None
+    assert fa4_hf.packed_from_positions(torch.tensor([[0, 1, 0, 1]]), 2, 4) is None  # (1, seq), batch 2
 
 
 def test_one_read_per_forward(reference, monkeypatch):
     reads = []
-    real = fa4_hf._packed_from_positions
+    real = fa4_hf.packed_from_positions
 
     def counting(*a):
         reads.append(1)
         return real(*a)
 
-    monkeypatch.setattr(fa4_hf, "_packed_from_positions", counting)
+    monkeypatch.setattr(fa4_hf, "packed_from_positions", counting)
     fa4 = _model("llama", "fa4")
     seqs, ids, pos = _packed_batch()
     with torch.no_grad():

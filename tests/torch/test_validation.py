@@ -15,9 +15,9 @@ or launches:
   ``NotImplementedError`` naming the feature. Softcap, learnable sinks and split-KV are implemented:
   their valid values reach the device check, their invalid ones are structural errors.
 
-Every row also checks that nothing was compiled: ``fa4_torch.api.FWD_CACHE`` and the fast-path dict
-stay empty, and ``fa4_sm120.compile.compile_fwd`` (and the api's compile/arch hooks) fail the test if
-they are reached. Rows marked ``xfail`` (strict) document known deviations of ``api.py`` from the
+Every row also checks that nothing was compiled: ``fa4_torch.launch.FWD_CACHE`` and ``KERNELS`` stay
+empty, and ``fa4_sm120.compile.compile_fwd`` (and the compile, dispatch and split-heuristic seams of
+``fa4_torch.launch`` / ``fa4_torch.plan``) fail the test if they are reached. Rows marked ``xfail`` (strict) document known deviations of ``api.py`` from the
 contract; when one is fixed its row XPASSes, fails, and the mark must go.
 
 After the table: bool arguments (``TypeError``), ``num_splits`` above the combine kernel's maximum,
@@ -46,6 +46,8 @@ from hypothesis import strategies as st
 import fa4_sm120.compile
 import fa4_torch.api as api
 from fa4_core.errors import UnsupportedConfigError
+from fa4_sm120.variants import fwd_head_dim_pairs
+from fa4_torch import launch, plan, validate
 
 F16, BF16 = torch.float16, torch.bfloat16
 
@@ -433,17 +435,7 @@ for label, val in {"list": [0.0] * 4, "ndarray": np.zeros(4, np.float32), "float
     )
 
 # --- valid except for the device: the error names q.device ----------------------------------------
-_DIM_PAIRS = [
-    (32, 32),
-    (64, 64),
-    (96, 96),
-    (128, 128),
-    (160, 160),
-    (192, 128),
-    (192, 192),
-    (224, 224),
-    (256, 256),
-]
+_DIM_PAIRS = list(fwd_head_dim_pairs("sm120"))  # every pair with a forward row
 _HEADS = [(4, 4), (4, 2), (4, 1), (28, 4)]
 for dt, (d, dv), (h, hkv), causal in itertools.product((F16, BF16), _DIM_PAIRS, _HEADS, (False, True)):
     _add(
@@ -545,14 +537,14 @@ def nothing_compiles(monkeypatch):
 
         return fail
 
-    api._reset_caches()
+    launch.reset_caches()
     monkeypatch.setattr(fa4_sm120.compile, "compile_fwd", forbidden("fa4_sm120.compile.compile_fwd"))
-    monkeypatch.setattr(api, "_compile_for", forbidden("fa4_torch.api._compile_for"))
-    monkeypatch.setattr(api, "device_family", forbidden("fa4_torch.api.device_family"))
-    monkeypatch.setattr(api, "_heuristic_splits", forbidden("fa4_torch.api._heuristic_splits"))
+    monkeypatch.setattr(launch, "compile_forward", forbidden("fa4_torch.launch.compile_forward"))
+    monkeypatch.setattr(plan, "device_family", forbidden("fa4_torch.plan.device_family"))
+    monkeypatch.setattr(plan, "heuristic_splits", forbidden("fa4_torch.plan.heuristic_splits"))
     yield
-    assert len(api.FWD_CACHE) == 0, api.FWD_CACHE.keys()
-    assert not api._fast
+    assert len(launch.FWD_CACHE) == 0, launch.FWD_CACHE.keys()
+    assert not launch.KERNELS
 
 
 def test_the_table_is_large_and_ids_are_unique():
@@ -692,7 +684,7 @@ def test_random_invalid_calls(b, sq, sk, hkv, ratio, dims, dtype, causal, name, 
     with pytest.raises(UnsupportedConfigError) as info:
         api.flash_attn_func(**kw, causal=causal)
     assert re.search(rx, str(info.value)), (str(info.value), rx)
-    assert len(api.FWD_CACHE) == 0 and not api._fast
+    assert len(launch.FWD_CACHE) == 0 and not launch.KERNELS
 
 
 @pytest.mark.skipif(
@@ -713,12 +705,13 @@ def test_requires_grad_inputs_are_validated_before_anything_compiles(name):
 
 
 def test_max_splits_is_the_combine_kernels():
-    """``num_splits`` above ``fa4_sm120.combine.MAX_SPLITS`` is rejected (api keeps a copy of the
-    constant: the combine module imports the DSL)."""
+    """``num_splits`` above ``fa4_sm120.combine.MAX_SPLITS`` is rejected (the combine module and the
+    validation read one constant, ``fa4_sm120.limits.MAX_SPLITS``: the combine module imports the DSL)."""
     pytest.importorskip("cutlass")
+    from fa4_sm120 import limits
     from fa4_sm120.combine import MAX_SPLITS
 
-    assert api._MAX_SPLITS == MAX_SPLITS
+    assert MAX_SPLITS is limits.MAX_SPLITS
     with pytest.raises(UnsupportedConfigError, match=_arg("num_splits") + f".*{MAX_SPLITS}"):
         api.flash_attn_func(**_qkv(), num_splits=MAX_SPLITS + 1)
 
@@ -771,11 +764,11 @@ class _FakeKernel:
 
 @pytest.fixture
 def clean_memos():
-    api._dense_memo.clear()
-    api._cache_memo.clear()
+    launch.DENSE_MEMO.clear()
+    launch.CACHE_MEMO.clear()
     yield
-    api._dense_memo.clear()
-    api._cache_memo.clear()
+    launch.DENSE_MEMO.clear()
+    launch.CACHE_MEMO.clear()
 
 
 @pytest.mark.parametrize(
@@ -797,8 +790,8 @@ def test_a_memo_hit_cannot_bypass_the_scalar_checks(clean_memos, kw, exc, rx):
     not hold are checked by the public function on every call)."""
     qkv = _qkv()
     fn = _FakeKernel()
-    sig = api._dense_signature(*qkv.values(), 0.125, False, (None, None), None, 0.0, 1)
-    api._dense_memo[sig] = (fn, (2, 5, 4, 64), (2, 4, 5), (0.125, 1 << 30, 1 << 30, 0.0, 5, 1))
+    sig = launch.dense_signature(*qkv.values(), 0.125, False, (None, None), None, 0.0, 1)
+    launch.DENSE_MEMO[sig] = launch.Launch(fn, (2, 5, 4, 64), (2, 4, 5), (0.125, 1 << 30, 1 << 30, 0.0, 5, 1))
     api.flash_attn_func(**qkv, softmax_scale=0.125)  # the memo entry is live: the fake kernel runs
     assert fn.calls == 1
     with pytest.raises(exc, match=_arg(rx)):
@@ -816,9 +809,9 @@ def past_the_device_check(monkeypatch):
     turns into a test failure (``pytest.fail.Exception``)."""
     import fa4_torch.autograd as ag
 
-    monkeypatch.setattr(api, "_check_devices", lambda q, named: None, raising=False)
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)
     monkeypatch.setattr(ag, "device_family", lambda device: "sm120")
-    monkeypatch.setattr(api, "_num_sms", lambda device: 1)
+    monkeypatch.setattr(plan, "num_sms", lambda device: 1)
 
 
 def _grad(t):
@@ -837,11 +830,11 @@ def _paged_varlen(d=64, dv=64):
 def test_supported_gradients_go_on_to_compile(past_the_device_check):
     """The control of the tests below: with the device check passed, a supported call reaches the
     compile step (where the fixture stops it)."""
-    with torch.enable_grad(), pytest.raises(pytest.fail.Exception, match="_compile_for"):
+    with torch.enable_grad(), pytest.raises(pytest.fail.Exception, match="compile_forward"):
         api.flash_attn_func(**{n: _grad(t) for n, t in _qkv().items()})
     cu = torch.tensor([0, 2, 6], dtype=torch.int32)
     q = _grad(_t((6, 4, 64)))
-    with torch.enable_grad(), pytest.raises(pytest.fail.Exception, match="_compile_for"):
+    with torch.enable_grad(), pytest.raises(pytest.fail.Exception, match="compile_forward"):
         api.flash_attn_varlen_func(q, q, q, cu_seqlens_q=cu, cu_seqlens_k=cu)
 
 
@@ -866,12 +859,16 @@ def test_unsupported_gradients_are_rejected_before_the_forward_compiles(past_the
         fn(**kw)
 
 
-def test_switched_off_gradient_is_rejected_before_the_forward_compiles(past_the_device_check, monkeypatch):
-    import fa4_torch.autograd as ag
-
-    monkeypatch.setattr(ag, "_BWD_SOFTCAP", False)
-    with torch.enable_grad(), pytest.raises(NotImplementedError, match="softcap"):
-        api.flash_attn_func(**{n: _grad(t) for n, t in _qkv().items()}, softcap=5.0)
+@pytest.mark.parametrize("feature", ["window", "softcap", "sink"])
+def test_gradients_of_every_feature_go_on_to_compile(past_the_device_check, feature):
+    """Local windows, softcap and learnable sinks have gradients: nothing raises before the compile."""
+    kw = {n: _grad(t) for n, t in _qkv().items()}
+    kw.update(
+        {"window": dict(window_size=(16, 0)), "softcap": dict(softcap=5.0),
+         "sink": dict(learnable_sink=_grad(torch.zeros(4)))}[feature]
+    )  # fmt: skip
+    with torch.enable_grad(), pytest.raises(pytest.fail.Exception, match="compile_forward"):
+        api.flash_attn_func(**kw)
 
 
 @pytest.mark.gpu
@@ -1047,10 +1044,12 @@ def test_kvcache_memo_hit_appends_after_the_checks_and_before_the_launch(clean_m
     q, kc, vc = kw["q"], kw["k_cache"], kw["v_cache"]
     seen = []
     fn = _FakeKernel(lambda: seen.append((_bits(kc), _bits(vc))))
-    base = api._dense_signature(q, kc, vc, None, False, (None, None), None, 0.0, 0)
+    base = launch.dense_signature(q, kc, vc, None, False, (None, None), None, 0.0, 0)
     used = kw["cache_seqlens"] + 2
-    csig = api._cache_signature(base, used, kw.get("page_table"), None)
-    api._cache_memo[csig] = (fn, (2, 2, 4, 64), (2, 4, 2), (0.125, 1 << 30, 1 << 30, 0.0, 2, 1))
+    csig = launch.cache_signature(base, used, kw.get("page_table"), None)
+    launch.CACHE_MEMO[csig] = launch.Launch(
+        fn, (2, 2, 4, 64), (2, 4, 2), (0.125, 1 << 30, 1 << 30, 0.0, 2, 1)
+    )
     k0, v0 = _bits(kc), _bits(vc)
     for bad, exc in (
         (dict(softmax_scale=float("nan")), UnsupportedConfigError),

@@ -6,4 +6,6 @@ __all__ = ["HEAD_DIMS", "DTYPE_NAMES", "MAX_SPLITS"]
 
 HEAD_DIMS = (32, 64, 96, 128, 160, 192, 224, 256)  # multiples of 32 up to 256, for head_dim and head_dim_v
 DTYPE_NAMES = ("float16", "bfloat16")
-MAX_SPLITS = 64  # split-KV partials the combine merges (one warp, two per lane)
+# split-KV: the most key splits the combine kernel merges (fa4_sm120.combine: each of the 32 lanes of
+# a row's warp reads MAX_SPLITS / 32 partial LSEs)
+MAX_SPLITS = 64

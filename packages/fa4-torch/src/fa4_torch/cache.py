@@ -6,10 +6,11 @@ Sequence lengths, batch, head counts and the softmax scale are runtime arguments
 function and never enter the key. Compiles are serialised by a lock (the DSL is not re-entrant);
 lookups are a dict read.
 
-On an in-memory miss, a key that carries the running DSL version (every key ``fa4_torch.api`` and
-``fa4_torch.autograd`` make) goes through the persistent layer, :mod:`fa4_torch.disk_cache`: loaded
+On an in-memory miss, a key that carries the running DSL version (every key ``fa4_torch.launch`` and
+``fa4_torch.launch_bwd`` make) goes through the persistent layer, :mod:`fa4_torch.disk_cache`: loaded
 from ``$FA4_CACHE_DIR`` (default ``~/.cache/fa4``) when another process compiled it before, else
 compiled and written there. Other keys (tests, tools) stay in memory unless ``persistent=True``.
+:func:`dsl_version` is :func:`fa4_torch.disk_cache.dsl_version` (re-exported: the keys carry it).
 """
 
 from __future__ import annotations
@@ -18,26 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from fa4_torch import disk_cache
+from fa4_torch.disk_cache import dsl_version
+
 __all__ = ["CompileCache", "dsl_version"]
-
-
-_DSL_VERSION: list[str] = []
-
-
-def dsl_version() -> str:
-    """``nvidia-cutlass-dsl``'s version, from the installed distribution's metadata: a key lookup
-    must not import the DSL (a warm process loads its kernels from disk without it)."""
-    if not _DSL_VERSION:
-        from importlib import metadata
-
-        try:
-            version = metadata.version("nvidia-cutlass-dsl")
-        except metadata.PackageNotFoundError:  # e.g. a source checkout on the path
-            import cutlass
-
-            version = getattr(cutlass, "__version__", "unknown")
-        _DSL_VERSION.append(version)
-    return _DSL_VERSION[0]
 
 
 class CompileCache:
@@ -82,8 +67,6 @@ class CompileCache:
     def _load_or_build(self, key, build):
         if not self._persists(key):
             return build()
-        from fa4_torch import disk_cache
-
         return disk_cache.load_or_build(key, build)
 
     def clear(self) -> None:

@@ -41,6 +41,7 @@ import torch
 
 from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_torch import api
+from fa4_torch.validate import check_cu_data, check_flag, check_max_seqlen, check_tensor, reads_data
 
 __all__ = [
     "flash_attn_func",
@@ -56,8 +57,9 @@ _NOT_PLANNED = "no release planned for SM120"
 
 
 # ---------------------------------------------------------------------------------- argument mapping
-def _reject(dropout_p=0.0, alibi_slopes=None) -> None:
-    """Dropout and ALiBi: NotImplementedError naming the feature (before anything else is checked)."""
+def reject_dropout_alibi(dropout_p=0.0, alibi_slopes=None) -> None:
+    """Dropout and ALiBi: NotImplementedError naming the feature (before anything else is checked);
+    also what ``fa4_torch.integrations.transformers`` says about a model's attention dropout."""
     if (
         isinstance(dropout_p, bool)
         or not isinstance(dropout_p, (int, float))
@@ -95,7 +97,7 @@ def _fa2_named(e: UnsupportedConfigError) -> UnsupportedConfigError:
 def _check_block_lengths(q, k, cu_seqlens_q, cu_seqlens_k, block_table) -> None:
     """``cu_seqlens_k`` with a ``block_table``: the prefix sums of the key lengths, which fa4 takes as
     per-sequence lengths (``seqused_k``); checked here so that errors name ``cu_seqlens_k``."""
-    api._check_tensor("cu_seqlens_k", cu_seqlens_k, 1, (torch.int32,))
+    check_tensor("cu_seqlens_k", cu_seqlens_k, 1, (torch.int32,))
     if isinstance(cu_seqlens_q, torch.Tensor) and cu_seqlens_q.dim() == 1:
         if cu_seqlens_k.shape != cu_seqlens_q.shape:
             raise unsupported(
@@ -103,8 +105,8 @@ def _check_block_lengths(q, k, cu_seqlens_q, cu_seqlens_k, block_table) -> None:
             )
     if isinstance(q, torch.Tensor) and cu_seqlens_k.device != q.device:
         raise unsupported("cu_seqlens_k.device", str(cu_seqlens_k.device), f"q's device {q.device}")
-    if api._reads_data(cu_seqlens_k):
-        lens = api._check_cu_data("cu_seqlens_k", cu_seqlens_k, None)
+    if reads_data(cu_seqlens_k):
+        lens = check_cu_data("cu_seqlens_k", cu_seqlens_k, None)
         shaped = isinstance(k, torch.Tensor) and k.dim() == 4 and isinstance(block_table, torch.Tensor)
         if shaped and block_table.dim() == 2 and k.shape[1] > 0 and lens.numel():  # page size 0: api's error
             cap = block_table.shape[1] * k.shape[1]
@@ -152,8 +154,8 @@ def flash_attn_func(
     """``softmax(q kᵀ · scale) v`` for ``q (b, s_q, h, d)``, ``k/v (b, s_k, h_k, d)``; FlashAttention-2's
     signature. Returns ``out (b, s_q, h, d_v)``, or ``(out, softmax_lse, None)`` with
     ``return_attn_probs`` (the probabilities are not materialised)."""
-    _reject(dropout_p, alibi_slopes)
-    api._check_flag("return_attn_probs", return_attn_probs)
+    reject_dropout_alibi(dropout_p, alibi_slopes)
+    check_flag("return_attn_probs", return_attn_probs)
     out, lse = api.flash_attn_func(
         q,
         k,
@@ -180,7 +182,7 @@ def flash_attn_qkvpacked_func(
     return_attn_probs=False,
 ):
     """:func:`flash_attn_func` on ``qkv (batch, seqlen, 3, nheads, head_dim)``."""
-    _reject(dropout_p, alibi_slopes)
+    reject_dropout_alibi(dropout_p, alibi_slopes)
     q, k, v = _unpack("qkv", qkv, 5, 2, 3)
     return flash_attn_func(
         q, k, v, 0.0, softmax_scale, causal, window_size, softcap, None, deterministic, return_attn_probs
@@ -200,7 +202,7 @@ def flash_attn_kvpacked_func(
     return_attn_probs=False,
 ):
     """:func:`flash_attn_func` on ``q (b, s_q, h, d)`` and ``kv (b, s_k, 2, h_k, d)``."""
-    _reject(dropout_p, alibi_slopes)
+    reject_dropout_alibi(dropout_p, alibi_slopes)
     k, v = _unpack("kv", kv, 5, 2, 2)
     return flash_attn_func(
         q, k, v, 0.0, softmax_scale, causal, window_size, softcap, None, deterministic, return_attn_probs
@@ -230,13 +232,13 @@ def flash_attn_varlen_func(
     ``cu_seqlens_q/k (batch + 1,)``. With ``block_table`` (int32 ``(batch, max_blocks)``), ``k/v`` are
     paged ``(num_blocks, page_size, h_k, d)`` and ``cu_seqlens_k`` holds the prefix sums of the key
     lengths. Returns ``out (total_q, h, d_v)``, or ``(out, softmax_lse (h, total_q), None)``."""
-    _reject(dropout_p, alibi_slopes)
-    api._check_flag("return_attn_probs", return_attn_probs)
+    reject_dropout_alibi(dropout_p, alibi_slopes)
+    check_flag("return_attn_probs", return_attn_probs)
     seqused_k = None
     if block_table is not None:
         # fa4 addresses paged K/V through per-sequence lengths (seqused_k), not prefix sums
         _check_block_lengths(q, k, cu_seqlens_q, cu_seqlens_k, block_table)
-        api._check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
+        check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
         seqused_k = cu_seqlens_k[1:] - cu_seqlens_k[:-1]
         cu_seqlens_k, max_seqlen_k = None, None
     try:
@@ -278,7 +280,7 @@ def flash_attn_varlen_qkvpacked_func(
     return_attn_probs=False,
 ):
     """:func:`flash_attn_varlen_func` on ``qkv (total, 3, nheads, head_dim)``."""
-    _reject(dropout_p, alibi_slopes)
+    reject_dropout_alibi(dropout_p, alibi_slopes)
     q, k, v = _unpack("qkv", qkv, 4, 1, 3)
     return flash_attn_varlen_func(
         q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, 0.0, softmax_scale, causal, window_size,
@@ -303,7 +305,7 @@ def flash_attn_varlen_kvpacked_func(
     return_attn_probs=False,
 ):
     """:func:`flash_attn_varlen_func` on ``q (total_q, h, d)`` and ``kv (total_k, 2, h_k, d)``."""
-    _reject(dropout_p, alibi_slopes)
+    reject_dropout_alibi(dropout_p, alibi_slopes)
     k, v = _unpack("kv", kv, 4, 1, 2)
     return flash_attn_varlen_func(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, 0.0, softmax_scale, causal,
@@ -337,7 +339,7 @@ def flash_attn_with_kvcache(
     :func:`fa4_torch.api.flash_attn_with_kvcache`: new ``k/v`` are appended in place at
     ``cache_seqlens``; ``block_table`` is the page table of a paged cache. Returns ``out``, or
     ``(out, softmax_lse)`` with ``return_softmax_lse``."""
-    _reject(0.0, alibi_slopes)
+    reject_dropout_alibi(0.0, alibi_slopes)
     if rotary_cos is not None or rotary_sin is not None:
         raise NotImplementedError(
             f"rotary embedding inside flash_attn_with_kvcache (rotary_cos/rotary_sin) is not implemented "

@@ -67,11 +67,15 @@ __all__ = [
     "SWITCH_ENV",
     "Entry",
     "FileLock",
+    "c_compiler",
     "cache_root",
     "compile_target",
+    "dsl_version",
     "entry_for",
     "key_text",
+    "load_entry",
     "load_or_build",
+    "reset_warnings",
     "source_fingerprint",
     "stats",
 ]
@@ -121,6 +125,25 @@ def compile_target() -> str:
     except Exception:
         pass
     return "unknown"
+
+
+_DSL_VERSION: list[str] = []
+
+
+def dsl_version() -> str:
+    """``nvidia-cutlass-dsl``'s version, from the installed distribution's metadata: a key lookup
+    must not import the DSL (a warm process loads its kernels from disk without it)."""
+    if not _DSL_VERSION:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("nvidia-cutlass-dsl")
+        except metadata.PackageNotFoundError:  # e.g. a source checkout on the path
+            import cutlass
+
+            version = getattr(cutlass, "__version__", "unknown")
+        _DSL_VERSION.append(version)
+    return _DSL_VERSION[0]
 
 
 # ---------------------------------------------------------------------------------- what
@@ -235,8 +258,6 @@ def entry_for(
         if root is None:
             return None
     if dsl is None:
-        from fa4_torch.cache import dsl_version
-
         dsl = dsl_version()
     text = key_text(key)
     target = target or compile_target()
@@ -299,6 +320,11 @@ _stats_lock = threading.Lock()
 _warned: set[str] = set()
 
 
+def reset_warnings() -> None:
+    """Warn again what this process has warned once (tests)."""
+    _warned.clear()
+
+
 def stats() -> dict[str, int]:
     """This process's counts: ``loaded`` from disk (``loaded_so`` of them from the ``.so``, without the
     DSL), ``compiled`` on a disk miss, ``written``,
@@ -322,7 +348,7 @@ def _warn_once(kind: str, message: str) -> None:
 _modules: list[Any] = []  # loaded shared libraries stay loaded for the life of the process
 
 
-def _load(entry: Entry):
+def load_entry(entry: Entry):
     """The entry's function: from ``<sha>.so`` through TVM-FFI alone when it is there and loads,
     else from ``<sha>.o`` through the DSL."""
     if entry.so.exists() and os.environ.get(SO_ENV, "").strip().lower() not in _OFF:
@@ -345,7 +371,8 @@ def _load(entry: Entry):
     return module[FUNC_NAME]
 
 
-def _c_compiler() -> str | None:
+def c_compiler() -> str | None:
+    """The C compiler that links ``<sha>.so`` (``$CC``, ``cc``, ``gcc``, ``clang``), or None."""
     for name in (os.environ.get("CC", "").strip(), "cc", "gcc", "clang"):
         if name and shutil.which(name):
             return shutil.which(name)
@@ -355,7 +382,7 @@ def _c_compiler() -> str | None:
 def _link_shared(obj: Path, out: Path) -> bool:
     """Link ``obj`` into the shared library ``out`` against the DSL runtime and TVM-FFI; ``False``
     (nothing written) without a C compiler or when the link fails."""
-    cc = _c_compiler()
+    cc = c_compiler()
     if cc is None:
         return False
     from cutlass.cute.runtime import find_runtime_libraries
@@ -376,7 +403,7 @@ def _try_load(entry: Entry, *, remove: bool):
     if not entry.obj.exists():
         return None
     try:
-        fn = _load(entry)
+        fn = load_entry(entry)
     except Exception as e:
         if not remove:
             return None

@@ -1,25 +1,121 @@
-"""``torch.library`` custom ops: how fa4 appears inside ``torch.compile`` graphs.
+"""``torch.library`` custom ops, and the one place that routes a call to them or past them.
 
-* ``torch.ops.fa4.fwd`` wraps the whole forward launch (validation, the kernel, the split-KV combine)
-  -> ``(out, lse)``;
-* ``torch.ops.fa4.bwd`` wraps the whole backward (preprocess, main kernel, postprocess, dsink)
-  -> ``(dq, dk, dv, dsink)``, ``dsink`` an empty fp32 tensor unless ``want_dsink``.
+* ``torch.ops.fa4.fwd`` wraps the whole forward launch (validation, the kernel, the split-KV combine:
+  :func:`fa4_torch.launch.forward`) -> ``(out, lse)``;
+* ``torch.ops.fa4.bwd`` wraps the whole backward (preprocess, main kernel, postprocess, dsink:
+  :func:`fa4_torch.launch_bwd.backward`) -> ``(dq, dk, dv, dsink)``, ``dsink`` an empty fp32 tensor
+  unless ``want_dsink``.
 
 Each has a fake (meta) implementation that only computes output shapes, so ``torch.compile(...,
 fullgraph=True)`` traces a model that calls :func:`fa4_torch.flash_attn_func` (or the varlen / KV-cache
-functions), forward and backward, with no graph break. Eager calls do not go through the ops:
-:func:`fa4_torch.api._flash_attn_fwd` and :func:`fa4_torch.autograd._backward` route here only while
-``torch.compiler.is_compiling()``, so the eager path pays no custom-op dispatch. Optional ints travel
-as ``-1`` (a window side without a bound, a ``max_seqlen`` not given).
+functions), forward and backward, with no graph break.
+
+:func:`forward` and :func:`backward` are the routing, the pattern of quack's ``cute_op``
+(``quack.dsl.torch_library_op``): while ``torch.compiler.is_compiling()`` (constant-folded to True by
+Dynamo at trace time) a call becomes the op, a graph node; in eager it calls the launch directly, so
+the eager path pays no custom-op dispatch. The schemas speak ``torch.library``'s types: an optional
+int travels as ``-1`` (a window side without a bound, a ``max_seqlen`` not given, ``pack_gqa=None``);
+:func:`backward` turns the canonical window (:data:`fa4_torch.validate.UNBOUNDED`) into that and
+``fa4::bwd`` turns it back.
+
+The fourth layer of fa4-torch (``validate -> plan -> launch, launch_bwd -> ops -> autograd -> api``).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["fwd_op", "bwd_op"]
+from fa4_torch import launch, launch_bwd, validate
+from fa4_torch.validate import DEFAULT_NAMES, UNBOUNDED
+
+__all__ = ["fwd_op", "bwd_op", "forward", "backward"]
 
 
+# ---------------------------------------------------------------------------------- routing
+def forward(
+    q,
+    k,
+    v,
+    softmax_scale,
+    causal,
+    window_size,
+    pack_gqa,
+    *,
+    softcap=0.0,
+    learnable_sink=None,
+    num_splits=1,
+    cu_seqlens_q=None,
+    cu_seqlens_k=None,
+    max_seqlen_q=None,
+    max_seqlen_k=None,
+    seqused_q=None,
+    seqused_k=None,
+    page_table=None,
+    kv_batch_idx=None,
+    before_launch=None,
+    names=DEFAULT_NAMES,
+):
+    """The forward of every API function -> ``(out, lse)``: eager, :func:`fa4_torch.launch.forward`
+    (its arguments); under ``torch.compile``, ``before_launch`` (traced as ordinary torch ops) and then
+    ``torch.ops.fa4.fwd``, which validates and launches when the graph runs."""
+    if max_seqlen_q is not None or max_seqlen_k is not None:  # not in the memo keys: checked first
+        validate.check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
+        validate.check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
+    if torch.compiler.is_compiling():
+        if before_launch is not None:  # the KV-cache append is traced as ordinary torch ops
+            before_launch()
+        left, right = window_size if isinstance(window_size, (tuple, list)) else (None, None)
+        return fwd_op(
+            q,
+            k,
+            v,
+            softmax_scale,
+            bool(causal),
+            -1 if left is None else left,
+            -1 if right is None else right,
+            -1 if pack_gqa is None else int(pack_gqa),
+            float(softcap),
+            learnable_sink,
+            num_splits,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            -1 if max_seqlen_q is None else max_seqlen_q,
+            -1 if max_seqlen_k is None else max_seqlen_k,
+            seqused_q,
+            seqused_k,
+            page_table,
+            kv_batch_idx,
+        )
+    return launch.forward(  # positional: each keyword costs a cached call time
+        q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
+        cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
+        kv_batch_idx, before_launch, names,
+    )  # fmt: skip
+
+
+def backward(dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softmax_scale, causal, is_local,
+             wl, wr, softcap, deterministic, max_seqlen_q, max_seqlen_k, want_dsink):  # fmt: skip
+    """The backward on the tensors the autograd functions saved -> ``(dq, dk, dv, dsink)``, ``dsink``
+    None unless ``want_dsink``: eager, :func:`fa4_torch.launch_bwd.backward` (its arguments: the
+    canonical window ``wl``/``wr``, ``max_seqlen_q/k`` None when not given); under ``torch.compile``,
+    ``torch.ops.fa4.bwd``."""
+    if torch.compiler.is_compiling():
+        if dout is None:
+            dout = torch.zeros_like(out)
+        dq, dk, dv, dsink = bwd_op(
+            dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softmax_scale, causal,
+            -1 if wl >= UNBOUNDED else wl, -1 if wr >= UNBOUNDED else wr, softcap, deterministic,
+            -1 if max_seqlen_q is None else max_seqlen_q, -1 if max_seqlen_k is None else max_seqlen_k,
+            want_dsink,
+        )  # fmt: skip
+        return dq, dk, dv, (dsink if want_dsink else None)
+    return launch_bwd.backward(
+        dout, q, k, v, out, lse, dlse, sink, cu_q, cu_k, used_q, used_k, softmax_scale, causal, is_local,
+        wl, wr, softcap, deterministic, max_seqlen_q, max_seqlen_k, want_dsink,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- fa4::fwd
 @torch.library.custom_op("fa4::fwd", mutates_args=(), device_types="cuda")
 def fwd_op(
     q: torch.Tensor,
@@ -42,9 +138,13 @@ def fwd_op(
     page_table: torch.Tensor | None,
     kv_batch_idx: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from fa4_torch.api import _flash_attn_fwd
-
-    return _flash_attn_fwd(
+    """The forward of a compiled graph: :func:`fa4_torch.launch.forward` on the schema's arguments."""
+    max_seqlen_q = None if max_seqlen_q < 0 else max_seqlen_q
+    max_seqlen_k = None if max_seqlen_k < 0 else max_seqlen_k
+    if max_seqlen_q is not None or max_seqlen_k is not None:
+        validate.check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
+        validate.check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
+    return launch.forward(
         q,
         k,
         v,
@@ -57,13 +157,12 @@ def fwd_op(
         num_splits=num_splits,
         cu_seqlens_q=cu_seqlens_q,
         cu_seqlens_k=cu_seqlens_k,
-        max_seqlen_q=None if max_seqlen_q < 0 else max_seqlen_q,
-        max_seqlen_k=None if max_seqlen_k < 0 else max_seqlen_k,
+        max_seqlen_q=max_seqlen_q,
+        max_seqlen_k=max_seqlen_k,
         seqused_q=seqused_q,
         seqused_k=seqused_k,
         page_table=page_table,
         kv_batch_idx=kv_batch_idx,
-        _eager=True,
     )
 
 
@@ -97,6 +196,7 @@ def _fwd_fake(
     return out, lse
 
 
+# ---------------------------------------------------------------------------------- fa4::bwd
 @torch.library.custom_op("fa4::bwd", mutates_args=(), device_types="cuda")
 def bwd_op(
     dout: torch.Tensor,
@@ -123,12 +223,9 @@ def bwd_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The backward of :class:`fa4_torch.autograd.FlashAttnFunc` / ``FlashAttnVarlenFunc`` on the
     tensors they saved. The window is the canonical one (causal folded in: ``right = 0``)."""
-    from fa4_torch.api import _UNBOUNDED
-    from fa4_torch.autograd import _bwd
-
     is_local = window_left >= 0 or (window_right >= 0 and not causal)
     want_dsink = want_dsink and learnable_sink is not None
-    dq, dk, dv, dsink = _bwd(
+    dq, dk, dv, dsink = launch_bwd.backward(
         dout,
         q,
         k,
@@ -144,8 +241,8 @@ def bwd_op(
         softmax_scale,
         causal,
         is_local,
-        _UNBOUNDED if window_left < 0 else window_left,
-        _UNBOUNDED if window_right < 0 else window_right,
+        UNBOUNDED if window_left < 0 else window_left,
+        UNBOUNDED if window_right < 0 else window_right,
         softcap,
         deterministic,
         None if max_seqlen_q < 0 else max_seqlen_q,

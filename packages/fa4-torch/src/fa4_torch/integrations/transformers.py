@@ -49,6 +49,7 @@ and the other layers of the forward reuse it. Inference-mode tensors (no version
 every layer, and so is anything during CUDA-graph capture (where the read fails, as any sync does).
 Nothing is read, and nothing synced for it, in calls without ``position_ids``, with a mask, with
 ``cu_seq_lens_q/k``, with ``seq_q == 1`` or with the ``(1, seq)`` default positions of a batch > 1.
+The detection itself is :func:`packed_from_positions`; :func:`forget_positions` drops the kept answer.
 
 Under ``torch.compile`` the same detection, and the varlen call when it finds packing, run in a
 ``torch.compiler.disable``-d helper: a graph break at each attention call that reads the positions
@@ -115,7 +116,7 @@ def _readable_positions(position_ids, batch: int, seqlen: int) -> bool:
     return isinstance(position_ids, torch.Tensor) and tuple(position_ids.shape) == (batch, seqlen)
 
 
-def _packed_from_positions(position_ids, batch: int, seqlen: int):
+def packed_from_positions(position_ids, batch: int, seqlen: int):
     """int32 cu_seqlens and max length of the sequences packed into the rows (a position that does not
     follow its left neighbour starts a sequence; every row starts one), or None if each row is one (or
     ``position_ids`` is not a ``(batch, seqlen)`` tensor). One host sync."""
@@ -136,8 +137,14 @@ def _packed_from_positions(position_ids, batch: int, seqlen: int):
 _last_positions: tuple | None = None
 
 
+def forget_positions() -> None:
+    """Forget the ``position_ids`` last read (the next call reads its positions again)."""
+    global _last_positions
+    _last_positions = None
+
+
 def _packed_once(position_ids, batch: int, seqlen: int):
-    """:func:`_packed_from_positions`, read once per ``position_ids`` tensor: the layers of one forward
+    """:func:`packed_from_positions`, read once per ``position_ids`` tensor: the layers of one forward
     get the same tensor, so only the first pays the host sync. An in-place change bumps the version
     counter and is read again; inference tensors (no version counter) are read every time, and so is
     anything during CUDA-graph capture (a captured answer would outlive later changes of the data)."""
@@ -152,7 +159,7 @@ def _packed_once(position_ids, batch: int, seqlen: int):
         version = position_ids._version
         if last is not None and last[0]() is position_ids and last[1:4] == (version, batch, seqlen):
             return last[4]
-    found = _packed_from_positions(position_ids, batch, seqlen)
+    found = packed_from_positions(position_ids, batch, seqlen)
     if keyed:
         _last_positions = (weakref.ref(position_ids), version, batch, seqlen, found)
     return found
@@ -209,7 +216,7 @@ def fa4_attention_forward(
             "materialised); use attn_implementation='eager' for them"
         )
     if dropout:
-        compat._reject(dropout_p=dropout)
+        compat.reject_dropout_alibi(dropout_p=dropout)
     is_causal = kwargs.pop("is_causal", None)
     if is_causal is None:
         is_causal = getattr(module, "is_causal", True)

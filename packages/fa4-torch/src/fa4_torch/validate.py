@@ -1,0 +1,512 @@
+"""Argument checks of the forward: everything the API checks before anything is compiled, launched or
+written, and the canonical, frozen arguments the checks return (:class:`FwdArgs`).
+
+The first layer of fa4-torch (``validate -> plan -> launch -> ops -> autograd -> api``): it imports
+torch, :mod:`fa4_core.errors` and the kernels' plain-data limits, nothing of fa4-torch.
+
+* :func:`forward_args` checks one forward call from metadata only (shapes, strides, dtypes, devices,
+  data-pointer alignment, the Python scalars) and, for CPU index tensors or with
+  ``FA4_VALIDATE_DATA=1`` (:data:`VALIDATE_DATA`), the contents of the index tensors; it returns a
+  :class:`FwdArgs` whose window is canonical: causal folded in (``right = 0``) and an unbounded side
+  as :data:`UNBOUNDED`, the one encoding below the API (the kernels' runtime value; ``None`` and
+  ``-1`` are the caller's spellings, ``-1`` also that of the ``torch.library`` schemas);
+* :func:`check_kvcache` checks what ``flash_attn_with_kvcache`` adds (the new ``k``/``v`` against
+  the caches, ``cache_seqlens`` against their rows) before its append writes anything;
+* the single checks (:func:`check_flag`, :func:`check_max_seqlen`, :func:`check_tensor`,
+  :func:`reject_extras`, ...) for the API, ``fa4_torch.compat`` and the autograd functions.
+
+Errors name the argument as the caller passed it (``names``: ``k_cache``, ``cache_seqlens`` for the
+KV-cache call), the value and what is supported (:func:`fa4_core.errors.unsupported`); a bool
+argument of another type is a ``TypeError``; a feature without a kernel a ``NotImplementedError``
+(:func:`later`). ``docs/api.md`` (Validation) lists them. Seams for tests: :data:`VALIDATE_DATA`
+(read at each call) and :func:`check_devices` (called through this module's globals).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
+
+import torch
+
+from fa4_core.errors import unsupported
+from fa4_sm120.limits import HEAD_DIMS, MAX_SPLITS
+
+__all__ = [
+    "DTYPES",
+    "UNBOUNDED",
+    "VALIDATE_DATA",
+    "DEFAULT_NAMES",
+    "KVCACHE_NAMES",
+    "FwdArgs",
+    "forward_args",
+    "check_kvcache",
+    "later",
+    "check_flag",
+    "check_max_seqlen",
+    "reject_extras",
+    "needs_grad",
+    "check_tensor",
+    "check_layout",
+    "check_index",
+    "reads_data",
+    "check_cu_data",
+    "check_index_data",
+    "check_devices",
+    "canonical_window",
+    "check_scalars",
+]
+
+DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+UNBOUNDED = 1 << 30  # a window side without a bound (the kernels' runtime value)
+VALIDATE_DATA = os.environ.get("FA4_VALIDATE_DATA", "") == "1"
+DEFAULT_NAMES = ("k", "v", "seqused_k")  # how the caller names k, v and seqused_k
+KVCACHE_NAMES = ("k_cache", "v_cache", "cache_seqlens")  # flash_attn_with_kvcache's names of them
+
+
+def later(feature: str, where: str | None) -> NotImplementedError:
+    """``where``: the release that will bring it, or ``None`` when none is planned."""
+    if where is None:
+        return NotImplementedError(f"{feature} is not implemented in fa4 (no release plans it for SM120)")
+    return NotImplementedError(f"{feature} is not implemented yet in fa4 (planned: {where})")
+
+
+# ---------------------------------------------------------------------------------- single checks
+def check_tensor(name: str, t, ndim: int, dtypes=tuple(DTYPES), layout: bool = True) -> None:
+    """Type, dtype, rank; then (``layout``) contiguity of the last dim, 16-byte strides and base."""
+    if not isinstance(t, torch.Tensor):
+        raise unsupported(name, type(t).__name__, "a torch.Tensor")
+    if t.dtype not in dtypes:
+        raise unsupported(f"{name}.dtype", t.dtype, ", ".join(str(d) for d in dtypes))
+    if t.dim() != ndim:
+        raise unsupported(f"{name}.dim()", t.dim(), f"{ndim} (shape {tuple(t.shape)})")
+    if layout:
+        check_layout(name, t)
+
+
+def check_layout(name: str, t):
+    """Returns ``t``, or a view of it whose size-1 dims carry stride 0 when their stride is not a
+    multiple of 8 (it addresses nothing; the compiled kernels assume 16-byte-multiple strides)."""
+    shape, stride = t.shape, t.stride()  # read once: this runs on every validated call
+    ndim = len(stride)
+    if t.dtype in DTYPES:
+        if stride[-1] != 1 and shape[-1] > 1:
+            raise unsupported(f"{name}.stride(-1)", stride[-1], "1 (the head dimension must be contiguous)")
+        fix = False
+        for i in range(ndim - 1):
+            if stride[i] % 8 != 0:
+                if shape[i] != 1:
+                    raise unsupported(
+                        f"{name}.stride({i})", stride[i], "a multiple of 8 elements (16-byte aligned rows)"
+                    )
+                fix = True
+        if t.data_ptr() % 16 != 0:
+            raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
+        if fix:
+            strides = [0 if (n == 1 and st % 8) else st for n, st in zip(shape[:-1], stride[:-1])]
+            t = t.as_strided(shape, (*strides, 1))
+    elif stride[-1] != 1 and shape[-1] > 1:
+        raise unsupported(f"{name}.stride({ndim - 1})", stride[-1], "1 (contiguous)")
+    return t
+
+
+def check_index(name: str, t, shape: tuple) -> None:
+    """An optional int32 index tensor of exactly ``shape``."""
+    if t is None:
+        return
+    check_tensor(name, t, len(shape), (torch.int32,))
+    if tuple(t.shape) != shape:
+        raise unsupported(f"{name}.shape", tuple(t.shape), f"{shape}")
+
+
+def reads_data(*ts) -> bool:
+    """Whether the data checks run on these index tensors: all on the CPU, or ``FA4_VALIDATE_DATA=1``."""
+    if VALIDATE_DATA:
+        return True
+    for t in ts:  # is_cpu: no device object (a KV-cache call asks this on every call)
+        if not t.is_cpu:
+            return False
+    return True
+
+
+def check_cu_data(name: str, cu, total):
+    """``cu`` (an int32 ``(batch + 1,)`` tensor) starts at 0, never decreases and ends at most at
+    ``total`` (None: no bound). Reads the data (the caller decides when). Returns the lengths (CPU)."""
+    c = cu.cpu()
+    if c.numel() and int(c[0]) != 0:
+        raise unsupported(f"{name}[0]", int(c[0]), "0")
+    if c.numel() > 1 and bool((c[1:] < c[:-1]).any()):
+        raise unsupported(name, c.tolist()[:16], "non-decreasing prefix sums (monotone)")
+    if total is not None and c.numel() and int(c[-1]) > total:
+        raise unsupported(f"{name}[-1]", int(c[-1]), f"at most the packed length {total}")
+    return (c[1:] - c[:-1]) if c.numel() > 1 else c[:0]
+
+
+def check_index_data(
+    q, k, varlen_q, varlen_k, paged, cu_q, cu_k, used_q, used_k, page_table, kv_batch, used_k_name="seqused_k"
+):
+    """The checks that read index tensors: cu_seqlens monotone from 0 to the total, seqused within
+    capacity, page indices and cache slots in range. Reading device memory would synchronise the host,
+    so they run only on CPU tensors or with ``FA4_VALIDATE_DATA=1`` (a debugging switch)."""
+    idx = [t for t in (cu_q, cu_k, used_q, used_k, page_table, kv_batch) if t is not None]
+    if not idx or not reads_data(*idx):
+        return
+
+    lens_q = check_cu_data("cu_seqlens_q", cu_q, q.shape[0]) if varlen_q else None
+    lens_k = check_cu_data("cu_seqlens_k", cu_k, k.shape[0]) if varlen_k else None
+    if used_q is not None:
+        u = used_q.cpu()
+        cap = lens_q if lens_q is not None else torch.full_like(u, q.shape[1])
+        if bool((u < 0).any()) or bool((u > cap).any()):
+            raise unsupported(
+                "seqused_q", u.tolist()[:16], f"0 <= seqused_q[b] <= capacity {cap.tolist()[:16]}"
+            )
+    if used_k is not None:
+        u = used_k.cpu()
+        if paged:
+            cap = torch.full_like(u, page_table.shape[1] * k.shape[1])
+        elif lens_k is not None:
+            cap = lens_k
+        else:
+            cap = torch.full_like(u, k.shape[1])
+        if bool((u < 0).any()) or bool((u > cap).any()):
+            raise unsupported(
+                used_k_name, u.tolist()[:16], f"0 <= {used_k_name}[b] <= capacity {cap.tolist()[:16]}"
+            )
+    if paged:
+        p = page_table.cpu()
+        if p.numel() and (int(p.min()) < 0 or int(p.max()) >= k.shape[0]):
+            raise unsupported(
+                "page_table", f"indices in [{int(p.min())}, {int(p.max())}]", f"[0, {k.shape[0]})"
+            )
+    if kv_batch is not None:
+        b = kv_batch.cpu()
+        if b.numel() and (int(b.min()) < 0 or int(b.max()) >= k.shape[0]):
+            raise unsupported(
+                "cache_batch_idx", f"values in [{int(b.min())}, {int(b.max())}]", f"[0, {k.shape[0]})"
+            )
+
+
+def check_devices(q, named) -> None:
+    """Every tensor of ``named`` (``(name, tensor or None)`` pairs) on q's device, and that a CUDA one."""
+    device = q.device
+    for name, t in named:
+        if t is not None and t.device != device:
+            raise unsupported(f"{name}.device", str(t.device), f"q's device {device}")
+    if device.type != "cuda":
+        raise unsupported("q.device", str(device), "a CUDA device")
+
+
+def canonical_window(window_size, causal: bool) -> tuple[bool, int, int]:
+    """-> ``(is_local, left, right)``, a side without a bound (``None`` or ``-1``) as :data:`UNBOUNDED`;
+    causal folds in as ``right = 0`` (or the caller's right side when it is smaller)."""
+    if window_size is None:
+        window_size = (None, None)
+    if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
+        raise unsupported("window_size", window_size, "a pair (left, right) of ints >= -1 or None")
+    for side, w in zip(("window_size[0]", "window_size[1]"), window_size):
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < -1):
+            raise unsupported(side, w, "an int >= 0, or -1/None for no bound")
+    left, right = (None if (w is None or w == -1) else w for w in window_size)
+    if causal:
+        right = 0 if right is None else min(right, 0)
+    is_local = left is not None or (right is not None and not causal)
+    return is_local, UNBOUNDED if left is None else left, UNBOUNDED if right is None else right
+
+
+def check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim) -> float:
+    """``softmax_scale`` finite and > 0 (the online softmax keeps each row's maximum of the unscaled
+    scores, right only for a positive scale; a zero scale makes masked scores ``nan``), ``softcap``
+    finite >= 0, ``num_splits`` in ``[0, MAX_SPLITS]``, ``pack_gqa`` None or a bool. Returns the
+    scale as a float."""
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(head_dim)
+    elif (
+        isinstance(softmax_scale, bool)
+        or not isinstance(softmax_scale, (int, float))
+        or not math.isfinite(softmax_scale)
+        or softmax_scale <= 0
+    ):
+        raise unsupported("softmax_scale", softmax_scale, "a finite float > 0 (or None for 1/sqrt(head_dim))")
+    if (
+        isinstance(softcap, bool)
+        or not isinstance(softcap, (int, float))
+        or not math.isfinite(softcap)
+        or softcap < 0
+    ):
+        raise unsupported("softcap", softcap, "a finite float >= 0 (0 = no capping)")
+    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or not 0 <= num_splits <= MAX_SPLITS:
+        raise unsupported(
+            "num_splits", num_splits, f"an int in [0, {MAX_SPLITS}] (0 = heuristic, 1 = no split)"
+        )
+    if pack_gqa is not None and not isinstance(pack_gqa, bool):
+        raise unsupported("pack_gqa", pack_gqa, "None (auto), True, False")
+    return float(softmax_scale)
+
+
+def check_flag(name: str, value) -> None:
+    """A bool argument (``causal``, ``return_lse``, ``deterministic``...): ``True`` or ``False`` only; a
+    string such as ``"False"`` would be truthy. ``TypeError`` naming the argument otherwise."""
+    if value is not True and value is not False:
+        raise TypeError(f"{name}={value!r} is not supported; supported: True or False (a bool)")
+
+
+def check_max_seqlen(name: str, value, what: str) -> None:
+    """``max_seqlen_q``/``max_seqlen_k``: None or an int >= 0 (``what``: query or key)."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)) or value < 0
+    ):
+        raise unsupported(name, value, f"an int >= 0 (an upper bound of the {what} lengths) or None")
+
+
+def reject_extras(**extras) -> None:
+    """The arguments kept for ``flash_attn.cute`` signature compatibility: each must be ``None``."""
+    for name, val in extras.items():
+        if val is not None:
+            raise later(name, None)
+
+
+def needs_grad(*ts) -> bool:
+    """Grad mode is on and one of ``ts`` (tensors or anything else) requires grad."""
+    if not torch.is_grad_enabled():
+        return False
+    for t in ts:  # a loop, not any(generator): this runs on every call
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            return True
+    return False
+
+
+# ---------------------------------------------------------------------------------- the forward
+_new = tuple.__new__  # NamedTuple(*fields) without its Python-level __new__: half the cost per call
+
+
+class FwdArgs(NamedTuple):
+    """A validated forward call: the tensors (``q``, ``k``, ``v`` possibly as views whose size-1 dims
+    carry stride 0, see :func:`check_layout`) and its canonical scalars."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    cu_seqlens_q: torch.Tensor | None
+    cu_seqlens_k: torch.Tensor | None
+    seqused_q: torch.Tensor | None
+    seqused_k: torch.Tensor | None
+    page_table: torch.Tensor | None
+    kv_batch_idx: torch.Tensor | None
+    learnable_sink: torch.Tensor | None
+    softmax_scale: float
+    causal: bool
+    is_local: bool
+    window_left: int  # UNBOUNDED: no bound
+    window_right: int  # UNBOUNDED: no bound; causal: <= 0
+    softcap: float  # 0.0: off
+    num_splits: int  # 0: the heuristic's; else 1..MAX_SPLITS
+    pack_gqa: bool | None  # None: on when nheads > nheads_kv
+    batch: int
+    nheads: int
+    nheads_kv: int
+    head_dim: int
+    head_dim_v: int
+    max_seqlen_q: int  # the grid's query rows per sequence (the given bound, or the total length)
+    max_seqlen_k: int  # a bound of the key lengths (the split heuristic's)
+    views: bool  # q, k or v is a view made here (not the caller's tensor)
+
+
+def forward_args(
+    q,
+    k,
+    v,
+    softmax_scale,
+    causal,
+    window_size,
+    pack_gqa,
+    softcap,
+    learnable_sink,
+    num_splits,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    seqused_q,
+    seqused_k,
+    page_table,
+    kv_batch_idx,
+    names=DEFAULT_NAMES,
+) -> FwdArgs:
+    """Every check of one forward call (``max_seqlen_q/k`` excepted: the caller checks them first, on
+    every call), in the order of the error table of ``docs/api.md``. ``names``: how the caller calls
+    ``k``, ``v`` and ``seqused_k``."""
+    q_in, k_in, v_in = q, k, v
+    kn, vn, un = names
+    varlen_q = cu_seqlens_q is not None
+    varlen_k = cu_seqlens_k is not None
+    paged = page_table is not None
+    if varlen_k and paged:  # before k's rank, which each of them sets differently
+        raise unsupported(
+            "(page_table, cu_seqlens_k)", ("given", "given"), "paged K/V with seqused_k, not cu_seqlens_k"
+        )
+    check_flag("causal", causal)
+    check_tensor("q", q, 3 if varlen_q else 4, layout=False)
+    check_tensor(kn, k, 3 if varlen_k else 4, layout=False)
+    check_tensor(vn, v, 3 if varlen_k else 4, layout=False)
+    for name, d in (("head_dim", q.shape[-1]), ("head_dim_v", v.shape[-1])):
+        if d not in HEAD_DIMS:
+            raise unsupported(name, d, f"one of {HEAD_DIMS}")
+    q, k, v = check_layout("q", q), check_layout(kn, k), check_layout(vn, v)
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise unsupported(
+            f"(q.dtype, {kn}.dtype, {vn}.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
+        )
+    nheads, head_dim = q.shape[-2:]
+    nheads_kv, head_dim_v = v.shape[-2], v.shape[-1]
+    if k.shape[-1] != head_dim:
+        raise unsupported(f"{kn}.shape[-1] (head_dim)", k.shape[-1], f"q's head_dim {head_dim}")
+    if k.shape[:-1] != v.shape[:-1]:
+        raise unsupported(f"{vn}.shape[:-1]", tuple(v.shape[:-1]), f"{kn}'s {tuple(k.shape[:-1])}")
+    if nheads_kv == 0 or nheads % nheads_kv != 0:
+        raise unsupported(
+            "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
+        )
+    if varlen_q:
+        check_tensor("cu_seqlens_q", cu_seqlens_q, 1, (torch.int32,))
+        batch = cu_seqlens_q.shape[0] - 1
+        if batch < 0:
+            raise unsupported("cu_seqlens_q.shape[0]", 0, "batch + 1 >= 1")
+        if max_seqlen_q is None:
+            max_seqlen_q = q.shape[0]
+    else:
+        batch, max_seqlen_q = q.shape[0], q.shape[1]
+    if varlen_k:
+        check_index("cu_seqlens_k", cu_seqlens_k, (batch + 1,))
+        max_k = k.shape[0] if max_seqlen_k is None else max_seqlen_k
+    elif paged:
+        check_tensor("page_table", page_table, 2, (torch.int32,))
+        if page_table.shape[0] != batch:
+            raise unsupported("page_table.shape[0]", page_table.shape[0], f"batch = {batch}")
+        if k.shape[1] == 0:
+            raise unsupported(f"{kn}.shape[1] (page_size)", 0, "a page size >= 1")
+        if k.shape[0] == 0 and page_table.numel():
+            raise unsupported(f"{kn}.shape[0] (num_pages)", 0, "at least one page for a non-empty page_table")
+        max_k = page_table.shape[1] * k.shape[1]
+    else:
+        if k.shape[0] != batch and kv_batch_idx is None:
+            raise unsupported(f"{kn}.shape[0] (batch)", k.shape[0], f"q's batch {batch}")
+        max_k = k.shape[1]
+    check_index("seqused_q", seqused_q, (batch,))
+    check_index(un, seqused_k, (batch,))
+    check_index("cache_batch_idx", kv_batch_idx, (batch,))
+    if learnable_sink is not None:
+        check_tensor("learnable_sink", learnable_sink, 1, (torch.float32,))
+        if learnable_sink.shape[0] != nheads:
+            raise unsupported(
+                "learnable_sink.shape", tuple(learnable_sink.shape), f"({nheads},) one logit per query head"
+            )
+    is_local, left, right = canonical_window(window_size, causal)
+    softmax_scale = check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim)
+    check_index_data(
+        q, k, varlen_q, varlen_k, paged, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
+        kv_batch_idx, un,
+    )  # fmt: skip
+    check_devices(
+        q,
+        (
+            (kn, k),
+            (vn, v),
+            ("cu_seqlens_q", cu_seqlens_q),
+            ("cu_seqlens_k", cu_seqlens_k),
+            ("seqused_q", seqused_q),
+            (un, seqused_k),
+            ("page_table", page_table),
+            ("cache_batch_idx", kv_batch_idx),
+            ("learnable_sink", learnable_sink),
+        ),
+    )
+    return _new(FwdArgs, (
+        q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table, kv_batch_idx, learnable_sink,
+        softmax_scale, causal, is_local, left, right, float(softcap), num_splits, pack_gqa, batch, nheads,
+        nheads_kv, head_dim, head_dim_v, max_seqlen_q, max_k, q is not q_in or k is not k_in or v is not v_in,
+    ))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- the KV cache
+def check_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx) -> torch.Tensor:
+    """``flash_attn_with_kvcache``'s own checks, before its append writes anything: the new ``k``/``v``
+    against the caches, ``cache_seqlens`` (an int, or an int32 ``(batch,)`` tensor whose values are
+    read on the CPU or with ``FA4_VALIDATE_DATA=1``) against their rows. Returns ``cache_seqlens`` as a
+    tensor (an int becomes one on q's device); the rest is :func:`forward_args`' (``KVCACHE_NAMES``)."""
+    check_tensor("q", q, 4, layout=False)
+    batch = q.shape[0]
+    paged = page_table is not None
+    check_tensor("k_cache", k_cache, 4, layout=False)
+    check_tensor("v_cache", v_cache, 4, layout=False)
+    if paged and cache_batch_idx is not None:
+        raise unsupported(
+            "cache_batch_idx", "a tensor", "None with a page_table (the table already maps slots)"
+        )
+    if (k is None) != (v is None):
+        raise unsupported(
+            "(k, v)",
+            ("given" if k is not None else None, "given" if v is not None else None),
+            "both or neither",
+        )
+    s_new = 0
+    if k is not None:
+        check_tensor("k", k, 4, layout=False)
+        check_tensor("v", v, 4, layout=False)
+        if k.shape[0] != batch or v.shape[0] != batch or k.shape[1] != v.shape[1]:
+            raise unsupported(
+                "k/v.shape[:2]",
+                (tuple(k.shape[:2]), tuple(v.shape[:2])),
+                f"(batch={batch}, seqlen_new) for both",
+            )
+        if k.shape[2:] != k_cache.shape[2:] or v.shape[2:] != v_cache.shape[2:]:
+            raise unsupported(
+                "k/v.shape[2:]", (tuple(k.shape[2:]), tuple(v.shape[2:])), "the caches' (nheads_kv, head_dim)"
+            )
+        if (
+            k.dtype is not k_cache.dtype
+            or v.dtype is not v_cache.dtype
+            or k.device != k_cache.device
+            or v.device != v_cache.device
+        ):
+            for name, new, cache in (("k", k, k_cache), ("v", v, v_cache)):
+                if new.dtype != cache.dtype:
+                    raise unsupported(f"{name}.dtype", new.dtype, f"{name}_cache's dtype {cache.dtype}")
+                if new.device != cache.device:
+                    raise unsupported(
+                        f"{name}.device", str(new.device), f"{name}_cache's device {cache.device}"
+                    )
+        s_new = k.shape[1]
+    # the rows of each sequence's cache (None: the page table is malformed, forward_args says so; a
+    # zero page size too)
+    if not paged:
+        capacity = k_cache.shape[1]
+    elif isinstance(page_table, torch.Tensor) and page_table.dim() == 2 and k_cache.shape[1] > 0:
+        capacity = page_table.shape[1] * k_cache.shape[1]
+    else:
+        capacity = None
+    if cache_seqlens is None:
+        raise unsupported("cache_seqlens", None, "an int or an int32 tensor (batch,)")
+    if isinstance(cache_seqlens, int) and not isinstance(cache_seqlens, bool):
+        if cache_seqlens < 0 or (capacity is not None and cache_seqlens + s_new > capacity):
+            raise unsupported("cache_seqlens", cache_seqlens, _cache_seqlens_range(s_new, capacity))
+        return torch.full((batch,), cache_seqlens, dtype=torch.int32, device=q.device)
+    if not isinstance(cache_seqlens, torch.Tensor):
+        raise unsupported("cache_seqlens", cache_seqlens, "an int or an int32 tensor (batch,)")
+    check_index("cache_seqlens", cache_seqlens, (batch,))
+    if reads_data(cache_seqlens):
+        c = cache_seqlens.cpu()
+        if c.numel() and (int(c.min()) < 0 or (capacity is not None and int(c.max()) + s_new > capacity)):
+            raise unsupported("cache_seqlens", c.tolist()[:16], _cache_seqlens_range(s_new, capacity))
+    return cache_seqlens
+
+
+def _cache_seqlens_range(s_new: int, capacity) -> str:
+    """What ``cache_seqlens`` may hold, for the error message."""
+    if capacity is None:
+        return "values >= 0"
+    fits = f"the cache holds {capacity} rows per sequence and the {s_new} new rows of k/v go at cache_seqlens"
+    if s_new > capacity:
+        return f"none: {fits}"
+    return f"0 <= cache_seqlens[b] <= {capacity - s_new} ({fits})"
