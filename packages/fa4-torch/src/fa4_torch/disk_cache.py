@@ -51,6 +51,7 @@ import enum
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -61,6 +62,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("fa4.disk_cache")  # DEBUG: a kernel loaded from disk; INFO: written
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -419,6 +422,7 @@ def _try_load(entry: Entry, *, remove: bool):
                 pass
         return None
     _count("loaded")
+    log.debug("loaded %s from the disk cache", entry.obj)
     return fn
 
 
@@ -514,6 +518,7 @@ def load_or_build(key: Any, build: Callable[[], Any]):
             return fn
         fn, seconds = _compile(build)
         _write(fn, entry, seconds)
+        log.debug("compiled in %.2f s and wrote %s", seconds, entry.obj)
         return fn
     finally:
         lock.__exit__(None, None, None)

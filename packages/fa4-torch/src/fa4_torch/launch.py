@@ -27,6 +27,8 @@ is not here (``fa4 warmup --for-gpu``).
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from typing import NamedTuple
 
 import torch
@@ -35,6 +37,8 @@ from fa4_torch import plan, validate
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.plan import FwdKey
 from fa4_torch.validate import DEFAULT_NAMES, DTYPES
+
+log = logging.getLogger("fa4.compile")  # one INFO record per compile (only on a cache miss)
 
 __all__ = [
     "FWD_CACHE",
@@ -252,11 +256,23 @@ def forward_kernel(key: FwdKey, family: str, target: str, device: torch.device |
     def build():
         from fa4_sm120.compile import compile_fwd  # the DSL: only when compiling (not on a disk hit)
 
+        t0 = time.perf_counter()
         with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
-            return compile_fwd(cfg, tvm_ffi=True)
+            fn = compile_fwd(cfg, tvm_ffi=True)
+        log.info("compiled forward %s for %s in %.2f s", _describe(key), target, time.perf_counter() - t0)
+        return fn
 
     index = device.index if device is not None else None
     return FWD_CACHE.get_or_compile((cfg, target, dsl_version(), index), build)
+
+
+def _describe(key) -> str:
+    """A short name of a forward key for the log: dtype, head dims and the flags that are set."""
+    flags = [f for f in FwdKey._fields[4:-1] if getattr(key, f) is True]
+    return (
+        f"{DTYPES.get(key.dtype, key.dtype)} d{key.head_dim}/{key.head_dim_v} causal={key.causal}"
+        + "".join(f" {f}" for f in flags)
+    )
 
 
 def combine(o_part, lse_part, out, lse, learnable_sink, varlen_q) -> None:
@@ -281,8 +297,11 @@ def combine(o_part, lse_part, out, lse, learnable_sink, varlen_q) -> None:
         def build():
             from fa4_sm120.combine import compile_combine  # the DSL: only when compiling
 
+            t0 = time.perf_counter()
             with torch.cuda.device(out.device):
-                return compile_combine(cfg, tvm_ffi=True)
+                fn = compile_combine(cfg, tvm_ffi=True)
+            log.info("compiled combine %s d%d in %.2f s", cfg.dtype, out.shape[-1], time.perf_counter() - t0)
+            return fn
 
         fn = FWD_CACHE.get_or_compile((cfg, dsl_version(), out.device.index), build)
         KERNELS[key] = fn

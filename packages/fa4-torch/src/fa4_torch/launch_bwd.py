@@ -33,6 +33,8 @@ for a GPU that is not here, ``fa4 warmup --for-gpu``), :func:`reset_caches`.
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 
 import torch
 
@@ -40,6 +42,8 @@ from fa4_core.tile_scheduler import BwdLongestFirstScheduler
 from fa4_torch import plan
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.plan import BwdKey
+
+log = logging.getLogger("fa4.compile")  # one INFO record per compile (only on a cache miss)
 
 __all__ = ["BWD_CACHE", "KERNELS", "backward", "backward_kernels", "reset_caches"]
 
@@ -70,8 +74,15 @@ def backward_kernels(key: BwdKey, device, *, family: str | None = None, target: 
                 "pre": bwd_pre_post.compile_preprocess,
                 "post": bwd_pre_post.compile_postprocess,
             }[kind]
+            t0 = time.perf_counter()
             with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
-                return compile_fn(c, tvm_ffi=True)
+                fn = compile_fn(c, tvm_ffi=True)
+            flags = "".join(f" {f}" for f in BwdKey._fields[4:] if getattr(key, f) is True)
+            log.info(
+                "compiled backward %s %s d%d/%d causal=%s%s for %s in %.2f s", kind, plan.DTYPES[key.dtype],
+                key.head_dim, key.head_dim_v, key.causal, flags, target, time.perf_counter() - t0,
+            )  # fmt: skip
+            return fn
 
         return go
 
