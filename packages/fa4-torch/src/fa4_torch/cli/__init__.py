@@ -13,7 +13,8 @@ this machine instead of failing):
 
 :mod:`~fa4_torch.cli.common` holds what they share; :func:`fa4_torch.cli.warmup.warmup` is the warmup
 as a Python function (a model's own start-up script can call it). Exit codes: 0 success, 1 a check failed or the
-configuration is unsupported, 2 bad arguments. Imports are lazy: ``--help`` and argument errors need
+configuration is unsupported, 2 bad arguments or nothing useful done (no GPU and nothing compiled or
+measured). ``fa4 --version`` prints the versions. Imports are lazy: ``--help`` and argument errors need
 neither a GPU nor the DSL.
 """
 
@@ -24,9 +25,34 @@ import sys
 
 from fa4_torch.cli import bench, check, info, warmup
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "version_text", "COMMANDS"]
 
 COMMANDS = (info, check, bench, warmup)  # in the order --help lists them
+
+
+class _Version(argparse.Action):
+    """``fa4 --version``: the three packages', the DSL's and torch's versions, then exit 0."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_text())
+        parser.exit(0)
+
+
+def version_text() -> str:
+    """One line per distribution: fa4-torch, fa4-sm120, fa4-core, nvidia-cutlass-dsl, torch."""
+    from fa4_torch.cli.common import dist_version
+
+    names = (
+        ("fa4-torch", "fa4_torch"),
+        ("fa4-sm120", "fa4_sm120"),
+        ("fa4-core", "fa4_core"),
+        ("nvidia-cutlass-dsl", None),
+        ("torch", None),
+    )
+    return "\n".join(f"{dist} {dist_version(dist, module)}" for dist, module in names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-gpu", action="store_true", help="behave as if no CUDA GPU were present (the compile-only paths)"
+    )
+    p.add_argument(
+        "--version", action=_Version, help="print the versions of fa4's packages, the DSL and torch"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from fa4_torch.cli.common import DTYPES, dist_version, find_gpu, no_gpu_reason, torch_dtype
+if TYPE_CHECKING:
+    import torch
+
+from fa4_torch.cli.common import DTYPES, dist_version, find_gpu, no_gpu_reason, table, torch_dtype
 
 __all__ = ["add_parser", "run", "BENCH_SHAPES", "REP_MS"]
 
 REP_MS = 100  # do_bench's repetitions per peer and shape, in ms (benchmarks/: FA4_BENCH_REP_MS, 100)
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("bench", help="quick forward benchmark beside PyTorch SDPA flash (needs a GPU)")
     s.add_argument(
         "--out", default="fa4-bench", metavar="DIR", help="where the JSON and PNG go (default: fa4-bench)"
@@ -34,14 +39,14 @@ BENCH_SHAPES = (  # (batch, seqlen, nheads, nheads_kv, head_dim, causal): a few 
 )
 
 
-def _time_ms(fn) -> float:
+def _time_ms(fn: Callable[[], object]) -> float:
     """``triton.testing.do_bench``'s median of ``fn`` in ms (:data:`REP_MS` of repetitions)."""
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=max(REP_MS // 4, 5), rep=REP_MS, return_mode="median"))
 
 
-def _bench_shape(shape, dt) -> dict:
+def _bench_shape(shape: tuple[int, int, int, int, int, bool], dt: torch.dtype) -> dict:
     """fa4 and SDPA flash on one ``(batch, seqlen, nheads, nheads_kv, head_dim, causal)`` shape."""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -77,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
             f"fa4 bench needs a CUDA GPU ({no_gpu_reason(args)}): nothing was measured. "
             "Run it on an SM80+ GPU (RTX 50, or H100/H200 in compat mode); benchmarks/ holds the full scripts."
         )
-        return 0
+        return 2
     try:
         import triton.testing  # noqa: F401
     except ImportError:
         print("fa4 bench times with triton.testing.do_bench: triton is not installed; nothing was measured")
-        return 0
+        return 2
     import datetime
     import json
 
@@ -92,14 +97,20 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"GPU {gpu.index}: {gpu.name}; forward, {args.dtype}; fa4 beside PyTorch SDPA (flash backend), same process"
     )
-    results = [_bench_shape(shape, dt) for shape in BENCH_SHAPES]
-    table = []
+    results = []
+    for i, shape in enumerate(BENCH_SHAPES, 1):
+        print(
+            f"[{i}/{len(BENCH_SHAPES)}] b{shape[0]} s{shape[1]} h{shape[2]}/{shape[3]} d{shape[4]} ...",
+            flush=True,
+        )
+        results.append(_bench_shape(shape, dt))
+    rows = []
     for r in results:
         shape = f"b{r['batch']} s{r['seqlen']} h{r['nheads']}/{r['nheads_kv']} d{r['head_dim']}" + (
             " causal" if r["causal"] else ""
         )
         fa, sd = r.get("fa4_tflops"), r.get("sdpa_flash_tflops")
-        table.append(
+        rows.append(
             [
                 shape,
                 f"{r['fa4_ms']:.3f}" if fa else "error",
@@ -108,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{fa / sd:.2f}" if fa and sd else "-",
             ]
         )
-    print(table(["shape", "fa4 ms", "fa4 TFLOP/s", "SDPA flash TFLOP/s", "fa4/SDPA"], table))
+    print(table(["shape", "fa4 ms", "fa4 TFLOP/s", "SDPA flash TFLOP/s", "fa4/SDPA"], rows))
     for r in results:
         for key in ("fa4_error", "sdpa_flash_error"):
             if key in r:
@@ -137,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
         import matplotlib.pyplot as plt
     except ImportError:
         print("no plot: matplotlib is not installed (pip install matplotlib)")
-        return 0
-    labels = [row[0] for row in table]
+        return _bench_status(results)
+    labels = [row[0] for row in rows]
     x = range(len(labels))
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for off, key, label in ((-0.2, "fa4_tflops", "fa4"), (0.2, "sdpa_flash_tflops", "SDPA flash")):
@@ -151,3 +162,12 @@ def run(args: argparse.Namespace) -> int:
     png_path = os.path.join(args.out, stem + ".png")
     fig.savefig(png_path, dpi=120)
     print(f"wrote {png_path}")
+    return _bench_status(results)
+
+
+def _bench_status(results: list[dict]) -> int:
+    """0 when fa4 measured at least one shape, else 2 (nothing useful was measured)."""
+    if any("fa4_ms" in r for r in results):
+        return 0
+    print("fa4 measured no shape (every call failed): see the errors above")
+    return 2

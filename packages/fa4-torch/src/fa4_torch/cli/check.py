@@ -31,7 +31,7 @@ from fa4_torch.cli.common import (
 __all__ = ["add_parser", "run", "Case", "gpu_cases", "fwd_variants"]
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "check",
         help="GPU: correctness sweep against the fp32 reference; no GPU: compile for sm_120a and check PTX",
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- no GPU: compile
-def fwd_variants(quick: bool):
+def fwd_variants(quick: bool) -> list:
     """Forward configs of the sm120 table: every row x dtype x causal, or one per head-dim pair
     (``quick``: its first row, bf16 and its last causal value)."""
     from fa4_sm120.variants import fwd_row_variants
@@ -83,7 +83,7 @@ def _ptxas(path: str, target: str):
     return ptxas_resources(path, target)
 
 
-def _check_compile(args) -> int:
+def _check_compile(args: argparse.Namespace) -> int:
     import tempfile
 
     from fa4_core.arch import smem_capacity
@@ -94,6 +94,9 @@ def _check_compile(args) -> int:
     cap = smem_capacity(target)
     variants = fwd_variants(args.quick)
     n = len(variants)
+    if n == 0:
+        print(f"no CUDA GPU ({no_gpu_reason(args)}) and no forward variant to compile: nothing was checked")
+        return 2
     print(
         f"no CUDA GPU ({no_gpu_reason(args)}): compiling {n} forward variant(s) of the sm120 tile table "
         f"for {target} on the CPU{' (--quick: one per head dim)' if args.quick else ''}"

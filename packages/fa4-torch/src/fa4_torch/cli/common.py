@@ -7,6 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DTYPES",
@@ -30,7 +34,7 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 DEFAULT_TARGET = "sm_120a"  # what a machine without a GPU compiles for
 
 
-def torch_dtype(name: str):
+def torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of a ``--dtype`` value (``bf16``, ``fp16``) or of its DSL name (``bfloat16``)."""
     import torch
 
@@ -128,7 +132,7 @@ class Gpu:
     capability: tuple[int, int]
 
 
-def find_gpu(args) -> Gpu | None:
+def find_gpu(args: argparse.Namespace | None) -> Gpu | None:
     """The current CUDA GPU, or None (none present, or ``--no-gpu``)."""
     if getattr(args, "no_gpu", False):
         return None
@@ -140,7 +144,7 @@ def find_gpu(args) -> Gpu | None:
     return Gpu(idx, torch.cuda.get_device_name(idx), tuple(torch.cuda.get_device_capability(idx)))
 
 
-def no_gpu_reason(args) -> str:
+def no_gpu_reason(args: argparse.Namespace | None) -> str:
     if getattr(args, "no_gpu", False):
         return "--no-gpu given"
     import torch

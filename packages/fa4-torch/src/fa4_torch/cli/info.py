@@ -23,7 +23,7 @@ from fa4_torch.cli.common import (
 __all__ = ["add_parser", "run", "describe_shape"]
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("info", help="versions, GPU, dispatch family; tile row and config for a shape")
     s.add_argument(
         "--shape", type=parse_shape, metavar="B,SQ,SK,HQ,HKV,D[,DV]", help="a flash_attn_func call shape"
