@@ -572,13 +572,16 @@ def test_validation(case: Case):
 
 
 def test_keyword_order_matches_flash_attn_cute():
+    """The leading parameters in ``flash_attn.cute``'s order (the whole list: ``test_signature.py``)."""
     import inspect
 
     params = list(inspect.signature(api.flash_attn_func).parameters)
-    assert params[:12] == [
+    assert params[:13] == [
         "q",
         "k",
         "v",
+        "qv",
+        "gather_kv_indices",
         "softmax_scale",
         "causal",
         "window_size",
@@ -587,7 +590,6 @@ def test_keyword_order_matches_flash_attn_cute():
         "num_splits",
         "pack_gqa",
         "deterministic",
-        "return_lse",
     ]
 
 

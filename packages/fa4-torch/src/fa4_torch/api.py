@@ -3,7 +3,7 @@
 * ``flash_attn_func(q, k, v, ...) -> (out, lse)``: ``q (batch, seqlen_q, nheads, head_dim)``,
   ``k (batch, seqlen_k, nheads_kv, head_dim)``, ``v (batch, seqlen_k, nheads_kv, head_dim_v)``;
   ``out (batch, seqlen_q, nheads, head_dim_v)``; ``lse`` fp32 ``(batch, nheads, seqlen_q)``.
-* ``flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, ...) -> (out, lse)``: packed
+* ``flash_attn_varlen_func(q, k, v, qv, cu_seqlens_q, cu_seqlens_k, ...) -> (out, lse)``: packed
   ``(total, nheads, head_dim)`` sequences (int32 ``cu_seqlens`` of length ``batch + 1``),
   ``seqused_q/k`` (int32 ``(batch,)``) taking priority over ``cu_seqlens``; paged K/V
   ``(num_pages, page_size, nheads_kv, head_dim)`` with an int32 ``page_table (batch, max_pages)``;
@@ -12,7 +12,10 @@
   FlashAttention-2 semantics (new K/V appended in place at ``cache_seqlens``, then attention over the
   first ``cache_seqlens + seqlen_new`` keys; the query aligned to the end of each cache).
 
-``lse`` is the natural-log sum-exp, returned when ``return_lse=True`` (else ``None``). Causal masks
+``lse`` is the natural-log sum-exp. It is returned (a tensor) when ``return_lse=True`` or when the call
+records gradients (grad mode on and ``q``, ``k``, ``v`` or ``learnable_sink`` requires grad), else
+``None``: ``flash_attn.cute``'s rule. Without ``return_lse`` that ``lse`` is detached (a gradient
+through it is ignored, as upstream drops ``dlse``). Causal masks
 are aligned bottom-right. A query that sees no key gets ``out = 0`` and ``lse = -inf`` (``lse =
 sink`` with a learnable sink). ``num_splits``: 1 = no split, ``1 < n <= 64`` = split the keys ``n``
 ways and merge through the LSEs, 0 = a heuristic from the SM count, the tiles and the key length.
@@ -21,7 +24,13 @@ Every argument is validated before anything compiles, launches or is written (th
 included: after an error the caches are as they were); what the kernels cannot do raises
 :class:`fa4_core.errors.UnsupportedConfigError` naming the argument as the caller passed it, the value
 and what is supported, a bool argument of another type ``TypeError`` (features of a later release
-raise ``NotImplementedError`` naming it). Nothing on these paths reads device memory on the host (no
+raise ``NotImplementedError`` naming it). The two attention functions take ``flash_attn.cute``
+4.0.0b36's parameters in its order (``tests/torch/test_signature.py``); those fa4 has no kernel for
+(``qv``, ``gather_kv_indices``, ``score_mod``, ``score_mod_bwd``, ``mask_mod``, ``aux_tensors``,
+``aux_scalars``, ``block_sparse_tensors(_bwd)``, ``gather_bwd_recompute_p``, ``gather_bwd_token_chunk``,
+``scheduler_metadata``, ``seqlen_k_per_split``) are accepted at their default and raise
+``NotImplementedError`` naming them otherwise; ``min_seqlen_k`` (a lower bound of the key lengths) and
+``disable_scheduler_metadata`` are hints that cannot change the result, checked and ignored. Nothing on these paths reads device memory on the host (no
 ``.item()``): ``max_seqlen_q`` is used for the grid when given, the total length otherwise.
 
 The top layer of fa4-torch (``validate -> plan -> launch, launch_bwd -> ops -> autograd -> api``): the
@@ -32,11 +41,25 @@ through :func:`fa4_torch.ops.forward`, or through :mod:`fa4_torch.autograd` when
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
+from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_torch import launch, ops
 from fa4_torch.autograd import FlashAttnFunc, FlashAttnVarlenFunc
-from fa4_torch.validate import KVCACHE_NAMES, check_flag, check_kvcache, later, needs_grad, reject_extras
+from fa4_torch.validate import (
+    KVCACHE_NAMES,
+    check_flag,
+    check_hints,
+    check_kvcache,
+    later,
+    named_as,
+    needs_grad,
+    reject_extras,
+    reject_flag,
+)
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache"]
 
@@ -45,30 +68,60 @@ def flash_attn_func(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
+    qv: torch.Tensor | None = None,
+    gather_kv_indices: torch.Tensor | None = None,
     softmax_scale: float | None = None,
     causal: bool = False,
-    window_size=(None, None),
+    window_size: tuple[int | None, int | None] = (None, None),
     learnable_sink: torch.Tensor | None = None,
     softcap: float = 0.0,
     num_splits: int = 1,
     pack_gqa: bool | None = None,
     deterministic: bool = False,
+    score_mod: Callable[..., Any] | None = None,
+    score_mod_bwd: Callable[..., Any] | None = None,
+    mask_mod: Callable[..., Any] | None = None,
+    aux_tensors: list[torch.Tensor] | None = None,
+    aux_scalars: tuple[Any, ...] | None = None,
+    block_sparse_tensors: Any = None,
+    block_sparse_tensors_bwd: Any = None,
     return_lse: bool = False,
-    *,
-    qv=None,
-    score_mod=None,
-    mask_mod=None,
-    aux_tensors=None,
-    block_sparse_tensors=None,
-):
-    """Attention forward ``softmax(q kᵀ · scale) v``. Returns ``(out, lse)``; see the module docstring."""
+    gather_bwd_recompute_p: bool = False,
+    gather_bwd_token_chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention forward ``softmax(q kᵀ · scale) v``. Returns ``(out, lse)``; see the module docstring.
+
+    ``flash_attn.cute``'s signature; the arguments from ``qv`` to ``gather_bwd_token_chunk`` that fa4
+    has no kernel for must keep their default (``NotImplementedError`` naming the argument)."""
+    if (
+        qv is not None
+        or gather_kv_indices is not None
+        or score_mod is not None
+        or score_mod_bwd is not None
+        or mask_mod is not None
+        or aux_tensors is not None
+        or aux_scalars is not None
+        or block_sparse_tensors is not None
+        or block_sparse_tensors_bwd is not None
+        or gather_bwd_token_chunk is not None
+    ):
+        reject_extras(
+            qv=qv,
+            gather_kv_indices=gather_kv_indices,
+            score_mod=score_mod,
+            score_mod_bwd=score_mod_bwd,
+            mask_mod=mask_mod,
+            aux_tensors=aux_tensors,
+            aux_scalars=aux_scalars,
+            block_sparse_tensors=block_sparse_tensors,
+            block_sparse_tensors_bwd=block_sparse_tensors_bwd,
+            gather_bwd_token_chunk=gather_bwd_token_chunk,
+        )
+    if gather_bwd_recompute_p is not False:
+        reject_flag("gather_bwd_recompute_p", gather_bwd_recompute_p)
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
-    if qv is not None or score_mod is not None or mask_mod is not None or aux_tensors is not None:
-        reject_extras(qv=qv, score_mod=score_mod, mask_mod=mask_mod, aux_tensors=aux_tensors)
-    if block_sparse_tensors is not None:
-        reject_extras(block_sparse_tensors=block_sparse_tensors)
     if needs_grad(q, k, v, learnable_sink):
         out, lse = FlashAttnFunc.apply(
             q,
@@ -83,7 +136,7 @@ def flash_attn_func(
             learnable_sink,
             num_splits,
         )
-        return out, (lse if return_lse else None)
+        return out, (lse if return_lse else lse.detach())  # upstream ignores dlse then
     out, lse = ops.forward(
         q,
         k,
@@ -103,33 +156,75 @@ def flash_attn_varlen_func(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
+    qv: torch.Tensor | None = None,
     cu_seqlens_q: torch.Tensor | None = None,
     cu_seqlens_k: torch.Tensor | None = None,
     max_seqlen_q: int | None = None,
     max_seqlen_k: int | None = None,
+    min_seqlen_k: int | None = None,
     seqused_q: torch.Tensor | None = None,
     seqused_k: torch.Tensor | None = None,
+    gather_kv_indices: torch.Tensor | None = None,
     page_table: torch.Tensor | None = None,
     softmax_scale: float | None = None,
     causal: bool = False,
-    window_size=(None, None),
+    window_size: tuple[int | None, int | None] = (None, None),
     learnable_sink: torch.Tensor | None = None,
     softcap: float = 0.0,
     num_splits: int = 1,
     pack_gqa: bool | None = None,
     deterministic: bool = False,
+    score_mod: Callable[..., Any] | None = None,
+    score_mod_bwd: Callable[..., Any] | None = None,
+    mask_mod: Callable[..., Any] | None = None,
+    block_sparse_tensors: Any = None,
+    aux_tensors: list[torch.Tensor] | None = None,
+    aux_scalars: tuple[Any, ...] | None = None,
     return_lse: bool = False,
-    *,
-    score_mod=None,
-    mask_mod=None,
-    aux_tensors=None,
-):
-    """Variable-length (and paged-K/V) attention; see the module docstring. Returns ``(out, lse)``."""
+    scheduler_metadata: Any = None,
+    seqlen_k_per_split: int | None = None,
+    disable_scheduler_metadata: bool = False,
+    gather_bwd_recompute_p: bool = False,
+    gather_bwd_token_chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Variable-length (and paged-K/V) attention; see the module docstring. Returns ``(out, lse)``.
+
+    ``flash_attn.cute``'s signature; ``min_seqlen_k`` and ``disable_scheduler_metadata`` are checked
+    and ignored (hints that cannot change the result); the other arguments fa4 has no kernel for must
+    keep their default (``NotImplementedError`` naming the argument)."""
+    if (
+        qv is not None
+        or gather_kv_indices is not None
+        or score_mod is not None
+        or score_mod_bwd is not None
+        or mask_mod is not None
+        or block_sparse_tensors is not None
+        or aux_tensors is not None
+        or aux_scalars is not None
+        or scheduler_metadata is not None
+        or seqlen_k_per_split is not None
+        or gather_bwd_token_chunk is not None
+    ):
+        reject_extras(
+            qv=qv,
+            gather_kv_indices=gather_kv_indices,
+            score_mod=score_mod,
+            score_mod_bwd=score_mod_bwd,
+            mask_mod=mask_mod,
+            block_sparse_tensors=block_sparse_tensors,
+            aux_tensors=aux_tensors,
+            aux_scalars=aux_scalars,
+            scheduler_metadata=scheduler_metadata,
+            seqlen_k_per_split=seqlen_k_per_split,
+            gather_bwd_token_chunk=gather_bwd_token_chunk,
+        )
+    if gather_bwd_recompute_p is not False:
+        reject_flag("gather_bwd_recompute_p", gather_bwd_recompute_p)
+    if min_seqlen_k is not None or disable_scheduler_metadata is not False:
+        check_hints(min_seqlen_k, disable_scheduler_metadata)
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
-    if score_mod is not None or mask_mod is not None or aux_tensors is not None:
-        reject_extras(score_mod=score_mod, mask_mod=mask_mod, aux_tensors=aux_tensors)
     if needs_grad(q, k, v, learnable_sink):
         out, lse = FlashAttnVarlenFunc.apply(
             q,
@@ -151,7 +246,7 @@ def flash_attn_varlen_func(
             pack_gqa,
             deterministic,
         )
-        return out, (lse if return_lse else None)
+        return out, (lse if return_lse else lse.detach())  # upstream ignores dlse then
     out, lse = ops.forward(
         q,
         k,
@@ -185,19 +280,22 @@ def flash_attn_with_kvcache(
     cache_batch_idx: torch.Tensor | None = None,
     softmax_scale: float | None = None,
     causal: bool = False,
-    window_size=(None, None),
+    window_size: tuple[int | None, int | None] = (None, None),
     softcap: float = 0.0,
     num_splits: int = 0,
     return_softmax_lse: bool = False,
     *,
     learnable_sink: torch.Tensor | None = None,
     pack_gqa: bool | None = None,
-):
+    block_table: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Decode / chunked prefill against a KV cache (FlashAttention-2 semantics).
 
     ``q (batch, seqlen_q, nheads, d)``; ``k_cache/v_cache (batch_cache, seqlen_cache, nheads_kv, d)``
-    or paged ``(num_pages, page_size, nheads_kv, d)`` with ``page_table (batch, max_pages)``;
-    ``cache_seqlens`` (int or int32 ``(batch,)``) is the used length of each cache before the append;
+    or paged ``(num_pages, page_size, nheads_kv, d)`` with ``page_table (batch, max_pages)``
+    (``block_table=``, FlashAttention-2's name of it, is accepted too: errors then name
+    ``block_table``; passing both is an error); ``cache_seqlens`` (int or int32 ``(batch,)``) is the
+    used length of each cache before the append;
     optional ``k/v (batch, seqlen_new, nheads_kv, d)`` (the caches' dtype and device) are written into
     the cache in place at ``cache_seqlens``, once every argument has been checked, before the attention.
     ``cache_seqlens + seqlen_new`` must fit the cache: checked for an int, for a CPU tensor and with
@@ -205,6 +303,21 @@ def flash_attn_with_kvcache(
     synchronise). ``cache_batch_idx`` (int32 ``(batch,)``) picks the cache slot of each batch entry
     (contiguous caches). Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
     """
+    if block_table is not None:  # FlashAttention-2's name of page_table
+        if page_table is not None:
+            raise unsupported(
+                "block_table",
+                "a tensor",
+                "None when page_table is given (FlashAttention-2's name of page_table)",
+            )
+        try:
+            return flash_attn_with_kvcache(
+                q, k_cache, v_cache, k, v, cache_seqlens, block_table, cache_batch_idx, softmax_scale, causal,
+                window_size, softcap, num_splits, return_softmax_lse, learnable_sink=learnable_sink,
+                pack_gqa=pack_gqa,
+            )  # fmt: skip
+        except UnsupportedConfigError as e:  # name the argument as the caller passed it
+            raise named_as(e, "page_table", "block_table") from None
     check_flag("causal", causal)
     check_flag("return_softmax_lse", return_softmax_lse)
     if needs_grad(q, k_cache, v_cache, k, v, learnable_sink):

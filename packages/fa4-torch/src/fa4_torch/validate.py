@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import NamedTuple
 
 import torch
 
-from fa4_core.errors import unsupported
+from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_sm120.limits import HEAD_DIMS, MAX_SPLITS
 
 __all__ = [
@@ -46,6 +47,9 @@ __all__ = [
     "check_flag",
     "check_max_seqlen",
     "reject_extras",
+    "reject_flag",
+    "check_hints",
+    "named_as",
     "needs_grad",
     "check_tensor",
     "check_layout",
@@ -265,6 +269,35 @@ def reject_extras(**extras) -> None:
     for name, val in extras.items():
         if val is not None:
             raise later(name, None)
+
+
+def reject_flag(name: str, value) -> None:
+    """A bool argument kept for ``flash_attn.cute`` signature compatibility whose ``True`` fa4 has no
+    kernel for (``gather_bwd_recompute_p``): ``False`` only."""
+    check_flag(name, value)
+    if value:
+        raise later(f"{name}=True", None)
+
+
+def check_hints(min_seqlen_k, disable_scheduler_metadata) -> None:
+    """``flash_attn.cute``'s varlen hints that cannot change the result (fa4 masks every key past a
+    sequence's length and has no scheduler metadata): checked, then ignored."""
+    if min_seqlen_k is not None and (
+        isinstance(min_seqlen_k, bool)
+        or not isinstance(min_seqlen_k, (int, torch.SymInt))
+        or min_seqlen_k < 0
+    ):
+        raise unsupported(
+            "min_seqlen_k", min_seqlen_k, "an int >= 0 (a lower bound of the key lengths) or None"
+        )
+    check_flag("disable_scheduler_metadata", disable_scheduler_metadata)
+
+
+def named_as(e: UnsupportedConfigError, name: str, as_passed: str) -> UnsupportedConfigError:
+    """``e`` with the argument ``name`` called ``as_passed`` in its message (the caller's spelling,
+    e.g. FlashAttention-2's ``block_table`` for ``page_table``)."""
+    msg = re.sub(rf"\b{re.escape(name)}\b", as_passed, str(e))
+    return UnsupportedConfigError(msg).with_traceback(e.__traceback__)
 
 
 def needs_grad(*ts) -> bool:
