@@ -2,7 +2,7 @@
 
 CPU tests pass ``--no-gpu`` so that they test the no-GPU paths on any machine: ``info`` names the
 dispatch family and the tile row of a shape (``FA4_ARCH`` honoured), ``bench`` says it needs a GPU and
-exits 0, bad arguments are argparse errors (exit 2). The ``compile_only`` tests compile kernels for
+exits 2 (nothing measured), bad arguments are argparse errors (exit 2). The ``compile_only`` tests compile kernels for
 ``sm_120a`` (``check --quick``, ``warmup``) and check that the command says what it could not run. The
 ``gpu`` test runs the correctness sweep of ``check --quick`` on the GPU.
 """
@@ -117,9 +117,9 @@ def test_info_unsupported_head_dim():
     assert "unsupported: (head_dim, head_dim_v)=(48, 48) is not supported" in r.stdout
 
 
-def test_bench_without_gpu_exits_0_with_a_clear_message(tmp_path):
+def test_bench_without_gpu_exits_2_with_a_clear_message(tmp_path):
     r = fa4("--no-gpu", "bench", "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
     assert "needs a CUDA GPU" in r.stdout and "nothing was measured" in r.stdout
     assert not (tmp_path / "out").exists()
 
@@ -131,7 +131,7 @@ BAD_ARGUMENTS = [
     (["info", "--shape", "1,128,128,6,4,64"], "HQ=6 must be a multiple of HKV=4"),
     (["info", "--shape", "1,a,128,6,6,64"], "comma-separated integers"),
     (["info", "--dtype", "fp32"], "invalid choice: 'fp32'"),
-    (["warmup"], "the following arguments are required: --shapes"),
+    (["warmup"], "one of the arguments --shapes --config is required"),
     (["warmup", "--shapes", "8,0,64"], "every number must be >= 1"),
     (["check", "--frobnicate"], "unrecognized arguments: --frobnicate"),
 ]
@@ -189,7 +189,7 @@ def test_check_quick_compiles_every_head_dim_and_says_what_it_skipped():
 def test_warmup_without_gpu_compiles_for_sm120a():
     r = fa4("--no-gpu", "warmup", "--shapes", "8,2,64", "--causal", "yes", timeout=580)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "bf16 h8/2 d64 causal" in r.stdout and "compiled for sm_120a" in r.stdout
+    assert "[1/1] bf16 h8/2 d64 causal" in r.stdout and "compiled for sm_120a" in r.stdout
     assert "1/1 variant(s) compiled" in r.stdout
     assert "in-process" in r.stdout
 
@@ -224,3 +224,186 @@ def test_warmup_calls_take_both_forward_rows(heads, num_sms):
     assert wants_small_m(short * r, tile_heads, 1, num_sms)
     assert not wants_small_m(long * r, tile_heads, 1, num_sms)
     assert long * r <= 128 * (num_sms + tile_heads)  # no larger than it needs to be
+
+
+def test_version_prints_the_packages(capsys):
+    from fa4_torch.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("fa4-torch", "fa4-sm120", "fa4-core", "nvidia-cutlass-dsl", "torch"):
+        assert re.search(rf"^{name} \S", out, re.M), out
+
+
+def test_version_subprocess():
+    r = fa4("--version")
+    assert r.returncode == 0, r.stderr
+    assert "fa4-torch" in r.stdout and "fa4-core" in r.stdout
+
+
+# transformers config.json files, cut to what the warmup reads
+LLAMA = dict(
+    model_type="llama",
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    hidden_size=4096,
+    torch_dtype="bfloat16",
+)
+GEMMA2 = dict(
+    model_type="gemma2",
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+    hidden_size=2304,
+    sliding_window=4096,
+    attn_logit_softcapping=50.0,
+    torch_dtype="float16",
+)
+GPT_OSS = dict(
+    model_type="gpt_oss",
+    num_attention_heads=64,
+    num_key_value_heads=8,
+    head_dim=64,
+    hidden_size=2880,
+    sliding_window=128,
+    layer_types=["sliding_attention", "full_attention"] * 12,
+    torch_dtype="bfloat16",
+)
+QWEN2_NO_WINDOW = dict(
+    model_type="qwen2",
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    hidden_size=3584,
+    sliding_window=131072,
+    use_sliding_window=False,
+)
+
+
+def _names(config, **kw):
+    from fa4_torch.cli.warmup import config_variants
+
+    return {str(v) for v in config_variants(config, **kw)}
+
+
+def _expected(prefix, flag_sets):
+    return {
+        " ".join([prefix, *c, *flags, *vl])
+        for c in ([], ["causal"])
+        for flags in flag_sets
+        for vl in ([], ["varlen"])
+    }
+
+
+def test_config_variants_llama():
+    # head_dim from hidden_size // heads; no window, softcap or sink; dense and varlen, causal both
+    assert _names(LLAMA) == _expected("bf16 h32/8 d128", [[]])
+    assert len(_names(LLAMA)) == 4
+
+
+def test_config_variants_gemma2_softcap_and_window():
+    assert _names(GEMMA2) == _expected("fp16 h8/4 d256", [["softcap"], ["window", "softcap"]])
+
+
+def test_config_variants_gpt_oss_sinks_and_window():
+    assert _names(GPT_OSS) == _expected("bf16 h64/8 d64", [["sink"], ["window", "sink"]])
+    only_full = dict(GPT_OSS, layer_types=["full_attention"] * 4)
+    assert _names(only_full) == _expected("bf16 h64/8 d64", [["sink"]])
+
+
+def test_config_variants_window_switched_off_and_text_config():
+    assert _names(QWEN2_NO_WINDOW) == _expected("bf16 h28/4 d128", [[]])
+    gemma3 = dict(model_type="gemma3", text_config=dict(GEMMA2, model_type="gemma3_text"))
+    assert _names(gemma3, dtypes=["bf16"], causal=(True,)) == {
+        f"bf16 h8/4 d256 causal {w}softcap{vl}" for w in ("", "window ") for vl in ("", " varlen")
+    }
+
+
+def test_config_variants_map_to_the_api_keys():
+    """What the CPU / --for-gpu warmup compiles: the keys the API makes for those calls."""
+    from fa4_torch.cli.warmup import _bwd_key, _fwd_keys, config_variants
+
+    for v in config_variants(GPT_OSS) + config_variants(GEMMA2):
+        for key in _fwd_keys(v):
+            assert (key.local, key.softcap, key.sink) == (v.window, v.softcap, v.sink)
+            assert key.varlen_q == key.varlen_k == v.varlen and key.causal == v.causal
+        b = _bwd_key(v)
+        assert (b.local, b.softcap, b.dsink, b.varlen_q) == (v.window, v.softcap, v.sink, v.varlen)
+
+
+def test_warmup_config_dry_run(tmp_path, capsys):
+    import json
+
+    from fa4_torch.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(GEMMA2))
+    assert main(["--no-gpu", "warmup", "--config", str(tmp_path), "--dry-run", "--causal", "yes"]) == 0
+    out = capsys.readouterr().out
+    lines = re.findall(r"^\[(\d+)/4\] (.*)$", out, re.M)
+    assert [int(i) for i, _ in lines] == [1, 2, 3, 4], out
+    assert {name for _, name in lines} == {
+        f"fp16 h8/4 d256 causal {w}softcap{vl}" for w in ("", "window ") for vl in ("", " varlen")
+    }
+
+
+def test_warmup_bad_config_exits_2(tmp_path, capsys):
+    from fa4_torch.cli import main
+
+    path = tmp_path / "config.json"
+    path.write_text("{}")
+    assert main(["--no-gpu", "warmup", "--config", str(path), "--dry-run"]) == 2
+    assert "cannot read the model config" in capsys.readouterr().out
+    assert main(["--no-gpu", "warmup", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+def test_warmup_shapes_dry_run_lists_the_product(capsys):
+    from fa4_torch.cli import main
+
+    assert main(["warmup", "--shapes", "8,2,64", "16,16,128", "--dtype", "bf16", "fp16", "--dry-run"]) == 0
+    assert len(re.findall(r"^\[\d+/8\] ", capsys.readouterr().out, re.M)) == 8
+
+
+def test_fa4_log_level_env_prints_records():
+    code = "import logging, fa4_torch; logging.getLogger('fa4.compile').info('compiled x in 1.00 s')"
+    env = {k: v for k, v in os.environ.items() if k != "FA4_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240)
+    assert r.returncode == 0 and r.stderr == "", r.stderr  # a library: silent by default
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(env, FA4_LOG_LEVEL="info"),
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "[fa4.compile] INFO: compiled x in 1.00 s" in r.stderr
+
+
+def test_compile_is_logged_once_at_info(monkeypatch, caplog):
+    """The compile closure of forward_kernel logs one INFO record with its seconds (a cache miss only)."""
+    import logging
+    import sys as _sys
+    import types
+
+    import torch
+
+    from fa4_torch import launch, plan
+    from fa4_torch.cache import CompileCache
+
+    fake = types.ModuleType("fa4_sm120.compile")
+    fake.compile_fwd = lambda cfg, tvm_ffi=True: "kernel"
+    monkeypatch.setitem(_sys.modules, "fa4_sm120.compile", fake)
+    monkeypatch.setattr(launch, "FWD_CACHE", CompileCache(persistent=False))
+    key = plan.dense_key(torch.bfloat16, 64, 64, True, 8, 2, small_m=False)
+    with caplog.at_level(logging.DEBUG, logger="fa4"):
+        assert launch.forward_kernel(key, "sm120", "sm_120") == "kernel"
+        assert launch.forward_kernel(key, "sm120", "sm_120") == "kernel"  # memory hit: no record
+    records = [r for r in caplog.records if r.name == "fa4.compile"]
+    assert len(records) == 1, records
+    msg = records[0].getMessage()
+    assert records[0].levelno == logging.INFO
+    assert re.search(
+        r"compiled forward bfloat16 d64/64 causal=True pack_gqa for sm_120 in \d+\.\d\d s", msg
+    ), msg
