@@ -169,14 +169,17 @@ def sanitize(session: nox.Session) -> None:
 def build(session: nox.Session) -> None:
     """Builds sdist and wheel of each package into dist/, installs the wheels into a clean venv, checks them.
 
-    The check (tests/build) compares each installed version with its __about__.__version__ and looks
-    into the sdists.
+    ``twine check --strict`` checks the metadata of every sdist and wheel; the check (tests/build)
+    compares each installed version with its __about__.__version__, looks into the sdists and checks
+    that each wheel holds its LICENSE. docs/development.md has the release path (tags, upload).
     """
-    session.install("build")
+    session.install("build", "twine")
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     for pkg in PACKAGES.values():
         session.run("python", "-m", "build", "--quiet", "--outdir", str(dist), pkg.path)
+    # what PyPI will check on upload: metadata, the README's rendering
+    session.run("python", "-m", "twine", "check", "--strict", *sorted(str(p) for p in dist.iterdir()))
     # a venv of its own, so nothing of the build tooling is there
     clean = Path(session.create_tmp()) / "clean-venv"
     session.run("python", "-m", "venv", "--clear", str(clean))

@@ -48,3 +48,28 @@ def test_sdist_and_wheel_were_built(dist: str, module: str) -> None:
         names = set(tar.getnames())
     for needed in ("pyproject.toml", "README.md", f"src/{module}/__init__.py", f"src/{module}/__about__.py"):
         assert f"{stem}/{needed}" in names, f"{sdist.name} lacks {needed}"
+
+
+@pytest.mark.parametrize("dist", PACKAGES)
+def test_wheel_holds_the_license(dist: str) -> None:
+    """Every wheel carries its LICENSE (``license-files``) under ``*.dist-info/licenses/``."""
+    import zipfile
+
+    version = importlib.metadata.version(dist)
+    (wheel,) = DIST_DIR.glob(f"{dist.replace('-', '_')}-{version}-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    licenses = [
+        n for n in names if ".dist-info/licenses/" in n and n.rsplit("/", 1)[-1].startswith("LICENSE")
+    ]
+    assert licenses, f"{wheel.name} holds no LICENSE under *.dist-info/licenses/"
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    with zipfile.ZipFile(wheel) as z:
+        text = z.read(metadata).decode()
+    assert "License-File: LICENSE" in text and "Classifier: " in text, f"{wheel.name}: METADATA"
+
+
+def test_torch_has_the_cu13_extra() -> None:
+    """``pip install fa4-torch[cu13]`` pairs the DSL's CUDA 13 flavour with a CUDA 13 torch."""
+    requires = importlib.metadata.requires("fa4-torch") or []
+    assert any(r.startswith("fa4-core[cu13]") and 'extra == "cu13"' in r for r in requires), requires
