@@ -31,7 +31,7 @@ group, so dK/dV need no extra buffer and no reduction), deterministic dQ, varlen
 
 A sink (learnable_sink) needs nothing for dQ/dK/dV: its term is inside the LSE. Its gradient is
 ``-sum_rows exp(sink - lse) * (D - dLSE)`` with ``D = rowsum(dO * O)``; the stored 16-bit O makes the
-preprocess's D too coarse for a sum over every row (up to 1.3x the DESIGN §4 bound on random inputs),
+preprocess's D too coarse for a sum over every row (up to 1.3x the bound of docs/testing.md on random inputs),
 so with ``has_dsink`` the kernel also accumulates the exact ``D = rowsum(P * dP)`` (fp32, from the
 recomputed P and dP) into ``mPdPsum (sdp_wn, batch, nheads, seqlen_q_pad)``, zeroed by the caller:
 one slice per warp column, so that every element gets one addition per CTA and the deterministic

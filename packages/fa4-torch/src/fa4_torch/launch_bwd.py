@@ -19,7 +19,7 @@ call (all on the current stream):
 4. learnable sink: ``dsink[h] = -Σ_rows exp(sink[h] - LSE) * (D - dLSE)`` over the valid rows of head
    ``h`` (torch, fp32), with ``D = rowsum(P * dP)`` accumulated exactly by the main kernel
    (``has_dsink``). The preprocess's ``rowsum(dO * O)`` is the same number in exact arithmetic, but
-   from the 16-bit O it summed over every row to up to 1.3x the DESIGN §4 bound (H200, 2026-12-01;
+   from the 16-bit O it summed over every row to up to 1.3x the bound of docs/testing.md (H200, 2026-12-01;
    reproduced on the CPU from the reference alone).
 
 ``deterministic=True``: the query-block counters order the dQ additions by key block, so two runs

@@ -1,6 +1,6 @@
 """``fa4 bench [--out DIR] [--dtype bf16|fp16]``: with a GPU, a quick forward benchmark beside PyTorch
 SDPA (flash backend) in the same process, a JSON record and a PNG plot (matplotlib, when importable).
-Timed as ``benchmarks/`` times (DESIGN §5): ``triton.testing.do_bench``'s median (warm-up, L2 flushed
+Timed as ``benchmarks/`` times (docs/benchmarks.md): ``triton.testing.do_bench``'s median (warm-up, L2 flushed
 between repetitions). ``benchmarks/`` holds the full grids and the other peers."""
 
 from __future__ import annotations

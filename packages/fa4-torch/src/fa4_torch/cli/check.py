@@ -1,7 +1,7 @@
 """``fa4 check [--quick] [--no-ptxas]``: is fa4 right on this machine?
 
 * With a GPU: a correctness sweep of ``flash_attn_func`` (and varlen, the KV cache, the backward)
-  against :func:`fa4_core.testing.attention_ref` with the DESIGN §4 rule; every head-dim pair of the
+  against :func:`fa4_core.testing.attention_ref` with the correctness rule (docs/testing.md); every head-dim pair of the
   tables (:mod:`fa4_sm120.variants`), ragged lengths, GQA ratios 1/4/7, the serving paths. Exit 1 on
   any failure.
 * Without one: compiles the forward tile-table rows for ``sm_120a`` (every row x dtype x causal, or
@@ -229,7 +229,7 @@ def gpu_cases(quick: bool) -> list[Case]:
 
 
 def _run_case(c: Case):
-    """-> list of ``(name, x, x_ref, x_pt, grad)`` to compare with the DESIGN §4 rule."""
+    """-> list of ``(name, x, x_ref, x_pt, grad)`` to compare with the correctness rule (docs/testing.md)."""
     import torch
 
     from fa4_core.testing import attention_ref
@@ -338,7 +338,7 @@ def _check_gpu(args, gpu: Gpu) -> int:
         f"GPU {gpu.index}: {gpu.name} ({gpu.capability[0]}.{gpu.capability[1]}), family {d.family} ({d.why})"
     )
     print(
-        f"correctness sweep: {n} case(s) against the fp32 reference, DESIGN §4 rule (rtol 2, atol from rounding)"
+        f"correctness sweep: {n} case(s) against the fp32 reference, correctness rule (rtol 2, atol from rounding)"
     )
     rows, failures = [], 0
     for i, c in enumerate(cases, 1):
