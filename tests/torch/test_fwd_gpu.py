@@ -208,10 +208,10 @@ def test_no_visible_key_rows_are_zero_with_neg_inf_lse():
     assert torch.isfinite(out).all() and torch.isfinite(lse[:, :, 200:]).all()
 
 
-# The online softmax keeps a warp's row offsets until some row's max grows by more than 2^8
-# (fa4_sm120.fwd.RESCALE_THRESHOLD, for dv >= RESCALE_MIN_DV; smaller dv rescale on every new max):
-# with randn inputs that almost never happens after the first key block, so these cases make it
-# happen. Keys are scaled up segment by segment towards the start of the sequence (the kernel visits
+# The online softmax keeps a warp's row offsets until some row's max grows by more than its threshold
+# (fa4_sm120.configs.fwd_codegen's rescale_threshold, 2^0.5 for dv >= 128 or 96+ O accumulators a
+# thread; the other builds rescale on every new max): with randn inputs large growths are rare after
+# the first key blocks, so these cases force them. Keys are scaled up segment by segment towards the start of the sequence (the kernel visits
 # key blocks last to first), so each new segment raises the row max by more than 8 in log2 units (the
 # rescale path) and the blocks inside a segment do not (the path that skips it); ``rows`` scales only
 # some query rows, so one warp mixes rows that grow with rows that do not. Both directions, causal and
