@@ -312,9 +312,12 @@ def test_lse_rule_with_gradients(recorded, fn, return_lse):
 # ------------------------------------------------------------------------------------------ block_table
 def test_kvcache_block_table_is_page_table(monkeypatch):
     seen = {}
+    signature = inspect.signature(ops.forward)
 
-    def forward(q, k, v, *a, page_table=None, **kw):
-        seen["page_table"] = page_table
+    def forward(*a, **kw):  # ops.forward's arguments, positional or not
+        bound = signature.bind(*a, **kw)
+        seen["page_table"] = bound.arguments.get("page_table")
+        q = bound.arguments["q"]
         return torch.zeros_like(q), torch.zeros(q.shape[0], q.shape[2], q.shape[1])
 
     monkeypatch.setattr(ops, "forward", forward)

@@ -137,17 +137,9 @@ def flash_attn_func(
             num_splits,
         )
         return out, (lse if return_lse else lse.detach())  # upstream ignores dlse then
+    # positional, in ops.forward's order: a keyword argument costs every cached call time
     out, lse = ops.forward(
-        q,
-        k,
-        v,
-        softmax_scale,
-        causal,
-        window_size,
-        pack_gqa,
-        softcap=softcap,
-        learnable_sink=learnable_sink,
-        num_splits=num_splits,
+        q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits
     )
     return out, (lse if return_lse else None)
 
@@ -247,25 +239,10 @@ def flash_attn_varlen_func(
             deterministic,
         )
         return out, (lse if return_lse else lse.detach())  # upstream ignores dlse then
-    out, lse = ops.forward(
-        q,
-        k,
-        v,
-        softmax_scale,
-        causal,
-        window_size,
-        pack_gqa,
-        softcap=softcap,
-        learnable_sink=learnable_sink,
-        num_splits=num_splits,
-        cu_seqlens_q=cu_seqlens_q,
-        cu_seqlens_k=cu_seqlens_k,
-        max_seqlen_q=max_seqlen_q,
-        max_seqlen_k=max_seqlen_k,
-        seqused_q=seqused_q,
-        seqused_k=seqused_k,
-        page_table=page_table,
-    )
+    out, lse = ops.forward(  # positional, in ops.forward's order
+        q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits, cu_seqlens_q,
+        cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
+    )  # fmt: skip
     return out, (lse if return_lse else None)
 
 
@@ -334,21 +311,8 @@ def flash_attn_with_kvcache(
         def append():
             launch.append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx)
 
-    out, lse = ops.forward(
-        q,
-        k_cache,
-        v_cache,
-        softmax_scale,
-        causal,
-        window_size,
-        pack_gqa,
-        softcap=softcap,
-        learnable_sink=learnable_sink,
-        num_splits=num_splits,
-        seqused_k=seqused_k,
-        page_table=page_table,
-        kv_batch_idx=cache_batch_idx,
-        before_launch=append,
-        names=KVCACHE_NAMES,
-    )
+    out, lse = ops.forward(  # positional, in ops.forward's order (no cu_seqlens_q/k, max_seqlen_q/k, seqused_q)
+        q, k_cache, v_cache, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
+        None, None, None, None, None, seqused_k, page_table, cache_batch_idx, append, KVCACHE_NAMES,
+    )  # fmt: skip
     return (out, lse) if return_softmax_lse else out

@@ -40,7 +40,6 @@ def forward(
     causal,
     window_size,
     pack_gqa,
-    *,
     softcap=0.0,
     learnable_sink=None,
     num_splits=1,
@@ -56,8 +55,8 @@ def forward(
     names=DEFAULT_NAMES,
 ):
     """The forward of every API function -> ``(out, lse)``: eager, :func:`fa4_torch.launch.forward`
-    (its arguments); under ``torch.compile``, ``before_launch`` (traced as ordinary torch ops) and then
-    ``torch.ops.fa4.fwd``, which validates and launches when the graph runs."""
+    (its arguments, in its order); under ``torch.compile``, ``before_launch`` (traced as ordinary torch
+    ops) and then ``torch.ops.fa4.fwd``, which validates and launches when the graph runs."""
     if max_seqlen_q is not None or max_seqlen_k is not None:  # not in the memo keys: checked first
         validate.check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
         validate.check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")

@@ -120,7 +120,7 @@ def check_index(name: str, t, shape: tuple) -> None:
     if t is None:
         return
     check_tensor(name, t, len(shape), (torch.int32,))
-    if tuple(t.shape) != shape:
+    if t.shape != shape:  # torch.Size is a tuple
         raise unsupported(f"{name}.shape", tuple(t.shape), f"{shape}")
 
 
