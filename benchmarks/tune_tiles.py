@@ -19,7 +19,8 @@ run no more CTAs per SM than SM120 would (``fa4_sm120.occupancy.emulated_launch_
 
 A candidate may end in a fourth field of letters that set fields of the forward's code-generation
 choices (:class:`fa4_sm120.configs.FwdCodegen`, part of the config and so of every compile-cache key):
-``r`` rescale O on every new row max (``rescale_threshold=0``), ``o`` ldmatrix addresses re-derived per
+``r`` rescale O on every new row max (``rescale_threshold=0``), ``l`` only when a row max grew by more
+than 2^8 (``rescale_threshold=8``), ``o`` ldmatrix addresses re-derived per
 key block (``opaque_smem``), ``p`` prefetch the Q·Kᵀ operands (``qk_prefetch``), ``s`` P·V in one pass
 (``pv_split=1``), ``x`` the softmax's row max and sum as pairwise trees (``tree_reduce``), ``w`` / ``e``
 V waited for just before P·V / before the softmax (``late_v_wait``).
@@ -40,6 +41,7 @@ SHAPES = [(8, 512, 16, 16), (4, 1024, 16, 16), (2, 2048, 32, 8), (1, 4096, 16, 1
 MARGIN = 1.02
 KNOBS = {
     "r": ("rescale_threshold", 0.0),
+    "l": ("rescale_threshold", 8.0),
     "o": ("opaque_smem", True),
     "p": ("qk_prefetch", True),
     "s": ("pv_split", 1),
