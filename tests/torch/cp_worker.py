@@ -70,7 +70,7 @@ def check_case(case: Case, rank: int, world: int, device: torch.device, dtype: t
     q, k, v, dout = (
         torch.randn(shp, generator=gen).to(dtype).to(device) for shp in (shape_q, shape_k, shape_k, shape_q)
     )
-    sink = (torch.randn(h, generator=gen) if case.sink else None)
+    sink = torch.randn(h, generator=gen) if case.sink else None
     sink = sink.to(device) if sink is not None else None
     cu = None
     if varlen:
@@ -94,11 +94,22 @@ def check_case(case: Case, rank: int, world: int, device: torch.device, dtype: t
     lq, lk, lv = (_shard(t, case, rank, world, dim).requires_grad_() for t in (q, k, v))
     ldout = _shard(dout, case, rank, world, dim)
     lsink = sink.detach().clone().requires_grad_() if sink is not None else None
-    common = dict(causal=case.causal, softcap=case.softcap, learnable_sink=lsink, kernel=kernel, return_attn_probs=True)
+    common = dict(
+        causal=case.causal, softcap=case.softcap, learnable_sink=lsink, kernel=kernel, return_attn_probs=True
+    )
     if varlen:
         cu_q, cu_k, max_q, max_k, kslice = llama3_flash_attn_prepare_cu_seqlens(cu, case.causal, rank, world)
         out, lse, _ = llama3_flash_attn_varlen_func(
-            lq, lk, lv, cu_q.to(device), cu_k.to(device), max_q, max_k, case.heads_k_stride or hk, kslice, **common
+            lq,
+            lk,
+            lv,
+            cu_q.to(device),
+            cu_k.to(device),
+            max_q,
+            max_k,
+            case.heads_k_stride or hk,
+            kslice,
+            **common,
         )
     elif case.layout == "zigzag":
         out, lse, _ = zigzag_ring_flash_attn_func(lq, lk, lv, **common)
@@ -125,7 +136,9 @@ def check_case(case: Case, rank: int, world: int, device: torch.device, dtype: t
         x_ref = local(ref[i])
         where = f"{case} W={world} rank {rank}: {name}"
         if pt is None:
-            torch.testing.assert_close(x.float(), x_ref.float(), atol=2e-5, rtol=1e-4, msg=lambda m: f"{where}: {m}")
+            torch.testing.assert_close(
+                x.float(), x_ref.float(), atol=2e-5, rtol=1e-4, msg=lambda m, where=where: f"{where}: {m}"
+            )
         else:
             try:
                 check_close(name, x, x_ref, local(pt[i]), softcap=case.softcap > 0, grad=name.startswith("d"))

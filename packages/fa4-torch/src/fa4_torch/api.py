@@ -338,9 +338,11 @@ def attention_backward(
     max_seqlen_q: int | None = None,
     max_seqlen_k: int | None = None,
     deterministic: bool = False,
+    learnable_sink: torch.Tensor | None = None,
     dq: torch.Tensor | None = None,
     dk: torch.Tensor | None = None,
     dv: torch.Tensor | None = None,
+    dsink: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The attention backward on an **external** ``out``/``lse`` -> ``(dq, dk, dv)``.
 
@@ -352,6 +354,9 @@ def attention_backward(
     ``cu_seqlens_q/k``), the causal mask bottom-right aligned; ``lse`` fp32 ``(batch, nheads,
     seqlen_q)`` / ``(nheads, total_q)``. ``dq``/``dk``/``dv``: optional buffers (fp32 or the inputs'
     dtype) the gradients are **added** into, and returned; otherwise new tensors in q's dtype.
+    ``learnable_sink`` with a ``dsink`` buffer (fp32 ``(nheads,)``): this key chunk's share of the
+    sink's gradient, ``-Σ_rows exp(sink - lse) · rowsum(P · dP)`` over the chunk's keys, is added into
+    ``dsink`` (the shares of all chunks sum to the sink's gradient; ``lse`` must include the sink).
     Every argument is checked before anything launches (the forward's checks and the backward's
     head dims; :class:`~fa4_core.errors.UnsupportedConfigError`)."""
     check_flag("causal", causal)
@@ -359,15 +364,19 @@ def attention_backward(
     check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
     check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
     a = forward_args(
-        q, k, v, softmax_scale, causal, window_size, None, softcap, None, 1, cu_seqlens_q, cu_seqlens_k,
-        max_seqlen_q, max_seqlen_k, None, None, None, None,
+        q, k, v, softmax_scale, causal, window_size, None, softcap, learnable_sink, 1, cu_seqlens_q,
+        cu_seqlens_k, max_seqlen_q, max_seqlen_k, None, None, None, None,
     )  # fmt: skip
-    check_backward_args(a, dout, out, lse, dq, dk, dv)
-    check_backward_supported(q, k, v, causal, window_size, softcap, None, cu_seqlens_q is not None)
-    gq, gk, gv, _ = ops.backward(
-        dout, q, k, v, out, lse, None, None, cu_seqlens_q, cu_seqlens_k, None, None, a.softmax_scale, a.causal,
-        a.is_local, a.window_left, a.window_right, a.softcap, deterministic, max_seqlen_q, max_seqlen_k, False,
+    check_backward_args(a, dout, out, lse, dq, dk, dv, dsink)
+    check_backward_supported(q, k, v, causal, window_size, softcap, learnable_sink, cu_seqlens_q is not None)
+    want_dsink = dsink is not None
+    gq, gk, gv, gsink = ops.backward(
+        dout, q, k, v, out, lse, None, learnable_sink, cu_seqlens_q, cu_seqlens_k, None, None, a.softmax_scale,
+        a.causal, a.is_local, a.window_left, a.window_right, a.softcap, deterministic, max_seqlen_q, max_seqlen_k,
+        want_dsink,
     )  # fmt: skip
+    if want_dsink:
+        dsink.add_(gsink)
     return (
         gq if dq is None else dq.add_(gq),
         gk if dk is None else dk.add_(gk),

@@ -464,7 +464,7 @@ def forward_args(
 
 
 # ---------------------------------------------------------------------------------- the backward seam
-def check_backward_args(a: FwdArgs, dout, out, lse, dq, dk, dv) -> None:
+def check_backward_args(a: FwdArgs, dout, out, lse, dq, dk, dv, dsink=None) -> None:
     """:func:`fa4_torch.api.attention_backward`'s own tensors, beside the forward's checks of ``a``:
     ``dout``/``out`` of q's rows with ``head_dim_v`` columns in q's dtype, ``lse`` fp32 of the
     forward's LSE shape, and the optional ``dq``/``dk``/``dv`` buffers (q's, k's, v's shapes; fp32 or
@@ -486,7 +486,14 @@ def check_backward_args(a: FwdArgs, dout, out, lse, dq, dk, dv) -> None:
         check_tensor(name, buf, like.dim(), (torch.float32, q.dtype), layout=False)
         if buf.shape != like.shape:
             raise unsupported(f"{name}.shape", tuple(buf.shape), f"{tuple(like.shape)}")
-    check_devices(q, (("dout", dout), ("out", out), ("lse", lse), ("dq", dq), ("dk", dk), ("dv", dv)))
+    if dsink is not None:
+        if a.learnable_sink is None:
+            raise unsupported("dsink", "a tensor", "None without learnable_sink")
+        check_tensor("dsink", dsink, 1, (torch.float32,), layout=False)
+        if tuple(dsink.shape) != (a.nheads,):
+            raise unsupported("dsink.shape", tuple(dsink.shape), f"({a.nheads},)")
+    named = (("dout", dout), ("out", out), ("lse", lse), ("dq", dq), ("dk", dk), ("dv", dv), ("dsink", dsink))
+    check_devices(q, named)
 
 
 # ---------------------------------------------------------------------------------- the KV cache

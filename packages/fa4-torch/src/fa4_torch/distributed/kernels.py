@@ -4,9 +4,13 @@ A :class:`ChunkKernel` computes attention of a query chunk over a key chunk and 
 
 * ``forward(q, k, v, causal=, softmax_scale=, softcap=, cu_seqlens_q=, cu_seqlens_k=, max_seqlen_q=,
   max_seqlen_k=) -> (out, lse)``: ``out`` in any float dtype, ``lse`` fp32 (the merge upcasts);
-* ``backward(dout, q, k, v, out, lse, dq, dk, dv, causal=, ...)``: the gradients of that chunk given the
-  **merged** ``out``/``lse`` of the whole row (``P = exp(S - lse)``, ``D = rowsum(dout · out)``),
-  **added** into the fp32 buffers ``dq``, ``dk``, ``dv`` (views of the ring's accumulators).
+* ``backward(dout, q, k, v, out, lse, dq, dk, dv, causal=, ..., sink=, dsink=)``: the gradients of that
+  chunk given the **merged** ``out``/``lse`` of the whole row (``P = exp(S - lse)``, ``D = rowsum(dout ·
+  out)``), **added** into the fp32 buffers ``dq``, ``dk``, ``dv`` (views of the ring's accumulators);
+  with a learnable ``sink`` (its logit inside ``lse``), the chunk's share of the sink's gradient,
+  ``-Σ_rows exp(sink - lse) · rowsum(P · dP)``, added into ``dsink``: the shares of the key chunks sum
+  to the exact gradient (``rowsum(P · dP)`` summed over the chunks is the whole row's, which the
+  16-bit ``out`` would only approximate).
 
 Layouts are the kernels' (dense ``(batch, seqlen, heads, d)``, lse ``(batch, heads, seqlen)``; varlen
 ``(total, heads, d)``, lse ``(heads, total)`` with int32 ``cu_seqlens``); K/V carry their own (fewer)
@@ -31,7 +35,8 @@ class ChunkKernel(Protocol):
                 max_seqlen_q=None, max_seqlen_k=None) -> tuple[torch.Tensor, torch.Tensor]: ...  # fmt: skip
 
     def backward(self, dout, q, k, v, out, lse, dq, dk, dv, *, causal, softmax_scale, softcap,
-                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None) -> None: ...  # fmt: skip
+                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, sink=None,
+                 dsink=None) -> None: ...  # fmt: skip
 
 
 class Fa4Kernel:
@@ -56,13 +61,15 @@ class Fa4Kernel:
             )  # fmt: skip
 
     def backward(self, dout, q, k, v, out, lse, dq, dk, dv, *, causal, softmax_scale, softcap,
-                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None):  # fmt: skip
+                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, sink=None,
+                 dsink=None):  # fmt: skip
         from fa4_torch.api import attention_backward
 
         attention_backward(
-            dout, q, k, v, out.to(q.dtype), lse.contiguous(), softmax_scale=softmax_scale, causal=causal,
-            softcap=softcap, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
-            max_seqlen_k=max_seqlen_k, deterministic=self.deterministic, dq=dq, dk=dk, dv=dv,
+            dout.contiguous(), q, k, v, out.to(q.dtype).contiguous(), lse.contiguous(), softmax_scale=softmax_scale,
+            causal=causal, softcap=softcap, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+            max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, deterministic=self.deterministic,
+            learnable_sink=sink, dq=dq, dk=dk, dv=dv, dsink=dsink,
         )  # fmt: skip
 
 
@@ -115,13 +122,14 @@ class ReferenceKernel:
         return out, lse
 
     def backward(self, dout, q, k, v, out, lse, dq, dk, dv, *, causal, softmax_scale, softcap,
-                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None):  # fmt: skip
+                 cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, sink=None,
+                 dsink=None):  # fmt: skip
         if cu_seqlens_q is not None:
             for q0, q1, k0, k1 in _segments(cu_seqlens_q, cu_seqlens_k):
                 self.backward(
                     dout[None, q0:q1], q[None, q0:q1], k[None, k0:k1], v[None, k0:k1], out[None, q0:q1],
                     lse[None, :, q0:q1], dq[None, q0:q1], dk[None, k0:k1], dv[None, k0:k1], causal=causal,
-                    softmax_scale=softmax_scale, softcap=softcap,
+                    softmax_scale=softmax_scale, softcap=softcap, sink=sink, dsink=dsink,
                 )  # fmt: skip
             return
         g = q.shape[2] // k.shape[2]
@@ -134,6 +142,8 @@ class ReferenceKernel:
         kf = k.float().repeat_interleave(g, dim=2)
         d = (do * out.float()).sum(-1).transpose(1, 2)  # (b, h, sq)
         dp = torch.einsum("bqhd,bkhd->bhqk", do, vf)
+        if sink is not None and dsink is not None:  # this chunk's share, from rowsum(P * dP)
+            dsink.sub_((torch.exp(sink.float()[None, :, None] - lse) * (p * dp).sum(-1)).sum((0, 2)))
         ds = p * (dp - d[..., None])
         if t is not None:
             ds = ds * (1 - t * t)

@@ -7,7 +7,8 @@ over each set: with partial results ``(o_a, lse_a)`` and ``(o_b, lse_b)``,
 
 A row that sees no key of a set has ``lse = -inf`` and contributes nothing; a row that sees no key
 at all keeps ``lse = -inf`` and ``o = 0`` (the kernels' convention). A learnable sink is one more
-term of the softmax with no value: it enters once, after every key block (:func:`apply_sink`).
+term of the softmax with no value: it enters once, after every key block (:func:`apply_sink`); its
+gradient comes from the chunk kernels' backward (:mod:`fa4_torch.distributed.kernels`).
 
 Layouts (the kernels'): dense ``out (batch, seqlen, heads, d)`` with ``lse (batch, heads, seqlen)``;
 varlen ``out (total, heads, d)`` with ``lse (heads, total)``. The accumulators are fp32 and updated
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["new_accumulators", "merge_", "apply_sink", "sink_grad"]
+__all__ = ["new_accumulators", "merge_", "apply_sink"]
 
 
 def new_accumulators(q: torch.Tensor, head_dim_v: int, varlen: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,12 +56,3 @@ def apply_sink(out: torch.Tensor, lse: torch.Tensor, sink: torch.Tensor) -> None
     new = torch.logaddexp(lse, s.expand_as(lse))
     out.mul_(_per_row(torch.exp(lse - new)))
     lse.copy_(new)
-
-
-def sink_grad(dout: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
-    """The sink's gradient from these rows: ``dsink[h] = -Σ_rows exp(sink[h] - lse) · rowsum(dout · out)``
-    (``lse`` the merged one, the sink included)."""
-    d = (dout.float() * out.float()).sum(-1).transpose(-1, -2)  # like lse
-    if lse.dim() == 2:
-        return -(torch.exp(sink.float()[:, None] - lse) * d).sum(1)
-    return -(torch.exp(sink.float()[None, :, None] - lse) * d).sum((0, 2))

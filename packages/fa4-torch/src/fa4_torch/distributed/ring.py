@@ -32,7 +32,7 @@ import torch.distributed as dist
 from fa4_torch.distributed.checks import check_ring_args
 from fa4_torch.distributed.comm import RingComm
 from fa4_torch.distributed.kernels import ChunkKernel, Fa4Kernel
-from fa4_torch.distributed.merge import apply_sink, merge_, new_accumulators, sink_grad
+from fa4_torch.distributed.merge import apply_sink, merge_, new_accumulators
 
 __all__ = ["ring_flash_attn_func", "zigzag_ring_flash_attn_func", "zigzag_split", "zigzag_merge"]
 
@@ -85,8 +85,10 @@ def ring_forward(kernel: ChunkKernel, comm: RingComm, layout, q, k, v, scale, ca
     return out, lse
 
 
-def ring_backward(kernel, kv_comm, d_comm, layout, dout, q, k, v, out, lse, scale, causal, softcap):
-    """-> fp32 ``(dq, dk, dv)`` of the local q, k, v."""
+def ring_backward(kernel, kv_comm, d_comm, layout, dout, q, k, v, out, lse, scale, causal, softcap, sink=None,
+                  dsink=None):  # fmt: skip
+    """-> fp32 ``(dq, dk, dv)`` of the local q, k, v; the local rows' share of the sink's gradient
+    added into ``dsink``."""
     world, rank = kv_comm.world_size, kv_comm.rank
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     kv_bufs = [(torch.empty_like(k), torch.empty_like(v)) for _ in range(2)] if world > 1 else []
@@ -112,6 +114,7 @@ def ring_backward(kernel, kv_comm, d_comm, layout, dout, q, k, v, out, lse, scal
             kernel.backward(
                 _rows(dout, qr), _rows(q, qr), _rows(kk, kr), _rows(vv, kr), _rows(out, qr), _lse_rows(lse, qr),
                 _rows(dq, qr), _rows(dk, kr), _rows(dv, kr), causal=c, softmax_scale=scale, softcap=softcap,
+                sink=sink, dsink=dsink,
             )  # fmt: skip
         if step + 1 < world:
             kv_comm.wait()
@@ -141,8 +144,12 @@ class RingAttnFunc(torch.autograd.Function):
         scale, causal, softcap, layout, group, kernel = ctx.args
         kv_comm = RingComm(group, q.device, tag=0)
         d_comm = RingComm(group, q.device, tag=1)
-        dq, dk, dv = ring_backward(kernel, kv_comm, d_comm, layout, dout, q, k, v, out, lse, scale, causal, softcap)
-        dsink = sink_grad(dout, out, lse, sink) if sink is not None and ctx.needs_input_grad[3] else None
+        want_dsink = sink is not None and ctx.needs_input_grad[3]
+        dsink = torch.zeros(sink.shape, dtype=torch.float32, device=sink.device) if want_dsink else None
+        dq, dk, dv = ring_backward(
+            kernel, kv_comm, d_comm, layout, dout, q, k, v, out, lse, scale, causal, softcap, sink if want_dsink else None,
+            dsink,
+        )  # fmt: skip
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dsink, None, None, None, None, None, None
 
 
@@ -157,7 +164,9 @@ def _ring(layout, q, k, v, dropout_p, softmax_scale, causal, window_size, alibi_
         kernel = Fa4Kernel(deterministic=deterministic)
     if group is None:
         group = dist.group.WORLD
-    out, lse = RingAttnFunc.apply(q, k, v, learnable_sink, scale, causal, float(softcap), layout, group, kernel)
+    out, lse = RingAttnFunc.apply(
+        q, k, v, learnable_sink, scale, causal, float(softcap), layout, group, kernel
+    )
     return (out, lse, None) if return_attn_probs else out
 
 
@@ -191,7 +200,9 @@ def zigzag_split(x: torch.Tensor, rank: int, world_size: int, dim: int = 1) -> t
     """Rank ``rank``'s part of the full-sequence tensor ``x`` in the zigzag layout: chunks ``rank`` and
     ``2 * world_size - 1 - rank`` of ``2 * world_size`` along ``dim``, concatenated (a copy)."""
     if x.shape[dim] % (2 * world_size):
-        raise ValueError(f"x.shape[{dim}]={x.shape[dim]} is not a multiple of 2 * world_size = {2 * world_size}")
+        raise ValueError(
+            f"x.shape[{dim}]={x.shape[dim]} is not a multiple of 2 * world_size = {2 * world_size}"
+        )
     chunks = x.chunk(2 * world_size, dim=dim)
     return torch.cat([chunks[rank], chunks[2 * world_size - 1 - rank]], dim=dim)
 
@@ -200,4 +211,6 @@ def zigzag_merge(parts: list[torch.Tensor], dim: int = 1) -> torch.Tensor:
     """The inverse of :func:`zigzag_split`: the ranks' parts (in rank order) -> the full sequence."""
     world = len(parts)
     halves = [p.chunk(2, dim=dim) for p in parts]
-    return torch.cat([halves[i][0] for i in range(world)] + [halves[i][1] for i in reversed(range(world))], dim=dim)
+    return torch.cat(
+        [halves[i][0] for i in range(world)] + [halves[i][1] for i in reversed(range(world))], dim=dim
+    )

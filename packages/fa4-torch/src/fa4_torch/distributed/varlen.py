@@ -25,7 +25,7 @@ from fa4_core.errors import unsupported
 from fa4_torch.distributed.checks import check_ring_args
 from fa4_torch.distributed.comm import all_gather, reduce_scatter
 from fa4_torch.distributed.kernels import ChunkKernel, Fa4Kernel
-from fa4_torch.distributed.merge import apply_sink, new_accumulators, sink_grad
+from fa4_torch.distributed.merge import apply_sink, new_accumulators
 
 __all__ = ["llama3_flash_attn_prepare_cu_seqlens", "llama3_flash_attn_varlen_func"]
 
@@ -95,6 +95,8 @@ class Llama3VarlenFunc(torch.autograd.Function):
         dk = torch.empty(k.shape, dtype=k.dtype, device=k.device)
         dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
         rows = k.shape[0] * world
+        want_dsink = sink is not None and ctx.needs_input_grad[3]
+        dsink = torch.zeros(sink.shape, dtype=torch.float32, device=sink.device) if want_dsink else None
         for h0, h1 in _head_groups(k.shape[1], stride):
             qh = slice(h0 * g, h1 * g)
             kf = all_gather(k[:, h0:h1], group)
@@ -105,10 +107,10 @@ class Llama3VarlenFunc(torch.autograd.Function):
                 dout[:, qh].contiguous(), q[:, qh].contiguous(), kf[k_slice], vf[k_slice], out[:, qh].contiguous(),
                 lse[qh], dq[:, qh], dkf[k_slice], dvf[k_slice], causal=causal, softmax_scale=scale,
                 softcap=softcap, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k,
+                sink=sink[qh] if want_dsink else None, dsink=dsink[qh] if want_dsink else None,
             )  # fmt: skip
             dk[:, h0:h1] = reduce_scatter(dkf, group)
             dv[:, h0:h1] = reduce_scatter(dvf, group)
-        dsink = sink_grad(dout, out, lse, sink) if sink is not None and ctx.needs_input_grad[3] else None
         return (dq.to(q.dtype), dk, dv, dsink, *([None] * 11))
 
 
@@ -132,7 +134,9 @@ def llama3_flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqle
     if isinstance(heads_k_stride, bool) or not isinstance(heads_k_stride, int) or not 1 <= heads_k_stride:
         raise unsupported("heads_k_stride", heads_k_stride, f"an int in [1, nheads_kv = {nheads_kv}]")
     if not isinstance(local_k_slice, slice):
-        raise unsupported("local_k_slice", type(local_k_slice).__name__, "the slice from the prepare function")
+        raise unsupported(
+            "local_k_slice", type(local_k_slice).__name__, "the slice from the prepare function"
+        )
     if kernel is None:
         kernel = Fa4Kernel(deterministic=deterministic)
     if group is None:
