@@ -5,8 +5,9 @@ varlen; MHA and GQA; softcap; sinks) for W in {2, 4}: each rank's rows of ``out`
 correctness rule (docs/testing.md), computed in the ranks by :mod:`cp_worker`.
 
 The parent first runs single-GPU fa4 on each case's full sequence (forward and backward, checked with
-the same rule): that compiles every kernel variant the ranks use into the disk cache
-(``FA4_CACHE_DIR``), so the spawned ranks load them instead of each compiling them again.
+the same rule: the baseline the ring stands beside) and the chunk kernel's calls of the case, causal
+and not: that compiles every kernel variant the ranks use into the disk cache (``FA4_CACHE_DIR``,
+shared between processes), so the spawned ranks load them instead of each compiling them again.
 Shapes are small (head dim 64, 4 query heads, 256 tokens) to keep the file near a minute.
 """
 
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # cp_worker, for the s
 import cp_worker  # noqa: E402
 
 from fa4_core.testing import attention_ref, check_close  # noqa: E402
+from fa4_torch.distributed import Fa4Kernel  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(600), pytest.mark.xdist_group("context-parallel")]
 
@@ -69,6 +71,17 @@ def _warm_and_check_full_sequence(case):
         out.backward(dout.to(out.dtype))
         return out.detach(), *(t.grad for t in leaves)
 
+    # the chunk kernel's variants (no sink in the forward: the ring adds it after the merge)
+    kern = Fa4Kernel()
+    cu_kw = {} if not varlen else dict(cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=n, max_seqlen_k=n)
+    for causal in (True, False):
+        o, m = kern.forward(q, k, v, causal=causal, softmax_scale=D**-0.5, softcap=case.softcap, **cu_kw)
+        bufs = [torch.zeros(t.shape, dtype=torch.float32, device="cuda") for t in (q, k, v)]
+        dsink = torch.zeros(h, device="cuda") if sink is not None else None
+        kern.backward(
+            dout, q, k, v, o, m, *bufs, causal=causal, softmax_scale=D**-0.5, softcap=case.softcap, sink=sink,
+            dsink=dsink, **cu_kw,
+        )  # fmt: skip
     fa4 = grads(fa4_torch.flash_attn_varlen_func if varlen else fa4_torch.flash_attn_func)
     ref, pt = grads(attention_ref, True), grads(attention_ref, False)
     for i, name in enumerate(("out", "dq", "dk", "dv", "dsink")[: len(fa4)]):

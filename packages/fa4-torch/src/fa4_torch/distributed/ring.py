@@ -98,24 +98,30 @@ def ring_backward(kernel, kv_comm, d_comm, layout, dout, q, k, v, out, lse, scal
         for _ in range(2 if world > 1 else 0)
     ]  # fmt: skip
     kk, vv = k, v
-    dk = dv = None
+    dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)  # this rank's own block, step 0
+    dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
+    # later steps: the block's share lands in scratch while its accumulator is still on the wire
+    dk_blk, dv_blk = (torch.empty_like(dk), torch.empty_like(dv)) if world > 1 else (None, None)
     for step in range(world):
         if step + 1 < world:
             kv_comm.start([kk, vv], list(kv_bufs[step % 2]))
-        if step == 0:  # this rank's own block: its accumulator starts here
-            dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
-            dv = torch.zeros(v.shape, dtype=torch.float32, device=v.device)
-        else:  # the block's accumulator, from the rank that held the block at the previous step
-            d_comm.wait()
-            dk, dv = d_bufs[(step - 1) % 2]
         plan = _plan(layout, causal, rank, (rank - step) % world, step, q.shape[1])
         if plan is not None:
             qr, kr, c = plan
+            if step == 0:
+                gk, gv = _rows(dk, kr), _rows(dv, kr)
+            else:
+                gk, gv = _rows(dk_blk, kr).zero_(), _rows(dv_blk, kr).zero_()
             kernel.backward(
                 _rows(dout, qr), _rows(q, qr), _rows(kk, kr), _rows(vv, kr), _rows(out, qr), _lse_rows(lse, qr),
-                _rows(dq, qr), _rows(dk, kr), _rows(dv, kr), causal=c, softmax_scale=scale, softcap=softcap,
-                sink=sink, dsink=dsink,
+                _rows(dq, qr), gk, gv, causal=c, softmax_scale=scale, softcap=softcap, sink=sink, dsink=dsink,
             )  # fmt: skip
+        if step > 0:  # the block's accumulator, from the rank that held the block at the previous step
+            d_comm.wait()
+            dk, dv = d_bufs[(step - 1) % 2]
+            if plan is not None:
+                _rows(dk, kr).add_(gk)
+                _rows(dv, kr).add_(gv)
         if step + 1 < world:
             kv_comm.wait()
             kk, vv = kv_bufs[step % 2]
