@@ -48,12 +48,15 @@ import torch
 
 from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_torch import launch, ops
-from fa4_torch.autograd import FlashAttnFunc, FlashAttnVarlenFunc
+from fa4_torch.autograd import FlashAttnFunc, FlashAttnVarlenFunc, check_backward_supported
 from fa4_torch.validate import (
     KVCACHE_NAMES,
+    check_backward_args,
     check_flag,
     check_hints,
     check_kvcache,
+    check_max_seqlen,
+    forward_args,
     later,
     named_as,
     needs_grad,
@@ -61,7 +64,7 @@ from fa4_torch.validate import (
     reject_flag,
 )
 
-__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache"]
+__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention_backward"]
 
 
 def flash_attn_func(
@@ -316,3 +319,66 @@ def flash_attn_with_kvcache(
         None, None, None, None, None, seqused_k, page_table, cache_batch_idx, append, KVCACHE_NAMES,
     )  # fmt: skip
     return (out, lse) if return_softmax_lse else out
+
+
+def attention_backward(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    *,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+    window_size: tuple[int | None, int | None] = (None, None),
+    softcap: float = 0.0,
+    cu_seqlens_q: torch.Tensor | None = None,
+    cu_seqlens_k: torch.Tensor | None = None,
+    max_seqlen_q: int | None = None,
+    max_seqlen_k: int | None = None,
+    deterministic: bool = False,
+    learnable_sink: torch.Tensor | None = None,
+    dq: torch.Tensor | None = None,
+    dk: torch.Tensor | None = None,
+    dv: torch.Tensor | None = None,
+    dsink: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The attention backward on an **external** ``out``/``lse`` -> ``(dq, dk, dv)``.
+
+    The gradients of ``softmax(q kᵀ · scale) v`` for ``dout``, with the probabilities recomputed as
+    ``exp(q kᵀ · scale - lse)`` and ``D = rowsum(dout · out)`` from the given ``out`` and ``lse``:
+    pass the forward's own to get :func:`flash_attn_func`'s gradients, or a merged ``out``/``lse``
+    (over more keys than ``k`` holds: ring attention, split keys) to get this key chunk's share of
+    them. Shapes as :func:`flash_attn_func` (dense) or :func:`flash_attn_varlen_func` (with
+    ``cu_seqlens_q/k``), the causal mask bottom-right aligned; ``lse`` fp32 ``(batch, nheads,
+    seqlen_q)`` / ``(nheads, total_q)``. ``dq``/``dk``/``dv``: optional buffers (fp32 or the inputs'
+    dtype) the gradients are **added** into, and returned; otherwise new tensors in q's dtype.
+    ``learnable_sink`` with a ``dsink`` buffer (fp32 ``(nheads,)``): this key chunk's share of the
+    sink's gradient, ``-Σ_rows exp(sink - lse) · rowsum(P · dP)`` over the chunk's keys, is added into
+    ``dsink`` (the shares of all chunks sum to the sink's gradient; ``lse`` must include the sink).
+    Every argument is checked before anything launches (the forward's checks and the backward's
+    head dims; :class:`~fa4_core.errors.UnsupportedConfigError`)."""
+    check_flag("causal", causal)
+    check_flag("deterministic", deterministic)
+    check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
+    check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
+    a = forward_args(
+        q, k, v, softmax_scale, causal, window_size, None, softcap, learnable_sink, 1, cu_seqlens_q,
+        cu_seqlens_k, max_seqlen_q, max_seqlen_k, None, None, None, None,
+    )  # fmt: skip
+    check_backward_args(a, dout, out, lse, dq, dk, dv, dsink)
+    check_backward_supported(q, k, v, causal, window_size, softcap, learnable_sink, cu_seqlens_q is not None)
+    want_dsink = dsink is not None
+    gq, gk, gv, gsink = ops.backward(
+        dout, q, k, v, out, lse, None, learnable_sink, cu_seqlens_q, cu_seqlens_k, None, None, a.softmax_scale,
+        a.causal, a.is_local, a.window_left, a.window_right, a.softcap, deterministic, max_seqlen_q, max_seqlen_k,
+        want_dsink,
+    )  # fmt: skip
+    if want_dsink:
+        dsink.add_(gsink)
+    return (
+        gq if dq is None else dq.add_(gq),
+        gk if dk is None else dk.add_(gk),
+        gv if dv is None else dv.add_(gv),
+    )

@@ -60,6 +60,7 @@ __all__ = [
     "check_devices",
     "canonical_window",
     "check_scalars",
+    "check_backward_args",
 ]
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -460,6 +461,39 @@ def forward_args(
         softmax_scale, causal, is_local, left, right, float(softcap), num_splits, pack_gqa, batch, nheads,
         nheads_kv, head_dim, head_dim_v, max_seqlen_q, max_k, q is not q_in or k is not k_in or v is not v_in,
     ))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- the backward seam
+def check_backward_args(a: FwdArgs, dout, out, lse, dq, dk, dv, dsink=None) -> None:
+    """:func:`fa4_torch.api.attention_backward`'s own tensors, beside the forward's checks of ``a``:
+    ``dout``/``out`` of q's rows with ``head_dim_v`` columns in q's dtype, ``lse`` fp32 of the
+    forward's LSE shape, and the optional ``dq``/``dk``/``dv`` buffers (q's, k's, v's shapes; fp32 or
+    q's dtype; q's device) that the gradients are added into."""
+    q = a.q
+    rows = (*q.shape[:-1], a.head_dim_v)
+    for name, t in (("dout", dout), ("out", out)):
+        check_tensor(name, t, q.dim(), (q.dtype,), layout=False)
+        if tuple(t.shape) != rows:
+            raise unsupported(f"{name}.shape", tuple(t.shape), f"{rows} (q's rows, head_dim_v)")
+    varlen = a.cu_seqlens_q is not None
+    lse_shape = (a.nheads, q.shape[0]) if varlen else (a.batch, a.nheads, q.shape[1])
+    check_tensor("lse", lse, len(lse_shape), (torch.float32,), layout=False)
+    if tuple(lse.shape) != lse_shape:
+        raise unsupported("lse.shape", tuple(lse.shape), f"{lse_shape} (the forward's lse)")
+    for name, buf, like in (("dq", dq, q), ("dk", dk, a.k), ("dv", dv, a.v)):
+        if buf is None:
+            continue
+        check_tensor(name, buf, like.dim(), (torch.float32, q.dtype), layout=False)
+        if buf.shape != like.shape:
+            raise unsupported(f"{name}.shape", tuple(buf.shape), f"{tuple(like.shape)}")
+    if dsink is not None:
+        if a.learnable_sink is None:
+            raise unsupported("dsink", "a tensor", "None without learnable_sink")
+        check_tensor("dsink", dsink, 1, (torch.float32,), layout=False)
+        if tuple(dsink.shape) != (a.nheads,):
+            raise unsupported("dsink.shape", tuple(dsink.shape), f"({a.nheads},)")
+    named = (("dout", dout), ("out", out), ("lse", lse), ("dq", dq), ("dk", dk), ("dv", dv), ("dsink", dsink))
+    check_devices(q, named)
 
 
 # ---------------------------------------------------------------------------------- the KV cache
