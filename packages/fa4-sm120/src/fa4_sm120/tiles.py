@@ -154,7 +154,8 @@ def select_fwd_tile(
     most :data:`SMALL_M_ROWS` query rows per tile). An FP8 K/V cache (``kv_dtype``) takes the first
     such row that still fits the family's cap with its 8-bit staging tiles
     (:func:`fa4_sm120.smem.kv8_staging_bytes`), else the first ``small_m`` row that does."""
-    cap = smem_capacity(parse_arch(family_cap_arch(family)))
+    cap_arch = family_cap_arch(family)
+    cap = smem_capacity(parse_arch(cap_arch)) if kv_dtype is not None else 0  # (FP8 only: may load the DSL)
     passes = [
         (exact, dims, small_m)
         for exact, dims in ((True, (head_dim, head_dim_v)), (False, (max(head_dim, head_dim_v),) * 2))
