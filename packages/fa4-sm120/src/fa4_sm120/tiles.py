@@ -64,6 +64,9 @@ class FwdTile:
 # 2.1 TB/s at 272 TFLOP/s of mostly empty rows, 2026-12-02) where 64 rows halve the work.
 SMALL_M_ROWS = 64
 
+# an FP8 K/V cache's key tiles are at most this long (fwd_config)
+KV8_MAX_TILE_N = 64
+
 
 def wants_small_m(rows: int, heads: int, batch: int, num_sms: int = 0) -> bool:
     """Whether a forward call with ``rows`` query rows per (batch, head) tile (seqlen_q, times the
@@ -219,12 +222,17 @@ def fwd_config(
         family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv, softcap=softcap,
         small_m=small_m, kv_dtype=kv_dtype,
     )  # fmt: skip
+    tile_n = row.tile_n
+    if kv_dtype is not None:
+        # FP8 K/V: key tiles of at most KV8_MAX_TILE_N (the widening's registers: the d64 small-m
+        # row's 128-key tile spills 4-40 B on sm_120a with pack-GQA, varlen or softcap; 64 does not)
+        tile_n = min(tile_n, KV8_MAX_TILE_N)
     return FwdConfig(
         dtype=dtype,
         head_dim=head_dim,
         head_dim_v=head_dim_v,
         tile_m=row.tile_m,
-        tile_n=row.tile_n,
+        tile_n=tile_n,
         num_threads=row.num_threads,
         num_stages=row.num_stages,
         q_in_regs=row.q_in_regs,
