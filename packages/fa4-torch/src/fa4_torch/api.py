@@ -323,7 +323,7 @@ def flash_attn_with_kvcache(
             raise named_as(e, "page_table", "block_table") from None
     check_flag("causal", causal)
     check_flag("return_softmax_lse", return_softmax_lse)
-    if needs_grad(q, k_cache, v_cache, k, v, learnable_sink):
+    if needs_grad(q, k_cache, v_cache, k, v, learnable_sink, k_descale, v_descale):
         raise later("gradients through flash_attn_with_kvcache (an inference path)", None)
     # Every argument is checked before the append writes into the caches: the new k/v and the cache
     # lengths here, everything else in the forward's validation, which appends (before_launch) only once
@@ -337,7 +337,7 @@ def flash_attn_with_kvcache(
         def append():  # runs once every check has passed (the descales' too)
             kd = vd = None
             if k_cache.dtype in KV8_DTYPES:
-                kd, vd = check_kv8(q, k_cache, k_descale, v_descale, q.shape[0], k_cache.shape[2])
+                kd, vd = check_kv8(q, k_cache, v_cache, k_descale, v_descale, q.shape[0], k_cache.shape[2])
             launch.append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx, kd, vd)
 
     if k_descale is None and v_descale is None and k_cache.dtype not in KV8_DTYPES:

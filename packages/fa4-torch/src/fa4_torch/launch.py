@@ -192,9 +192,9 @@ def _forward_kv8(
     args = validate.forward_args(
         q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
         cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
-        kv_batch_idx, names,
+        kv_batch_idx, names, k_descale, v_descale,
     )  # fmt: skip
-    kd, vd = validate.check_kv8(q, args.k, k_descale, v_descale, args.batch, args.nheads_kv, names)
+    kd, vd = validate.check_kv8(q, args.k, args.v, k_descale, v_descale, args.batch, args.nheads_kv, names)
     if before_launch is not None:
         before_launch()
     q, k, v = args.q, args.k, args.v

@@ -67,6 +67,8 @@ __all__ = [
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 KV8_DTYPES = {torch.float8_e4m3fn: "float8_e4m3fn"}  # FP8 K/V caches (with fp16/bf16 q)
+# the largest head dims whose tile fits 99 KB with the 8-bit staging tiles (fa4_sm120.tiles)
+KV8_MAX_HEAD_DIM = 192
 UNBOUNDED = 1 << 30  # a window side without a bound (the kernels' runtime value)
 VALIDATE_DATA = os.environ.get("FA4_VALIDATE_DATA", "") == "1"
 DEFAULT_NAMES = ("k", "v", "seqused_k")  # how the caller names k, v and seqused_k
@@ -380,10 +382,13 @@ def forward_args(
     page_table,
     kv_batch_idx,
     names=DEFAULT_NAMES,
+    k_descale=None,
+    v_descale=None,
 ) -> FwdArgs:
     """Every check of one forward call (``max_seqlen_q/k`` excepted: the caller checks them first, on
     every call), in the order of the error table of ``docs/api.md``. ``names``: how the caller calls
-    ``k``, ``v`` and ``seqused_k``."""
+    ``k``, ``v`` and ``seqused_k``; ``k_descale``/``v_descale``: an FP8 K/V cache's
+    (:func:`check_kv8`, before the device check)."""
     q_in, k_in, v_in = q, k, v
     kn, vn, un = names
     varlen_q = cu_seqlens_q is not None
@@ -457,6 +462,8 @@ def forward_args(
         q, k, varlen_q, varlen_k, paged, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
         kv_batch_idx, un,
     )  # fmt: skip
+    if k_descale is not None or v_descale is not None or k.dtype in KV8_DTYPES:
+        check_kv8(q, k, v, k_descale, v_descale, batch, nheads_kv, names)
     check_devices(
         q,
         (
@@ -479,7 +486,7 @@ def forward_args(
 
 
 # ---------------------------------------------------------------------------------- FP8 K/V
-def check_kv8(q, k, k_descale, v_descale, batch: int, nheads_kv: int, names=DEFAULT_NAMES):
+def check_kv8(q, k, v, k_descale, v_descale, batch: int, nheads_kv: int, names=DEFAULT_NAMES):
     """The descales of an FP8 K/V cache, after :func:`forward_args` passed: fp32 tensors of one
     element (0-d or ``(1,)``) or ``(batch, nheads_kv)`` on q's device, finite and > 0 (the values read
     only on the CPU or with ``FA4_VALIDATE_DATA=1``, as for the index tensors); ``None`` is 1.0
@@ -494,6 +501,9 @@ def check_kv8(q, k, k_descale, v_descale, batch: int, nheads_kv: int, names=DEFA
                     name, "a tensor", f"None unless {names[0]} and {names[1]} are float8_e4m3fn"
                 )
         return None, None
+    for name, d in (("head_dim", k.shape[-1]), ("head_dim_v", v.shape[-1])):
+        if d > KV8_MAX_HEAD_DIM:
+            raise unsupported(name, d, f"at most {KV8_MAX_HEAD_DIM} with an FP8 K/V cache")
     out = []
     for name, d in (("k_descale", k_descale), ("v_descale", v_descale)):
         if d is None:
@@ -506,9 +516,8 @@ def check_kv8(q, k, k_descale, v_descale, batch: int, nheads_kv: int, names=DEFA
             raise unsupported(f"{name}.dtype", d.dtype, "torch.float32")
         if d.device != q.device:
             raise unsupported(f"{name}.device", str(d.device), f"q's device {q.device}")
-        if d.numel() == 1 and d.dim() <= 1:
-            d = d.reshape(1, 1).expand(batch, nheads_kv)
-        elif tuple(d.shape) != (batch, nheads_kv):
+        scalar = d.numel() == 1 and d.dim() <= 1
+        if not scalar and tuple(d.shape) != (batch, nheads_kv):
             raise unsupported(
                 f"{name}.shape", tuple(d.shape), f"() or (1,) or (batch, nheads_kv) = ({batch}, {nheads_kv})"
             )
@@ -517,7 +526,7 @@ def check_kv8(q, k, k_descale, v_descale, batch: int, nheads_kv: int, names=DEFA
             if c.numel() and not bool(torch.isfinite(c).all() and (c > 0).all()):
                 bad = c[~(torch.isfinite(c) & (c > 0))].flatten()[:4].tolist()
                 raise unsupported(name, bad, "finite values > 0")
-        out.append(d)
+        out.append(d.reshape(1, 1).expand(batch, nheads_kv) if scalar else d)
     return out[0], out[1]
 
 
