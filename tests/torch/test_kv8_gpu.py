@@ -95,7 +95,7 @@ def test_kv8_decode(page, sq, d, splits, kind, dt):
     b, cap, hq, hkv = 3, 1120 if page == 7 else 1024, 8, 2
     k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
     kd, vd = _descales(kind, b, hkv)
-    seqlens = torch.tensor([cap, 1, 700], dtype=torch.int32, device="cuda")
+    seqlens = torch.tensor([cap, 5, 700], dtype=torch.int32, device="cuda")  # >= the query rows
     q = torch.randn(b, sq, hq, d, device="cuda", dtype=dt)
     kc, vc, table = (k8, v8, None) if page is None else _paged(k8, v8, page)
     out, lse = flash_attn_with_kvcache(
