@@ -119,13 +119,21 @@ def check_layout(name: str, t):
     elif t.dtype in KV8_DTYPES:  # FP8 K/V: 16-byte cp.async of 16 elements
         if stride[-1] != 1 and shape[-1] > 1:
             raise unsupported(f"{name}.stride(-1)", stride[-1], "1 (the head dimension must be contiguous)")
+        fix = False
         for i in range(ndim - 1):
-            if stride[i] % 16 != 0 and shape[i] != 1:
-                raise unsupported(
-                    f"{name}.stride({i})", stride[i], "a multiple of 16 elements (16-byte aligned FP8 rows)"
-                )
+            if stride[i] % 16 != 0:
+                if shape[i] != 1:
+                    raise unsupported(
+                        f"{name}.stride({i})",
+                        stride[i],
+                        "a multiple of 16 elements (16-byte aligned FP8 rows)",
+                    )
+                fix = True
         if t.data_ptr() % 16 != 0:
             raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
+        if fix:  # a size-1 dim's stride addresses nothing: 0, as for 16-bit tensors
+            strides = [0 if (n == 1 and st % 16) else st for n, st in zip(shape[:-1], stride[:-1])]
+            t = t.as_strided(shape, (*strides, 1))
     elif stride[-1] != 1 and shape[-1] > 1:
         raise unsupported(f"{name}.stride({ndim - 1})", stride[-1], "1 (contiguous)")
     return t
