@@ -177,3 +177,28 @@ def test_the_fp8_key_names_its_config():
     assert cfg.kv_dtype == "float8_e4m3fn" and (cfg.tile_m, cfg.tile_n) == (64, 64)
     assert plan.fwd_config(key._replace(kv8=False), "sm120").kv_dtype is None
     assert launch.forward  # the launch path exists (its GPU half is tests/torch/test_kv8_gpu.py)
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_append_quantizes_the_new_rows_into_the_fp8_cache(paged):
+    """``launch.append_kv`` (what ``flash_attn_with_kvcache`` runs once every check passed) on CPU
+    tensors: the new rows land at ``cache_seqlens`` as saturated e4m3 of ``k / k_descale``, per
+    (batch, head) scale; nothing else changes."""
+    kw = _kv8(paged, s_new=3)
+    kc, vc = kw["k_cache"].clone(), kw["v_cache"].clone()
+    k, v = kw["k"] * 300, kw["v"]  # some rows saturate at 448
+    kd = torch.tensor([[0.5, 0.25], [2.0, 1.0]])
+    vd = torch.full((2, 2), 0.125)
+    launch.append_kv(kc, vc, k, v, kw["cache_seqlens"], kw.get("page_table"), None, kd, vd)
+    k_exp, v_exp = kw["k_cache"].clone(), kw["v_cache"].clone()
+    for b in range(2):
+        for j in range(3):
+            pos = int(kw["cache_seqlens"][b]) + j
+            if paged:
+                idx = (int(kw["page_table"][b, pos // 16]), pos % 16)
+            else:
+                idx = (b, pos)
+            k_exp[idx] = validate.quantize_kv8(k[b : b + 1, j : j + 1], kd[b : b + 1], E4M3)[0, 0]
+            v_exp[idx] = validate.quantize_kv8(v[b : b + 1, j : j + 1], vd[b : b + 1], E4M3)[0, 0]
+    assert torch.equal(_bits(kc), _bits(k_exp)) and torch.equal(_bits(vc), _bits(v_exp))
+    assert kc.float().abs().max() == 448.0

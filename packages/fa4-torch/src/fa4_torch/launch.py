@@ -375,9 +375,10 @@ def append_kv(
     FP8 cache gets them quantized with the descales (``(batch, nheads_kv)``,
     :func:`fa4_torch.validate.quantize_kv8`)."""
     batch, s_new = k.shape[:2]
-    if k_cache.dtype in KV8_DTYPES:
-        k = validate.quantize_kv8(k, k_descale, k_cache.dtype)
-        v = validate.quantize_kv8(v, v_descale, v_cache.dtype)
+    if k_cache.dtype in KV8_DTYPES:  # scattered as bytes (index_put has no float8 kernel everywhere)
+        k = validate.quantize_kv8(k, k_descale, k_cache.dtype).view(torch.uint8)
+        v = validate.quantize_kv8(v, v_descale, v_cache.dtype).view(torch.uint8)
+        k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     pos = cache_seqlens.long()[:, None] + torch.arange(s_new, device=k.device)[None, :]  # (batch, s_new)
     if page_table is not None:
         page_size = k_cache.shape[1]
