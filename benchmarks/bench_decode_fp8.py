@@ -11,6 +11,11 @@ left out of that row (recorded under ``skipped``).
 
     python benchmarks/bench_decode_fp8.py --out benchmarks/results          # the whole grid
     python benchmarks/bench_decode_fp8.py --quick                           # a subset, < 2 minutes
+
+``--emulate-sm120`` launches fa4's kernels at SM120's CTAs per SM (:func:`_common.emulate_sm120`: the
+FP8 d128 decode tile, 65,536 B with its staging tiles, runs one CTA per SM there against the bf16
+tile's two); ``--kv8-tile-n 32`` times FP8 key tiles of 32 (40,960 B: two CTAs per SM on SM120)
+instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N`, the open question of docs/sm120-resources.md.
 """
 
 from __future__ import annotations
@@ -117,10 +122,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--quick", action="store_true", help=f"the subset {QUICK} (< 2 minutes)")
+    ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
+    ap.add_argument("--kv8-tile-n", type=int, default=None, help="FP8 key tiles of at most this (16..64)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_decode_fp8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
+    emulated = C.emulate_sm120() if args.emulate_sm120 else None
+    if args.kv8_tile_n is not None:
+        from fa4_sm120 import tiles
+
+        tiles.KV8_MAX_TILE_N = args.kv8_tile_n  # benchmarking only, as the tuners replace table functions
     grid = QUICK if args.quick else dict(batch=BATCH, kv=KV, heads=HEADS, layouts=LAYOUTS)
     bw = copy_bandwidth()
     print(f"copy bandwidth: {bw:.0f} GB/s")
@@ -149,9 +161,15 @@ def main():
         "fp8_frac_copy_bw_kv_ge_16k": dict(mean=sum(fr) / len(fr), min=min(fr)) if fr else None,
         "bf16_over_fp8_kv_ge_16k": dict(mean=sum(ratio) / len(ratio), min=min(ratio)) if ratio else None,
         "grid": {k: list(v) for k, v in grid.items()},
+        "emulated_sm120": emulated,
+        "kv8_tile_n": args.kv8_tile_n,
     }
     print(summary)
-    path = C.results_path("decode-fp8-quick" if args.quick else "decode-fp8", args.out)
+    kind = (
+        "decode-fp8" + ("-quick" if args.quick else "") + ("-emulated-sm120" if emulated is not None else "")
+    )
+    kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
+    path = C.results_path(kind, args.out)
     C.write_results(path, {"env": C.environment(), "summary": summary, "rows": rows})
     return 0
 
