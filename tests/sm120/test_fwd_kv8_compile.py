@@ -59,6 +59,11 @@ def _variants() -> list[FwdConfig]:
         for causal in (False, True):
             cfg = fwd_config("sm120", "bfloat16", d, d, causal=causal, kv_dtype=FP8)
             out.append(dataclasses.replace(cfg, paged_kv=True, has_seqused_k=True))
+    for causal in (False, True):  # varlen prefill of packed GQA heads over a paged cache
+        cfg = fwd_config(
+            "sm120", "bfloat16", 128, 128, causal=causal, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8
+        )
+        out.append(dataclasses.replace(cfg, varlen_q=True, paged_kv=True, has_seqused_k=True))
     return list(dict.fromkeys(out))
 
 
