@@ -48,6 +48,7 @@ VARIANTS = {
     "split_kv": (BASE, {"split_kv": True}),
     "has_softcap": (BASE, {"has_softcap": True}),
     "has_sink": (BASE, {"has_sink": True}),
+    "kv_dtype": (BASE, {"kv_dtype": "float8_e4m3fn"}),  # an FP8 K/V cache
     "launch_smem": (BASE, {"launch_smem": 200_000}),
     # the code-generation choices (each field of FwdCodegen changes the generated code)
     "codegen": (BASE, {"codegen": FwdCodegen(rescale_threshold=0.0)}),

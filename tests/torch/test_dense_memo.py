@@ -64,7 +64,7 @@ def test_a_repeated_dense_call_launches_the_memoised_kernel(memo):
     args = fn.calls[0]
     assert args[0] is q2 and args[1] is k2 and args[2] is v2
     assert args[3] is out and args[4] is lse
-    assert args[5:11] == scalars and args[11:] == (None,) * 7
+    assert args[5:11] == scalars and args[11:] == (None,) * 9
     assert out.shape == (1, 128, 4, 64) and out.dtype == torch.bfloat16
     assert lse.shape == (1, 4, 128) and lse.dtype == torch.float32
 
@@ -156,7 +156,7 @@ def test_a_repeated_kvcache_call_launches_the_memoised_kernel(cache_memo, paged)
     )
     (args,) = fn.calls
     assert args[:5] == (q2, k2, v2, out, lse) and args[5:11] == scalars
-    assert args[11:] == (None, None, None, used2, table2, None, None)
+    assert args[11:] == (None, None, None, used2, table2, None, None, None, None)
     assert out.shape == (2, 1, 8, 128) and lse.shape == (2, 8, 1)
 
 

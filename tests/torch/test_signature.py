@@ -63,9 +63,17 @@ UPSTREAM_B36 = {
 }  # fmt: skip
 
 
+# fa4's keyword-only additions after upstream's parameters (an FP8 KV cache's descales)
+FA4_KEYWORD_ONLY = {"flash_attn_func": [], "flash_attn_varlen_func": ["k_descale", "v_descale"]}
+
+
 def _fa4(name):
+    """Upstream's part of fa4's signature: every parameter but fa4's keyword-only additions."""
     sig = inspect.signature(getattr(api, name))
-    return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+    params = list(sig.parameters.values())
+    extra = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert extra == FA4_KEYWORD_ONLY[name], extra
+    return [(p.name, p.kind, p.default) for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
 
 
 def _from_signature(fn):

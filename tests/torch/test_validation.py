@@ -144,10 +144,12 @@ _BAD_DTYPES = [
     torch.complex64,
 ]
 for name, dt in itertools.product(NAMES, _BAD_DTYPES):
+    # an FP8 k or v is an FP8 K/V cache: alone (without the other in FP8) it is a mixed-dtype call
+    fp8_alone = name != "q" and dt is torch.float8_e4m3fn
     _add(
         f"dtype-{name}-{dt}",
         lambda name=name, dt=dt: _with(_qkv(), **{name: _qkv(dtype=dt)[name]}),
-        match=_arg(f"{name}.dtype"),
+        match=re.escape("(q.dtype, k.dtype, v.dtype)=") if fp8_alone else _arg(f"{name}.dtype"),
     )
 for dt in (torch.float32, torch.int8, torch.float64):
     _add(f"dtype-all-{dt}", lambda dt=dt: _qkv(dtype=dt), match=_arg("q.dtype"))

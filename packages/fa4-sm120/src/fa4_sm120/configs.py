@@ -13,9 +13,18 @@ from dataclasses import dataclass
 
 from fa4_core.errors import unsupported
 from fa4_sm120.limits import DTYPE_NAMES, HEAD_DIMS
-from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes
+from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes, kv8_staging_bytes
 
-__all__ = ["FwdCodegen", "FwdConfig", "fwd_codegen", "BwdConfig", "PrePostConfig", "CombineConfig"]
+__all__ = [
+    "FwdCodegen",
+    "FwdConfig",
+    "KV8_DTYPES",
+    "kv8_copy",
+    "fwd_codegen",
+    "BwdConfig",
+    "PrePostConfig",
+    "CombineConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,10 @@ class FwdConfig:
     split_kv: bool = False
     has_softcap: bool = False
     has_sink: bool = False
+    # the K/V element type when it differs from ``dtype``: "float8_e4m3fn" (an FP8 KV cache: tiles
+    # fetched in 8 bits, widened to ``dtype`` in shared memory, descales folded into the score scale
+    # and the output); None: K/V are ``dtype``
+    kv_dtype: str | None = None
     # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
     # GPU with more shared memory per SM (H100: 228 KB) keeps as few CTAs per SM as SM120 would
     launch_smem: int = 0
@@ -80,7 +93,24 @@ class FwdConfig:
 
     @property
     def smem_bytes(self) -> int:
-        return fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
+        smem = fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
+        if self.kv_dtype is not None:
+            smem += kv8_staging_bytes(self.tile_n, self.head_dim, self.head_dim_v)
+        return smem
+
+
+KV8_DTYPES = ("float8_e4m3fn",)  # the 8-bit K/V element types of FwdConfig.kv_dtype
+
+
+def kv8_copy(head_dim: int, num_threads: int, tile_n: int) -> tuple[int, int]:
+    """``(threads_per_row, elements_per_copy)`` of the ``cp.async`` of 8-bit K/V rows of ``head_dim``:
+    16-byte copies (16 elements) over as many threads per row as divide ``head_dim / 16`` and keep
+    the rows of one pass within ``tile_n``; else 8-byte copies laid out as the 16-bit tiles' (8
+    elements, ``atom / 8`` threads per row), which always fit."""
+    for tpr in range(head_dim // 16, 0, -1):
+        if (head_dim // 16) % tpr == 0 and num_threads % tpr == 0 and tile_n % (num_threads // tpr) == 0:
+            return tpr, 16
+    return (64 if head_dim % 64 == 0 else 32) // 8, 8
 
 
 # the lazy O rescale's threshold (log2 units: probabilities stay <= 2^0.5; larger thresholds cost
@@ -99,8 +129,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       half the V fragments live at once keeps the sm_120a build spill-free), else 1;
     * ``qk_prefetch``: where P·V runs in one pass;
     * ``late_v_wait``: on, except where the sm_120a build spills with it (pack-GQA with varlen or a
-      window; fp16 on the d64 4-warp 128-row tile);
-    * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row);
+      window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile);
+    * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row), except an
+      FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it);
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
     """
     g = cfg.codegen
@@ -110,7 +141,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     )
     late_v_wait = not (
         (cfg.pack_gqa and (cfg.varlen_q or cfg.varlen_k or cfg.is_local))
-        or (cfg.dtype == "float16" and cfg.head_dim_v == 64 and rows_per_warp >= 32)
+        or ((cfg.dtype == "float16" or cfg.kv_dtype) and cfg.head_dim_v == 64 and rows_per_warp >= 32)
     )
     acc_o = rows_per_warp * cfg.head_dim_v // 32
     lazy = cfg.head_dim_v >= _RESCALE_MIN_DV or acc_o >= _RESCALE_MIN_ACC_O
@@ -122,7 +153,11 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
         qk_prefetch=g.qk_prefetch if g.qk_prefetch is not None else pv_split == 1,
         late_v_wait=g.late_v_wait if g.late_v_wait is not None else late_v_wait,
         prefetch_pages=(
-            g.prefetch_pages if g.prefetch_pages is not None else cfg.paged_kv and cfg.head_dim <= 192
+            g.prefetch_pages
+            if g.prefetch_pages is not None
+            else cfg.paged_kv
+            and cfg.head_dim <= 192
+            and not (cfg.kv_dtype and cfg.has_softcap and cfg.is_local)
         ),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,

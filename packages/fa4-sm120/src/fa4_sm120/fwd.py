@@ -16,7 +16,11 @@ elements; fp16 or bf16, all of one dtype; LSE fp32):
 * split-KV (``split_kv``): ``mO`` fp32 ``(num_splits, <O dims>)`` and ``mLSE (num_splits, <LSE dims>)``
   hold partial results over each split's key blocks; the combine merges them through their LSEs;
 * ``has_softcap``: ``s = softcap * tanh(s * scale / softcap)``; ``has_sink``: fp32 ``(nheads,)`` logits
-  added to the softmax normaliser (``lse = sink`` for a row that sees no key).
+  added to the softmax normaliser (``lse = sink`` for a row that sees no key);
+* ``kv_dtype="float8_e4m3fn"`` (an FP8 KV cache): ``mK``/``mV`` hold e4m3 values (strides multiples
+  of 16 elements) with fp32 ``mKDescale``/``mVDescale (batch, nheads_kv)`` (any strides, 0 included:
+  one scale broadcast), indexed by the query batch; attention runs on ``K * k_descale`` and
+  ``V * v_descale``. See "FP8 K/V" below.
 
 Features: any ``seqlen_q``/``seqlen_k`` >= 0 (tiles need not divide them), causal masks aligned
 bottom-right, local windows, MHA/GQA/MQA with pack-GQA (the query heads of one KV head share a tile,
@@ -40,6 +44,15 @@ Algorithm, per CTA (one ``tile_m`` block of (packed) query rows of one head, one
    belongs to wgmma's layout, and never TMA: this class picks no Hopper path whatever the target),
    then shared -> global with 128-bit stores; LSE from the lanes that own column 0 of a row.
 
+FP8 K/V (``kv_dtype``; the rest of the kernel is unchanged, every feature above included): the
+``cp.async`` of a K or V block lands in an 8-bit staging tile (16-byte copies of 16 elements, or
+8-byte ones, :func:`fa4_sm120.configs.kv8_copy`); when the block's wait has returned, each thread
+widens the elements it copied itself (no barrier needed before it) into the 16-bit swizzled K/V
+buffer, and the barrier that already follows the wait publishes them to ``ldmatrix``. The MMAs stay
+``m16n8k16`` in q's dtype (e4m3 values are exact in fp16 and bf16). ``k_descale`` multiplies the
+score scale (before the softcap, which so sees the true score), ``v_descale`` the final ``1 /
+row_sum`` of O (split-KV partials too: the combine is linear in O); the LSE needs neither.
+
 Constraints: head_dim and head_dim_v multiples of 32 up to 256; shared memory
 ``fwd_smem_bytes(...)`` (:mod:`fa4_sm120.smem`) within the arch cap (101,376 B on SM120);
 ``tile_m`` a multiple of ``16 * num_warps``; ``tile_n`` a multiple of 16.
@@ -52,8 +65,8 @@ from typing import Any
 
 import cutlass
 import cutlass.cute as cute
-from cutlass import Float32, Int32
-from cutlass.cute.nvgpu import warp
+from cutlass import Float8E4M3FN, Float32, Int32
+from cutlass.cute.nvgpu import cpasync, warp
 
 from fa4_core.block_info import BlockInfo
 from fa4_core.errors import UnsupportedConfigError, unsupported
@@ -62,7 +75,7 @@ from fa4_core.mask import apply_mask
 from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
-from fa4_sm120.configs import FwdConfig, fwd_codegen
+from fa4_sm120.configs import KV8_DTYPES, FwdConfig, fwd_codegen, kv8_copy
 from fa4_sm120.limits import HEAD_DIMS
 from fa4_sm120.mma_sync import (
     DTYPES,
@@ -94,6 +107,8 @@ class FwdTensors:
     mPageTable: Any
     mKVBatchIdx: Any
     mSink: Any
+    mKDescale: Any = None  # FP8 K/V only
+    mVDescale: Any = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +126,7 @@ class ScoreParams:
 @dataclass(frozen=True)
 class KernelSetup:
     """What ``__call__`` builds for the kernel: shared-memory layouts and ``SharedStorage``, the 128-bit
-    global copies (``QK``, ``V``: global -> shared; ``O``: registers -> global), the tiled MMA."""
+    global copies (``QK``, ``V``, ``K``: global -> shared; ``O``: registers -> global), the tiled MMA."""
 
     sQ_layout: Any
     sO_layout: Any
@@ -122,6 +137,7 @@ class KernelSetup:
     gmem_copy_O: Any
     tiled_mma: Any
     SharedStorage: Any
+    gmem_copy_K: Any = None  # K's global -> shared copy (gmem_copy_QK unless K is FP8)
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,7 @@ class KVSource:
     d: int
     tXsX: Any
     tXcX: Any
+    tXsW: Any = None  # FP8 K/V: the 16-bit buffer that tXsX (the 8-bit staging tile) is widened into
 
 
 @dataclass(frozen=True)
@@ -226,6 +243,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         self.pv_split, self.qk_prefetch, self.late_v_wait = gen.pv_split, gen.qk_prefetch, gen.late_v_wait
         self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
+        self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
@@ -251,6 +269,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             )
         if cfg.kv_batch_idx and (cfg.varlen_k or cfg.paged_kv):
             raise unsupported("kv_batch_idx", True, "contiguous (batch_kv, seqlen_k, ...) K/V only")
+        if cfg.kv_dtype is not None and cfg.kv_dtype not in KV8_DTYPES:
+            raise unsupported("kv_dtype", cfg.kv_dtype, f"None (K/V in dtype) or one of {KV8_DTYPES}")
         check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         check_smem_fits(
             f"tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}, num_stages={cfg.num_stages}) with head_dim={cfg.head_dim}, head_dim_v={cfg.head_dim_v}",
@@ -280,6 +300,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         mPageTable,
         mKVBatchIdx,
         mSink,
+        mKDescale,
+        mVDescale,
         stream,
     ):
         cfg = self.cfg
@@ -289,11 +311,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         sV_layout = self.smem_layout(self.tile_n, self.head_dim_v)
         q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
 
-        @cute.struct
-        class SharedStorage:
-            sQ: cute.struct.Align[cute.struct.MemRange[self.dtype, q_elems], 1024]
-            sK: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024]
-            sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
+        SharedStorage = self._shared_storage(q_elems, cute.cosize(sK_layout), cute.cosize(sV_layout))
 
         # the SMEM arithmetic of the tile table is the kernel's: checked when the kernel is traced
         if cutlass.const_expr(SharedStorage.size_in_bytes() != cfg.smem_bytes):
@@ -342,13 +360,16 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             mPageTable,
             mKVBatchIdx,
             mSink,
+            mKDescale,
+            mVDescale,
             sQ_layout,
             sO_layout,
             sK_layout,
             sV_layout,
             self.gmem_copy(self.head_dim, True),
-            self.gmem_copy(self.head_dim_v, True),
+            self._kv_gmem_copy(self.head_dim_v),
             self.gmem_copy(self.head_dim_v, False),
+            self._kv_gmem_copy(self.head_dim),
             tiled_mma,
             SharedStorage,
         ).launch(
@@ -381,6 +402,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         mPageTable,
         mKVBatchIdx,
         mSink,
+        mKDescale,
+        mVDescale,
         sQ_layout: cute.ComposedLayout,
         sO_layout: cute.ComposedLayout,
         sK_layout: cute.ComposedLayout,
@@ -388,6 +411,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         gmem_copy_QK: cute.TiledCopy,
         gmem_copy_V: cute.TiledCopy,
         gmem_copy_O: cute.TiledCopy,
+        gmem_copy_K: cute.TiledCopy,
         tiled_mma: cute.TiledMma,
         SharedStorage: cutlass.Constexpr,
     ):
@@ -421,7 +445,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         packed_len = seqlen_q * r
         if m_block * self.tile_m < packed_len:
             self.attend_tile(
-                FwdTensors(mQ, mK, mV, mO, mLSE, mPageTable, mKVBatchIdx, mSink),
+                FwdTensors(mQ, mK, mV, mO, mLSE, mPageTable, mKVBatchIdx, mSink, mKDescale, mVDescale),
                 ScoreParams(scale_log2, softcap_scale, softcap, window_left, window_right),
                 KernelSetup(
                     sQ_layout,
@@ -433,6 +457,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                     gmem_copy_O,
                     tiled_mma,
                     SharedStorage,
+                    gmem_copy_K,
                 ),
                 QTile(tidx, m_block, head_idx, batch_idx, split_idx, num_splits, seq),
             )
@@ -479,11 +504,18 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         sVt = cute.composition(sV, cute.make_layout((self.head_dim_v, self.tile_n), stride=(self.tile_n, 1)))
 
         # ---------------- global -> shared copies of K and V
-        thr_copy_QK = setup.gmem_copy_QK.get_slice(tidx)
+        thr_copy_K = setup.gmem_copy_K.get_slice(tidx)
         thr_copy_V = setup.gmem_copy_V.get_slice(tidx)
-        tKsK = thr_copy_QK.partition_D(sK)
+        tKsK = thr_copy_K.partition_D(sK)
         tVsV = thr_copy_V.partition_D(sV)
-        tKcK = thr_copy_QK.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim)))
+        tKsW = tVsW = None
+        if cutlass.const_expr(self.kv8):
+            # FP8 K/V: the copies land in the 8-bit staging tiles; tXsW, the same thread's elements
+            # of the 16-bit buffers, is what they are widened into (widen_kv)
+            tKsW, tVsW = tKsK, tVsV
+            tKsK = thr_copy_K.partition_D(storage.sK8.get_tensor(self._staging_layout(self.head_dim)))
+            tVsV = thr_copy_V.partition_D(storage.sV8.get_tensor(self._staging_layout(self.head_dim_v)))
+        tKcK = thr_copy_K.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim)))
         tVcV = thr_copy_V.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim_v)))
         mK_cur = self._kv_view(g.mK, batch_kv, head_kv, seq.offset_k, self.head_dim)
         mV_cur = self._kv_view(g.mV, batch_kv, head_kv, seq.offset_k, self.head_dim_v)
@@ -495,8 +527,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             n_rows = cute.size(tKsK.shape[1])
             pages = (cute.make_rmem_tensor(n_rows, Int32), cute.make_rmem_tensor(n_rows, Int32))
         loads = KVLoads(
-            K=KVSource(g.mK, mK_cur, setup.gmem_copy_QK, thr_copy_QK, self.head_dim, tKsK, tKcK),
-            V=KVSource(g.mV, mV_cur, setup.gmem_copy_V, thr_copy_V, self.head_dim_v, tVsV, tVcV),
+            K=KVSource(g.mK, mK_cur, setup.gmem_copy_K, thr_copy_K, self.head_dim, tKsK, tKcK, tKsW),
+            V=KVSource(g.mV, mV_cur, setup.gmem_copy_V, thr_copy_V, self.head_dim_v, tVsV, tVcV, tVsW),
             mPageTable=g.mPageTable,
             batch_idx=batch_idx,
             head_kv=head_kv,
@@ -539,9 +571,17 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
         tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
         num_rows = cute.size(tScS_mn.shape[0])
-        softmax = OnlineSoftmax(scores.scale_log2, num_rows, self.rescale_threshold, self.tree_reduce)
+        scale_log2, softcap_scale = scores.scale_log2, scores.softcap_scale
+        if cutlass.const_expr(self.kv8):
+            # FP8 K/V: k_descale folds into the score scale (before the softcap: it sees true scores)
+            k_descale = g.mKDescale[batch_idx, head_kv]
+            if cutlass.const_expr(cfg.has_softcap):
+                softcap_scale = softcap_scale * k_descale
+            else:
+                scale_log2 = scale_log2 * k_descale
+        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold, self.tree_reduce)
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
-        mask = BlockMask(tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, scores.softcap_scale, scores.softcap)
+        mask = BlockMask(tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, softcap_scale, scores.softcap)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
         self.load_q(g.mQ, sQ, setup.gmem_copy_QK, tile, packed_len)
@@ -589,6 +629,11 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             softmax.finalize(row_scale, lse, sink_log2)
         else:
             softmax.finalize(row_scale, lse)
+        if cutlass.const_expr(self.kv8):
+            # FP8 K/V: v_descale folds into 1 / row_sum (the LSE does not see it)
+            v_descale = g.mVDescale[batch_idx, head_kv]
+            for r_ in cutlass.range_constexpr(num_rows):
+                row_scale[r_] = row_scale[r_] * v_descale
         acc_O_mn = acc_mn_view(acc_O)
         for r_ in cutlass.range_constexpr(num_rows):
             acc_O_mn[r_, None] = acc_O_mn[r_, None].load() * row_scale[r_]
@@ -628,6 +673,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         acc_S.fill(0.0)
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
+        if cutlass.const_expr(self.kv8):
+            self.widen_kv(loads.K)  # everyone is done with K(n+1) (the barrier after its S)
         cute.arch.barrier()
         self.load_kv(loads, loads.V, n_block, is_first, pages_V)
         cute.arch.cp_async_commit_group()
@@ -642,6 +689,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         else:
             # V(n) has landed; everyone is done with K(n): start K(n-1)
             cute.arch.cp_async_wait_group(0)
+            if cutlass.const_expr(self.kv8):
+                self.widen_kv(loads.V)  # everyone is done with V(n+1) (the barrier at this block's top)
             cute.arch.barrier()
         if n_block > n_block_min:
             self.load_kv(loads, loads.K, n_block - 1, False, loads.pages)
@@ -686,6 +735,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         P = Operand(acc_as_a_operand(rP))
         if cutlass.const_expr(self.late_v_wait):
             cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
+            if cutlass.const_expr(self.kv8):
+                self.widen_kv(loads.V)  # everyone is done with V(n+1) (the barrier at this block's top)
             cute.arch.barrier()
         if cutlass.const_expr(self.pv_split == 1):
             self.gemm(mma.tiled_mma, mma.acc_O, P, mma.Vt, True)
@@ -705,6 +756,49 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                     Vt.smem_copy,
                 )
                 self.gemm(mma.tiled_mma, acc_h, P, Vt_h, True)
+
+    # ------------------------------------------------------------------ FP8 K/V (kv_dtype)
+    def _shared_storage(self, q_elems: int, k_elems: int, v_elems: int):
+        """The kernel's ``SharedStorage``: sQ (also O's), sK, sV in ``dtype``; with FP8 K/V also the
+        8-bit staging tiles sK8, sV8 (:func:`fa4_sm120.smem.kv8_staging_bytes`)."""
+
+        def buf(dtype, elems):
+            return cute.struct.Align[cute.struct.MemRange[dtype, elems], 1024]
+
+        fields = {
+            "sQ": buf(self.dtype, q_elems),
+            "sK": buf(self.dtype, k_elems),
+            "sV": buf(self.dtype, v_elems),
+        }
+        if self.kv8:
+            fields["sK8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim)
+            fields["sV8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim_v)
+        return cute.struct(type("SharedStorage", (), {"__annotations__": fields}))
+
+    def _staging_layout(self, d: int):
+        """An 8-bit staging tile: ``(tile_n, d)`` row-major (each thread reads back what it copied)."""
+        return cute.make_layout((self.tile_n, d), stride=(d, 1))
+
+    def _kv_gmem_copy(self, d: int):
+        """The global -> shared copy of K or V rows of ``d`` elements: the 16-bit one, or with FP8 K/V
+        16-byte (else 8-byte) ``cp.async`` of 8-bit elements (:func:`fa4_sm120.configs.kv8_copy`)."""
+        if not self.kv8:
+            return self.gmem_copy(d, True)
+        tpr, elems = kv8_copy(d, self.num_threads, self.tile_n)
+        mode = cpasync.LoadCacheMode.GLOBAL if elems == 16 else cpasync.LoadCacheMode.ALWAYS
+        atom = cute.make_copy_atom(
+            cpasync.CopyG2SOp(cache_mode=mode), Float8E4M3FN, num_bits_per_copy=8 * elems
+        )
+        thr_layout = cute.make_layout((self.num_threads // tpr, tpr), stride=(tpr, 1))
+        return cute.make_tiled_copy_tv(atom, thr_layout, cute.make_layout((1, elems)))
+
+    @cute.jit
+    def widen_kv(self, src: KVSource):
+        """FP8 K/V: this thread's elements of the 8-bit staging tile -> ``dtype`` in the 16-bit buffer
+        (after the wait of the thread's own ``cp.async``; a barrier publishes them)."""
+        for m in cutlass.range_constexpr(cute.size(src.tXsX.shape[1])):
+            for k in cutlass.range_constexpr(cute.size(src.tXsX.shape[2])):
+                src.tXsW[None, m, k].store(src.tXsX[None, m, k].load().to(self.dtype))
 
     def _split_mode(self, t: cute.Tensor, mode: int) -> cute.Tensor:
         """``t`` with mode ``mode`` divided into ``(size / pv_split, pv_split)``: index ``(None, h)``
@@ -946,7 +1040,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
     def fake_args(cfg: FwdConfig) -> tuple:
         """Placeholders for :meth:`__call__`, shaped by the config's flags: ``(mQ, mK, mV, mO, mLSE,
         softmax_scale, window_left, window_right, softcap, max_seqlen_q, num_splits, cu_seqlens_q,
-        cu_seqlens_k, seqused_q, seqused_k, page_table, kv_batch_idx, sink, stream)``; absent optional
+        cu_seqlens_k, seqused_q, seqused_k, page_table, kv_batch_idx, sink, k_descale, v_descale,
+        stream)``; absent optional
         tensors are ``None``."""
         dt = DTYPES[cfg.dtype]
         sym = cute.sym_int
@@ -959,8 +1054,10 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         else:
             kv_rows = (bkv if cfg.kv_batch_idx else b, sk)
         q = fake_tensor(dt, (*q_rows, hq, cfg.head_dim))
-        k = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim))
-        v = fake_tensor(dt, (*kv_rows, hkv, cfg.head_dim_v))
+        # FP8 K/V: strides in multiples of 16 elements (16-byte cp.async)
+        kv_dt, kv_div = (Float8E4M3FN, 16) if cfg.kv_dtype is not None else (dt, 8)
+        k = fake_tensor(kv_dt, (*kv_rows, hkv, cfg.head_dim), divisibility=kv_div)
+        v = fake_tensor(kv_dt, (*kv_rows, hkv, cfg.head_dim_v), divisibility=kv_div)
         lse_dims = (hq, tq) if cfg.varlen_q else (b, hq, sq)
         if cfg.split_kv:
             o = fake_tensor(Float32, (ns, *q_rows, hq, cfg.head_dim_v), divisibility=4)
@@ -976,7 +1073,15 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         page_table = fake_tensor(Int32, (b, maxp), divisibility=1) if cfg.paged_kv else None
         kv_batch = fake_tensor(Int32, (b,), divisibility=1) if cfg.kv_batch_idx else None
         sink = fake_tensor(Float32, (hq,), divisibility=1) if cfg.has_sink else None
+        k_descale = v_descale = None
+        if cfg.kv_dtype is not None:  # (batch, nheads_kv), any strides (0: one scale broadcast)
+            k_descale = cute.runtime.make_fake_tensor(
+                Float32, (b, hkv), stride=(cute.sym_int64(), cute.sym_int64()), assumed_align=4
+            )
+            v_descale = cute.runtime.make_fake_tensor(
+                Float32, (b, hkv), stride=(cute.sym_int64(), cute.sym_int64()), assumed_align=4
+            )
         return (
             q, k, v, o, lse, Float32(1.0), Int32(-1), Int32(-1), Float32(0.0), Int32(1), Int32(1),
-            cu_q, cu_k, used_q, used_k, page_table, kv_batch, sink, fake_stream(),
+            cu_q, cu_k, used_q, used_k, page_table, kv_batch, sink, k_descale, v_descale, fake_stream(),
         )  # fmt: skip

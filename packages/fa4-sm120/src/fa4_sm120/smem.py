@@ -5,11 +5,15 @@
 ``sK = tile_n * head_dim`` and ``sV = tile_n * head_dim_v``; each buffer is 1024-byte aligned, and the
 sizes here are multiples of 1024 for every supported tile, so the sum is exact. With Q kept in
 registers the Q buffer is still allocated (it is the staging buffer of the load and of O).
+
+An FP8 K/V cache (``FwdConfig.kv_dtype``) adds the 8-bit staging tiles its ``cp.async`` lands in,
+``kv8_staging_bytes = tile_n * (head_dim + head_dim_v)`` bytes (each 1024-byte aligned), before the
+tiles are widened into the 16-bit K and V buffers.
 """
 
 from __future__ import annotations
 
-__all__ = ["fwd_smem_bytes", "bwd_smem_bytes", "ELEM_BYTES"]
+__all__ = ["fwd_smem_bytes", "kv8_staging_bytes", "bwd_smem_bytes", "ELEM_BYTES"]
 
 ELEM_BYTES = 2  # fp16 / bf16
 
@@ -23,6 +27,11 @@ def fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int, num
     k = _align(tile_n * head_dim * ELEM_BYTES * num_stages)
     v = _align(tile_n * head_dim_v * ELEM_BYTES * num_stages)
     return q + k + v
+
+
+def kv8_staging_bytes(tile_n: int, head_dim: int, head_dim_v: int) -> int:
+    """The 8-bit K and V staging tiles of an FP8 K/V cache (one byte per element)."""
+    return _align(tile_n * head_dim) + _align(tile_n * head_dim_v)
 
 
 def bwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
 from fa4_sm120.configs import FwdConfig
+from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
     "FwdTile",
@@ -61,6 +63,9 @@ class FwdTile:
 # a 128-row tile makes a bandwidth-bound decode compute-bound (H200, 8 x 32k, 32/8 heads, d128:
 # 2.1 TB/s at 272 TFLOP/s of mostly empty rows, 2026-12-02) where 64 rows halve the work.
 SMALL_M_ROWS = 64
+
+# an FP8 K/V cache's key tiles are at most this long (fwd_config)
+KV8_MAX_TILE_N = 64
 
 
 def wants_small_m(rows: int, heads: int, batch: int, num_sms: int = 0) -> bool:
@@ -144,13 +149,25 @@ def select_fwd_tile(
     split_kv: bool = False,
     softcap: bool = False,
     small_m: bool = False,
+    kv_dtype: str | None = None,
 ) -> FwdTile:
     """The first row of ``family`` for these head dims (else those of ``max(d, dv)``), dtype and
     causal; a ``plain_only`` row only for its exact head dims and none of a local window, split-KV
     and softcap (the builds measured spill-free); a ``small_m`` row only for ``small_m`` calls (at
-    most :data:`SMALL_M_ROWS` query rows per tile)."""
-    family_cap_arch(family)
-    for exact, dims in ((True, (head_dim, head_dim_v)), (False, (max(head_dim, head_dim_v),) * 2)):
+    most :data:`SMALL_M_ROWS` query rows per tile). An FP8 K/V cache (``kv_dtype``) takes the first
+    such row that still fits the family's cap with its 8-bit staging tiles
+    (:func:`fa4_sm120.smem.kv8_staging_bytes`), else the first ``small_m`` row that does."""
+    cap_arch = family_cap_arch(family)
+    cap = smem_capacity(parse_arch(cap_arch)) if kv_dtype is not None else 0  # (FP8 only: may load the DSL)
+    passes = [
+        (exact, dims, small_m)
+        for exact, dims in ((True, (head_dim, head_dim_v)), (False, (max(head_dim, head_dim_v),) * 2))
+    ]
+    if (
+        kv_dtype is not None
+    ):  # the 64-row tiles (smaller) serve FP8 calls of any length that no other row fits
+        passes += [(exact, dims, True) for exact, dims, _ in passes]
+    for exact, dims, small_m in passes:
         for row in FWD_TABLE:
             if (
                 row.family == family
@@ -159,8 +176,16 @@ def select_fwd_tile(
                 and causal in row.causal
                 and not (row.plain_only and (local or split_kv or softcap or not exact))
                 and (small_m or not row.small_m)
+                and (kv_dtype is None or _kv8_fits(row, head_dim, head_dim_v, cap))
             ):
                 return row
+    if kv_dtype is not None:
+        raise unsupported(
+            "(head_dim, head_dim_v)",
+            (head_dim, head_dim_v),
+            f"with a {kv_dtype} K/V cache, head dims whose {family} row fits {cap} B of shared memory "
+            "with the 8-bit staging tiles (up to 192)",
+        )
     raise unsupported(
         "(head_dim, head_dim_v)",
         (head_dim, head_dim_v),
@@ -168,6 +193,11 @@ def select_fwd_tile(
         + ", ".join(f"{r.head_dim}/{r.head_dim_v}" for r in FWD_TABLE if r.family == family)
         + ")",
     )
+
+
+def _kv8_fits(row: FwdTile, head_dim: int, head_dim_v: int, cap: int) -> bool:
+    smem = fwd_smem_bytes(row.tile_m, row.tile_n, head_dim, head_dim_v, row.num_stages)
+    return smem + kv8_staging_bytes(row.tile_n, head_dim, head_dim_v) <= cap
 
 
 def fwd_config(
@@ -183,20 +213,26 @@ def fwd_config(
     split_kv: bool = False,
     softcap: bool = False,
     small_m: bool = False,
+    kv_dtype: str | None = None,
 ) -> FwdConfig:
     """The full compile-time config for one call shape, from the family's table row (``local``,
     ``split_kv`` and ``softcap`` can change the row; the other feature flags, varlen, paged K/V,
-    sinks, change the generated code, not the tile)."""
+    sinks, change the generated code, not the tile; an FP8 K/V cache, ``kv_dtype``, can)."""
     row = select_fwd_tile(
         family, dtype, head_dim, head_dim_v, causal, local=local, split_kv=split_kv, softcap=softcap,
-        small_m=small_m,
+        small_m=small_m, kv_dtype=kv_dtype,
     )  # fmt: skip
+    tile_n = row.tile_n
+    if kv_dtype is not None:
+        # FP8 K/V: key tiles of at most KV8_MAX_TILE_N (the widening's registers: the d64 small-m
+        # row's 128-key tile spills 4-40 B on sm_120a with pack-GQA, varlen or softcap; 64 does not)
+        tile_n = min(tile_n, KV8_MAX_TILE_N)
     return FwdConfig(
         dtype=dtype,
         head_dim=head_dim,
         head_dim_v=head_dim_v,
         tile_m=row.tile_m,
-        tile_n=row.tile_n,
+        tile_n=tile_n,
         num_threads=row.num_threads,
         num_stages=row.num_stages,
         q_in_regs=row.q_in_regs,
@@ -207,6 +243,7 @@ def fwd_config(
         split_kv=split_kv,
         has_softcap=softcap,
         arch=family_cap_arch(family),
+        kv_dtype=kv_dtype,
     )
 
 

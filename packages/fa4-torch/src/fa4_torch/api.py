@@ -50,10 +50,13 @@ from fa4_core.errors import UnsupportedConfigError, unsupported
 from fa4_torch import launch, ops
 from fa4_torch.autograd import FlashAttnFunc, FlashAttnVarlenFunc, check_backward_supported
 from fa4_torch.validate import (
+    DEFAULT_NAMES,
+    KV8_DTYPES,
     KVCACHE_NAMES,
     check_backward_args,
     check_flag,
     check_hints,
+    check_kv8,
     check_kvcache,
     check_max_seqlen,
     forward_args,
@@ -181,8 +184,14 @@ def flash_attn_varlen_func(
     disable_scheduler_metadata: bool = False,
     gather_bwd_recompute_p: bool = False,
     gather_bwd_token_chunk: int | None = None,
+    *,
+    k_descale: torch.Tensor | None = None,
+    v_descale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Variable-length (and paged-K/V) attention; see the module docstring. Returns ``(out, lse)``.
+
+    float8_e4m3fn ``k``/``v`` (an FP8 KV cache) with fp32 ``k_descale``/``v_descale`` (keyword only,
+    as in :func:`flash_attn_with_kvcache`): forward only, eager only.
 
     ``flash_attn.cute``'s signature; ``min_seqlen_k`` and ``disable_scheduler_metadata`` are checked
     and ignored (hints that cannot change the result); the other arguments fa4 has no kernel for must
@@ -220,6 +229,16 @@ def flash_attn_varlen_func(
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
+    kv8 = k_descale is not None or v_descale is not None or getattr(k, "dtype", None) in KV8_DTYPES
+    if kv8:
+        if needs_grad(q, k, v, learnable_sink, k_descale, v_descale):
+            raise unsupported("requires_grad", True, "False with an FP8 K/V cache (forward only)")
+        out, lse = ops.forward(
+            q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
+            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table, None,
+            None, DEFAULT_NAMES, k_descale, v_descale,
+        )  # fmt: skip
+        return out, (lse if return_lse else None)
     if needs_grad(q, k, v, learnable_sink):
         out, lse = FlashAttnVarlenFunc.apply(
             q,
@@ -268,6 +287,8 @@ def flash_attn_with_kvcache(
     learnable_sink: torch.Tensor | None = None,
     pack_gqa: bool | None = None,
     block_table: torch.Tensor | None = None,
+    k_descale: torch.Tensor | None = None,
+    v_descale: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Decode / chunked prefill against a KV cache (FlashAttention-2 semantics).
 
@@ -282,6 +303,11 @@ def flash_attn_with_kvcache(
     ``FA4_VALIDATE_DATA=1``; a CUDA tensor's values are the caller's guarantee (reading them would
     synchronise). ``cache_batch_idx`` (int32 ``(batch,)``) picks the cache slot of each batch entry
     (contiguous caches). Returns ``out``, or ``(out, lse)`` with ``return_softmax_lse=True``.
+
+    FP8 cache: float8_e4m3fn ``k_cache``/``v_cache`` with fp32 ``k_descale``/``v_descale`` (0-d, ``(1,)``
+    or ``(batch, nheads_kv)``, indexed by q's batch; None is 1.0): attention over ``k_cache *
+    k_descale`` and ``v_cache * v_descale``, ``out`` in q's dtype; new ``k``/``v`` (q's dtype) are
+    quantized into the cache as ``saturate(k / k_descale)`` (docs/api.md, "FP8 KV cache").
     """
     if block_table is not None:  # FlashAttention-2's name of page_table
         if page_table is not None:
@@ -294,13 +320,13 @@ def flash_attn_with_kvcache(
             return flash_attn_with_kvcache(
                 q, k_cache, v_cache, k, v, cache_seqlens, block_table, cache_batch_idx, softmax_scale, causal,
                 window_size, softcap, num_splits, return_softmax_lse, learnable_sink=learnable_sink,
-                pack_gqa=pack_gqa,
+                pack_gqa=pack_gqa, k_descale=k_descale, v_descale=v_descale,
             )  # fmt: skip
         except UnsupportedConfigError as e:  # name the argument as the caller passed it
             raise named_as(e, "page_table", "block_table") from None
     check_flag("causal", causal)
     check_flag("return_softmax_lse", return_softmax_lse)
-    if needs_grad(q, k_cache, v_cache, k, v, learnable_sink):
+    if needs_grad(q, k_cache, v_cache, k, v, learnable_sink, k_descale, v_descale):
         raise later("gradients through flash_attn_with_kvcache (an inference path)", None)
     # Every argument is checked before the append writes into the caches: the new k/v and the cache
     # lengths here, everything else in the forward's validation, which appends (before_launch) only once
@@ -311,13 +337,24 @@ def flash_attn_with_kvcache(
     if k is not None:
         seqused_k = cache_seqlens + k.shape[1]
 
-        def append():
-            launch.append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx)
+        def append():  # runs once every check has passed (the descales' too)
+            kd = vd = None
+            if k_cache.dtype in KV8_DTYPES:
+                kd, vd = check_kv8(q, k_cache, v_cache, k_descale, v_descale, q.shape[0], k_cache.shape[2])
+            launch.append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx, kd, vd)
 
-    out, lse = ops.forward(  # positional, in ops.forward's order (no cu_seqlens_q/k, max_seqlen_q/k, seqused_q)
-        q, k_cache, v_cache, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
-        None, None, None, None, None, seqused_k, page_table, cache_batch_idx, append, KVCACHE_NAMES,
-    )  # fmt: skip
+    if k_descale is None and v_descale is None and k_cache.dtype not in KV8_DTYPES:
+        out, lse = ops.forward(  # positional, in ops.forward's order (no cu_seqlens_q/k, max_seqlen_q/k, seqused_q)
+            q, k_cache, v_cache, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink,
+            num_splits, None, None, None, None, None, seqused_k, page_table, cache_batch_idx, append,
+            KVCACHE_NAMES,
+        )  # fmt: skip
+    else:  # an FP8 cache (or descales given, which the validation then rejects)
+        out, lse = ops.forward(
+            q, k_cache, v_cache, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink,
+            num_splits, None, None, None, None, None, seqused_k, page_table, cache_batch_idx, append,
+            KVCACHE_NAMES, k_descale, v_descale,
+        )  # fmt: skip
     return (out, lse) if return_softmax_lse else out
 
 

@@ -36,7 +36,7 @@ import torch
 from fa4_torch import plan, validate
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.plan import FwdKey
-from fa4_torch.validate import DEFAULT_NAMES, DTYPES
+from fa4_torch.validate import DEFAULT_NAMES, DTYPES, KV8_DTYPES
 
 log = logging.getLogger("fa4.compile")  # one INFO record per compile (only on a cache miss)
 
@@ -97,6 +97,8 @@ def forward(
     kv_batch_idx=None,
     before_launch=None,
     names=DEFAULT_NAMES,
+    k_descale=None,
+    v_descale=None,
 ):
     """Validate and launch the forward (and the split-KV combine); returns ``(out, lse)``, lse always
     computed. ``max_seqlen_q/k`` are the caller's to check (:func:`fa4_torch.ops.forward` does). The
@@ -105,8 +107,15 @@ def forward(
 
     ``before_launch``: called once every check has passed and before anything is allocated, compiled
     or launched (on a memo hit too). ``names``: how the caller calls ``k``, ``v`` and ``seqused_k``,
-    for the error messages."""
+    for the error messages. ``k_descale``/``v_descale``: an FP8 K/V cache's
+    (:func:`fa4_torch.validate.check_kv8`); such calls skip the memos."""
     sig = csig = None
+    if k_descale is not None or v_descale is not None or getattr(k, "dtype", None) in KV8_DTYPES:
+        return _forward_kv8(
+            q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
+            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
+            kv_batch_idx, before_launch, names, k_descale, v_descale,
+        )  # fmt: skip
     # the memos: a signature holds everything the validation reads (the scalars with their types), and
     # an entry is made only after a call passed it, so a hit skips the validation
     if cu_seqlens_q is None and cu_seqlens_k is None and seqused_q is None and learnable_sink is None:
@@ -121,7 +130,7 @@ def forward(
                 fn, out_shape, lse_shape, scalars = hit
                 out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
                 lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
-                fn(q, k, v, out, lse, *scalars, None, None, None, None, None, None, None)
+                fn(q, k, v, out, lse, *scalars, None, None, None, None, None, None, None, None, None)
                 return out, lse
         csig = cache_signature(base, seqused_k, page_table, kv_batch_idx)
         hit = CACHE_MEMO.get(csig) if aligned and csig is not None else None
@@ -158,18 +167,67 @@ def forward(
         o_part = torch.empty((splits, *out.shape), dtype=torch.float32, device=q.device)
         lse_part = torch.empty((splits, *lse.shape), dtype=torch.float32, device=q.device)
         fn(q, k, v, o_part, lse_part, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
-           kv_batch_idx, None)  # fmt: skip
+           kv_batch_idx, None, None, None)  # fmt: skip
         combine(o_part, lse_part, out, lse, learnable_sink, varlen_q)
         if csig is not None and not views:
             remember(CACHE_MEMO, csig, Launch(fn, out.shape, lse.shape, scalars))
     else:
         fn(q, k, v, out, lse, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
-           kv_batch_idx, learnable_sink)  # fmt: skip
+           kv_batch_idx, learnable_sink, None, None)  # fmt: skip
         if not views:  # no stride-0 view was needed
             if sig is not None:
                 remember(DENSE_MEMO, sig, Launch(fn, out.shape, lse.shape, scalars))
             elif csig is not None:
                 remember(CACHE_MEMO, csig, Launch(fn, out.shape, lse.shape, scalars))
+    return out, lse
+
+
+def _forward_kv8(
+    q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits, cu_seqlens_q,
+    cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table, kv_batch_idx, before_launch,
+    names, k_descale, v_descale,
+):  # fmt: skip
+    """:func:`forward` with an FP8 K/V cache (or descales given): every check, the descales' included,
+    then ``before_launch``, then the kernel with the descales (no memo)."""
+    args = validate.forward_args(
+        q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
+        cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
+        kv_batch_idx, names, k_descale, v_descale,
+    )  # fmt: skip
+    kd, vd = validate.check_kv8(q, args.k, args.v, k_descale, v_descale, args.batch, args.nheads_kv, names)
+    if before_launch is not None:
+        before_launch()
+    q, k, v = args.q, args.k, args.v
+    varlen_q = cu_seqlens_q is not None
+    out = torch.empty((*q.shape[:-2], args.nheads, args.head_dim_v), dtype=q.dtype, device=q.device)
+    lse = torch.empty(
+        (args.nheads, q.shape[0]) if varlen_q else (args.batch, args.nheads, q.shape[1]),
+        dtype=torch.float32,
+        device=q.device,
+    )
+    if args.batch == 0 or q.shape[-3] == 0 or args.nheads == 0 or args.max_seqlen_q == 0:
+        return out, lse
+    key, splits = plan.forward_plan(args)
+    fn = KERNELS.get(key)
+    if fn is None:
+        fn = compile_forward(key, q.device)
+    scalars = (
+        args.softmax_scale,
+        args.window_left,
+        args.window_right,
+        args.softcap,
+        args.max_seqlen_q,
+        splits,
+    )
+    if splits > 1:
+        o_part = torch.empty((splits, *out.shape), dtype=torch.float32, device=q.device)
+        lse_part = torch.empty((splits, *lse.shape), dtype=torch.float32, device=q.device)
+        fn(q, k, v, o_part, lse_part, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
+           kv_batch_idx, None, kd, vd)  # fmt: skip
+        combine(o_part, lse_part, out, lse, learnable_sink, varlen_q)
+    else:
+        fn(q, k, v, out, lse, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
+           kv_batch_idx, learnable_sink, kd, vd)  # fmt: skip
     return out, lse
 
 
@@ -231,10 +289,12 @@ def _launch_memoised(hit: Launch, q, k, v, seqused_k, page_table, kv_batch_idx):
     if splits > 1:
         o_part = torch.empty((splits, *out_shape), dtype=torch.float32, device=q.device)
         lse_part = torch.empty((splits, *lse_shape), dtype=torch.float32, device=q.device)
-        fn(q, k, v, o_part, lse_part, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None)
+        fn(q, k, v, o_part, lse_part, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None,
+           None, None)  # fmt: skip
         combine(o_part, lse_part, out, lse, None, False)
     else:
-        fn(q, k, v, out, lse, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None)
+        fn(q, k, v, out, lse, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None, None,
+           None)  # fmt: skip
     return out, lse
 
 
@@ -308,9 +368,17 @@ def combine(o_part, lse_part, out, lse, learnable_sink, varlen_q) -> None:
     fn(o_p, lse_p, o, l_, learnable_sink)
 
 
-def append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx) -> None:
-    """Scatter the new keys/values into the cache at ``cache_seqlens`` (device-side indices only)."""
+def append_kv(
+    k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx, k_descale=None, v_descale=None
+) -> None:
+    """Scatter the new keys/values into the cache at ``cache_seqlens`` (device-side indices only); an
+    FP8 cache gets them quantized with the descales (``(batch, nheads_kv)``,
+    :func:`fa4_torch.validate.quantize_kv8`)."""
     batch, s_new = k.shape[:2]
+    if k_cache.dtype in KV8_DTYPES:  # scattered as bytes (index_put has no float8 kernel everywhere)
+        k = validate.quantize_kv8(k, k_descale, k_cache.dtype).view(torch.uint8)
+        v = validate.quantize_kv8(v, v_descale, v_cache.dtype).view(torch.uint8)
+        k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     pos = cache_seqlens.long()[:, None] + torch.arange(s_new, device=k.device)[None, :]  # (batch, s_new)
     if page_table is not None:
         page_size = k_cache.shape[1]

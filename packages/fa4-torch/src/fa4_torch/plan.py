@@ -38,9 +38,9 @@ from fa4_sm120 import bwd_tiles, tiles
 from fa4_sm120.configs import BwdConfig, FwdConfig, PrePostConfig
 from fa4_sm120.limits import MAX_SPLITS
 from fa4_sm120.occupancy import SM120, SmFacts, ctas_per_sm
-from fa4_sm120.smem import fwd_smem_bytes
+from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 from fa4_torch.dispatch import device_family
-from fa4_torch.validate import DTYPES, FwdArgs
+from fa4_torch.validate import DTYPES, KV8_DTYPES, FwdArgs
 
 __all__ = [
     "FwdKey",
@@ -99,6 +99,7 @@ class FwdKey(NamedTuple):
     sink: bool = False  # the kernel adds the sink (unsplit calls; split ones add it in the combine)
     small_m: bool = False  # the family's 64-row row (decode, few-tile calls)
     device: torch.device | None = None
+    kv8: bool = False  # an FP8 (float8_e4m3fn) K/V cache
 
 
 class FwdPlan(NamedTuple):
@@ -140,13 +141,14 @@ def forward_plan(args: FwdArgs) -> FwdPlan:
     if splits == 0:
         splits = heuristic_splits(
             q.device, batch, nheads, nheads_kv, max_q, max_k, pack, ratio, DTYPES[q.dtype], head_dim,
-            head_dim_v, small_m,
+            head_dim_v, small_m, KV8_DTYPES.get(args.k.dtype),
         )  # fmt: skip
     splits = max(1, min(splits, MAX_SPLITS))
     key = _new(FwdKey, (
         q.dtype, head_dim, head_dim_v, causal, is_local, pack, ratio if pack else 1, varlen_q,
         cu_k is not None, used_q is not None, used_k is not None, page_table is not None,
         kv_batch is not None, splits > 1, softcap > 0, sink is not None and splits == 1, small_m, q.device,
+        args.k.dtype in KV8_DTYPES,
     ))  # fmt: skip
     return _new(FwdPlan, (key, splits))
 
@@ -182,7 +184,7 @@ def fwd_config(key: FwdKey, family: str) -> FwdConfig:
     cfg = tiles.fwd_config(
         family, DTYPES[key.dtype], key.head_dim, key.head_dim_v, causal=key.causal, local=key.local,
         pack_gqa=key.pack_gqa, qhead_per_kvhead=key.qhead_per_kvhead, split_kv=key.split_kv,
-        softcap=key.softcap, small_m=key.small_m,
+        softcap=key.softcap, small_m=key.small_m, kv_dtype="float8_e4m3fn" if key.kv8 else None,
     )  # fmt: skip
     return dataclasses.replace(
         cfg,
@@ -211,15 +213,20 @@ def bwd_configs(key: BwdKey, family: str, target: str) -> tuple[BwdConfig, PrePo
 
 
 # ---------------------------------------------------------------------------------- split-KV
-def split_wave(device, dtype: str, head_dim: int, head_dim_v: int, small_m: bool) -> tuple[int, int]:
+def split_wave(
+    device, dtype: str, head_dim: int, head_dim_v: int, small_m: bool, kv_dtype: str | None = None
+) -> tuple[int, int]:
     """(tile_m, resident CTA slots on the device) of the split-KV forward row (memoised)."""
-    key = (device, dtype, head_dim, head_dim_v, small_m)
+    key = (device, dtype, head_dim, head_dim_v, small_m, kv_dtype)
     hit = _split_wave.get(key)
     if hit is None:
         row = tiles.select_fwd_tile(
-            device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m
-        )
+            device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m,
+            kv_dtype=kv_dtype,
+        )  # fmt: skip
         smem = fwd_smem_bytes(row.tile_m, row.tile_n, head_dim, head_dim_v, row.num_stages)
+        if kv_dtype is not None:
+            smem += kv8_staging_bytes(row.tile_n, head_dim, head_dim_v)
         per_sm = ctas_per_sm(smem, FWD_REGS_PER_THREAD, row.num_threads, sm_facts(device))
         hit = _split_wave[key] = (row.tile_m, max(1, per_sm) * num_sms(device))
     return hit
@@ -227,7 +234,7 @@ def split_wave(device, dtype: str, head_dim: int, head_dim_v: int, small_m: bool
 
 def heuristic_splits(
     device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v,
-    small_m=False,
+    small_m=False, kv_dtype=None,
 ):  # fmt: skip
     """Split the keys when the (m-block, head, batch) tiles fill less than half of one wave of
     resident CTAs: as many splits as fill that one wave whole, with at least 128 keys per split for
@@ -243,7 +250,7 @@ def heuristic_splits(
     split count): batch 1 x 512 keys 117 unsplit, 161 with 4, 165 with 8; x 1,024 201 with 2, 298 with
     8; x 2,048 384 with 4, 500 with 16; x 4,096 697 with 8, 737 with 32, 812 with 16; batch 8 x 1,024
     1,271 with 2, 1,485 with 4 (one wave)."""
-    tile_m, slots = split_wave(device, dtype, head_dim, head_dim_v, small_m)
+    tile_m, slots = split_wave(device, dtype, head_dim, head_dim_v, small_m, kv_dtype)
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
     min_keys = MIN_SPLIT_KEYS_DECODE if small_m else MIN_SPLIT_KEYS

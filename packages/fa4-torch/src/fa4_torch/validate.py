@@ -61,9 +61,15 @@ __all__ = [
     "canonical_window",
     "check_scalars",
     "check_backward_args",
+    "KV8_DTYPES",
+    "check_kv8",
+    "quantize_kv8",
 ]
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+KV8_DTYPES = {torch.float8_e4m3fn: "float8_e4m3fn"}  # FP8 K/V caches (with fp16/bf16 q)
+# the largest head dims whose tile fits 99 KB with the 8-bit staging tiles (fa4_sm120.tiles)
+KV8_MAX_HEAD_DIM = 192
 UNBOUNDED = 1 << 30  # a window side without a bound (the kernels' runtime value)
 VALIDATE_DATA = os.environ.get("FA4_VALIDATE_DATA", "") == "1"
 DEFAULT_NAMES = ("k", "v", "seqused_k")  # how the caller names k, v and seqused_k
@@ -110,6 +116,24 @@ def check_layout(name: str, t):
             raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
         if fix:
             strides = [0 if (n == 1 and st % 8) else st for n, st in zip(shape[:-1], stride[:-1])]
+            t = t.as_strided(shape, (*strides, 1))
+    elif t.dtype in KV8_DTYPES:  # FP8 K/V: 16-byte cp.async of 16 elements
+        if stride[-1] != 1 and shape[-1] > 1:
+            raise unsupported(f"{name}.stride(-1)", stride[-1], "1 (the head dimension must be contiguous)")
+        fix = False
+        for i in range(ndim - 1):
+            if stride[i] % 16 != 0:
+                if shape[i] != 1:
+                    raise unsupported(
+                        f"{name}.stride({i})",
+                        stride[i],
+                        "a multiple of 16 elements (16-byte aligned FP8 rows)",
+                    )
+                fix = True
+        if t.data_ptr() % 16 != 0:
+            raise unsupported(f"{name}.data_ptr() % 16", t.data_ptr() % 16, "0 (16-byte aligned base)")
+        if fix:  # a size-1 dim's stride addresses nothing: 0, as for 16-bit tensors
+            strides = [0 if (n == 1 and st % 16) else st for n, st in zip(shape[:-1], stride[:-1])]
             t = t.as_strided(shape, (*strides, 1))
     elif stride[-1] != 1 and shape[-1] > 1:
         raise unsupported(f"{name}.stride({ndim - 1})", stride[-1], "1 (contiguous)")
@@ -367,10 +391,13 @@ def forward_args(
     page_table,
     kv_batch_idx,
     names=DEFAULT_NAMES,
+    k_descale=None,
+    v_descale=None,
 ) -> FwdArgs:
     """Every check of one forward call (``max_seqlen_q/k`` excepted: the caller checks them first, on
     every call), in the order of the error table of ``docs/api.md``. ``names``: how the caller calls
-    ``k``, ``v`` and ``seqused_k``."""
+    ``k``, ``v`` and ``seqused_k``; ``k_descale``/``v_descale``: an FP8 K/V cache's
+    (:func:`check_kv8`, before the device check)."""
     q_in, k_in, v_in = q, k, v
     kn, vn, un = names
     varlen_q = cu_seqlens_q is not None
@@ -382,15 +409,17 @@ def forward_args(
         )
     check_flag("causal", causal)
     check_tensor("q", q, 3 if varlen_q else 4, layout=False)
-    check_tensor(kn, k, 3 if varlen_k else 4, layout=False)
-    check_tensor(vn, v, 3 if varlen_k else 4, layout=False)
+    check_tensor(kn, k, 3 if varlen_k else 4, (*DTYPES, *KV8_DTYPES), layout=False)
+    check_tensor(vn, v, 3 if varlen_k else 4, (*DTYPES, *KV8_DTYPES), layout=False)
     for name, d in (("head_dim", q.shape[-1]), ("head_dim_v", v.shape[-1])):
         if d not in HEAD_DIMS:
             raise unsupported(name, d, f"one of {HEAD_DIMS}")
     q, k, v = check_layout("q", q), check_layout(kn, k), check_layout(vn, v)
-    if k.dtype != q.dtype or v.dtype != q.dtype:
+    if (k.dtype != q.dtype or v.dtype != q.dtype) and not (k.dtype in KV8_DTYPES and v.dtype == k.dtype):
         raise unsupported(
-            f"(q.dtype, {kn}.dtype, {vn}.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
+            f"(q.dtype, {kn}.dtype, {vn}.dtype)",
+            (q.dtype, k.dtype, v.dtype),
+            "one dtype for all three, or an FP8 (float8_e4m3fn) k and v with fp16/bf16 q",
         )
     nheads, head_dim = q.shape[-2:]
     nheads_kv, head_dim_v = v.shape[-2], v.shape[-1]
@@ -442,6 +471,8 @@ def forward_args(
         q, k, varlen_q, varlen_k, paged, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
         kv_batch_idx, un,
     )  # fmt: skip
+    if k_descale is not None or v_descale is not None or k.dtype in KV8_DTYPES:
+        check_kv8(q, k, v, k_descale, v_descale, batch, nheads_kv, names)
     check_devices(
         q,
         (
@@ -496,6 +527,59 @@ def check_backward_args(a: FwdArgs, dout, out, lse, dq, dk, dv, dsink=None) -> N
     check_devices(q, named)
 
 
+# ---------------------------------------------------------------------------------- FP8 K/V
+def check_kv8(q, k, v, k_descale, v_descale, batch: int, nheads_kv: int, names=DEFAULT_NAMES):
+    """The descales of an FP8 K/V cache, after :func:`forward_args` passed: fp32 tensors of one
+    element (0-d or ``(1,)``) or ``(batch, nheads_kv)`` on q's device, finite and > 0 (the values read
+    only on the CPU or with ``FA4_VALIDATE_DATA=1``, as for the index tensors); ``None`` is 1.0
+    (FlashAttention-3's default). Descales without an FP8 ``k`` are an error. Returns ``(k_descale,
+    v_descale)`` as ``(batch, nheads_kv)`` fp32 views (one element broadcast with stride 0), or
+    ``(None, None)`` when ``k`` is not FP8."""
+    kv8 = k.dtype in KV8_DTYPES
+    if not kv8:
+        for name, d in (("k_descale", k_descale), ("v_descale", v_descale)):
+            if d is not None:
+                raise unsupported(
+                    name, "a tensor", f"None unless {names[0]} and {names[1]} are float8_e4m3fn"
+                )
+        return None, None
+    for name, d in (("head_dim", k.shape[-1]), ("head_dim_v", v.shape[-1])):
+        if d > KV8_MAX_HEAD_DIM:
+            raise unsupported(name, d, f"at most {KV8_MAX_HEAD_DIM} with an FP8 K/V cache")
+    out = []
+    for name, d in (("k_descale", k_descale), ("v_descale", v_descale)):
+        if d is None:
+            d = torch.ones((), dtype=torch.float32, device=q.device)
+        if not isinstance(d, torch.Tensor):
+            raise unsupported(
+                name, type(d).__name__, "an fp32 torch.Tensor (0-d, (1,) or (batch, nheads_kv))"
+            )
+        if d.dtype != torch.float32:
+            raise unsupported(f"{name}.dtype", d.dtype, "torch.float32")
+        if d.device != q.device:
+            raise unsupported(f"{name}.device", str(d.device), f"q's device {q.device}")
+        scalar = d.numel() == 1 and d.dim() <= 1
+        if not scalar and tuple(d.shape) != (batch, nheads_kv):
+            raise unsupported(
+                f"{name}.shape", tuple(d.shape), f"() or (1,) or (batch, nheads_kv) = ({batch}, {nheads_kv})"
+            )
+        if reads_data(d):
+            c = d.detach().cpu()
+            if c.numel() and not bool(torch.isfinite(c).all() and (c > 0).all()):
+                bad = c[~(torch.isfinite(c) & (c > 0))].flatten()[:4].tolist()
+                raise unsupported(name, bad, "finite values > 0")
+        out.append(d.reshape(1, 1).expand(batch, nheads_kv) if scalar else d)
+    return out[0], out[1]
+
+
+def quantize_kv8(x: torch.Tensor, descale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x (batch, s, nheads_kv, d)`` in fp16/bf16 -> ``dtype`` (e4m3) of ``x / descale`` (descale
+    ``(batch, nheads_kv)``), saturated to the format's finite range (e4m3 has no infinity)."""
+    fmax = torch.finfo(dtype).max
+    y = x.float() / descale[:, None, :, None]
+    return y.clamp(-fmax, fmax).to(dtype)
+
+
 # ---------------------------------------------------------------------------------- the KV cache
 def check_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx) -> torch.Tensor:
     """``flash_attn_with_kvcache``'s own checks, before its append writes anything: the new ``k``/``v``
@@ -505,8 +589,8 @@ def check_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, page_table, cache_ba
     check_tensor("q", q, 4, layout=False)
     batch = q.shape[0]
     paged = page_table is not None
-    check_tensor("k_cache", k_cache, 4, layout=False)
-    check_tensor("v_cache", v_cache, 4, layout=False)
+    check_tensor("k_cache", k_cache, 4, (*DTYPES, *KV8_DTYPES), layout=False)
+    check_tensor("v_cache", v_cache, 4, (*DTYPES, *KV8_DTYPES), layout=False)
     if paged and cache_batch_idx is not None:
         raise unsupported(
             "cache_batch_idx", "a tensor", "None with a page_table (the table already maps slots)"
@@ -538,7 +622,14 @@ def check_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, page_table, cache_ba
             or v.device != v_cache.device
         ):
             for name, new, cache in (("k", k, k_cache), ("v", v, v_cache)):
-                if new.dtype != cache.dtype:
+                if cache.dtype in KV8_DTYPES:  # an FP8 cache takes q's dtype, quantized on the append
+                    if new.dtype != q.dtype:
+                        raise unsupported(
+                            f"{name}.dtype",
+                            new.dtype,
+                            f"q's dtype {q.dtype} (quantized into the FP8 {name}_cache)",
+                        )
+                elif new.dtype != cache.dtype:
                     raise unsupported(f"{name}.dtype", new.dtype, f"{name}_cache's dtype {cache.dtype}")
                 if new.device != cache.device:
                     raise unsupported(

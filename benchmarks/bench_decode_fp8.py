@@ -1,0 +1,178 @@
+"""FP8 KV-cache decode benchmark: fa4's ``flash_attn_with_kvcache`` over a float8_e4m3fn cache (one
+query token per sequence; contiguous and paged K/V, the split-KV heuristic, batch 1 through it)
+beside, in the same process on the same GPU, fa4's bf16 decode over a bf16 cache of the same shape
+and PyTorch SDPA flash on the dequantized cache (its time plus the dequantization's: K and V widened
+to bf16 and scaled in place, and for a paged cache gathered), and the device's copy bandwidth.
+
+Figures of merit: bytes actually read per second (FP8 K and V, the q rows and the page table) against
+the device-to-device copy bandwidth measured in the same run (target >= 80%), and fa4 bf16 time / fa4
+FP8 time (target >= 1.7 at >= 16k keys). A peer whose caches would not fit the free GPU memory is
+left out of that row (recorded under ``skipped``).
+
+    python benchmarks/bench_decode_fp8.py --out benchmarks/results          # the whole grid
+    python benchmarks/bench_decode_fp8.py --quick                           # a subset, < 2 minutes
+
+``--emulate-sm120`` launches fa4's kernels at SM120's CTAs per SM (:func:`_common.emulate_sm120`: the
+FP8 d128 decode tile, 65,536 B with its staging tiles, runs one CTA per SM there against the bf16
+tile's two); ``--kv8-tile-n 32`` times FP8 key tiles of 32 (40,960 B: two CTAs per SM on SM120)
+instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N`, the open question of docs/sm120-resources.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import torch  # noqa: E402
+
+import _common as C  # noqa: E402
+from fa4_torch import flash_attn_with_kvcache  # noqa: E402
+
+BATCH = (1, 8, 64)
+KV = (4096, 16384, 65536, 131072)
+HEADS = ((32, 8), (64, 8))
+LAYOUTS = ("contiguous", "page16", "page64")
+QUICK = dict(batch=(1, 64), kv=(16384, 65536), heads=((32, 8),), layouts=("contiguous", "page64"))
+D = 128
+E4M3, BF16 = torch.float8_e4m3fn, torch.bfloat16
+
+
+def copy_bandwidth() -> float:
+    a = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    ms = C.bench_ms(lambda: b.copy_(a))
+    return 2 * a.numel() / ms / 1e6  # GB/s (read + write)
+
+
+def measure(batch, kv_len, heads, layout, bw):
+    hq, hkv = heads
+    q = torch.randn(batch, 1, hq, D, device="cuda", dtype=BF16)
+    seqlens = torch.full((batch,), kv_len, dtype=torch.int32, device="cuda")
+    kd, vd = torch.tensor(0.05, device="cuda"), torch.tensor(0.03, device="cuda")
+    paged = layout != "contiguous"
+    ps = int(layout.split("page")[1]) if paged else 0
+    rows_total = batch * kv_len
+    shape = (rows_total // ps, ps, hkv, D) if paged else (batch, kv_len, hkv, D)
+    fp8_bytes = 2 * rows_total * hkv * D
+    read_bytes = fp8_bytes + q.numel() * 2 + (rows_total // ps * 4 if paged else 0)
+    row = dict(
+        batch=batch, kv_len=kv_len, heads=f"{hq}/{hkv}", layout=layout, read_bytes=read_bytes, skipped=[]
+    )
+    # random e4m3 bit patterns of |x| < 16 (no NaN codes), made in 8 bits: a 128k x 64 cache is 17 GB
+    k8 = torch.randint(0, 0x58, shape, device="cuda", dtype=torch.uint8).view(E4M3)
+    v8 = torch.randint(0, 0x58, shape, device="cuda", dtype=torch.uint8).view(E4M3)
+    table = None
+    if paged:
+        table = torch.randperm(rows_total // ps, device="cuda").to(torch.int32).view(batch, -1)
+    peers = {
+        "fa4_fp8": lambda: flash_attn_with_kvcache(
+            q, k8, v8, cache_seqlens=seqlens, page_table=table, k_descale=kd, v_descale=vd
+        )
+    }
+    free = torch.cuda.mem_get_info()[0]
+    bf16_bytes = 2 * fp8_bytes
+    kb = vb = None
+    if bf16_bytes < 0.8 * free:  # the bf16 cache: fa4's bf16 decode, and the dequantization's target
+        kb, vb = torch.zeros(shape, device="cuda", dtype=BF16), torch.zeros(shape, device="cuda", dtype=BF16)
+        peers["fa4_bf16"] = lambda: flash_attn_with_kvcache(
+            q, kb, vb, cache_seqlens=seqlens, page_table=table
+        )
+    else:
+        row["skipped"].append("fa4_bf16")
+    if kb is not None and (not paged or bf16_bytes < 0.8 * (free - bf16_bytes)):
+        kc = vc = None
+
+        def dequant():  # in place into the bf16 buffers, then (paged) gathered into sequence order
+            nonlocal kc, vc
+            kb.copy_(k8).mul_(kd)
+            vb.copy_(v8).mul_(vd)
+            if paged:
+                idx = table.view(-1).long()
+                kc = kb[idx].view(batch, kv_len, hkv, D)
+                vc = vb[idx].view(batch, kv_len, hkv, D)
+            else:
+                kc, vc = kb, vb
+
+        dequant()
+        sdpa = C.sdpa_fn("flash", q, kc, vc, False)
+        peers["dequant"] = dequant
+        peers["sdpa_flash"] = sdpa
+    else:
+        row["skipped"].append("sdpa_flash")
+    times, errors = C.bench_peers(peers)
+    for name, ms in times.items():
+        row[f"{name}_us"] = ms * 1e3
+    if "fa4_fp8_us" in row:
+        gbps = read_bytes / (row["fa4_fp8_us"] * 1e-3) / 1e6
+        row["fa4_fp8_gbps"], row["fa4_fp8_frac_copy_bw"] = gbps, gbps / bw
+        if "fa4_bf16_us" in row:
+            row["bf16_over_fp8"] = row["fa4_bf16_us"] / row["fa4_fp8_us"]
+        if "sdpa_flash_us" in row and "dequant_us" in row:
+            row["sdpa_plus_dequant_us"] = row["sdpa_flash_us"] + row["dequant_us"]
+            row["sdpa_plus_dequant_over_fp8"] = row["sdpa_plus_dequant_us"] / row["fa4_fp8_us"]
+    for name, err in errors.items():
+        row[f"{name}_error"] = err
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    ap.add_argument("--quick", action="store_true", help=f"the subset {QUICK} (< 2 minutes)")
+    ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
+    ap.add_argument("--kv8-tile-n", type=int, default=None, help="FP8 key tiles of at most this (16..64)")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("bench_decode_fp8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
+        return 0
+    emulated = C.emulate_sm120() if args.emulate_sm120 else None
+    if args.kv8_tile_n is not None:
+        from fa4_sm120 import tiles
+
+        tiles.KV8_MAX_TILE_N = args.kv8_tile_n  # benchmarking only, as the tuners replace table functions
+    grid = QUICK if args.quick else dict(batch=BATCH, kv=KV, heads=HEADS, layouts=LAYOUTS)
+    bw = copy_bandwidth()
+    print(f"copy bandwidth: {bw:.0f} GB/s")
+    rows = []
+    for batch, kv_len, heads, layout in itertools.product(
+        grid["batch"], grid["kv"], grid["heads"], grid["layouts"]
+    ):
+        r = measure(batch, kv_len, heads, layout, bw)
+        rows.append(r)
+        print(
+            f"b{batch:3d} kv{kv_len:7d} h{r['heads']:5s} {layout:10s} "
+            f"fp8 {r.get('fa4_fp8_us', float('nan')):8.1f}us {r.get('fa4_fp8_gbps', float('nan')):6.0f}GB/s "
+            f"({100 * r.get('fa4_fp8_frac_copy_bw', float('nan')):3.0f}% copy) "
+            f"bf16 {r.get('fa4_bf16_us', float('nan')):8.1f}us x{r.get('bf16_over_fp8', float('nan')):.2f} "
+            f"sdpa+dequant {r.get('sdpa_plus_dequant_us', float('nan')):8.1f}us"
+            + (f" skipped={r['skipped']}" if r["skipped"] else "")
+            + "".join(f" {k}={v}" for k, v in r.items() if k.endswith("_error")),
+            flush=True,
+        )
+        torch.cuda.empty_cache()
+    long = [r for r in rows if r["kv_len"] >= 16384 and "fa4_fp8_frac_copy_bw" in r]
+    fr = [r["fa4_fp8_frac_copy_bw"] for r in long]
+    ratio = [r["bf16_over_fp8"] for r in long if "bf16_over_fp8" in r]
+    summary = {
+        "copy_bandwidth_gbps": bw,
+        "fp8_frac_copy_bw_kv_ge_16k": dict(mean=sum(fr) / len(fr), min=min(fr)) if fr else None,
+        "bf16_over_fp8_kv_ge_16k": dict(mean=sum(ratio) / len(ratio), min=min(ratio)) if ratio else None,
+        "grid": {k: list(v) for k, v in grid.items()},
+        "emulated_sm120": emulated,
+        "kv8_tile_n": args.kv8_tile_n,
+    }
+    print(summary)
+    kind = (
+        "decode-fp8" + ("-quick" if args.quick else "") + ("-emulated-sm120" if emulated is not None else "")
+    )
+    kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
+    path = C.results_path(kind, args.out)
+    C.write_results(path, {"env": C.environment(), "summary": summary, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""An FP8 (float8_e4m3fn) KV cache on the GPU, against the fp32 reference computed from the
+dequantized cache (``cache.float() * descale``) with the correctness rule of docs/testing.md: the
+low-precision reference is the same computation in q's dtype on the dequantized cache.
+
+Grid (small: each case compiles one variant and attends over at most a few thousand keys): decode
+(1 and 4 query rows, pack-GQA 4) over contiguous and paged caches (page 16, 64 and 7: any page size),
+unsplit, 3 splits and the heuristic's, d64 and d128, fp16 and bf16 q, one scale and per-(batch,
+head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
+paged FP8 cache (the 128-row tiles); the append (quantize into the cache, then attend) equals
+quantizing the rows by hand and attending; an error leaves the caches bit for bit as they were.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fa4_core.errors import UnsupportedConfigError  # noqa: E402
+from fa4_core.testing import attention_ref, check_close  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300)]
+
+BF16, F16, E4M3 = torch.bfloat16, torch.float16, torch.float8_e4m3fn
+
+
+def _fp8(*shape, scale=1.0):
+    """Random e4m3 values spanning the format (|x| up to ~ 3 * 4 * scale)."""
+    return (torch.randn(*shape, device="cuda") * 4 * scale).to(E4M3)
+
+
+def _descales(kind, b, hkv):
+    if kind == "scalar":
+        return torch.tensor(0.37, device="cuda"), torch.tensor([0.23], device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(5)
+    kd = torch.rand(b, hkv, device="cuda", generator=g) * 0.4 + 0.1
+    vd = torch.rand(b, hkv, device="cuda", generator=g) * 0.4 + 0.1
+    return kd, vd
+
+
+def _dequant(cache, descale, batch_of_row=None):
+    """``cache (B, L, h, d)`` in e4m3 -> fp32 ``cache * descale`` (descale 0-d, (1,) or (B, h))."""
+    d = descale.float().reshape(-1)
+    if d.numel() == 1:
+        return cache.float() * d[0]
+    return cache.float() * d[:, None, :, None]
+
+
+def _paged(k, v, page_size):
+    """Contiguous (b, L, h, d) caches -> permuted pages + table (L a multiple of page_size)."""
+    b, L = k.shape[:2]
+    per = L // page_size
+    order = list(range(b * per))
+    random.Random(0).shuffle(order)
+    table = torch.tensor(order, dtype=torch.int32, device="cuda").view(b, per)
+    kp = torch.empty(b * per, page_size, *k.shape[2:], device="cuda", dtype=k.dtype)
+    vp = torch.empty_like(kp)
+    kp.view(torch.uint8)[table.view(-1).long()] = k.reshape(b * per, page_size, *k.shape[2:]).view(
+        torch.uint8
+    )
+    vp.view(torch.uint8)[table.view(-1).long()] = v.reshape(b * per, page_size, *v.shape[2:]).view(
+        torch.uint8
+    )
+    return kp, vp, table
+
+
+def _check(out, lse, q, k_dq, v_dq, softcap=0.0, **kw):
+    """out/lse against the fp32 reference on the dequantized cache and the same in q's dtype."""
+    ref = attention_ref(q, k_dq, v_dq, softcap=softcap, **kw)
+    pt = attention_ref(q, k_dq.to(q.dtype), v_dq.to(q.dtype), softcap=softcap, upcast=False, **kw)
+    check_close("out", out, ref[0], pt[0], softcap=softcap > 0)
+    if lse is not None:
+        check_close("lse", lse, ref[1], pt[1], softcap=softcap > 0)
+
+
+DECODE = [
+    # (page size or None, query rows, d, splits, descale kind, q dtype)
+    (None, 1, 128, 1, "scalar", BF16),
+    (None, 1, 128, 0, "per-head", BF16),
+    (None, 4, 64, 3, "per-head", F16),
+    (16, 1, 128, 0, "scalar", BF16),
+    (64, 4, 128, 1, "per-head", BF16),
+    (64, 1, 64, 3, "scalar", F16),
+    (7, 2, 128, 0, "per-head", BF16),
+]
+
+
+@pytest.mark.parametrize("page, sq, d, splits, kind, dt", DECODE, ids=str)
+def test_kv8_decode(page, sq, d, splits, kind, dt):
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(0)
+    b, cap, hq, hkv = 3, 1120 if page == 7 else 1024, 8, 2
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    kd, vd = _descales(kind, b, hkv)
+    seqlens = torch.tensor([cap, 5, 700], dtype=torch.int32, device="cuda")  # >= the query rows
+    q = torch.randn(b, sq, hq, d, device="cuda", dtype=dt)
+    kc, vc, table = (k8, v8, None) if page is None else _paged(k8, v8, page)
+    out, lse = flash_attn_with_kvcache(
+        q, kc, vc, cache_seqlens=seqlens, page_table=table, causal=True, num_splits=splits,
+        return_softmax_lse=True, k_descale=kd, v_descale=vd,
+    )  # fmt: skip
+    assert out.dtype == dt
+    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
+
+
+def test_kv8_cache_batch_idx():
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(1)
+    b, slots, cap, hq, hkv, d = 3, 5, 256, 4, 4, 64
+    k8, v8 = _fp8(slots, cap, hkv, d), _fp8(slots, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)  # indexed by q's batch, not by the slot
+    idx = torch.tensor([4, 0, 2], dtype=torch.int32, device="cuda")
+    seqlens = torch.tensor([256, 17, 64], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, 2, hq, d, device="cuda", dtype=BF16)
+    out = flash_attn_with_kvcache(
+        q, k8, v8, cache_seqlens=seqlens, cache_batch_idx=idx, causal=True, k_descale=kd, v_descale=vd
+    )
+    kk, vv = (x.view(torch.uint8)[idx.long()].view(E4M3) for x in (k8, v8))
+    _check(out, None, q, _dequant(kk, kd), _dequant(vv, vd), seqused_k=seqlens, causal=True)
+
+
+FEATURES = [
+    dict(softcap=15.0),
+    dict(sink=True),
+    dict(window_size=(100, 0)),
+    dict(softcap=30.0, sink=True, window_size=(300, None)),
+]
+
+
+@pytest.mark.parametrize("feat", FEATURES, ids=str)
+@pytest.mark.parametrize("page", [None, 64])
+def test_kv8_softcap_sink_window(feat, page):
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(2)
+    b, cap, hq, hkv, d = 2, 1024, 8, 2, 128
+    k8, v8 = _fp8(b, cap, hkv, d, scale=0.5), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor([1000, 333], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, 4, hq, d, device="cuda", dtype=BF16)
+    sink = torch.randn(hq, device="cuda") * 2 if feat.get("sink") else None
+    common = dict(
+        causal=True, window_size=feat.get("window_size", (None, None)), softcap=feat.get("softcap", 0.0)
+    )
+    kc, vc, table = (k8, v8, None) if page is None else _paged(k8, v8, page)
+    out, lse = flash_attn_with_kvcache(
+        q, kc, vc, cache_seqlens=seqlens, page_table=table, learnable_sink=sink, return_softmax_lse=True,
+        k_descale=kd, v_descale=vd, **common,
+    )  # fmt: skip
+    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=sink, **common)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_kv8_varlen_prefill_over_a_paged_cache(causal):
+    from fa4_torch import flash_attn_varlen_func
+
+    torch.manual_seed(3)
+    hq, hkv, d = 8, 2, 128
+    lq, lk = [50, 300, 1], [400, 300, 64]
+    k8, v8 = _fp8(3, 512, hkv, d), _fp8(3, 512, hkv, d)
+    kd, vd = torch.tensor(0.31, device="cuda"), torch.tensor(0.17, device="cuda")
+    kp, vp, table = _paged(k8, v8, 64)
+    q = torch.randn(sum(lq), hq, d, device="cuda", dtype=BF16)
+    cu_q = torch.tensor([0, 50, 350, 351], dtype=torch.int32, device="cuda")
+    used = torch.tensor(lk, dtype=torch.int32, device="cuda")
+    out, lse = flash_attn_varlen_func(
+        q, kp, vp, cu_seqlens_q=cu_q, max_seqlen_q=300, seqused_k=used, page_table=table, causal=causal,
+        return_lse=True, k_descale=kd, v_descale=vd,
+    )  # fmt: skip
+    kw = dict(cu_seqlens_q=cu_q, seqused_k=used, causal=causal)
+    kdq, vdq = _dequant(k8, kd), _dequant(v8, vd)
+    ref = attention_ref(q, None, None, k_page=_paged(kdq, vdq, 64)[0], v_page=_paged(kdq, vdq, 64)[1],
+                        page_table=table, **kw)  # fmt: skip
+    kpt, vpt = _paged(kdq.to(BF16), vdq.to(BF16), 64)[:2]
+    pt = attention_ref(q, None, None, k_page=kpt, v_page=vpt, page_table=table, upcast=False, **kw)
+    check_close("out", out, ref[0], pt[0])
+    check_close("lse", lse, ref[1], pt[1])
+
+
+@pytest.mark.parametrize("page", [None, 16])
+def test_kv8_append_then_attend_equals_quantize_then_attend(page):
+    """The append quantizes the new rows into the cache (saturating e4m3 of k / k_descale); the output
+    is bit for bit that of attending over a cache holding those rows already."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(4)
+    b, cap, hq, hkv, d, s_new = 2, 256, 8, 2, 128, 3
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor([10, 200], dtype=torch.int32, device="cuda")
+    k_new = torch.randn(b, s_new, hkv, d, device="cuda", dtype=BF16) * 40  # some saturate at 448
+    v_new = torch.randn(b, s_new, hkv, d, device="cuda", dtype=BF16)
+    q = torch.randn(b, s_new, hq, d, device="cuda", dtype=BF16)
+    # by hand: the quantized rows written into a copy of the cache
+    k_exp, v_exp = k8.clone(), v8.clone()
+    fmax = torch.finfo(E4M3).max
+    for i in range(b):
+        c = int(seqlens[i])
+        k_exp[i, c : c + s_new] = (k_new[i].float() / kd[i][None, :, None]).clamp(-fmax, fmax).to(E4M3)
+        v_exp[i, c : c + s_new] = (v_new[i].float() / vd[i][None, :, None]).clamp(-fmax, fmax).to(E4M3)
+    kc, vc, table = (k8.clone(), v8.clone(), None) if page is None else _paged(k8, v8, page)
+    common = dict(page_table=table, causal=True, k_descale=kd, v_descale=vd)
+    out = flash_attn_with_kvcache(q, kc, vc, k=k_new, v=v_new, cache_seqlens=seqlens, **common)
+    kc_exp, vc_exp = (k_exp, v_exp) if page is None else _paged(k_exp, v_exp, page)[:2]
+    assert torch.equal(kc.view(torch.uint8), kc_exp.view(torch.uint8))
+    assert torch.equal(vc.view(torch.uint8), vc_exp.view(torch.uint8))
+    out_exp = flash_attn_with_kvcache(q, kc_exp, vc_exp, cache_seqlens=seqlens + s_new, **common)
+    assert torch.equal(out, out_exp)
+    _check(out, None, q, _dequant(k_exp, kd), _dequant(v_exp, vd), seqused_k=seqlens + s_new, causal=True)
+
+
+@pytest.mark.parametrize(
+    "over, rx",
+    [
+        (lambda: dict(k_descale=torch.ones(3, 2, device="cuda")), r"k_descale\.shape"),
+        (lambda: dict(v_descale=torch.ones(2, 2)), r"v_descale\.device"),
+        (lambda: dict(k_descale=torch.ones(2, 2, device="cuda", dtype=torch.float16)), r"k_descale\.dtype"),
+        (lambda: dict(cache_seqlens=300), "cache_seqlens=300"),
+    ],
+    ids=["shape", "device", "dtype", "past-end"],
+)
+def test_kv8_errors_leave_the_caches_as_they_were(over, rx):
+    from fa4_torch import flash_attn_with_kvcache
+
+    b, cap, hq, hkv, d = 2, 256, 4, 2, 64
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    before = k8.view(torch.uint8).clone(), v8.view(torch.uint8).clone()
+    kw = dict(
+        k=torch.randn(b, 1, hkv, d, device="cuda", dtype=BF16), v=torch.randn(b, 1, hkv, d, device="cuda", dtype=BF16),
+        cache_seqlens=torch.tensor([5, 9], dtype=torch.int32, device="cuda"),
+        k_descale=torch.ones(2, 2, device="cuda"), v_descale=torch.tensor(0.5, device="cuda"),
+    )  # fmt: skip
+    kw.update(over())
+    q = torch.randn(b, 1, hq, d, device="cuda", dtype=BF16)
+    with pytest.raises(UnsupportedConfigError, match=rx):
+        flash_attn_with_kvcache(q, k8, v8, **kw)
+    torch.cuda.synchronize()
+    assert torch.equal(k8.view(torch.uint8), before[0]) and torch.equal(v8.view(torch.uint8), before[1])
