@@ -15,6 +15,7 @@ import re
 import pytest
 import torch
 
+import fa4_torch
 import fa4_torch.api as api
 from fa4_core.errors import UnsupportedConfigError
 from fa4_torch import launch, plan, validate
@@ -202,3 +203,23 @@ def test_append_quantizes_the_new_rows_into_the_fp8_cache(paged):
             v_exp[idx] = validate.quantize_kv8(v[b : b + 1, j : j + 1], vd[b : b + 1], E4M3)[0, 0]
     assert torch.equal(_bits(kc), _bits(k_exp)) and torch.equal(_bits(vc), _bits(v_exp))
     assert kc.float().abs().max() == 448.0
+
+
+def test_fp8_kv_without_descales_in_the_dense_function_is_refused():
+    """``flash_attn_func`` has no descales: FP8 K/V there is a typed error naming the dtypes."""
+    q = torch.randn(1, 16, 2, 64, dtype=torch.bfloat16)
+    k = torch.randn(1, 16, 2, 64).to(torch.float8_e4m3fn)
+    with pytest.raises(UnsupportedConfigError, match=r"\(k.dtype, v.dtype\)"):
+        fa4_torch.flash_attn_func(q, k, k.clone())
+    with pytest.raises(UnsupportedConfigError, match=r"\(k.dtype, v.dtype\)"):
+        fa4_torch.flash_attn_func(q.requires_grad_(), k, k.clone())
+
+
+def test_fp8_kv_has_no_backward():
+    """The backward seam and the autograd check refuse FP8 K/V before anything compiles."""
+    from fa4_torch.autograd import check_backward_supported
+
+    q = torch.randn(1, 16, 2, 64, dtype=torch.bfloat16)
+    k = torch.randn(1, 16, 2, 64).to(torch.float8_e4m3fn)
+    with pytest.raises(UnsupportedConfigError, match="requires_grad"):
+        check_backward_supported(q, k, k.clone(), False, (None, None))

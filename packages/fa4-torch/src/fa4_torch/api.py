@@ -128,6 +128,12 @@ def flash_attn_func(
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
+    if getattr(k, "dtype", None) in KV8_DTYPES or getattr(v, "dtype", None) in KV8_DTYPES:
+        raise unsupported(
+            "(k.dtype, v.dtype)", (k.dtype, v.dtype),
+            "q's dtype; an FP8 K/V cache goes through flash_attn_varlen_func or flash_attn_with_kvcache "
+            "with k_descale/v_descale",
+        )  # fmt: skip
     if needs_grad(q, k, v, learnable_sink):
         out, lse = FlashAttnFunc.apply(
             q,

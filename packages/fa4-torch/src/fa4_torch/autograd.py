@@ -25,10 +25,11 @@ import math
 
 import torch
 
+from fa4_core.errors import unsupported
 from fa4_sm120 import bwd_tiles
 from fa4_torch import ops
 from fa4_torch.dispatch import device_family
-from fa4_torch.validate import canonical_window, check_flag, later
+from fa4_torch.validate import KV8_DTYPES, canonical_window, check_flag, later
 
 __all__ = ["FlashAttnFunc", "FlashAttnVarlenFunc", "check_backward_supported", "save_context", "backward"]
 
@@ -40,6 +41,8 @@ def check_backward_supported(
 ) -> None:
     """Raise now (at the forward, before it compiles or launches) for what the backward cannot do."""
     canonical_window(window_size, bool(causal))  # under torch.compile the forward has not checked it yet
+    if k.dtype in KV8_DTYPES or v.dtype in KV8_DTYPES:
+        raise unsupported("requires_grad", True, "False with an FP8 K/V cache (forward only)")
     if paged:
         raise later("gradients with paged K/V (page_table)", _LATER)
     bwd_tiles.select_bwd_tile(_family(q.device), q.shape[-1], v.shape[-1])  # the table of this call
