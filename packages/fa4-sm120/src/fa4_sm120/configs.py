@@ -13,9 +13,17 @@ from dataclasses import dataclass
 
 from fa4_core.errors import unsupported
 from fa4_sm120.limits import DTYPE_NAMES, HEAD_DIMS
-from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes
+from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes, q8_fwd_smem_bytes
 
-__all__ = ["FwdCodegen", "FwdConfig", "fwd_codegen", "BwdConfig", "PrePostConfig", "CombineConfig"]
+__all__ = [
+    "FwdCodegen",
+    "FwdConfig",
+    "Q8FwdConfig",
+    "fwd_codegen",
+    "BwdConfig",
+    "PrePostConfig",
+    "CombineConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,20 @@ class FwdConfig:
     @property
     def smem_bytes(self) -> int:
         return fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
+
+
+@dataclass(frozen=True)
+class Q8FwdConfig(FwdConfig):
+    """The 8-bit forward (:mod:`fa4_sm120.fwd_q8`): a :class:`FwdConfig` (``dtype`` is the output's)
+    plus the format of Q·Kᵀ (``"int8"``: s8 operands, int32 accumulation; ``"fp8"``: e4m3, fp32) and
+    the accumulator of P·V (``"fp32"``, or ``"fp16"`` per key block, added into the fp32 O)."""
+
+    qk: str = "int8"
+    pv_accum: str = "fp32"
+
+    @property
+    def smem_bytes(self) -> int:
+        return q8_fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v)
 
 
 # the lazy O rescale's threshold (log2 units: probabilities stay <= 2^0.5; larger thresholds cost

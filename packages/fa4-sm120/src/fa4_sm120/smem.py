@@ -9,7 +9,7 @@ registers the Q buffer is still allocated (it is the staging buffer of the load 
 
 from __future__ import annotations
 
-__all__ = ["fwd_smem_bytes", "bwd_smem_bytes", "ELEM_BYTES"]
+__all__ = ["fwd_smem_bytes", "q8_fwd_smem_bytes", "bwd_smem_bytes", "ELEM_BYTES"]
 
 ELEM_BYTES = 2  # fp16 / bf16
 
@@ -23,6 +23,12 @@ def fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int, num
     k = _align(tile_n * head_dim * ELEM_BYTES * num_stages)
     v = _align(tile_n * head_dim_v * ELEM_BYTES * num_stages)
     return q + k + v
+
+
+def q8_fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
+    """The 8-bit forward: 1-byte Q, K and (transposed) V tiles; O (16-bit) reuses Q's buffer."""
+    q = _align(max(tile_m * head_dim, tile_m * head_dim_v * ELEM_BYTES))
+    return q + _align(tile_n * head_dim) + _align(tile_n * head_dim_v)
 
 
 def bwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
