@@ -53,7 +53,14 @@ from fa4_sm120.configs import Q8FwdConfig
 from fa4_sm120.fwd import FlashAttentionForwardSm120, KVLoads, KVSource, QTile
 from fa4_sm120.mma_sync import DTYPES, fake_stream, fake_tensor
 
-__all__ = ["Q8FwdConfig", "FlashAttentionForwardQ8Sm120", "QK_FORMATS", "PV_ACCUMS", "P_SCALE", "mma_m16n8k32"]
+__all__ = [
+    "Q8FwdConfig",
+    "FlashAttentionForwardQ8Sm120",
+    "QK_FORMATS",
+    "PV_ACCUMS",
+    "P_SCALE",
+    "mma_m16n8k32",
+]
 
 QK_FORMATS = ("int8", "fp8")
 PV_ACCUMS = ("fp32", "fp16")
@@ -234,9 +241,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         bidx, head_idx, batch_idx = cute.arch.block_idx()
         num_m_blocks, _, _ = cute.arch.grid_dim()
         m_block = num_m_blocks - 1 - bidx if cutlass.const_expr(self.is_causal) else bidx
-        seq = SeqlenInfoQK.create(
-            batch_idx, mQ.shape[0], mQ.shape[1], mK.shape[1], None, None, None, None
-        )
+        seq = SeqlenInfoQK.create(batch_idx, mQ.shape[0], mQ.shape[1], mK.shape[1], None, None, None, None)
         tile = QTile(tidx, m_block, head_idx, batch_idx, Int32(0), Int32(1), seq)
         if m_block * self.tile_m < seq.seqlen_q:
             self.attend_q8(

@@ -46,6 +46,17 @@ _configure_logging()
 
 from fa4_torch import ops as _ops  # noqa: E402, F401  (registers torch.ops.fa4.*)
 from fa4_torch.__about__ import __version__  # noqa: E402
-from fa4_torch.api import flash_attn_func, flash_attn_varlen_func, flash_attn_with_kvcache  # noqa: E402
+from fa4_torch.api import (  # noqa: E402
+    flash_attn_func,
+    flash_attn_varlen_func,
+    flash_attn_with_kvcache,
+    quantized_attn_func,
+)
 
-__all__ = ["__version__", "flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache"]
+__all__ = [
+    "__version__",
+    "flash_attn_func",
+    "flash_attn_varlen_func",
+    "flash_attn_with_kvcache",
+    "quantized_attn_func",
+]

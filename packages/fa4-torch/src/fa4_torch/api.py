@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_torch import launch, ops
+from fa4_torch import launch, launch_q8, ops
 from fa4_torch.autograd import FlashAttnFunc, FlashAttnVarlenFunc
 from fa4_torch.validate import (
     KVCACHE_NAMES,
@@ -57,11 +57,12 @@ from fa4_torch.validate import (
     later,
     named_as,
     needs_grad,
+    quantized_args,
     reject_extras,
     reject_flag,
 )
 
-__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache"]
+__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "quantized_attn_func"]
 
 
 def flash_attn_func(
@@ -316,3 +317,24 @@ def flash_attn_with_kvcache(
         None, None, None, None, None, seqused_k, page_table, cache_batch_idx, append, KVCACHE_NAMES,
     )  # fmt: skip
     return (out, lse) if return_softmax_lse else out
+
+
+def quantized_attn_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    window_size: tuple[int | None, int | None] = (None, None),
+    qk: str = "int8",
+    pv_accum: str = "fp32",
+    return_lse: bool = False,
+):
+    """8-bit attention (forward only): ``q (batch, seqlen_q, nheads, d)``, ``k``/``v (batch, seqlen_k,
+    nheads_kv, d)`` in fp16/bf16, ``d`` 64 or 128; Q·Kᵀ in ``qk`` (``"int8"``: per-block INT8 with K
+    smoothed, the default; ``"fp8"``: per-block e4m3), P·V in e4m3 with ``pv_accum`` accumulation
+    (``"fp16"``: per key block, the GeForce cards' double rate). Returns ``out`` in the input dtype,
+    and ``(out, lse)`` with ``return_lse``. ``docs/quantized.md`` has what it costs in accuracy."""
+    a = quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse)
+    out, lse = launch_q8.forward_quantized(a)
+    return (out, lse) if return_lse else out

@@ -60,6 +60,8 @@ __all__ = [
     "check_devices",
     "canonical_window",
     "check_scalars",
+    "Q8Args",
+    "quantized_args",
 ]
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -543,3 +545,65 @@ def _cache_seqlens_range(s_new: int, capacity) -> str:
     if s_new > capacity:
         return f"none: {fits}"
     return f"0 <= cache_seqlens[b] <= {capacity - s_new} ({fits})"
+
+
+# ---------------------------------------------------------------------------------- 8-bit attention
+Q8_FORMATS = ("int8", "fp8")
+Q8_ACCUMS = ("fp32", "fp16")
+Q8_HEAD_DIMS = (64, 128)
+
+
+class Q8Args(NamedTuple):
+    """A validated ``quantized_attn_func`` call."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    softmax_scale: float
+    causal: bool
+    qk: str
+    pv_accum: str
+    return_lse: bool
+
+
+def quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse) -> Q8Args:
+    """Every check of an 8-bit forward call (``fa4_torch.quantized_attn_func``), before anything is
+    quantized, compiled or launched."""
+    check_flag("causal", causal)
+    check_flag("return_lse", return_lse)
+    if qk not in Q8_FORMATS:
+        raise unsupported("qk", qk, ", ".join(repr(f) for f in Q8_FORMATS))
+    if pv_accum not in Q8_ACCUMS:
+        raise unsupported("pv_accum", pv_accum, ", ".join(repr(f) for f in Q8_ACCUMS))
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, 4, layout=False)
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise unsupported(
+            "(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
+        )
+    head_dim = q.shape[-1]
+    if head_dim not in Q8_HEAD_DIMS or k.shape[-1] != head_dim or v.shape[-1] != head_dim:
+        raise unsupported(
+            "(q, k, v).shape[-1]", (head_dim, k.shape[-1], v.shape[-1]), "64 or 128, the same for all three"
+        )
+    if k.shape != v.shape or k.shape[0] != q.shape[0]:
+        raise unsupported(
+            "(k.shape, v.shape)",
+            (tuple(k.shape), tuple(v.shape)),
+            f"both (batch={q.shape[0]}, seqlen_k, nheads_kv, d)",
+        )
+    nheads, nheads_kv = q.shape[2], k.shape[2]
+    if nheads_kv == 0 or nheads % nheads_kv != 0:
+        raise unsupported(
+            "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
+        )
+    is_local, _, _ = canonical_window(window_size, causal)
+    if is_local:
+        raise later("8-bit attention with a local window (window_size)", None)
+    softmax_scale = check_scalars(softmax_scale, 0.0, 1, None, head_dim)
+    if needs_grad(q, k, v):
+        raise unsupported(
+            "(q, k, v).requires_grad", True, "False: 8-bit attention is forward only (no backward)"
+        )
+    check_devices(q, (("k", k), ("v", v)))
+    return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse)
