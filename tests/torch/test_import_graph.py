@@ -177,9 +177,13 @@ def test_api_holds_only_the_public_functions():
             functions.append(node.name)
         else:
             assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Expr)), ast.dump(node)[:200]
-    assert exported == functions == [
-        "flash_attn_func",
-        "flash_attn_varlen_func",
-        "flash_attn_with_kvcache",
-        "quantized_attn_func",
-    ]
+    assert (
+        exported
+        == functions
+        == [
+            "flash_attn_func",
+            "flash_attn_varlen_func",
+            "flash_attn_with_kvcache",
+            "quantized_attn_func",
+        ]
+    )

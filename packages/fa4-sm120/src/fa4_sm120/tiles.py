@@ -225,7 +225,7 @@ def selecting_args(row: FwdTile, causal: bool) -> dict:
 # ---------------------------------------------------------------------------------- the 8-bit forward
 # (head_dim) -> (tile_m, tile_n, num_threads) of fa4_sm120.fwd_q8 (every arch family: the kernel is
 # register-bound at one CTA of 8 warps per SM; its sm_120a builds are spill-free, tests/sm120)
-Q8_FWD_TILES = {64: (128, 64, 256), 128: (128, 64, 256)}
+Q8_FWD_TILES = {64: (128, 64, 256), 128: (64, 64, 128)}
 
 
 def q8_fwd_config(dtype: str, head_dim: int, *, causal: bool, qk: str, pv_accum: str, launch_smem: int = 0):
