@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from fa4_sm120.tiles import q8_fwd_config
+from fa4_sm120 import tiles
 from fa4_torch import plan, quant
 from fa4_torch.cache import CompileCache, dsl_version
 from fa4_torch.validate import DTYPES, Q8Args
@@ -41,7 +41,7 @@ def q8_kernel(cfg, device: torch.device | None):
 
 def quantize_for(a: Q8Args, launch_smem: int = 0):
     """``(cfg, quantized tensors)`` of a validated call: the quantizer's blocks are the kernel's tiles."""
-    cfg = q8_fwd_config(
+    cfg = tiles.q8_fwd_config(
         DTYPES[a.q.dtype],
         a.q.shape[-1],
         causal=a.causal,
