@@ -2,7 +2,8 @@
 attention, beside bf16 attention (SDPA's math kernel on bf16 inputs): the table of
 ``docs/quantized.md``.
 
-Recipes: Q·Kᵀ in INT8 or FP8 e4m3 with per-block scales (128 query rows, 128 keys), with and without
+Recipes: Q·Kᵀ in INT8 or FP8 e4m3 with per-block scales (the kernel's blocks: its tile of
+``fa4_sm120.tiles.Q8_FWD_TILES``), with and without
 K smoothing; P·V in FP8 e4m3 (P times 2^8, per-channel V scales), fp32 or fp16 accumulation. Inputs:
 standard normal and "real-like" (:func:`fa4_torch.quant.real_like`).
 
@@ -16,6 +17,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from fa4_sm120.tiles import Q8_FWD_TILES
 from fa4_torch.quant import attention_fp32, emulate, errors, quantize, real_like
 
 RECIPES = (
@@ -50,7 +52,8 @@ def main() -> None:
                 ref, _ = attention_fp32(q.double(), k.double(), v.double(), causal=causal)
                 rows = []
                 for name, qk, smooth, acc in RECIPES:
-                    qkv = quantize(q, k, v, qk=qk, smooth_k=smooth, pv_accum=acc)
+                    bq, bk, _ = Q8_FWD_TILES[d]
+                    qkv = quantize(q, k, v, qk=qk, smooth_k=smooth, pv_accum=acc, block_q=bq, block_k=bk)
                     out, _ = emulate(qkv, causal=causal, pv_accum=acc)
                     rows.append((name, errors(out, ref)))
                 b16 = [t.bfloat16().transpose(1, 2) for t in (q, k, v)]
