@@ -141,8 +141,12 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             raise unsupported(
                 "(head_dim, head_dim_v)", (cfg.head_dim, cfg.head_dim_v), "(64, 64) or (128, 128)"
             )
-        if cfg.tile_n not in (32, 64, 128):
-            raise unsupported("tile_n", cfg.tile_n, "32, 64 or 128 (divisors of the quantizer's key padding)")
+        if cfg.tile_n not in (64, 128):
+            raise unsupported(
+                "tile_n",
+                cfg.tile_n,
+                "64 or 128 (divisors of the quantizer's key padding; Vᵀ rows of at least 32 elements)",
+            )
         for name in ("is_local", "pack_gqa", "varlen_q", "varlen_k", "has_seqused_q", "has_seqused_k",
                      "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink", "q_in_regs"):  # fmt: skip
             if getattr(cfg, name):
