@@ -259,6 +259,33 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         )
 
     # ------------------------------------------------------------------ host-side setup (traced)
+    def shared_storage(self, sK_layout, sV_layout):
+        """``SharedStorage``: ``sQ`` (``tile_m * max(head_dim, head_dim_v)`` elements; O's buffer in
+        the epilogue), ``sK`` and ``sV``, each 1024-byte aligned; its size is checked against
+        ``cfg.smem_bytes`` (the tile table's arithmetic is the kernel's) when the kernel is traced."""
+        q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
+
+        fields = {  # annotations as objects (this module's annotations are strings)
+            "sQ": cute.struct.Align[cute.struct.MemRange[self.dtype, q_elems], 1024],
+            "sK": cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024],
+            "sV": cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024],
+        }
+        SharedStorage = cute.struct(type("SharedStorage", (), {"__annotations__": fields}))
+        if SharedStorage.size_in_bytes() != self.cfg.smem_bytes:
+            raise UnsupportedConfigError(
+                f"shared storage is {SharedStorage.size_in_bytes()} B but the config's smem_bytes is "
+                f"{self.cfg.smem_bytes} B for {self.cfg}"
+            )
+        return SharedStorage
+
+    def make_tiled_mma(self):
+        """``m16n8k16`` 16-bit MMAs, the warps stacked along M, N and K tiled by 16."""
+        return cute.make_tiled_mma(
+            warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
+            (self.num_threads // 32, 1, 1),
+            permutation_mnk=(self.num_threads // 32 * 16, 16, 16),
+        )
+
     @cute.jit
     def __call__(
         self,
@@ -287,25 +314,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         sO_layout = self.smem_layout(self.tile_m, self.head_dim_v)
         sK_layout = self.smem_layout(self.tile_n, self.head_dim)
         sV_layout = self.smem_layout(self.tile_n, self.head_dim_v)
-        q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
-
-        @cute.struct
-        class SharedStorage:
-            sQ: cute.struct.Align[cute.struct.MemRange[self.dtype, q_elems], 1024]
-            sK: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024]
-            sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
-
-        # the SMEM arithmetic of the tile table is the kernel's: checked when the kernel is traced
-        if cutlass.const_expr(SharedStorage.size_in_bytes() != cfg.smem_bytes):
-            raise UnsupportedConfigError(
-                f"shared storage is {SharedStorage.size_in_bytes()} B but fwd_smem_bytes says "
-                f"{cfg.smem_bytes} B for {cfg}"
-            )
-        tiled_mma = cute.make_tiled_mma(
-            warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
-            (self.num_threads // 32, 1, 1),
-            permutation_mnk=(self.num_threads // 32 * 16, 16, 16),
-        )
+        SharedStorage = self.shared_storage(sK_layout, sV_layout)
+        tiled_mma = self.make_tiled_mma()
         h_axis = 1 if cutlass.const_expr(cfg.varlen_q) else 2
         hkv_axis = 2
         if cutlass.const_expr(cfg.varlen_k):

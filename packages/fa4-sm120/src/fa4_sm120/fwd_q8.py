@@ -44,7 +44,7 @@ from cutlass.cute.nvgpu import warp
 from cutlass.cutlass_dsl import T
 
 from fa4_core.block_info import BlockInfo
-from fa4_core.errors import UnsupportedConfigError, unsupported
+from fa4_core.errors import unsupported
 from fa4_core.layout import acc_mn_view
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
@@ -173,24 +173,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         sO_layout = self.smem_layout(self.tile_m, self.head_dim_v)
         sK_layout = self.smem_layout(self.tile_n, self.head_dim)
         sV_layout = self.smem_layout(self.head_dim_v, self.kv_cols)
-        q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
-
-        @cute.struct
-        class SharedStorage:
-            sQ: cute.struct.Align[cute.struct.MemRange[self.dtype, q_elems], 1024]
-            sK: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024]
-            sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
-
-        if cutlass.const_expr(SharedStorage.size_in_bytes() != cfg.smem_bytes):
-            raise UnsupportedConfigError(
-                f"shared storage is {SharedStorage.size_in_bytes()} B but q8_fwd_smem_bytes says "
-                f"{cfg.smem_bytes} B for {cfg}"
-            )
-        tiled_mma = cute.make_tiled_mma(
-            warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
-            (self.num_threads // 32, 1, 1),
-            permutation_mnk=(self.num_threads // 32 * 16, 16, 16),
-        )
+        SharedStorage = self.shared_storage(sK_layout, sV_layout)  # checked against q8_fwd_smem_bytes
+        tiled_mma = self.make_tiled_mma()  # 16-bit partitions: 8-bit operands travel as pairs
         grid = (cute.ceil_div(mQ.shape[1], self.tile_m), mQ.shape[2], mQ.shape[0])
         self.kernel_q8(
             mQ,
