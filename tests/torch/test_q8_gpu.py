@@ -1,6 +1,6 @@
 """The 8-bit forward on the GPU against the fp32 emulation of its own recipe (``fa4_torch.quant``):
 on the same quantized tensors, the kernel's relative L1 error against exact fp32 attention is at most
-1.2x the emulation's (the kernel adds no error of its own), its LSE matches the exact one, and on
+1.2x the emulation's (the kernel adds no error of its own), its LSE matches the emulation's, and on
 standard-normal inputs the default recipe (INT8 Q·Kᵀ) keeps cosine >= 0.999. Head dims 64/128,
 causal, GQA, odd lengths (1, 3, 77, 1000, 4097), both Q·Kᵀ formats, fp16 P·V accumulation, fp16 and
 bf16 inputs, "real-like" inputs. Runs in well under two minutes (most of it the 8-bit compiles)."""
@@ -45,7 +45,7 @@ def _check(q, k, v, causal, qk, pv_accum, normal: bool):
     torch.cuda.synchronize()
     assert out.dtype == q.dtype and out.shape == q.shape
     ref, ref_lse = attention_fp32(q.float(), k.float(), v.float(), causal=causal)
-    emu, _ = emulate(qkv, causal=causal, pv_accum=pv_accum)
+    emu, emu_lse = emulate(qkv, causal=causal, pv_accum=pv_accum)
     seen = torch.isfinite(ref_lse).permute(0, 2, 1)  # (b, sq, h): rows that see a key
     assert torch.equal(torch.isfinite(lse), torch.isfinite(ref_lse))
     assert (out[~seen] == 0).all()
@@ -56,8 +56,10 @@ def _check(q, k, v, causal, qk, pv_accum, normal: bool):
     assert e_kernel["rel_l1"] <= 1.2 * e_emu["rel_l1"] + 1e-3, (e_kernel, e_emu)
     if normal and qk == "int8":
         assert e_kernel["cosine"] >= 0.999, e_kernel
+    # the LSE depends on the quantized scores only, which the kernel computes exactly (int32) or in
+    # fp32: it matches the emulation's to fp32 rounding (and exp2/log2 approximations)
     fin = torch.isfinite(ref_lse)
-    assert (lse[fin] - ref_lse[fin]).abs().max() < 0.05
+    assert (lse[fin] - emu_lse[fin]).abs().max() < 5e-3
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
