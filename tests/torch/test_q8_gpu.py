@@ -97,3 +97,17 @@ def test_q8_public_function():
     assert errors(out.float(), ref)["cosine"] >= 0.999
     empty = quantized_attn_func(q[:, :0], k, v)
     assert empty.shape == (1, 0, 2, 64)
+
+
+def test_sdpa_dropin():
+    from fa4_torch import scaled_dot_product_attention
+
+    q = torch.randn(2, 8, 333, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 2, 333, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), is_causal=True, enable_gqa=True
+    )
+    for precision, cos_min in (("int8", 0.999), ("fp8", 0.998), ("native", 0.99999)):
+        out = scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True, precision=precision)
+        assert out.shape == q.shape and out.dtype == q.dtype
+        assert errors(out.float(), ref)["cosine"] >= cos_min, precision

@@ -154,3 +154,39 @@ def test_quantized_attn_func_is_forward_only():
     with torch.no_grad():  # grad mode off: the check passes, the CPU device is what fails then
         with pytest.raises(UnsupportedConfigError, match="CUDA"):
             quantized_attn_func(q, k, v)
+
+
+def test_quantizer_takes_sdpa_layout_views():
+    # (batch, heads, seqlen, dim) tensors transposed to fa4's layout: non-contiguous, same result
+    q, k, v = (torch.randn(1, 4, 100, 64) for _ in range(3))
+    views = [t.transpose(1, 2) for t in (q, k, v)]
+    copies = [t.contiguous() for t in views]
+    a, b = quantize(*views), quantize(*copies)
+    assert all(torch.equal(x.float(), y.float()) for x, y in zip(a[:7], b[:7], strict=True))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"attn_mask": torch.ones(8, 8, dtype=torch.bool)}, "attn_mask"),
+        ({"dropout_p": 0.1}, "dropout_p"),
+        ({"precision": "fp4"}, "precision"),
+    ],
+)
+def test_sdpa_dropin_typed_errors(kwargs, match):
+    from fa4_torch import scaled_dot_product_attention
+
+    q, k, v = (torch.randn(1, 2, 8, 64, dtype=torch.bfloat16) for _ in range(3))
+    with pytest.raises(UnsupportedConfigError, match=match):
+        scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def test_sdpa_dropin_gqa_needs_enable_gqa():
+    from fa4_torch import scaled_dot_product_attention
+
+    q = torch.randn(1, 4, 8, 64, dtype=torch.bfloat16)
+    k, v = (torch.randn(1, 2, 8, 64, dtype=torch.bfloat16) for _ in range(2))
+    with pytest.raises(UnsupportedConfigError, match="enable_gqa"):
+        scaled_dot_product_attention(q, k, v)
+    with pytest.raises(UnsupportedConfigError, match="CUDA"):  # past the checks: the CPU device fails
+        scaled_dot_product_attention(q, k, v, enable_gqa=True)

@@ -54,6 +54,7 @@ from fa4_torch.validate import (
     check_flag,
     check_hints,
     check_kvcache,
+    check_sdpa,
     later,
     named_as,
     needs_grad,
@@ -62,7 +63,13 @@ from fa4_torch.validate import (
     reject_flag,
 )
 
-__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "quantized_attn_func"]
+__all__ = [
+    "flash_attn_func",
+    "flash_attn_varlen_func",
+    "flash_attn_with_kvcache",
+    "quantized_attn_func",
+    "scaled_dot_product_attention",
+]
 
 
 def flash_attn_func(
@@ -338,3 +345,34 @@ def quantized_attn_func(
     a = quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse)
     out, lse = launch_q8.forward_quantized(a)
     return (out, lse) if return_lse else out
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    *,
+    precision: str = "int8",
+    pv_accum: str = "fp32",
+) -> torch.Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention``'s shape, for pipelines that patch it:
+    ``(batch, heads, seqlen, dim)`` tensors, ``is_causal`` (bottom-right aligned when the lengths
+    differ, as fa4's), ``scale``, ``enable_gqa``. ``precision``: ``"int8"`` / ``"fp8"`` run
+    :func:`quantized_attn_func` (forward only; ``pv_accum`` as there), ``"native"`` runs
+    :func:`flash_attn_func` in the inputs' fp16/bf16. A mask tensor or dropout raises
+    (``UnsupportedConfigError``). Returns ``(batch, heads, seqlen_q, dim_v)`` (a transposed view)."""
+    check_sdpa(query, key, value, attn_mask, dropout_p, enable_gqa, precision)
+    q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+    if precision == "native":
+        out = flash_attn_func(q, k, v, softmax_scale=scale, causal=is_causal)
+        out = out[0] if isinstance(out, tuple) else out
+    else:
+        out = quantized_attn_func(
+            q, k, v, causal=is_causal, softmax_scale=scale, qk=precision, pv_accum=pv_accum
+        )
+    return out.transpose(1, 2)

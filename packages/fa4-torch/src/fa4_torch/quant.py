@@ -136,7 +136,7 @@ def quantize(
     if smooth_k and sk > 0:
         mean = kf.mean(dim=1, keepdim=True)  # (b, 1, hkv, d)
         kf = kf - mean
-        qg = q.float().view(b, sq, hkv, h // hkv, d)
+        qg = q.float().reshape(b, sq, hkv, h // hkv, d)
         shift = torch.einsum("bsgrd,bgd->bgrs", qg, mean[:, 0]).reshape(b, h, sq) * scale
     else:
         shift = torch.zeros(b, h, sq, dtype=torch.float32, device=q.device)

@@ -62,6 +62,8 @@ __all__ = [
     "check_scalars",
     "Q8Args",
     "quantized_args",
+    "SDPA_PRECISIONS",
+    "check_sdpa",
 ]
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -607,3 +609,31 @@ def quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, re
         )
     check_devices(q, (("k", k), ("v", v)))
     return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse)
+
+
+SDPA_PRECISIONS = ("int8", "fp8", "native")
+
+
+def check_sdpa(query, key, value, attn_mask, dropout_p, enable_gqa, precision) -> None:
+    """What ``fa4_torch.scaled_dot_product_attention`` adds to the checks of the function it calls:
+    no mask tensor, no dropout, GQA only with ``enable_gqa`` (SDPA's rule), a known ``precision``."""
+    if precision not in SDPA_PRECISIONS:
+        raise unsupported("precision", precision, ", ".join(repr(p) for p in SDPA_PRECISIONS))
+    if attn_mask is not None:
+        raise unsupported(
+            "attn_mask", type(attn_mask).__name__, "None (use is_causal=True for a causal mask)"
+        )
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or dropout_p != 0:
+        raise unsupported("dropout_p", dropout_p, "0.0 (fa4 has no dropout)")
+    check_flag("enable_gqa", enable_gqa)
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise unsupported(
+                f"{name}.dim()", getattr(t, "ndim", type(t).__name__), "4: (batch, heads, seqlen, dim)"
+            )
+    if query.shape[1] != key.shape[1] and not enable_gqa:
+        raise unsupported(
+            "(query.shape[1], key.shape[1])",
+            (query.shape[1], key.shape[1]),
+            "equal head counts, or enable_gqa=True",
+        )
