@@ -185,5 +185,6 @@ def test_api_holds_only_the_public_functions():
             "flash_attn_varlen_func",
             "flash_attn_with_kvcache",
             "quantized_attn_func",
+            "scaled_dot_product_attention",
         ]
     )
