@@ -98,6 +98,8 @@ def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
     """``(batch, seqlen, heads, d)`` -> ``(batch, heads, nblocks, block, d)`` zero-padded."""
     b, s, h, d = x.shape
     nb = max(math.ceil(s / block), 1)
+    if s == nb * block:  # no padding copy
+        return x.reshape(b, nb, block, h, d).permute(0, 3, 1, 2, 4)
     xp = torch.zeros(b, nb * block, h, d, dtype=x.dtype, device=x.device)
     xp[:, :s] = x
     return xp.view(b, nb, block, h, d).permute(0, 3, 1, 2, 4)
