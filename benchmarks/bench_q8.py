@@ -8,6 +8,7 @@ Speedups are against fa4 bf16 of the same run. The fp16 accumulation of P·V run
 Hopper: its gain on an RTX 5090 is **modelled** from MMA FLOP counts and published rates
 (:data:`RATES_5090`), never measured here.
 
+``--tile D:M:N:THREADS``: measure another 8-bit tile for head dim ``D`` (this process only).
 ``--emulate-sm120``: fa4's bf16 and 8-bit kernels launch at SM120's CTAs per SM
 (:func:`_common.emulate_sm120`, and the same for the 8-bit tile table), written to
 ``...-q8-emulated-sm120.json``. ``--quick``: seqlen 4096 only, fewer variants (under two minutes).
@@ -128,11 +129,24 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="seqlen 4096, INT8/FP8 with fp32 accumulation")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4 kernels at SM120's CTAs per SM")
+    ap.add_argument(
+        "--tile",
+        action="append",
+        default=[],
+        metavar="D:M:N:THREADS",
+        help="try another 8-bit tile for head dim D (e.g. 128:128:64:256); repeatable",
+    )
     args = ap.parse_args(argv)
+    from fa4_sm120 import tiles
+
+    for spec in args.tile:  # this process only: the table row the run measures instead
+        d, m, n, t = (int(x) for x in spec.split(":"))
+        tiles.Q8_FWD_TILES[d] = (m, n, t)
     if not torch.cuda.is_available():
         print("bench_q8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
     payload = {"env": C.environment(), "rates_5090_modelled": RATES_5090, "rows": []}
+    payload["q8_tiles"] = {str(d): list(v) for d, v in tiles.Q8_FWD_TILES.items()}
     if args.emulate_sm120:
         payload["emulated_sm120"] = C.emulate_sm120()
         emulate_q8_sm120(payload["emulated_sm120"])
