@@ -97,6 +97,8 @@ def test_q8_public_function():
     assert errors(out.float(), ref)["cosine"] >= 0.999
     empty = quantized_attn_func(q[:, :0], k, v)
     assert empty.shape == (1, 0, 2, 64)
+    no_keys, lse0 = quantized_attn_func(q, k[:, :0], v[:, :0], return_lse=True)
+    assert (no_keys == 0).all() and torch.isinf(lse0).all() and (lse0 < 0).all()
 
 
 def test_sdpa_dropin():
