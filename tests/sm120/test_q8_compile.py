@@ -15,7 +15,7 @@ import pytest
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedConfigError
 from fa4_sm120.compile import ptxas_resources
-from fa4_sm120.configs import Q8FwdConfig
+from fa4_sm120.configs import FwdCodegen, Q8FwdConfig
 from fa4_sm120.fwd_q8 import FlashAttentionForwardQ8Sm120
 from fa4_sm120.tiles import Q8_FWD_TILES, q8_fwd_config
 from fa4_sm120.variants import ptx_problems
@@ -75,6 +75,7 @@ def test_q8_variant_compiles_for_sm120a(cfg, tmp_path):
         ({"has_softcap": True}, "has_softcap"),
         ({"has_sink": True}, "has_sink"),
         ({"tile_n": 32}, "tile_n"),
+        ({"codegen": FwdCodegen(rescale_threshold=1.0)}, "rescale_threshold"),
     ],
 )
 def test_q8_unsupported_variants_name_the_field(change, arg):

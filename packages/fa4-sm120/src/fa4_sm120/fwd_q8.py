@@ -49,24 +49,17 @@ from fa4_core.layout import acc_mn_view
 from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
-from fa4_sm120.configs import Q8FwdConfig
+from fa4_sm120.configs import Q8FwdConfig, fwd_codegen
 from fa4_sm120.fwd import FlashAttentionForwardSm120, KVLoads, KVSource, QTile
+from fa4_sm120.limits import Q8_HEAD_DIMS, Q8_P_SCALE, Q8_PV_ACCUMS, Q8_QK_FORMATS
 from fa4_sm120.mma_sync import DTYPES, fake_stream, fake_tensor
 
 __all__ = [
     "Q8FwdConfig",
     "FlashAttentionForwardQ8Sm120",
-    "QK_FORMATS",
-    "PV_ACCUMS",
-    "P_SCALE",
     "mma_m16n8k32",
 ]
 
-QK_FORMATS = ("int8", "fp8")
-PV_ACCUMS = ("fp32", "fp16")
-Q8_HEAD_DIMS = (64, 128)
-# P (<= 2^rescale_threshold <= 2^0.5) times 2^8 stays below e4m3's 448 (fa4_torch.quant.P_SCALE)
-P_SCALE = 256.0
 
 # (qk or "pv", accumulator): instruction, accumulator registers, their constraint
 _MMA = {
@@ -133,10 +126,10 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
     # ------------------------------------------------------------------ constraints
     @staticmethod
     def can_implement(cfg: Q8FwdConfig) -> None:
-        if cfg.qk not in QK_FORMATS:
-            raise unsupported("qk", cfg.qk, ", ".join(QK_FORMATS))
-        if cfg.pv_accum not in PV_ACCUMS:
-            raise unsupported("pv_accum", cfg.pv_accum, ", ".join(PV_ACCUMS))
+        if cfg.qk not in Q8_QK_FORMATS:
+            raise unsupported("qk", cfg.qk, ", ".join(Q8_QK_FORMATS))
+        if cfg.pv_accum not in Q8_PV_ACCUMS:
+            raise unsupported("pv_accum", cfg.pv_accum, ", ".join(Q8_PV_ACCUMS))
         if cfg.head_dim not in Q8_HEAD_DIMS or cfg.head_dim_v != cfg.head_dim:
             raise unsupported(
                 "(head_dim, head_dim_v)", (cfg.head_dim, cfg.head_dim_v), "(64, 64) or (128, 128)"
@@ -152,6 +145,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             if getattr(cfg, name):
                 raise unsupported(name, True, "False: the 8-bit forward has no such variant")
         FlashAttentionForwardSm120.can_implement(cfg)
+        threshold = fwd_codegen(cfg).rescale_threshold
+        if Q8_P_SCALE * 2.0**threshold >= 448.0:  # P times Q8_P_SCALE must stay inside e4m3
+            raise unsupported("codegen.rescale_threshold", threshold, "< log2(448 / Q8_P_SCALE)")
 
     # ------------------------------------------------------------------ host-side setup (traced)
     @cute.jit
@@ -338,7 +334,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         tOcO_mn = acc_mn_view(thr_mma.partition_C(cute.make_identity_tensor((self.tile_m, self.head_dim_v))))
         acc_O_mn = acc_mn_view(acc_O)
         for c in cutlass.range_constexpr(cute.size(acc_O_mn.shape[1])):
-            vs = mVScale[batch_idx, head_kv, tOcO_mn[0, c][1]] * Float32(1.0 / P_SCALE)
+            vs = mVScale[batch_idx, head_kv, tOcO_mn[0, c][1]] * Float32(1.0 / Q8_P_SCALE)
             for r_ in cutlass.range_constexpr(num_rows):
                 acc_O_mn[r_, c] = acc_O_mn[r_, c] * row_scale[r_] * vs
         cute.arch.cp_async_wait_group(0)
@@ -407,7 +403,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         # two column pairs of 8-column tiles 4kb + 2kh and 4kb + 2kh + 1 of row mh
         num_kb = self.tile_n // 32
         rP = cute.make_rmem_tensor((4, acc_shape[0], num_kb), Int32)
-        ps = Float32(P_SCALE)
+        ps = Float32(Q8_P_SCALE)
         for kb in cutlass.range_constexpr(num_kb):
             for m in cutlass.range_constexpr(acc_shape[0]):
                 for kh in cutlass.range_constexpr(2):

@@ -34,6 +34,8 @@ from typing import NamedTuple
 
 import torch
 
+from fa4_sm120.limits import Q8_P_SCALE, Q8_PV_ACCUMS, Q8_QK_FORMATS
+
 __all__ = [
     "QK_FORMATS",
     "PV_ACCUMS",
@@ -49,10 +51,10 @@ __all__ = [
     "errors",
 ]
 
-QK_FORMATS = ("fp8", "int8")
-PV_ACCUMS = ("fp32", "fp16")
+QK_FORMATS = Q8_QK_FORMATS
+PV_ACCUMS = Q8_PV_ACCUMS
 # P (<= 2^0.5 with the lazy rescale) times 2^8 stays below e4m3's 448 and keeps P >= 2^-17 nonzero
-P_SCALE = 256.0
+P_SCALE = Q8_P_SCALE
 # vt8's key dimension is padded to a multiple of this (every tile_n of the tile table divides it)
 KEY_PAD = 128
 _FP8 = torch.float8_e4m3fn

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_sm120.limits import HEAD_DIMS, MAX_SPLITS
+from fa4_sm120.limits import HEAD_DIMS, MAX_SPLITS, Q8_HEAD_DIMS, Q8_PV_ACCUMS, Q8_QK_FORMATS
 
 __all__ = [
     "DTYPES",
@@ -550,9 +550,6 @@ def _cache_seqlens_range(s_new: int, capacity) -> str:
 
 
 # ---------------------------------------------------------------------------------- 8-bit attention
-Q8_FORMATS = ("int8", "fp8")
-Q8_ACCUMS = ("fp32", "fp16")
-Q8_HEAD_DIMS = (64, 128)
 
 
 class Q8Args(NamedTuple):
@@ -573,10 +570,10 @@ def quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, re
     quantized, compiled or launched."""
     check_flag("causal", causal)
     check_flag("return_lse", return_lse)
-    if qk not in Q8_FORMATS:
-        raise unsupported("qk", qk, ", ".join(repr(f) for f in Q8_FORMATS))
-    if pv_accum not in Q8_ACCUMS:
-        raise unsupported("pv_accum", pv_accum, ", ".join(repr(f) for f in Q8_ACCUMS))
+    if qk not in Q8_QK_FORMATS:
+        raise unsupported("qk", qk, ", ".join(repr(f) for f in Q8_QK_FORMATS))
+    if pv_accum not in Q8_PV_ACCUMS:
+        raise unsupported("pv_accum", pv_accum, ", ".join(repr(f) for f in Q8_PV_ACCUMS))
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, t, 4, layout=False)
     if k.dtype != q.dtype or v.dtype != q.dtype:
