@@ -190,3 +190,23 @@ def test_sdpa_dropin_gqa_needs_enable_gqa():
         scaled_dot_product_attention(q, k, v)
     with pytest.raises(UnsupportedConfigError, match="CUDA"):  # past the checks: the CPU device fails
         scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+@pytest.mark.parametrize("qk", ["int8", "fp8"])
+@pytest.mark.parametrize("s", [64, 100])
+def test_block_quantization_is_the_formula(qk, s):
+    # every block of 32 rows of a head: scale = amax / max8, values = round(x / scale) (e4m3: to nearest)
+    q, k, v = _normal(2, s, 48, 3, 1, 64, seed=s)
+    q = q.to(torch.bfloat16)
+    x = quantize(q, k, v, qk=qk, block_q=32, block_k=32, smooth_k=False)
+    max8 = 127.0 if qk == "int8" else 448.0
+    for bi in range(2):
+        for h in range(3):
+            for blk in range((s + 31) // 32):
+                rows = q[bi, blk * 32 : (blk + 1) * 32, h].float()
+                scale = rows.abs().max() / max8
+                assert x.q_scale[bi, h, blk] == scale
+                want = (
+                    (rows / scale).round() if qk == "int8" else (rows / scale).to(torch.float8_e4m3fn).float()
+                )
+                assert torch.equal(x.q8[bi, blk * 32 : (blk + 1) * 32, h].float(), want)

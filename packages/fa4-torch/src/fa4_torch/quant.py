@@ -97,26 +97,33 @@ def v_max(pv_accum: str, block_k: int) -> float:
 
 
 def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
-    """``(batch, seqlen, heads, d)`` -> ``(batch, heads, nblocks, block, d)`` zero-padded."""
+    """``(batch, seqlen, heads, d)`` -> ``(batch, nblocks, block, heads, d)`` (a view when ``block``
+    divides ``seqlen``, else a zero-padded copy)."""
     b, s, h, d = x.shape
     nb = max(math.ceil(s / block), 1)
-    if s == nb * block:  # no padding copy
-        return x.reshape(b, nb, block, h, d).permute(0, 3, 1, 2, 4)
+    if s == nb * block:
+        return x.reshape(b, nb, block, h, d)
     xp = torch.zeros(b, nb * block, h, d, dtype=x.dtype, device=x.device)
     xp[:, :s] = x
-    return xp.view(b, nb, block, h, d).permute(0, 3, 1, 2, 4)
+    return xp.view(b, nb, block, h, d)
 
 
 def _quantize_blocks(x: torch.Tensor, block: int, qk: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-block 8-bit values (x's layout) and fp32 scales ``(batch, heads, nblocks)``."""
+    """Per-block 8-bit values (x's layout, contiguous) and fp32 scales ``(batch, heads, nblocks)``:
+    the block maximum from ``amax``/``amin`` in x's dtype (exact), the division in fp32."""
     b, s, h, d = x.shape
-    xb = _blocks(x.float(), block)
-    amax = xb.abs().amax(dim=(-2, -1))
+    xb = _blocks(x, block)
+    amax = torch.maximum(xb.amax(dim=(2, 4)), -xb.amin(dim=(2, 4))).float()  # (b, nb, h)
     scale = torch.where(amax > 0, amax / _MAX8[qk], torch.ones_like(amax))
-    y = xb / scale[..., None, None]
-    y = torch.round(y).clamp(-127, 127).to(torch.int8) if qk == "int8" else y.to(_FP8)
-    y = y.permute(0, 2, 3, 1, 4).reshape(b, -1, h, d)[:, :s]
-    return y.contiguous(), scale.contiguous()
+    y = torch.div(xb, scale[:, :, None, :, None])  # fp32 (type promotion): one pass, a new tensor
+    if qk == "int8":
+        y = y.round_().clamp_(-127, 127).to(torch.int8)
+    else:
+        y = y.to(_FP8)
+    y = y.view(b, -1, h, d)
+    if y.shape[1] != s:
+        y = y[:, :s].contiguous()
+    return y, scale.permute(0, 2, 1).contiguous()
 
 
 def quantize(
@@ -146,16 +153,19 @@ def quantize(
         shift = torch.zeros(b, h, sq, dtype=torch.float32, device=q.device)
     q8, q_scale = _quantize_blocks(q, block_q, qk)
     k8, k_scale = _quantize_blocks(kf, block_k, qk)
-    vf = v.float()
-    vmax = vf.abs().amax(dim=1) if sk > 0 else torch.zeros(b, hkv, dv, device=v.device)  # (b, hkv, dv)
+    if sk > 0:  # (b, hkv, dv): exact in v's dtype
+        vmax = torch.maximum(v.amax(dim=1), -v.amin(dim=1)).float()
+    else:
+        vmax = torch.zeros(b, hkv, dv, device=v.device)
     v_scale = torch.where(vmax > 0, vmax / v_max(pv_accum, block_k), torch.ones_like(vmax))
     skp = max(math.ceil(sk / KEY_PAD), 1) * KEY_PAD
-    vt = torch.zeros(b, hkv, dv, skp, dtype=torch.float32, device=v.device)
-    vt[..., :sk] = (vf / v_scale[:, None]).permute(0, 2, 3, 1)
+    v8 = torch.div(v, v_scale[:, None]).to(_FP8).view(torch.uint8)  # the moves below on bytes
+    vt = torch.zeros(b, hkv, dv, skp, dtype=torch.uint8, device=v.device)
+    vt[..., :sk] = v8.permute(0, 2, 3, 1)
     order = pv_key_order().to(v.device)
-    vt = vt.view(b, hkv, dv, skp // 32, 32)[..., order].reshape(b, hkv, dv, skp)
+    vt = vt.view(b, hkv, dv, skp // 32, 32)[..., order].reshape(b, hkv, dv, skp).view(_FP8)
     return QuantizedQKV(
-        q8, k8, vt.to(_FP8).contiguous(), q_scale, k_scale, v_scale.contiguous(), shift.contiguous(),
+        q8, k8, vt.contiguous(), q_scale, k_scale, v_scale.contiguous(), shift.contiguous(),
         qk, block_q, block_k, sk,
     )  # fmt: skip
 
