@@ -210,3 +210,36 @@ def test_block_quantization_is_the_formula(qk, s):
                     (rows / scale).round() if qk == "int8" else (rows / scale).to(torch.float8_e4m3fn).float()
                 )
                 assert torch.equal(x.q8[bi, blk * 32 : (blk + 1) * 32, h].float(), want)
+
+
+@pytest.mark.parametrize("d, causal", [(64, False), (128, True)])
+def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
+    # the launch with the compiled kernel stubbed: what it is given matches the kernel's fake_args
+    from fa4_torch import launch_q8, validate
+    from fa4_torch.validate import quantized_args
+
+    seen = {}
+
+    def fake_kernel(cfg, device):
+        def fn(*args):
+            seen["cfg"], seen["args"] = cfg, args
+
+        return fn
+
+    monkeypatch.setattr(launch_q8, "q8_kernel", fake_kernel)
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)  # the seam: CPU tensors
+    q = torch.randn(2, 77, 4, d, dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 100, 2, d, dtype=torch.bfloat16) for _ in range(2))
+    a = quantized_args(q, k, v, causal, None, (None, None), "int8", "fp32", True)
+    cfg, qkv = launch_q8.quantize_for(a)
+    out, lse = launch_q8.launch_quantized(cfg, qkv, a)
+    q8, k8, vt, qs, ks, vs, o, l_, scale = seen["args"]
+    assert seen["cfg"].is_causal == causal and seen["cfg"].head_dim == d
+    assert q8.dtype == k8.dtype == vt.dtype == o.dtype == torch.bfloat16
+    assert q8.shape == (2, 77, 4, d // 2) and k8.shape == (2, 100, 2, d // 2)
+    assert vt.shape == (2, 2, d, 64) and vt.is_contiguous()  # 100 keys padded to 128, two per element
+    assert qs.shape == (2, 4, -(-77 // cfg.tile_m)) and ks.shape == (2, 2, -(-100 // cfg.tile_n))
+    assert vs.shape == (2, 2, d) and o is out and l_.shape == (2, 4, 77) and scale == pytest.approx(d**-0.5)
+    for t in (q8, k8, vt, o):  # the kernel's assumptions: 16-byte aligned rows
+        assert t.stride(-1) == 1 and all(st % 8 == 0 for st in t.stride()[:-1])
+    assert torch.equal(lse, l_ + qkv.lse_shift)
