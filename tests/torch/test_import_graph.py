@@ -177,5 +177,12 @@ def test_api_holds_only_the_public_functions():
             functions.append(node.name)
         else:
             assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Expr)), ast.dump(node)[:200]
-    public = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention_backward"]
+    public = [
+        "flash_attn_func",
+        "flash_attn_varlen_func",
+        "flash_attn_with_kvcache",
+        "attention_backward",
+        "quantized_attn_func",
+        "scaled_dot_product_attention",
+    ]
     assert exported == functions == public

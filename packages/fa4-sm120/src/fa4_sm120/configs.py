@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from fa4_core.errors import unsupported
 from fa4_sm120.limits import DTYPE_NAMES, HEAD_DIMS
-from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes, kv8_staging_bytes
+from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes, kv8_staging_bytes, q8_fwd_smem_bytes
 
 __all__ = [
     "FwdCodegen",
     "FwdConfig",
     "KV8_DTYPES",
     "kv8_copy",
+    "Q8FwdConfig",
     "fwd_codegen",
     "BwdConfig",
     "PrePostConfig",
@@ -111,6 +112,20 @@ def kv8_copy(head_dim: int, num_threads: int, tile_n: int) -> tuple[int, int]:
         if (head_dim // 16) % tpr == 0 and num_threads % tpr == 0 and tile_n % (num_threads // tpr) == 0:
             return tpr, 16
     return (64 if head_dim % 64 == 0 else 32) // 8, 8
+
+
+@dataclass(frozen=True)
+class Q8FwdConfig(FwdConfig):
+    """The 8-bit forward (:mod:`fa4_sm120.fwd_q8`): a :class:`FwdConfig` (``dtype`` is the output's)
+    plus the format of Q·Kᵀ (``"int8"``: s8 operands, int32 accumulation; ``"fp8"``: e4m3, fp32) and
+    the accumulator of P·V (``"fp32"``, or ``"fp16"`` per key block, added into the fp32 O)."""
+
+    qk: str = "int8"
+    pv_accum: str = "fp32"
+
+    @property
+    def smem_bytes(self) -> int:
+        return q8_fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v)
 
 
 # the lazy O rescale's threshold (log2 units: probabilities stay <= 2^0.5; larger thresholds cost

@@ -279,6 +279,40 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         )
 
     # ------------------------------------------------------------------ host-side setup (traced)
+    def shared_storage(self, sK_layout, sV_layout):
+        """``SharedStorage``: ``sQ`` (``tile_m * max(head_dim, head_dim_v)`` elements; O's buffer in
+        the epilogue), ``sK`` and ``sV``, each 1024-byte aligned (with FP8 K/V also the 8-bit staging
+        tiles ``sK8``, ``sV8``); its size is checked against
+        ``cfg.smem_bytes`` (the tile table's arithmetic is the kernel's) when the kernel is traced."""
+        q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
+
+        def buf(dtype, elems):
+            return cute.struct.Align[cute.struct.MemRange[dtype, elems], 1024]
+
+        fields = {  # annotations as objects (this module's annotations are strings)
+            "sQ": buf(self.dtype, q_elems),
+            "sK": buf(self.dtype, cute.cosize(sK_layout)),
+            "sV": buf(self.dtype, cute.cosize(sV_layout)),
+        }
+        if self.kv8:  # FP8 K/V: the 8-bit staging tiles (fa4_sm120.smem.kv8_staging_bytes)
+            fields["sK8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim)
+            fields["sV8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim_v)
+        SharedStorage = cute.struct(type("SharedStorage", (), {"__annotations__": fields}))
+        if SharedStorage.size_in_bytes() != self.cfg.smem_bytes:
+            raise UnsupportedConfigError(
+                f"shared storage is {SharedStorage.size_in_bytes()} B but the config's smem_bytes is "
+                f"{self.cfg.smem_bytes} B for {self.cfg}"
+            )
+        return SharedStorage
+
+    def make_tiled_mma(self):
+        """``m16n8k16`` 16-bit MMAs, the warps stacked along M, N and K tiled by 16."""
+        return cute.make_tiled_mma(
+            warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
+            (self.num_threads // 32, 1, 1),
+            permutation_mnk=(self.num_threads // 32 * 16, 16, 16),
+        )
+
     @cute.jit
     def __call__(
         self,
@@ -309,21 +343,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         sO_layout = self.smem_layout(self.tile_m, self.head_dim_v)
         sK_layout = self.smem_layout(self.tile_n, self.head_dim)
         sV_layout = self.smem_layout(self.tile_n, self.head_dim_v)
-        q_elems = self.tile_m * max(self.head_dim, self.head_dim_v)
-
-        SharedStorage = self._shared_storage(q_elems, cute.cosize(sK_layout), cute.cosize(sV_layout))
-
-        # the SMEM arithmetic of the tile table is the kernel's: checked when the kernel is traced
-        if cutlass.const_expr(SharedStorage.size_in_bytes() != cfg.smem_bytes):
-            raise UnsupportedConfigError(
-                f"shared storage is {SharedStorage.size_in_bytes()} B but fwd_smem_bytes says "
-                f"{cfg.smem_bytes} B for {cfg}"
-            )
-        tiled_mma = cute.make_tiled_mma(
-            warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
-            (self.num_threads // 32, 1, 1),
-            permutation_mnk=(self.num_threads // 32 * 16, 16, 16),
-        )
+        SharedStorage = self.shared_storage(sK_layout, sV_layout)
+        tiled_mma = self.make_tiled_mma()
         h_axis = 1 if cutlass.const_expr(cfg.varlen_q) else 2
         hkv_axis = 2
         if cutlass.const_expr(cfg.varlen_k):
@@ -758,23 +779,6 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 self.gemm(mma.tiled_mma, acc_h, P, Vt_h, True)
 
     # ------------------------------------------------------------------ FP8 K/V (kv_dtype)
-    def _shared_storage(self, q_elems: int, k_elems: int, v_elems: int):
-        """The kernel's ``SharedStorage``: sQ (also O's), sK, sV in ``dtype``; with FP8 K/V also the
-        8-bit staging tiles sK8, sV8 (:func:`fa4_sm120.smem.kv8_staging_bytes`)."""
-
-        def buf(dtype, elems):
-            return cute.struct.Align[cute.struct.MemRange[dtype, elems], 1024]
-
-        fields = {
-            "sQ": buf(self.dtype, q_elems),
-            "sK": buf(self.dtype, k_elems),
-            "sV": buf(self.dtype, v_elems),
-        }
-        if self.kv8:
-            fields["sK8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim)
-            fields["sV8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim_v)
-        return cute.struct(type("SharedStorage", (), {"__annotations__": fields}))
-
     def _staging_layout(self, d: int):
         """An 8-bit staging tile: ``(tile_n, d)`` row-major (each thread reads back what it copied)."""
         return cute.make_layout((self.tile_n, d), stride=(d, 1))

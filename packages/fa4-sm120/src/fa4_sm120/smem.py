@@ -13,7 +13,7 @@ tiles are widened into the 16-bit K and V buffers.
 
 from __future__ import annotations
 
-__all__ = ["fwd_smem_bytes", "kv8_staging_bytes", "bwd_smem_bytes", "ELEM_BYTES"]
+__all__ = ["fwd_smem_bytes", "kv8_staging_bytes", "q8_fwd_smem_bytes", "bwd_smem_bytes", "ELEM_BYTES"]
 
 ELEM_BYTES = 2  # fp16 / bf16
 
@@ -32,6 +32,12 @@ def fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int, num
 def kv8_staging_bytes(tile_n: int, head_dim: int, head_dim_v: int) -> int:
     """The 8-bit K and V staging tiles of an FP8 K/V cache (one byte per element)."""
     return _align(tile_n * head_dim) + _align(tile_n * head_dim_v)
+
+
+def q8_fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
+    """The 8-bit forward: 1-byte Q, K and (transposed) V tiles; O (16-bit) reuses Q's buffer."""
+    q = _align(max(tile_m * head_dim, tile_m * head_dim_v * ELEM_BYTES))
+    return q + _align(tile_n * head_dim) + _align(tile_n * head_dim_v)
 
 
 def bwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:

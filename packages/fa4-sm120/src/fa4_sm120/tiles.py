@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.configs import FwdConfig
+from fa4_sm120.configs import FwdConfig, Q8FwdConfig
 from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "selecting_args",
     "SMALL_M_ROWS",
     "wants_small_m",
+    "Q8_FWD_TILES",
+    "q8_fwd_config",
 ]
 
 ANY_DTYPE = ("float16", "bfloat16")
@@ -255,3 +257,20 @@ def selecting_args(row: FwdTile, causal: bool) -> dict:
         return {"small_m": True}
     first = select_fwd_tile(row.family, row.dtypes[0], row.head_dim, row.head_dim_v, causal)
     return {} if first == row else {"split_kv": True}
+
+
+# ---------------------------------------------------------------------------------- the 8-bit forward
+# (head_dim) -> (tile_m, tile_n, num_threads) of fa4_sm120.fwd_q8 (every arch family: the kernel is
+# register-bound at one CTA of 8 warps per SM; its sm_120a builds are spill-free, tests/sm120)
+Q8_FWD_TILES = {64: (128, 64, 256), 128: (64, 64, 128)}
+
+
+def q8_fwd_config(dtype: str, head_dim: int, *, causal: bool, qk: str, pv_accum: str, launch_smem: int = 0):
+    """The :class:`~fa4_sm120.configs.Q8FwdConfig` of an 8-bit forward call."""
+    if head_dim not in Q8_FWD_TILES:
+        raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
+    tile_m, tile_n, threads = Q8_FWD_TILES[head_dim]
+    return Q8FwdConfig(
+        dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=tile_m, tile_n=tile_n,
+        num_threads=threads, is_causal=causal, qk=qk, pv_accum=pv_accum, launch_smem=launch_smem,
+    )  # fmt: skip

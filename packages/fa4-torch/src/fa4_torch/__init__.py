@@ -51,6 +51,8 @@ from fa4_torch.api import (  # noqa: E402
     flash_attn_func,
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
+    quantized_attn_func,
+    scaled_dot_product_attention,
 )
 
 __all__ = [
@@ -59,4 +61,6 @@ __all__ = [
     "flash_attn_varlen_func",
     "flash_attn_with_kvcache",
     "attention_backward",
+    "quantized_attn_func",
+    "scaled_dot_product_attention",
 ]

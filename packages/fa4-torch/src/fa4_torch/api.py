@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_torch import launch, ops
+from fa4_torch import launch, launch_q8, ops
 from fa4_torch.autograd import FlashAttnFunc, FlashAttnVarlenFunc, check_backward_supported
 from fa4_torch.validate import (
     DEFAULT_NAMES,
@@ -59,15 +59,24 @@ from fa4_torch.validate import (
     check_kv8,
     check_kvcache,
     check_max_seqlen,
+    check_sdpa,
     forward_args,
     later,
     named_as,
     needs_grad,
+    quantized_args,
     reject_extras,
     reject_flag,
 )
 
-__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_with_kvcache", "attention_backward"]
+__all__ = [
+    "flash_attn_func",
+    "flash_attn_varlen_func",
+    "flash_attn_with_kvcache",
+    "attention_backward",
+    "quantized_attn_func",
+    "scaled_dot_product_attention",
+]
 
 
 def flash_attn_func(
@@ -128,7 +137,7 @@ def flash_attn_func(
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
-    if getattr(k, "dtype", None) in KV8_DTYPES or getattr(v, "dtype", None) in KV8_DTYPES:
+    if getattr(k, "dtype", None) in KV8_DTYPES and getattr(v, "dtype", None) in KV8_DTYPES:
         raise unsupported(
             "(k.dtype, v.dtype)", (k.dtype, v.dtype),
             "q's dtype; an FP8 K/V cache goes through flash_attn_varlen_func or flash_attn_with_kvcache "
@@ -425,3 +434,55 @@ def attention_backward(
         gk if dk is None else dk.add_(gk),
         gv if dv is None else dv.add_(gv),
     )
+
+
+def quantized_attn_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    window_size: tuple[int | None, int | None] = (None, None),
+    qk: str = "int8",
+    pv_accum: str = "fp32",
+    return_lse: bool = False,
+):
+    """8-bit attention (forward only): ``q (batch, seqlen_q, nheads, d)``, ``k``/``v (batch, seqlen_k,
+    nheads_kv, d)`` in fp16/bf16, ``d`` 64 or 128; Q·Kᵀ in ``qk`` (``"int8"``: per-block INT8 with K
+    smoothed, the default; ``"fp8"``: per-block e4m3), P·V in e4m3 with ``pv_accum`` accumulation
+    (``"fp16"``: per key block, the GeForce cards' double rate). Returns ``out`` in the input dtype,
+    and ``(out, lse)`` with ``return_lse``. ``docs/quantized.md`` has what it costs in accuracy."""
+    a = quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse)
+    out, lse = launch_q8.forward_quantized(a)
+    return (out, lse) if return_lse else out
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+    *,
+    precision: str = "int8",
+    pv_accum: str = "fp32",
+) -> torch.Tensor:
+    """``torch.nn.functional.scaled_dot_product_attention``'s shape, for pipelines that patch it:
+    ``(batch, heads, seqlen, dim)`` tensors, ``is_causal`` (bottom-right aligned when the lengths
+    differ, as fa4's), ``scale``, ``enable_gqa``. ``precision``: ``"int8"`` / ``"fp8"`` run
+    :func:`quantized_attn_func` (forward only; ``pv_accum`` as there), ``"native"`` runs
+    :func:`flash_attn_func` in the inputs' fp16/bf16. A mask tensor or dropout raises
+    (``UnsupportedConfigError``). Returns ``(batch, heads, seqlen_q, dim_v)`` (a transposed view)."""
+    check_sdpa(query, key, value, attn_mask, dropout_p, enable_gqa, precision)
+    q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+    if precision == "native":
+        out = flash_attn_func(q, k, v, softmax_scale=scale, causal=is_causal)
+        out = out[0] if isinstance(out, tuple) else out
+    else:
+        out = quantized_attn_func(
+            q, k, v, causal=is_causal, softmax_scale=scale, qk=precision, pv_accum=pv_accum
+        )
+    return out.transpose(1, 2)

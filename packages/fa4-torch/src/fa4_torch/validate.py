@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_sm120.limits import HEAD_DIMS, MAX_SPLITS
+from fa4_sm120.limits import HEAD_DIMS, MAX_SPLITS, Q8_HEAD_DIMS, Q8_PV_ACCUMS, Q8_QK_FORMATS
 
 __all__ = [
     "DTYPES",
@@ -64,6 +64,10 @@ __all__ = [
     "KV8_DTYPES",
     "check_kv8",
     "quantize_kv8",
+    "Q8Args",
+    "quantized_args",
+    "SDPA_PRECISIONS",
+    "check_sdpa",
 ]
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -668,3 +672,90 @@ def _cache_seqlens_range(s_new: int, capacity) -> str:
     if s_new > capacity:
         return f"none: {fits}"
     return f"0 <= cache_seqlens[b] <= {capacity - s_new} ({fits})"
+
+
+# ---------------------------------------------------------------------------------- 8-bit attention
+
+
+class Q8Args(NamedTuple):
+    """A validated ``quantized_attn_func`` call."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    softmax_scale: float
+    causal: bool
+    qk: str
+    pv_accum: str
+    return_lse: bool
+
+
+def quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse) -> Q8Args:
+    """Every check of an 8-bit forward call (``fa4_torch.quantized_attn_func``), before anything is
+    quantized, compiled or launched."""
+    check_flag("causal", causal)
+    check_flag("return_lse", return_lse)
+    if qk not in Q8_QK_FORMATS:
+        raise unsupported("qk", qk, ", ".join(repr(f) for f in Q8_QK_FORMATS))
+    if pv_accum not in Q8_PV_ACCUMS:
+        raise unsupported("pv_accum", pv_accum, ", ".join(repr(f) for f in Q8_PV_ACCUMS))
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, 4, layout=False)
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise unsupported(
+            "(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
+        )
+    head_dim = q.shape[-1]
+    if head_dim not in Q8_HEAD_DIMS or k.shape[-1] != head_dim or v.shape[-1] != head_dim:
+        raise unsupported(
+            "(q, k, v).shape[-1]", (head_dim, k.shape[-1], v.shape[-1]), "64 or 128, the same for all three"
+        )
+    if k.shape != v.shape or k.shape[0] != q.shape[0]:
+        raise unsupported(
+            "(k.shape, v.shape)",
+            (tuple(k.shape), tuple(v.shape)),
+            f"both (batch={q.shape[0]}, seqlen_k, nheads_kv, d)",
+        )
+    nheads, nheads_kv = q.shape[2], k.shape[2]
+    if nheads_kv == 0 or nheads % nheads_kv != 0:
+        raise unsupported(
+            "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
+        )
+    is_local, _, _ = canonical_window(window_size, causal)
+    if is_local:
+        raise later("8-bit attention with a local window (window_size)", None)
+    softmax_scale = check_scalars(softmax_scale, 0.0, 1, None, head_dim)
+    if needs_grad(q, k, v):
+        raise unsupported(
+            "(q, k, v).requires_grad", True, "False: 8-bit attention is forward only (no backward)"
+        )
+    check_devices(q, (("k", k), ("v", v)))
+    return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse)
+
+
+SDPA_PRECISIONS = ("int8", "fp8", "native")
+
+
+def check_sdpa(query, key, value, attn_mask, dropout_p, enable_gqa, precision) -> None:
+    """What ``fa4_torch.scaled_dot_product_attention`` adds to the checks of the function it calls:
+    no mask tensor, no dropout, GQA only with ``enable_gqa`` (SDPA's rule), a known ``precision``."""
+    if precision not in SDPA_PRECISIONS:
+        raise unsupported("precision", precision, ", ".join(repr(p) for p in SDPA_PRECISIONS))
+    if attn_mask is not None:
+        raise unsupported(
+            "attn_mask", type(attn_mask).__name__, "None (use is_causal=True for a causal mask)"
+        )
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, (int, float)) or dropout_p != 0:
+        raise unsupported("dropout_p", dropout_p, "0.0 (fa4 has no dropout)")
+    check_flag("enable_gqa", enable_gqa)
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise unsupported(
+                f"{name}.dim()", getattr(t, "ndim", type(t).__name__), "4: (batch, heads, seqlen, dim)"
+            )
+    if query.shape[1] != key.shape[1] and not enable_gqa:
+        raise unsupported(
+            "(query.shape[1], key.shape[1])",
+            (query.shape[1], key.shape[1]),
+            "equal head counts, or enable_gqa=True",
+        )

@@ -1,0 +1,458 @@
+"""The 8-bit forward of the mma.sync family: ``S = Q·Kᵀ`` on ``mma.sync m16n8k32`` with s8 (int32
+accumulation) or e4m3 (fp32) operands, ``O += P·V`` on e4m3 ``m16n8k32`` with fp32 accumulation (or
+fp16 per key block, added into the fp32 O). The recipe and the quantizer that writes its inputs are
+``fa4_torch.quant``'s; ``docs/quantized.md`` has the accuracy of each choice.
+
+Tensors (the 8-bit ones passed as 16-bit tensors of the output dtype whose last dimension holds two
+8-bit values per element, so that every copy and ``ldmatrix`` is the 16-bit forward's):
+
+* ``mQ (batch, seqlen_q, nheads, head_dim / 2)``, ``mK (batch, seqlen_k, nheads_kv, head_dim / 2)``:
+  8-bit values per block of ``tile_m`` query rows / ``tile_n`` keys, scales fp32 ``mQScale (batch,
+  nheads, ceil(seqlen_q / tile_m))`` and ``mKScale (batch, nheads_kv, ceil(seqlen_k / tile_n))``;
+* ``mVt (batch, nheads_kv, head_dim_v, seqlen_k_padded / 2)``: e4m3 V transposed, keys padded to a
+  multiple of ``tile_n`` (every block is read whole) and permuted within each group of 32
+  (``fa4_torch.quant.pv_key_order``), with fp32 channel scales ``mVScale (batch, nheads_kv,
+  head_dim_v)``;
+* ``mO (batch, seqlen_q, nheads, head_dim_v)`` fp16/bf16, ``mLSE (batch, nheads, seqlen_q)`` (of the
+  scores as quantized: smoothing's shift is the caller's).
+
+Why the layouts: an ``m16n8k32`` 8-bit A or B fragment holds the same bytes as an ``m16n8k16`` 16-bit
+one whose elements are pairs of 8-bit values along k, so Q and K (k = head dim) and Vᵀ (k = keys) go
+through the 16-bit ``ldmatrix`` and the 16-bit forward's tiled MMA partitions; only the instruction
+differs (:func:`mma_m16n8k32`, inline PTX). P never leaves registers: a thread's S accumulators of
+four 8-column tiles are exactly the keys its A fragment of one 32-key step needs, in the order the
+quantizer gave Vᵀ's keys, so each register is two ``cvt.rn.satfinite.e4m3x2.f32`` (:func:`pack_p`).
+
+Per CTA (one ``tile_m`` block of query rows of one head), as :class:`fa4_sm120.fwd.FlashAttentionForwardSm120`
+(whose loads, masks, online softmax, LSE and O stores it reuses): S is scaled by the key block's scale
+(the query block's is folded into the softmax scale), masked, passed through the online softmax; P
+times ``p_scale`` goes to e4m3; the epilogue divides by the row sum and ``p_scale`` and multiplies by
+V's channel scales.
+
+Supported: non-causal and causal (bottom-right), MHA/GQA/MQA (no pack-GQA), head dims 64 and 128
+(``head_dim == head_dim_v``), any lengths. Not (typed errors): windows, varlen, paged K/V, split-KV,
+softcap, sinks.
+"""
+
+from __future__ import annotations
+
+import cutlass
+import cutlass.cute as cute
+from cutlass import Float32, Int32
+from cutlass._mlir.dialects import llvm
+from cutlass.cute.nvgpu import warp
+from cutlass.cutlass_dsl import T
+
+from fa4_core.block_info import BlockInfo
+from fa4_core.errors import unsupported
+from fa4_core.layout import acc_mn_view
+from fa4_core.mask import apply_mask
+from fa4_core.seqlen_info import SeqlenInfoQK
+from fa4_core.softmax import LOG2_E, OnlineSoftmax
+from fa4_sm120.configs import Q8FwdConfig, fwd_codegen
+from fa4_sm120.fwd import FlashAttentionForwardSm120, KVLoads, KVSource, QTile
+from fa4_sm120.limits import Q8_HEAD_DIMS, Q8_P_SCALE, Q8_PV_ACCUMS, Q8_QK_FORMATS
+from fa4_sm120.mma_sync import DTYPES, fake_stream, fake_tensor
+
+__all__ = [
+    "Q8FwdConfig",
+    "FlashAttentionForwardQ8Sm120",
+    "mma_m16n8k32",
+]
+
+
+# (qk or "pv", accumulator): instruction, accumulator registers, their constraint
+_MMA = {
+    ("int8", "s32"): ("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32", 4, "r"),
+    ("fp8", "f32"): ("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32", 4, "f"),
+    ("fp8", "f16"): ("mma.sync.aligned.m16n8k32.row.col.f16.e4m3.e4m3.f16", 2, "r"),
+}
+
+
+def mma_m16n8k32(fmt: str, acc_type: str, acc: cute.Tensor, a: cute.Tensor, b: cute.Tensor) -> None:
+    """``acc += a·b`` on one ``mma.sync m16n8k32`` (inline PTX): ``a`` 4 and ``b`` 2 Int32 registers
+    (four 8-bit values each), ``acc`` the atom's 4 accumulators (Int32 for ``s32``, Float32 for
+    ``f32``) or 2 Int32 registers of packed f16 pairs (``f16``)."""
+    instr, n_acc, con = _MMA[(fmt, acc_type)]
+    ty = T.f32() if con == "f" else T.i32()
+    dtype = Float32 if con == "f" else Int32
+    c = ",".join(f"${i}" for i in range(n_acc))
+    asm = (
+        f"{instr} {{{c}}}, {{${n_acc},${n_acc + 1},${n_acc + 2},${n_acc + 3}}}, "
+        f"{{${n_acc + 4},${n_acc + 5}}}, {{{','.join(f'${n_acc + 6 + i}' for i in range(n_acc))}}};"
+    )
+    constraints = ",".join([f"={con}"] * n_acc + ["r"] * 6 + [str(i) for i in range(n_acc)])
+    ins = [a[i].ir_value() for i in range(4)] + [b[i].ir_value() for i in range(2)]
+    ins += [acc[i].ir_value() for i in range(n_acc)]
+    res = llvm.inline_asm(
+        llvm.StructType.get_literal([ty] * n_acc),
+        ins,
+        asm,
+        constraints,
+        has_side_effects=False,
+        is_align_stack=False,
+        asm_dialect=llvm.AsmDialect.AD_ATT,
+    )
+    for i in range(n_acc):
+        acc[i] = dtype(llvm.extractvalue(ty, res, [i]))
+
+
+def pack_p(x0: Float32, x1: Float32, x2: Float32, x3: Float32) -> Int32:
+    """Four fp32 values -> one register of four e4m3 (``x0`` in the lowest byte), saturated."""
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [x.ir_value() for x in (x0, x1, x2, x3)],
+            "{ .reg .b16 lo, hi; cvt.rn.satfinite.e4m3x2.f32 lo, $2, $1; "
+            "cvt.rn.satfinite.e4m3x2.f32 hi, $4, $3; mov.b32 $0, {lo, hi}; }",
+            "=r,f,f,f,f",
+            has_side_effects=False,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
+    )
+
+
+class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
+    """The 8-bit forward kernel class: ``FlashAttentionForwardQ8Sm120.compile(cfg, ...)``."""
+
+    def __init__(self, cfg: Q8FwdConfig):
+        super().__init__(cfg)
+        # Q and K rows in 16-bit elements (two 8-bit values each): the base class's loads read this
+        self.head_dim = cfg.head_dim // 2
+        self.kv_cols = cfg.tile_n // 2  # a Vᵀ tile row (keys) in 16-bit elements
+        self.qk_acc = "s32" if cfg.qk == "int8" else "f32"
+
+    # ------------------------------------------------------------------ constraints
+    @staticmethod
+    def can_implement(cfg: Q8FwdConfig) -> None:
+        if cfg.qk not in Q8_QK_FORMATS:
+            raise unsupported("qk", cfg.qk, ", ".join(Q8_QK_FORMATS))
+        if cfg.pv_accum not in Q8_PV_ACCUMS:
+            raise unsupported("pv_accum", cfg.pv_accum, ", ".join(Q8_PV_ACCUMS))
+        if cfg.head_dim not in Q8_HEAD_DIMS or cfg.head_dim_v != cfg.head_dim:
+            raise unsupported(
+                "(head_dim, head_dim_v)", (cfg.head_dim, cfg.head_dim_v), "(64, 64) or (128, 128)"
+            )
+        if cfg.tile_n not in (64, 128):
+            raise unsupported(
+                "tile_n",
+                cfg.tile_n,
+                "64 or 128 (divisors of the quantizer's key padding; Vᵀ rows of at least 32 elements)",
+            )
+        for name in ("is_local", "pack_gqa", "varlen_q", "varlen_k", "has_seqused_q", "has_seqused_k",
+                     "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink", "q_in_regs"):  # fmt: skip
+            if getattr(cfg, name):
+                raise unsupported(name, True, "False: the 8-bit forward has no such variant")
+        FlashAttentionForwardSm120.can_implement(cfg)
+        threshold = fwd_codegen(cfg).rescale_threshold
+        if Q8_P_SCALE * 2.0**threshold >= 448.0:  # P times Q8_P_SCALE must stay inside e4m3
+            raise unsupported("codegen.rescale_threshold", threshold, "< log2(448 / Q8_P_SCALE)")
+
+    # ------------------------------------------------------------------ host-side setup (traced)
+    @cute.jit
+    def __call__(
+        self,
+        mQ: cute.Tensor,
+        mK: cute.Tensor,
+        mVt: cute.Tensor,
+        mQScale: cute.Tensor,
+        mKScale: cute.Tensor,
+        mVScale: cute.Tensor,
+        mO: cute.Tensor,
+        mLSE: cute.Tensor,
+        softmax_scale: Float32,
+        stream,
+    ):
+        cfg = self.cfg
+        sQ_layout = self.smem_layout(self.tile_m, self.head_dim)
+        sO_layout = self.smem_layout(self.tile_m, self.head_dim_v)
+        sK_layout = self.smem_layout(self.tile_n, self.head_dim)
+        sV_layout = self.smem_layout(self.head_dim_v, self.kv_cols)
+        SharedStorage = self.shared_storage(sK_layout, sV_layout)  # checked against q8_fwd_smem_bytes
+        tiled_mma = self.make_tiled_mma()  # 16-bit partitions: 8-bit operands travel as pairs
+        grid = (cute.ceil_div(mQ.shape[1], self.tile_m), mQ.shape[2], mQ.shape[0])
+        self.kernel_q8(
+            mQ,
+            mK,
+            mVt,
+            mQScale,
+            mKScale,
+            mVScale,
+            mO,
+            mLSE,
+            softmax_scale * LOG2_E,
+            sQ_layout,
+            sO_layout,
+            sK_layout,
+            sV_layout,
+            self.gmem_copy(self.head_dim, True),
+            self.gmem_copy(self.kv_cols, True),
+            self.gmem_copy(self.head_dim_v, False),
+            tiled_mma,
+            SharedStorage,
+        ).launch(
+            grid=grid,
+            block=[self.num_threads, 1, 1],
+            smem=max(SharedStorage.size_in_bytes(), cfg.launch_smem),
+            stream=stream,
+        )
+
+    # ------------------------------------------------------------------ the kernel
+    @cute.kernel
+    def kernel_q8(
+        self,
+        mQ: cute.Tensor,
+        mK: cute.Tensor,
+        mVt: cute.Tensor,
+        mQScale: cute.Tensor,
+        mKScale: cute.Tensor,
+        mVScale: cute.Tensor,
+        mO: cute.Tensor,
+        mLSE: cute.Tensor,
+        scale_log2: Float32,
+        sQ_layout: cute.ComposedLayout,
+        sO_layout: cute.ComposedLayout,
+        sK_layout: cute.ComposedLayout,
+        sV_layout: cute.ComposedLayout,
+        gmem_copy_QK: cute.TiledCopy,
+        gmem_copy_V: cute.TiledCopy,
+        gmem_copy_O: cute.TiledCopy,
+        tiled_mma: cute.TiledMma,
+        SharedStorage: cutlass.Constexpr,
+    ):
+        tidx, _, _ = cute.arch.thread_idx()
+        bidx, head_idx, batch_idx = cute.arch.block_idx()
+        num_m_blocks, _, _ = cute.arch.grid_dim()
+        m_block = num_m_blocks - 1 - bidx if cutlass.const_expr(self.is_causal) else bidx
+        seq = SeqlenInfoQK.create(batch_idx, mQ.shape[0], mQ.shape[1], mK.shape[1], None, None, None, None)
+        tile = QTile(tidx, m_block, head_idx, batch_idx, Int32(0), Int32(1), seq)
+        if m_block * self.tile_m < seq.seqlen_q:
+            self.attend_q8(
+                mQ, mK, mVt, mQScale, mKScale, mVScale, mO, mLSE, scale_log2, tile,
+                (sQ_layout, sO_layout, sK_layout, sV_layout),
+                (gmem_copy_QK, gmem_copy_V, gmem_copy_O), tiled_mma, SharedStorage,
+            )  # fmt: skip
+
+    @cute.jit
+    def attend_q8(
+        self,
+        mQ: cute.Tensor,
+        mK: cute.Tensor,
+        mVt: cute.Tensor,
+        mQScale: cute.Tensor,
+        mKScale: cute.Tensor,
+        mVScale: cute.Tensor,
+        mO: cute.Tensor,
+        mLSE: cute.Tensor,
+        scale_log2: Float32,
+        tile: QTile,
+        layouts,
+        copies,
+        tiled_mma: cute.TiledMma,
+        SharedStorage: cutlass.Constexpr,
+    ):
+        """A query tile that has rows: the base class's steps 1-3 with 8-bit MMAs."""
+        sQ_layout, sO_layout, sK_layout, sV_layout = layouts
+        gmem_copy_QK, gmem_copy_V, gmem_copy_O = copies
+        tidx, m_block, head_idx, batch_idx = tile.tidx, tile.m_block, tile.head_idx, tile.batch_idx
+        seqlen_q, seqlen_k = tile.seq.seqlen_q, tile.seq.seqlen_k
+        head_kv = head_idx // (mQ.shape[2] // mK.shape[2])
+
+        block_info = BlockInfo(self.tile_m, self.tile_n, self.is_causal, False, 1)
+        n_block_min, n_block_max = block_info.n_block_range(m_block, seqlen_q, seqlen_k, None, None)
+        n_right_mask = block_info.right_mask_start(m_block, seqlen_q, seqlen_k, None)
+
+        smem = cutlass.memory.SmemAllocator()
+        storage = smem.allocate(SharedStorage)
+        sQ = storage.sQ.get_tensor(sQ_layout)
+        sO = storage.sQ.get_tensor(sO_layout)
+        sK = storage.sK.get_tensor(sK_layout)
+        sVt = storage.sV.get_tensor(sV_layout)
+
+        # K: the base class's block loads (rows past seqlen_k zero-filled); Vᵀ: whole padded tiles
+        thr_copy_K = gmem_copy_QK.get_slice(tidx)
+        thr_copy_V = gmem_copy_V.get_slice(tidx)
+        tKsK = thr_copy_K.partition_D(sK)
+        tKcK = thr_copy_K.partition_S(cute.make_identity_tensor((self.tile_n, self.head_dim)))
+        mK_cur = mK[batch_idx, None, head_kv, None]
+        mVt_cur = mVt[batch_idx, head_kv, None, None]
+        tVsV = thr_copy_V.partition_D(sVt)
+        loads = KVLoads(
+            K=KVSource(mK, mK_cur, gmem_copy_QK, thr_copy_K, self.head_dim, tKsK, tKcK),
+            V=None,
+            mPageTable=None,
+            batch_idx=batch_idx,
+            head_kv=head_kv,
+            seqlen_k=seqlen_k,
+            pages=None,
+        )
+
+        thr_mma = tiled_mma.get_slice(tidx)
+        tSrQ = thr_mma.make_fragment_A(thr_mma.partition_A(sQ))
+        tSrK = thr_mma.make_fragment_B(thr_mma.partition_B(sK))
+        tOrVt = thr_mma.make_fragment_B(thr_mma.partition_B(sVt))
+        acc_O = cute.make_rmem_tensor(thr_mma.partition_shape_C((self.tile_m, self.head_dim_v)), Float32)
+        acc_O.fill(0.0)
+        ldsm = warp.LdMatrix8x8x16bOp(transpose=False, num_matrices=4)
+        smem_copy_Q = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
+        smem_copy_B = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
+        thr_smem_Q = smem_copy_Q.get_slice(tidx)
+        thr_smem_B = smem_copy_B.get_slice(tidx)
+        frags = (
+            (smem_copy_Q, thr_smem_Q.partition_S(sQ), thr_smem_Q.retile(tSrQ), tSrQ),
+            (smem_copy_B, thr_smem_B.partition_S(sK), thr_smem_B.retile(tSrK), tSrK),
+            (smem_copy_B, thr_smem_B.partition_S(sVt), thr_smem_B.retile(tOrVt), tOrVt),
+        )
+
+        cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
+        tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
+        num_rows = cute.size(tScS_mn.shape[0])
+        # the query block's scale folded into the softmax scale
+        q_scale = mQScale[batch_idx, head_idx, m_block]
+        softmax = OnlineSoftmax(scale_log2 * q_scale, num_rows, self.rescale_threshold, self.tree_reduce)
+        row_scale = cute.make_rmem_tensor(num_rows, Float32)
+
+        self.load_q(mQ, sQ, gmem_copy_QK, tile, seqlen_q)
+        has_work = n_block_min < n_block_max
+        if has_work:
+            self.load_kv(loads, loads.K, n_block_max - 1, True)
+        cute.arch.cp_async_commit_group()
+        vt = (mVt_cur, thr_copy_V, tVsV, gmem_copy_V)
+        ctx = (frags, acc_O, tScS_mn, m_block, seqlen_q, seqlen_k, mKScale, batch_idx, head_kv)
+        if has_work:
+            self.block_q8(n_block_max - 1, n_block_min, ctx, loads, vt, softmax, row_scale, True, True)
+        n_mid = cutlass.max(cutlass.min(n_right_mask, n_block_max - 1), n_block_min)
+        for i in cutlass.range(n_block_max - 1 - n_mid, unroll=1):
+            self.block_q8(n_block_max - 2 - i, n_block_min, ctx, loads, vt, softmax, row_scale, False, True)
+        for i in cutlass.range(n_mid - n_block_min, unroll=1):
+            self.block_q8(n_mid - 1 - i, n_block_min, ctx, loads, vt, softmax, row_scale, False, False)
+
+        lse = cute.make_rmem_tensor(num_rows, Float32)
+        softmax.finalize(row_scale, lse)
+        # O / (row_sum * p_scale) * v_scale[column]
+        tOcO_mn = acc_mn_view(thr_mma.partition_C(cute.make_identity_tensor((self.tile_m, self.head_dim_v))))
+        acc_O_mn = acc_mn_view(acc_O)
+        for c in cutlass.range_constexpr(cute.size(acc_O_mn.shape[1])):
+            vs = mVScale[batch_idx, head_kv, tOcO_mn[0, c][1]] * Float32(1.0 / Q8_P_SCALE)
+            for r_ in cutlass.range_constexpr(num_rows):
+                acc_O_mn[r_, c] = acc_O_mn[r_, c] * row_scale[r_] * vs
+        cute.arch.cp_async_wait_group(0)
+        self.store_lse(lse, mLSE, thr_mma, tile, seqlen_q)
+        self.epilogue(acc_O, mO, sO, tiled_mma, gmem_copy_O, tile, seqlen_q)
+
+    # ------------------------------------------------------------------ one key block
+    @cute.jit
+    def block_q8(
+        self,
+        n_block: Int32,
+        n_block_min: Int32,
+        ctx,
+        loads,
+        vt,
+        softmax: OnlineSoftmax,
+        row_scale: cute.Tensor,
+        is_first: cutlass.Constexpr[bool],
+        need_mask: cutlass.Constexpr[bool],
+    ):
+        frags, acc_O, tScS_mn, m_block, seqlen_q, seqlen_k, mKScale, batch_idx, head_kv = ctx
+        Q, K, Vt = frags
+        mVt_cur, thr_copy_V, tVsV, gmem_copy_V = vt
+        acc_shape = (cute.size(Q[3].shape[1]), cute.size(K[3].shape[1]))
+        # K(n) has landed; everyone is done with V(n+1): start V(n)
+        cute.arch.cp_async_wait_group(0)
+        cute.arch.barrier()
+        gV = cute.local_tile(mVt_cur, (self.head_dim_v, self.kv_cols), (0, n_block))
+        cute.copy(gmem_copy_V, thr_copy_V.partition_S(gV), tVsV)
+        cute.arch.cp_async_commit_group()
+        # S = Q·Kᵀ in 8 bits
+        acc_dtype = Int32 if cutlass.const_expr(self.qk_acc == "s32") else Float32
+        acc_S = cute.make_rmem_tensor(((2, 2), acc_shape[0], acc_shape[1]), acc_dtype)
+        acc_S.fill(0)
+        num_k = cute.size(K[3].shape[2])
+        for k in cutlass.range_constexpr(num_k):
+            cute.copy(Q[0], Q[1][None, None, k], Q[2][None, None, k])
+            cute.copy(K[0], K[1][None, None, k], K[2][None, None, k])
+            for m in cutlass.range_constexpr(acc_shape[0]):
+                a = cute.recast_tensor(Q[3][None, m, k], Int32)
+                for n in cutlass.range_constexpr(acc_shape[1]):
+                    b = cute.recast_tensor(K[3][None, n, k], Int32)
+                    mma_m16n8k32(self.cfg.qk, self.qk_acc, acc_S[None, m, n], a, b)
+        # everyone is done with K(n): start K(n-1); V(n) is waited for just before P·V
+        cute.arch.barrier()
+        if n_block > n_block_min:
+            self.load_kv(loads, loads.K, n_block - 1, False)
+        cute.arch.cp_async_commit_group()
+        # the key block's scale (the query block's is in the softmax scale)
+        k_scale = mKScale[batch_idx, head_kv, n_block]
+        acc_Sf = cute.make_rmem_tensor(acc_S.shape, Float32)
+        acc_Sf.store(acc_S.load().to(Float32) * k_scale)
+        acc_S_mn = acc_mn_view(acc_Sf)
+        if cutlass.const_expr(need_mask):
+            apply_mask(
+                acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, None, None,
+                self.tile_m, self.tile_n, 1, self.is_causal, False,
+            )  # fmt: skip
+        rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
+        if cutlass.const_expr(not is_first):
+            if rescale:
+                acc_O_mn = acc_mn_view(acc_O)
+                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+        # P in e4m3, straight from the accumulators: A register (mh, kh) of 32-key step kb holds the
+        # two column pairs of 8-column tiles 4kb + 2kh and 4kb + 2kh + 1 of row mh
+        num_kb = self.tile_n // 32
+        rP = cute.make_rmem_tensor((4, acc_shape[0], num_kb), Int32)
+        ps = Float32(Q8_P_SCALE)
+        for kb in cutlass.range_constexpr(num_kb):
+            for m in cutlass.range_constexpr(acc_shape[0]):
+                for kh in cutlass.range_constexpr(2):
+                    for mh in cutlass.range_constexpr(2):
+                        row, col = mh + 2 * m, 2 * (4 * kb + 2 * kh)
+                        rP[mh + 2 * kh, m, kb] = pack_p(
+                            acc_S_mn[row, col] * ps,
+                            acc_S_mn[row, col + 1] * ps,
+                            acc_S_mn[row, col + 2] * ps,
+                            acc_S_mn[row, col + 3] * ps,
+                        )
+        cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
+        cute.arch.barrier()
+        num_n = cute.size(Vt[3].shape[1])
+        for kb in cutlass.range_constexpr(num_kb):
+            cute.copy(Vt[0], Vt[1][None, None, kb], Vt[2][None, None, kb])
+            for m in cutlass.range_constexpr(acc_shape[0]):
+                a = rP[None, m, kb]
+                for n in cutlass.range_constexpr(num_n):
+                    b = cute.recast_tensor(Vt[3][None, n, kb], Int32)
+                    if cutlass.const_expr(self.cfg.pv_accum == "fp32"):
+                        mma_m16n8k32("fp8", "f32", acc_O[None, m, n], a, b)
+                    else:
+                        acc16 = cute.make_rmem_tensor(2, Int32)
+                        acc16.fill(0)
+                        mma_m16n8k32("fp8", "f16", acc16, a, b)
+                        self._add_f16(acc_O[None, m, n], acc16)
+
+    @cute.jit
+    def _add_f16(self, acc: cute.Tensor, acc16: cute.Tensor):
+        """``acc`` (4 fp32) += the two packed f16 pairs of ``acc16``."""
+        h = cute.recast_tensor(acc16, cutlass.Float16)
+        for i in cutlass.range_constexpr(4):
+            acc[i] = acc[i] + h[i].to(Float32)
+
+    # ------------------------------------------------------------------ compile without tensors
+    @staticmethod
+    def fake_args(cfg: Q8FwdConfig) -> tuple:
+        """Placeholders for :meth:`__call__`: ``(mQ, mK, mVt, mQScale, mKScale, mVScale, mO, mLSE,
+        softmax_scale, stream)``."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, sq, sk, skp, hq, hkv, nq, nk = (sym() for _ in range(8))
+        q = fake_tensor(dt, (b, sq, hq, cfg.head_dim // 2))
+        k = fake_tensor(dt, (b, sk, hkv, cfg.head_dim // 2))
+        vt = fake_tensor(dt, (b, hkv, cfg.head_dim_v, skp))
+        qs = fake_tensor(Float32, (b, hq, nq), divisibility=1)
+        ks = fake_tensor(Float32, (b, hkv, nk), divisibility=1)
+        vs = fake_tensor(Float32, (b, hkv, cfg.head_dim_v), divisibility=1)
+        o = fake_tensor(dt, (b, sq, hq, cfg.head_dim_v))
+        lse = fake_tensor(Float32, (b, hq, sq), divisibility=1)
+        return (q, k, vt, qs, ks, vs, o, lse, Float32(1.0), fake_stream())

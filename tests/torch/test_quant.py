@@ -1,0 +1,245 @@
+"""The 8-bit recipe on the CPU: the quantizer's layouts (the key order of Vᵀ is the one the kernel's P
+registers hold), the fp32 emulation against exact attention (the accuracy the docs state), and the
+typed errors of ``quantized_attn_func`` (raised before anything is quantized or launched)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fa4_core.errors import UnsupportedConfigError
+from fa4_torch import quantized_attn_func
+from fa4_torch.quant import (
+    KEY_PAD,
+    P_SCALE,
+    attention_fp32,
+    emulate,
+    errors,
+    pv_key_order,
+    quantize,
+    real_like,
+    v_max,
+)
+
+
+def test_pv_key_order_is_the_accumulator_order_of_the_a_fragment():
+    order = pv_key_order().tolist()
+    assert sorted(order) == list(range(32))
+    # thread quad index t holds, in A-fragment register kh (rows gid), bytes e = 0..3 = positions
+    # 16 kh + 4 t + e; its S accumulators are columns 2t, 2t + 1 of 8-column tiles 2 kh and 2 kh + 1
+    for t in range(4):
+        for kh in range(2):
+            for e in range(4):
+                tile, c = 2 * kh + e // 2, e % 2
+                assert order[16 * kh + 4 * t + e] == 8 * tile + 2 * t + c
+
+
+def _normal(b, sq, sk, h, hkv, d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(b, sq, h, d, generator=g),
+        torch.randn(b, sk, hkv, d, generator=g),
+        torch.randn(b, sk, hkv, d, generator=g),
+    )
+
+
+def test_quantizer_layouts():
+    q, k, v = _normal(2, 77, 100, 4, 2, 64)
+    x = quantize(q, k, v, qk="int8", block_q=64, block_k=64)
+    assert x.q8.dtype == torch.int8 and x.q8.shape == q.shape
+    assert x.k8.dtype == torch.int8 and x.k8.shape == k.shape
+    assert x.vt8.dtype == torch.float8_e4m3fn and x.vt8.shape == (2, 2, 64, KEY_PAD)
+    assert x.q_scale.shape == (2, 4, 2) and x.k_scale.shape == (2, 2, 2) and x.v_scale.shape == (2, 2, 64)
+    assert x.lse_shift.shape == (2, 4, 77)
+    keys = x.vt8.float().view(2, 2, 64, KEY_PAD // 32, 32)[..., torch.argsort(pv_key_order())]
+    keys = keys.reshape(2, 2, 64, KEY_PAD)  # Vᵀ in key order again
+    assert (keys[..., 100:] == 0).all()  # the padding keys are zero
+    assert torch.allclose(keys[..., :100] * x.v_scale[..., None], v.permute(0, 2, 3, 1), rtol=0.07, atol=1e-2)
+    y = quantize(q, k, v, qk="fp8")
+    assert y.q8.dtype == torch.float8_e4m3fn and y.k8.dtype == torch.float8_e4m3fn
+
+
+@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("qk, cos_min, l1_max", [("int8", 0.999, 0.045), ("fp8", 0.998, 0.06)])
+def test_emulation_accuracy_standard_normal(d, qk, cos_min, l1_max):
+    q, k, v = _normal(1, 512, 512, 2, 2, d)
+    ref, ref_lse = attention_fp32(q.double(), k.double(), v.double())
+    out, lse = emulate(quantize(q, k, v, qk=qk))
+    e = errors(out, ref)
+    assert e["cosine"] >= cos_min and e["rel_l1"] <= l1_max, e
+    assert (lse.double() - ref_lse).abs().max() < 0.05
+
+
+def test_smoothing_and_its_lse_shift_on_real_like_inputs():
+    q, k, v = real_like(1, 256, 256, 2, 2, 128, generator=torch.Generator().manual_seed(1))
+    ref, ref_lse = attention_fp32(q.double(), k.double(), v.double())
+    smooth = errors(emulate(quantize(q, k, v, qk="int8"))[0], ref)
+    plain = errors(emulate(quantize(q, k, v, qk="int8", smooth_k=False))[0], ref)
+    assert smooth["rel_l1"] < 0.6 * plain["rel_l1"], (smooth, plain)
+    _, lse = emulate(quantize(q, k, v, qk="int8"))
+    assert (lse.double() - ref_lse).abs().max() < 0.1  # the shift q·mean added back
+
+
+@pytest.mark.parametrize("sq, sk", [(1, 1), (3, 77), (77, 3), (1000, 1000)])
+def test_emulation_causal_gqa_odd_lengths(sq, sk):
+    q, k, v = _normal(1, sq, sk, 4, 2, 64, seed=sq + sk)
+    ref, ref_lse = attention_fp32(q.double(), k.double(), v.double(), causal=True)
+    out, lse = emulate(quantize(q, k, v, qk="int8"), causal=True)
+    seen = torch.isfinite(ref_lse)  # bottom-right causal: rows before the last sk see no key
+    assert torch.equal(torch.isfinite(lse), seen)
+    assert (out.permute(0, 2, 1, 3)[~seen] == 0).all()
+    if seen.any():
+        e = errors(out.permute(0, 2, 1, 3)[seen], ref.permute(0, 2, 1, 3)[seen])
+        assert e["cosine"] >= 0.998, e
+
+
+def test_fp16_accumulation_cannot_overflow():
+    # every key equally likely (q = 0) and every V at its channel maximum: the largest block sum
+    d, s = 128, 1024
+    q = torch.zeros(1, s, 1, d)
+    k = torch.randn(1, s, 1, d)
+    v = torch.ones(1, s, 1, d) * 3.0
+    x = quantize(q, k, v, qk="int8", pv_accum="fp16", block_k=128)
+    assert v_max("fp16", 128) * 128 * 2**0.5 * P_SCALE < 65504
+    out, _ = emulate(x, pv_accum="fp16")
+    assert torch.isfinite(out).all()
+    ref, _ = emulate(x, pv_accum="fp32")  # the same 8-bit values, fp32 sums
+    assert torch.allclose(out, ref, rtol=2e-3)
+
+
+def _qkv(**kw):
+    shape = kw.pop("shape", (1, 8, 2, 64))
+    dtype = kw.pop("dtype", torch.bfloat16)
+    return [torch.randn(shape, dtype=dtype) for _ in range(3)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"qk": "int4"}, "qk"),
+        ({"pv_accum": "bf16"}, "pv_accum"),
+        ({"window_size": (16, 0)}, None),
+        ({"softmax_scale": -1.0}, "softmax_scale"),
+    ],
+)
+def test_quantized_attn_func_typed_errors(kwargs, match):
+    q, k, v = _qkv()
+    if match is None:
+        with pytest.raises(NotImplementedError, match="window"):
+            quantized_attn_func(q, k, v, **kwargs)
+    else:
+        with pytest.raises(UnsupportedConfigError, match=match):
+            quantized_attn_func(q, k, v, **kwargs)
+
+
+def test_quantized_attn_func_rejects_shapes_and_dtypes():
+    q, k, v = _qkv(shape=(1, 8, 2, 96))
+    with pytest.raises(UnsupportedConfigError, match="64 or 128"):
+        quantized_attn_func(q, k, v)
+    q, k, v = _qkv(dtype=torch.float32)
+    with pytest.raises(UnsupportedConfigError, match="dtype"):
+        quantized_attn_func(q, k, v)
+    q, k, v = _qkv()
+    with pytest.raises(UnsupportedConfigError, match="nheads"):
+        quantized_attn_func(torch.randn(1, 8, 3, 64, dtype=torch.bfloat16), k, v)
+    with pytest.raises(TypeError, match="causal"):
+        quantized_attn_func(q, k, v, causal="yes")
+
+
+def test_quantized_attn_func_is_forward_only():
+    q, k, v = _qkv()
+    q.requires_grad_(True)
+    with pytest.raises(UnsupportedConfigError, match="forward only"):
+        quantized_attn_func(q, k, v)
+    with torch.no_grad():  # grad mode off: the check passes, the CPU device is what fails then
+        with pytest.raises(UnsupportedConfigError, match="CUDA"):
+            quantized_attn_func(q, k, v)
+
+
+def test_quantizer_takes_sdpa_layout_views():
+    # (batch, heads, seqlen, dim) tensors transposed to fa4's layout: non-contiguous, same result
+    q, k, v = (torch.randn(1, 4, 100, 64) for _ in range(3))
+    views = [t.transpose(1, 2) for t in (q, k, v)]
+    copies = [t.contiguous() for t in views]
+    a, b = quantize(*views), quantize(*copies)
+    assert all(torch.equal(x.float(), y.float()) for x, y in zip(a[:7], b[:7], strict=True))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"attn_mask": torch.ones(8, 8, dtype=torch.bool)}, "attn_mask"),
+        ({"dropout_p": 0.1}, "dropout_p"),
+        ({"precision": "fp4"}, "precision"),
+    ],
+)
+def test_sdpa_dropin_typed_errors(kwargs, match):
+    from fa4_torch import scaled_dot_product_attention
+
+    q, k, v = (torch.randn(1, 2, 8, 64, dtype=torch.bfloat16) for _ in range(3))
+    with pytest.raises(UnsupportedConfigError, match=match):
+        scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+def test_sdpa_dropin_gqa_needs_enable_gqa():
+    from fa4_torch import scaled_dot_product_attention
+
+    q = torch.randn(1, 4, 8, 64, dtype=torch.bfloat16)
+    k, v = (torch.randn(1, 2, 8, 64, dtype=torch.bfloat16) for _ in range(2))
+    with pytest.raises(UnsupportedConfigError, match="enable_gqa"):
+        scaled_dot_product_attention(q, k, v)
+    with pytest.raises(UnsupportedConfigError, match="CUDA"):  # past the checks: the CPU device fails
+        scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+@pytest.mark.parametrize("qk", ["int8", "fp8"])
+@pytest.mark.parametrize("s", [64, 100])
+def test_block_quantization_is_the_formula(qk, s):
+    # every block of 32 rows of a head: scale = amax / max8, values = round(x / scale) (e4m3: to nearest)
+    q, k, v = _normal(2, s, 48, 3, 1, 64, seed=s)
+    q = q.to(torch.bfloat16)
+    x = quantize(q, k, v, qk=qk, block_q=32, block_k=32, smooth_k=False)
+    max8 = 127.0 if qk == "int8" else 448.0
+    for bi in range(2):
+        for h in range(3):
+            for blk in range((s + 31) // 32):
+                rows = q[bi, blk * 32 : (blk + 1) * 32, h].float()
+                scale = rows.abs().max() / max8
+                assert x.q_scale[bi, h, blk] == scale
+                want = (
+                    (rows / scale).round() if qk == "int8" else (rows / scale).to(torch.float8_e4m3fn).float()
+                )
+                assert torch.equal(x.q8[bi, blk * 32 : (blk + 1) * 32, h].float(), want)
+
+
+@pytest.mark.parametrize("d, causal", [(64, False), (128, True)])
+def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
+    # the launch with the compiled kernel stubbed: what it is given matches the kernel's fake_args
+    from fa4_torch import launch_q8, validate
+    from fa4_torch.validate import quantized_args
+
+    seen = {}
+
+    def fake_kernel(cfg, device):
+        def fn(*args):
+            seen["cfg"], seen["args"] = cfg, args
+
+        return fn
+
+    monkeypatch.setattr(launch_q8, "q8_kernel", fake_kernel)
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)  # the seam: CPU tensors
+    q = torch.randn(2, 77, 4, d, dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 100, 2, d, dtype=torch.bfloat16) for _ in range(2))
+    a = quantized_args(q, k, v, causal, None, (None, None), "int8", "fp32", True)
+    cfg, qkv = launch_q8.quantize_for(a)
+    out, lse = launch_q8.launch_quantized(cfg, qkv, a)
+    q8, k8, vt, qs, ks, vs, o, l_, scale = seen["args"]
+    assert seen["cfg"].is_causal == causal and seen["cfg"].head_dim == d
+    assert q8.dtype == k8.dtype == vt.dtype == o.dtype == torch.bfloat16
+    assert q8.shape == (2, 77, 4, d // 2) and k8.shape == (2, 100, 2, d // 2)
+    assert vt.shape == (2, 2, d, 64) and vt.is_contiguous()  # 100 keys padded to 128, two per element
+    assert qs.shape == (2, 4, -(-77 // cfg.tile_m)) and ks.shape == (2, 2, -(-100 // cfg.tile_n))
+    assert vs.shape == (2, 2, d) and o is out and l_.shape == (2, 4, 77) and scale == pytest.approx(d**-0.5)
+    for t in (q8, k8, vt, o):  # the kernel's assumptions: 16-byte aligned rows
+        assert t.stride(-1) == 1 and all(st % 8 == 0 for st in t.stride()[:-1])
+    assert torch.equal(lse, l_ + qkv.lse_shift)
