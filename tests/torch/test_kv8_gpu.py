@@ -42,9 +42,9 @@ def _descales(kind, b, hkv):
 
 def _dequant(cache, descale, batch_of_row=None):
     """``cache (B, L, h, d)`` in e4m3 -> fp32 ``cache * descale`` (descale 0-d, (1,) or (B, h))."""
-    d = descale.float().reshape(-1)
+    d = descale.float()
     if d.numel() == 1:
-        return cache.float() * d[0]
+        return cache.float() * d.reshape(())
     return cache.float() * d[:, None, :, None]
 
 
