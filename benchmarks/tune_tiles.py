@@ -2,7 +2,7 @@
 and not, on the anchor shapes, each timed in a fresh process through the public API, beside the
 current table row.
 
-Protocol (issue 7): every candidate runs once in its own interpreter (the table's row of ``(d, d)``
+Protocol: every candidate runs once in its own interpreter (the table's row of ``(d, d)``
 replaced in that process, the call going through ``flash_attn_func`` and its dispatch: pack-GQA,
 split-KV, the compile caches); the best three are timed again, in reverse order, in fresh processes;
 a candidate replaces the current row only if it beats it by >= 2% in both passes (``verdict`` in the
