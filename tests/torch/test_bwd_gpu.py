@@ -168,7 +168,7 @@ OTHER_DIMS = [
         (224, (333, 444), (6, 3), True, False),
     )
 ]
-# the forward issue's seqlen pairs (single rows and keys, q >> k, k >> q, a length past a multiple of
+# the forward grids' seqlen pairs (single rows and keys, q >> k, k >> q, a length past a multiple of
 # every tile) at every head-dim family of the backward table
 PAIRS = [
     Case("bf16", 1, sq, sk, 4, 2, d, dv, causal=causal)

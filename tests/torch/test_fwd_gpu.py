@@ -1,6 +1,6 @@
 """Forward numerics on the GPU against the fp32 reference, with the correctness rule (docs/testing.md) (element-wise).
 
-The grids are those of the forward issue: the seed grid (the 240 shapes upstream's SM120 path got
+The grids: the seed grid (the 240 shapes upstream's SM120 path got
 wrong or crashed on), the other head dims and 192/128, awkward sequence-length pairs (1 key, 1 query,
 tiles that do not divide, seqlen_q > seqlen_k so causal rows see nothing), GQA ratios that do not
 divide the tile (7-way 28/4, 5-way 40/8), pack_gqa True/False/None, non-contiguous inputs, windows.

@@ -1,4 +1,4 @@
-"""Randomised and extreme-size forward checks on the GPU (reliability issue): a hypothesis sweep over
+"""Randomised and extreme-size forward checks on the GPU: a hypothesis sweep over
 valid configurations with fixed seeds (derandomized, bounded count), rows that see no key, 256k keys,
 and tensors past 2**31 elements (64-bit offsets). Every result against the fp32 reference with the
 correctness rule (docs/testing.md)."""
