@@ -113,3 +113,48 @@ def test_sdpa_dropin():
         out = scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True, precision=precision)
         assert out.shape == q.shape and out.dtype == q.dtype
         assert errors(out.float(), ref)["cosine"] >= cos_min, precision
+
+
+@pytest.mark.parametrize(
+    "sq,sk,h,hkv,d,causal,scalar",
+    [
+        (77, 1000, 8, 2, 128, True, False),
+        (1000, 1000, 4, 4, 64, False, True),
+        (3, 4097, 4, 1, 128, False, False),
+    ],
+)
+def test_fp8_inputs_flash_attn_func(sq, sk, h, hkv, d, causal, scalar):
+    """FlashAttention-3's convention: float8_e4m3fn q, k, v with descales through ``flash_attn_func``:
+    against the fp32 reference on the dequantized inputs, the kernel's relative L1 at most 1.2x the
+    emulation's of the same tensors (``quant.from_fp8``), the LSE within fp32 rounding of it, bf16 out."""
+    from fa4_torch import flash_attn_func
+    from fa4_torch.quant import from_fp8
+
+    g = torch.Generator(device="cuda").manual_seed(sq + sk)
+    b = 2
+    e4m3 = torch.float8_e4m3fn
+    q = (torch.randn(b, sq, h, d, device="cuda", generator=g) * 40).to(e4m3)
+    k = (torch.randn(b, sk, hkv, d, device="cuda", generator=g) * 40).to(e4m3)
+    v = (torch.randn(b, sk, hkv, d, device="cuda", generator=g) * 40).to(e4m3)
+    if scalar:
+        qd, kd, vd = (torch.tensor(s, device="cuda") for s in (0.03, 0.02, 0.025))
+        per = [x.reshape(1, 1).expand(b, hkv) for x in (qd, kd, vd)]
+    else:
+        qd, kd, vd = (torch.rand(b, hkv, device="cuda", generator=g) * 0.04 + 0.01 for _ in range(3))
+        per = [qd, kd, vd]
+    out, lse = flash_attn_func(
+        q, k, v, causal=causal, return_lse=True, q_descale=qd, k_descale=kd, v_descale=vd
+    )
+    torch.cuda.synchronize()
+    assert out.dtype == torch.bfloat16 and out.shape == (b, sq, h, d)
+    rep = h // hkv
+    qf = q.float() * per[0].repeat_interleave(rep, dim=1)[:, None, :, None]
+    kf, vf = k.float() * per[1][:, None, :, None], v.float() * per[2][:, None, :, None]
+    ref, ref_lse = attention_fp32(qf, kf, vf, causal=causal)
+    qkv = from_fp8(q, k, v, *per, block_q=64, block_k=64)
+    emu, emu_lse = emulate(qkv, causal=causal)
+    seen = torch.isfinite(ref_lse).permute(0, 2, 1)
+    e_kernel, e_emu = errors(out[seen].float(), ref[seen]), errors(emu[seen], ref[seen])
+    assert e_kernel["rel_l1"] <= 1.2 * e_emu["rel_l1"] + 1e-3, (e_kernel, e_emu)
+    fin = torch.isfinite(ref_lse)
+    assert (lse[fin] - emu_lse[fin]).abs().max() < 5e-3

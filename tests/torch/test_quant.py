@@ -243,3 +243,83 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
     for t in (q8, k8, vt, o):  # the kernel's assumptions: 16-byte aligned rows
         assert t.stride(-1) == 1 and all(st % 8 == 0 for st in t.stride()[:-1])
     assert torch.equal(lse, l_ + qkv.lse_shift)
+
+
+def test_from_fp8_is_the_dequantized_inputs():
+    """FlashAttention-3's FP8 inputs: the kernel's tensors hold q, k, v as given, every block scale of a
+    head is its descale (a query head takes its KV head's), V's channel scales are ``v_descale``, V
+    moves into the kernel's layout, no LSE shift: dequantized, they are exactly ``x * x_descale``."""
+    from fa4_torch.quant import _dequant_blocks, from_fp8, pv_key_order
+
+    g = torch.Generator().manual_seed(0)
+    b, sq, sk, h, hkv, d = 2, 77, 200, 4, 2, 64
+    e4m3 = torch.float8_e4m3fn
+    q, k, v = (
+        (torch.randn(b, s, n, d, generator=g) * 9).to(e4m3) for s, n in ((sq, h), (sk, hkv), (sk, hkv))
+    )
+    qd, kd, vd = (torch.rand(b, hkv, generator=g) + 0.1 for _ in range(3))
+    qkv = from_fp8(q, k, v, qd, kd, vd, block_q=64, block_k=32)
+    assert qkv.qk == "fp8" and qkv.seqlen_k == sk and not qkv.lse_shift.any()
+    qf = q.float() * qd.repeat_interleave(h // hkv, dim=1)[:, None, :, None]
+    assert torch.equal(_dequant_blocks(qkv.q8, qkv.q_scale, 64), qf)
+    assert torch.equal(_dequant_blocks(qkv.k8, qkv.k_scale, 32), k.float() * kd[:, None, :, None])
+    skp = qkv.vt8.shape[-1]
+    inv = torch.argsort(pv_key_order())
+    vt = qkv.vt8.float().view(b, hkv, d, skp // 32, 32)[..., inv].reshape(b, hkv, d, skp)
+    assert not vt[..., sk:].any()
+    assert torch.equal(
+        vt[..., :sk].permute(0, 3, 1, 2) * qkv.v_scale[:, None], v.float() * vd[:, None, :, None]
+    )
+
+
+def test_from_fp8_emulation_is_attention_on_the_dequantized_inputs():
+    """The recipe on FP8 inputs adds only P's e4m3 rounding to attention on the dequantized inputs."""
+    from fa4_torch.quant import from_fp8
+
+    g = torch.Generator().manual_seed(1)
+    b, sq, sk, h, hkv, d = 1, 100, 300, 4, 1, 128
+    e4m3 = torch.float8_e4m3fn
+    q, k, v = (
+        (torch.randn(b, s, n, d, generator=g) * 40).to(e4m3) for s, n in ((sq, h), (sk, hkv), (sk, hkv))
+    )
+    qd, kd, vd = (torch.full((b, hkv), 0.03) for _ in range(3))
+    out, lse = emulate(from_fp8(q, k, v, qd, kd, vd, block_q=64, block_k=64), causal=True)
+    ref, ref_lse = attention_fp32(q.float() * 0.03, k.float() * 0.03, v.float() * 0.03, causal=True)
+    assert errors(out, ref)["cosine"] >= 0.999
+    assert (lse - ref_lse).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(learnable_sink=torch.zeros(4)), UnsupportedConfigError, "learnable_sink"),
+        (dict(softcap=5.0), UnsupportedConfigError, "softcap"),
+        (dict(num_splits=2), UnsupportedConfigError, "num_splits"),
+        (dict(window_size=(8, 0)), NotImplementedError, "window"),
+        (dict(k_descale=torch.ones(2, 2)), UnsupportedConfigError, r"k_descale.shape=\(2, 2\)"),
+        (dict(v_descale=torch.ones(1, 2, dtype=torch.float64)), UnsupportedConfigError, "v_descale.dtype"),
+        (dict(q_descale=-torch.ones(1, 2)), UnsupportedConfigError, "q_descale"),
+        (dict(q_descale=torch.ones(1, 2), causal="yes"), TypeError, "causal"),
+    ],
+)
+def test_fp8_inputs_typed_errors(kwargs, exc, match):
+    """float8_e4m3fn q, k, v in ``flash_attn_func``: what the 8-bit forward cannot do, and bad descales,
+    raise naming the argument (before the device check: reachable on the CPU)."""
+    from fa4_torch import flash_attn_func
+
+    e4m3 = torch.float8_e4m3fn
+    q = torch.randn(1, 16, 4, 64).to(e4m3)
+    k = torch.randn(1, 16, 2, 64).to(e4m3)
+    with pytest.raises(exc, match=match):
+        flash_attn_func(q, k, k.clone(), **kwargs)
+
+
+def test_fp8_inputs_need_all_three_in_fp8():
+    from fa4_torch import flash_attn_func
+
+    e4m3 = torch.float8_e4m3fn
+    q8, k8 = torch.randn(1, 16, 4, 64).to(e4m3), torch.randn(1, 16, 2, 64).to(e4m3)
+    with pytest.raises(UnsupportedConfigError, match=r"\(q.dtype, k.dtype, v.dtype\)"):
+        flash_attn_func(q8, k8.bfloat16(), k8)
+    with pytest.raises(UnsupportedConfigError, match="q.dtype"):  # descales with a bf16 q
+        flash_attn_func(q8.bfloat16(), k8, k8, q_descale=torch.ones(1, 2))

@@ -63,8 +63,11 @@ UPSTREAM_B36 = {
 }  # fmt: skip
 
 
-# fa4's keyword-only additions after upstream's parameters (an FP8 KV cache's descales)
-FA4_KEYWORD_ONLY = {"flash_attn_func": [], "flash_attn_varlen_func": ["k_descale", "v_descale"]}
+# fa4's keyword-only additions after upstream's parameters (FP8 descales)
+FA4_KEYWORD_ONLY = {
+    "flash_attn_func": ["q_descale", "k_descale", "v_descale"],
+    "flash_attn_varlen_func": ["k_descale", "v_descale"],
+}
 
 
 def _fa4(name):

@@ -103,11 +103,21 @@ def flash_attn_func(
     return_lse: bool = False,
     gather_bwd_recompute_p: bool = False,
     gather_bwd_token_chunk: int | None = None,
+    *,
+    q_descale: torch.Tensor | None = None,
+    k_descale: torch.Tensor | None = None,
+    v_descale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Attention forward ``softmax(q kᵀ · scale) v``. Returns ``(out, lse)``; see the module docstring.
 
     ``flash_attn.cute``'s signature; the arguments from ``qv`` to ``gather_bwd_token_chunk`` that fa4
-    has no kernel for must keep their default (``NotImplementedError`` naming the argument)."""
+    has no kernel for must keep their default (``NotImplementedError`` naming the argument).
+
+    FlashAttention-3's FP8 convention (keyword only): float8_e4m3fn ``q``, ``k``, ``v`` with fp32
+    ``q_descale``/``k_descale``/``v_descale`` (one element or ``(batch, nheads_kv)``; None is 1.0)
+    run the 8-bit forward (:func:`quantized_attn_func`'s kernel, FP8 Q·Kᵀ on the values as given,
+    fp32 accumulation) on ``q * q_descale``, ... ; ``out`` is bf16; forward only, no window, softcap,
+    sink or splits (docs/quantized.md)."""
     if (
         qv is not None
         or gather_kv_indices is not None
@@ -137,11 +147,29 @@ def flash_attn_func(
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
+    if (
+        getattr(q, "dtype", None) in KV8_DTYPES
+        or q_descale is not None
+        or k_descale is not None
+        or v_descale is not None
+    ):
+        if learnable_sink is not None:
+            raise unsupported("learnable_sink", "a tensor", "None with float8_e4m3fn q, k, v")
+        if softcap != 0.0:
+            raise unsupported("softcap", softcap, "0.0 with float8_e4m3fn q, k, v")
+        if num_splits != 1:
+            raise unsupported("num_splits", num_splits, "1 with float8_e4m3fn q, k, v")
+        a = quantized_args(
+            q, k, v, causal, softmax_scale, window_size, "fp8", "fp32", return_lse,
+            descales=(q_descale, k_descale, v_descale),
+        )  # fmt: skip
+        out, lse = launch_q8.forward_quantized(a)
+        return out, (lse if return_lse else None)
     if getattr(k, "dtype", None) in KV8_DTYPES and getattr(v, "dtype", None) in KV8_DTYPES:
         raise unsupported(
             "(k.dtype, v.dtype)", (k.dtype, v.dtype),
             "q's dtype; an FP8 K/V cache goes through flash_attn_varlen_func or flash_attn_with_kvcache "
-            "with k_descale/v_descale",
+            "with k_descale/v_descale (or q, k, v all float8_e4m3fn with q_descale, k_descale, v_descale)",
         )  # fmt: skip
     if needs_grad(q, k, v, learnable_sink):
         out, lse = FlashAttnFunc.apply(

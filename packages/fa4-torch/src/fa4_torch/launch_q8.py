@@ -42,32 +42,35 @@ def q8_kernel(cfg, device: torch.device | None):
 def quantize_for(a: Q8Args, launch_smem: int = 0):
     """``(cfg, quantized tensors)`` of a validated call: the quantizer's blocks are the kernel's tiles."""
     cfg = tiles.q8_fwd_config(
-        DTYPES[a.q.dtype],
+        DTYPES[a.out_dtype],
         a.q.shape[-1],
         causal=a.causal,
         qk=a.qk,
         pv_accum=a.pv_accum,
         launch_smem=launch_smem,
     )
-    qkv = quant.quantize(
-        a.q, a.k, a.v, qk=a.qk, block_q=cfg.tile_m, block_k=cfg.tile_n, softmax_scale=a.softmax_scale,
-        pv_accum=a.pv_accum,
-    )  # fmt: skip
+    if a.descales is not None:  # e4m3 inputs with descales: used as they are
+        qkv = quant.from_fp8(a.q, a.k, a.v, *a.descales, block_q=cfg.tile_m, block_k=cfg.tile_n)
+    else:
+        qkv = quant.quantize(
+            a.q, a.k, a.v, qk=a.qk, block_q=cfg.tile_m, block_k=cfg.tile_n, softmax_scale=a.softmax_scale,
+            pv_accum=a.pv_accum,
+        )  # fmt: skip
     return cfg, qkv
 
 
 def launch_quantized(cfg, qkv: quant.QuantizedQKV, a: Q8Args):
     """The kernel on already quantized tensors: ``(out, lse)``, the LSE of the true scores."""
-    q, v = a.q, a.v
+    q, v, dt = a.q, a.v, a.out_dtype
     b, sq, h, _ = q.shape
     dv = v.shape[-1]
-    out = torch.empty(b, sq, h, dv, dtype=q.dtype, device=q.device)
+    out = torch.empty(b, sq, h, dv, dtype=dt, device=q.device)
     lse = torch.empty(b, h, sq, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
     fn = q8_kernel(cfg, q.device)
     fn(
-        qkv.q8.view(q.dtype), qkv.k8.view(q.dtype), qkv.vt8.view(q.dtype), qkv.q_scale, qkv.k_scale,
+        qkv.q8.view(dt), qkv.k8.view(dt), qkv.vt8.view(dt), qkv.q_scale, qkv.k_scale,
         qkv.v_scale, out, lse, a.softmax_scale,
     )  # fmt: skip
     return out, lse + qkv.lse_shift

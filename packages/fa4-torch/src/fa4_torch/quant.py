@@ -44,6 +44,7 @@ __all__ = [
     "QuantizedQKV",
     "pv_key_order",
     "quantize",
+    "from_fp8",
     "emulate",
     "attention_fp32",
     "real_like",
@@ -158,15 +159,50 @@ def quantize(
     else:
         vmax = torch.zeros(b, hkv, dv, device=v.device)
     v_scale = torch.where(vmax > 0, vmax / v_max(pv_accum, block_k), torch.ones_like(vmax))
-    skp = max(math.ceil(sk / KEY_PAD), 1) * KEY_PAD
-    v8 = torch.div(v, v_scale[:, None]).to(_FP8).view(torch.uint8)  # the moves below on bytes
-    vt = torch.zeros(b, hkv, dv, skp, dtype=torch.uint8, device=v.device)
-    vt[..., :sk] = v8.permute(0, 2, 3, 1)
-    order = pv_key_order().to(v.device)
-    vt = vt.view(b, hkv, dv, skp // 32, 32)[..., order].reshape(b, hkv, dv, skp).view(_FP8)
+    vt = _v_layout(torch.div(v, v_scale[:, None]).to(_FP8))
     return QuantizedQKV(
-        q8, k8, vt.contiguous(), q_scale, k_scale, v_scale.contiguous(), shift.contiguous(),
-        qk, block_q, block_k, sk,
+        q8, k8, vt, q_scale, k_scale, v_scale.contiguous(), shift.contiguous(), qk, block_q, block_k, sk
+    )
+
+
+def _v_layout(v8: torch.Tensor) -> torch.Tensor:
+    """e4m3 ``v8 (batch, seqlen_k, nheads_kv, dv)`` -> the kernel's ``vt8 (batch, nheads_kv, dv,
+    seqlen_k_padded)``: keys contiguous, zero-padded to :data:`KEY_PAD`, permuted by
+    :func:`pv_key_order` within each 32-key group."""
+    b, sk, hkv, dv = v8.shape
+    skp = max(math.ceil(sk / KEY_PAD), 1) * KEY_PAD
+    vt = torch.zeros(b, hkv, dv, skp, dtype=torch.uint8, device=v8.device)  # the moves on bytes
+    vt[..., :sk] = v8.view(torch.uint8).permute(0, 2, 3, 1)
+    order = pv_key_order().to(v8.device)
+    return vt.view(b, hkv, dv, skp // 32, 32)[..., order].reshape(b, hkv, dv, skp).view(_FP8).contiguous()
+
+
+def from_fp8(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_descale: torch.Tensor,
+    k_descale: torch.Tensor,
+    v_descale: torch.Tensor,
+    *,
+    block_q: int,
+    block_k: int,
+) -> QuantizedQKV:
+    """The kernel's tensors for inputs already in e4m3 (FlashAttention-3's convention): attention on
+    ``q * q_descale``, ``k * k_descale``, ``v * v_descale`` with ``(batch, nheads_kv)`` descales (a
+    query head takes its KV head's ``q_descale``). The values are used as they are (no requantization,
+    no smoothing: ``lse_shift`` is zero); every block scale of a head is its descale, V's channel
+    scales are ``v_descale``; only V is moved, into the kernel's transposed layout."""
+    b, sq, h, _ = q.shape
+    sk, hkv, dv = k.shape[1], k.shape[2], v.shape[-1]
+    nbq, nbk = max(math.ceil(sq / block_q), 1), max(math.ceil(sk / block_k), 1)
+    q_scale = q_descale.float().repeat_interleave(h // hkv, dim=1)[:, :, None].expand(b, h, nbq)
+    k_scale = k_descale.float()[:, :, None].expand(b, hkv, nbk)
+    v_scale = v_descale.float()[:, :, None].expand(b, hkv, dv)
+    return QuantizedQKV(
+        q.contiguous(), k.contiguous(), _v_layout(v), q_scale.contiguous(), k_scale.contiguous(),
+        v_scale.contiguous(), torch.zeros(b, h, sq, dtype=torch.float32, device=q.device), "fp8",
+        block_q, block_k, sk,
     )  # fmt: skip
 
 

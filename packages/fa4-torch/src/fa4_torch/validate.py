@@ -63,6 +63,7 @@ __all__ = [
     "check_backward_args",
     "KV8_DTYPES",
     "check_kv8",
+    "check_descale",
     "quantize_kv8",
     "Q8Args",
     "quantized_args",
@@ -550,30 +551,36 @@ def check_kv8(q, k, v, k_descale, v_descale, batch: int, nheads_kv: int, names=D
     for name, d in (("head_dim", k.shape[-1]), ("head_dim_v", v.shape[-1])):
         if d > KV8_MAX_HEAD_DIM:
             raise unsupported(name, d, f"at most {KV8_MAX_HEAD_DIM} with an FP8 K/V cache")
-    out = []
-    for name, d in (("k_descale", k_descale), ("v_descale", v_descale)):
-        if d is None:
-            d = torch.ones((), dtype=torch.float32, device=q.device)
-        if not isinstance(d, torch.Tensor):
-            raise unsupported(
-                name, type(d).__name__, "an fp32 torch.Tensor (0-d, (1,) or (batch, nheads_kv))"
-            )
-        if d.dtype != torch.float32:
-            raise unsupported(f"{name}.dtype", d.dtype, "torch.float32")
-        if d.device != q.device:
-            raise unsupported(f"{name}.device", str(d.device), f"q's device {q.device}")
-        scalar = d.numel() == 1 and d.dim() <= 1
-        if not scalar and tuple(d.shape) != (batch, nheads_kv):
-            raise unsupported(
-                f"{name}.shape", tuple(d.shape), f"() or (1,) or (batch, nheads_kv) = ({batch}, {nheads_kv})"
-            )
-        if reads_data(d):
-            c = d.detach().cpu()
-            if c.numel() and not bool(torch.isfinite(c).all() and (c > 0).all()):
-                bad = c[~(torch.isfinite(c) & (c > 0))].flatten()[:4].tolist()
-                raise unsupported(name, bad, "finite values > 0")
-        out.append(d.reshape(1, 1).expand(batch, nheads_kv) if scalar else d)
-    return out[0], out[1]
+    return (
+        check_descale("k_descale", k_descale, q.device, batch, nheads_kv),
+        check_descale("v_descale", v_descale, q.device, batch, nheads_kv),
+    )
+
+
+def check_descale(name: str, d, device, batch: int, nheads_kv: int) -> torch.Tensor:
+    """One FP8 descale (FlashAttention-3's convention): an fp32 tensor of one element (0-d or
+    ``(1,)``) or ``(batch, nheads_kv)`` on ``device``, finite and > 0 (the values read only on the CPU
+    or with ``FA4_VALIDATE_DATA=1``, as for the index tensors); ``None`` is 1.0. Returns it as a
+    ``(batch, nheads_kv)`` fp32 view (one element broadcast with stride 0)."""
+    if d is None:
+        d = torch.ones((), dtype=torch.float32, device=device)
+    if not isinstance(d, torch.Tensor):
+        raise unsupported(name, type(d).__name__, "an fp32 torch.Tensor (0-d, (1,) or (batch, nheads_kv))")
+    if d.dtype != torch.float32:
+        raise unsupported(f"{name}.dtype", d.dtype, "torch.float32")
+    if d.device != device:
+        raise unsupported(f"{name}.device", str(d.device), f"q's device {device}")
+    scalar = d.numel() == 1 and d.dim() <= 1
+    if not scalar and tuple(d.shape) != (batch, nheads_kv):
+        raise unsupported(
+            f"{name}.shape", tuple(d.shape), f"() or (1,) or (batch, nheads_kv) = ({batch}, {nheads_kv})"
+        )
+    if reads_data(d):
+        c = d.detach().cpu()
+        if c.numel() and not bool(torch.isfinite(c).all() and (c > 0).all()):
+            bad = c[~(torch.isfinite(c) & (c > 0))].flatten()[:4].tolist()
+            raise unsupported(name, bad, "finite values > 0")
+    return d.reshape(1, 1).expand(batch, nheads_kv) if scalar else d
 
 
 def quantize_kv8(x: torch.Tensor, descale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -688,19 +695,29 @@ class Q8Args(NamedTuple):
     qk: str
     pv_accum: str
     return_lse: bool
+    out_dtype: torch.dtype
+    # float8_e4m3fn inputs (FlashAttention-3's convention): (batch, nheads_kv) fp32 views, else None
+    descales: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
-def quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse) -> Q8Args:
-    """Every check of an 8-bit forward call (``fa4_torch.quantized_attn_func``), before anything is
-    quantized, compiled or launched."""
+def quantized_args(
+    q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse, descales=None
+) -> Q8Args:
+    """Every check of an 8-bit forward call (``fa4_torch.quantized_attn_func``; with ``descales``,
+    ``(q_descale, k_descale, v_descale)``, ``flash_attn_func`` on float8_e4m3fn q, k, v), before
+    anything is quantized, compiled or launched."""
     check_flag("causal", causal)
     check_flag("return_lse", return_lse)
     if qk not in Q8_QK_FORMATS:
         raise unsupported("qk", qk, ", ".join(repr(f) for f in Q8_QK_FORMATS))
     if pv_accum not in Q8_PV_ACCUMS:
         raise unsupported("pv_accum", pv_accum, ", ".join(repr(f) for f in Q8_PV_ACCUMS))
+    fp8 = descales is not None
+    dts = tuple(getattr(t, "dtype", None) for t in (q, k, v))
+    if fp8 and any(d in KV8_DTYPES for d in dts) and not all(d in KV8_DTYPES for d in dts):
+        raise unsupported("(q.dtype, k.dtype, v.dtype)", dts, "all three float8_e4m3fn (FP8 inputs)")
     for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, 4, layout=False)
+        check_tensor(name, t, 4, tuple(KV8_DTYPES) if fp8 else tuple(DTYPES), layout=False)
     if k.dtype != q.dtype or v.dtype != q.dtype:
         raise unsupported(
             "(q.dtype, k.dtype, v.dtype)", (q.dtype, k.dtype, v.dtype), "one dtype for all three"
@@ -729,8 +746,15 @@ def quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, re
         raise unsupported(
             "(q, k, v).requires_grad", True, "False: 8-bit attention is forward only (no backward)"
         )
+    views = None
+    if fp8:  # before the device check, as the FP8 cache's descales
+        views = tuple(
+            check_descale(name, d, q.device, q.shape[0], nheads_kv)
+            for name, d in zip(("q_descale", "k_descale", "v_descale"), descales)
+        )
     check_devices(q, (("k", k), ("v", v)))
-    return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse)
+    out_dtype = torch.bfloat16 if fp8 else q.dtype
+    return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse, out_dtype, views)
 
 
 SDPA_PRECISIONS = ("int8", "fp8", "native")
