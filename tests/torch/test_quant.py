@@ -181,6 +181,22 @@ def test_sdpa_dropin_typed_errors(kwargs, match):
         scaled_dot_product_attention(q, k, v, **kwargs)
 
 
+@pytest.mark.parametrize("precision", ["int8", "native"])
+def test_sdpa_dropin_refuses_causal_masks_it_would_align_differently(precision):
+    """SDPA aligns ``is_causal`` top-left, fa4's kernels bottom-right: with different query and key
+    lengths the drop-in raises instead of answering differently from SDPA; square masks go through."""
+    from fa4_torch import scaled_dot_product_attention
+
+    q = torch.randn(1, 2, 8, 64, dtype=torch.bfloat16)
+    k, v = (torch.randn(1, 2, 24, 64, dtype=torch.bfloat16) for _ in range(2))
+    with pytest.raises(UnsupportedConfigError, match="is_causal"):
+        scaled_dot_product_attention(q, k, v, is_causal=True, precision=precision)
+    with pytest.raises(TypeError, match="is_causal"):
+        scaled_dot_product_attention(q, k, v, is_causal="yes", precision=precision)
+    with pytest.raises(UnsupportedConfigError, match="CUDA"):  # past the checks: the CPU device fails
+        scaled_dot_product_attention(q, k[:, :, :8], v[:, :, :8], is_causal=True, precision=precision)
+
+
 def test_sdpa_dropin_gqa_needs_enable_gqa():
     from fa4_torch import scaled_dot_product_attention
 

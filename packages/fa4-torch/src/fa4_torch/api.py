@@ -499,12 +499,12 @@ def scaled_dot_product_attention(
     pv_accum: str = "fp32",
 ) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention``'s shape, for pipelines that patch it:
-    ``(batch, heads, seqlen, dim)`` tensors, ``is_causal`` (bottom-right aligned when the lengths
-    differ, as fa4's), ``scale``, ``enable_gqa``. ``precision``: ``"int8"`` / ``"fp8"`` run
+    ``(batch, heads, seqlen, dim)`` tensors, ``is_causal`` (equal query and key lengths only: SDPA
+    aligns the mask top-left, fa4's kernels bottom-right), ``scale``, ``enable_gqa``. ``precision``: ``"int8"`` / ``"fp8"`` run
     :func:`quantized_attn_func` (forward only; ``pv_accum`` as there), ``"native"`` runs
     :func:`flash_attn_func` in the inputs' fp16/bf16. A mask tensor or dropout raises
     (``UnsupportedConfigError``). Returns ``(batch, heads, seqlen_q, dim_v)`` (a transposed view)."""
-    check_sdpa(query, key, value, attn_mask, dropout_p, enable_gqa, precision)
+    check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa, precision)
     q, k, v = (t.transpose(1, 2) for t in (query, key, value))
     if precision == "native":
         out = flash_attn_func(q, k, v, softmax_scale=scale, causal=is_causal)

@@ -760,9 +760,11 @@ def quantized_args(
 SDPA_PRECISIONS = ("int8", "fp8", "native")
 
 
-def check_sdpa(query, key, value, attn_mask, dropout_p, enable_gqa, precision) -> None:
+def check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa, precision) -> None:
     """What ``fa4_torch.scaled_dot_product_attention`` adds to the checks of the function it calls:
-    no mask tensor, no dropout, GQA only with ``enable_gqa`` (SDPA's rule), a known ``precision``."""
+    no mask tensor, no dropout, GQA only with ``enable_gqa`` (SDPA's rule), a known ``precision``, and
+    ``is_causal`` only with equal query and key lengths (SDPA aligns its causal mask top-left, fa4's
+    kernels bottom-right: the two agree only on square masks)."""
     if precision not in SDPA_PRECISIONS:
         raise unsupported("precision", precision, ", ".join(repr(p) for p in SDPA_PRECISIONS))
     if attn_mask is not None:
@@ -777,6 +779,14 @@ def check_sdpa(query, key, value, attn_mask, dropout_p, enable_gqa, precision) -
             raise unsupported(
                 f"{name}.dim()", getattr(t, "ndim", type(t).__name__), "4: (batch, heads, seqlen, dim)"
             )
+    check_flag("is_causal", is_causal)
+    if is_causal and query.shape[2] != key.shape[2]:
+        raise unsupported(
+            "(query.shape[2], key.shape[2]) with is_causal=True",
+            (query.shape[2], key.shape[2]),
+            "equal lengths (SDPA's causal mask is top-left aligned, fa4's bottom-right: use "
+            "flash_attn_func or quantized_attn_func for bottom-right causal attention)",
+        )
     if query.shape[1] != key.shape[1] and not enable_gqa:
         raise unsupported(
             "(query.shape[1], key.shape[1])",
