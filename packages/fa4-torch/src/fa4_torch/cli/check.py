@@ -157,8 +157,8 @@ def _check_compile(args: argparse.Namespace) -> int:
     print(
         "NOT run here: numerics. Nothing was launched, so the outputs were not compared with the fp32 "
         "reference; that needs a CUDA GPU (fa4 check on an SM80+ GPU: RTX 50, or H100/H200 in compat mode).\n"
-        "Also not compiled by this command: the split-KV, varlen, paged and backward variants "
-        "(nox -s compile compiles all of them)."
+        "Also not compiled by this command: the split-KV, varlen, paged, FP8-cache, 8-bit and backward "
+        "variants (nox -s compile compiles all of them)."
     )
     return 1 if failed else 0
 
@@ -375,4 +375,8 @@ def _check_gpu(args, gpu: Gpu) -> int:
     print(table(["case", "worst output", "max err", "bound", "status"], rows))
     print()
     print(f"{n - failures}/{n} passed" + (f", {failures} FAILED" if failures else ""))
+    print(
+        "Not in this sweep: FP8 KV caches, 8-bit attention and context parallelism "
+        "(their GPU tests: bash tools/gpu_jobs.sh tests)."
+    )
     return 1 if failures else 0
