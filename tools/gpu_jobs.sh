@@ -8,9 +8,12 @@
 #   bash tools/gpu_jobs.sh sanitize [TOOLS...]      # compute-sanitizer memcheck racecheck synccheck
 #   bash tools/gpu_jobs.sh bench-fwd                # forward grids (anchor + seed), then anchor at SM120 occupancy
 #   bash tools/gpu_jobs.sh bench-bwd                # backward grid, compat mode and at SM120 occupancy
-#   bash tools/gpu_jobs.sh bench-decode             # decode (contiguous and paged K/V), host time of a call
+#   bash tools/gpu_jobs.sh bench-decode             # decode (contiguous and paged K/V; bf16 and FP8 caches),
+#                                                   # host time of a call
+#   bash tools/gpu_jobs.sh bench-q8                 # the 8-bit forward beside fa4's bf16 forward
+#   bash tools/gpu_jobs.sh bench-ring               # context parallelism on this host's GPUs (torchrun)
 #   bash tools/gpu_jobs.sh accuracy                 # forward error beside SDPA flash and upstream (seed grid)
-#   bash tools/gpu_jobs.sh bench                    # the four above
+#   bash tools/gpu_jobs.sh bench                    # the six above
 #   bash tools/gpu_jobs.sh all                      # tests, sanitize, bench
 #
 # Every step runs under its own time limit; logs go to $OUT/logs and result files (JSON and PNG) to
@@ -75,7 +78,16 @@ job() {
       ;;
     bench-decode)
       step bench-decode 220 python3 benchmarks/bench_decode.py --out "$RESULTS"
+      step bench-decode-fp8 300 python3 benchmarks/bench_decode_fp8.py --out "$RESULTS"
       step host-time 120 python3 tools/host_time.py --out "$RESULTS"
+      ;;
+    bench-q8)
+      step bench-q8 300 python3 benchmarks/bench_q8.py --out "$RESULTS"
+      step bench-q8-sm120 300 python3 benchmarks/bench_q8.py --emulate-sm120 --out "$RESULTS"
+      ;;
+    bench-ring)
+      step bench-ring 540 python3 -m torch.distributed.run --nproc-per-node "$(nvidia-smi -L | wc -l)" \
+        benchmarks/bench_ring.py --out "$RESULTS"
       ;;
     accuracy)
       step accuracy 540 python3 benchmarks/accuracy_fwd.py --grid seed --out "$RESULTS"
@@ -84,6 +96,8 @@ job() {
       job bench-fwd
       job bench-bwd
       job bench-decode
+      job bench-q8
+      job bench-ring
       job accuracy
       ;;
     all)
@@ -92,7 +106,7 @@ job() {
       job bench
       ;;
     *)
-      echo "usage: bash tools/gpu_jobs.sh tests|sanitize|bench-fwd|bench-bwd|bench-decode|accuracy|bench|all" >&2
+      echo "usage: bash tools/gpu_jobs.sh tests|sanitize|bench-fwd|bench-bwd|bench-decode|bench-q8|bench-ring|accuracy|bench|all" >&2
       exit 2
       ;;
   esac
