@@ -239,6 +239,7 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
     def fake_kernel(cfg, device):
         def fn(*args):
             seen["cfg"], seen["args"] = cfg, args
+            args[7].fill_(1.5)  # the kernel writes the LSE (torch.empty may hold NaN otherwise)
 
         return fn
 
@@ -335,7 +336,9 @@ def test_fp8_inputs_need_all_three_in_fp8():
 
     e4m3 = torch.float8_e4m3fn
     q8, k8 = torch.randn(1, 16, 4, 64).to(e4m3), torch.randn(1, 16, 2, 64).to(e4m3)
+    with pytest.raises(UnsupportedConfigError, match="q.dtype"):  # an 8-bit q alone: q's dtype is wrong
+        flash_attn_func(q8, k8.bfloat16(), k8.bfloat16())
     with pytest.raises(UnsupportedConfigError, match=r"\(q.dtype, k.dtype, v.dtype\)"):
-        flash_attn_func(q8, k8.bfloat16(), k8)
+        flash_attn_func(q8, k8.bfloat16(), k8, q_descale=torch.ones(1, 2))
     with pytest.raises(UnsupportedConfigError, match="q.dtype"):  # descales with a bf16 q
         flash_attn_func(q8.bfloat16(), k8, k8, q_descale=torch.ones(1, 2))

@@ -144,9 +144,8 @@ _BAD_DTYPES = [
     torch.complex64,
 ]
 for name, dt in itertools.product(NAMES, _BAD_DTYPES):
-    # an FP8 k or v is an FP8 K/V cache, an FP8 q FlashAttention-3's FP8 inputs: alone (without the
-    # others in FP8) either is a mixed-dtype call
-    fp8_alone = dt is torch.float8_e4m3fn
+    # an FP8 k or v is an FP8 K/V cache: alone (without the other in FP8) it is a mixed-dtype call
+    fp8_alone = name != "q" and dt is torch.float8_e4m3fn
     _add(
         f"dtype-{name}-{dt}",
         lambda name=name, dt=dt: _with(_qkv(), **{name: _qkv(dtype=dt)[name]}),

@@ -61,6 +61,7 @@ from fa4_torch.validate import (
     check_max_seqlen,
     check_sdpa,
     forward_args,
+    fp8_input_args,
     later,
     named_as,
     needs_grad,
@@ -147,30 +148,21 @@ def flash_attn_func(
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
-    if (
-        getattr(q, "dtype", None) in KV8_DTYPES
-        or q_descale is not None
-        or k_descale is not None
-        or v_descale is not None
-    ):
-        if learnable_sink is not None:
-            raise unsupported("learnable_sink", "a tensor", "None with float8_e4m3fn q, k, v")
-        if softcap != 0.0:
-            raise unsupported("softcap", softcap, "0.0 with float8_e4m3fn q, k, v")
-        if num_splits != 1:
-            raise unsupported("num_splits", num_splits, "1 with float8_e4m3fn q, k, v")
-        a = quantized_args(
-            q, k, v, causal, softmax_scale, window_size, "fp8", "fp32", return_lse,
-            descales=(q_descale, k_descale, v_descale),
-        )  # fmt: skip
-        out, lse = launch_q8.forward_quantized(a)
-        return out, (lse if return_lse else None)
-    if getattr(k, "dtype", None) in KV8_DTYPES and getattr(v, "dtype", None) in KV8_DTYPES:
-        raise unsupported(
-            "(k.dtype, v.dtype)", (k.dtype, v.dtype),
-            "q's dtype; an FP8 K/V cache goes through flash_attn_varlen_func or flash_attn_with_kvcache "
-            "with k_descale/v_descale (or q, k, v all float8_e4m3fn with q_descale, k_descale, v_descale)",
-        )  # fmt: skip
+    descales = q_descale is not None or k_descale is not None or v_descale is not None
+    if descales or getattr(k, "dtype", None) in KV8_DTYPES:  # one test on the 16-bit calls' path
+        if descales or getattr(q, "dtype", None) in KV8_DTYPES:
+            a = fp8_input_args(
+                q, k, v, causal, softmax_scale, window_size, learnable_sink, softcap, num_splits, return_lse,
+                (q_descale, k_descale, v_descale),
+            )  # fmt: skip
+            out, lse = launch_q8.forward_quantized(a)
+            return out, (lse if return_lse else None)
+        if getattr(v, "dtype", None) in KV8_DTYPES:
+            raise unsupported(
+                "(k.dtype, v.dtype)", (k.dtype, v.dtype),
+                "q's dtype; an FP8 K/V cache goes through flash_attn_varlen_func or flash_attn_with_kvcache "
+                "with k_descale/v_descale (or q, k, v all float8_e4m3fn with q_descale, k_descale, v_descale)",
+            )  # fmt: skip
     if needs_grad(q, k, v, learnable_sink):
         out, lse = FlashAttnFunc.apply(
             q,
@@ -276,7 +268,7 @@ def flash_attn_varlen_func(
     if kv8:
         if needs_grad(q, k, v, learnable_sink, k_descale, v_descale):
             raise unsupported("requires_grad", True, "False with an FP8 K/V cache (forward only)")
-        out, lse = ops.forward(
+        out, lse = ops.forward_kv8(
             q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
             cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table, None,
             None, DEFAULT_NAMES, k_descale, v_descale,
@@ -393,7 +385,7 @@ def flash_attn_with_kvcache(
             KVCACHE_NAMES,
         )  # fmt: skip
     else:  # an FP8 cache (or descales given, which the validation then rejects)
-        out, lse = ops.forward(
+        out, lse = ops.forward_kv8(
             q, k_cache, v_cache, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink,
             num_splits, None, None, None, None, None, seqused_k, page_table, cache_batch_idx, append,
             KVCACHE_NAMES, k_descale, v_descale,

@@ -48,6 +48,7 @@ __all__ = [
     "MEMO_MAX",
     "Launch",
     "forward",
+    "forward_kv8",
     "dense_signature",
     "cache_signature",
     "remember",
@@ -97,8 +98,6 @@ def forward(
     kv_batch_idx=None,
     before_launch=None,
     names=DEFAULT_NAMES,
-    k_descale=None,
-    v_descale=None,
 ):
     """Validate and launch the forward (and the split-KV combine); returns ``(out, lse)``, lse always
     computed. ``max_seqlen_q/k`` are the caller's to check (:func:`fa4_torch.ops.forward` does). The
@@ -107,15 +106,8 @@ def forward(
 
     ``before_launch``: called once every check has passed and before anything is allocated, compiled
     or launched (on a memo hit too). ``names``: how the caller calls ``k``, ``v`` and ``seqused_k``,
-    for the error messages. ``k_descale``/``v_descale``: an FP8 K/V cache's
-    (:func:`fa4_torch.validate.check_kv8`); such calls skip the memos."""
+    for the error messages. An FP8 K/V cache goes to :func:`forward_kv8` (its callers decide)."""
     sig = csig = None
-    if k_descale is not None or v_descale is not None or getattr(k, "dtype", None) in KV8_DTYPES:
-        return _forward_kv8(
-            q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
-            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
-            kv_batch_idx, before_launch, names, k_descale, v_descale,
-        )  # fmt: skip
     # the memos: a signature holds everything the validation reads (the scalars with their types), and
     # an entry is made only after a call passed it, so a hit skips the validation
     if cu_seqlens_q is None and cu_seqlens_k is None and seqused_q is None and learnable_sink is None:
@@ -182,7 +174,7 @@ def forward(
     return out, lse
 
 
-def _forward_kv8(
+def forward_kv8(
     q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits, cu_seqlens_q,
     cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table, kv_batch_idx, before_launch,
     names, k_descale, v_descale,
@@ -192,7 +184,7 @@ def _forward_kv8(
     args = validate.forward_args(
         q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
         cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
-        kv_batch_idx, names, k_descale, v_descale,
+        kv_batch_idx, names, k_descale, v_descale, kv8=True,
     )  # fmt: skip
     kd, vd = validate.check_kv8(q, args.k, args.v, k_descale, v_descale, args.batch, args.nheads_kv, names)
     if before_launch is not None:

@@ -28,7 +28,7 @@ import torch
 from fa4_torch import launch, launch_bwd, validate
 from fa4_torch.validate import DEFAULT_NAMES, UNBOUNDED
 
-__all__ = ["fwd_op", "bwd_op", "forward", "backward"]
+__all__ = ["fwd_op", "bwd_op", "forward", "forward_kv8", "backward"]
 
 
 # ---------------------------------------------------------------------------------- routing
@@ -53,26 +53,17 @@ def forward(
     kv_batch_idx=None,
     before_launch=None,
     names=DEFAULT_NAMES,
-    k_descale=None,
-    v_descale=None,
 ):
     """The forward of every API function -> ``(out, lse)``: eager, :func:`fa4_torch.launch.forward`
     (its arguments, in its order); under ``torch.compile``, ``before_launch`` (traced as ordinary torch
     ops) and then ``torch.ops.fa4.fwd``, which validates and launches when the graph runs. An FP8 K/V
-    cache (``k_descale``/``v_descale``) runs eager only."""
+    cache goes through :func:`forward_kv8`."""
     if max_seqlen_q is not None or max_seqlen_k is not None:  # not in the memo keys: checked first
         validate.check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
         validate.check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
-    kv8 = k_descale is not None or v_descale is not None or getattr(k, "dtype", None) in validate.KV8_DTYPES
-    if kv8:
-        if torch.compiler.is_compiling():
-            raise validate.later("an FP8 K/V cache under torch.compile", None)
-        return launch.forward(
-            q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
-            cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
-            kv_batch_idx, before_launch, names, k_descale, v_descale,
-        )  # fmt: skip
     if torch.compiler.is_compiling():
+        if getattr(k, "dtype", None) in validate.KV8_DTYPES:
+            raise validate.later("an FP8 K/V cache under torch.compile", None)
         if before_launch is not None:  # the KV-cache append is traced as ordinary torch ops
             before_launch()
         left, right = window_size if isinstance(window_size, (tuple, list)) else (None, None)
@@ -101,6 +92,25 @@ def forward(
         q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
         cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
         kv_batch_idx, before_launch, names,
+    )  # fmt: skip
+
+
+def forward_kv8(
+    q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits, cu_seqlens_q,
+    cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table, kv_batch_idx, before_launch,
+    names, k_descale, v_descale,
+):  # fmt: skip
+    """The forward over an FP8 K/V cache (or with descales given) -> ``(out, lse)``: eager only
+    (:func:`fa4_torch.launch.forward_kv8`); under ``torch.compile`` a ``NotImplementedError``."""
+    if torch.compiler.is_compiling():
+        raise validate.later("an FP8 K/V cache under torch.compile", None)
+    if max_seqlen_q is not None or max_seqlen_k is not None:
+        validate.check_max_seqlen("max_seqlen_q", max_seqlen_q, "query")
+        validate.check_max_seqlen("max_seqlen_k", max_seqlen_k, "key")
+    return launch.forward_kv8(
+        q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
+        cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
+        kv_batch_idx, before_launch, names, k_descale, v_descale,
     )  # fmt: skip
 
 

@@ -67,12 +67,14 @@ __all__ = [
     "quantize_kv8",
     "Q8Args",
     "quantized_args",
+    "fp8_input_args",
     "SDPA_PRECISIONS",
     "check_sdpa",
 ]
 
 DTYPES = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 KV8_DTYPES = {torch.float8_e4m3fn: "float8_e4m3fn"}  # FP8 K/V caches (with fp16/bf16 q)
+_KV_DTYPES = (*DTYPES, *KV8_DTYPES)  # what a K/V tensor or cache may hold
 # the largest head dims whose tile fits 99 KB with the 8-bit staging tiles (fa4_sm120.tiles)
 KV8_MAX_HEAD_DIM = 192
 UNBOUNDED = 1 << 30  # a window side without a bound (the kernels' runtime value)
@@ -398,11 +400,13 @@ def forward_args(
     names=DEFAULT_NAMES,
     k_descale=None,
     v_descale=None,
+    kv8=False,
 ) -> FwdArgs:
     """Every check of one forward call (``max_seqlen_q/k`` excepted: the caller checks them first, on
     every call), in the order of the error table of ``docs/api.md``. ``names``: how the caller calls
-    ``k``, ``v`` and ``seqused_k``; ``k_descale``/``v_descale``: an FP8 K/V cache's
-    (:func:`check_kv8`, before the device check)."""
+    ``k``, ``v`` and ``seqused_k``; ``kv8``: the call goes to the FP8 K/V cache's forward
+    (:func:`fa4_torch.launch.forward_kv8`), whose ``k_descale``/``v_descale`` are checked here
+    (:func:`check_kv8`, before the device check); FP8 ``k``/``v`` anywhere else are an error."""
     q_in, k_in, v_in = q, k, v
     kn, vn, un = names
     varlen_q = cu_seqlens_q is not None
@@ -414,8 +418,8 @@ def forward_args(
         )
     check_flag("causal", causal)
     check_tensor("q", q, 3 if varlen_q else 4, layout=False)
-    check_tensor(kn, k, 3 if varlen_k else 4, (*DTYPES, *KV8_DTYPES), layout=False)
-    check_tensor(vn, v, 3 if varlen_k else 4, (*DTYPES, *KV8_DTYPES), layout=False)
+    check_tensor(kn, k, 3 if varlen_k else 4, _KV_DTYPES, layout=False)
+    check_tensor(vn, v, 3 if varlen_k else 4, _KV_DTYPES, layout=False)
     for name, d in (("head_dim", q.shape[-1]), ("head_dim_v", v.shape[-1])):
         if d not in HEAD_DIMS:
             raise unsupported(name, d, f"one of {HEAD_DIMS}")
@@ -426,6 +430,12 @@ def forward_args(
             (q.dtype, k.dtype, v.dtype),
             "one dtype for all three, or an FP8 (float8_e4m3fn) k and v with fp16/bf16 q",
         )
+    if k.dtype in KV8_DTYPES and not kv8:  # the 16-bit forward's path (the custom op, the backward)
+        raise unsupported(
+            f"({kn}.dtype, {vn}.dtype)", (k.dtype, v.dtype),
+            "q's dtype here; an FP8 K/V cache runs eager through flash_attn_varlen_func or "
+            "flash_attn_with_kvcache",
+        )  # fmt: skip
     nheads, head_dim = q.shape[-2:]
     nheads_kv, head_dim_v = v.shape[-2], v.shape[-1]
     if k.shape[-1] != head_dim:
@@ -476,7 +486,7 @@ def forward_args(
         q, k, varlen_q, varlen_k, paged, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
         kv_batch_idx, un,
     )  # fmt: skip
-    if k_descale is not None or v_descale is not None or k.dtype in KV8_DTYPES:
+    if kv8 or k_descale is not None or v_descale is not None:
         check_kv8(q, k, v, k_descale, v_descale, batch, nheads_kv, names)
     check_devices(
         q,
@@ -600,8 +610,8 @@ def check_kvcache(q, k_cache, v_cache, k, v, cache_seqlens, page_table, cache_ba
     check_tensor("q", q, 4, layout=False)
     batch = q.shape[0]
     paged = page_table is not None
-    check_tensor("k_cache", k_cache, 4, (*DTYPES, *KV8_DTYPES), layout=False)
-    check_tensor("v_cache", v_cache, 4, (*DTYPES, *KV8_DTYPES), layout=False)
+    check_tensor("k_cache", k_cache, 4, _KV_DTYPES, layout=False)
+    check_tensor("v_cache", v_cache, 4, _KV_DTYPES, layout=False)
     if paged and cache_batch_idx is not None:
         raise unsupported(
             "cache_batch_idx", "a tensor", "None with a page_table (the table already maps slots)"
@@ -755,6 +765,21 @@ def quantized_args(
     check_devices(q, (("k", k), ("v", v)))
     out_dtype = torch.bfloat16 if fp8 else q.dtype
     return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse, out_dtype, views)
+
+
+def fp8_input_args(
+    q, k, v, causal, softmax_scale, window_size, learnable_sink, softcap, num_splits, return_lse, descales
+) -> Q8Args:
+    """``flash_attn_func`` on float8_e4m3fn q, k, v with ``descales = (q_descale, k_descale,
+    v_descale)`` (FlashAttention-3's convention): what the 8-bit forward cannot do raises, then
+    :func:`quantized_args` with FP8 Q·Kᵀ and fp32 accumulation."""
+    if learnable_sink is not None:
+        raise unsupported("learnable_sink", "a tensor", "None with float8_e4m3fn q, k, v")
+    if softcap != 0.0:
+        raise unsupported("softcap", softcap, "0.0 with float8_e4m3fn q, k, v")
+    if num_splits != 1:
+        raise unsupported("num_splits", num_splits, "1 with float8_e4m3fn q, k, v")
+    return quantized_args(q, k, v, causal, softmax_scale, window_size, "fp8", "fp32", return_lse, descales)
 
 
 SDPA_PRECISIONS = ("int8", "fp8", "native")
