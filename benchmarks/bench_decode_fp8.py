@@ -15,7 +15,9 @@ left out of that row (recorded under ``skipped``).
 ``--emulate-sm120`` launches fa4's kernels at SM120's CTAs per SM (:func:`_common.emulate_sm120`: the
 FP8 d128 decode tile, 65,536 B with its staging tiles, runs one CTA per SM there against the bf16
 tile's two); ``--kv8-tile-n 32`` times FP8 key tiles of 32 (40,960 B: two CTAs per SM on SM120)
-instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N`, the open question of docs/sm120-resources.md.
+instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N`; ``--no-decode-rows`` runs both caches' decode on
+the 64-row small-m rows instead of the 16-row decode rows (:data:`fa4_sm120.tiles.DECODE_ROWS`), the
+comparison behind the decode rows (docs/sm120-resources.md).
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help=f"the subset {QUICK} (< 2 minutes)")
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
     ap.add_argument("--kv8-tile-n", type=int, default=None, help="FP8 key tiles of at most this (16..64)")
+    ap.add_argument("--no-decode-rows", action="store_true", help="decode on the 64-row small-m rows")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_decode_fp8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
@@ -133,6 +136,10 @@ def main():
         from fa4_sm120 import tiles
 
         tiles.KV8_MAX_TILE_N = args.kv8_tile_n  # benchmarking only, as the tuners replace table functions
+    if args.no_decode_rows:
+        from fa4_sm120 import tiles
+
+        tiles.DECODE_ROWS = 0  # benchmarking only: no call takes a decode row
     grid = QUICK if args.quick else dict(batch=BATCH, kv=KV, heads=HEADS, layouts=LAYOUTS)
     bw = copy_bandwidth()
     print(f"copy bandwidth: {bw:.0f} GB/s")
@@ -163,12 +170,14 @@ def main():
         "grid": {k: list(v) for k, v in grid.items()},
         "emulated_sm120": emulated,
         "kv8_tile_n": args.kv8_tile_n,
+        "decode_rows": not args.no_decode_rows,
     }
     print(summary)
     kind = (
         "decode-fp8" + ("-quick" if args.quick else "") + ("-emulated-sm120" if emulated is not None else "")
     )
     kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
+    kind += "-no-decode-rows" if args.no_decode_rows else ""
     path = C.results_path(kind, args.out)
     C.write_results(path, {"env": C.environment(), "summary": summary, "rows": rows})
     return 0

@@ -2,8 +2,8 @@
 ``sm_120a`` on the CPU without spills: its PTX fetches K/V with ``cp.async`` of 8-bit elements,
 widens them with ``cvt.rn.f16x2.e4m3x2`` and keeps the 16-bit ``mma.sync.aligned.m16n8k16``.
 
-Variants: decode's small-m rows of every head dim an FP8 cache supports, with the serving flags the
-kvcache path sets (contiguous / paged K/V, cache slots, split-KV, pack-GQA, softcap, sinks, windows),
+Variants: decode's rows (the 16-row decode rows of d64 and d128, the 64-row small-m rows of the others
+and of chunks of up to 64 query rows), with the serving flags the kvcache path sets (contiguous / paged K/V, cache slots, split-KV, pack-GQA, softcap, sinks, windows),
 both dtypes, and the rows longer query chunks take (prefill over the cache).
 """
 
@@ -45,12 +45,18 @@ def _variants() -> list[FwdConfig]:
             for pack in (1, 4):
                 decode = fwd_config(
                     "sm120", dtype, d, d, causal=True, pack_gqa=pack > 1, qhead_per_kvhead=pack,
-                    small_m=True, kv_dtype=FP8,
+                    small_m=True, decode=True, kv_dtype=FP8,
                 )  # fmt: skip
                 for flags in SERVING:
                     if flags.get("has_softcap") and flags.get("split_kv"):
                         flags = {**flags, "has_softcap": dtype == "bfloat16"}
                     out.append(dataclasses.replace(decode, **flags))
+    # chunks of 17-64 query rows (speculative decode, short prefill): the 64-row small-m rows
+    for d in (64, 128):
+        chunk = fwd_config(
+            "sm120", "bfloat16", d, d, causal=True, pack_gqa=True, qhead_per_kvhead=4, small_m=True, kv_dtype=FP8
+        )
+        out += [dataclasses.replace(chunk, **flags) for flags in SERVING]
     # the other head dims' decode rows, and the rows of longer chunks (prefill over the cache)
     for d in (32, 96, 160, 192):
         cfg = fwd_config("sm120", "bfloat16", d, d, causal=True, small_m=True, kv_dtype=FP8)
@@ -72,6 +78,7 @@ VARIANTS = _variants()
 
 def _id(cfg: FwdConfig) -> str:
     s = f"{cfg.dtype[:4]}-d{cfg.head_dim}-{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
+    s += "-warpsn" if cfg.warp_split_n else ""
     s += "-causal" if cfg.is_causal else ""
     s += f"-pack{cfg.qhead_per_kvhead}" if cfg.pack_gqa else ""
     for flag in ("varlen_q", "varlen_k", "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink"):

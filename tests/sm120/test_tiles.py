@@ -61,7 +61,7 @@ def test_can_implement_rejects_what_does_not_fit():
 
 
 def test_table_rows_are_unique():
-    keys = [(r.family, r.head_dim, r.head_dim_v, r.dtypes, r.causal, r.small_m) for r in FWD_TABLE]
+    keys = [(r.family, r.head_dim, r.head_dim_v, r.dtypes, r.causal, r.small_m, r.decode) for r in FWD_TABLE]
     assert len(keys) == len(set(keys))
 
 
@@ -90,8 +90,34 @@ def test_small_m_rows_only_for_small_m_calls():
         )
     for row in FWD_TABLE:
         if row.small_m:
-            assert selecting_args(row, row.causal[0]) == {"small_m": True}
+            expect = {"small_m": True, "decode": True} if row.decode else {"small_m": True}
+            assert selecting_args(row, row.causal[0]) == expect
             assert row.tile_m <= SMALL_M_ROWS and not row.plain_only, row
+
+
+def test_decode_rows_only_for_decode_calls():
+    """Calls of at most DECODE_ROWS query rows per tile take a decode row (16 rows, the warps along
+    the keys) where their head dims have one, whatever their features; small-m calls of more rows
+    and head dims without a decode row keep the 64-row rows."""
+    from fa4_sm120.tiles import DECODE_ROWS, wants_decode
+
+    assert DECODE_ROWS == 16 and wants_decode(16) and not wants_decode(17)
+    for d in (64, 128):
+        for kw in ({}, dict(split_kv=True), dict(local=True), dict(softcap=True)):
+            for kv in (None, "float8_e4m3fn"):
+                cfg = fwd_config(
+                    "sm120", "bfloat16", d, d, causal=True, small_m=True, decode=True, kv_dtype=kv, **kw
+                )
+                assert (cfg.tile_m, cfg.num_threads, cfg.warp_split_n) == (16, 128, True), (d, kw, kv)
+                assert cfg.tile_n % (16 * cfg.num_warps) == 0
+                cfg = fwd_config("sm120", "bfloat16", d, d, causal=True, small_m=True, kv_dtype=kv, **kw)
+                assert (cfg.tile_m, cfg.warp_split_n) == (64, False), (d, kw, kv)
+    for d in (32, 96, 192):  # no decode row: the small-m row
+        a = fwd_config("sm120", "bfloat16", d, d, causal=False, small_m=True, decode=True)
+        assert a == fwd_config("sm120", "bfloat16", d, d, causal=False, small_m=True)
+    for family in ("sm86", "sm80"):
+        a = fwd_config(family, "bfloat16", 128, 128, causal=False, small_m=True, decode=True)
+        assert not a.warp_split_n
 
 
 # ---- the backward table and the warp split of its tiled MMA

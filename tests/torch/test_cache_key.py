@@ -49,6 +49,7 @@ VARIANTS = {
     "has_softcap": (BASE, {"has_softcap": True}),
     "has_sink": (BASE, {"has_sink": True}),
     "kv_dtype": (BASE, {"kv_dtype": "float8_e4m3fn"}),  # an FP8 K/V cache
+    "warp_split_n": (BASE, {"warp_split_n": True}),  # the decode rows' warps along the keys
     "launch_smem": (BASE, {"launch_smem": 200_000}),
     # the code-generation choices (each field of FwdCodegen changes the generated code)
     "codegen": (BASE, {"codegen": FwdCodegen(rescale_threshold=0.0)}),

@@ -83,6 +83,11 @@ class FwdConfig:
     # fetched in 8 bits, widened to ``dtype`` in shared memory, descales folded into the score scale
     # and the output); None: K/V are ``dtype``
     kv_dtype: str | None = None
+    # the warps split each key block instead of stacking along M (``tile_m`` 16, one warp's rows):
+    # each warp runs its own online softmax over ``tile_n / num_warps`` keys, and the warps' partial
+    # O, row max and row sum merge through shared memory at the end. For decode, where the query
+    # rows of a tile are few: each warp then reads a quarter of K and V from shared memory, not all
+    warp_split_n: bool = False
     # benchmarking only: dynamic shared memory requested at launch (>= the kernel's own), so that a
     # GPU with more shared memory per SM (H100: 228 KB) keeps as few CTAs per SM as SM120 would
     launch_smem: int = 0
@@ -91,6 +96,11 @@ class FwdConfig:
     @property
     def num_warps(self) -> int:
         return self.num_threads // 32
+
+    @property
+    def rows_per_warp(self) -> int:
+        """Query rows of each warp's MMAs (all of the tile's with ``warp_split_n``)."""
+        return self.tile_m if self.warp_split_n else self.tile_m // self.num_warps
 
     @property
     def smem_bytes(self) -> int:
@@ -150,7 +160,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
     """
     g = cfg.codegen
-    rows_per_warp = cfg.tile_m // cfg.num_warps
+    rows_per_warp = cfg.rows_per_warp
     pv_split = (
         g.pv_split if g.pv_split is not None else (2 if rows_per_warp >= 32 and cfg.head_dim_v >= 128 else 1)
     )

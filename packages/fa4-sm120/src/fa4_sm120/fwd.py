@@ -53,6 +53,14 @@ buffer, and the barrier that already follows the wait publishes them to ``ldmatr
 score scale (before the softcap, which so sees the true score), ``v_descale`` the final ``1 /
 row_sum`` of O (split-KV partials too: the combine is linear in O); the LSE needs neither.
 
+Warps along the keys (``warp_split_n``, decode): a tile of 16 query rows (one warp's MMA rows),
+whose warps each take ``tile_n / num_warps`` keys of every block: the loads and barriers are the
+CTA's as above, but each warp multiplies and runs the online softmax over its own keys only, so it
+reads a quarter of K and V from shared memory (with 64 rows over 4 warps each warp reads all of
+them, and decode's few query rows leave most MMA rows empty). At the end the warps' row maxima and
+sums meet in shared memory, each warp rescales its O rows to the common max, the warps add their O
+into one fp32 tile and warp 0 stores the result (:meth:`FlashAttentionForwardSm120.merge_warps`).
+
 Constraints: head_dim and head_dim_v multiples of 32 up to 256; shared memory
 ``fwd_smem_bytes(...)`` (:mod:`fa4_sm120.smem`) within the arch cap (101,376 B on SM120);
 ``tile_m`` a multiple of ``16 * num_warps``; ``tile_n`` a multiple of 16.
@@ -70,7 +78,7 @@ from cutlass.cute.nvgpu import cpasync, warp
 
 from fa4_core.block_info import BlockInfo
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_core.layout import acc_as_a_operand, acc_mn_view, rebase_opaque
+from fa4_core.layout import acc_as_a_operand, acc_mn_view, quad_allreduce_sum, rebase_opaque
 from fa4_core.mask import apply_mask
 from fa4_core.pack_gqa import unpack_row
 from fa4_core.seqlen_info import SeqlenInfoQK
@@ -80,6 +88,7 @@ from fa4_sm120.limits import HEAD_DIMS
 from fa4_sm120.mma_sync import (
     DTYPES,
     MmaSyncKernel,
+    atom_k,
     check_copy_threads,
     check_dtype,
     check_head_dims,
@@ -244,6 +253,10 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
         self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
+        # the warps split each key block (module docstring, "Warps along the keys")
+        self.warp_split_n = cfg.warp_split_n
+        self.mma_warps = 1 if cfg.warp_split_n else cfg.num_warps  # warps of the tiled MMA (along M)
+        self.tile_n_w = cfg.tile_n // cfg.num_warps if cfg.warp_split_n else cfg.tile_n  # keys per warp
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
@@ -253,7 +266,21 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         check_head_dims({"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         if cfg.num_threads % 32 or cfg.num_threads < 64 or cfg.num_threads > 512:
             raise unsupported("num_threads", cfg.num_threads, "a multiple of 32 in [64, 512]")
-        if cfg.tile_m % (16 * cfg.num_warps):
+        if cfg.warp_split_n:
+            if cfg.tile_m != 16:
+                raise unsupported("tile_m", cfg.tile_m, "16 with warp_split_n (one warp's rows)")
+            if cfg.tile_n % (16 * cfg.num_warps):
+                raise unsupported(
+                    "tile_n",
+                    cfg.tile_n,
+                    f"a multiple of 16 * num_warps = {16 * cfg.num_warps} with warp_split_n",
+                )
+            for name, d in (("head_dim", cfg.head_dim), ("head_dim_v", cfg.head_dim_v)):
+                if cfg.num_threads * 8 // atom_k(d) > cfg.tile_m:  # one copy pass covers at most the tile
+                    raise unsupported(name, d, "a multiple of 64 with warp_split_n")
+            if cfg.tile_n * cfg.head_dim < 32 * (cfg.head_dim_v + 8):  # merge_warps' fp32 O tile in sK
+                raise unsupported("tile_n", cfg.tile_n, f">= {32 * (cfg.head_dim_v + 8) // cfg.head_dim}")
+        elif cfg.tile_m % (16 * cfg.num_warps):
             raise unsupported("tile_m", cfg.tile_m, f"a multiple of 16 * num_warps = {16 * cfg.num_warps}")
         if cfg.tile_n % 16 or cfg.tile_n < 16:
             raise unsupported("tile_n", cfg.tile_n, "a multiple of 16")
@@ -306,11 +333,12 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         return SharedStorage
 
     def make_tiled_mma(self):
-        """``m16n8k16`` 16-bit MMAs, the warps stacked along M, N and K tiled by 16."""
+        """``m16n8k16`` 16-bit MMAs, the warps stacked along M (one warp with ``warp_split_n``: each
+        warp multiplies its own keys), N and K tiled by 16."""
         return cute.make_tiled_mma(
             warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
-            (self.num_threads // 32, 1, 1),
-            permutation_mnk=(self.num_threads // 32 * 16, 16, 16),
+            (self.mma_warps, 1, 1),
+            permutation_mnk=(self.mma_warps * 16, 16, 16),
         )
 
     @cute.jit
@@ -558,8 +586,17 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         )
 
         # ---------------- MMA partitions
+        # warp_split_n: each warp is a one-warp MMA over its own tile_n_w keys of sK and sV
+        warp_idx = tidx // 32
+        mma_tidx = tidx
+        cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
+        if cutlass.const_expr(self.warp_split_n):
+            mma_tidx = tidx % 32
+            sK = cute.local_tile(sK, (self.tile_n_w, self.head_dim), (warp_idx, 0))
+            sVt = cute.local_tile(sVt, (self.head_dim_v, self.tile_n_w), (0, warp_idx))
+            cS = cute.local_tile(cS, (self.tile_m, self.tile_n_w), (0, warp_idx))
         tiled_mma = setup.tiled_mma
-        thr_mma = tiled_mma.get_slice(tidx)
+        thr_mma = tiled_mma.get_slice(mma_tidx)
         tSrQ = thr_mma.make_fragment_A(thr_mma.partition_A(sQ))
         tSrK = thr_mma.make_fragment_B(thr_mma.partition_B(sK))
         tOrVt = thr_mma.make_fragment_B(thr_mma.partition_B(sVt))
@@ -571,9 +608,9 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         smem_copy_Q = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
         smem_copy_K = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
         smem_copy_V = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm_t, self.dtype), tiled_mma)
-        thr_smem_Q = smem_copy_Q.get_slice(tidx)
-        thr_smem_K = smem_copy_K.get_slice(tidx)
-        thr_smem_V = smem_copy_V.get_slice(tidx)
+        thr_smem_Q = smem_copy_Q.get_slice(mma_tidx)
+        thr_smem_K = smem_copy_K.get_slice(mma_tidx)
+        thr_smem_V = smem_copy_V.get_slice(mma_tidx)
         tSsQ = thr_smem_Q.partition_S(sQ)
         tSrQ_view = thr_smem_Q.retile(tSrQ)
         tSsK = thr_smem_K.partition_S(sK)
@@ -589,8 +626,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             Vt=Operand(tOrVt, tOsVt, tOrVt_view, smem_copy_V),
         )
 
-        cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
-        tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
+        tScS_mn = acc_mn_view(thr_mma.partition_C(cS))  # tile coordinates (this warp's keys)
         num_rows = cute.size(tScS_mn.shape[0])
         scale_log2, softcap_scale = scores.scale_log2, scores.softcap_scale
         if cutlass.const_expr(self.kv8):
@@ -638,6 +674,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 )
 
         # ---------------- epilogue
+        if cutlass.const_expr(self.warp_split_n):
+            self.merge_warps(softmax, acc_O, thr_mma, storage, warp_idx)
         lse = cute.make_rmem_tensor(num_rows, Float32)
         if cutlass.const_expr(cfg.has_sink and not cfg.split_kv):
             sink_log2 = cute.make_rmem_tensor(num_rows, Float32)
@@ -659,10 +697,16 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         for r_ in cutlass.range_constexpr(num_rows):
             acc_O_mn[r_, None] = acc_O_mn[r_, None].load() * row_scale[r_]
         cute.arch.cp_async_wait_group(0)
-        self.store_lse(lse, g.mLSE, thr_mma, tile, packed_len)
-        if cutlass.const_expr(cfg.split_kv):
-            self.store_o_partial(acc_O, g.mO, thr_mma, tile, packed_len)
+        if cutlass.const_expr(self.warp_split_n):  # every warp holds the merged rows: warp 0 stores them
+            if warp_idx == 0:
+                self.store_lse(lse, g.mLSE, thr_mma, tile, packed_len)
+                if cutlass.const_expr(cfg.split_kv):
+                    self.store_o_partial(acc_O, g.mO, thr_mma, tile, packed_len)
         else:
+            self.store_lse(lse, g.mLSE, thr_mma, tile, packed_len)
+            if cutlass.const_expr(cfg.split_kv):
+                self.store_o_partial(acc_O, g.mO, thr_mma, tile, packed_len)
+        if cutlass.const_expr(not cfg.split_kv):
             self.epilogue(acc_O, g.mO, sO, tiled_mma, setup.gmem_copy_O, tile, packed_len)
 
     # ------------------------------------------------------------------ stage helpers
@@ -690,7 +734,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 Vt=replace(mma.Vt, smem=rebase_opaque(mma.Vt.smem)),
             )
 
-        acc_S = cute.make_rmem_tensor(mma.thr_mma.partition_shape_C((self.tile_m, self.tile_n)), Float32)
+        acc_S = cute.make_rmem_tensor(mma.thr_mma.partition_shape_C((self.tile_m, self.tile_n_w)), Float32)
         acc_S.fill(0.0)
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
@@ -777,6 +821,68 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                     Vt.smem_copy,
                 )
                 self.gemm(mma.tiled_mma, acc_h, P, Vt_h, True)
+
+    # ------------------------------------------------------------------ warps along the keys
+    @cute.jit
+    def merge_warps(self, softmax: OnlineSoftmax, acc_O: cute.Tensor, thr_mma, storage, warp_idx):
+        """``warp_split_n``: merge the warps' partial rows (each over its own keys) into every warp's
+        ``acc_O`` and ``softmax`` (as one softmax over all keys would have left them, before
+        :meth:`OnlineSoftmax.finalize`). Each warp's row max and sum go to shared memory; every warp
+        rescales its O rows by ``exp2((its max - the max) * scale)`` (0 for a warp that saw no key of
+        the row), the warps add their rows into one fp32 tile in turn, and all read the sum back.
+        The scratch is the K and V buffers (every load has landed and been read)."""
+        nw = self.cfg.num_warps
+        dv = self.head_dim_v
+        ld = dv + 8  # padded rows: an accumulator row's quads fall in different banks
+        cute.arch.cp_async_wait_group(0)
+        cute.arch.barrier()  # every warp is done with sK and sV
+        sAcc = cute.make_tensor(
+            cute.recast_ptr(storage.sK.get_tensor(cute.make_layout(1)).iterator, dtype=Float32),
+            cute.make_layout((self.tile_m, dv), stride=(ld, 1)),
+        )
+        sStat = cute.make_tensor(
+            cute.recast_ptr(storage.sV.get_tensor(cute.make_layout(1)).iterator, dtype=Float32),
+            cute.make_layout((nw, self.tile_m, 2), stride=(2 * self.tile_m, 2, 1)),
+        )
+        tOcO_mn = acc_mn_view(thr_mma.partition_C(cute.make_identity_tensor((self.tile_m, dv))))
+        acc_O_mn = acc_mn_view(acc_O)
+        num_rows = cute.size(tOcO_mn.shape[0])
+        lead = tOcO_mn[0, 0][1] == 0  # the lane of each quad that holds column 0 of its rows
+        for r in cutlass.range_constexpr(num_rows):
+            total = quad_allreduce_sum(softmax.row_sum[r])
+            if lead:
+                row = tOcO_mn[r, 0][0]
+                sStat[warp_idx, row, 0] = softmax.row_max[r]
+                sStat[warp_idx, row, 1] = total
+        cute.arch.barrier()
+        s = softmax.scale_log2
+        for r in cutlass.range_constexpr(num_rows):
+            row = tOcO_mn[r, 0][0]
+            m_all = sStat[0, row, 0]
+            for w in cutlass.range_constexpr(1, nw):
+                m_all = cute.arch.fmax(m_all, sStat[w, row, 0])
+            m_all_s = Float32(0.0) if m_all == -Float32.inf else m_all * s
+            sum_all = Float32(0.0)
+            for w in cutlass.range_constexpr(nw):
+                sum_all += sStat[w, row, 1] * cute.math.exp2(sStat[w, row, 0] * s - m_all_s, fastmath=True)
+            factor = cute.math.exp2(softmax.row_max[r] * s - m_all_s, fastmath=True)
+            acc_O_mn[r, None] = acc_O_mn[r, None].load() * factor
+            softmax.row_max[r] = m_all
+            softmax.row_sum[r] = sum_all if lead else Float32(0.0)  # finalize sums the quad
+        for w in cutlass.range_constexpr(nw):
+            if warp_idx == w:
+                for r in cutlass.range_constexpr(num_rows):
+                    for c in cutlass.range_constexpr(cute.size(tOcO_mn.shape[1])):
+                        row, col = tOcO_mn[r, c]
+                        if cutlass.const_expr(w == 0):
+                            sAcc[row, col] = acc_O_mn[r, c]
+                        else:
+                            sAcc[row, col] = sAcc[row, col] + acc_O_mn[r, c]
+            cute.arch.barrier()
+        for r in cutlass.range_constexpr(num_rows):
+            for c in cutlass.range_constexpr(cute.size(tOcO_mn.shape[1])):
+                row, col = tOcO_mn[r, c]
+                acc_O_mn[r, c] = sAcc[row, col]
 
     # ------------------------------------------------------------------ FP8 K/V (kv_dtype)
     def _staging_layout(self, d: int):
@@ -1016,12 +1122,18 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         rO.store(acc_O.load().to(self.dtype))
         # every warp is done reading sQ (O reuses its buffer)
         cute.arch.barrier()
-        # registers -> shared, partitioned like the mma.sync accumulator (plain stores)
+        # registers -> shared, partitioned like the mma.sync accumulator (plain stores); with
+        # warp_split_n every warp holds the merged O and warp 0 writes it
         smem_copy_O = cute.make_tiled_copy_C(
             cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), self.dtype), tiled_mma
         )
-        thr_smem_O = smem_copy_O.get_slice(tidx)
-        cute.copy(smem_copy_O, thr_smem_O.retile(rO), thr_smem_O.partition_D(sO))
+        if cutlass.const_expr(self.warp_split_n):
+            if tidx < 32:
+                thr_smem_O = smem_copy_O.get_slice(tidx)
+                cute.copy(smem_copy_O, thr_smem_O.retile(rO), thr_smem_O.partition_D(sO))
+        else:
+            thr_smem_O = smem_copy_O.get_slice(tidx)
+            cute.copy(smem_copy_O, thr_smem_O.retile(rO), thr_smem_O.partition_D(sO))
         cute.arch.barrier()
         # shared -> registers (128-bit) -> global, rows addressed arithmetically
         cO = cute.make_identity_tensor((self.tile_m, self.head_dim_v))

@@ -73,7 +73,7 @@ MIN_SPLIT_KEYS = 512
 _new = tuple.__new__  # NamedTuple(*fields) without its Python-level __new__: half the cost per call
 _sm_count: dict[int, int] = {}  # device index -> SM count
 _sm_facts: dict[int, SmFacts] = {}  # device index -> per-SM limits
-_split_wave: dict[tuple, tuple[int, int]] = {}  # (device, dtype, head dims, small_m) -> (tile_m, slots)
+_split_wave: dict[tuple, tuple[int, int]] = {}  # (device, dtype, head dims, row flags) -> (tile_m, slots)
 
 
 # ---------------------------------------------------------------------------------- keys
@@ -100,6 +100,7 @@ class FwdKey(NamedTuple):
     small_m: bool = False  # the family's 64-row row (decode, few-tile calls)
     device: torch.device | None = None
     kv8: bool = False  # an FP8 (float8_e4m3fn) K/V cache
+    decode: bool = False  # the family's decode row (at most 16 query rows per tile), where it has one
 
 
 class FwdPlan(NamedTuple):
@@ -138,17 +139,18 @@ def forward_plan(args: FwdArgs) -> FwdPlan:
     # decode and few-tile calls: the 64-row tiles. Few-tile only for batch-dense q: a varlen call's
     # tile must not depend on whether max_seqlen_q was given (the answer is bitwise the same without)
     small_m = takes_small_m(max_q, nheads, nheads_kv, pack, batch, 0 if varlen_q else num_sms(q.device))
+    decode = tiles.wants_decode(max_q * (ratio if pack else 1))
     if splits == 0:
         splits = heuristic_splits(
             q.device, batch, nheads, nheads_kv, max_q, max_k, pack, ratio, DTYPES[q.dtype], head_dim,
-            head_dim_v, small_m, KV8_DTYPES.get(args.k.dtype),
+            head_dim_v, small_m, KV8_DTYPES.get(args.k.dtype), decode,
         )  # fmt: skip
     splits = max(1, min(splits, MAX_SPLITS))
     key = _new(FwdKey, (
         q.dtype, head_dim, head_dim_v, causal, is_local, pack, ratio if pack else 1, varlen_q,
         cu_k is not None, used_q is not None, used_k is not None, page_table is not None,
         kv_batch is not None, splits > 1, softcap > 0, sink is not None and splits == 1, small_m, q.device,
-        args.k.dtype in KV8_DTYPES,
+        args.k.dtype in KV8_DTYPES, decode,
     ))  # fmt: skip
     return _new(FwdPlan, (key, splits))
 
@@ -163,13 +165,14 @@ def dense_key(
     *,
     small_m: bool,
     device: torch.device | None = None,
+    decode: bool = False,
 ) -> FwdKey:
     """The key of a batch-dense call without window, split-KV, softcap or sink, with the API's
-    default pack-GQA (on when ``nheads > nheads_kv``); ``small_m``: which of the two rows."""
+    default pack-GQA (on when ``nheads > nheads_kv``); ``small_m`` and ``decode``: which row."""
     ratio = nheads // nheads_kv
     pack = ratio > 1
-    return FwdKey(dtype, head_dim, head_dim_v, causal, False, pack, ratio if pack else 1, small_m=small_m,
-                  device=device)  # fmt: skip
+    return FwdKey(dtype, head_dim, head_dim_v, causal, False, pack, ratio if pack else 1,
+                  small_m=small_m or decode, device=device, decode=decode)  # fmt: skip
 
 
 def takes_small_m(seqlen_q: int, nheads: int, nheads_kv: int, pack: bool, batch: int, sms: int) -> bool:
@@ -185,6 +188,7 @@ def fwd_config(key: FwdKey, family: str) -> FwdConfig:
         family, DTYPES[key.dtype], key.head_dim, key.head_dim_v, causal=key.causal, local=key.local,
         pack_gqa=key.pack_gqa, qhead_per_kvhead=key.qhead_per_kvhead, split_kv=key.split_kv,
         softcap=key.softcap, small_m=key.small_m, kv_dtype="float8_e4m3fn" if key.kv8 else None,
+        decode=key.decode,
     )  # fmt: skip
     return dataclasses.replace(
         cfg,
@@ -214,15 +218,21 @@ def bwd_configs(key: BwdKey, family: str, target: str) -> tuple[BwdConfig, PrePo
 
 # ---------------------------------------------------------------------------------- split-KV
 def split_wave(
-    device, dtype: str, head_dim: int, head_dim_v: int, small_m: bool, kv_dtype: str | None = None
+    device,
+    dtype: str,
+    head_dim: int,
+    head_dim_v: int,
+    small_m: bool,
+    kv_dtype: str | None = None,
+    decode: bool = False,
 ) -> tuple[int, int]:
     """(tile_m, resident CTA slots on the device) of the split-KV forward row (memoised)."""
-    key = (device, dtype, head_dim, head_dim_v, small_m, kv_dtype)
+    key = (device, dtype, head_dim, head_dim_v, small_m, kv_dtype, decode)
     hit = _split_wave.get(key)
     if hit is None:
         row = tiles.select_fwd_tile(
             device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m,
-            kv_dtype=kv_dtype,
+            kv_dtype=kv_dtype, decode=decode,
         )  # fmt: skip
         smem = fwd_smem_bytes(row.tile_m, row.tile_n, head_dim, head_dim_v, row.num_stages)
         if kv_dtype is not None:
@@ -234,7 +244,7 @@ def split_wave(
 
 def heuristic_splits(
     device, batch, nheads, nheads_kv, seqlen_q, seqlen_k, pack, ratio, dtype, head_dim, head_dim_v,
-    small_m=False, kv_dtype=None,
+    small_m=False, kv_dtype=None, decode=False,
 ):  # fmt: skip
     """Split the keys when the (m-block, head, batch) tiles fill less than half of one wave of
     resident CTAs: as many splits as fill that one wave whole, with at least 128 keys per split for
@@ -250,7 +260,7 @@ def heuristic_splits(
     split count): batch 1 x 512 keys 117 unsplit, 161 with 4, 165 with 8; x 1,024 201 with 2, 298 with
     8; x 2,048 384 with 4, 500 with 16; x 4,096 697 with 8, 737 with 32, 812 with 16; batch 8 x 1,024
     1,271 with 2, 1,485 with 4 (one wave)."""
-    tile_m, slots = split_wave(device, dtype, head_dim, head_dim_v, small_m, kv_dtype)
+    tile_m, slots = split_wave(device, dtype, head_dim, head_dim_v, small_m, kv_dtype, decode)
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
     min_keys = MIN_SPLIT_KEYS_DECODE if small_m else MIN_SPLIT_KEYS
