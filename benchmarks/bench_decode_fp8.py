@@ -143,6 +143,7 @@ def main():
     grid = QUICK if args.quick else dict(batch=BATCH, kv=KV, heads=HEADS, layouts=LAYOUTS)
     bw = copy_bandwidth()
     print(f"copy bandwidth: {bw:.0f} GB/s")
+    measure(1, 4096, HEADS[0], "contiguous", bw)  # a first row, not kept: compiles, allocator, clocks
     rows = []
     for batch, kv_len, heads, layout in itertools.product(
         grid["batch"], grid["kv"], grid["heads"], grid["layouts"]

@@ -54,7 +54,15 @@ def _variants() -> list[FwdConfig]:
     # chunks of 17-64 query rows (speculative decode, short prefill): the 64-row small-m rows
     for d in (64, 128):
         chunk = fwd_config(
-            "sm120", "bfloat16", d, d, causal=True, pack_gqa=True, qhead_per_kvhead=4, small_m=True, kv_dtype=FP8
+            "sm120",
+            "bfloat16",
+            d,
+            d,
+            causal=True,
+            pack_gqa=True,
+            qhead_per_kvhead=4,
+            small_m=True,
+            kv_dtype=FP8,
         )
         out += [dataclasses.replace(chunk, **flags) for flags in SERVING]
     # the other head dims' decode rows, and the rows of longer chunks (prefill over the cache)

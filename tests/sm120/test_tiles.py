@@ -90,21 +90,24 @@ def test_small_m_rows_only_for_small_m_calls():
         )
     for row in FWD_TABLE:
         if row.small_m:
-            expect = {"small_m": True, "decode": True} if row.decode else {"small_m": True}
+            expect = {"small_m": True}
+            if row.decode:
+                expect.update(decode=True, kv_dtype="float8_e4m3fn")
             assert selecting_args(row, row.causal[0]) == expect
             assert row.tile_m <= SMALL_M_ROWS and not row.plain_only, row
 
 
 def test_decode_rows_only_for_decode_calls():
-    """Calls of at most DECODE_ROWS query rows per tile take a decode row (16 rows, the warps along
-    the keys) where their head dims have one, whatever their features; small-m calls of more rows
+    """FP8-cache calls of at most DECODE_ROWS query rows per tile take a decode row (16 rows, the
+    warps along the keys) where their head dims have one, whatever their features; small-m calls of more rows
     and head dims without a decode row keep the 64-row rows."""
     from fa4_sm120.tiles import DECODE_ROWS, wants_decode
 
-    assert DECODE_ROWS == 16 and wants_decode(16) and not wants_decode(17)
+    assert DECODE_ROWS == 16 and wants_decode(16, "float8_e4m3fn") and not wants_decode(17, "float8_e4m3fn")
+    assert not wants_decode(1, None)  # a 16-bit cache keeps the 64-row rows
     for d in (64, 128):
         for kw in ({}, dict(split_kv=True), dict(local=True), dict(softcap=True)):
-            for kv in (None, "float8_e4m3fn"):
+            for kv in ("float8_e4m3fn",):
                 cfg = fwd_config(
                     "sm120", "bfloat16", d, d, causal=True, small_m=True, decode=True, kv_dtype=kv, **kw
                 )
@@ -112,6 +115,9 @@ def test_decode_rows_only_for_decode_calls():
                 assert cfg.tile_n % (16 * cfg.num_warps) == 0
                 cfg = fwd_config("sm120", "bfloat16", d, d, causal=True, small_m=True, kv_dtype=kv, **kw)
                 assert (cfg.tile_m, cfg.warp_split_n) == (64, False), (d, kw, kv)
+    for d in (64, 128):  # a 16-bit cache: the small-m row
+        a = fwd_config("sm120", "bfloat16", d, d, causal=False, small_m=True, decode=True)
+        assert a == fwd_config("sm120", "bfloat16", d, d, causal=False, small_m=True)
     for d in (32, 96, 192):  # no decode row: the small-m row
         a = fwd_config("sm120", "bfloat16", d, d, causal=False, small_m=True, decode=True)
         assert a == fwd_config("sm120", "bfloat16", d, d, causal=False, small_m=True)

@@ -60,18 +60,13 @@ def test_info_without_gpu_names_family_and_tile_row():
         assert name in out
 
 
-def test_info_decode_shape_names_the_decode_and_small_m_rows():
-    # one query x 4 heads per KV head = 4 rows per tile: the 16-row decode row
+def test_info_decode_shape_names_the_small_m_row():
+    # one query x 4 heads per KV head = 4 rows per tile: the API's 64-row decode row
     r = fa4("--no-gpu", "info", "--shape", "8,1,32768,32,8,128")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert re.search(r"tile_m=16 tile_n=64 threads=128", r.stdout), r.stdout
-    assert "decode row" in r.stdout and "warp_split_n=True" in r.stdout
-    assert "grid         1 m-blocks x 8 KV heads x 8 batch = 64 CTAs" in r.stdout, r.stdout
-    # 8 queries x 4 = 32 rows: the 64-row small-m row
-    r = fa4("--no-gpu", "info", "--shape", "8,8,32768,32,8,128")
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"tile_m=64 tile_n=64 threads=128", r.stdout), r.stdout
     assert "small-m row" in r.stdout
+    assert "grid         1 m-blocks x 8 KV heads x 8 batch = 64 CTAs" in r.stdout, r.stdout
     r = fa4("--no-gpu", "info", "--shape", "8,17,32768,32,8,128")  # 68 rows: the 128-row row
     assert r.returncode == 0 and "small-m" not in r.stdout, r.stdout
     assert "tile_m=128" in r.stdout, r.stdout

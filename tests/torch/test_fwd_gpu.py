@@ -316,7 +316,7 @@ def test_fwd_alt_rows(row, c, monkeypatch):
 
     d, dv, tm, tn, th = row
     table = tuple(
-        dataclasses.replace(r, tile_m=tm, tile_n=tn, num_threads=th, plain_only=False)
+        dataclasses.replace(r, tile_m=tm, tile_n=tn, num_threads=th, plain_only=False, decode=False)
         if (r.family, r.head_dim, r.head_dim_v) == ("sm120", d, dv)
         else r
         for r in tiles.FWD_TABLE

@@ -103,10 +103,19 @@ class FwdConfig:
         return self.tile_m if self.warp_split_n else self.tile_m // self.num_warps
 
     @property
+    def kv8_one_buffer(self) -> bool:
+        """An FP8 cache on a decode row (``warp_split_n``, equal head dims): K and V are widened into
+        one 16-bit buffer in turn (V once every warp is done with K's scores, K once every warp is
+        done with the previous V), so the tile fits twice per SM120 SM."""
+        return self.kv_dtype is not None and self.warp_split_n and self.head_dim == self.head_dim_v
+
+    @property
     def smem_bytes(self) -> int:
         smem = fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
         if self.kv_dtype is not None:
             smem += kv8_staging_bytes(self.tile_n, self.head_dim, self.head_dim_v)
+        if self.kv8_one_buffer:
+            smem -= fwd_smem_bytes(0, self.tile_n, 0, self.head_dim_v, self.num_stages)  # no 16-bit V buffer
         return smem
 
 

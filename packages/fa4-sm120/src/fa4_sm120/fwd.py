@@ -319,8 +319,9 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         fields = {  # annotations as objects (this module's annotations are strings)
             "sQ": buf(self.dtype, q_elems),
             "sK": buf(self.dtype, cute.cosize(sK_layout)),
-            "sV": buf(self.dtype, cute.cosize(sV_layout)),
         }
+        if not self.cfg.kv8_one_buffer:  # else V is widened into sK (FwdConfig.kv8_one_buffer)
+            fields["sV"] = buf(self.dtype, cute.cosize(sV_layout))
         if self.kv8:  # FP8 K/V: the 8-bit staging tiles (fa4_sm120.smem.kv8_staging_bytes)
             fields["sK8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim)
             fields["sV8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim_v)
@@ -549,7 +550,9 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         sQ = storage.sQ.get_tensor(setup.sQ_layout)
         sO = storage.sQ.get_tensor(setup.sO_layout)
         sK = storage.sK.get_tensor(setup.sK_layout)
-        sV = storage.sV.get_tensor(setup.sV_layout)
+        sV = (storage.sK if cutlass.const_expr(cfg.kv8_one_buffer) else storage.sV).get_tensor(
+            setup.sV_layout
+        )
         sVt = cute.composition(sV, cute.make_layout((self.head_dim_v, self.tile_n), stride=(self.tile_n, 1)))
 
         # ---------------- global -> shared copies of K and V
@@ -739,6 +742,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         # K(n) has landed; everyone is done with V(n+1): start V(n)
         cute.arch.cp_async_wait_group(0)
         if cutlass.const_expr(self.kv8):
+            if cutlass.const_expr(self.cfg.kv8_one_buffer):
+                cute.arch.barrier()  # everyone is done with V(n+1) (K is widened into its buffer)
             self.widen_kv(loads.K)  # everyone is done with K(n+1) (the barrier after its S)
         cute.arch.barrier()
         self.load_kv(loads, loads.V, n_block, is_first, pages_V)
@@ -755,6 +760,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             # V(n) has landed; everyone is done with K(n): start K(n-1)
             cute.arch.cp_async_wait_group(0)
             if cutlass.const_expr(self.kv8):
+                if cutlass.const_expr(self.cfg.kv8_one_buffer):
+                    cute.arch.barrier()  # everyone is done with K(n) (V is widened into its buffer)
                 self.widen_kv(loads.V)  # everyone is done with V(n+1) (the barrier at this block's top)
             cute.arch.barrier()
         if n_block > n_block_min:
@@ -830,18 +837,18 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         :meth:`OnlineSoftmax.finalize`). Each warp's row max and sum go to shared memory; every warp
         rescales its O rows by ``exp2((its max - the max) * scale)`` (0 for a warp that saw no key of
         the row), the warps add their rows into one fp32 tile in turn, and all read the sum back.
-        The scratch is the K and V buffers (every load has landed and been read)."""
+        The scratch is the K and Q buffers (every load has landed and been read)."""
         nw = self.cfg.num_warps
         dv = self.head_dim_v
         ld = dv + 8  # padded rows: an accumulator row's quads fall in different banks
         cute.arch.cp_async_wait_group(0)
-        cute.arch.barrier()  # every warp is done with sK and sV
+        cute.arch.barrier()  # every warp is done with sK and sQ
         sAcc = cute.make_tensor(
             cute.recast_ptr(storage.sK.get_tensor(cute.make_layout(1)).iterator, dtype=Float32),
             cute.make_layout((self.tile_m, dv), stride=(ld, 1)),
         )
         sStat = cute.make_tensor(
-            cute.recast_ptr(storage.sV.get_tensor(cute.make_layout(1)).iterator, dtype=Float32),
+            cute.recast_ptr(storage.sQ.get_tensor(cute.make_layout(1)).iterator, dtype=Float32),
             cute.make_layout((nw, self.tile_m, 2), stride=(2 * self.tile_m, 2, 1)),
         )
         tOcO_mn = acc_mn_view(thr_mma.partition_C(cute.make_identity_tensor((self.tile_m, dv))))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.configs import FwdConfig, Q8FwdConfig
+from fa4_sm120.configs import KV8_DTYPES, FwdConfig, Q8FwdConfig
 from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
@@ -60,8 +60,9 @@ class FwdTile:
     # only for calls whose query rows per tile (seqlen_q, times the heads per KV head under pack-GQA)
     # are at most SMALL_M_ROWS: decode and short chunks, where a 128-row tile is mostly empty rows
     small_m: bool = False
-    # only for calls of at most DECODE_ROWS query rows per tile: 16 rows whose warps split each key
-    # block (FwdConfig.warp_split_n), so each warp reads only its share of K and V from shared memory
+    # only for FP8-cache calls of at most DECODE_ROWS query rows per tile: 16 rows whose warps split
+    # each key block (FwdConfig.warp_split_n), so each warp reads only its share of K and V from
+    # shared memory
     decode: bool = False
 
 
@@ -71,20 +72,23 @@ class FwdTile:
 # 2.1 TB/s at 272 TFLOP/s of mostly empty rows, 2026-12-02) where 64 rows halve the work.
 SMALL_M_ROWS = 64
 
-# A call with at most this many query rows per tile (decode of one token with up to 16 query heads per
-# KV head, or a few speculative tokens) takes a ``decode`` row where its head dims have one: a 64-row
-# tile's four warps would each read the whole K and V tile from shared memory for rows that are
-# mostly empty (docs/sm120-resources.md).
+# An FP8-cache call with at most this many query rows per tile (decode of one token with up to 16 query
+# heads per KV head, or a few speculative tokens) takes a ``decode`` row where its head dims have one:
+# a 64-row tile's four warps would each read (and widen) the whole K and V tile in shared memory for
+# rows that are mostly empty (wants_decode, docs/sm120-resources.md).
 DECODE_ROWS = 16
 
 # an FP8 K/V cache's key tiles are at most this long (fwd_config)
 KV8_MAX_TILE_N = 64
 
 
-def wants_decode(rows: int) -> bool:
-    """Whether a forward call with ``rows`` query rows per tile (pack-GQA heads counted) takes a
-    ``decode`` row (where its head dims have one): at most :data:`DECODE_ROWS`."""
-    return rows <= DECODE_ROWS
+def wants_decode(rows: int, kv_dtype: str | None) -> bool:
+    """Whether a forward call with ``rows`` query rows per tile (pack-GQA heads counted) over K/V of
+    ``kv_dtype`` (None: q's dtype) takes a ``decode`` row (where its head dims have one): an FP8 K/V
+    cache with at most :data:`DECODE_ROWS` rows. A 16-bit cache keeps the 64-row rows: with twice
+    the bytes per key its decode is bound by memory there, and the decode rows measured 0-11% slower
+    (docs/sm120-resources.md)."""
+    return kv_dtype is not None and rows <= DECODE_ROWS
 
 
 def wants_small_m(rows: int, heads: int, batch: int, num_sms: int = 0) -> bool:
@@ -100,7 +104,7 @@ def wants_small_m(rows: int, heads: int, batch: int, num_sms: int = 0) -> bool:
 # fmt: off
 FWD_TABLE: tuple[FwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
-    # decode (at most 16 query rows): 16 rows, the 4 warps splitting each key block, picked first
+    # decode over an FP8 cache (at most 16 query rows): 16 rows, the 4 warps splitting each key block
     FwdTile("sm120",  64,  64,  16, 128, 128, small_m=True, decode=True),  # 2*(16*64  + 128*(64+64))   = 34,816 B
     FwdTile("sm120", 128, 128,  16,  64, 128, small_m=True, decode=True),  # 2*(16*128 +  64*(128+128)) = 36,864 B
     # decode / short chunks (small_m): 64 rows over 4 warps of 16, picked first when they apply
@@ -175,12 +179,12 @@ def select_fwd_tile(
     decode: bool = False,
 ) -> FwdTile:
     """The first row of ``family`` for these head dims (else those of ``max(d, dv)``), dtype and
-        causal; a ``plain_only`` row only for its exact head dims and none of a local window, split-KV
-        and softcap (the builds measured spill-free); a ``small_m`` row only for ``small_m`` calls (at
-        most :data:`SMALL_M_ROWS` query rows per tile), a ``decode`` row only for ``decode`` calls (at most
-    :data:`DECODE_ROWS`; ``decode`` implies ``small_m``). An FP8 K/V cache (``kv_dtype``) takes the first
-        such row that still fits the family's cap with its 8-bit staging tiles
-        (:func:`fa4_sm120.smem.kv8_staging_bytes`), else the first ``small_m`` row that does."""
+    causal; a ``plain_only`` row only for its exact head dims and none of a local window, split-KV
+    and softcap (the builds measured spill-free); a ``small_m`` row only for ``small_m`` calls (at
+    most :data:`SMALL_M_ROWS` query rows per tile), a ``decode`` row only for ``decode`` calls over an
+    FP8 cache (at most :data:`DECODE_ROWS`; ``decode`` implies ``small_m``). An FP8 K/V cache
+    (``kv_dtype``) takes the first such row that still fits the family's cap with its 8-bit staging
+    tiles (:func:`fa4_sm120.smem.kv8_staging_bytes`), else the first ``small_m`` row that does."""
     cap_arch = family_cap_arch(family)
     cap = smem_capacity(parse_arch(cap_arch)) if kv_dtype is not None else 0  # (FP8 only: may load the DSL)
     passes = [
@@ -200,7 +204,7 @@ def select_fwd_tile(
                 and causal in row.causal
                 and not (row.plain_only and (local or split_kv or softcap or not exact))
                 and (small_m or decode or not row.small_m)
-                and (decode or not row.decode)
+                and ((decode and kv_dtype is not None) or not row.decode)
                 and (kv_dtype is None or _kv8_fits(row, head_dim, head_dim_v, cap))
             ):
                 return row
@@ -279,7 +283,7 @@ def selecting_args(row: FwdTile, causal: bool) -> dict:
     ``row``: a ``small_m`` row for small-m calls, a row after a ``plain_only`` row of its dims for
     split-KV (and local) calls."""
     if row.decode:
-        return {"small_m": True, "decode": True}
+        return {"small_m": True, "decode": True, "kv_dtype": KV8_DTYPES[0]}
     if row.small_m:
         return {"small_m": True}
     first = select_fwd_tile(row.family, row.dtypes[0], row.head_dim, row.head_dim_v, causal)

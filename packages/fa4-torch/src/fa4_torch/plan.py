@@ -38,7 +38,6 @@ from fa4_sm120 import bwd_tiles, tiles
 from fa4_sm120.configs import BwdConfig, FwdConfig, PrePostConfig
 from fa4_sm120.limits import MAX_SPLITS
 from fa4_sm120.occupancy import SM120, SmFacts, ctas_per_sm
-from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 from fa4_torch.dispatch import device_family
 from fa4_torch.validate import DTYPES, KV8_DTYPES, FwdArgs
 
@@ -100,7 +99,7 @@ class FwdKey(NamedTuple):
     small_m: bool = False  # the family's 64-row row (decode, few-tile calls)
     device: torch.device | None = None
     kv8: bool = False  # an FP8 (float8_e4m3fn) K/V cache
-    decode: bool = False  # the family's decode row (at most 16 query rows per tile), where it has one
+    decode: bool = False  # the family's decode row (FP8 cache, at most 16 query rows per tile), if any
 
 
 class FwdPlan(NamedTuple):
@@ -139,18 +138,19 @@ def forward_plan(args: FwdArgs) -> FwdPlan:
     # decode and few-tile calls: the 64-row tiles. Few-tile only for batch-dense q: a varlen call's
     # tile must not depend on whether max_seqlen_q was given (the answer is bitwise the same without)
     small_m = takes_small_m(max_q, nheads, nheads_kv, pack, batch, 0 if varlen_q else num_sms(q.device))
-    decode = tiles.wants_decode(max_q * (ratio if pack else 1))
+    kv_dtype = KV8_DTYPES.get(args.k.dtype)
+    decode = tiles.wants_decode(max_q * (ratio if pack else 1), kv_dtype)
     if splits == 0:
         splits = heuristic_splits(
             q.device, batch, nheads, nheads_kv, max_q, max_k, pack, ratio, DTYPES[q.dtype], head_dim,
-            head_dim_v, small_m, KV8_DTYPES.get(args.k.dtype), decode,
+            head_dim_v, small_m, kv_dtype, decode,
         )  # fmt: skip
     splits = max(1, min(splits, MAX_SPLITS))
     key = _new(FwdKey, (
         q.dtype, head_dim, head_dim_v, causal, is_local, pack, ratio if pack else 1, varlen_q,
         cu_k is not None, used_q is not None, used_k is not None, page_table is not None,
         kv_batch is not None, splits > 1, softcap > 0, sink is not None and splits == 1, small_m, q.device,
-        args.k.dtype in KV8_DTYPES, decode,
+        kv_dtype is not None, decode,
     ))  # fmt: skip
     return _new(FwdPlan, (key, splits))
 
@@ -230,15 +230,12 @@ def split_wave(
     key = (device, dtype, head_dim, head_dim_v, small_m, kv_dtype, decode)
     hit = _split_wave.get(key)
     if hit is None:
-        row = tiles.select_fwd_tile(
-            device_family(device), dtype, head_dim, head_dim_v, False, split_kv=True, small_m=small_m,
+        cfg = tiles.fwd_config(
+            device_family(device), dtype, head_dim, head_dim_v, causal=False, split_kv=True, small_m=small_m,
             kv_dtype=kv_dtype, decode=decode,
         )  # fmt: skip
-        smem = fwd_smem_bytes(row.tile_m, row.tile_n, head_dim, head_dim_v, row.num_stages)
-        if kv_dtype is not None:
-            smem += kv8_staging_bytes(row.tile_n, head_dim, head_dim_v)
-        per_sm = ctas_per_sm(smem, FWD_REGS_PER_THREAD, row.num_threads, sm_facts(device))
-        hit = _split_wave[key] = (row.tile_m, max(1, per_sm) * num_sms(device))
+        per_sm = ctas_per_sm(cfg.smem_bytes, FWD_REGS_PER_THREAD, cfg.num_threads, sm_facts(device))
+        hit = _split_wave[key] = (cfg.tile_m, max(1, per_sm) * num_sms(device))
     return hit
 
 

@@ -80,7 +80,7 @@ def describe_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms:
 
     from fa4_core.arch import smem_capacity
     from fa4_core.errors import Fa4Error
-    from fa4_sm120.tiles import DECODE_ROWS, SMALL_M_ROWS, family_cap_arch, select_fwd_tile, wants_decode
+    from fa4_sm120.tiles import SMALL_M_ROWS, family_cap_arch, select_fwd_tile
     from fa4_torch import plan
 
     print(f"forward of q ({shape.batch}, {shape.seqlen_q}, {shape.nheads}, {shape.head_dim}), k/v ", end="")
@@ -91,7 +91,6 @@ def describe_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms:
     ratio = shape.ratio
     pack = ratio > 1  # the API's default (pack_gqa=None)
     small_m = plan.takes_small_m(shape.seqlen_q, shape.nheads, shape.nheads_kv, pack, shape.batch, num_sms)
-    decode = wants_decode(shape.seqlen_q * (ratio if pack else 1))
     key = plan.dense_key(
         torch_dtype(dtype),
         shape.head_dim,
@@ -100,12 +99,9 @@ def describe_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms:
         shape.nheads,
         shape.nheads_kv,
         small_m=small_m,
-        decode=decode,
     )
     try:
-        row = select_fwd_tile(
-            family, dtype, shape.head_dim, shape.head_dim_v, causal, small_m=small_m, decode=decode
-        )
+        row = select_fwd_tile(family, dtype, shape.head_dim, shape.head_dim_v, causal, small_m=small_m)
         cfg = plan.fwd_config(key, family)
     except Fa4Error as e:
         print(f"  unsupported: {e}")
@@ -116,12 +112,7 @@ def describe_shape(shape: Shape, dtype: str, causal: bool, family: str, num_sms:
         f"  tile row     {row.family} d{row.head_dim}/{row.head_dim_v}: tile_m={row.tile_m} "
         f"tile_n={row.tile_n} threads={row.num_threads} stages={row.num_stages}"
     )
-    if row.decode:
-        print(
-            f"               (a decode row: at most {DECODE_ROWS} query rows per tile; its 4 warps split "
-            "each key block)"
-        )
-    elif row.small_m:
+    if row.small_m:
         print(
             f"               (a small-m row: at most {SMALL_M_ROWS} query rows per tile (decode), or fewer "
             f"128-row tiles than the {num_sms or '(unknown: no GPU)'} SMs)"

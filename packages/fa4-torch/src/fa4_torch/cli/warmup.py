@@ -287,26 +287,15 @@ def warm_seqlens(spec: HeadSpec, num_sms: int) -> tuple[int, int]:
 
 
 def _fwd_keys(v: Variant) -> list:
-    """The forward keys the API makes for ``v``: the long-call row, the few-tile row and the decode
-    row (one query: the key warm_seqlens' first length makes)."""
-    from fa4_sm120.tiles import wants_decode
+    """The forward keys the API makes for ``v``: the long-call row and the decode / few-tile row."""
     from fa4_torch import plan
 
     spec, dt = v.spec, torch_dtype(v.dtype)
-    ratio = spec.nheads // spec.nheads_kv
     return [
         plan.dense_key(
-            dt,
-            spec.head_dim,
-            spec.head_dim_v,
-            v.causal,
-            spec.nheads,
-            spec.nheads_kv,
-            small_m=small_m,
-            decode=decode,
+            dt, spec.head_dim, spec.head_dim_v, v.causal, spec.nheads, spec.nheads_kv, small_m=small_m
         )._replace(local=v.window, softcap=v.softcap, sink=v.sink, varlen_q=v.varlen, varlen_k=v.varlen)
-        for small_m, decode in ((False, False), (True, False), (True, True))
-        if wants_decode(ratio) or not decode
+        for small_m in (False, True)
     ]
 
 
