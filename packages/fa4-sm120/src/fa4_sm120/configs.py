@@ -163,7 +163,8 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       half the V fragments live at once keeps the sm_120a build spill-free), else 1;
     * ``qk_prefetch``: where P·V runs in one pass;
     * ``late_v_wait``: on, except where the sm_120a build spills with it (pack-GQA with varlen or a
-      window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile);
+      window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile; the fp16 d64 decode row with
+      softcap and a window: 4 B);
     * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row), except an
       FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it);
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
@@ -176,6 +177,13 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     late_v_wait = not (
         (cfg.pack_gqa and (cfg.varlen_q or cfg.varlen_k or cfg.is_local))
         or ((cfg.dtype == "float16" or cfg.kv_dtype) and cfg.head_dim_v == 64 and rows_per_warp >= 32)
+        or (
+            cfg.warp_split_n
+            and cfg.dtype == "float16"
+            and cfg.head_dim_v == 64
+            and cfg.has_softcap
+            and cfg.is_local
+        )
     )
     acc_o = rows_per_warp * cfg.head_dim_v // 32
     lazy = cfg.head_dim_v >= _RESCALE_MIN_DV or acc_o >= _RESCALE_MIN_ACC_O
