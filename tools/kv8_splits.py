@@ -37,7 +37,7 @@ def main() -> int:
             if s * 64 > kv:
                 continue
             ms = C.bench_ms(
-                lambda s=s: flash_attn_with_kvcache(
+                lambda s=s, q=q, k=k, v=v, lens=lens, one=one: flash_attn_with_kvcache(
                     q, k, v, cache_seqlens=lens, k_descale=one, v_descale=one, num_splits=s
                 )
             )
