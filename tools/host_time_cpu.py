@@ -6,7 +6,7 @@ checkouts in interleaved rounds, each measured in a fresh interpreter.
 Calls: a dense forward (b1 s128 h16 d64, and causal with the LSE: the dense memo), a dense call with a
 learnable sink and a varlen call (validated on every call), a batch-1 decode step through
 ``flash_attn_with_kvcache`` (32/8 heads, d128, 4,096-row cache, contiguous and page-64: the KV-cache
-memo and the split-KV combine). Each figure is the fastest of 20 chunks of ``N / 20`` calls (µs per
+memo and the split-KV combine), and the same over an FP8 (e4m3) cache with descales. Each figure is the fastest of 20 chunks of ``N / 20`` calls (µs per
 call); ``--compare`` prints the median and the minimum over the rounds. CPU index tensors are read on
 the host by the validation (``cache_seqlens``, ``cu_seqlens``), meta ones are not (as CUDA ones).
 
@@ -68,6 +68,9 @@ def measure(root: str, n: int, device: str) -> dict:
     sink = torch.zeros(16, dtype=torch.float32).to(device)
     cu = torch.tensor([0, 128], dtype=torch.int32).to(device)
     qv, kv, vv = (x[0] for x in (q, k, v))
+    kc8, vc8 = (x.to(torch.float8_e4m3fn) for x in (kc, vc))
+    kp8, vp8 = kc8.view(64, 64, 8, 128), vc8.view(64, 64, 8, 128)
+    descale = torch.ones((), dtype=torch.float32).to(device)
     calls = {
         "dense": lambda: fa4_torch.flash_attn_func(q, k, v),
         "dense_causal_lse": lambda: fa4_torch.flash_attn_func(q, k, v, causal=True, return_lse=True),
@@ -78,6 +81,12 @@ def measure(root: str, n: int, device: str) -> dict:
         "decode": lambda: fa4_torch.flash_attn_with_kvcache(qd, kc, vc, cache_seqlens=lens),
         "decode_page64": lambda: fa4_torch.flash_attn_with_kvcache(
             qd, kp, vp, cache_seqlens=lens, page_table=table
+        ),
+        "decode_fp8": lambda: fa4_torch.flash_attn_with_kvcache(
+            qd, kc8, vc8, cache_seqlens=lens, k_descale=descale, v_descale=descale
+        ),
+        "decode_fp8_page64": lambda: fa4_torch.flash_attn_with_kvcache(
+            qd, kp8, vp8, cache_seqlens=lens, page_table=table, k_descale=descale, v_descale=descale
         ),
     }
     out = {}

@@ -3,7 +3,8 @@ K/V, seqused, cache slots or sinks) with the same shapes, strides, dtypes, devic
 arguments skips the validation and launches the memoised kernel; anything the validation reads that
 differs (a scalar of another type, a stride, a misaligned base) misses and is validated as before.
 The KV-cache memo (``launch.CACHE_MEMO``) does the same for calls with seqused_k, a page table or cache slots, and for
-split-KV calls (then the combine runs too).
+split-KV calls (then the combine runs too); ``launch.KV8_MEMO`` for calls over an FP8 cache, the
+descales' metadata in the signature.
 
 CPU: a fake memo entry stands in for a compiled kernel. GPU: the memo filled by a real call, every
 repeated call checked against the fp32 reference (docs/testing.md)."""
@@ -193,6 +194,65 @@ def test_kvcache_metadata_that_differs_misses_and_is_validated(cache_memo, monke
     with pytest.raises(UnsupportedConfigError, match=r"page_table"):
         launch.forward(q, k, v, None, False, (None, None), None, num_splits=0, seqused_k=used,
                             page_table=bad)  # fmt: skip
+    assert fn.calls == []
+
+
+@pytest.fixture
+def kv8_memo():
+    launch.KV8_MEMO.clear()
+    yield launch.KV8_MEMO
+    launch.KV8_MEMO.clear()
+
+
+def _kv8_call(q, k, v, used, table, kd, vd, before_launch=None):
+    return launch.forward_kv8(
+        q, k, v, None, False, (None, None), None, 0.0, None, 0, None, None, None, None, None, used, table, None,
+        before_launch, validate.KVCACHE_NAMES, kd, vd,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_a_repeated_fp8_kvcache_call_launches_the_memoised_kernel_with_its_descales(kv8_memo, per_head):
+    """The FP8 cache's memo (``launch.KV8_MEMO``): a hit launches with this call's descales as the
+    kernel's (batch, nheads_kv) views and hands them to ``before_launch`` (the append) first."""
+    q, k, v, used, table = _decode(pages=40)
+    k8, v8 = k.to(torch.float8_e4m3fn), v.to(torch.float8_e4m3fn)
+    kd = torch.rand(2, 2) + 0.5 if per_head else torch.tensor(0.5)
+    vd = torch.rand(2, 2) + 0.5 if per_head else torch.tensor([0.25])
+    fn = FakeKernel()
+    base = launch.dense_signature(q, k8, v8, None, False, (None, None), None, 0.0, 0)
+    sig = launch.cache_signature(base, used, table, None, kd, vd)
+    scalars = (0.088, 1 << 30, 1 << 30, 0.0, 1, 1)
+    kv8_memo[sig] = launch.Launch(fn, (2, 1, 8, 128), (2, 8, 1), scalars)
+    seen = []
+    kd2, vd2 = kd * 2, vd * 2  # other values, same metadata
+    out, lse = _kv8_call(q, k8, v8, used, table, kd2, vd2, lambda a, b: seen.append((a, b)))
+    (args,) = fn.calls
+    assert args[:5] == (q, k8, v8, out, lse) and args[5:11] == scalars
+    kv, vv = args[-2], args[-1]
+    assert (
+        kv.shape == vv.shape == (2, 2)
+        and torch.equal(kv, kd2.expand(2, 2))
+        and torch.equal(vv, vd2.expand(2, 2))
+    )
+    assert len(seen) == 1 and seen[0][0] is kv and seen[0][1] is vv
+
+
+def test_fp8_descale_metadata_that_differs_misses_and_is_validated(kv8_memo):
+    q, k, v, used, table = _decode(pages=40)
+    k8, v8 = k.to(torch.float8_e4m3fn), v.to(torch.float8_e4m3fn)
+    kd = torch.tensor(0.5)
+    fn = FakeKernel()
+    base = launch.dense_signature(q, k8, v8, None, False, (None, None), None, 0.0, 0)
+    kv8_memo[launch.cache_signature(base, used, table, None, kd, kd)] = launch.Launch(
+        fn, (2, 1, 8, 128), (2, 8, 1), (0.088, 1 << 30, 1 << 30, 0.0, 1, 1)
+    )
+    with pytest.raises(UnsupportedConfigError, match=r"k_descale\.dtype"):  # float64: another dtype
+        _kv8_call(q, k8, v8, used, table, kd.double(), kd)
+    with pytest.raises(UnsupportedConfigError, match=r"v_descale\.shape"):  # (3,): another shape
+        _kv8_call(q, k8, v8, used, table, kd, torch.ones(3))
+    with pytest.raises(UnsupportedConfigError, match="k_descale"):  # not a tensor: no signature
+        _kv8_call(q, k8, v8, used, table, 0.5, kd)
     assert fn.calls == []
 
 

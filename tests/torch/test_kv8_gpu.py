@@ -7,7 +7,8 @@ Grid (small: each case compiles one variant and attends over at most a few thous
 unsplit, 3 splits and the heuristic's, d64 and d128, fp16 and bf16 q, one scale and per-(batch,
 head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
 paged FP8 cache (the 128-row tiles); the append (quantize into the cache, then attend) equals
-quantizing the rows by hand and attending; an error leaves the caches bit for bit as they were.
+quantizing the rows by hand and attending, memoised decode steps too; an error leaves the caches bit for
+bit as they were.
 """
 
 from __future__ import annotations
@@ -211,6 +212,37 @@ def test_kv8_append_then_attend_equals_quantize_then_attend(page):
     out_exp = flash_attn_with_kvcache(q, kc_exp, vc_exp, cache_seqlens=seqlens + s_new, **common)
     assert torch.equal(out, out_exp)
     _check(out, None, q, _dequant(k_exp, kd), _dequant(v_exp, vd), seqused_k=seqlens + s_new, causal=True)
+
+
+@pytest.mark.parametrize("page", [None, 64])
+def test_kv8_memoised_decode_steps(page):
+    """Decode steps that append one token each (the same metadata every step): the first call fills
+    the FP8 cache's memo (``launch.KV8_MEMO``), the next ones take it; each step's append is the
+    saturating quantization and each output matches the reference on the dequantized cache."""
+    from fa4_torch import flash_attn_with_kvcache, launch
+
+    launch.KV8_MEMO.clear()
+    torch.manual_seed(6)
+    b, cap, hq, hkv, d = 2, 4096, 8, 2, 128
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    kc, vc, table = (k8.clone(), v8.clone(), None) if page is None else _paged(k8, v8, page)
+    seqlens = torch.tensor([1000, 3000], dtype=torch.int32, device="cuda")
+    fmax = torch.finfo(E4M3).max
+    for step in range(4):
+        q = torch.randn(b, 1, hq, d, device="cuda", dtype=BF16)
+        k_new = torch.randn(b, 1, hkv, d, device="cuda", dtype=BF16)
+        v_new = torch.randn(b, 1, hkv, d, device="cuda", dtype=BF16)
+        out = flash_attn_with_kvcache(
+            q, kc, vc, k=k_new, v=v_new, cache_seqlens=seqlens, page_table=table, k_descale=kd, v_descale=vd
+        )
+        assert len(launch.KV8_MEMO) == 1, step
+        for i in range(b):  # the reference's cache: the same rows quantized by hand
+            c = int(seqlens[i])
+            k8[i, c] = (k_new[i, 0].float() / kd[i][:, None]).clamp(-fmax, fmax).to(E4M3)
+            v8[i, c] = (v_new[i, 0].float() / vd[i][:, None]).clamp(-fmax, fmax).to(E4M3)
+        seqlens = seqlens + 1
+        _check(out, None, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens)
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,6 @@ from fa4_torch.validate import (
     check_backward_args,
     check_flag,
     check_hints,
-    check_kv8,
     check_kvcache,
     check_max_seqlen,
     check_sdpa,
@@ -372,10 +371,7 @@ def flash_attn_with_kvcache(
     if k is not None:
         seqused_k = cache_seqlens + k.shape[1]
 
-        def append():  # runs once every check has passed (the descales' too)
-            kd = vd = None
-            if k_cache.dtype in KV8_DTYPES:
-                kd, vd = check_kv8(q, k_cache, v_cache, k_descale, v_descale, q.shape[0], k_cache.shape[2])
+        def append(kd=None, vd=None):  # once every check has passed (an FP8 cache: the checked descales)
             launch.append_kv(k_cache, v_cache, k, v, cache_seqlens, page_table, cache_batch_idx, kd, vd)
 
     if k_descale is None and v_descale is None and k_cache.dtype not in KV8_DTYPES:

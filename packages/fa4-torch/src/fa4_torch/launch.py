@@ -63,6 +63,7 @@ FWD_CACHE = CompileCache()
 KERNELS: dict = {}  # FwdKey (or ("combine", ...)) -> the compiled function, for this process's devices
 DENSE_MEMO: dict = {}  # dense_signature(...) -> Launch
 CACHE_MEMO: dict = {}  # cache_signature(...) -> Launch
+KV8_MEMO: dict = {}  # cache_signature(..., k_descale, v_descale) of an FP8-cache call -> Launch
 MEMO_MAX = 4096  # entries per memo (a full memo is cleared)
 
 
@@ -140,7 +141,7 @@ def forward(
     if before_launch is not None:
         before_launch()
     (q, k, v, *_, softmax_scale, _, _, left, right, softcap, _, _, batch, nheads, _, _, head_dim_v,
-     max_seqlen_q, _, views) = args  # fmt: skip
+     max_seqlen_q, _, views, _) = args  # fmt: skip
     varlen_q = cu_seqlens_q is not None
     out = torch.empty((*q.shape[:-2], nheads, head_dim_v), dtype=q.dtype, device=q.device)
     lse = torch.empty(
@@ -180,15 +181,31 @@ def forward_kv8(
     names, k_descale, v_descale,
 ):  # fmt: skip
     """:func:`forward` with an FP8 K/V cache (or descales given): every check, the descales' included,
-    then ``before_launch``, then the kernel with the descales (no memo)."""
+    then ``before_launch(k_descale, v_descale)`` (the checked descales as ``(batch, nheads_kv)`` views),
+    then the kernel with the descales. Calls without varlen q/k, seqused_q or sinks are memoised as
+    :func:`forward`'s KV-cache calls (:data:`KV8_MEMO`, the descales' shapes, strides, dtypes and
+    devices in the signature)."""
+    csig = None
+    if cu_seqlens_q is None and cu_seqlens_k is None and seqused_q is None and learnable_sink is None:
+        base = dense_signature(q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, num_splits)
+        if base is not None and (q.data_ptr() | k.data_ptr() | v.data_ptr()) % 16 == 0:
+            csig = cache_signature(base, seqused_k, page_table, kv_batch_idx, k_descale, v_descale)
+            hit = KV8_MEMO.get(csig) if csig is not None else None
+            if hit is not None:
+                batch, nheads_kv = q.shape[0], k.shape[2]
+                kd = validate.descale_view(k_descale, q.device, batch, nheads_kv)
+                vd = validate.descale_view(v_descale, q.device, batch, nheads_kv)
+                if before_launch is not None:
+                    before_launch(kd, vd)
+                return _launch_memoised(hit, q, k, v, seqused_k, page_table, kv_batch_idx, kd, vd)
     args = validate.forward_args(
         q, k, v, softmax_scale, causal, window_size, pack_gqa, softcap, learnable_sink, num_splits,
         cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
         kv_batch_idx, names, k_descale, v_descale, kv8=True,
     )  # fmt: skip
-    kd, vd = validate.check_kv8(q, args.k, args.v, k_descale, v_descale, args.batch, args.nheads_kv, names)
+    kd, vd = args.descales
     if before_launch is not None:
-        before_launch()
+        before_launch(kd, vd)
     q, k, v = args.q, args.k, args.v
     varlen_q = cu_seqlens_q is not None
     out = torch.empty((*q.shape[:-2], args.nheads, args.head_dim_v), dtype=q.dtype, device=q.device)
@@ -220,6 +237,8 @@ def forward_kv8(
     else:
         fn(q, k, v, out, lse, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
            kv_batch_idx, learnable_sink, kd, vd)  # fmt: skip
+    if csig is not None and not args.views:
+        remember(KV8_MEMO, csig, Launch(fn, out.shape, lse.shape, scalars))
     return out, lse
 
 
@@ -248,9 +267,10 @@ def dense_signature(q, k, v, softmax_scale, causal, window_size, pack_gqa, softc
 
 def cache_signature(base, *index):
     """The memo key of a call with seqused_k / page_table / cache slots (``index``, each a tensor or
-    None) or with split keys: the dense signature ``base`` and each tensor's shape, strides, dtype and
-    device (what the validation reads of them). ``None`` when ``base`` is, when one of them is not a
-    tensor, or with ``FA4_VALIDATE_DATA=1`` (every call then reads the index data)."""
+    None; an FP8 cache's descales too) or with split keys: the dense signature ``base`` and each
+    tensor's shape, strides, dtype and device (what the validation reads of them). ``None`` when
+    ``base`` is, when one of them is not a tensor, or with ``FA4_VALIDATE_DATA=1`` (every call then
+    reads the index data)."""
     if base is None or validate.VALIDATE_DATA:
         return None
     meta = []
@@ -271,9 +291,10 @@ def remember(memo: dict, sig, entry: Launch) -> None:
     memo[sig] = entry
 
 
-def _launch_memoised(hit: Launch, q, k, v, seqused_k, page_table, kv_batch_idx):
-    """A memo hit of :data:`CACHE_MEMO`: the outputs allocated, the kernel launched with the memoised
-    scalars (the split count last), and the split-KV partials combined when it is > 1."""
+def _launch_memoised(hit: Launch, q, k, v, seqused_k, page_table, kv_batch_idx, kd=None, vd=None):
+    """A memo hit of :data:`CACHE_MEMO` (or of :data:`KV8_MEMO`, with the descale views ``kd``/``vd``):
+    the outputs allocated, the kernel launched with the memoised scalars (the split count last), and
+    the split-KV partials combined when it is > 1."""
     fn, out_shape, lse_shape, scalars = hit
     out = torch.empty(out_shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(lse_shape, dtype=torch.float32, device=q.device)
@@ -282,11 +303,11 @@ def _launch_memoised(hit: Launch, q, k, v, seqused_k, page_table, kv_batch_idx):
         o_part = torch.empty((splits, *out_shape), dtype=torch.float32, device=q.device)
         lse_part = torch.empty((splits, *lse_shape), dtype=torch.float32, device=q.device)
         fn(q, k, v, o_part, lse_part, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None,
-           None, None)  # fmt: skip
+           kd, vd)  # fmt: skip
         combine(o_part, lse_part, out, lse, None, False)
     else:
-        fn(q, k, v, out, lse, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None, None,
-           None)  # fmt: skip
+        fn(q, k, v, out, lse, *scalars, None, None, None, seqused_k, page_table, kv_batch_idx, None, kd,
+           vd)  # fmt: skip
     return out, lse
 
 
@@ -391,4 +412,5 @@ def reset_caches() -> None:
     KERNELS.clear()
     DENSE_MEMO.clear()
     CACHE_MEMO.clear()
+    KV8_MEMO.clear()
     plan.reset_caches()

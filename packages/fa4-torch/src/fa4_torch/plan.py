@@ -131,7 +131,7 @@ class BwdKey(NamedTuple):
 def forward_plan(args: FwdArgs) -> FwdPlan:
     """The key and split count of a validated forward call (may read the device's facts)."""
     (q, _, _, cu_q, cu_k, used_q, used_k, page_table, kv_batch, sink, _, causal, is_local, _, _, softcap,
-     splits, pack_gqa, batch, nheads, nheads_kv, head_dim, head_dim_v, max_q, max_k, _) = args  # fmt: skip
+     splits, pack_gqa, batch, nheads, nheads_kv, head_dim, head_dim_v, max_q, max_k, _, _) = args  # fmt: skip
     ratio = nheads // nheads_kv
     pack = ratio > 1 if pack_gqa is None else pack_gqa
     varlen_q = cu_q is not None

@@ -64,6 +64,7 @@ __all__ = [
     "KV8_DTYPES",
     "check_kv8",
     "check_descale",
+    "descale_view",
     "quantize_kv8",
     "Q8Args",
     "quantized_args",
@@ -376,6 +377,8 @@ class FwdArgs(NamedTuple):
     max_seqlen_q: int  # the grid's query rows per sequence (the given bound, or the total length)
     max_seqlen_k: int  # a bound of the key lengths (the split heuristic's)
     views: bool  # q, k or v is a view made here (not the caller's tensor)
+    # an FP8 K/V cache: (k_descale, v_descale) as (batch, nheads_kv) fp32 views (check_kv8); else None
+    descales: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def forward_args(
@@ -486,8 +489,9 @@ def forward_args(
         q, k, varlen_q, varlen_k, paged, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
         kv_batch_idx, un,
     )  # fmt: skip
+    descales = None
     if kv8 or k_descale is not None or v_descale is not None:
-        check_kv8(q, k, v, k_descale, v_descale, batch, nheads_kv, names)
+        descales = check_kv8(q, k, v, k_descale, v_descale, batch, nheads_kv, names)
     check_devices(
         q,
         (
@@ -506,6 +510,7 @@ def forward_args(
         q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table, kv_batch_idx, learnable_sink,
         softmax_scale, causal, is_local, left, right, float(softcap), num_splits, pack_gqa, batch, nheads,
         nheads_kv, head_dim, head_dim_v, max_seqlen_q, max_k, q is not q_in or k is not k_in or v is not v_in,
+        descales,
     ))  # fmt: skip
 
 
@@ -573,7 +578,7 @@ def check_descale(name: str, d, device, batch: int, nheads_kv: int) -> torch.Ten
     or with ``FA4_VALIDATE_DATA=1``, as for the index tensors); ``None`` is 1.0. Returns it as a
     ``(batch, nheads_kv)`` fp32 view (one element broadcast with stride 0)."""
     if d is None:
-        d = torch.ones((), dtype=torch.float32, device=device)
+        return descale_view(None, device, batch, nheads_kv)
     if not isinstance(d, torch.Tensor):
         raise unsupported(name, type(d).__name__, "an fp32 torch.Tensor (0-d, (1,) or (batch, nheads_kv))")
     if d.dtype != torch.float32:
@@ -590,7 +595,22 @@ def check_descale(name: str, d, device, batch: int, nheads_kv: int) -> torch.Ten
         if c.numel() and not bool(torch.isfinite(c).all() and (c > 0).all()):
             bad = c[~(torch.isfinite(c) & (c > 0))].flatten()[:4].tolist()
             raise unsupported(name, bad, "finite values > 0")
-    return d.reshape(1, 1).expand(batch, nheads_kv) if scalar else d
+    return descale_view(d, device, batch, nheads_kv)
+
+
+_ONES: dict = {}  # device -> an fp32 0-d tensor of 1.0 (a None descale)
+
+
+def descale_view(d, device, batch: int, nheads_kv: int) -> torch.Tensor:
+    """A checked descale (or ``None``: 1.0) as the kernel's ``(batch, nheads_kv)`` fp32 view (one
+    element broadcast with stride 0)."""
+    if d is None:
+        d = _ONES.get(device)
+        if d is None:
+            d = _ONES[device] = torch.ones((), dtype=torch.float32, device=device)
+    if d.dim() == 2:
+        return d
+    return d.reshape(1, 1).expand(batch, nheads_kv)
 
 
 def quantize_kv8(x: torch.Tensor, descale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
