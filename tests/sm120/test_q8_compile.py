@@ -50,6 +50,7 @@ def test_q8_variant_compiles_for_sm120a(cfg, tmp_path):
     assert mmas == {qk, pv}, mmas
     assert "m16n8k16" not in ptx  # no 16-bit MMA left
     assert "cvt.rn.satfinite.e4m3x2.f32" in ptx  # P to e4m3 in registers
+    assert "cvt.rn.f32.s32" not in ptx  # INT8 scores to fp32 by their bits, not the quarter-rate I2F
     assert "ldmatrix.sync.aligned" in ptx and ".trans" not in ptx  # every operand K-major, 16-bit ldmatrix
     assert "cp.async.cg.shared.global" in ptx
     res = ptxas_resources(str(tmp_path / ptx_files[0]))

@@ -69,6 +69,11 @@ _MMA = {
 }
 
 
+# int32 -> fp32 by the bit pattern of 1.5 * 2^23 (exact for |x| < 2^22)
+_F32_MAGIC = 12582912.0
+_F32_MAGIC_BITS = 0x4B400000
+
+
 def mma_m16n8k32(fmt: str, acc_type: str, acc: cute.Tensor, a: cute.Tensor, b: cute.Tensor) -> None:
     """``acc += a·b`` on one ``mma.sync m16n8k32`` (inline PTX): ``a`` 4 and ``b`` 2 Int32 registers
     (four 8-bit values each), ``acc`` the atom's 4 accumulators (Int32 for ``s32``, Float32 for
@@ -385,8 +390,15 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         cute.arch.cp_async_commit_group()
         # the key block's scale (the query block's is in the softmax scale)
         k_scale = mKScale[batch_idx, head_kv, n_block]
-        acc_Sf = cute.make_rmem_tensor(acc_S.shape, Float32)
-        acc_Sf.store(acc_S.load().to(Float32) * k_scale)
+        acc_Sf = acc_S
+        if cutlass.const_expr(self.qk_acc == "s32"):
+            # int32 -> fp32 in place, exactly, without the quarter-rate I2F: |s| < 2^22 (head_dim *
+            # 127 * 127 for head_dim <= 128), so the bits of s + 0x4B400000 are the float 1.5 * 2^23 + s
+            acc_S.store(acc_S.load() + Int32(_F32_MAGIC_BITS))
+            acc_Sf = cute.recast_tensor(acc_S, Float32)
+            acc_Sf.store((acc_Sf.load() - Float32(_F32_MAGIC)) * k_scale)
+        else:
+            acc_Sf.store(acc_S.load() * k_scale)
         acc_S_mn = acc_mn_view(acc_Sf)
         if cutlass.const_expr(need_mask):
             apply_mask(
