@@ -15,7 +15,8 @@ The second layer of fa4-torch (``validate -> plan -> launch -> ops -> autograd -
   postprocess).
 * Pack-GQA: on when ``nheads > nheads_kv`` unless the caller says otherwise. The small-m row
   (:func:`fa4_sm120.tiles.wants_small_m`): at most 64 query rows per tile (decode), or, for
-  batch-dense q, fewer 128-row tiles than SMs. The split count: :func:`heuristic_splits` for
+  batch-dense q, fewer 128-row tiles than SMs; over an FP8 K/V cache with at most 16 rows per tile,
+  the decode row (:func:`fa4_sm120.tiles.wants_decode`). The split count: :func:`heuristic_splits` for
   ``num_splits=0``, at most :data:`~fa4_sm120.limits.MAX_SPLITS`.
 * Device facts, memoised per device index: :func:`num_sms`, :func:`sm_facts`, :func:`compile_target`,
   and :func:`device_family` (the dispatch table's answer).
@@ -165,14 +166,13 @@ def dense_key(
     *,
     small_m: bool,
     device: torch.device | None = None,
-    decode: bool = False,
 ) -> FwdKey:
     """The key of a batch-dense call without window, split-KV, softcap or sink, with the API's
-    default pack-GQA (on when ``nheads > nheads_kv``); ``small_m`` and ``decode``: which row."""
+    default pack-GQA (on when ``nheads > nheads_kv``); ``small_m``: which of the two rows."""
     ratio = nheads // nheads_kv
     pack = ratio > 1
-    return FwdKey(dtype, head_dim, head_dim_v, causal, False, pack, ratio if pack else 1,
-                  small_m=small_m or decode, device=device, decode=decode)  # fmt: skip
+    return FwdKey(dtype, head_dim, head_dim_v, causal, False, pack, ratio if pack else 1, small_m=small_m,
+                  device=device)  # fmt: skip
 
 
 def takes_small_m(seqlen_q: int, nheads: int, nheads_kv: int, pack: bool, batch: int, sms: int) -> bool:
