@@ -170,6 +170,8 @@ def _calls(row, sel: dict) -> str:
         return "none of " + ", ".join(sorted(row.excludes))
     if not sel:
         return "all"
+    if sel.get("decode"):
+        return "decode over an FP8 cache (≤ 16 rows per tile; warps along the keys)"
     if sel.get("small_m"):
         return "small-m (decode, fewer 128-row tiles than SMs)"
     if hasattr(row, "excludes"):  # a backward row after one with excludes: the calls that one leaves
