@@ -107,6 +107,29 @@ def test_kv8_decode(page, sq, d, splits, kind, dt):
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
 
 
+@pytest.mark.parametrize("splits", [1, 0])
+@pytest.mark.parametrize("sink", [False, True])
+def test_kv8_decode_short_and_empty_caches(splits, sink):
+    """The decode rows' warps each take 16 keys of a 64-key block: caches of 0, 1, 15, 16, 17, 64 and
+    65 keys leave some warps (or all) without a key, and their merge must then give exactly what one
+    softmax over the visible keys gives (a row without keys: out 0, lse -inf or the sink)."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(8)
+    lens = [0, 1, 15, 16, 17, 64, 65]
+    b, cap, hq, hkv, d = len(lens), 128, 8, 2, 128
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    q = torch.randn(b, 1, hq, d, device="cuda", dtype=BF16)
+    learnable_sink = torch.randn(hq, device="cuda") if sink else None
+    out, lse = flash_attn_with_kvcache(
+        q, k8, v8, cache_seqlens=seqlens, num_splits=splits, return_softmax_lse=True,
+        learnable_sink=learnable_sink, k_descale=kd, v_descale=vd,
+    )  # fmt: skip
+    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=learnable_sink)
+
+
 def test_kv8_cache_batch_idx():
     from fa4_torch import flash_attn_with_kvcache
 
