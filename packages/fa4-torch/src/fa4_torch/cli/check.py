@@ -53,12 +53,14 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- no GPU: compile
 def fwd_variants(quick: bool) -> list:
     """Forward configs of the sm120 table: every row x dtype x causal, or one per head-dim pair
-    (``quick``: its first row, bf16 and its last causal value)."""
+    (``quick``: its first row for a 16-bit cache, bf16 and its last causal value)."""
     from fa4_sm120.variants import fwd_row_variants
 
     out, first = [], {}
     for row, dtype, causal, cfg in fwd_row_variants("sm120"):
         if quick:
+            if row.decode:  # the FP8-cache decode rows: not a head dim's representative
+                continue
             if first.setdefault((row.head_dim, row.head_dim_v), row) is not row:
                 continue
             if (dtype, causal) != ("bfloat16" if "bfloat16" in row.dtypes else row.dtypes[0], row.causal[-1]):
@@ -73,6 +75,7 @@ def _cfg_name(cfg) -> str:
         f"{dt} d{cfg.head_dim}/{cfg.head_dim_v} {cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
         + (" causal" if cfg.is_causal else "")
         + (f" pack{cfg.qhead_per_kvhead}" if cfg.pack_gqa else "")
+        + (" FP8-cache decode" if cfg.warp_split_n else " FP8 cache" if cfg.kv_dtype else "")
     )
 
 
