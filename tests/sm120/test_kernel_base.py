@@ -46,3 +46,24 @@ def test_kernel_class_checks_supports_and_fakes_its_arguments(cls, cfg):
     assert not cls.supports(bad)
     with pytest.raises(UnsupportedConfigError, match="dtype.*float16, bfloat16"):
         cls(bad)
+
+
+@pytest.mark.parametrize(
+    "change, arg",
+    [
+        ({"tile_m": 64}, "tile_m"),  # one warp's 16 rows only
+        ({"tile_n": 32}, "tile_n"),  # 16 keys per warp at least: a multiple of 64 for 4 warps
+        ({"head_dim": 96, "head_dim_v": 96}, "head_dim"),  # one copy pass must fit the 16 rows
+    ],
+)
+def test_warps_along_the_keys_refuse_what_they_cannot_split(change, arg):
+    """``FwdConfig.warp_split_n`` (the FP8-cache decode rows): a config the split cannot serve is a
+    typed error naming the field, before anything is traced."""
+    cfg = fwd_config(
+        "sm120", "bfloat16", 128, 128, causal=False, small_m=True, decode=True, kv_dtype="float8_e4m3fn"
+    )
+    assert cfg.warp_split_n and cfg.kv8_one_buffer and FlashAttentionForwardSm120.supports(cfg)
+    bad = dataclasses.replace(cfg, **change)
+    assert not FlashAttentionForwardSm120.supports(bad)
+    with pytest.raises(UnsupportedConfigError, match=rf"^{arg}="):
+        FlashAttentionForwardSm120(bad)
