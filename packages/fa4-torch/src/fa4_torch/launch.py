@@ -140,38 +140,13 @@ def forward(
     # backward's support) runs now, before anything is allocated, compiled or launched
     if before_launch is not None:
         before_launch()
-    (q, k, v, *_, softmax_scale, _, _, left, right, softcap, _, _, batch, nheads, _, _, head_dim_v,
-     max_seqlen_q, _, views, _) = args  # fmt: skip
-    varlen_q = cu_seqlens_q is not None
-    out = torch.empty((*q.shape[:-2], nheads, head_dim_v), dtype=q.dtype, device=q.device)
-    lse = torch.empty(
-        (nheads, q.shape[0]) if varlen_q else (batch, nheads, q.shape[1]),
-        dtype=torch.float32,
-        device=q.device,
-    )
-    if batch == 0 or q.shape[-3] == 0 or nheads == 0 or max_seqlen_q == 0:
-        return out, lse
-    key, splits = plan.forward_plan(args)
-    fn = KERNELS.get(key)
-    if fn is None:
-        fn = compile_forward(key, q.device)
-    scalars = (softmax_scale, left, right, softcap, max_seqlen_q, splits)
-    if splits > 1:
-        o_part = torch.empty((splits, *out.shape), dtype=torch.float32, device=q.device)
-        lse_part = torch.empty((splits, *lse.shape), dtype=torch.float32, device=q.device)
-        fn(q, k, v, o_part, lse_part, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
-           kv_batch_idx, None, None, None)  # fmt: skip
-        combine(o_part, lse_part, out, lse, learnable_sink, varlen_q)
-        if csig is not None and not views:
-            remember(CACHE_MEMO, csig, Launch(fn, out.shape, lse.shape, scalars))
-    else:
-        fn(q, k, v, out, lse, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
-           kv_batch_idx, learnable_sink, None, None)  # fmt: skip
-        if not views:  # no stride-0 view was needed
-            if sig is not None:
-                remember(DENSE_MEMO, sig, Launch(fn, out.shape, lse.shape, scalars))
-            elif csig is not None:
-                remember(CACHE_MEMO, csig, Launch(fn, out.shape, lse.shape, scalars))
+    out, lse, fn, scalars = _launch_validated(args)
+    if fn is not None and (sig is not None or csig is not None) and not args.views:  # no stride-0 view
+        entry = Launch(fn, out.shape, lse.shape, scalars)
+        if sig is not None and scalars[-1] == 1:
+            remember(DENSE_MEMO, sig, entry)
+        elif csig is not None:
+            remember(CACHE_MEMO, csig, entry)
     return out, lse
 
 
@@ -206,40 +181,41 @@ def forward_kv8(
     kd, vd = args.descales
     if before_launch is not None:
         before_launch(kd, vd)
-    q, k, v = args.q, args.k, args.v
-    varlen_q = cu_seqlens_q is not None
-    out = torch.empty((*q.shape[:-2], args.nheads, args.head_dim_v), dtype=q.dtype, device=q.device)
+    out, lse, fn, scalars = _launch_validated(args, kd, vd)
+    if fn is not None and csig is not None and not args.views:
+        remember(KV8_MEMO, csig, Launch(fn, out.shape, lse.shape, scalars))
+    return out, lse
+
+
+def _launch_validated(args: validate.FwdArgs, kd=None, vd=None):
+    """Outputs allocated, the kernel of a validated call planned, compiled on first use and launched
+    (with an FP8 cache's descale views ``kd``/``vd``), the split-KV partials combined. Returns ``(out,
+    lse, fn, scalars)``, what a memo :class:`Launch` keeps (``fn`` None when there was nothing to
+    launch)."""
+    (q, k, v, cu_q, cu_k, used_q, used_k, table, kv_batch, sink, scale, _, _, left, right, softcap, _, _,
+     batch, nheads, _, _, head_dim_v, max_q, *_) = args  # fmt: skip
+    varlen_q = cu_q is not None
+    out = torch.empty((*q.shape[:-2], nheads, head_dim_v), dtype=q.dtype, device=q.device)
     lse = torch.empty(
-        (args.nheads, q.shape[0]) if varlen_q else (args.batch, args.nheads, q.shape[1]),
+        (nheads, q.shape[0]) if varlen_q else (batch, nheads, q.shape[1]),
         dtype=torch.float32,
         device=q.device,
     )
-    if args.batch == 0 or q.shape[-3] == 0 or args.nheads == 0 or args.max_seqlen_q == 0:
-        return out, lse
+    if batch == 0 or q.shape[-3] == 0 or nheads == 0 or max_q == 0:
+        return out, lse, None, None
     key, splits = plan.forward_plan(args)
     fn = KERNELS.get(key)
     if fn is None:
         fn = compile_forward(key, q.device)
-    scalars = (
-        args.softmax_scale,
-        args.window_left,
-        args.window_right,
-        args.softcap,
-        args.max_seqlen_q,
-        splits,
-    )
-    if splits > 1:
+    scalars = (scale, left, right, softcap, max_q, splits)
+    if splits > 1:  # the sink enters in the combine
         o_part = torch.empty((splits, *out.shape), dtype=torch.float32, device=q.device)
         lse_part = torch.empty((splits, *lse.shape), dtype=torch.float32, device=q.device)
-        fn(q, k, v, o_part, lse_part, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
-           kv_batch_idx, None, kd, vd)  # fmt: skip
-        combine(o_part, lse_part, out, lse, learnable_sink, varlen_q)
+        fn(q, k, v, o_part, lse_part, *scalars, cu_q, cu_k, used_q, used_k, table, kv_batch, None, kd, vd)
+        combine(o_part, lse_part, out, lse, sink, varlen_q)
     else:
-        fn(q, k, v, out, lse, *scalars, cu_seqlens_q, cu_seqlens_k, seqused_q, seqused_k, page_table,
-           kv_batch_idx, learnable_sink, kd, vd)  # fmt: skip
-    if csig is not None and not args.views:
-        remember(KV8_MEMO, csig, Launch(fn, out.shape, lse.shape, scalars))
-    return out, lse
+        fn(q, k, v, out, lse, *scalars, cu_q, cu_k, used_q, used_k, table, kv_batch, sink, kd, vd)
+    return out, lse, fn, scalars
 
 
 # ---------------------------------------------------------------------------------- the memos
