@@ -3,7 +3,9 @@
 
 Per shape (bf16 inputs, 16 heads, about 16k tokens per call): fa4 bf16; the 8-bit kernel on inputs
 quantized beforehand (``q8_<qk>_<pv>_kernel``, quantization excluded); the whole call
-(``q8_<qk>_<pv>_call``, quantization included); the PyTorch quantizer alone (``quantize_<qk>``).
+(``q8_<qk>_<pv>_call``, quantization included); the quantizer alone (``quantize_<qk>``: the CuTe DSL
+kernels of the call, with ``quantize_<qk>_gbs`` its bandwidth counting each input read once and each
+output written once) beside its PyTorch reference (``quantize_<qk>_pytorch``).
 Speedups are against fa4 bf16 of the same run. The fp16 accumulation of P·V runs at the fp32 rate on
 Hopper: its gain on an RTX 5090 is **modelled** from MMA FLOP counts and published rates
 (:data:`RATES_5090`), never measured here.
@@ -28,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 
 import _common as C  # noqa: E402
-from fa4_torch import flash_attn_func, quantized_attn_func  # noqa: E402
+from fa4_torch import flash_attn_func, quant, quantized_attn_func  # noqa: E402
 from fa4_torch.launch_q8 import launch_quantized, quantize_for  # noqa: E402
 from fa4_torch.validate import quantized_args  # noqa: E402
 
@@ -78,12 +80,19 @@ def measure(shape: dict, quick: bool) -> dict:
         )
         if pv == "fp32":
             fns[f"quantize_{qk}"] = lambda a=a: quantize_for(a)
+            fns[f"quantize_{qk}_pytorch"] = lambda qk=qk, cfg=cfg: quant.quantize(
+                q, k, v, qk=qk, block_q=cfg.tile_m, block_k=cfg.tile_n
+            )
     row = dict(shape, batch=b, nheads=NHEADS, flops=flops)
     times, errors = C.bench_peers(fns)
     for name, ms in times.items():
         row[f"{name}_ms"] = ms
         if not name.startswith("quantize"):
             row[f"{name}_tflops"] = flops / ms / 1e9
+    moved = 3 * q.numel() * (q.element_size() + 1)  # 16-bit inputs read, 8-bit outputs written
+    for qk, _ in variants(quick):
+        if f"quantize_{qk}" in times:
+            row[f"quantize_{qk}_gbs"] = moved / times[f"quantize_{qk}"] / 1e6
     for name, err in errors.items():
         row[f"{name}_error"] = err
     base = times.get("fa4_bf16")
@@ -98,6 +107,8 @@ def measure(shape: dict, quick: bool) -> dict:
         + ", ".join(f"{n} {row[f'{n}_tflops']:.0f}" for n in times if f"{n}_tflops" in row)
         + " TFLOP/s; "
         + ", ".join(f"{n} x{row[f'{n}_speedup_vs_bf16']:.2f}" for n in times if f"{n}_speedup_vs_bf16" in row)
+        + "; "
+        + ", ".join(f"{n} {ms:.3f} ms" for n, ms in times.items() if n.startswith("quantize"))
     )
     return row
 

@@ -243,7 +243,21 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
 
         return fn
 
+    quantizers = {}
+
+    def fake_quantizer(cfg, device):
+        def fn(x, x8, scale, mean, shift, softmax_scale):
+            quantizers[cfg.role] = (cfg, x, x8, scale, mean, shift, softmax_scale)
+            x8.zero_()
+            if cfg.role != "v":
+                scale.fill_(1.0)
+            if shift is not None:
+                shift.fill_(0.5)
+
+        return fn
+
     monkeypatch.setattr(launch_q8, "q8_kernel", fake_kernel)
+    monkeypatch.setattr(launch_q8, "quantize_kernel", fake_quantizer)
     monkeypatch.setattr(validate, "check_devices", lambda q, named: None)  # the seam: CPU tensors
     q = torch.randn(2, 77, 4, d, dtype=torch.bfloat16)
     k, v = (torch.randn(2, 100, 2, d, dtype=torch.bfloat16) for _ in range(2))
@@ -259,7 +273,19 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
     assert vs.shape == (2, 2, d) and o is out and l_.shape == (2, 4, 77) and scale == pytest.approx(d**-0.5)
     for t in (q8, k8, vt, o):  # the kernel's assumptions: 16-byte aligned rows
         assert t.stride(-1) == 1 and all(st % 8 == 0 for st in t.stride()[:-1])
-    assert torch.equal(lse, l_ + qkv.lse_shift)
+    assert torch.equal(lse, l_ + qkv.lse_shift) and (qkv.lse_shift == 0.5).all()
+    # the quantizers: one per tensor, the 8-bit outputs as int32 views, blocks = the kernel's tiles
+    assert set(quantizers) == {"q", "k", "v"}
+    cq, xq, q8i, qsc, mean, shift, sc = quantizers["q"]
+    assert (
+        cq.block == cfg.tile_m and cq.fmt == "int8" and cq.smooth and xq is q and sc == pytest.approx(d**-0.5)
+    )
+    assert q8i.dtype == torch.int32 and q8i.shape == (2, 77, 4, d // 4) and shift is qkv.lse_shift
+    assert mean.shape == (2, 2, d) and torch.allclose(mean, k.float().mean(dim=1))
+    ck, xk, k8i, ksc, kmean, kshift, _ = quantizers["k"]
+    assert ck.block == cfg.tile_n and ck.smooth and xk is k and kmean is mean and kshift is None
+    cv, xv, vti, vsc, _, _, _ = quantizers["v"]
+    assert cv.fmt == "fp8" and xv is v and vti.shape == (2, 2, d, 32) and vsc is qkv.v_scale
 
 
 def test_from_fp8_is_the_dequantized_inputs():

@@ -2,7 +2,8 @@
 
 A config is everything that changes a kernel's generated code: the tile tables build them, the compile
 caches of fa4-torch key on them (in memory and on disk), and the kernel classes
-(:mod:`fa4_sm120.fwd`, :mod:`fa4_sm120.bwd`, :mod:`fa4_sm120.bwd_pre_post`, :mod:`fa4_sm120.combine`)
+(:mod:`fa4_sm120.fwd`, :mod:`fa4_sm120.bwd`, :mod:`fa4_sm120.bwd_pre_post`, :mod:`fa4_sm120.combine`,
+:mod:`fa4_sm120.quantize`)
 check and compile them. Keeping them free of the DSL lets a process that loads its kernels from the
 disk cache choose and name them without importing the DSL (about 0.3-2.5 s).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fa4_core.errors import unsupported
-from fa4_sm120.limits import DTYPE_NAMES, HEAD_DIMS
+from fa4_sm120.limits import DTYPE_NAMES, HEAD_DIMS, Q8_HEAD_DIMS, Q8_QK_FORMATS
 from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes, kv8_staging_bytes, q8_fwd_smem_bytes
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "BwdConfig",
     "PrePostConfig",
     "CombineConfig",
+    "QuantizeConfig",
 ]
 
 
@@ -302,3 +304,50 @@ class CombineConfig:
     head_dim_v: int
     has_sink: bool = False
     num_warps: int = 4
+
+
+QUANTIZE_ROLES = ("q", "k", "v")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """The 8-bit quantizer of one of Q, K, V (:mod:`fa4_sm120.quantize`): the 16-bit input ``dtype``,
+    ``head_dim``, ``block`` (rows per scale for Q and K; keys per CTA for V, a multiple of 32), the
+    8-bit ``fmt`` (``"int8"`` or ``"fp8"``; V is always ``"fp8"``) and ``smooth`` (Q: also write the
+    LSE shift ``softmax_scale * q·mean_k``; K: subtract the mean first)."""
+
+    dtype: str
+    head_dim: int
+    block: int
+    role: str
+    fmt: str = "fp8"
+    smooth: bool = False
+    num_threads: int = 128
+
+    def check(self) -> None:
+        if self.dtype not in DTYPE_NAMES:
+            raise unsupported("dtype", self.dtype, ", ".join(DTYPE_NAMES))
+        if self.head_dim not in Q8_HEAD_DIMS:
+            raise unsupported("head_dim", self.head_dim, f"one of {Q8_HEAD_DIMS}")
+        if self.role not in QUANTIZE_ROLES:
+            raise unsupported("role", self.role, ", ".join(QUANTIZE_ROLES))
+        if self.fmt not in Q8_QK_FORMATS or (self.role == "v" and self.fmt != "fp8"):
+            raise unsupported("fmt", self.fmt, "'fp8' for V; 'int8' or 'fp8' for Q and K")
+        if self.role == "v" and self.smooth:
+            raise unsupported("smooth", True, "False for V")
+        if self.num_threads != 128:
+            raise unsupported("num_threads", self.num_threads, "128")
+        if self.block <= 0 or self.block % self.block_multiple:
+            raise unsupported("block", self.block, f"a positive multiple of {self.block_multiple}")
+
+    @property
+    def block_multiple(self) -> int:
+        """Blocks are multiples of this: each thread moves the same number of 16-byte row vectors (Q,
+        K), or of 4-key units of whole 32-key groups (V)."""
+        v = self.role == "v"
+        step = 32 if v else 1
+        per_row = self.head_dim // 8 // (4 if v else 1)  # units per row of the block
+        m = step
+        while (m * per_row) % self.num_threads:
+            m += step
+        return m

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.configs import KV8_DTYPES, FwdConfig, Q8FwdConfig
+from fa4_sm120.configs import KV8_DTYPES, FwdConfig, Q8FwdConfig, QuantizeConfig
 from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "DECODE_ROWS",
     "Q8_FWD_TILES",
     "q8_fwd_config",
+    "q8_quantize_configs",
 ]
 
 ANY_DTYPE = ("float16", "bfloat16")
@@ -305,3 +306,24 @@ def q8_fwd_config(dtype: str, head_dim: int, *, causal: bool, qk: str, pv_accum:
         dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=tile_m, tile_n=tile_n,
         num_threads=threads, is_causal=causal, qk=qk, pv_accum=pv_accum, launch_smem=launch_smem,
     )  # fmt: skip
+
+
+# keys per CTA of V's quantizer (a multiple of QuantizeConfig.block_multiple for head dims 64 and 128,
+# dividing the forward's key padding)
+_Q8_V_QUANT_BLOCK = 64
+
+
+def q8_quantize_configs(
+    dtype: str, head_dim: int, *, qk: str, smooth: bool = True
+) -> dict[str, QuantizeConfig]:
+    """The quantizers (:mod:`fa4_sm120.quantize`) of an 8-bit forward call, by role: Q's and K's scale
+    blocks are the forward's tiles; ``smooth`` (a call with keys) subtracts K's mean and has Q write
+    the LSE shift."""
+    if head_dim not in Q8_FWD_TILES:
+        raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
+    tile_m, tile_n, _ = Q8_FWD_TILES[head_dim]
+    return {
+        "q": QuantizeConfig(dtype, head_dim, tile_m, "q", qk, smooth),
+        "k": QuantizeConfig(dtype, head_dim, tile_n, "k", qk, True),
+        "v": QuantizeConfig(dtype, head_dim, _Q8_V_QUANT_BLOCK, "v", "fp8"),
+    }

@@ -1,4 +1,5 @@
-"""The 8-bit forward on the device: quantize (:mod:`fa4_torch.quant`), compile (through the compile
+"""The 8-bit forward on the device: quantize (the kernels of :mod:`fa4_sm120.quantize`, which write
+what :func:`fa4_torch.quant.quantize`, their PyTorch reference, writes), compile (through the compile
 cache), launch, and add smoothing's shift back into the LSE. Imports :mod:`fa4_torch.plan` and
 :mod:`fa4_torch.validate` (below it) and the kernels' configs; the DSL only when compiling."""
 
@@ -17,7 +18,15 @@ from fa4_torch.validate import DTYPES, Q8Args
 
 log = logging.getLogger("fa4.compile")
 
-__all__ = ["Q8_CACHE", "q8_kernel", "quantize_for", "forward_quantized", "launch_quantized"]
+__all__ = [
+    "Q8_CACHE",
+    "q8_kernel",
+    "quantize_kernel",
+    "quantize_device",
+    "quantize_for",
+    "forward_quantized",
+    "launch_quantized",
+]
 
 Q8_CACHE = CompileCache()
 
@@ -39,6 +48,68 @@ def q8_kernel(cfg, device: torch.device | None):
     return Q8_CACHE.get_or_compile((cfg, target, dsl_version(), index), build)
 
 
+def quantize_kernel(cfg, device: torch.device | None):
+    """The compiled quantizer of ``cfg`` (a :class:`~fa4_sm120.configs.QuantizeConfig`) for ``device``."""
+
+    def build():
+        from fa4_sm120.quantize import Quantize8Sm120
+
+        with torch.cuda.device(device) if device is not None else contextlib.nullcontext():
+            return Quantize8Sm120.compile(cfg, tvm_ffi=True)
+
+    target = plan.compile_target(device) if device is not None else None
+    index = device.index if device is not None else None
+    return Q8_CACHE.get_or_compile((cfg, target, dsl_version(), index), build)
+
+
+def _kernel_view(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when the quantizer's placeholders accept its strides (the last one 1, the others
+    multiples of 8 elements, a 16-byte aligned base), else a contiguous copy."""
+    ok = t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(s % 8 == 0 for s in t.stride()[:-1])
+    return t if ok else t.contiguous()
+
+
+def quantize_device(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, qk: str, softmax_scale: float, pv_accum: str
+) -> quant.QuantizedQKV:
+    """:func:`fa4_torch.quant.quantize` (smoothing on, the forward's tiles as blocks) by the
+    quantizer kernels: K's mean and V's channel scales from PyTorch reductions, then one kernel for
+    each of Q, K and V."""
+    b, sq, h, d = q.shape
+    sk, hkv = k.shape[1], k.shape[2]
+    dev = q.device
+    smooth = sk > 0  # smoothing (K's mean subtracted, the LSE shift q·mean written by Q's quantizer)
+    cfgs = tiles.q8_quantize_configs(str(q.dtype).removeprefix("torch."), d, qk=qk, smooth=smooth)
+    block_q, block_k = cfgs["q"].block, cfgs["k"].block
+    dt8 = torch.int8 if qk == "int8" else torch.float8_e4m3fn
+    q8 = torch.empty(b, sq, h, d, dtype=dt8, device=dev)
+    k8 = torch.empty(b, sk, hkv, d, dtype=dt8, device=dev)
+    skp = max(-(-sk // quant.KEY_PAD), 1) * quant.KEY_PAD
+    vt8 = torch.empty(b, hkv, d, skp, dtype=torch.float8_e4m3fn, device=dev)
+    # scales of blocks without rows (empty sequences) are 1, as the reference's; the kernels write the rest
+    q_scale = (torch.empty if sq > 0 else torch.ones)(
+        b, h, max(-(-sq // block_q), 1), dtype=torch.float32, device=dev
+    )
+    k_scale = (torch.empty if sk > 0 else torch.ones)(
+        b, hkv, max(-(-sk // block_k), 1), dtype=torch.float32, device=dev
+    )
+    v_scale = quant.v_channel_scales(v, pv_accum, block_k)
+    shift = (torch.empty if smooth else torch.zeros)(b, h, sq, dtype=torch.float32, device=dev)
+    qkv = quant.QuantizedQKV(q8, k8, vt8, q_scale, k_scale, v_scale, shift, qk, block_q, block_k, sk)
+    if b == 0:
+        return qkv
+    mean = quant.k_mean(k) if smooth else None
+    launches = [("v", v, vt8, v_scale, None, None)]
+    if sq > 0:
+        launches.append(("q", q, q8, q_scale, mean, shift if smooth else None))
+    if sk > 0:
+        launches.append(("k", k, k8, k_scale, mean, None))
+    for role, x, x8, scale, mean_, shift_ in launches:
+        fn = quantize_kernel(cfgs[role], dev)
+        fn(_kernel_view(x), x8.view(torch.int32), scale, mean_, shift_, softmax_scale)
+    return qkv
+
+
 def quantize_for(a: Q8Args, launch_smem: int = 0):
     """``(cfg, quantized tensors)`` of a validated call: the quantizer's blocks are the kernel's tiles."""
     cfg = tiles.q8_fwd_config(
@@ -52,10 +123,7 @@ def quantize_for(a: Q8Args, launch_smem: int = 0):
     if a.descales is not None:  # e4m3 inputs with descales: used as they are
         qkv = quant.from_fp8(a.q, a.k, a.v, *a.descales, block_q=cfg.tile_m, block_k=cfg.tile_n)
     else:
-        qkv = quant.quantize(
-            a.q, a.k, a.v, qk=a.qk, block_q=cfg.tile_m, block_k=cfg.tile_n, softmax_scale=a.softmax_scale,
-            pv_accum=a.pv_accum,
-        )  # fmt: skip
+        qkv = quantize_device(a.q, a.k, a.v, qk=a.qk, softmax_scale=a.softmax_scale, pv_accum=a.pv_accum)
     return cfg, qkv
 
 

@@ -44,6 +44,8 @@ __all__ = [
     "QuantizedQKV",
     "pv_key_order",
     "quantize",
+    "k_mean",
+    "v_channel_scales",
     "from_fp8",
     "emulate",
     "attention_fp32",
@@ -142,27 +144,38 @@ def quantize(
     """Quantize bf16/fp16/fp32 ``q (batch, seqlen_q, nheads, d)``, ``k``, ``v (batch, seqlen_k,
     nheads_kv, d/dv)`` for the 8-bit forward (the module docstring has the recipe and layouts)."""
     b, sq, h, d = q.shape
-    hkv, dv, sk = k.shape[2], v.shape[-1], k.shape[1]
+    hkv, sk = k.shape[2], k.shape[1]
     scale = d**-0.5 if softmax_scale is None else softmax_scale
     kf = k.float()
     if smooth_k and sk > 0:
-        mean = kf.mean(dim=1, keepdim=True)  # (b, 1, hkv, d)
-        kf = kf - mean
+        mean = k_mean(k)
+        kf = kf - mean[:, None]
         qg = q.float().reshape(b, sq, hkv, h // hkv, d)
-        shift = torch.einsum("bsgrd,bgd->bgrs", qg, mean[:, 0]).reshape(b, h, sq) * scale
+        shift = torch.einsum("bsgrd,bgd->bgrs", qg, mean).reshape(b, h, sq) * scale
     else:
         shift = torch.zeros(b, h, sq, dtype=torch.float32, device=q.device)
     q8, q_scale = _quantize_blocks(q, block_q, qk)
     k8, k_scale = _quantize_blocks(kf, block_k, qk)
-    if sk > 0:  # (b, hkv, dv): exact in v's dtype
-        vmax = torch.maximum(v.amax(dim=1), -v.amin(dim=1)).float()
+    v_scale = v_channel_scales(v, pv_accum, block_k)
+    vt = _v_layout(torch.div(v, v_scale[:, None]).to(_FP8))
+    return QuantizedQKV(q8, k8, vt, q_scale, k_scale, v_scale, shift.contiguous(), qk, block_q, block_k, sk)
+
+
+def k_mean(k: torch.Tensor) -> torch.Tensor:
+    """K's smoothing mean: ``(batch, nheads_kv, d)`` fp32, over the sequence (``seqlen_k > 0``)."""
+    return torch.mean(k, dim=1, dtype=torch.float32)
+
+
+def v_channel_scales(v: torch.Tensor, pv_accum: str, block_k: int) -> torch.Tensor:
+    """V's channel scales ``(batch, nheads_kv, dv)`` fp32: each channel's ``amax`` over the sequence
+    (exact in v's dtype) over :func:`v_max`; 1 for an all-zero channel (or an empty sequence)."""
+    b, sk, hkv, dv = v.shape
+    if sk > 0:
+        lo, hi = torch.aminmax(v, dim=1)
+        vmax = torch.maximum(hi, -lo).float()
     else:
         vmax = torch.zeros(b, hkv, dv, device=v.device)
-    v_scale = torch.where(vmax > 0, vmax / v_max(pv_accum, block_k), torch.ones_like(vmax))
-    vt = _v_layout(torch.div(v, v_scale[:, None]).to(_FP8))
-    return QuantizedQKV(
-        q8, k8, vt, q_scale, k_scale, v_scale.contiguous(), shift.contiguous(), qk, block_q, block_k, sk
-    )
+    return torch.where(vmax > 0, vmax / v_max(pv_accum, block_k), torch.ones_like(vmax)).contiguous()
 
 
 def _v_layout(v8: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,248 @@
+"""The 8-bit forward's quantizer (bandwidth-bound, no MMA): one kernel per tensor, each reading its
+16-bit input once and writing what :mod:`fa4_sm120.fwd_q8` reads. The recipe is
+``fa4_torch.quant``'s (whose PyTorch ``quantize`` is the reference these kernels reproduce bit for
+bit, up to the order of the LSE shift's sum); its per-sequence statistics come first, from PyTorch
+reductions: K's mean and V's channel maxima over the sequence.
+
+* Q and K (``role`` ``"q"``/``"k"``), grid (blocks of ``block`` rows, heads, batch): each thread
+  holds ``block * head_dim / 8 / 128`` 16-byte row vectors in registers; the block's ``amax`` of
+  ``|x|`` (K: of ``x - mean``) is reduced over the CTA; ``scale = amax / max8`` (1 for an all-zero
+  block) is written to ``mScale (batch, heads, nblocks)`` and every value as ``x / scale`` (IEEE
+  division, as PyTorch's) rounded to nearest even: INT8 through the bits of ``y + 1.5 * 2^23``
+  (clamped to ±127), e4m3 by ``cvt.rn.satfinite``. ``mX8`` is the 8-bit output viewed as int32
+  ``(batch, seqlen, heads, head_dim / 4)``. With ``smooth``, Q also writes ``mShift (batch, heads,
+  seqlen) = softmax_scale * q·mean`` (the mean of its KV head) and K subtracts ``mMean (batch,
+  heads_kv, head_dim)``.
+* V (``role`` ``"v"``), grid (blocks of ``block`` keys of the padded length, heads_kv, batch): V's
+  values divided by their channel's scale (``mScale (batch, heads_kv, head_dim)``, an input here) in
+  e4m3, written transposed into ``mX8`` = ``vt8`` viewed as int32 ``(batch, heads_kv, head_dim,
+  seqlen_padded / 4)`` with the keys of every 32-key group in ``fa4_torch.quant.pv_key_order``. That
+  order puts keys ``2t, 2t+1, 2t+8, 2t+9`` (+16 for the group's second half) in the four bytes of one
+  int32, so a thread that loads those four key rows (16 bytes of 8 channels each) writes one int32
+  per channel: the transposition happens in registers. Keys at or past ``seqlen`` are written as
+  zeros (the padding the forward reads whole).
+
+Rows past the sequence are neither read nor written (Q, K); a block's scale covers its rows only.
+"""
+
+from __future__ import annotations
+
+import cutlass
+import cutlass.cute as cute
+from cutlass import Float32, Int32
+from cutlass._mlir.dialects import llvm
+from cutlass.cutlass_dsl import T
+
+from fa4_sm120.configs import QuantizeConfig
+from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, fake_stream, fake_tensor
+
+__all__ = ["QuantizeConfig", "Quantize8Sm120", "pack_e4m3x4", "pack_s8x4"]
+
+_MAX8 = {"int8": 127.0, "fp8": 448.0}
+_F32_MAGIC = 12582912.0  # 1.5 * 2^23: y + this has round-to-nearest-even(y) in its low bits
+_VEC = 8  # 16-bit elements per 16-byte vector
+
+
+def pack_e4m3x4(x0: Float32, x1: Float32, x2: Float32, x3: Float32) -> Int32:
+    """Four fp32 values -> one register of four e4m3 (``x0`` in the lowest byte), saturated, RNE."""
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [x.ir_value() for x in (x0, x1, x2, x3)],
+            "{ .reg .b16 lo, hi; cvt.rn.satfinite.e4m3x2.f32 lo, $2, $1; "
+            "cvt.rn.satfinite.e4m3x2.f32 hi, $4, $3; mov.b32 $0, {lo, hi}; }",
+            "=r,f,f,f,f",
+            has_side_effects=False,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
+    )
+
+
+def pack_s8x4(x0: Float32, x1: Float32, x2: Float32, x3: Float32) -> Int32:
+    """Four fp32 values in ``[-127, 127]`` -> one register of four int8 (``x0`` lowest), each rounded
+    to nearest even: the low byte of ``x + 1.5 * 2^23``'s bits is the two's complement of the rounded
+    value."""
+    b = [
+        cute.arch.fmin(cute.arch.fmax(x, Float32(-127.0)), Float32(127.0)) + Float32(_F32_MAGIC)
+        for x in (x0, x1, x2, x3)
+    ]
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [x.ir_value() for x in b],
+            "{ .reg .b32 lo, hi; prmt.b32 lo, $1, $2, 0x0040; prmt.b32 hi, $3, $4, 0x0040; "
+            "prmt.b32 $0, lo, hi, 0x5410; }",
+            "=r,f,f,f,f",
+            has_side_effects=False,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
+    )
+
+
+class Quantize8Sm120(MmaSyncKernel):
+    """The quantizer of one tensor: ``Quantize8Sm120.compile(cfg, ...)`` (the module docstring)."""
+
+    def __init__(self, cfg: QuantizeConfig):
+        super().__init__(cfg)
+        self.num_threads = cfg.num_threads
+        self.chunks = cfg.head_dim // _VEC  # 16-byte vectors per row
+
+    @staticmethod
+    def can_implement(cfg: QuantizeConfig) -> None:
+        cfg.check()
+
+    # ------------------------------------------------------------------ host-side setup (traced)
+    @cute.jit
+    def __call__(
+        self,
+        mX: cute.Tensor,
+        mX8: cute.Tensor,
+        mScale: cute.Tensor,
+        mMean,
+        mShift,
+        softmax_scale: Float32,
+        stream,
+    ):
+        cfg = self.cfg
+        if cutlass.const_expr(cfg.role == "v"):
+            grid = (mX8.shape[3] * 4 // cfg.block, mX.shape[2], mX.shape[0])
+            self.kernel_v(mX, mX8, mScale).launch(grid=grid, block=[self.num_threads, 1, 1], stream=stream)
+        else:
+            grid = (cute.ceil_div(mX.shape[1], cfg.block), mX.shape[2], mX.shape[0])
+            self.kernel_rows(mX, mX8, mScale, mMean, mShift, softmax_scale).launch(
+                grid=grid, block=[self.num_threads, 1, 1], stream=stream
+            )
+
+    # ------------------------------------------------------------------ Q and K
+    @cute.jit
+    def load_vec(self, mX: cute.Tensor, batch, row, head, chunk, dst: cute.Tensor):
+        """The 16-byte vector ``chunk`` of row ``row`` of ``mX (batch, seqlen, heads, d)`` into ``dst``."""
+        g = cute.local_tile(mX[batch, None, head, None], (1, _VEC), (row, chunk))
+        cute.autovec_copy(g, dst)
+
+    @cute.kernel
+    def kernel_rows(
+        self, mX: cute.Tensor, mX8: cute.Tensor, mScale: cute.Tensor, mMean, mShift, softmax_scale: Float32
+    ):
+        cfg = self.cfg
+        tidx, _, _ = cute.arch.thread_idx()
+        m_block, head, batch = cute.arch.block_idx()
+        seqlen = mX.shape[1]
+        chunk = tidx % self.chunks
+        rows_per_pass = self.num_threads // self.chunks
+        passes = cfg.block // rows_per_pass
+        row0 = m_block * cfg.block + tidx // self.chunks
+        smooth = cutlass.const_expr(cfg.smooth)
+        mean = cute.make_rmem_tensor(_VEC, Float32)
+        mean.fill(0.0)
+        if cutlass.const_expr(smooth):
+            head_kv = head // (mX.shape[2] // mMean.shape[1]) if cutlass.const_expr(cfg.role == "q") else head
+            for j in cutlass.range_constexpr(_VEC):
+                mean[j] = mMean[batch, head_kv, chunk * _VEC + j]
+        raw = cute.make_rmem_tensor((1, _VEC, passes), self.dtype)
+        raw.fill(0.0)
+        amax = Float32(0.0)
+        for p in cutlass.range_constexpr(passes):
+            row = row0 + p * rows_per_pass
+            if row < seqlen:
+                self.load_vec(mX, batch, row, head, chunk, raw[None, None, p])
+                for j in cutlass.range_constexpr(_VEC):
+                    x = raw[0, j, p].to(Float32)
+                    if cutlass.const_expr(smooth and cfg.role == "k"):
+                        x = x - mean[j]
+                    amax = cute.arch.fmax(amax, cute.arch.fmax(x, -x))
+        # the block's amax over the CTA: warps, then their maxima through shared memory
+        for i in cutlass.range_constexpr(5):
+            amax = cute.arch.fmax(amax, cute.arch.shuffle_sync_bfly(amax, offset=1 << (4 - i)))
+        smem = cutlass.memory.SmemAllocator()
+        red = smem.allocate_tensor(Float32, cute.make_layout(self.num_threads // 32), byte_alignment=16)
+        if tidx % 32 == 0:
+            red[tidx // 32] = amax
+        cute.arch.barrier()
+        for w in cutlass.range_constexpr(self.num_threads // 32):
+            amax = cute.arch.fmax(amax, red[w])
+        scale = Float32(1.0)
+        if amax > Float32(0.0):
+            scale = amax / Float32(_MAX8[cfg.fmt])
+        if tidx == 0:
+            mScale[batch, head, m_block] = scale
+        out = cute.make_rmem_tensor((1, 2), Int32)
+        for p in cutlass.range_constexpr(passes):
+            row = row0 + p * rows_per_pass
+            dot = Float32(0.0)
+            if row < seqlen:
+                y = cute.make_rmem_tensor(_VEC, Float32)
+                for j in cutlass.range_constexpr(_VEC):
+                    x = raw[0, j, p].to(Float32)
+                    if cutlass.const_expr(smooth and cfg.role == "k"):
+                        x = x - mean[j]
+                    if cutlass.const_expr(smooth and cfg.role == "q"):
+                        dot += x * mean[j]
+                    y[j] = x / scale
+                for h in cutlass.range_constexpr(2):
+                    if cutlass.const_expr(cfg.fmt == "int8"):
+                        out[0, h] = pack_s8x4(y[4 * h], y[4 * h + 1], y[4 * h + 2], y[4 * h + 3])
+                    else:
+                        out[0, h] = pack_e4m3x4(y[4 * h], y[4 * h + 1], y[4 * h + 2], y[4 * h + 3])
+                g8 = cute.local_tile(mX8[batch, None, head, None], (1, 2), (row, chunk))
+                cute.autovec_copy(out, g8)
+            if cutlass.const_expr(smooth and cfg.role == "q"):
+                # the row's dot product over its chunks' lanes (consecutive lanes of one warp)
+                for i in cutlass.range_constexpr(self.chunks.bit_length() - 1):
+                    dot = dot + cute.arch.shuffle_sync_bfly(dot, offset=self.chunks >> (i + 1))
+                if chunk == 0 and row < seqlen:
+                    mShift[batch, head, row] = dot * softmax_scale
+
+    # ------------------------------------------------------------------ V
+    @cute.kernel
+    def kernel_v(self, mX: cute.Tensor, mX8: cute.Tensor, mScale: cute.Tensor):
+        cfg = self.cfg
+        tidx, _, _ = cute.arch.thread_idx()
+        n_block, head_kv, batch = cute.arch.block_idx()
+        seqlen = mX.shape[1]
+        units = cfg.block * self.chunks // 4  # (32-key group, half, t, chunk): four keys x 8 channels
+        for i in cutlass.range_constexpr(units // self.num_threads):
+            u = tidx + i * self.num_threads
+            chunk = u % self.chunks
+            combo = (u // self.chunks) % 8
+            group = u // (self.chunks * 8)
+            half, t = combo // 4, combo % 4
+            pos = n_block * cfg.block + group * 32 + half * 16 + 4 * t  # output position of key e = 0
+            key0 = n_block * cfg.block + group * 32 + half * 16 + 2 * t
+            vs = cute.make_rmem_tensor(_VEC, Float32)
+            cute.autovec_copy(cute.local_tile(mScale[batch, head_kv, None], (_VEC,), (chunk,)), vs)
+            raw = cute.make_rmem_tensor((1, _VEC, 4), self.dtype)
+            raw.fill(0.0)
+            for e in cutlass.range_constexpr(4):
+                key = key0 + 8 * (e // 2) + e % 2
+                if key < seqlen:
+                    self.load_vec(mX, batch, key, head_kv, chunk, raw[None, None, e])
+            for j in cutlass.range_constexpr(_VEC):
+                y = [raw[0, j, e].to(Float32) / vs[j] for e in range(4)]
+                mX8[batch, head_kv, chunk * _VEC + j, pos // 4] = pack_e4m3x4(y[0], y[1], y[2], y[3])
+
+    # ------------------------------------------------------------------ compile without tensors
+    @staticmethod
+    def fake_args(cfg: QuantizeConfig) -> tuple:
+        """``(mX, mX8, mScale, mMean, mShift, softmax_scale, stream)`` placeholders (``mMean`` with
+        ``smooth``, ``mShift`` with ``smooth`` for Q; else None)."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, s, h, hkv, nb = sym(), sym(), sym(), sym(), sym()
+        d = cfg.head_dim
+        x = fake_tensor(dt, (b, s, h, d))
+        if cfg.role == "v":
+            x8 = fake_tensor(Int32, (b, h, d, sym()), divisibility=4)
+            scale = fake_tensor(Float32, (b, h, d), divisibility=4)
+            return x, x8, scale, None, None, Float32(1.0), fake_stream()
+        x8 = fake_tensor(Int32, (b, s, h, d // 4), divisibility=2)
+        scale = fake_tensor(Float32, (b, h, nb), divisibility=1)
+        mean = (
+            fake_tensor(Float32, (b, hkv if cfg.role == "q" else h, d), divisibility=4)
+            if cfg.smooth
+            else None
+        )
+        shift = fake_tensor(Float32, (b, h, s), divisibility=1) if cfg.smooth and cfg.role == "q" else None
+        return x, x8, scale, mean, shift, Float32(1.0), fake_stream()

@@ -1,0 +1,81 @@
+"""Every quantizer of the 8-bit forward that its tables can pick (``fa4_sm120.tiles.q8_quantize_configs``:
+head dims 64/128 x INT8/FP8 x fp16/bf16 input, Q with and without smoothing's shift, K, V) compiles
+for ``sm_120a`` on the CPU; its PTX divides with ``div.rn.f32`` (PyTorch's rounding, so the 8-bit values
+are the reference's bit for bit), converts with the instructions of its format, moves 16-byte vectors
+in, and ``ptxas -arch=sm_120a -v`` assembles it without spills."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from fa4_core.errors import UnsupportedConfigError
+from fa4_sm120.compile import ptxas_resources
+from fa4_sm120.configs import QuantizeConfig
+from fa4_sm120.limits import Q8_QK_FORMATS
+from fa4_sm120.quantize import Quantize8Sm120
+from fa4_sm120.tiles import Q8_FWD_TILES, q8_quantize_configs
+
+VARIANTS = sorted(
+    {
+        cfg
+        for dt, d, qk, smooth in itertools.product(
+            ("bfloat16", "float16"), Q8_FWD_TILES, Q8_QK_FORMATS, (True, False)
+        )
+        for cfg in q8_quantize_configs(dt, d, qk=qk, smooth=smooth).values()
+    },
+    key=repr,
+)
+
+
+def _id(cfg: QuantizeConfig) -> str:
+    return f"{cfg.role}-{cfg.dtype}-d{cfg.head_dim}-b{cfg.block}-{cfg.fmt}{'-smooth' if cfg.smooth else ''}"
+
+
+@pytest.mark.compile_only
+@pytest.mark.parametrize("cfg", VARIANTS, ids=_id)
+def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
+    Quantize8Sm120.compile(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
+    ptx_files = [p for p in os.listdir(tmp_path) if p.endswith(".ptx")]
+    assert len(ptx_files) == 1, ptx_files
+    ptx = (tmp_path / ptx_files[0]).read_text()
+    assert ".target sm_120a" in ptx
+    assert "div.rn.f32" in ptx and "div.approx" not in ptx and "div.full" not in ptx
+    if cfg.fmt == "fp8":
+        assert "cvt.rn.satfinite.e4m3x2.f32" in ptx and "prmt.b32" not in ptx
+    else:
+        assert "prmt.b32" in ptx and "cvt.rn.satfinite.e4m3x2.f32" not in ptx
+    assert "ld.global.v4" in ptx or "ld.global.nc.v4" in ptx  # 16-byte loads of the 16-bit input
+    assert "mma" not in ptx
+    # Q and K reduce their block's amax over the CTA; V's transposition stays within each thread
+    assert ("bar.sync" in ptx) == (cfg.role != "v")
+    res = ptxas_resources(str(tmp_path / ptx_files[0]))
+    if res is None:  # no ptxas on PATH
+        return
+    regs, spill, err = res
+    assert err is None, err
+    print(f"\n[sm_120a resources] quantize {_id(cfg)}: {regs} registers, {spill} B spill stores")
+    assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
+
+
+@pytest.mark.parametrize(
+    "change, arg",
+    [
+        ({"dtype": "float32"}, "dtype"),
+        ({"head_dim": 96}, "head_dim"),
+        ({"role": "o"}, "role"),
+        ({"role": "v", "fmt": "int8"}, "fmt"),
+        ({"role": "v", "fmt": "fp8", "smooth": True}, "smooth"),
+        ({"num_threads": 256}, "num_threads"),
+        ({"block": 12}, "block"),
+        ({"role": "v", "fmt": "fp8", "block": 48}, "block"),
+    ],
+)
+def test_quantizer_rejects_unsupported_configs(change, arg):
+    base = dict(dtype="bfloat16", head_dim=128, block=64, role="q", fmt="int8")
+    cfg = QuantizeConfig(**{**base, **change})
+    with pytest.raises(UnsupportedConfigError, match=arg):
+        Quantize8Sm120(cfg)
+    assert not Quantize8Sm120.supports(cfg)
