@@ -6,7 +6,7 @@ reductions: K's mean and V's channel maxima over the sequence.
 
 * Q and K (``role`` ``"q"``/``"k"``), grid (blocks of ``block`` rows, heads, batch): each thread
   holds ``block * head_dim / 8 / 128`` 16-byte row vectors in registers; the block's ``amax`` of
-  ``|x|`` (K: of ``x - mean``) is reduced over the CTA; ``scale = amax / max8`` (1 for an all-zero
+  ``|x|`` (K: of ``x - mean``) is reduced over the CTA; ``scale = amax * (1 / max8)`` (1 for an all-zero
   block) is written to ``mScale (batch, heads, nblocks)`` and every value as ``x / scale`` (IEEE
   division, as PyTorch's) rounded to nearest even: INT8 through the bits of ``y + 1.5 * 2^23``
   (clamped to ±127), e4m3 by ``cvt.rn.satfinite``. ``mX8`` is the 8-bit output viewed as int32
@@ -165,7 +165,7 @@ class Quantize8Sm120(MmaSyncKernel):
             amax = cute.arch.fmax(amax, red[w])
         scale = Float32(1.0)
         if amax > Float32(0.0):
-            scale = amax / Float32(_MAX8[cfg.fmt])
+            scale = amax * Float32(1.0 / _MAX8[cfg.fmt])  # fp32 reciprocal, as the reference's
         if tidx == 0:
             mScale[batch, head, m_block] = scale
         out = cute.make_rmem_tensor((1, 2), Int32)

@@ -5,8 +5,8 @@ tests and of the accuracy tables of ``docs/quantized.md``).
 The recipe (``docs/quantized.md`` has the measurements behind each choice):
 
 * ``S = Q·Kᵀ`` in 8 bits with one scale per block of query rows (``block_q`` rows of one head) and one
-  per block of keys (``block_k`` keys of one KV head): ``x8 = round(x / s)`` with ``s = amax(|x|) /
-  max8`` over the block (``max8``: 448 for FP8 e4m3, 127 for INT8). K is first **smoothed**: its mean
+  per block of keys (``block_k`` keys of one KV head): ``x8 = round(x / s)`` with ``s = amax(|x|) *
+  (1 / max8)`` over the block (``max8``: 448 for FP8 e4m3, 127 for INT8; the reciprocal in fp32). K is first **smoothed**: its mean
   over the sequence, per KV head and channel, is subtracted; that shifts each query row's scores by
   one constant (``q·mean``), which the softmax cancels, and removes the channel offsets that would
   otherwise set the scale of every block. The LSE of the smoothed scores is off by that constant
@@ -63,6 +63,10 @@ KEY_PAD = 128
 _FP8 = torch.float8_e4m3fn
 _FP16_MAX_SUM = 60000.0  # a key block's P·V partial sums stay below this with fp16 accumulation
 _MAX8 = {"fp8": 448.0, "int8": 127.0}
+# a block's scale is amax times the fp32 reciprocal of max8: one rounding, the same on every device and
+# in the quantizer kernels (PyTorch's division by a Python scalar multiplies by its reciprocal on CUDA
+# and divides on the CPU)
+_INV_MAX8 = {f: torch.tensor(1.0 / m, dtype=torch.float32).item() for f, m in _MAX8.items()}
 
 
 class QuantizedQKV(NamedTuple):
@@ -117,7 +121,7 @@ def _quantize_blocks(x: torch.Tensor, block: int, qk: str) -> tuple[torch.Tensor
     b, s, h, d = x.shape
     xb = _blocks(x, block)
     amax = torch.maximum(xb.amax(dim=(2, 4)), -xb.amin(dim=(2, 4))).float()  # (b, nb, h)
-    scale = torch.where(amax > 0, amax / _MAX8[qk], torch.ones_like(amax))
+    scale = torch.where(amax > 0, amax * _INV_MAX8[qk], torch.ones_like(amax))
     y = torch.div(xb, scale[:, :, None, :, None])  # fp32 (type promotion): one pass, a new tensor
     if qk == "int8":
         y = y.round_().clamp_(-127, 127).to(torch.int8)
