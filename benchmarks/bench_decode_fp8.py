@@ -11,11 +11,11 @@ left out of that row (recorded under ``skipped``).
 
     python benchmarks/bench_decode_fp8.py --out benchmarks/results          # the whole grid
     python benchmarks/bench_decode_fp8.py --quick                           # a subset, < 2 minutes
+    python benchmarks/bench_decode_fp8.py --batch 8 64 --kv 4096 131072 --layouts page16  # a part
 
-``--emulate-sm120`` launches fa4's kernels at SM120's CTAs per SM (:func:`_common.emulate_sm120`: the
-FP8 d128 decode tile, 65,536 B with its staging tiles, runs one CTA per SM there against the bf16
-tile's two); ``--kv8-tile-n 32`` times FP8 key tiles of 32 (40,960 B: two CTAs per SM on SM120)
-instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N`; ``--no-decode-rows`` runs both caches' decode on
+``--emulate-sm120`` launches fa4's kernels at SM120's CTAs per SM (:func:`_common.emulate_sm120`);
+``--kv8-tile-n 32`` times FP8 key tiles of 32 instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N` on the
+rows that widen through staging tiles; ``--no-decode-rows`` runs both caches' decode on
 the 64-row small-m rows instead of the 16-row decode rows (:data:`fa4_sm120.tiles.DECODE_ROWS`), the
 comparison behind the decode rows (docs/sm120-resources.md).
 """
@@ -127,6 +127,10 @@ def main():
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
     ap.add_argument("--kv8-tile-n", type=int, default=None, help="FP8 key tiles of at most this (16..64)")
     ap.add_argument("--no-decode-rows", action="store_true", help="decode on the 64-row small-m rows")
+    ap.add_argument("--batch", type=int, nargs="+", help=f"a part of the grid: these batch sizes of {BATCH}")
+    ap.add_argument("--kv", type=int, nargs="+", help=f"... these key counts of {KV}")
+    ap.add_argument("--heads", nargs="+", help="... these head counts, e.g. 32/8 64/8")
+    ap.add_argument("--layouts", nargs="+", choices=LAYOUTS, help="... these layouts")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("bench_decode_fp8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
@@ -141,6 +145,13 @@ def main():
 
         tiles.DECODE_ROWS = 0  # benchmarking only: no call takes a decode row
     grid = QUICK if args.quick else dict(batch=BATCH, kv=KV, heads=HEADS, layouts=LAYOUTS)
+    part = {
+        "batch": args.batch,
+        "kv": args.kv,
+        "heads": [tuple(int(x) for x in h.split("/")) for h in args.heads] if args.heads else None,
+        "layouts": args.layouts,
+    }
+    grid = {k: tuple(part[k]) if part[k] else v for k, v in grid.items()}
     bw = copy_bandwidth()
     print(f"copy bandwidth: {bw:.0f} GB/s")
     measure(1, 4096, HEADS[0], "contiguous", bw)  # a first row, not kept: compiles, allocator, clocks
@@ -179,6 +190,7 @@ def main():
     )
     kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
     kind += "-no-decode-rows" if args.no_decode_rows else ""
+    kind += "-part" if any(part.values()) else ""
     path = C.results_path(kind, args.out)
     C.write_results(path, {"env": C.environment(), "summary": summary, "rows": rows})
     return 0
