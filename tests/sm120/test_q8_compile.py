@@ -2,10 +2,13 @@
 Q·Kᵀ x fp32/fp16 P·V accumulation, bf16 output; fp16 output once) compiles for ``sm_120a`` on the CPU;
 its PTX has the 8-bit ``mma.sync.aligned.m16n8k32`` of its recipe (s8 with s32 accumulation or e4m3
 with f32; e4m3 with f32 or f16 for P·V), the e4m3 conversions of P, the 16-bit ``ldmatrix`` of every
-operand and no ``wgmma``/``stmatrix``; ``ptxas -arch=sm_120a -v`` assembles it without spills."""
+operand and no ``wgmma``/``stmatrix``; ``ptxas -arch=sm_120a -v`` assembles it without spills. The
+same for the opt-in variants of :data:`OPT_IN` (``q_in_regs``, ``num_stages=2``, 32-key tiles of 32
+query rows per warp)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -25,10 +28,55 @@ VARIANTS = [
     for d, c, qk, acc in itertools.product(Q8_FWD_TILES, (False, True), ("int8", "fp8"), ("fp32", "fp16"))
 ] + [q8_fwd_config("float16", 128, causal=False, qk="int8", pv_accum="fp32")]
 
+# the opt-in code-generation variants (Q8FwdConfig fields; tools/q8_variants.py times them): Q's A
+# fragments once per CTA, K/Vᵀ double-buffered (one barrier per key block), both, and 32 query rows
+# per warp on 32-key blocks (Vᵀ rows of 16 16-bit elements)
+OPT_IN = {
+    "q_in_regs": dict(q_in_regs=True),
+    "stages2": dict(num_stages=2),
+    "q_in_regs+stages2": dict(q_in_regs=True, num_stages=2),
+    # P·V in one pass: with codegen.pv_split 2 (the rule's for 32 rows at d128) the causal d128 build spills
+    "m128n32x128+stages2": dict(
+        tile_m=128, tile_n=32, num_threads=128, num_stages=2, codegen=FwdCodegen(pv_split=1)
+    ),
+    "m128n32x128+q_in_regs+stages2": dict(
+        tile_m=128, tile_n=32, num_threads=128, num_stages=2, q_in_regs=True
+    ),
+}
+OPT_IN_DIMS = {
+    "q_in_regs": (64, 128),
+    "stages2": (64, 128),
+    "q_in_regs+stages2": (64, 128),
+    "m128n32x128+stages2": (64, 128),
+    "m128n32x128+q_in_regs+stages2": (64,),  # d128: 32 rows of Q fragments do not fit beside O
+}
+VARIANTS += [
+    dataclasses.replace(q8_fwd_config("bfloat16", d, causal=c, qk=qk, pv_accum="fp32"), **change)
+    for name, change in OPT_IN.items()
+    for d, c, qk in itertools.product(OPT_IN_DIMS[name], (False, True), ("int8", "fp8"))
+] + [
+    dataclasses.replace(
+        q8_fwd_config("bfloat16", d, causal=False, qk="int8", pv_accum="fp16"), **OPT_IN[name]
+    )
+    for d, name in (
+        (128, "q_in_regs+stages2"),
+        (128, "m128n32x128+stages2"),
+        (64, "m128n32x128+q_in_regs+stages2"),
+    )
+]
+
 
 def _id(cfg: Q8FwdConfig) -> str:
+    extra = "".join(
+        (
+            f"-{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}" if cfg.tile_n != 64 else "",
+            "-q_in_regs" if cfg.q_in_regs else "",
+            f"-stages{cfg.num_stages}" if cfg.num_stages != 1 else "",
+        )
+    )
     return (
         f"{cfg.dtype}-d{cfg.head_dim}-{'causal' if cfg.is_causal else 'full'}-qk_{cfg.qk}-pv_{cfg.pv_accum}"
+        + extra
     )
 
 
@@ -75,13 +123,14 @@ def test_q8_variant_compiles_for_sm120a(cfg, tmp_path):
         ({"pack_gqa": True, "qhead_per_kvhead": 2}, "pack_gqa"),
         ({"has_softcap": True}, "has_softcap"),
         ({"has_sink": True}, "has_sink"),
-        ({"tile_n": 32}, "tile_n"),
+        ({"tile_n": 16}, "tile_n"),
+        ({"num_stages": 3}, "num_stages"),
+        ({"q8_b_split": 3}, "q8_b_split"),
+        ({"codegen": FwdCodegen(pv_split=3)}, "pv_split"),
         ({"codegen": FwdCodegen(rescale_threshold=1.0)}, "rescale_threshold"),
     ],
 )
 def test_q8_unsupported_variants_name_the_field(change, arg):
-    import dataclasses
-
     cfg = dataclasses.replace(
         q8_fwd_config("bfloat16", 128, causal=False, qk="int8", pv_accum="fp32"), **change
     )
@@ -94,3 +143,11 @@ def test_q8_smem_is_the_kernels_arithmetic():
     # 1-byte Q/K/Vᵀ tiles, the 16-bit O tile in Q's buffer (d128: 32 KB), each 1024-B aligned
     cfg = q8_fwd_config("bfloat16", 128, causal=False, qk="int8", pv_accum="fp32")
     assert cfg.smem_bytes == 64 * 128 * 2 + 64 * 128 + 128 * 64
+    # K and Vᵀ twice with num_stages=2
+    assert dataclasses.replace(cfg, num_stages=2).smem_bytes == 64 * 128 * 2 + 2 * (64 * 128 + 128 * 64)
+    # 32 rows per warp on 32-key blocks at d64: the 16-bit O tile (128 x 64) dominates Q's buffer
+    cfg64 = dataclasses.replace(
+        q8_fwd_config("bfloat16", 64, causal=False, qk="int8", pv_accum="fp32"),
+        **OPT_IN["m128n32x128+stages2"],
+    )
+    assert cfg64.smem_bytes == 128 * 64 * 2 + 2 * (32 * 64 + 64 * 32)

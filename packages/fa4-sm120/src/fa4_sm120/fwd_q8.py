@@ -29,12 +29,20 @@ Per CTA (one ``tile_m`` block of query rows of one head), as :class:`fa4_sm120.f
 times ``p_scale`` goes to e4m3; the epilogue divides by the row sum and ``p_scale`` and multiplies by
 V's channel scales.
 
+Opt-in variants (:class:`~fa4_sm120.configs.Q8FwdConfig`'s fields; the tile table sets none):
+``q_in_regs`` (Q's A fragments loaded once per CTA), ``num_stages`` 2 (K and Vᵀ double-buffered:
+every block's loads issued one block ahead, one barrier per block instead of three), ``q8_b_split``
+and ``codegen.pv_split`` (K's / Vᵀ's B fragments loaded in groups of columns just before their MMAs),
+``tile_n`` 32 (Vᵀ rows of 16 16-bit elements: 32 query rows per warp without spills).
+
 Supported: non-causal and causal (bottom-right), MHA/GQA/MQA (no pack-GQA), head dims 64 and 128
 (``head_dim == head_dim_v``), any lengths. Not (typed errors): windows, varlen, paged K/V, split-KV,
 softcap, sinks.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import cutlass
 import cutlass.cute as cute
@@ -139,17 +147,25 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             raise unsupported(
                 "(head_dim, head_dim_v)", (cfg.head_dim, cfg.head_dim_v), "(64, 64) or (128, 128)"
             )
-        if cfg.tile_n not in (64, 128):
-            raise unsupported(
-                "tile_n",
-                cfg.tile_n,
-                "64 or 128 (divisors of the quantizer's key padding; Vᵀ rows of at least 32 elements)",
-            )
+        if cfg.tile_n not in (32, 64, 128):
+            raise unsupported("tile_n", cfg.tile_n, "32, 64 or 128 (divisors of the quantizer's key padding)")
+        if cfg.tile_n == 32 and cfg.num_threads // 2 > cfg.head_dim_v:
+            # Vᵀ rows of 16 16-bit elements: two threads per row, one copy pass at most the tile
+            raise unsupported("tile_n", cfg.tile_n, f"64 or 128 with {cfg.num_threads} threads")
+        if cfg.num_stages not in (1, 2):
+            raise unsupported("num_stages", cfg.num_stages, "1 or 2 (K and Vᵀ double-buffered)")
+        if cfg.q8_b_split not in (1, 2, 4) or (cfg.tile_n // 8) % (2 * cfg.q8_b_split):
+            raise unsupported("q8_b_split", cfg.q8_b_split, "1, 2 or 4, dividing tile_n / 16")
         for name in ("is_local", "pack_gqa", "varlen_q", "varlen_k", "has_seqused_q", "has_seqused_k",
-                     "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink", "q_in_regs"):  # fmt: skip
+                     "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink", "warp_split_n",
+                     "kv_dtype"):  # fmt: skip
             if getattr(cfg, name):
                 raise unsupported(name, True, "False: the 8-bit forward has no such variant")
-        FlashAttentionForwardSm120.can_implement(cfg)
+        # the 16-bit forward's checks of the tile (it has one stage only)
+        FlashAttentionForwardSm120.can_implement(dataclasses.replace(cfg, num_stages=1))
+        pv_split = fwd_codegen(cfg).pv_split
+        if (cfg.head_dim_v // 8) % (2 * pv_split):
+            raise unsupported("codegen.pv_split", pv_split, "a divisor of head_dim_v / 16")
         threshold = fwd_codegen(cfg).rescale_threshold
         if Q8_P_SCALE * 2.0**threshold >= 448.0:  # P times Q8_P_SCALE must stay inside e4m3
             raise unsupported("codegen.rescale_threshold", threshold, "< log2(448 / Q8_P_SCALE)")
@@ -172,8 +188,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         cfg = self.cfg
         sQ_layout = self.smem_layout(self.tile_m, self.head_dim)
         sO_layout = self.smem_layout(self.tile_m, self.head_dim_v)
-        sK_layout = self.smem_layout(self.tile_n, self.head_dim)
-        sV_layout = self.smem_layout(self.head_dim_v, self.kv_cols)
+        sK_layout = self.staged_layout(self.tile_n, self.head_dim)
+        sV_layout = self.staged_layout(self.head_dim_v, self.kv_cols)
         SharedStorage = self.shared_storage(sK_layout, sV_layout)  # checked against q8_fwd_smem_bytes
         tiled_mma = self.make_tiled_mma()  # 16-bit partitions: 8-bit operands travel as pairs
         grid = (cute.ceil_div(mQ.shape[1], self.tile_m), mQ.shape[2], mQ.shape[0])
@@ -192,7 +208,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             sK_layout,
             sV_layout,
             self.gmem_copy(self.head_dim, True),
-            self.gmem_copy(self.kv_cols, True),
+            self.gmem_copy(self.kv_cols, True, 2 if self.kv_cols == 16 else None),
             self.gmem_copy(self.head_dim_v, False),
             tiled_mma,
             SharedStorage,
@@ -202,6 +218,24 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             smem=max(SharedStorage.size_in_bytes(), cfg.launch_smem),
             stream=stream,
         )
+
+    def staged_layout(self, rows: int, cols: int):
+        """The swizzled ``(rows, cols)`` tile of K or Vᵀ (:func:`fa4_sm120.mma_sync.smem_layout`), with
+        a third (stage) mode of ``cfg.num_stages`` when there are two; rows of 16 elements (Vᵀ of
+        32-key blocks) on an ``(8, 16)`` atom with a 1-bit swizzle (the 8 rows of an ``ldmatrix``
+        matrix land in 8 distinct 16-byte bank groups)."""
+        if cols == 16:
+            atom = cute.make_composed_layout(
+                cute.make_swizzle(1, 3, 3), 0, cute.make_layout((8, 16), stride=(16, 1))
+            )
+        else:
+            k = 64 if cols % 64 == 0 else 32
+            atom = cute.make_composed_layout(
+                cute.make_swizzle(3 if k == 64 else 2, 3, 3), 0, cute.make_layout((8, k), stride=(k, 1))
+            )
+        if self.cfg.num_stages == 1:
+            return cute.tile_to_shape(atom, (rows, cols), (0, 1))
+        return cute.tile_to_shape(atom, (rows, cols, self.cfg.num_stages), (0, 1, 2))
 
     # ------------------------------------------------------------------ the kernel
     @cute.kernel
@@ -263,6 +297,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         tidx, m_block, head_idx, batch_idx = tile.tidx, tile.m_block, tile.head_idx, tile.batch_idx
         seqlen_q, seqlen_k = tile.seq.seqlen_q, tile.seq.seqlen_k
         head_kv = head_idx // (mQ.shape[2] // mK.shape[2])
+        stages = self.cfg.num_stages
 
         block_info = BlockInfo(self.tile_m, self.tile_n, self.is_causal, False, 1)
         n_block_min, n_block_max = block_info.n_block_range(m_block, seqlen_q, seqlen_k, None, None)
@@ -272,8 +307,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         storage = smem.allocate(SharedStorage)
         sQ = storage.sQ.get_tensor(sQ_layout)
         sO = storage.sQ.get_tensor(sO_layout)
-        sK = storage.sK.get_tensor(sK_layout)
-        sVt = storage.sV.get_tensor(sV_layout)
+        sK = storage.sK.get_tensor(sK_layout)  # (tile_n, head_dim / 2[, stages])
+        sVt = storage.sV.get_tensor(sV_layout)  # (head_dim_v, tile_n / 2[, stages])
 
         # K: the base class's block loads (rows past seqlen_k zero-filled); Vᵀ: whole padded tiles
         thr_copy_K = gmem_copy_QK.get_slice(tidx)
@@ -295,8 +330,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
 
         thr_mma = tiled_mma.get_slice(tidx)
         tSrQ = thr_mma.make_fragment_A(thr_mma.partition_A(sQ))
-        tSrK = thr_mma.make_fragment_B(thr_mma.partition_B(sK))
-        tOrVt = thr_mma.make_fragment_B(thr_mma.partition_B(sVt))
+        tSrK = thr_mma.make_fragment_B(thr_mma.partition_B(self._st(sK, 0, 2)))
+        tOrVt = thr_mma.make_fragment_B(thr_mma.partition_B(self._st(sVt, 0, 2)))
         acc_O = cute.make_rmem_tensor(thr_mma.partition_shape_C((self.tile_m, self.head_dim_v)), Float32)
         acc_O.fill(0.0)
         ldsm = warp.LdMatrix8x8x16bOp(transpose=False, num_matrices=4)
@@ -304,6 +339,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         smem_copy_B = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
         thr_smem_Q = smem_copy_Q.get_slice(tidx)
         thr_smem_B = smem_copy_B.get_slice(tidx)
+        # the K and Vᵀ ldmatrix sources keep the stage mode (indexed per key block) if any
         frags = (
             (smem_copy_Q, thr_smem_Q.partition_S(sQ), thr_smem_Q.retile(tSrQ), tSrQ),
             (smem_copy_B, thr_smem_B.partition_S(sK), thr_smem_B.retile(tSrK), tSrK),
@@ -320,10 +356,19 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
 
         self.load_q(mQ, sQ, gmem_copy_QK, tile, seqlen_q)
         has_work = n_block_min < n_block_max
+        s0 = (n_block_max - 1) % stages if cutlass.const_expr(stages > 1) else 0
         if has_work:
-            self.load_kv(loads, loads.K, n_block_max - 1, True)
+            self.load_kv(self._stage(loads, s0), self._stage(loads, s0).K, n_block_max - 1, True)
         cute.arch.cp_async_commit_group()
         vt = (mVt_cur, thr_copy_V, tVsV, gmem_copy_V)
+        if cutlass.const_expr(stages > 1):  # V(n_max - 1) too: every block's loads are one block ahead
+            if has_work:
+                self._load_vt(vt, n_block_max - 1, s0)
+            cute.arch.cp_async_commit_group()
+        if cutlass.const_expr(self.q_in_regs):  # Q's A fragments, once: the A operand of every block
+            cute.arch.cp_async_wait_group(0)
+            cute.arch.barrier()
+            cute.copy(smem_copy_Q, frags[0][1], frags[0][2])
         ctx = (frags, acc_O, tScS_mn, m_block, seqlen_q, seqlen_k, mKScale, batch_idx, head_kv)
         if has_work:
             self.block_q8(n_block_max - 1, n_block_min, ctx, loads, vt, softmax, row_scale, True, True)
@@ -346,6 +391,24 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         self.store_lse(lse, mLSE, thr_mma, tile, seqlen_q)
         self.epilogue(acc_O, mO, sO, tiled_mma, gmem_copy_O, tile, seqlen_q)
 
+    def _st(self, t: cute.Tensor, s, rank: int):
+        """Stage ``s`` of ``t`` (whose modes past ``rank`` are the stage's; ``t`` with one stage)."""
+        if self.cfg.num_stages == 1:
+            return t
+        return t[(None,) * rank + (s,)]
+
+    def _stage(self, loads: KVLoads, s) -> KVLoads:
+        """``loads`` whose K destination is stage ``s`` of the K buffer."""
+        K = dataclasses.replace(loads.K, tXsX=self._st(loads.K.tXsX, s, 3))
+        return dataclasses.replace(loads, K=K)
+
+    @cute.jit
+    def _load_vt(self, vt, n_block: Int32, s):
+        """The whole (padded) Vᵀ tile of key block ``n_block`` -> stage ``s`` of the Vᵀ buffer."""
+        mVt_cur, thr_copy_V, tVsV, gmem_copy_V = vt
+        gV = cute.local_tile(mVt_cur, (self.head_dim_v, self.kv_cols), (0, n_block))
+        cute.copy(gmem_copy_V, thr_copy_V.partition_S(gV), self._st(tVsV, s, 3))
+
     # ------------------------------------------------------------------ one key block
     @cute.jit
     def block_q8(
@@ -362,32 +425,52 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
     ):
         frags, acc_O, tScS_mn, m_block, seqlen_q, seqlen_k, mKScale, batch_idx, head_kv = ctx
         Q, K, Vt = frags
-        mVt_cur, thr_copy_V, tVsV, gmem_copy_V = vt
         acc_shape = (cute.size(Q[3].shape[1]), cute.size(K[3].shape[1]))
-        # K(n) has landed; everyone is done with V(n+1): start V(n)
-        cute.arch.cp_async_wait_group(0)
-        cute.arch.barrier()
-        gV = cute.local_tile(mVt_cur, (self.head_dim_v, self.kv_cols), (0, n_block))
-        cute.copy(gmem_copy_V, thr_copy_V.partition_S(gV), tVsV)
-        cute.arch.cp_async_commit_group()
-        # S = Q·Kᵀ in 8 bits
+        two = cutlass.const_expr(self.cfg.num_stages > 1)
+        s = n_block % 2 if two else 0  # this block's stage of the K and Vᵀ buffers
+        if cutlass.const_expr(two):
+            # K(n) and V(n) have landed; everyone is done with block n+1's stage: K(n-1), V(n-1) into it
+            cute.arch.cp_async_wait_group(0)
+            cute.arch.barrier()
+            if n_block > n_block_min:
+                self.load_kv(self._stage(loads, 1 - s), self._stage(loads, 1 - s).K, n_block - 1, False)
+                self._load_vt(vt, n_block - 1, 1 - s)
+            cute.arch.cp_async_commit_group()
+        else:
+            # K(n) has landed; everyone is done with V(n+1): start V(n)
+            cute.arch.cp_async_wait_group(0)
+            cute.arch.barrier()
+            self._load_vt(vt, n_block, 0)
+            cute.arch.cp_async_commit_group()
+        # S = Q·Kᵀ in 8 bits; K's B fragments in q8_b_split groups of key columns per k-block
         acc_dtype = Int32 if cutlass.const_expr(self.qk_acc == "s32") else Float32
         acc_S = cute.make_rmem_tensor(((2, 2), acc_shape[0], acc_shape[1]), acc_dtype)
         acc_S.fill(0)
         num_k = cute.size(K[3].shape[2])
+        bs = self.cfg.q8_b_split
+        ncp = cute.size(K[2].shape[1]) // bs  # ldmatrix columns (of two 8-key tiles) per group
+        nmm = acc_shape[1] // bs  # 8-key MMA tiles per group
+        sK_s = self._st(K[1], s, 3)
         for k in cutlass.range_constexpr(num_k):
-            cute.copy(Q[0], Q[1][None, None, k], Q[2][None, None, k])
-            cute.copy(K[0], K[1][None, None, k], K[2][None, None, k])
-            for m in cutlass.range_constexpr(acc_shape[0]):
-                a = cute.recast_tensor(Q[3][None, m, k], Int32)
-                for n in cutlass.range_constexpr(acc_shape[1]):
-                    b = cute.recast_tensor(K[3][None, n, k], Int32)
-                    mma_m16n8k32(self.cfg.qk, self.qk_acc, acc_S[None, m, n], a, b)
-        # everyone is done with K(n): start K(n-1); V(n) is waited for just before P·V
-        cute.arch.barrier()
-        if n_block > n_block_min:
-            self.load_kv(loads, loads.K, n_block - 1, False)
-        cute.arch.cp_async_commit_group()
+            if cutlass.const_expr(not self.q_in_regs):
+                cute.copy(Q[0], Q[1][None, None, k], Q[2][None, None, k])
+            for g in cutlass.range_constexpr(bs):
+                if cutlass.const_expr(bs == 1):
+                    cute.copy(K[0], sK_s[None, None, k], K[2][None, None, k])
+                else:
+                    for j in cutlass.range_constexpr(g * ncp, (g + 1) * ncp):
+                        cute.copy(K[0], sK_s[None, j, k], K[2][None, j, k])
+                for m in cutlass.range_constexpr(acc_shape[0]):
+                    a = cute.recast_tensor(Q[3][None, m, k], Int32)
+                    for n in cutlass.range_constexpr(g * nmm, (g + 1) * nmm):
+                        b = cute.recast_tensor(K[3][None, n, k], Int32)
+                        mma_m16n8k32(self.cfg.qk, self.qk_acc, acc_S[None, m, n], a, b)
+        if cutlass.const_expr(not two):
+            # everyone is done with K(n): start K(n-1); V(n) is waited for just before P·V
+            cute.arch.barrier()
+            if n_block > n_block_min:
+                self.load_kv(self._stage(loads, 0), self._stage(loads, 0).K, n_block - 1, False)
+            cute.arch.cp_async_commit_group()
         # the key block's scale (the query block's is in the softmax scale)
         k_scale = mKScale[batch_idx, head_kv, n_block]
         acc_Sf = acc_S
@@ -427,22 +510,33 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
                             acc_S_mn[row, col + 2] * ps,
                             acc_S_mn[row, col + 3] * ps,
                         )
-        cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
-        cute.arch.barrier()
+        if cutlass.const_expr(not two):
+            cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
+            cute.arch.barrier()
+        # O += P·V; Vᵀ's B fragments in codegen.pv_split groups of O columns per 32-key step
         num_n = cute.size(Vt[3].shape[1])
+        vs_ = self.pv_split
+        vcp = cute.size(Vt[2].shape[1]) // vs_
+        vmm = num_n // vs_
+        sVt_s = self._st(Vt[1], s, 3)
         for kb in cutlass.range_constexpr(num_kb):
-            cute.copy(Vt[0], Vt[1][None, None, kb], Vt[2][None, None, kb])
-            for m in cutlass.range_constexpr(acc_shape[0]):
-                a = rP[None, m, kb]
-                for n in cutlass.range_constexpr(num_n):
-                    b = cute.recast_tensor(Vt[3][None, n, kb], Int32)
-                    if cutlass.const_expr(self.cfg.pv_accum == "fp32"):
-                        mma_m16n8k32("fp8", "f32", acc_O[None, m, n], a, b)
-                    else:
-                        acc16 = cute.make_rmem_tensor(2, Int32)
-                        acc16.fill(0)
-                        mma_m16n8k32("fp8", "f16", acc16, a, b)
-                        self._add_f16(acc_O[None, m, n], acc16)
+            for g in cutlass.range_constexpr(vs_):
+                if cutlass.const_expr(vs_ == 1):
+                    cute.copy(Vt[0], sVt_s[None, None, kb], Vt[2][None, None, kb])
+                else:
+                    for j in cutlass.range_constexpr(g * vcp, (g + 1) * vcp):
+                        cute.copy(Vt[0], sVt_s[None, j, kb], Vt[2][None, j, kb])
+                for m in cutlass.range_constexpr(acc_shape[0]):
+                    a = rP[None, m, kb]
+                    for n in cutlass.range_constexpr(g * vmm, (g + 1) * vmm):
+                        b = cute.recast_tensor(Vt[3][None, n, kb], Int32)
+                        if cutlass.const_expr(self.cfg.pv_accum == "fp32"):
+                            mma_m16n8k32("fp8", "f32", acc_O[None, m, n], a, b)
+                        else:
+                            acc16 = cute.make_rmem_tensor(2, Int32)
+                            acc16.fill(0)
+                            mma_m16n8k32("fp8", "f16", acc16, a, b)
+                            self._add_f16(acc_O[None, m, n], acc16)
 
     @cute.jit
     def _add_f16(self, acc: cute.Tensor, acc16: cute.Tensor):

@@ -34,10 +34,11 @@ def kv8_staging_bytes(tile_n: int, head_dim: int, head_dim_v: int) -> int:
     return _align(tile_n * head_dim) + _align(tile_n * head_dim_v)
 
 
-def q8_fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
-    """The 8-bit forward: 1-byte Q, K and (transposed) V tiles; O (16-bit) reuses Q's buffer."""
+def q8_fwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int, num_stages: int = 1) -> int:
+    """The 8-bit forward: 1-byte Q, K and (transposed) V tiles, K and Vᵀ ``num_stages`` times; O
+    (16-bit) reuses Q's buffer."""
     q = _align(max(tile_m * head_dim, tile_m * head_dim_v * ELEM_BYTES))
-    return q + _align(tile_n * head_dim) + _align(tile_n * head_dim_v)
+    return q + _align(tile_n * head_dim * num_stages) + _align(tile_n * head_dim_v * num_stages)
 
 
 def bwd_smem_bytes(tile_m: int, tile_n: int, head_dim: int, head_dim_v: int) -> int:
