@@ -1,5 +1,6 @@
 """Every quantizer of the 8-bit forward that its tables can pick (``fa4_sm120.tiles.q8_quantize_configs``:
-head dims 64/128 x INT8/FP8 x fp16/bf16 input, Q with and without smoothing's shift, K, V) compiles
+head dims 64/128 x INT8/FP8 x fp16/bf16 input, Q with and without smoothing's shift, K, V; dense and
+padded batches with per-sequence lengths) compiles
 for ``sm_120a`` on the CPU; its PTX divides with ``div.rn.f32`` (PyTorch's rounding, so the 8-bit values
 are the reference's bit for bit), converts with the instructions of its format, moves 16-byte vectors
 in, and ``ptxas -arch=sm_120a -v`` assembles it without spills."""
@@ -21,17 +22,21 @@ from fa4_sm120.tiles import Q8_FWD_TILES, q8_quantize_configs
 VARIANTS = sorted(
     {
         cfg
-        for dt, d, qk, smooth in itertools.product(
-            ("bfloat16", "float16"), Q8_FWD_TILES, Q8_QK_FORMATS, (True, False)
+        for dt, d, qk, smooth, used in itertools.product(
+            ("bfloat16", "float16"), Q8_FWD_TILES, Q8_QK_FORMATS, (True, False), (False, True)
         )
-        for cfg in q8_quantize_configs(dt, d, qk=qk, smooth=smooth).values()
+        for cfg in q8_quantize_configs(dt, d, qk=qk, smooth=smooth, seqused=used).values()
     },
     key=repr,
 )
 
 
 def _id(cfg: QuantizeConfig) -> str:
-    return f"{cfg.role}-{cfg.dtype}-d{cfg.head_dim}-b{cfg.block}-{cfg.fmt}{'-smooth' if cfg.smooth else ''}"
+    return (
+        f"{cfg.role}-{cfg.dtype}-d{cfg.head_dim}-b{cfg.block}-{cfg.fmt}"
+        + ("-smooth" if cfg.smooth else "")
+        + ("-seqused" if cfg.seqused else "")
+    )
 
 
 @pytest.mark.compile_only

@@ -247,7 +247,7 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
     quantizers = {}
 
     def fake_quantizer(cfg, device):
-        def fn(x, x8, scale, mean, shift, softmax_scale):
+        def fn(x, x8, scale, mean, shift, used, softmax_scale):
             quantizers[cfg.role] = (cfg, x, x8, scale, mean, shift, softmax_scale)
             x8.zero_()
             if cfg.role != "v":

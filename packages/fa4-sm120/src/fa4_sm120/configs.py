@@ -139,14 +139,27 @@ def kv8_copy(head_dim: int, num_threads: int, tile_n: int) -> tuple[int, int]:
 class Q8FwdConfig(FwdConfig):
     """The 8-bit forward (:mod:`fa4_sm120.fwd_q8`): a :class:`FwdConfig` (``dtype`` is the output's)
     plus the format of Q·Kᵀ (``"int8"``: s8 operands, int32 accumulation; ``"fp8"``: e4m3, fp32) and
-    the accumulator of P·V (``"fp32"``, or ``"fp16"`` per key block, added into the fp32 O)."""
+    the accumulator of P·V (``"fp32"``, or ``"fp16"`` per key block, added into the fp32 O).
+
+    Opt-in code-generation variants (the tile table's configs leave them at their defaults):
+
+    * ``q_in_regs``: Q's A fragments are ``ldmatrix``-ed once per CTA, before the key loop (they are
+      the A operand of every key block), instead of again in every block;
+    * ``num_stages`` 2: K and Vᵀ double-buffered, each block's loads issued one block ahead, one
+      barrier per key block instead of three (1: K and Vᵀ share the block FA2-style);
+    * ``q8_b_split``: Q·Kᵀ ``ldmatrix``-es K's B fragments of each k-block in this many groups of key
+      columns, each just before its MMAs (fewer live at once); ``codegen.pv_split`` does the same
+      for Vᵀ's fragments in P·V (groups of O columns);
+    * ``tile_n`` 32 (Vᵀ rows of 16 16-bit elements) for 32 query rows per warp at ``head_dim`` 128.
+    """
 
     qk: str = "int8"
     pv_accum: str = "fp32"
+    q8_b_split: int = 1
 
     @property
     def smem_bytes(self) -> int:
-        return q8_fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v)
+        return q8_fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
 
 
 # the lazy O rescale's threshold (log2 units: probabilities stay <= 2^0.5; larger thresholds cost
@@ -313,8 +326,9 @@ QUANTIZE_ROLES = ("q", "k", "v")
 class QuantizeConfig:
     """The 8-bit quantizer of one of Q, K, V (:mod:`fa4_sm120.quantize`): the 16-bit input ``dtype``,
     ``head_dim``, ``block`` (rows per scale for Q and K; keys per CTA for V, a multiple of 32), the
-    8-bit ``fmt`` (``"int8"`` or ``"fp8"``; V is always ``"fp8"``) and ``smooth`` (Q: also write the
-    LSE shift ``softmax_scale * q·mean_k``; K: subtract the mean first)."""
+    8-bit ``fmt`` (``"int8"`` or ``"fp8"``; V is always ``"fp8"``), ``smooth`` (Q: also write the
+    LSE shift ``softmax_scale * q·mean_k``; K: subtract the mean first) and ``seqused`` (sequence ``b``
+    is the first ``seqused[b]`` rows of the input: padded batches)."""
 
     dtype: str
     head_dim: int
@@ -322,6 +336,7 @@ class QuantizeConfig:
     role: str
     fmt: str = "fp8"
     smooth: bool = False
+    seqused: bool = False  # sequence b is its first mSeqUsed[b] rows (padded batches)
     num_threads: int = 128
 
     def check(self) -> None:

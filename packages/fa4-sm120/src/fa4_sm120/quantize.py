@@ -22,7 +22,9 @@ reductions: K's mean and V's channel maxima over the sequence.
   per channel: the transposition happens in registers. Keys at or past ``seqlen`` are written as
   zeros (the padding the forward reads whole).
 
-Rows past the sequence are neither read nor written (Q, K); a block's scale covers its rows only.
+Rows past the sequence are neither read nor written (Q, K); a block's scale covers its rows only. With
+``seqused``, sequence ``b`` is the first ``mSeqUsed[b]`` rows of ``mX`` (padded batches: the 8-bit
+forward's varlen form), else all of them.
 """
 
 from __future__ import annotations
@@ -102,18 +104,28 @@ class Quantize8Sm120(MmaSyncKernel):
         mScale: cute.Tensor,
         mMean,
         mShift,
+        mSeqUsed,
         softmax_scale: Float32,
         stream,
     ):
         cfg = self.cfg
         if cutlass.const_expr(cfg.role == "v"):
             grid = (mX8.shape[3] * 4 // cfg.block, mX.shape[2], mX.shape[0])
-            self.kernel_v(mX, mX8, mScale).launch(grid=grid, block=[self.num_threads, 1, 1], stream=stream)
-        else:
-            grid = (cute.ceil_div(mX.shape[1], cfg.block), mX.shape[2], mX.shape[0])
-            self.kernel_rows(mX, mX8, mScale, mMean, mShift, softmax_scale).launch(
+            self.kernel_v(mX, mX8, mScale, mSeqUsed).launch(
                 grid=grid, block=[self.num_threads, 1, 1], stream=stream
             )
+        else:
+            grid = (cute.ceil_div(mX.shape[1], cfg.block), mX.shape[2], mX.shape[0])
+            self.kernel_rows(mX, mX8, mScale, mMean, mShift, mSeqUsed, softmax_scale).launch(
+                grid=grid, block=[self.num_threads, 1, 1], stream=stream
+            )
+
+    @cute.jit
+    def seqlen(self, mX: cute.Tensor, mSeqUsed, batch):
+        """The rows of sequence ``batch``: ``mSeqUsed[batch]`` with ``seqused``, else all of ``mX``'s."""
+        if cutlass.const_expr(self.cfg.seqused):
+            return mSeqUsed[batch]
+        return mX.shape[1]
 
     # ------------------------------------------------------------------ Q and K
     @cute.jit
@@ -124,12 +136,19 @@ class Quantize8Sm120(MmaSyncKernel):
 
     @cute.kernel
     def kernel_rows(
-        self, mX: cute.Tensor, mX8: cute.Tensor, mScale: cute.Tensor, mMean, mShift, softmax_scale: Float32
+        self,
+        mX: cute.Tensor,
+        mX8: cute.Tensor,
+        mScale: cute.Tensor,
+        mMean,
+        mShift,
+        mSeqUsed,
+        softmax_scale: Float32,
     ):
         cfg = self.cfg
         tidx, _, _ = cute.arch.thread_idx()
         m_block, head, batch = cute.arch.block_idx()
-        seqlen = mX.shape[1]
+        seqlen = self.seqlen(mX, mSeqUsed, batch)
         chunk = tidx % self.chunks
         rows_per_pass = self.num_threads // self.chunks
         passes = cfg.block // rows_per_pass
@@ -197,11 +216,11 @@ class Quantize8Sm120(MmaSyncKernel):
 
     # ------------------------------------------------------------------ V
     @cute.kernel
-    def kernel_v(self, mX: cute.Tensor, mX8: cute.Tensor, mScale: cute.Tensor):
+    def kernel_v(self, mX: cute.Tensor, mX8: cute.Tensor, mScale: cute.Tensor, mSeqUsed):
         cfg = self.cfg
         tidx, _, _ = cute.arch.thread_idx()
         n_block, head_kv, batch = cute.arch.block_idx()
-        seqlen = mX.shape[1]
+        seqlen = self.seqlen(mX, mSeqUsed, batch)
         units = cfg.block * self.chunks // 4  # (32-key group, half, t, chunk): four keys x 8 channels
         for i in cutlass.range_constexpr(units // self.num_threads):
             u = tidx + i * self.num_threads
@@ -226,17 +245,18 @@ class Quantize8Sm120(MmaSyncKernel):
     # ------------------------------------------------------------------ compile without tensors
     @staticmethod
     def fake_args(cfg: QuantizeConfig) -> tuple:
-        """``(mX, mX8, mScale, mMean, mShift, softmax_scale, stream)`` placeholders (``mMean`` with
-        ``smooth``, ``mShift`` with ``smooth`` for Q; else None)."""
+        """``(mX, mX8, mScale, mMean, mShift, mSeqUsed, softmax_scale, stream)`` placeholders (``mMean``
+        with ``smooth``, ``mShift`` with ``smooth`` for Q, ``mSeqUsed`` with ``seqused``; else None)."""
         dt = DTYPES[cfg.dtype]
         sym = cute.sym_int
         b, s, h, hkv, nb = sym(), sym(), sym(), sym(), sym()
         d = cfg.head_dim
         x = fake_tensor(dt, (b, s, h, d))
+        used = fake_tensor(Int32, (b,), divisibility=1) if cfg.seqused else None
         if cfg.role == "v":
             x8 = fake_tensor(Int32, (b, h, d, sym()), divisibility=4)
             scale = fake_tensor(Float32, (b, h, d), divisibility=4)
-            return x, x8, scale, None, None, Float32(1.0), fake_stream()
+            return x, x8, scale, None, None, used, Float32(1.0), fake_stream()
         x8 = fake_tensor(Int32, (b, s, h, d // 4), divisibility=2)
         scale = fake_tensor(Float32, (b, h, nb), divisibility=1)
         mean = (
@@ -245,4 +265,4 @@ class Quantize8Sm120(MmaSyncKernel):
             else None
         )
         shift = fake_tensor(Float32, (b, h, s), divisibility=1) if cfg.smooth and cfg.role == "q" else None
-        return x, x8, scale, mean, shift, Float32(1.0), fake_stream()
+        return x, x8, scale, mean, shift, used, Float32(1.0), fake_stream()

@@ -314,16 +314,16 @@ _Q8_V_QUANT_BLOCK = 64
 
 
 def q8_quantize_configs(
-    dtype: str, head_dim: int, *, qk: str, smooth: bool = True
+    dtype: str, head_dim: int, *, qk: str, smooth: bool = True, seqused: bool = False
 ) -> dict[str, QuantizeConfig]:
     """The quantizers (:mod:`fa4_sm120.quantize`) of an 8-bit forward call, by role: Q's and K's scale
     blocks are the forward's tiles; ``smooth`` (a call with keys) subtracts K's mean and has Q write
-    the LSE shift."""
+    the LSE shift; ``seqused``: padded batches with per-sequence lengths (the varlen form)."""
     if head_dim not in Q8_FWD_TILES:
         raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
     tile_m, tile_n, _ = Q8_FWD_TILES[head_dim]
     return {
-        "q": QuantizeConfig(dtype, head_dim, tile_m, "q", qk, smooth),
-        "k": QuantizeConfig(dtype, head_dim, tile_n, "k", qk, True),
-        "v": QuantizeConfig(dtype, head_dim, _Q8_V_QUANT_BLOCK, "v", "fp8"),
+        "q": QuantizeConfig(dtype, head_dim, tile_m, "q", qk, smooth, seqused),
+        "k": QuantizeConfig(dtype, head_dim, tile_n, "k", qk, True, seqused),
+        "v": QuantizeConfig(dtype, head_dim, _Q8_V_QUANT_BLOCK, "v", "fp8", False, seqused),
     }

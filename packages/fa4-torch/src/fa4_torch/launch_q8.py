@@ -70,16 +70,26 @@ def _kernel_view(t: torch.Tensor) -> torch.Tensor:
 
 
 def quantize_device(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, qk: str, softmax_scale: float, pv_accum: str
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    qk: str,
+    softmax_scale: float,
+    pv_accum: str,
+    seqused: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> quant.QuantizedQKV:
     """:func:`fa4_torch.quant.quantize` (smoothing on, the forward's tiles as blocks) by the
     quantizer kernels: K's mean and V's channel scales from PyTorch reductions, then one kernel for
-    each of Q, K and V."""
+    each of Q, K and V. ``seqused = (seqused_q, seqused_k)`` (int32 ``(batch,)``): padded batches,
+    sequence ``b`` the first ``seqused_q[b]`` / ``seqused_k[b]`` rows, the rows past them zero."""
     b, sq, h, d = q.shape
     sk, hkv = k.shape[1], k.shape[2]
     dev = q.device
     smooth = sk > 0  # smoothing (K's mean subtracted, the LSE shift q·mean written by Q's quantizer)
-    cfgs = tiles.q8_quantize_configs(str(q.dtype).removeprefix("torch."), d, qk=qk, smooth=smooth)
+    cfgs = tiles.q8_quantize_configs(
+        str(q.dtype).removeprefix("torch."), d, qk=qk, smooth=smooth, seqused=seqused is not None
+    )
     block_q, block_k = cfgs["q"].block, cfgs["k"].block
     dt8 = torch.int8 if qk == "int8" else torch.float8_e4m3fn
     q8 = torch.empty(b, sq, h, d, dtype=dt8, device=dev)
@@ -98,15 +108,23 @@ def quantize_device(
     qkv = quant.QuantizedQKV(q8, k8, vt8, q_scale, k_scale, v_scale, shift, qk, block_q, block_k, sk)
     if b == 0:
         return qkv
-    mean = quant.k_mean(k) if smooth else None
-    launches = [("v", v, vt8, v_scale, None, None)]
+    used_q = used_k = None
+    mean = None
+    if seqused is not None:
+        used_q, used_k = seqused
+        if smooth:  # over each sequence's keys (the zero rows past them add nothing); 0 for none
+            lens = used_k.clamp_min(1).to(torch.float32)[:, None, None]
+            mean = torch.sum(k, dim=1, dtype=torch.float32) / lens
+    elif smooth:
+        mean = quant.k_mean(k)
+    launches = [("v", v, vt8, v_scale, None, None, used_k)]
     if sq > 0:
-        launches.append(("q", q, q8, q_scale, mean, shift if smooth else None))
+        launches.append(("q", q, q8, q_scale, mean, shift if smooth else None, used_q))
     if sk > 0:
-        launches.append(("k", k, k8, k_scale, mean, None))
-    for role, x, x8, scale, mean_, shift_ in launches:
+        launches.append(("k", k, k8, k_scale, mean, None, used_k))
+    for role, x, x8, scale, mean_, shift_, used in launches:
         fn = quantize_kernel(cfgs[role], dev)
-        fn(_kernel_view(x), x8.view(torch.int32), scale, mean_, shift_, softmax_scale)
+        fn(_kernel_view(x), x8.view(torch.int32), scale, mean_, shift_, used, softmax_scale)
     return qkv
 
 
