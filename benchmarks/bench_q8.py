@@ -152,12 +152,12 @@ def main(argv=None):
 
     for spec in args.tile:  # this process only: the table row the run measures instead
         d, m, n, t = (int(x) for x in spec.split(":"))
-        tiles.Q8_FWD_TILES[d] = (m, n, t)
+        tiles.Q8_FWD_TILES[d] = tiles.Q8Tile(m, n, t)
     if not torch.cuda.is_available():
         print("bench_q8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
     payload = {"env": C.environment(), "rates_5090_modelled": RATES_5090, "rows": []}
-    payload["q8_tiles"] = {str(d): list(v) for d, v in tiles.Q8_FWD_TILES.items()}
+    payload["q8_tiles"] = {str(d): dataclasses.asdict(v) for d, v in tiles.Q8_FWD_TILES.items()}
     if args.emulate_sm120:
         payload["emulated_sm120"] = C.emulate_sm120()
         emulate_q8_sm120(payload["emulated_sm120"])

@@ -52,7 +52,7 @@ def main() -> None:
                 ref, _ = attention_fp32(q.double(), k.double(), v.double(), causal=causal)
                 rows = []
                 for name, qk, smooth, acc in RECIPES:
-                    bq, bk, _ = Q8_FWD_TILES[d]
+                    bq, bk = Q8_FWD_TILES[d].tile_m, Q8_FWD_TILES[d].tile_n
                     qkv = quantize(q, k, v, qk=qk, smooth_k=smooth, pv_accum=acc, block_q=bq, block_k=bk)
                     out, _ = emulate(qkv, causal=causal, pv_accum=acc)
                     rows.append((name, errors(out, ref)))

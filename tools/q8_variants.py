@@ -13,8 +13,9 @@ variant is compiled once, its inputs quantized once with its own blocks (``block
   for causal), and the speedup over the default config of the same row.
 
 Variants (``VARIANTS``; applied with ``dataclasses.replace`` to ``fa4_sm120.tiles.q8_fwd_config``):
-``q_in_regs`` (Q's A fragments loaded once per CTA), ``num_stages=2`` (K/Vᵀ double-buffered, one
-barrier per key block), both, and 32 query rows per warp on ``tile_n`` 32 (``128x32x128``).
+at d128 ``q_in_regs`` (Q's A fragments loaded once per CTA), ``num_stages=2`` (K/Vᵀ double-buffered,
+one barrier per key block), both, and 32 query rows per warp on ``tile_n`` 32 (``128x32x128``); at d64
+the former row (``128x64x256``, one stage, Q reloaded per block).
 ``--emulate-sm120``: every config launches at SM120's CTAs per SM (``launch_smem`` from its
 ``sm_120a`` registers, as ``benchmarks/bench_q8.py --emulate-sm120``).
 
@@ -34,19 +35,16 @@ from fa4_sm120.configs import FwdCodegen
 # (name, head dims it applies to, Q8FwdConfig fields replaced on the tile table's config)
 VARIANTS = (
     ("default", (64, 128), {}),
-    ("q_in_regs", (64, 128), dict(q_in_regs=True)),
-    ("stages2", (64, 128), dict(num_stages=2)),
-    ("q_in_regs+stages2", (64, 128), dict(q_in_regs=True, num_stages=2)),
+    ("q_in_regs", (128,), dict(q_in_regs=True)),
+    ("stages2", (128,), dict(num_stages=2)),
+    ("q_in_regs+stages2", (128,), dict(q_in_regs=True, num_stages=2)),
     (
         "m128n32x128+stages2",
-        (64, 128),
+        (128,),
         dict(tile_m=128, tile_n=32, num_threads=128, num_stages=2, codegen=FwdCodegen(pv_split=1)),
     ),
-    (
-        "m128n32x128+q_in_regs+stages2",
-        (64,),
-        dict(tile_m=128, tile_n=32, num_threads=128, num_stages=2, q_in_regs=True),
-    ),
+    # the d64 row before 128x32x128 with Q in registers and two stages
+    ("m128n64x256", (64,), dict(tile_m=128, tile_n=64, num_threads=256, q_in_regs=False, num_stages=1)),
 )
 
 

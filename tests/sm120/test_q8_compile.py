@@ -28,9 +28,10 @@ VARIANTS = [
     for d, c, qk, acc in itertools.product(Q8_FWD_TILES, (False, True), ("int8", "fp8"), ("fp32", "fp16"))
 ] + [q8_fwd_config("float16", 128, causal=False, qk="int8", pv_accum="fp32")]
 
-# the opt-in code-generation variants (Q8FwdConfig fields; tools/q8_variants.py times them): Q's A
-# fragments once per CTA, K/Vᵀ double-buffered (one barrier per key block), both, and 32 query rows
-# per warp on 32-key blocks (Vᵀ rows of 16 16-bit elements)
+# the alternatives to the table's rows that tools/q8_variants.py times (Q8FwdConfig fields replaced on
+# the row's config): at d128, Q's A fragments once per CTA, K/Vᵀ double-buffered (one barrier per key
+# block), both, and 32 query rows per warp on 32-key blocks (Vᵀ rows of 16 16-bit elements); at d64,
+# the former row (64-key blocks, 8 warps of 16 rows, one stage)
 OPT_IN = {
     "q_in_regs": dict(q_in_regs=True),
     "stages2": dict(num_stages=2),
@@ -39,16 +40,14 @@ OPT_IN = {
     "m128n32x128+stages2": dict(
         tile_m=128, tile_n=32, num_threads=128, num_stages=2, codegen=FwdCodegen(pv_split=1)
     ),
-    "m128n32x128+q_in_regs+stages2": dict(
-        tile_m=128, tile_n=32, num_threads=128, num_stages=2, q_in_regs=True
-    ),
+    "m128n64x256": dict(tile_m=128, tile_n=64, num_threads=256, q_in_regs=False, num_stages=1),
 }
 OPT_IN_DIMS = {
-    "q_in_regs": (64, 128),
-    "stages2": (64, 128),
-    "q_in_regs+stages2": (64, 128),
-    "m128n32x128+stages2": (64, 128),
-    "m128n32x128+q_in_regs+stages2": (64,),  # d128: 32 rows of Q fragments do not fit beside O
+    "q_in_regs": (128,),
+    "stages2": (128,),
+    "q_in_regs+stages2": (128,),
+    "m128n32x128+stages2": (128,),
+    "m128n64x256": (64,),
 }
 VARIANTS += [
     dataclasses.replace(q8_fwd_config("bfloat16", d, causal=c, qk=qk, pv_accum="fp32"), **change)
@@ -56,14 +55,11 @@ VARIANTS += [
     for d, c, qk in itertools.product(OPT_IN_DIMS[name], (False, True), ("int8", "fp8"))
 ] + [
     dataclasses.replace(
-        q8_fwd_config("bfloat16", d, causal=False, qk="int8", pv_accum="fp16"), **OPT_IN[name]
+        q8_fwd_config("bfloat16", 128, causal=False, qk="int8", pv_accum="fp16"), **OPT_IN[name]
     )
-    for d, name in (
-        (128, "q_in_regs+stages2"),
-        (128, "m128n32x128+stages2"),
-        (64, "m128n32x128+q_in_regs+stages2"),
-    )
+    for name in ("q_in_regs+stages2", "m128n32x128+stages2")
 ]
+VARIANTS = list(dict.fromkeys(VARIANTS))  # each build once
 
 
 def _id(cfg: Q8FwdConfig) -> str:

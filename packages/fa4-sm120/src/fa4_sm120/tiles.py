@@ -34,6 +34,7 @@ __all__ = [
     "wants_small_m",
     "wants_decode",
     "DECODE_ROWS",
+    "Q8Tile",
     "Q8_FWD_TILES",
     "q8_fwd_config",
     "q8_quantize_configs",
@@ -292,19 +293,35 @@ def selecting_args(row: FwdTile, causal: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------- the 8-bit forward
-# (head_dim) -> (tile_m, tile_n, num_threads) of fa4_sm120.fwd_q8 (every arch family: the kernel is
-# register-bound at one CTA of 8 warps per SM; its sm_120a builds are spill-free, tests/sm120)
-Q8_FWD_TILES = {64: (128, 64, 256), 128: (64, 64, 128)}
+@dataclass(frozen=True)
+class Q8Tile:
+    """A row of :data:`Q8_FWD_TILES`: the 8-bit forward's tile and its opt-in code-generation fields
+    (:class:`~fa4_sm120.configs.Q8FwdConfig`)."""
+
+    tile_m: int
+    tile_n: int
+    num_threads: int
+    q_in_regs: bool = False
+    num_stages: int = 1
+
+
+# head_dim -> the row of fa4_sm120.fwd_q8 (every arch family: the kernel is register-bound; its sm_120a
+# builds are spill-free, tests/sm120; docs/sm120-resources.md has why each row is what it is)
+Q8_FWD_TILES = {
+    64: Q8Tile(128, 32, 128, q_in_regs=True, num_stages=2),
+    128: Q8Tile(64, 64, 128),
+}
 
 
 def q8_fwd_config(dtype: str, head_dim: int, *, causal: bool, qk: str, pv_accum: str, launch_smem: int = 0):
     """The :class:`~fa4_sm120.configs.Q8FwdConfig` of an 8-bit forward call."""
     if head_dim not in Q8_FWD_TILES:
         raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
-    tile_m, tile_n, threads = Q8_FWD_TILES[head_dim]
+    t = Q8_FWD_TILES[head_dim]
     return Q8FwdConfig(
-        dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=tile_m, tile_n=tile_n,
-        num_threads=threads, is_causal=causal, qk=qk, pv_accum=pv_accum, launch_smem=launch_smem,
+        dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=t.tile_m, tile_n=t.tile_n,
+        num_threads=t.num_threads, q_in_regs=t.q_in_regs, num_stages=t.num_stages, is_causal=causal, qk=qk,
+        pv_accum=pv_accum, launch_smem=launch_smem,
     )  # fmt: skip
 
 
@@ -321,7 +338,7 @@ def q8_quantize_configs(
     the LSE shift; ``seqused``: padded batches with per-sequence lengths (the varlen form)."""
     if head_dim not in Q8_FWD_TILES:
         raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
-    tile_m, tile_n, _ = Q8_FWD_TILES[head_dim]
+    tile_m, tile_n = Q8_FWD_TILES[head_dim].tile_m, Q8_FWD_TILES[head_dim].tile_n
     return {
         "q": QuantizeConfig(dtype, head_dim, tile_m, "q", qk, smooth, seqused),
         "k": QuantizeConfig(dtype, head_dim, tile_n, "k", qk, True, seqused),
