@@ -27,6 +27,11 @@ VARIANTS = [
     q8_fwd_config("bfloat16", d, causal=c, qk=qk, pv_accum=acc)
     for d, c, qk, acc in itertools.product(Q8_FWD_TILES, (False, True), ("int8", "fp8"), ("fp32", "fp16"))
 ] + [q8_fwd_config("float16", 128, causal=False, qk="int8", pv_accum="fp32")]
+# the varlen form: padded batches with per-sequence lengths
+VARIANTS += [
+    q8_fwd_config("bfloat16", d, causal=c, qk=qk, pv_accum=acc, seqused=True)
+    for d, c, qk, acc in itertools.product(Q8_FWD_TILES, (False, True), ("int8", "fp8"), ("fp32", "fp16"))
+]
 
 # the alternatives to the table's rows that tools/q8_variants.py times (Q8FwdConfig fields replaced on
 # the row's config): at d128, Q's A fragments once per CTA, K/Vᵀ double-buffered (one barrier per key
@@ -65,9 +70,10 @@ VARIANTS = list(dict.fromkeys(VARIANTS))  # each build once
 def _id(cfg: Q8FwdConfig) -> str:
     extra = "".join(
         (
-            f"-{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}" if cfg.tile_n != 64 else "",
+            f"-{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}",
             "-q_in_regs" if cfg.q_in_regs else "",
             f"-stages{cfg.num_stages}" if cfg.num_stages != 1 else "",
+            "-seqused" if cfg.has_seqused_q else "",
         )
     )
     return (

@@ -183,6 +183,7 @@ def test_api_holds_only_the_public_functions():
         "flash_attn_with_kvcache",
         "attention_backward",
         "quantized_attn_func",
+        "quantized_attn_varlen_func",
         "scaled_dot_product_attention",
     ]
     assert exported == functions == public

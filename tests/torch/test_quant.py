@@ -4,6 +4,8 @@ typed errors of ``quantized_attn_func`` (raised before anything is quantized or 
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -265,7 +267,8 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
     a = quantized_args(q, k, v, causal, None, (None, None), "int8", "fp32", True)
     cfg, qkv = launch_q8.quantize_for(a)
     out, lse = launch_q8.launch_quantized(cfg, qkv, a)
-    q8, k8, vt, qs, ks, vs, o, l_, scale = seen["args"]
+    q8, k8, vt, qs, ks, vs, o, l_, used_q, used_k, scale = seen["args"]
+    assert used_q is None and used_k is None and not seen["cfg"].has_seqused_q
     assert seen["cfg"].is_causal == causal and seen["cfg"].head_dim == d
     assert q8.dtype == k8.dtype == vt.dtype == o.dtype == torch.bfloat16
     assert q8.shape == (2, 77, 4, d // 2) and k8.shape == (2, 100, 2, d // 2)
@@ -369,3 +372,111 @@ def test_fp8_inputs_need_all_three_in_fp8():
         flash_attn_func(q8, k8.bfloat16(), k8, q_descale=torch.ones(1, 2))
     with pytest.raises(UnsupportedConfigError, match="q.dtype"):  # descales with a bf16 q
         flash_attn_func(q8.bfloat16(), k8, k8, q_descale=torch.ones(1, 2))
+
+
+# ---------------------------------------------------------------------------------- the varlen form
+def _varlen(lens_q, lens_k, h=4, hkv=2, d=64, extra=0):
+    g = torch.Generator().manual_seed(len(lens_q))
+    tq, tk = sum(lens_q) + extra, sum(lens_k) + extra
+    q = torch.randn(tq, h, d, generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(tk, hkv, d, generator=g).to(torch.bfloat16) for _ in range(2))
+    cu = [torch.tensor([0, *itertools.accumulate(x)], dtype=torch.int32) for x in (lens_q, lens_k)]
+    return q, k, v, cu[0], cu[1]
+
+
+@pytest.mark.parametrize(
+    "change, exc, match",
+    [
+        (dict(q=torch.zeros(1, 8, 4, 64, dtype=torch.bfloat16)), UnsupportedConfigError, r"q\.dim\(\)"),
+        (dict(cu_seqlens_q=torch.tensor([0, 3, 8])), UnsupportedConfigError, r"cu_seqlens_q\.dtype"),
+        (dict(cu_seqlens_k=torch.tensor([0, 5], dtype=torch.int32)), UnsupportedConfigError, "cu_seqlens_k"),
+        (dict(cu_seqlens_q=torch.tensor([0, 5, 3], dtype=torch.int32)), UnsupportedConfigError, "monotone"),
+        (
+            dict(cu_seqlens_k=torch.tensor([0, 5, 99], dtype=torch.int32)),
+            UnsupportedConfigError,
+            "packed length",
+        ),
+        (
+            dict(cu_seqlens_q=torch.tensor([1, 5, 8], dtype=torch.int32)),
+            UnsupportedConfigError,
+            r"cu_seqlens_q\[0\]",
+        ),
+        (dict(max_seqlen_q=4), UnsupportedConfigError, "longest query sequence"),
+        (dict(max_seqlen_k=-1), UnsupportedConfigError, "max_seqlen_k"),
+        (dict(qk="int4"), UnsupportedConfigError, "qk"),
+        (dict(window_size=(8, 0)), NotImplementedError, "window"),
+    ],
+)
+def test_quantized_varlen_typed_errors(monkeypatch, change, exc, match):
+    from fa4_torch import quantized_attn_varlen_func, validate
+
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)  # the seam: CPU tensors
+    q, k, v, cu_q, cu_k = _varlen([3, 5], [4, 6])
+    kw = dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k) | change
+    with pytest.raises(exc, match=match):
+        quantized_attn_varlen_func(**kw)
+
+
+def test_quantized_varlen_needs_cuda():
+    from fa4_torch import quantized_attn_varlen_func
+
+    q, k, v, cu_q, cu_k = _varlen([3, 5], [4, 6])
+    with pytest.raises(UnsupportedConfigError, match="CUDA"):
+        quantized_attn_varlen_func(q, k, v, cu_q, cu_k)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_quantized_varlen_scatters_and_gathers(monkeypatch, causal):
+    """The varlen form with the kernels stubbed: each packed sequence lands at the start of its row of
+    the zero-padded batch the quantizers see, the kernel gets the lengths, and the padded output's rows
+    come back to the packed positions (rows past cu_seqlens_q[-1]: zero, LSE -inf)."""
+    from fa4_torch import launch_q8, quantized_attn_varlen_func, validate
+
+    lens_q, lens_k = [3, 0, 70, 1], [5, 4, 0, 33]
+    q, k, v, cu_q, cu_k = _varlen(lens_q, lens_k, extra=2)
+    seen, quantized = {}, {}
+
+    def fake_quantizer(cfg, device):
+        def fn(x, x8, scale, mean, shift, used, softmax_scale):
+            quantized[cfg.role] = (cfg, x.clone(), used.clone())
+            x8.zero_()
+            if cfg.role != "v":
+                scale.fill_(1.0)
+            if shift is not None:
+                shift.fill_(0.25)
+
+        return fn
+
+    def fake_kernel(cfg, device):
+        def fn(q8, k8, vt, qs, ks, vs, out, lse, used_q, used_k, scale):
+            seen.update(cfg=cfg, used_q=used_q.clone(), used_k=used_k.clone())
+            b, s, h, d = out.shape
+            val = (
+                1000 * torch.arange(b)[:, None, None] + torch.arange(s)[None, :, None]
+            ) + 0.5 * torch.arange(h)
+            out.copy_(val[..., None].expand(b, s, h, d))
+            lse.copy_(val.permute(0, 2, 1))
+
+        return fn
+
+    monkeypatch.setattr(launch_q8, "q8_kernel", fake_kernel)
+    monkeypatch.setattr(launch_q8, "quantize_kernel", fake_quantizer)
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)
+    out, lse = quantized_attn_varlen_func(q, k, v, cu_q, cu_k, causal=causal, return_lse=True)
+    assert seen["cfg"].has_seqused_q and seen["cfg"].has_seqused_k and seen["cfg"].is_causal == causal
+    assert seen["used_q"].tolist() == lens_q and seen["used_k"].tolist() == lens_k
+    # the padded batch the quantizers saw: (4, 70, heads, d), each sequence first, zeros after it
+    for role, x, lens, cu in (("q", q, lens_q, cu_q), ("k", k, lens_k, cu_k), ("v", v, lens_k, cu_k)):
+        cfg, xp, used = quantized[role]
+        assert cfg.seqused and used.tolist() == lens and xp.shape == (4, max(lens), *x.shape[1:])
+        for i, n in enumerate(lens):
+            assert torch.equal(xp[i, :n], x[cu[i] : cu[i] + n]) and (xp[i, n:] == 0).all()
+    assert out.shape == q.shape and out.dtype == q.dtype and lse.shape == (4, q.shape[0])
+    for i, n in enumerate(lens_q):
+        rows = torch.arange(n)
+        want = (1000 * i + rows)[:, None] + 0.5 * torch.arange(4)
+        assert torch.equal(
+            out[cu_q[i] : cu_q[i] + n].float(), want[..., None].expand(n, 4, 64).to(torch.bfloat16).float()
+        )
+        assert torch.equal(lse[:, cu_q[i] : cu_q[i] + n], want.t() + 0.25)
+    assert (out[sum(lens_q) :] == 0).all() and torch.isneginf(lse[:, sum(lens_q) :]).all()

@@ -36,8 +36,10 @@ and ``codegen.pv_split`` (K's / Vᵀ's B fragments loaded in groups of columns j
 ``tile_n`` 32 (Vᵀ rows of 16 16-bit elements: 32 query rows per warp without spills).
 
 Supported: non-causal and causal (bottom-right), MHA/GQA/MQA (no pack-GQA), head dims 64 and 128
-(``head_dim == head_dim_v``), any lengths. Not (typed errors): windows, varlen, paged K/V, split-KV,
-softcap, sinks.
+(``head_dim == head_dim_v``), any lengths, and per-sequence lengths within a padded batch
+(``has_seqused_q`` / ``has_seqused_k``: ``mSeqUsedQ``, ``mSeqUsedK (batch,)`` int32; the quantizer
+writes Vᵀ's keys past a sequence's length as zeros). Not (typed errors): windows, packed varlen
+(``cu_seqlens``), paged K/V, split-KV, softcap, sinks.
 """
 
 from __future__ import annotations
@@ -156,8 +158,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             raise unsupported("num_stages", cfg.num_stages, "1 or 2 (K and Vᵀ double-buffered)")
         if cfg.q8_b_split not in (1, 2, 4) or (cfg.tile_n // 8) % (2 * cfg.q8_b_split):
             raise unsupported("q8_b_split", cfg.q8_b_split, "1, 2 or 4, dividing tile_n / 16")
-        for name in ("is_local", "pack_gqa", "varlen_q", "varlen_k", "has_seqused_q", "has_seqused_k",
-                     "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink", "warp_split_n",
+        for name in ("is_local", "pack_gqa", "varlen_q", "varlen_k", "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink", "warp_split_n",
                      "kv_dtype"):  # fmt: skip
             if getattr(cfg, name):
                 raise unsupported(name, True, "False: the 8-bit forward has no such variant")
@@ -182,6 +183,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         mVScale: cute.Tensor,
         mO: cute.Tensor,
         mLSE: cute.Tensor,
+        mSeqUsedQ,
+        mSeqUsedK,
         softmax_scale: Float32,
         stream,
     ):
@@ -202,6 +205,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             mVScale,
             mO,
             mLSE,
+            mSeqUsedQ,
+            mSeqUsedK,
             softmax_scale * LOG2_E,
             sQ_layout,
             sO_layout,
@@ -249,6 +254,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         mVScale: cute.Tensor,
         mO: cute.Tensor,
         mLSE: cute.Tensor,
+        mSeqUsedQ,
+        mSeqUsedK,
         scale_log2: Float32,
         sQ_layout: cute.ComposedLayout,
         sO_layout: cute.ComposedLayout,
@@ -264,7 +271,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         bidx, head_idx, batch_idx = cute.arch.block_idx()
         num_m_blocks, _, _ = cute.arch.grid_dim()
         m_block = num_m_blocks - 1 - bidx if cutlass.const_expr(self.is_causal) else bidx
-        seq = SeqlenInfoQK.create(batch_idx, mQ.shape[0], mQ.shape[1], mK.shape[1], None, None, None, None)
+        seq = SeqlenInfoQK.create(
+            batch_idx, mQ.shape[0], mQ.shape[1], mK.shape[1], None, None, mSeqUsedQ, mSeqUsedK
+        )
         tile = QTile(tidx, m_block, head_idx, batch_idx, Int32(0), Int32(1), seq)
         if m_block * self.tile_m < seq.seqlen_q:
             self.attend_q8(
@@ -549,7 +558,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
     @staticmethod
     def fake_args(cfg: Q8FwdConfig) -> tuple:
         """Placeholders for :meth:`__call__`: ``(mQ, mK, mVt, mQScale, mKScale, mVScale, mO, mLSE,
-        softmax_scale, stream)``."""
+        mSeqUsedQ, mSeqUsedK, softmax_scale, stream)`` (the lengths None unless ``has_seqused_q`` /
+        ``has_seqused_k``)."""
         dt = DTYPES[cfg.dtype]
         sym = cute.sym_int
         b, sq, sk, skp, hq, hkv, nq, nk = (sym() for _ in range(8))
@@ -561,4 +571,6 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         vs = fake_tensor(Float32, (b, hkv, cfg.head_dim_v), divisibility=1)
         o = fake_tensor(dt, (b, sq, hq, cfg.head_dim_v))
         lse = fake_tensor(Float32, (b, hq, sq), divisibility=1)
-        return (q, k, vt, qs, ks, vs, o, lse, Float32(1.0), fake_stream())
+        used_q = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_q else None
+        used_k = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_k else None
+        return (q, k, vt, qs, ks, vs, o, lse, used_q, used_k, Float32(1.0), fake_stream())

@@ -313,15 +313,28 @@ Q8_FWD_TILES = {
 }
 
 
-def q8_fwd_config(dtype: str, head_dim: int, *, causal: bool, qk: str, pv_accum: str, launch_smem: int = 0):
-    """The :class:`~fa4_sm120.configs.Q8FwdConfig` of an 8-bit forward call."""
+def q8_fwd_config(
+    dtype: str,
+    head_dim: int,
+    *,
+    causal: bool,
+    qk: str,
+    pv_accum: str,
+    seqused: bool = False,
+    launch_smem: int = 0,
+):
+    """The :class:`~fa4_sm120.configs.Q8FwdConfig` of an 8-bit forward call (``seqused``: a padded
+    batch with per-sequence lengths, the varlen form)."""
     if head_dim not in Q8_FWD_TILES:
         raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
     t = Q8_FWD_TILES[head_dim]
+    # with per-sequence lengths the d128 row double-buffers K and Vᵀ: its causal INT8 builds spill 24-32 B
+    # on sm_120a otherwise (0 with two stages, which measured 2-4% slower on the dense calls)
+    stages = 2 if seqused and head_dim == 128 else t.num_stages
     return Q8FwdConfig(
         dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=t.tile_m, tile_n=t.tile_n,
-        num_threads=t.num_threads, q_in_regs=t.q_in_regs, num_stages=t.num_stages, is_causal=causal, qk=qk,
-        pv_accum=pv_accum, launch_smem=launch_smem,
+        num_threads=t.num_threads, q_in_regs=t.q_in_regs, num_stages=stages, is_causal=causal, qk=qk,
+        pv_accum=pv_accum, has_seqused_q=seqused, has_seqused_k=seqused, launch_smem=launch_smem,
     )  # fmt: skip
 
 

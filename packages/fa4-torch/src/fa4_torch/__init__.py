@@ -52,6 +52,7 @@ from fa4_torch.api import (  # noqa: E402
     flash_attn_varlen_func,
     flash_attn_with_kvcache,
     quantized_attn_func,
+    quantized_attn_varlen_func,
     scaled_dot_product_attention,
 )
 
@@ -62,5 +63,6 @@ __all__ = [
     "flash_attn_with_kvcache",
     "attention_backward",
     "quantized_attn_func",
+    "quantized_attn_varlen_func",
     "scaled_dot_product_attention",
 ]

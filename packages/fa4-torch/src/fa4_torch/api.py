@@ -65,6 +65,7 @@ from fa4_torch.validate import (
     named_as,
     needs_grad,
     quantized_args,
+    quantized_varlen_args,
     reject_extras,
     reject_flag,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "flash_attn_with_kvcache",
     "attention_backward",
     "quantized_attn_func",
+    "quantized_attn_varlen_func",
     "scaled_dot_product_attention",
 ]
 
@@ -470,6 +472,34 @@ def quantized_attn_func(
     and ``(out, lse)`` with ``return_lse``. ``docs/quantized.md`` has what it costs in accuracy."""
     a = quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse)
     out, lse = launch_q8.forward_quantized(a)
+    return (out, lse) if return_lse else out
+
+
+def quantized_attn_varlen_func(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int | None = None,
+    max_seqlen_k: int | None = None,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    window_size: tuple[int | None, int | None] = (None, None),
+    qk: str = "int8",
+    pv_accum: str = "fp32",
+    return_lse: bool = False,
+):
+    """The varlen form of :func:`quantized_attn_func`: packed ``q (total_q, nheads, d)``, ``k``/``v
+    (total_k, nheads_kv, d)``, int32 ``cu_seqlens_q``/``cu_seqlens_k (batch + 1,)``; causal masks are
+    bottom-right aligned per sequence. Returns ``out (total_q, nheads, d)``, and ``(out, lse)`` with
+    ``return_lse`` (``lse (nheads, total_q)``). The lengths are read on the host (one synchronisation);
+    ``max_seqlen_*`` are optional upper bounds."""
+    a = quantized_varlen_args(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size,
+        qk, pv_accum, return_lse,
+    )  # fmt: skip
+    out, lse = launch_q8.forward_quantized_varlen(a)
     return (out, lse) if return_lse else out
 
 

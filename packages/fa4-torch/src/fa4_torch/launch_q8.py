@@ -14,7 +14,7 @@ import torch
 from fa4_sm120 import tiles
 from fa4_torch import plan, quant
 from fa4_torch.cache import CompileCache, dsl_version
-from fa4_torch.validate import DTYPES, Q8Args
+from fa4_torch.validate import DTYPES, Q8Args, Q8VarlenArgs
 
 log = logging.getLogger("fa4.compile")
 
@@ -25,6 +25,7 @@ __all__ = [
     "quantize_device",
     "quantize_for",
     "forward_quantized",
+    "forward_quantized_varlen",
     "launch_quantized",
 ]
 
@@ -136,12 +137,15 @@ def quantize_for(a: Q8Args, launch_smem: int = 0):
         causal=a.causal,
         qk=a.qk,
         pv_accum=a.pv_accum,
+        seqused=a.seqused is not None,
         launch_smem=launch_smem,
     )
     if a.descales is not None:  # e4m3 inputs with descales: used as they are
         qkv = quant.from_fp8(a.q, a.k, a.v, *a.descales, block_q=cfg.tile_m, block_k=cfg.tile_n)
     else:
-        qkv = quantize_device(a.q, a.k, a.v, qk=a.qk, softmax_scale=a.softmax_scale, pv_accum=a.pv_accum)
+        qkv = quantize_device(
+            a.q, a.k, a.v, qk=a.qk, softmax_scale=a.softmax_scale, pv_accum=a.pv_accum, seqused=a.seqused
+        )
     return cfg, qkv
 
 
@@ -154,10 +158,11 @@ def launch_quantized(cfg, qkv: quant.QuantizedQKV, a: Q8Args):
     lse = torch.empty(b, h, sq, dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
+    used_q, used_k = a.seqused if a.seqused is not None else (None, None)
     fn = q8_kernel(cfg, q.device)
     fn(
         qkv.q8.view(dt), qkv.k8.view(dt), qkv.vt8.view(dt), qkv.q_scale, qkv.k_scale,
-        qkv.v_scale, out, lse, a.softmax_scale,
+        qkv.v_scale, out, lse, used_q, used_k, a.softmax_scale,
     )  # fmt: skip
     return out, lse + qkv.lse_shift
 
@@ -166,3 +171,40 @@ def forward_quantized(a: Q8Args):
     """Quantize and launch: ``(out, lse)``."""
     cfg, qkv = quantize_for(a)
     return launch_quantized(cfg, qkv, a)
+
+
+def forward_quantized_varlen(v: Q8VarlenArgs):
+    """The varlen form: the packed sequences scattered into zero-padded ``(batch, max_seqlen, heads,
+    d)`` tensors, the padded batch quantized and attended with per-sequence lengths (``seqused``),
+    the rows gathered back. Returns ``(out (total_q, nheads, d), lse (nheads, total_q))``; packed rows
+    past ``cu_seqlens_q[-1]`` are zero in ``out`` and ``-inf`` in ``lse``."""
+    a = v.args
+    q, k, val = a.q, a.k, a.v
+    dev = q.device
+    b = v.lens_q.numel()
+
+    def rows(lens: torch.Tensor, cu: torch.Tensor):
+        """(batch index, position in its sequence) of each packed row of the sequences."""
+        batch = torch.repeat_interleave(torch.arange(b, device=dev), lens.to(dev))
+        return batch, torch.arange(batch.numel(), device=dev) - cu.long()[batch]
+
+    def pad(x: torch.Tensor, idx, max_len: int) -> torch.Tensor:
+        xp = x.new_zeros(b, max_len, *x.shape[1:])
+        xp[idx] = x[: idx[0].numel()]
+        return xp
+
+    iq, ik = rows(v.lens_q, v.cu_seqlens_q), rows(v.lens_k, v.cu_seqlens_k)
+    used = (v.lens_q.to(dev, torch.int32), v.lens_k.to(dev, torch.int32))
+    padded = a._replace(
+        q=pad(q, iq, v.max_seqlen_q),
+        k=pad(k, ik, v.max_seqlen_k),
+        v=pad(val, ik, v.max_seqlen_k),
+        seqused=used,
+    )
+    out_p, lse_p = forward_quantized(padded)
+    out = torch.zeros(q.shape[0], *out_p.shape[2:], dtype=out_p.dtype, device=dev)
+    lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float32, device=dev)
+    n = iq[0].numel()
+    out[:n] = out_p[iq]
+    lse[:, :n] = lse_p.permute(0, 2, 1)[iq].t()
+    return out, lse

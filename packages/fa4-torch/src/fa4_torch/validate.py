@@ -67,7 +67,9 @@ __all__ = [
     "descale_view",
     "quantize_kv8",
     "Q8Args",
+    "Q8VarlenArgs",
     "quantized_args",
+    "quantized_varlen_args",
     "fp8_input_args",
     "SDPA_PRECISIONS",
     "check_sdpa",
@@ -728,6 +730,21 @@ class Q8Args(NamedTuple):
     out_dtype: torch.dtype
     # float8_e4m3fn inputs (FlashAttention-3's convention): (batch, nheads_kv) fp32 views, else None
     descales: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    # padded batches (the varlen form): int32 (batch,) lengths (seqused_q, seqused_k), else None
+    seqused: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class Q8VarlenArgs(NamedTuple):
+    """A validated ``quantized_attn_varlen_func`` call: ``args`` holds the packed ``(total, heads, d)``
+    tensors and the call's options; the sequences' lengths were read once (on the CPU)."""
+
+    args: Q8Args
+    cu_seqlens_q: torch.Tensor
+    cu_seqlens_k: torch.Tensor
+    lens_q: torch.Tensor  # (batch,) on the CPU
+    lens_k: torch.Tensor
+    max_seqlen_q: int  # the longest sequence (not the caller's bound)
+    max_seqlen_k: int
 
 
 def quantized_args(
@@ -785,6 +802,43 @@ def quantized_args(
     check_devices(q, (("k", k), ("v", v)))
     out_dtype = torch.bfloat16 if fp8 else q.dtype
     return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse, out_dtype, views)
+
+
+def quantized_varlen_args(
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size, qk,
+    pv_accum, return_lse,
+) -> Q8VarlenArgs:  # fmt: skip
+    """Every check of a ``quantized_attn_varlen_func`` call: packed ``(total, heads, d)`` tensors (then
+    :func:`quantized_args`' checks), ``cu_seqlens_q``/``cu_seqlens_k`` int32 ``(batch + 1,)`` prefix
+    sums on q's device, monotone from 0 to at most the packed lengths (read on the host: the padded
+    batch is sized by them), ``max_seqlen_*`` None or at least the longest sequence."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            raise unsupported(
+                f"{name}.dim()", getattr(t, "ndim", type(t).__name__), "3: (total_tokens, nheads, d)"
+            )
+    a = quantized_args(
+        q[None], k[None], v[None], causal, softmax_scale, window_size, qk, pv_accum, return_lse
+    )
+    check_tensor("cu_seqlens_q", cu_seqlens_q, 1, (torch.int32,))
+    batch = cu_seqlens_q.shape[0] - 1
+    if batch < 0:
+        raise unsupported("cu_seqlens_q.shape[0]", 0, "batch + 1 >= 1")
+    check_index("cu_seqlens_k", cu_seqlens_k, (batch + 1,))
+    check_devices(q, (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
+    lens_q = check_cu_data("cu_seqlens_q", cu_seqlens_q, q.shape[0])
+    lens_k = check_cu_data("cu_seqlens_k", cu_seqlens_k, k.shape[0])
+    longest = []
+    for name, bound, lens, what in (
+        ("max_seqlen_q", max_seqlen_q, lens_q, "query"),
+        ("max_seqlen_k", max_seqlen_k, lens_k, "key"),
+    ):
+        check_max_seqlen(name, bound, what)
+        n = int(lens.max()) if lens.numel() else 0
+        if bound is not None and bound < n:
+            raise unsupported(name, bound, f"None or at least the longest {what} sequence ({n})")
+        longest.append(n)
+    return Q8VarlenArgs(a._replace(q=q, k=k, v=v), cu_seqlens_q, cu_seqlens_k, lens_q, lens_k, *longest)
 
 
 def fp8_input_args(
