@@ -1,9 +1,9 @@
 """Every quantizer of the 8-bit forward that its tables can pick (``fa4_sm120.tiles.q8_quantize_configs``:
 head dims 64/128 x INT8/FP8 x fp16/bf16 input, Q with and without smoothing's shift, K, V; dense and
-padded batches with per-sequence lengths) compiles
-for ``sm_120a`` on the CPU; its PTX divides with ``div.rn.f32`` (PyTorch's rounding, so the 8-bit values
-are the reference's bit for bit), converts with the instructions of its format, moves 16-byte vectors
-in, and ``ptxas -arch=sm_120a -v`` assembles it without spills."""
+padded batches with per-sequence lengths) compiles for ``sm_120a`` on the CPU; its PTX takes
+reciprocals with ``rcp.rn``/``div.rn`` (PyTorch's rounding, so the 8-bit values are the reference's
+bit for bit), converts with the instructions of its format, moves 16-byte vectors in, and ``ptxas
+-arch=sm_120a -v`` assembles it without spills."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
     assert len(ptx_files) == 1, ptx_files
     ptx = (tmp_path / ptx_files[0]).read_text()
     assert ".target sm_120a" in ptx
-    assert "div.rn.f32" in ptx and "div.approx" not in ptx and "div.full" not in ptx
+    # the reciprocals IEEE-rounded (as PyTorch's 1 / x), never approximate
+    assert ("div.rn.f32" in ptx or "rcp.rn.f32" in ptx) and "div.approx" not in ptx and "div.full" not in ptx
+    assert "rcp.approx" not in ptx
     if cfg.fmt == "fp8":
         assert "cvt.rn.satfinite.e4m3x2.f32" in ptx and "prmt.b32" not in ptx
     else:

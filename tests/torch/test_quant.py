@@ -213,8 +213,8 @@ def test_sdpa_dropin_gqa_needs_enable_gqa():
 @pytest.mark.parametrize("qk", ["int8", "fp8"])
 @pytest.mark.parametrize("s", [64, 100])
 def test_block_quantization_is_the_formula(qk, s):
-    # every block of 32 rows of a head: scale = amax * (1 / max8) (the reciprocal in fp32), values =
-    # round(x / scale) (e4m3: to nearest)
+    # every block of 32 rows of a head: scale = amax * (1 / max8), values = round(x * (1 / scale))
+    # (e4m3: to nearest; the reciprocals in fp32)
     q, k, v = _normal(2, s, 48, 3, 1, 64, seed=s)
     q = q.to(torch.bfloat16)
     x = quantize(q, k, v, qk=qk, block_q=32, block_k=32, smooth_k=False)
@@ -226,7 +226,9 @@ def test_block_quantization_is_the_formula(qk, s):
                 scale = rows.abs().max() * torch.tensor(1.0 / max8, dtype=torch.float32)
                 assert x.q_scale[bi, h, blk] == scale
                 want = (
-                    (rows / scale).round() if qk == "int8" else (rows / scale).to(torch.float8_e4m3fn).float()
+                    (rows * (1 / scale)).round()
+                    if qk == "int8"
+                    else (rows * (1 / scale)).to(torch.float8_e4m3fn).float()
                 )
                 assert torch.equal(x.q8[bi, blk * 32 : (blk + 1) * 32, h].float(), want)
 

@@ -357,12 +357,11 @@ class QuantizeConfig:
 
     @property
     def block_multiple(self) -> int:
-        """Blocks are multiples of this: each thread moves the same number of 16-byte row vectors (Q,
-        K), or of 4-key units of whole 32-key groups (V)."""
-        v = self.role == "v"
-        step = 32 if v else 1
-        per_row = self.head_dim // 8 // (4 if v else 1)  # units per row of the block
-        m = step
-        while (m * per_row) % self.num_threads:
-            m += step
+        """Blocks are multiples of this: whole 32-key groups (V), or a number of rows of which each
+        thread moves the same number of 16-byte vectors (Q, K)."""
+        if self.role == "v":
+            return 32
+        m = 1
+        while (m * self.head_dim // 8) % self.num_threads:
+            m += 1
         return m

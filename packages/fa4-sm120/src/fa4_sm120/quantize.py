@@ -6,21 +6,22 @@ reductions: K's mean and V's channel maxima over the sequence.
 
 * Q and K (``role`` ``"q"``/``"k"``), grid (blocks of ``block`` rows, heads, batch): each thread
   holds ``block * head_dim / 8 / 128`` 16-byte row vectors in registers; the block's ``amax`` of
-  ``|x|`` (K: of ``x - mean``) is reduced over the CTA; ``scale = amax * (1 / max8)`` (1 for an all-zero
-  block) is written to ``mScale (batch, heads, nblocks)`` and every value as ``x / scale`` (IEEE
-  division, as PyTorch's) rounded to nearest even: INT8 through the bits of ``y + 1.5 * 2^23``
-  (clamped to ±127), e4m3 by ``cvt.rn.satfinite``. ``mX8`` is the 8-bit output viewed as int32
-  ``(batch, seqlen, heads, head_dim / 4)``. With ``smooth``, Q also writes ``mShift (batch, heads,
-  seqlen) = softmax_scale * q·mean`` (the mean of its KV head) and K subtracts ``mMean (batch,
-  heads_kv, head_dim)``.
+  ``|x|`` (K: of ``x - mean``) is reduced over the CTA; ``scale = amax * (1 / max8)`` (1 for an
+  all-zero block) is written to ``mScale (batch, heads, nblocks)`` and every value as ``x * (1 /
+  scale)`` (the reciprocal IEEE-rounded, as PyTorch's) rounded to nearest even: INT8 through the bits
+  of ``y + 1.5 * 2^23`` (clamped to ±127), e4m3 by ``cvt.rn.satfinite``. ``mX8`` is the 8-bit output
+  viewed as int32 ``(batch, seqlen, heads, head_dim / 4)``. With ``smooth``, Q also writes ``mShift
+  (batch, heads, seqlen) = softmax_scale * q·mean`` (the mean of its KV head) and K subtracts ``mMean
+  (batch, heads_kv, head_dim)``.
 * V (``role`` ``"v"``), grid (blocks of ``block`` keys of the padded length, heads_kv, batch): V's
-  values divided by their channel's scale (``mScale (batch, heads_kv, head_dim)``, an input here) in
-  e4m3, written transposed into ``mX8`` = ``vt8`` viewed as int32 ``(batch, heads_kv, head_dim,
-  seqlen_padded / 4)`` with the keys of every 32-key group in ``fa4_torch.quant.pv_key_order``. That
-  order puts keys ``2t, 2t+1, 2t+8, 2t+9`` (+16 for the group's second half) in the four bytes of one
-  int32, so a thread that loads those four key rows (16 bytes of 8 channels each) writes one int32
-  per channel: the transposition happens in registers. Keys at or past ``seqlen`` are written as
-  zeros (the padding the forward reads whole).
+  values times the reciprocal of their channel's scale (``mScale (batch, heads_kv, head_dim)``, an
+  input here) in e4m3, written transposed into ``mX8`` = ``vt8`` viewed as int32 ``(batch, heads_kv,
+  head_dim, seqlen_padded / 4)`` with the keys of every 32-key group in
+  ``fa4_torch.quant.pv_key_order``. That order puts keys ``2t, 2t+1, 2t+8, 2t+9`` (+16 for the
+  group's second half) in the four bytes ``4t..4t+3`` of a half's 16 output bytes, so a thread that
+  loads a half's 16 key rows (16 bytes of 8 channels each) writes 16 bytes per channel: the
+  transposition happens in registers. Keys at or past ``seqlen`` are written as zeros (the padding the
+  forward reads whole).
 
 Rows past the sequence are neither read nor written (Q, K); a block's scale covers its rows only. With
 ``seqused``, sequence ``b`` is the first ``mSeqUsed[b]`` rows of ``mX`` (padded batches: the 8-bit
@@ -187,6 +188,7 @@ class Quantize8Sm120(MmaSyncKernel):
             scale = amax * Float32(1.0 / _MAX8[cfg.fmt])  # fp32 reciprocal, as the reference's
         if tidx == 0:
             mScale[batch, head, m_block] = scale
+        inv = Float32(1.0) / scale  # IEEE division once; the values are x * inv, as the reference's
         out = cute.make_rmem_tensor((1, 2), Int32)
         for p in cutlass.range_constexpr(passes):
             row = row0 + p * rows_per_pass
@@ -199,7 +201,7 @@ class Quantize8Sm120(MmaSyncKernel):
                         x = x - mean[j]
                     if cutlass.const_expr(smooth and cfg.role == "q"):
                         dot += x * mean[j]
-                    y[j] = x / scale
+                    y[j] = x * inv
                 for h in cutlass.range_constexpr(2):
                     if cutlass.const_expr(cfg.fmt == "int8"):
                         out[0, h] = pack_s8x4(y[4 * h], y[4 * h + 1], y[4 * h + 2], y[4 * h + 3])
@@ -221,26 +223,28 @@ class Quantize8Sm120(MmaSyncKernel):
         tidx, _, _ = cute.arch.thread_idx()
         n_block, head_kv, batch = cute.arch.block_idx()
         seqlen = self.seqlen(mX, mSeqUsed, batch)
-        units = cfg.block * self.chunks // 4  # (32-key group, half, t, chunk): four keys x 8 channels
-        for i in cutlass.range_constexpr(units // self.num_threads):
+        units = cfg.block // 16 * self.chunks  # (16-key half of a 32-key group, chunk of 8 channels)
+        for i in cutlass.range_constexpr(-(-units // self.num_threads)):
             u = tidx + i * self.num_threads
-            chunk = u % self.chunks
-            combo = (u // self.chunks) % 8
-            group = u // (self.chunks * 8)
-            half, t = combo // 4, combo % 4
-            pos = n_block * cfg.block + group * 32 + half * 16 + 4 * t  # output position of key e = 0
-            key0 = n_block * cfg.block + group * 32 + half * 16 + 2 * t
-            vs = cute.make_rmem_tensor(_VEC, Float32)
-            cute.autovec_copy(cute.local_tile(mScale[batch, head_kv, None], (_VEC,), (chunk,)), vs)
-            raw = cute.make_rmem_tensor((1, _VEC, 4), self.dtype)
-            raw.fill(0.0)
-            for e in cutlass.range_constexpr(4):
-                key = key0 + 8 * (e // 2) + e % 2
-                if key < seqlen:
-                    self.load_vec(mX, batch, key, head_kv, chunk, raw[None, None, e])
-            for j in cutlass.range_constexpr(_VEC):
-                y = [raw[0, j, e].to(Float32) / vs[j] for e in range(4)]
-                mX8[batch, head_kv, chunk * _VEC + j, pos // 4] = pack_e4m3x4(y[0], y[1], y[2], y[3])
+            if u < units:
+                chunk = u % self.chunks
+                key0 = n_block * cfg.block + (u // self.chunks) * 16  # the half's first key and position
+                inv = cute.make_rmem_tensor(_VEC, Float32)  # 1 / channel scale, as the reference's
+                cute.autovec_copy(cute.local_tile(mScale[batch, head_kv, None], (_VEC,), (chunk,)), inv)
+                for j in cutlass.range_constexpr(_VEC):
+                    inv[j] = Float32(1.0) / inv[j]
+                raw = cute.make_rmem_tensor((1, _VEC, 16), self.dtype)
+                raw.fill(0.0)
+                for r in cutlass.range_constexpr(16):
+                    if key0 + r < seqlen:
+                        self.load_vec(mX, batch, key0 + r, head_kv, chunk, raw[None, None, r])
+                out = cute.make_rmem_tensor(4, Int32)
+                for j in cutlass.range_constexpr(_VEC):
+                    for t in cutlass.range_constexpr(4):  # bytes 4t..4t+3: keys 2t, 2t+1, 2t+8, 2t+9
+                        y = [raw[0, j, 2 * t + e].to(Float32) * inv[j] for e in (0, 1, 8, 9)]
+                        out[t] = pack_e4m3x4(y[0], y[1], y[2], y[3])
+                    row = mX8[batch, head_kv, chunk * _VEC + j, None]
+                    cute.autovec_copy(out, cute.local_tile(row, (4,), (key0 // 16,)))
 
     # ------------------------------------------------------------------ compile without tensors
     @staticmethod

@@ -338,9 +338,9 @@ def q8_fwd_config(
     )  # fmt: skip
 
 
-# keys per CTA of V's quantizer (a multiple of QuantizeConfig.block_multiple for head dims 64 and 128,
-# dividing the forward's key padding)
-_Q8_V_QUANT_BLOCK = 64
+# keys per CTA of V's quantizer (whole 32-key groups, dividing the forward's key padding of 128: one
+# 16-key unit per thread at head dim 128, half the threads at 64)
+_Q8_V_QUANT_BLOCK = 128
 
 
 def q8_quantize_configs(

@@ -5,8 +5,8 @@ tests and of the accuracy tables of ``docs/quantized.md``).
 The recipe (``docs/quantized.md`` has the measurements behind each choice):
 
 * ``S = Q·Kᵀ`` in 8 bits with one scale per block of query rows (``block_q`` rows of one head) and one
-  per block of keys (``block_k`` keys of one KV head): ``x8 = round(x / s)`` with ``s = amax(|x|) *
-  (1 / max8)`` over the block (``max8``: 448 for FP8 e4m3, 127 for INT8; the reciprocal in fp32). K is first **smoothed**: its mean
+  per block of keys (``block_k`` keys of one KV head): ``x8 = round(x * (1 / s))`` with ``s = amax(|x|)
+  * (1 / max8)`` over the block (``max8``: 448 for FP8 e4m3, 127 for INT8; the reciprocals in fp32). K is first **smoothed**: its mean
   over the sequence, per KV head and channel, is subtracted; that shifts each query row's scores by
   one constant (``q·mean``), which the softmax cancels, and removes the channel offsets that would
   otherwise set the scale of every block. The LSE of the smoothed scores is off by that constant
@@ -122,7 +122,8 @@ def _quantize_blocks(x: torch.Tensor, block: int, qk: str) -> tuple[torch.Tensor
     xb = _blocks(x, block)
     amax = torch.maximum(xb.amax(dim=(2, 4)), -xb.amin(dim=(2, 4))).float()  # (b, nb, h)
     scale = torch.where(amax > 0, amax * _INV_MAX8[qk], torch.ones_like(amax))
-    y = torch.div(xb, scale[:, :, None, :, None])  # fp32 (type promotion): one pass, a new tensor
+    inv = 1.0 / scale  # the values are x times the fp32 reciprocal, as the quantizer kernels'
+    y = torch.mul(xb, inv[:, :, None, :, None])  # fp32 (type promotion): one pass, a new tensor
     if qk == "int8":
         y = y.round_().clamp_(-127, 127).to(torch.int8)
     else:
@@ -161,7 +162,7 @@ def quantize(
     q8, q_scale = _quantize_blocks(q, block_q, qk)
     k8, k_scale = _quantize_blocks(kf, block_k, qk)
     v_scale = v_channel_scales(v, pv_accum, block_k)
-    vt = _v_layout(torch.div(v, v_scale[:, None]).to(_FP8))
+    vt = _v_layout(torch.mul(v, (1.0 / v_scale)[:, None]).to(_FP8))
     return QuantizedQKV(q8, k8, vt, q_scale, k_scale, v_scale, shift.contiguous(), qk, block_q, block_k, sk)
 
 
