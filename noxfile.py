@@ -81,10 +81,22 @@ def tests(session: nox.Session, layer: str) -> None:
 
 @nox.session
 def compile(session: nox.Session) -> None:
-    """Compiles every kernel variant for sm_120a on the CPU (pytest -m compile_only) and summarizes it.
+    """Compiles every kernel variant the tile tables select for sm_120a on the CPU (pytest -m
+    "compile_only and not alternative") and summarizes it.
 
     tests/torch joins (and torch is installed) only if it has compile_only tests.
     """
+    _compile(session, "compile_only and not alternative")
+
+
+@nox.session(name="compile-all")
+def compile_all(session: nox.Session) -> None:
+    """``compile`` plus the alternatives the tables do not select (the candidates the tuning tools
+    time): once per release, not in CI."""
+    _compile(session, "compile_only")
+
+
+def _compile(session: nox.Session, marks: str) -> None:
     layers = ["core", "sm120"]
     torch_dir = ROOT / "tests" / "torch"
     if torch_dir.is_dir() and any("compile_only" in p.read_text() for p in torch_dir.rglob("*.py")):
@@ -98,7 +110,7 @@ def compile(session: nox.Session) -> None:
             "pytest",
             *_test_dirs(*layers),
             "-m",
-            "compile_only",
+            marks,
             f"--junitxml={junit}",
             *session.posargs,
             success_codes=[0, NO_TESTS],
