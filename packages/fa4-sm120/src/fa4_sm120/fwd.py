@@ -207,8 +207,9 @@ class KVSource:
 @dataclass(frozen=True)
 class KVLoads:
     """The K and V block loads of a CTA: the sources, the page table, the batch and KV head, the key
-    count, and the page lookups of :meth:`FlashAttentionForwardSm120.lookup_pages` (None unless
-    ``prefetch_pages``)."""
+    count, the page lookups of :meth:`FlashAttentionForwardSm120.lookup_pages` (None unless
+    ``prefetch_pages``) and the page size as a fast divisor (multiply and shift, no ``div``; None
+    unless paged)."""
 
     K: KVSource
     V: KVSource
@@ -217,6 +218,7 @@ class KVLoads:
     head_kv: Any
     seqlen_k: Any
     pages: Any
+    page_div: Any = None
 
 
 @dataclass(frozen=True)
@@ -586,6 +588,9 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             head_kv=head_kv,
             seqlen_k=seqlen_k,
             pages=pages,
+            page_div=cute.fast_divmod_create_divisor(g.mK.shape[1])
+            if cutlass.const_expr(cfg.paged_kv)
+            else None,
         )
 
         # ---------------- MMA partitions
@@ -964,31 +969,23 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         return mX[batch_kv, None, head_kv, None]
 
     @cute.jit
-    def _kv_row_ptr(self, mX: cute.Tensor, mPageTable: cute.Tensor, batch_idx, head_kv, j):
-        """Paged K/V: pointer to key ``j`` of sequence ``batch_idx`` (any page size)."""
-        page_size = mX.shape[1]
-        page_slot = j // page_size
-        page = mPageTable[batch_idx, page_slot]
-        return (
-            mX.iterator
-            + page * mX.stride[0]
-            + (j - page_slot * page_size) * mX.stride[1]
-            + head_kv * mX.stride[2]
-        )
+    def _kv_row_ptr(self, mX: cute.Tensor, loads: KVLoads, j):
+        """Paged K/V: pointer to key ``j`` of sequence ``loads.batch_idx`` (any page size)."""
+        page_slot, in_page = divmod(j, loads.page_div)
+        page = loads.mPageTable[loads.batch_idx, page_slot]
+        return mX.iterator + page * mX.stride[0] + in_page * mX.stride[1] + loads.head_kv * mX.stride[2]
 
     @cute.jit
     def lookup_pages(self, loads: KVLoads, n_block):
         """Paged K/V: ``loads.pages = (page, row in page)`` of each key row of block ``n_block`` that
         this thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded)."""
-        mX, tXcX = loads.K.mX, loads.K.tXcX
-        page_size = mX.shape[1]
+        tXcX = loads.K.tXcX
         page, in_page = loads.pages
         for m in cutlass.range_constexpr(cute.size(tXcX.shape[1])):
             j = n_block * self.tile_n + tXcX[0, m, 0][0]
             if j < loads.seqlen_k:
-                slot = j // page_size
+                slot, in_page[m] = divmod(j, loads.page_div)
                 page[m] = loads.mPageTable[loads.batch_idx, slot]
-                in_page[m] = j - slot * page_size
 
     @cute.jit
     def _q_row_ptr(self, mX: cute.Tensor, row, tile: QTile):
@@ -1024,7 +1021,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 j = n_block * self.tile_n + row
                 if j < loads.seqlen_k:
                     if cutlass.const_expr(pages is None):
-                        ptr = self._kv_row_ptr(mX, loads.mPageTable, loads.batch_idx, loads.head_kv, j)
+                        ptr = self._kv_row_ptr(mX, loads, j)
                     else:
                         ptr = (
                             mX.iterator
