@@ -21,7 +21,7 @@ one whose elements are pairs of 8-bit values along k, so Q and K (k = head dim) 
 through the 16-bit ``ldmatrix`` and the 16-bit forward's tiled MMA partitions; only the instruction
 differs (:func:`mma_m16n8k32`, inline PTX). P never leaves registers: a thread's S accumulators of
 four 8-column tiles are exactly the keys its A fragment of one 32-key step needs, in the order the
-quantizer gave Vᵀ's keys, so each register is two ``cvt.rn.satfinite.e4m3x2.f32`` (:func:`pack_p`).
+quantizer gave Vᵀ's keys, so each register is two ``cvt.rn.satfinite.e4m3x2.f32`` (:func:`fa4_sm120.convert8.pack_e4m3x4`).
 
 Per CTA (one ``tile_m`` block of query rows of one head), as :class:`fa4_sm120.fwd.FlashAttentionForwardSm120`
 (whose loads, masks, online softmax, LSE and O stores it reuses): S is scaled by the key block's scale
@@ -60,6 +60,7 @@ from fa4_core.mask import apply_mask
 from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
 from fa4_sm120.configs import Q8FwdConfig, fwd_codegen
+from fa4_sm120.convert8 import F32_MAGIC, F32_MAGIC_BITS, pack_e4m3x4
 from fa4_sm120.fwd import FlashAttentionForwardSm120, KVLoads, KVSource, QTile
 from fa4_sm120.limits import Q8_HEAD_DIMS, Q8_P_SCALE, Q8_PV_ACCUMS, Q8_QK_FORMATS
 from fa4_sm120.mma_sync import DTYPES, fake_stream, fake_tensor
@@ -77,11 +78,6 @@ _MMA = {
     ("fp8", "f32"): ("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32", 4, "f"),
     ("fp8", "f16"): ("mma.sync.aligned.m16n8k32.row.col.f16.e4m3.e4m3.f16", 2, "r"),
 }
-
-
-# int32 -> fp32 by the bit pattern of 1.5 * 2^23 (exact for |x| < 2^22)
-_F32_MAGIC = 12582912.0
-_F32_MAGIC_BITS = 0x4B400000
 
 
 def mma_m16n8k32(fmt: str, acc_type: str, acc: cute.Tensor, a: cute.Tensor, b: cute.Tensor) -> None:
@@ -110,22 +106,6 @@ def mma_m16n8k32(fmt: str, acc_type: str, acc: cute.Tensor, a: cute.Tensor, b: c
     )
     for i in range(n_acc):
         acc[i] = dtype(llvm.extractvalue(ty, res, [i]))
-
-
-def pack_p(x0: Float32, x1: Float32, x2: Float32, x3: Float32) -> Int32:
-    """Four fp32 values -> one register of four e4m3 (``x0`` in the lowest byte), saturated."""
-    return Int32(
-        llvm.inline_asm(
-            T.i32(),
-            [x.ir_value() for x in (x0, x1, x2, x3)],
-            "{ .reg .b16 lo, hi; cvt.rn.satfinite.e4m3x2.f32 lo, $2, $1; "
-            "cvt.rn.satfinite.e4m3x2.f32 hi, $4, $3; mov.b32 $0, {lo, hi}; }",
-            "=r,f,f,f,f",
-            has_side_effects=False,
-            is_align_stack=False,
-            asm_dialect=llvm.AsmDialect.AD_ATT,
-        )
-    )
 
 
 class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
@@ -486,9 +466,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         if cutlass.const_expr(self.qk_acc == "s32"):
             # int32 -> fp32 in place, exactly, without the quarter-rate I2F: |s| < 2^22 (head_dim *
             # 127 * 127 for head_dim <= 128), so the bits of s + 0x4B400000 are the float 1.5 * 2^23 + s
-            acc_S.store(acc_S.load() + Int32(_F32_MAGIC_BITS))
+            acc_S.store(acc_S.load() + Int32(F32_MAGIC_BITS))
             acc_Sf = cute.recast_tensor(acc_S, Float32)
-            acc_Sf.store((acc_Sf.load() - Float32(_F32_MAGIC)) * k_scale)
+            acc_Sf.store((acc_Sf.load() - Float32(F32_MAGIC)) * k_scale)
         else:
             acc_Sf.store(acc_S.load() * k_scale)
         acc_S_mn = acc_mn_view(acc_Sf)
@@ -513,7 +493,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
                 for kh in cutlass.range_constexpr(2):
                     for mh in cutlass.range_constexpr(2):
                         row, col = mh + 2 * m, 2 * (4 * kb + 2 * kh)
-                        rP[mh + 2 * kh, m, kb] = pack_p(
+                        rP[mh + 2 * kh, m, kb] = pack_e4m3x4(
                             acc_S_mn[row, col] * ps,
                             acc_S_mn[row, col + 1] * ps,
                             acc_S_mn[row, col + 2] * ps,

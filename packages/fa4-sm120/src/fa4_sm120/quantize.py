@@ -33,55 +33,15 @@ from __future__ import annotations
 import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
-from cutlass._mlir.dialects import llvm
-from cutlass.cutlass_dsl import T
 
 from fa4_sm120.configs import QuantizeConfig
+from fa4_sm120.convert8 import pack_e4m3x4, pack_s8x4
 from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, fake_stream, fake_tensor
 
-__all__ = ["QuantizeConfig", "Quantize8Sm120", "pack_e4m3x4", "pack_s8x4"]
+__all__ = ["QuantizeConfig", "Quantize8Sm120"]
 
 _MAX8 = {"int8": 127.0, "fp8": 448.0}
-_F32_MAGIC = 12582912.0  # 1.5 * 2^23: y + this has round-to-nearest-even(y) in its low bits
 _VEC = 8  # 16-bit elements per 16-byte vector
-
-
-def pack_e4m3x4(x0: Float32, x1: Float32, x2: Float32, x3: Float32) -> Int32:
-    """Four fp32 values -> one register of four e4m3 (``x0`` in the lowest byte), saturated, RNE."""
-    return Int32(
-        llvm.inline_asm(
-            T.i32(),
-            [x.ir_value() for x in (x0, x1, x2, x3)],
-            "{ .reg .b16 lo, hi; cvt.rn.satfinite.e4m3x2.f32 lo, $2, $1; "
-            "cvt.rn.satfinite.e4m3x2.f32 hi, $4, $3; mov.b32 $0, {lo, hi}; }",
-            "=r,f,f,f,f",
-            has_side_effects=False,
-            is_align_stack=False,
-            asm_dialect=llvm.AsmDialect.AD_ATT,
-        )
-    )
-
-
-def pack_s8x4(x0: Float32, x1: Float32, x2: Float32, x3: Float32) -> Int32:
-    """Four fp32 values in ``[-127, 127]`` -> one register of four int8 (``x0`` lowest), each rounded
-    to nearest even: the low byte of ``x + 1.5 * 2^23``'s bits is the two's complement of the rounded
-    value."""
-    b = [
-        cute.arch.fmin(cute.arch.fmax(x, Float32(-127.0)), Float32(127.0)) + Float32(_F32_MAGIC)
-        for x in (x0, x1, x2, x3)
-    ]
-    return Int32(
-        llvm.inline_asm(
-            T.i32(),
-            [x.ir_value() for x in b],
-            "{ .reg .b32 lo, hi; prmt.b32 lo, $1, $2, 0x0040; prmt.b32 hi, $3, $4, 0x0040; "
-            "prmt.b32 $0, lo, hi, 0x5410; }",
-            "=r,f,f,f,f",
-            has_side_effects=False,
-            is_align_stack=False,
-            asm_dialect=llvm.AsmDialect.AD_ATT,
-        )
-    )
 
 
 class Quantize8Sm120(MmaSyncKernel):
