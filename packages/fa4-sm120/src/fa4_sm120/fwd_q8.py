@@ -29,7 +29,8 @@ Per CTA (one ``tile_m`` block of query rows of one head), as :class:`fa4_sm120.f
 times ``p_scale`` goes to e4m3; the epilogue divides by the row sum and ``p_scale`` and multiplies by
 V's channel scales.
 
-Opt-in variants (:class:`~fa4_sm120.configs.Q8FwdConfig`'s fields; the tile table sets none):
+Code-generation variants (:class:`~fa4_sm120.configs.Q8FwdConfig`'s fields; the d64 row of
+``fa4_sm120.tiles.Q8_FWD_TILES`` sets the first two, the varlen form's d128 builds the second):
 ``q_in_regs`` (Q's A fragments loaded once per CTA), ``num_stages`` 2 (K and Vᵀ double-buffered:
 every block's loads issued one block ahead, one barrier per block instead of three), ``q8_b_split``
 and ``codegen.pv_split`` (K's / Vᵀ's B fragments loaded in groups of columns just before their MMAs),

@@ -184,9 +184,11 @@ def forward_quantized_varlen(v: Q8VarlenArgs):
     b = v.lens_q.numel()
 
     def rows(lens: torch.Tensor, cu: torch.Tensor):
-        """(batch index, position in its sequence) of each packed row of the sequences."""
-        batch = torch.repeat_interleave(torch.arange(b, device=dev), lens.to(dev))
-        return batch, torch.arange(batch.numel(), device=dev) - cu.long()[batch]
+        """(batch index, position in its sequence) of each packed row of the sequences, on the device
+        without a synchronisation (the total is known from the host's copy of the lengths)."""
+        total = int(lens.sum())
+        batch = torch.repeat_interleave(torch.arange(b, device=dev), cu[1:] - cu[:-1], output_size=total)
+        return batch, torch.arange(total, device=dev) - cu.long()[batch]
 
     def pad(x: torch.Tensor, idx, max_len: int) -> torch.Tensor:
         xp = x.new_zeros(b, max_len, *x.shape[1:])
@@ -194,7 +196,7 @@ def forward_quantized_varlen(v: Q8VarlenArgs):
         return xp
 
     iq, ik = rows(v.lens_q, v.cu_seqlens_q), rows(v.lens_k, v.cu_seqlens_k)
-    used = (v.lens_q.to(dev, torch.int32), v.lens_k.to(dev, torch.int32))
+    used = (v.cu_seqlens_q[1:] - v.cu_seqlens_q[:-1], v.cu_seqlens_k[1:] - v.cu_seqlens_k[:-1])  # int32
     padded = a._replace(
         q=pad(q, iq, v.max_seqlen_q),
         k=pad(k, ik, v.max_seqlen_k),

@@ -6,8 +6,8 @@ The recipe (``docs/quantized.md`` has the measurements behind each choice):
 
 * ``S = Q·Kᵀ`` in 8 bits with one scale per block of query rows (``block_q`` rows of one head) and one
   per block of keys (``block_k`` keys of one KV head): ``x8 = round(x * (1 / s))`` with ``s = amax(|x|)
-  * (1 / max8)`` over the block (``max8``: 448 for FP8 e4m3, 127 for INT8; the reciprocals in fp32). K is first **smoothed**: its mean
-  over the sequence, per KV head and channel, is subtracted; that shifts each query row's scores by
+  * (1 / max8)`` over the block (``max8``: 448 for FP8 e4m3, 127 for INT8; the reciprocals in fp32).
+  K is first **smoothed**: its mean over the sequence, per KV head and channel, is subtracted; that shifts each query row's scores by
   one constant (``q·mean``), which the softmax cancels, and removes the channel offsets that would
   otherwise set the scale of every block. The LSE of the smoothed scores is off by that constant
   times the softmax scale: :class:`QuantizedQKV` carries it (``lse_shift``), and the API adds it back.
