@@ -72,7 +72,7 @@ def measure(shape: dict, quick: bool) -> dict:
     flops = C.attn_flops(b, NHEADS, s, s, d, causal=causal)
     fns = {"fa4_bf16": lambda: flash_attn_func(q, k, v, causal=causal)}
     for qk, pv in variants(quick):
-        a = quantized_args(q, k, v, causal, None, (None, None), qk, pv, False)
+        a = quantized_args(q, k, v, causal, None, (None, None), None, 0.0, qk, pv, False)
         cfg, qkv = quantize_for(a)
         fns[f"q8_{qk}_{pv}_kernel"] = lambda cfg=cfg, qkv=qkv, a=a: launch_quantized(cfg, qkv, a)
         fns[f"q8_{qk}_{pv}_call"] = lambda qk=qk, pv=pv: quantized_attn_func(

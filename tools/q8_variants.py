@@ -154,7 +154,7 @@ def main(argv=None) -> int:
                             cfg = dataclasses.replace(cfg, launch_smem=launch)
                             row["sm120_regs"] = regs
                         # accuracy on the small problem
-                        qa = quantized_args(*small, causal, None, (None, None), qk, "fp32", False)
+                        qa = quantized_args(*small, causal, None, (None, None), None, 0.0, qk, "fp32", False)
                         qkv = quant.quantize(*small, qk=qk, block_q=cfg.tile_m, block_k=cfg.tile_n)
                         out, _ = launch_quantized(cfg, qkv, qa)
                         emu, _ = quant.emulate(qkv, causal=causal)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
                         )
                         del qkv, out, emu
                         # speed on the big problem (quantized once; quantization not timed)
-                        qb = quantized_args(*big, causal, None, (None, None), qk, "fp32", False)
+                        qb = quantized_args(*big, causal, None, (None, None), None, 0.0, qk, "fp32", False)
                         qkv = quant.quantize(*big, qk=qk, block_q=cfg.tile_m, block_k=cfg.tile_n)
                         ms = time_ms(_kernel_call(cfg, qkv, qb), a.warmup, a.reps)
                         del qkv

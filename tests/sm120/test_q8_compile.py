@@ -1,5 +1,6 @@
 """Every variant of the 8-bit forward that its tile table can pick (head dims 64/128 x causal x INT8/FP8
-Q·Kᵀ x fp32/fp16 P·V accumulation, bf16 output; fp16 output once) compiles for ``sm_120a`` on the CPU;
+Q·Kᵀ x fp32/fp16 P·V accumulation, bf16 output; fp16 output once; the varlen form's; windows, the
+softcap and sinks per head dim and format, :data:`FEATURES`) compiles for ``sm_120a`` on the CPU;
 its PTX has the 8-bit ``mma.sync.aligned.m16n8k32`` of its recipe (s8 with s32 accumulation or e4m3
 with f32; e4m3 with f32 or f16 for P·V), the e4m3 conversions of P, the 16-bit ``ldmatrix`` of every
 operand and no ``wgmma``/``stmatrix``; ``ptxas -arch=sm_120a -v`` assembles it without spills. The
@@ -31,6 +32,18 @@ VARIANTS = [
 VARIANTS += [
     q8_fwd_config("bfloat16", d, causal=c, qk=qk, pv_accum=acc, seqused=True)
     for d, c, qk, acc in itertools.product(Q8_FWD_TILES, (False, True), ("int8", "fp8"), ("fp32", "fp16"))
+]
+# windows, the softcap and sinks: each alone, then all of them with the varlen form's lengths and fp16
+# accumulation (the most registers)
+FEATURES = [
+    dict(causal=False, local=True, pv_accum="fp32"),
+    dict(causal=True, softcap=True, pv_accum="fp32"),
+    dict(causal=False, sink=True, pv_accum="fp16"),
+    dict(causal=True, local=True, softcap=True, sink=True, seqused=True, pv_accum="fp16"),
+]
+VARIANTS += [
+    q8_fwd_config("bfloat16", d, qk=qk, **f)
+    for d, qk, f in itertools.product(Q8_FWD_TILES, ("int8", "fp8"), FEATURES)
 ]
 
 # the alternatives to the table's rows that tools/q8_variants.py times (Q8FwdConfig fields replaced on
@@ -80,6 +93,9 @@ def _id(cfg: Q8FwdConfig) -> str:
             "-q_in_regs" if cfg.q_in_regs else "",
             f"-stages{cfg.num_stages}" if cfg.num_stages != 1 else "",
             "-seqused" if cfg.has_seqused_q else "",
+            "-local" if cfg.is_local else "",
+            "-softcap" if cfg.has_softcap else "",
+            "-sink" if cfg.has_sink else "",
         )
     )
     return (
@@ -126,11 +142,10 @@ def test_q8_variant_compiles_for_sm120a(cfg, tmp_path):
         ({"qk": "int4"}, "qk"),
         ({"pv_accum": "bf16"}, "pv_accum"),
         ({"head_dim": 96, "head_dim_v": 96}, "(head_dim, head_dim_v)"),
-        ({"is_local": True}, "is_local"),
         ({"varlen_q": True}, "varlen_q"),
         ({"pack_gqa": True, "qhead_per_kvhead": 2}, "pack_gqa"),
-        ({"has_softcap": True}, "has_softcap"),
-        ({"has_sink": True}, "has_sink"),
+        ({"paged_kv": True}, "paged_kv"),
+        ({"split_kv": True}, "split_kv"),
         ({"tile_n": 16}, "tile_n"),
         ({"num_stages": 3}, "num_stages"),
         ({"q8_b_split": 3}, "q8_b_split"),

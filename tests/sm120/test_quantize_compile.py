@@ -1,9 +1,10 @@
 """Every quantizer of the 8-bit forward that its tables can pick (``fa4_sm120.tiles.q8_quantize_configs``:
-head dims 64/128 x INT8/FP8 x fp16/bf16 input, Q with and without smoothing's shift, K, V; dense and
-padded batches with per-sequence lengths) compiles for ``sm_120a`` on the CPU; its PTX takes
-reciprocals with ``rcp.rn``/``div.rn`` (PyTorch's rounding, so the 8-bit values are the reference's
-bit for bit), converts with the instructions of its format, moves 16-byte vectors in, and ``ptxas
--arch=sm_120a -v`` assembles it without spills."""
+head dims 64/128 x INT8/FP8 x fp16/bf16 input, Q with and without smoothing's shift, K, V, and the
+statistics kernel of K's mean and V's channel scales; dense and padded batches with per-sequence
+lengths) compiles for ``sm_120a`` on the CPU; its PTX takes reciprocals with ``rcp.rn``/``div.rn``
+(PyTorch's rounding, so the 8-bit values are the reference's bit for bit), converts with the
+instructions of its format (the statistics: none; their CTAs combined through a gpu-scope counter),
+moves 16-byte vectors in, and ``ptxas -arch=sm_120a -v`` assembles it without spills."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from fa4_core.errors import UnsupportedConfigError
 from fa4_sm120.compile import ptxas_resources
 from fa4_sm120.configs import QuantizeConfig
 from fa4_sm120.limits import Q8_QK_FORMATS
-from fa4_sm120.quantize import Quantize8Sm120
+from fa4_sm120.quantize import Quantize8Sm120, QuantizeStatsSm120
 from fa4_sm120.tiles import Q8_FWD_TILES, q8_quantize_configs
 
 VARIANTS = sorted(
@@ -36,6 +37,7 @@ def _id(cfg: QuantizeConfig) -> str:
         f"{cfg.role}-{cfg.dtype}-d{cfg.head_dim}-b{cfg.block}-{cfg.fmt}"
         + ("-smooth" if cfg.smooth else "")
         + ("-seqused" if cfg.seqused else "")
+        + (f"-u{cfg.unroll}" if cfg.unroll != 1 else "")
     )
 
 
@@ -50,13 +52,16 @@ def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
     # the reciprocals IEEE-rounded (as PyTorch's 1 / x), never approximate
     assert ("div.rn.f32" in ptx or "rcp.rn.f32" in ptx) and "div.approx" not in ptx and "div.full" not in ptx
     assert "rcp.approx" not in ptx
-    if cfg.fmt == "fp8":
+    if cfg.role == "stats":  # fp32 sums and maxima only; the last CTA of a head found by a counter
+        assert "cvt.rn.satfinite" not in ptx and "prmt.b32" not in ptx
+        assert "atom.global" in ptx and "fence.acq_rel.gpu" in ptx
+    elif cfg.fmt == "fp8":
         assert "cvt.rn.satfinite.e4m3x2.f32" in ptx and "prmt.b32" not in ptx
     else:
         assert "prmt.b32" in ptx and "cvt.rn.satfinite.e4m3x2.f32" not in ptx
     assert "ld.global.v4" in ptx or "ld.global.nc.v4" in ptx  # 16-byte loads of the 16-bit input
     assert "mma" not in ptx
-    # Q and K reduce their block's amax over the CTA; V's transposition stays within each thread
+    # Q and K (and the statistics) reduce over the CTA; V's transposition stays within each thread
     assert ("bar.sync" in ptx) == (cfg.role != "v")
     res = ptxas_resources(str(tmp_path / ptx_files[0]))
     if res is None:  # no ptxas on PATH
@@ -78,6 +83,12 @@ def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
         ({"num_threads": 256}, "num_threads"),
         ({"block": 12}, "block"),
         ({"role": "v", "fmt": "fp8", "block": 48}, "block"),
+        ({"role": "stats", "fmt": "int8"}, "fmt"),
+        ({"role": "stats", "fmt": "fp8", "smooth": True}, "smooth"),
+        ({"role": "stats", "fmt": "fp8", "unroll": 0}, "unroll"),
+        ({"unroll": 2}, "unroll"),
+        ({"role": "stats", "fmt": "fp8", "block": 60, "unroll": 4}, "block"),  # passes of 8 rows
+        ({"role": "stats", "fmt": "fp8"}, "role"),  # Quantize8Sm120 leaves it to QuantizeStatsSm120
     ],
 )
 def test_quantizer_rejects_unsupported_configs(change, arg):
@@ -86,3 +97,9 @@ def test_quantizer_rejects_unsupported_configs(change, arg):
     with pytest.raises(UnsupportedConfigError, match=arg):
         Quantize8Sm120(cfg)
     assert not Quantize8Sm120.supports(cfg)
+
+
+def test_statistics_kernel_takes_only_the_statistics():
+    stats = QuantizeConfig("bfloat16", 128, 256, "stats", "fp8", unroll=4)
+    assert QuantizeStatsSm120.supports(stats)
+    assert not QuantizeStatsSm120.supports(QuantizeConfig("bfloat16", 128, 64, "q", "int8"))

@@ -3,7 +3,8 @@ on the same quantized tensors, the kernel's relative L1 error against exact fp32
 1.2x the emulation's (the kernel adds no error of its own), its LSE matches the emulation's, and on
 standard-normal inputs the default recipe (INT8 Q·Kᵀ) keeps cosine >= 0.999. Head dims 64/128,
 causal, GQA, odd lengths (1, 3, 77, 1000, 4097), both Q·Kᵀ formats, fp16 P·V accumulation, fp16 and
-bf16 inputs, "real-like" inputs; the varlen form sequence by sequence. Runs in well under two minutes
+bf16 inputs, "real-like" inputs, local windows, the softcap and learnable sinks (against
+``fa4_core.testing.attention_ref``); the varlen form sequence by sequence. Runs in well under two minutes
 (most of it the 8-bit compiles)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from fa4_core.testing import attention_ref  # noqa: E402
 from fa4_torch import quantized_attn_func  # noqa: E402
 from fa4_torch.launch_q8 import launch_quantized, quantize_for  # noqa: E402
 from fa4_torch.quant import attention_fp32, emulate, errors, real_like  # noqa: E402
@@ -41,14 +43,18 @@ def _id(c):
     return f"b{b}-sq{sq}-sk{sk}-h{h}/{hkv}-d{d}-{'causal' if causal else 'full'}-{qk}-{acc}-{str(dt)[6:]}"
 
 
-def _check(q, k, v, causal, qk, pv_accum, normal: bool):
-    a = quantized_args(q, k, v, causal, None, (None, None), qk, pv_accum, True)
+def _check(q, k, v, causal, qk, pv_accum, normal: bool, window=(None, None), softcap=0.0, sink=None):
+    a = quantized_args(q, k, v, causal, None, window, sink, softcap, qk, pv_accum, True)
     cfg, qkv = quantize_for(a)
     out, lse = launch_quantized(cfg, qkv, a)
     torch.cuda.synchronize()
     assert out.dtype == q.dtype and out.shape == q.shape
-    ref, ref_lse = attention_fp32(q.float(), k.float(), v.float(), causal=causal)
-    emu, emu_lse = emulate(qkv, causal=causal, pv_accum=pv_accum)
+    ref, ref_lse = attention_ref(
+        q, k, v, causal=causal, window_size=window, softcap=softcap, learnable_sink=sink
+    )
+    emu, emu_lse = emulate(
+        qkv, causal=causal, pv_accum=pv_accum, window_size=window, softcap=softcap, learnable_sink=sink
+    )
     seen = torch.isfinite(ref_lse).permute(0, 2, 1)  # (b, sq, h): rows that see a key
     assert torch.equal(torch.isfinite(lse), torch.isfinite(ref_lse))
     assert (out[~seen] == 0).all()
@@ -73,6 +79,71 @@ def test_q8_matches_its_emulation(case):
     k = torch.randn(b, sk, hkv, d, device="cuda", dtype=dt, generator=g)
     v = torch.randn(b, sk, hkv, d, device="cuda", dtype=dt, generator=g)
     _check(q, k, v, causal, qk, acc, normal=True)
+
+
+FEATURE_CASES = [
+    # (batch, seqlen_q, seqlen_k, nheads, nheads_kv, d, causal, window, softcap, sink, qk, pv_accum, dtype)
+    (1, 1000, 1000, 4, 2, 128, False, (128, 64), 0.0, False, "int8", "fp32", torch.bfloat16),
+    (1, 1000, 1000, 4, 4, 64, True, (200, None), 0.0, False, "fp8", "fp32", torch.bfloat16),
+    (2, 77, 1000, 4, 1, 128, False, (100, 0), 0.0, False, "int8", "fp16", torch.float16),
+    (1, 1000, 1000, 4, 2, 128, True, (None, None), 30.0, False, "int8", "fp32", torch.bfloat16),
+    (1, 4097, 4097, 2, 1, 64, False, (None, None), 15.0, False, "int8", "fp16", torch.float16),
+    (1, 1000, 1000, 4, 4, 128, False, (None, None), 20.0, False, "fp8", "fp32", torch.bfloat16),
+    (2, 77, 77, 4, 2, 128, False, (None, None), 0.0, True, "int8", "fp32", torch.bfloat16),
+    (
+        1,
+        1000,
+        77,
+        4,
+        4,
+        64,
+        True,
+        (None, None),
+        0.0,
+        True,
+        "fp8",
+        "fp32",
+        torch.bfloat16,
+    ),  # rows without keys
+    (1, 3, 3, 4, 2, 64, False, (None, None), 0.0, True, "int8", "fp16", torch.bfloat16),
+    (1, 1000, 1000, 4, 2, 128, True, (256, None), 20.0, True, "int8", "fp16", torch.bfloat16),
+    (1, 1000, 1000, 8, 2, 64, False, (300, 300), 25.0, True, "fp8", "fp32", torch.float16),
+]
+
+
+def _fid(c):
+    b, sq, sk, h, hkv, d, causal, window, softcap, sink, qk, acc, dt = c
+    return (
+        _id((b, sq, sk, h, hkv, d, causal, qk, acc, dt))
+        + f"-w{window[0]},{window[1]}-cap{softcap:g}"
+        + ("-sink" if sink else "")
+    )
+
+
+@pytest.mark.parametrize("case", FEATURE_CASES, ids=_fid)
+def test_q8_windows_softcap_sinks(case):
+    """Local windows, the softcap and learnable sinks: the 1.2x rule against the emulation of the same
+    features, the LSE (of the true scores, the sink's term included) within fp32 rounding of it."""
+    b, sq, sk, h, hkv, d, causal, window, softcap, sink, qk, acc, dt = case
+    g = torch.Generator(device="cuda").manual_seed(sq * 13 + sk + h)
+    q = torch.randn(b, sq, h, d, device="cuda", dtype=dt, generator=g)
+    k = torch.randn(b, sk, hkv, d, device="cuda", dtype=dt, generator=g) + 1.5  # smoothing matters
+    v = torch.randn(b, sk, hkv, d, device="cuda", dtype=dt, generator=g)
+    sinks = torch.randn(h, device="cuda", generator=g) * 2.0 if sink else None
+    _check(q, k, v, causal, qk, acc, normal=True, window=window, softcap=softcap, sink=sinks)
+
+
+@pytest.mark.parametrize("qk", ["int8", "fp8"])
+def test_q8_real_like_softcap_and_sinks(qk):
+    """K's large channel offsets make smoothing's shift large: the softcap and the sinks must see the
+    true scores (the shift added back before the cap, subtracted from the sink logit)."""
+    q, k, v = real_like(
+        1, 1000, 1000, 4, 2, 128, generator=torch.Generator().manual_seed(5), dtype=torch.bfloat16,
+        device="cuda",
+    )  # fmt: skip
+    sinks = torch.tensor([0.0, 3.0, -2.0, 8.0], device="cuda")
+    _check(q, k, v, True, qk, "fp32", normal=False, window=(400, None), softcap=30.0, sink=sinks)
+    _check(q, k, v, False, qk, "fp32", normal=False, sink=sinks)
 
 
 @pytest.mark.parametrize("qk", ["int8", "fp8"])
@@ -119,17 +190,19 @@ def test_sdpa_dropin():
 
 
 @pytest.mark.parametrize(
-    "sq,sk,h,hkv,d,causal,scalar",
+    "sq,sk,h,hkv,d,causal,scalar,features",
     [
-        (77, 1000, 8, 2, 128, True, False),
-        (1000, 1000, 4, 4, 64, False, True),
-        (3, 4097, 4, 1, 128, False, False),
+        (77, 1000, 8, 2, 128, True, False, {}),
+        (1000, 1000, 4, 4, 64, False, True, {}),
+        (3, 4097, 4, 1, 128, False, False, {}),
+        (1000, 1000, 4, 2, 128, True, False, dict(window_size=(300, None), softcap=20.0, sink=True)),
     ],
 )
-def test_fp8_inputs_flash_attn_func(sq, sk, h, hkv, d, causal, scalar):
+def test_fp8_inputs_flash_attn_func(sq, sk, h, hkv, d, causal, scalar, features):
     """FlashAttention-3's convention: float8_e4m3fn q, k, v with descales through ``flash_attn_func``:
     against the fp32 reference on the dequantized inputs, the kernel's relative L1 at most 1.2x the
-    emulation's of the same tensors (``quant.from_fp8``), the LSE within fp32 rounding of it, bf16 out."""
+    emulation's of the same tensors (``quant.from_fp8``), the LSE within fp32 rounding of it, bf16 out;
+    with a window, the softcap and sinks too."""
     from fa4_torch import flash_attn_func
     from fa4_torch.quant import from_fp8
 
@@ -145,17 +218,22 @@ def test_fp8_inputs_flash_attn_func(sq, sk, h, hkv, d, causal, scalar):
     else:
         qd, kd, vd = (torch.rand(b, hkv, device="cuda", generator=g) * 0.04 + 0.01 for _ in range(3))
         per = [qd, kd, vd]
+    window, softcap = features.get("window_size", (None, None)), features.get("softcap", 0.0)
+    sink = torch.randn(h, device="cuda", generator=g) if features.get("sink") else None
     out, lse = flash_attn_func(
-        q, k, v, causal=causal, return_lse=True, q_descale=qd, k_descale=kd, v_descale=vd
-    )
+        q, k, v, causal=causal, window_size=window, learnable_sink=sink, softcap=softcap, return_lse=True,
+        q_descale=qd, k_descale=kd, v_descale=vd,
+    )  # fmt: skip
     torch.cuda.synchronize()
     assert out.dtype == torch.bfloat16 and out.shape == (b, sq, h, d)
     rep = h // hkv
     qf = q.float() * per[0].repeat_interleave(rep, dim=1)[:, None, :, None]
     kf, vf = k.float() * per[1][:, None, :, None], v.float() * per[2][:, None, :, None]
-    ref, ref_lse = attention_fp32(qf, kf, vf, causal=causal)
+    ref, ref_lse = attention_ref(
+        qf, kf, vf, causal=causal, window_size=window, softcap=softcap, learnable_sink=sink
+    )
     qkv = from_fp8(q, k, v, *per, block_q=64, block_k=64)
-    emu, emu_lse = emulate(qkv, causal=causal)
+    emu, emu_lse = emulate(qkv, causal=causal, window_size=window, softcap=softcap, learnable_sink=sink)
     seen = torch.isfinite(ref_lse).permute(0, 2, 1)
     e_kernel, e_emu = errors(out[seen].float(), ref[seen]), errors(emu[seen], ref[seen])
     assert e_kernel["rel_l1"] <= 1.2 * e_emu["rel_l1"] + 1e-3, (e_kernel, e_emu)
@@ -164,14 +242,21 @@ def test_fp8_inputs_flash_attn_func(sq, sk, h, hkv, d, causal, scalar):
 
 
 @pytest.mark.parametrize(
-    "d, causal, qk",
-    [(128, False, "int8"), (128, True, "int8"), (64, True, "fp8"), (64, False, "int8")],
+    "d, causal, qk, features",
+    [
+        (128, False, "int8", {}),
+        (128, True, "int8", {}),
+        (64, True, "fp8", {}),
+        (64, False, "int8", {}),
+        (128, True, "int8", dict(window_size=(100, None), softcap=25.0, sink=True)),
+        (64, False, "fp8", dict(window_size=(64, 32), sink=True)),
+    ],
 )
-def test_quantized_varlen_matches_each_sequence(d, causal, qk):
+def test_quantized_varlen_matches_each_sequence(d, causal, qk, features):
     """``quantized_attn_varlen_func`` on packed sequences (empty ones, a query without keys, more keys
     than queries and the reverse, GQA): each sequence within the 1.2x rule against the emulation of
     that sequence quantized alone, its LSE within fp32 rounding of the emulation's, rows that see no
-    key zero with LSE -inf."""
+    key zero with LSE -inf (the sink's logit with a sink); with a window, the softcap and sinks too."""
     from fa4_sm120.tiles import q8_fwd_config
     from fa4_torch import quantized_attn_varlen_func
     from fa4_torch.quant import quantize
@@ -189,7 +274,12 @@ def test_quantized_varlen_matches_each_sequence(d, causal, qk):
     cu_k = torch.tensor(
         [0] + list(itertools.accumulate(y for _, y in lens)), dtype=torch.int32, device="cuda"
     )
-    out, lse = quantized_attn_varlen_func(q, k, v, cu_q, cu_k, causal=causal, qk=qk, return_lse=True)
+    window, softcap = features.get("window_size", (None, None)), features.get("softcap", 0.0)
+    sink = torch.randn(h, device="cuda", generator=g) if features.get("sink") else None
+    out, lse = quantized_attn_varlen_func(
+        q, k, v, cu_q, cu_k, causal=causal, window_size=window, learnable_sink=sink, softcap=softcap, qk=qk,
+        return_lse=True,
+    )  # fmt: skip
     torch.cuda.synchronize()
     assert out.shape == q.shape and lse.shape == (h, q.shape[0])
     assert (out[tq:] == 0).all() and torch.isneginf(lse[:, tq:]).all()
@@ -200,14 +290,16 @@ def test_quantized_varlen_matches_each_sequence(d, causal, qk):
         sq, sk = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
         qi, ki, vi = q[sq][None], k[sk][None], v[sk][None]
         o_i, l_i = out[sq], lse[:, sq]
-        ref, ref_lse = attention_fp32(qi.float(), ki.float(), vi.float(), causal=causal)
+        ref, ref_lse = attention_ref(
+            qi, ki, vi, causal=causal, window_size=window, softcap=softcap, learnable_sink=sink
+        )
         seen = torch.isfinite(ref_lse[0]).t()  # (nq, h)
         assert torch.equal(torch.isfinite(l_i), torch.isfinite(ref_lse[0]))
         assert (o_i[~seen] == 0).all()
         if not seen.any():
             continue
         qkv = quantize(qi, ki, vi, qk=qk, block_q=cfg.tile_m, block_k=cfg.tile_n)
-        emu, emu_lse = emulate(qkv, causal=causal)
+        emu, emu_lse = emulate(qkv, causal=causal, window_size=window, softcap=softcap, learnable_sink=sink)
         e_kernel = errors(o_i[seen].float(), ref[0][seen])
         e_emu = errors(emu[0][seen], ref[0][seen])
         assert e_kernel["rel_l1"] <= 1.2 * e_emu["rel_l1"] + 1e-3, (i, e_kernel, e_emu)

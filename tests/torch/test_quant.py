@@ -82,6 +82,29 @@ def test_smoothing_and_its_lse_shift_on_real_like_inputs():
     assert (lse.double() - ref_lse).abs().max() < 0.1  # the shift q·mean added back
 
 
+@pytest.mark.parametrize(
+    "causal, window, softcap, sink",
+    [(False, (None, None), 20.0, False), (False, (None, None), 0.0, True), (True, (64, None), 15.0, True)],
+)
+def test_emulation_softcap_and_sinks_see_the_true_scores(causal, window, softcap, sink):
+    # real-like K: smoothing shifts every row's scores by q·mean (large here); the softcap and the sink
+    # logit must see the scores with that shift added back, or the result is far from the reference
+    from fa4_core.testing import attention_ref
+
+    q, k, v = real_like(1, 256, 256, 4, 2, 128, generator=torch.Generator().manual_seed(2))
+    sinks = torch.tensor([0.0, 4.0, -3.0, 12.0]) if sink else None
+    ref, ref_lse = attention_ref(
+        q.double(), k.double(), v.double(), causal=causal, window_size=window, softcap=softcap,
+        learnable_sink=sinks,
+    )  # fmt: skip
+    x = quantize(q, k, v, qk="int8")
+    assert x.lse_shift.abs().max() > 5.0  # the case smoothing changes
+    out, lse = emulate(x, causal=causal, window_size=window, softcap=softcap, learnable_sink=sinks)
+    e = errors(out, ref)
+    assert e["cosine"] >= 0.998, e
+    assert (lse.double() - ref_lse).abs().max() < 0.1
+
+
 @pytest.mark.parametrize("sq, sk", [(1, 1), (3, 77), (77, 3), (1000, 1000)])
 def test_emulation_causal_gqa_odd_lengths(sq, sk):
     q, k, v = _normal(1, sq, sk, 4, 2, 64, seed=sq + sk)
@@ -120,18 +143,19 @@ def _qkv(**kw):
     [
         ({"qk": "int4"}, "qk"),
         ({"pv_accum": "bf16"}, "pv_accum"),
-        ({"window_size": (16, 0)}, None),
+        ({"window_size": (-2, 0)}, r"window_size\[0\]"),
+        ({"window_size": (16,)}, "window_size"),
         ({"softmax_scale": -1.0}, "softmax_scale"),
+        ({"softcap": -1.0}, "softcap"),
+        ({"softcap": float("inf")}, "softcap"),
+        ({"learnable_sink": torch.zeros(3)}, r"learnable_sink.shape"),
+        ({"learnable_sink": torch.zeros(2, dtype=torch.float64)}, r"learnable_sink.dtype"),
     ],
 )
 def test_quantized_attn_func_typed_errors(kwargs, match):
     q, k, v = _qkv()
-    if match is None:
-        with pytest.raises(NotImplementedError, match="window"):
-            quantized_attn_func(q, k, v, **kwargs)
-    else:
-        with pytest.raises(UnsupportedConfigError, match=match):
-            quantized_attn_func(q, k, v, **kwargs)
+    with pytest.raises(UnsupportedConfigError, match=match):
+        quantized_attn_func(q, k, v, **kwargs)
 
 
 def test_quantized_attn_func_rejects_shapes_and_dtypes():
@@ -251,6 +275,15 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
     quantizers = {}
 
     def fake_quantizer(cfg, device):
+        if cfg.role == "stats":  # K's mean and V's channel scales
+
+            def stats(k_, v_, part, count, mean, v_scale, used, v_inv):
+                quantizers[cfg.role] = (cfg, k_, v_, part, count, mean, v_scale, used, v_inv)
+                mean.copy_(k_.float().mean(dim=1))
+                v_scale.fill_(2.0)
+
+            return stats
+
         def fn(x, x8, scale, mean, shift, used, softmax_scale):
             quantizers[cfg.role] = (cfg, x, x8, scale, mean, shift, softmax_scale)
             x8.zero_()
@@ -266,11 +299,12 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
     monkeypatch.setattr(validate, "check_devices", lambda q, named: None)  # the seam: CPU tensors
     q = torch.randn(2, 77, 4, d, dtype=torch.bfloat16)
     k, v = (torch.randn(2, 100, 2, d, dtype=torch.bfloat16) for _ in range(2))
-    a = quantized_args(q, k, v, causal, None, (None, None), "int8", "fp32", True)
+    a = quantized_args(q, k, v, causal, None, (None, None), None, 0.0, "int8", "fp32", True)
     cfg, qkv = launch_q8.quantize_for(a)
     out, lse = launch_q8.launch_quantized(cfg, qkv, a)
-    q8, k8, vt, qs, ks, vs, o, l_, used_q, used_k, scale = seen["args"]
+    q8, k8, vt, qs, ks, vs, o, l_, used_q, used_k, shift, sink, scale, left, right, softcap = seen["args"]
     assert used_q is None and used_k is None and not seen["cfg"].has_seqused_q
+    assert shift is None and sink is None and (left, right, softcap) == (-1, -1, 0.0)
     assert seen["cfg"].is_causal == causal and seen["cfg"].head_dim == d
     assert q8.dtype == k8.dtype == vt.dtype == o.dtype == torch.bfloat16
     assert q8.shape == (2, 77, 4, d // 2) and k8.shape == (2, 100, 2, d // 2)
@@ -281,13 +315,18 @@ def test_launch_passes_the_kernels_arguments(monkeypatch, d, causal):
         assert t.stride(-1) == 1 and all(st % 8 == 0 for st in t.stride()[:-1])
     assert torch.equal(lse, l_ + qkv.lse_shift) and (qkv.lse_shift == 0.5).all()
     # the quantizers: one per tensor, the 8-bit outputs as int32 views, blocks = the kernel's tiles
-    assert set(quantizers) == {"q", "k", "v"}
+    assert set(quantizers) == {"q", "k", "v", "stats"}
+    cs, ks_, vs_, part, count, smean, svs, sused, v_inv = quantizers["stats"]
+    assert ks_ is k and vs_ is v and sused is None and svs is qkv.v_scale and (svs == 2.0).all()
+    assert part.dtype == torch.float32 and part.shape == (2, 2, -(-100 // cs.block), 2 * d)
+    assert count.dtype == torch.int32 and count.shape == (2, 2) and v_inv == pytest.approx(1 / 448)
     cq, xq, q8i, qsc, mean, shift, sc = quantizers["q"]
     assert (
         cq.block == cfg.tile_m and cq.fmt == "int8" and cq.smooth and xq is q and sc == pytest.approx(d**-0.5)
     )
     assert q8i.dtype == torch.int32 and q8i.shape == (2, 77, 4, d // 4) and shift is qkv.lse_shift
     assert mean.shape == (2, 2, d) and torch.allclose(mean, k.float().mean(dim=1))
+    assert mean is smean
     ck, xk, k8i, ksc, kmean, kshift, _ = quantizers["k"]
     assert ck.block == cfg.tile_n and ck.smooth and xk is k and kmean is mean and kshift is None
     cv, xv, vti, vsc, _, _, _ = quantizers["v"]
@@ -341,10 +380,10 @@ def test_from_fp8_emulation_is_attention_on_the_dequantized_inputs():
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [
-        (dict(learnable_sink=torch.zeros(4)), UnsupportedConfigError, "learnable_sink"),
-        (dict(softcap=5.0), UnsupportedConfigError, "softcap"),
+        (dict(learnable_sink=torch.zeros(3)), UnsupportedConfigError, "learnable_sink.shape"),
+        (dict(softcap=-5.0), UnsupportedConfigError, "softcap"),
         (dict(num_splits=2), UnsupportedConfigError, "num_splits"),
-        (dict(window_size=(8, 0)), NotImplementedError, "window"),
+        (dict(window_size=(8, -3)), UnsupportedConfigError, r"window_size\[1\]"),
         (dict(k_descale=torch.ones(2, 2)), UnsupportedConfigError, r"k_descale.shape=\(2, 2\)"),
         (dict(v_descale=torch.ones(1, 2, dtype=torch.float64)), UnsupportedConfigError, "v_descale.dtype"),
         (dict(q_descale=-torch.ones(1, 2)), UnsupportedConfigError, "q_descale"),
@@ -406,7 +445,9 @@ def _varlen(lens_q, lens_k, h=4, hkv=2, d=64, extra=0):
         (dict(max_seqlen_q=4), UnsupportedConfigError, "longest query sequence"),
         (dict(max_seqlen_k=-1), UnsupportedConfigError, "max_seqlen_k"),
         (dict(qk="int4"), UnsupportedConfigError, "qk"),
-        (dict(window_size=(8, 0)), NotImplementedError, "window"),
+        (dict(window_size=(8, 0, 1)), UnsupportedConfigError, "window_size"),
+        (dict(learnable_sink=torch.zeros(2)), UnsupportedConfigError, "learnable_sink.shape"),
+        (dict(softcap=-1.0), UnsupportedConfigError, "softcap"),
     ],
 )
 def test_quantized_varlen_typed_errors(monkeypatch, change, exc, match):
@@ -439,6 +480,16 @@ def test_quantized_varlen_scatters_and_gathers(monkeypatch, causal):
     seen, quantized = {}, {}
 
     def fake_quantizer(cfg, device):
+        if cfg.role == "stats":  # K's mean and V's channel scales: over the padded K and V
+
+            def stats(k_, v_, part, count, mean, v_scale, used, v_inv):
+                quantized[cfg.role] = (cfg, k_.clone(), used.clone())
+                quantized["stats-v"] = (cfg, v_.clone(), used.clone())
+                mean.zero_()
+                v_scale.fill_(1.0)
+
+            return stats
+
         def fn(x, x8, scale, mean, shift, used, softmax_scale):
             quantized[cfg.role] = (cfg, x.clone(), used.clone())
             x8.zero_()
@@ -450,7 +501,7 @@ def test_quantized_varlen_scatters_and_gathers(monkeypatch, causal):
         return fn
 
     def fake_kernel(cfg, device):
-        def fn(q8, k8, vt, qs, ks, vs, out, lse, used_q, used_k, scale):
+        def fn(q8, k8, vt, qs, ks, vs, out, lse, used_q, used_k, shift, sink, scale, left, right, softcap):
             seen.update(cfg=cfg, used_q=used_q.clone(), used_k=used_k.clone())
             b, s, h, d = out.shape
             val = (
@@ -468,7 +519,13 @@ def test_quantized_varlen_scatters_and_gathers(monkeypatch, causal):
     assert seen["cfg"].has_seqused_q and seen["cfg"].has_seqused_k and seen["cfg"].is_causal == causal
     assert seen["used_q"].tolist() == lens_q and seen["used_k"].tolist() == lens_k
     # the padded batch the quantizers saw: (4, 70, heads, d), each sequence first, zeros after it
-    for role, x, lens, cu in (("q", q, lens_q, cu_q), ("k", k, lens_k, cu_k), ("v", v, lens_k, cu_k)):
+    for role, x, lens, cu in (
+        ("q", q, lens_q, cu_q),
+        ("k", k, lens_k, cu_k),
+        ("v", v, lens_k, cu_k),
+        ("stats", k, lens_k, cu_k),
+        ("stats-v", v, lens_k, cu_k),
+    ):
         cfg, xp, used = quantized[role]
         assert cfg.seqused and used.tolist() == lens and xp.shape == (4, max(lens), *x.shape[1:])
         for i, n in enumerate(lens):

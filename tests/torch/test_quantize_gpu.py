@@ -1,9 +1,13 @@
 """The 8-bit forward's quantizer kernels (``fa4_sm120.quantize``, through
 ``fa4_torch.launch_q8.quantize_device``) against their PyTorch reference ``fa4_torch.quant.quantize``:
 the 8-bit values, the block and channel scales and V's transposed, permuted, zero-padded layout are
-bit for bit the reference's; smoothing's LSE shift (a sum in another order) agrees to fp32 rounding.
-Both Q·Kᵀ formats, head dims 64/128, fp16/bf16, GQA, odd and empty lengths, strided (SDPA-layout)
-inputs, all-zero blocks and "real-like" inputs with large channel offsets."""
+bit for bit the reference's given the statistics kernel's K mean (a sum in another order than
+``torch.mean``'s); smoothing's LSE shift (a sum in another order) agrees to fp32 rounding. The
+statistics themselves against fp64: V's channel scales bit for bit ``quant.v_channel_scales``, K's mean
+within the fp32 summation bound, the same on every call; with per-sequence lengths (padded batches)
+over each sequence's rows only. Both Q·Kᵀ formats, head dims 64/128, fp16/bf16, GQA, odd and empty
+lengths, strided (SDPA-layout) inputs, all-zero blocks and "real-like" inputs with large channel
+offsets."""
 
 from __future__ import annotations
 
@@ -12,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from fa4_sm120.tiles import q8_fwd_config  # noqa: E402
-from fa4_torch.launch_q8 import quantize_device  # noqa: E402
-from fa4_torch.quant import quantize, real_like  # noqa: E402
+from fa4_torch import launch_q8  # noqa: E402
+from fa4_torch.quant import quantize, real_like, v_channel_scales  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(300)]
 
@@ -34,14 +38,56 @@ def _id(c):
     return f"b{b}-sq{sq}-sk{sk}-h{h}/{hkv}-d{d}-{qk}-{str(dt)[6:]}"
 
 
+def _quantize_device(q, k, v, **kw):
+    """``quantize_device``'s tensors and the K mean its statistics kernel wrote (None without keys)."""
+    seen = {}
+    real = launch_q8.quantize_kernel
+
+    def spy(cfg, dev):
+        fn = real(cfg, dev)
+        if cfg.role != "stats":
+            return fn
+
+        def call(*args):
+            seen["mean"] = args[4]  # (k, v, partials, counter, mean, v_scale, seqused_k, 1 / v_max)
+            return fn(*args)
+
+        return call
+
+    launch_q8.quantize_kernel = spy
+    try:
+        got = launch_q8.quantize_device(q, k, v, **kw)
+    finally:
+        launch_q8.quantize_kernel = real
+    return got, seen.get("mean")
+
+
+def _check_mean(mean, k, lens):
+    """K's mean against fp64: sequence ``b`` over its first ``lens[b]`` keys (0 for none), within the
+    fp32 bound of any summation order, ``(n - 1) u sum|k|`` for ``n`` keys (``u = 2^-24``), plus the
+    division's rounding: ``(n + 1) u mean|k|``."""
+    for i, n in enumerate(lens):
+        if n == 0:
+            assert torch.equal(mean[i], torch.zeros_like(mean[i])), f"sequence {i}: no keys, mean 0"
+            continue
+        kd = k[i, :n].double()
+        ref, bound = kd.mean(0), (n + 1) * 2.0**-24 * kd.abs().mean(0)
+        err = (mean[i].double() - ref).abs()
+        assert (err <= bound).all(), f"sequence {i}: {(err / bound).max().item():.2f}x the fp32 bound"
+
+
 def _compare(q, k, v, qk, pv_accum="fp32", causal=False):
     cfg = q8_fwd_config(str(q.dtype)[6:], q.shape[-1], causal=causal, qk=qk, pv_accum=pv_accum)
     scale = q.shape[-1] ** -0.5
-    got = quantize_device(q, k, v, qk=qk, softmax_scale=scale, pv_accum=pv_accum)
+    got, mean = _quantize_device(q, k, v, qk=qk, softmax_scale=scale, pv_accum=pv_accum)
     assert (got.block_q, got.block_k) == (cfg.tile_m, cfg.tile_n)  # the forward's tiles
+    torch.cuda.synchronize()
+    if k.shape[1] > 0:
+        _check_mean(mean, k, [k.shape[1]] * k.shape[0])
     ref = quantize(
-        q, k, v, qk=qk, block_q=cfg.tile_m, block_k=cfg.tile_n, softmax_scale=scale, pv_accum=pv_accum
-    )
+        q, k, v, qk=qk, block_q=cfg.tile_m, block_k=cfg.tile_n, softmax_scale=scale, pv_accum=pv_accum,
+        mean=mean,
+    )  # fmt: skip
     torch.cuda.synchronize()
     for name in ("q8", "k8", "vt8"):
         a, b = getattr(got, name), getattr(ref, name)
@@ -90,3 +136,64 @@ def test_quantizer_strided_inputs_and_zero_blocks():
     v[:, :, 1] = 0  # an all-zero channel: scale 1
     _compare(q, k, v, "int8")
     _compare(q, k, v, "fp8")
+
+
+STATS_CASES = [
+    # (keys per sequence; None: a dense batch, else seqused_k over keys padded to the longest), nheads,
+    # nheads_kv, d, dtype, pv_accum: lengths 0, 1, 77, 4097 (one CTA's rows plus one), GQA, both heads dims
+    # and input types, and fp16 accumulation's V range
+    ([4097, 0, 77, 1], 4, 2, 64, torch.bfloat16, "fp32"),
+    ([1, 1000, 0], 8, 1, 128, torch.float16, "fp16"),
+    ([300, 513], 2, 2, 64, torch.float16, "fp32"),
+    (None, 6, 2, 128, torch.bfloat16, "fp16"),  # dense, 4097 keys
+]
+
+
+def _stats_id(c):
+    lens, h, hkv, d, dt, pv = c
+    return f"{'dense' if lens is None else '-'.join(map(str, lens))}-h{h}/{hkv}-d{d}-{str(dt)[6:]}-{pv}"
+
+
+@pytest.mark.parametrize("case", STATS_CASES, ids=_stats_id)
+def test_statistics_against_fp64(case):
+    """K's mean and V's channel scales of the statistics kernel, over each sequence's keys only (the
+    padding past them holds large values that would show if read), the same on every call; with
+    per-sequence lengths also the 8-bit K and V of each sequence bit for bit the reference's on its
+    keys given that mean."""
+    lens, h, hkv, d, dt, pv_accum = case
+    b, sk = (2, 4097) if lens is None else (len(lens), max(lens))
+    lens = [sk] * b if lens is None else lens
+    g = torch.Generator(device="cuda").manual_seed(sk + d)
+    q = torch.randn(b, 5, h, d, device="cuda", dtype=dt, generator=g)
+    k = torch.randn(b, sk, hkv, d, device="cuda", dtype=dt, generator=g) + 3.0
+    v = torch.randn(b, sk, hkv, d, device="cuda", dtype=dt, generator=g)
+    used = None
+    if case[0] is not None:
+        for i, n in enumerate(lens):
+            k[i, n:] = 1000.0
+            v[i, n:] = -1000.0
+        used = (
+            torch.full((b,), 5, dtype=torch.int32, device="cuda"),
+            torch.tensor(lens, dtype=torch.int32, device="cuda"),
+        )
+    kw = dict(qk="int8", softmax_scale=d**-0.5, pv_accum=pv_accum, seqused=used)
+    got, mean = _quantize_device(q, k, v, **kw)
+    again, mean2 = _quantize_device(q, k, v, **kw)
+    torch.cuda.synchronize()
+    assert torch.equal(mean, mean2) and torch.equal(got.v_scale, again.v_scale)  # deterministic
+    _check_mean(mean, k, lens)
+    block_k = got.block_k
+    for i, n in enumerate(lens):
+        ref_scale = v_channel_scales(v[i : i + 1, :n], pv_accum, block_k)[0]
+        assert torch.equal(got.v_scale[i], ref_scale), f"sequence {i}: V's channel scales"
+        if n == 0 or used is None:
+            continue
+        ref = quantize(
+            q[i : i + 1], k[i : i + 1, :n], v[i : i + 1, :n], qk="int8", block_q=got.block_q,
+            block_k=block_k, softmax_scale=d**-0.5, pv_accum=pv_accum, mean=mean[i : i + 1],
+        )  # fmt: skip
+        assert torch.equal(got.k8[i, :n].view(torch.uint8), ref.k8[0].view(torch.uint8)), f"sequence {i}: k8"
+        assert torch.equal(got.k_scale[i, :, : ref.k_scale.shape[-1]], ref.k_scale[0]), f"sequence {i}"
+        skp = ref.vt8.shape[-1]
+        assert torch.equal(got.vt8[i, ..., :skp].view(torch.uint8), ref.vt8[0].view(torch.uint8)), i
+        assert not got.vt8[i, ..., skp:].view(torch.uint8).any(), f"sequence {i}: V's padding"

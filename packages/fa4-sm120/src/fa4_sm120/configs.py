@@ -158,6 +158,12 @@ class Q8FwdConfig(FwdConfig):
     q8_b_split: int = 1
 
     @property
+    def reads_lse_shift(self) -> bool:
+        """Whether the kernel reads smoothing's per-row shift (``mShift``): the softcap and the sinks
+        need the true scores; its LSE is then the true scores' (else the smoothed scores')."""
+        return self.has_softcap or self.has_sink
+
+    @property
     def smem_bytes(self) -> int:
         return q8_fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
 
@@ -319,16 +325,18 @@ class CombineConfig:
     num_warps: int = 4
 
 
-QUANTIZE_ROLES = ("q", "k", "v")
+QUANTIZE_ROLES = ("q", "k", "v", "stats")
 
 
 @dataclass(frozen=True)
 class QuantizeConfig:
     """The 8-bit quantizer of one of Q, K, V (:mod:`fa4_sm120.quantize`): the 16-bit input ``dtype``,
-    ``head_dim``, ``block`` (rows per scale for Q and K; keys per CTA for V, a multiple of 32), the
-    8-bit ``fmt`` (``"int8"`` or ``"fp8"``; V is always ``"fp8"``), ``smooth`` (Q: also write the
-    LSE shift ``softmax_scale * q·mean_k``; K: subtract the mean first) and ``seqused`` (sequence ``b``
-    is the first ``seqused[b]`` rows of the input: padded batches)."""
+    ``head_dim``, ``block`` (rows per scale for Q and K; keys per CTA for V, a multiple of 32; for
+    ``role="stats"``, K's mean and V's channel scales in one pass, the keys per CTA), the 8-bit ``fmt``
+    (``"int8"`` or ``"fp8"``; V and the statistics are always ``"fp8"``), ``smooth`` (Q: also write the
+    LSE shift ``softmax_scale * q·mean_k``; K: subtract the mean first), ``seqused`` (sequence ``b``
+    is the first ``seqused[b]`` rows of the input: padded batches) and ``unroll`` (the statistics: the
+    rows whose 16-byte K and V vectors each thread loads before it adds them in; 1 for the others)."""
 
     dtype: str
     head_dim: int
@@ -338,6 +346,7 @@ class QuantizeConfig:
     smooth: bool = False
     seqused: bool = False  # sequence b is its first mSeqUsed[b] rows (padded batches)
     num_threads: int = 128
+    unroll: int = 1
 
     def check(self) -> None:
         if self.dtype not in DTYPE_NAMES:
@@ -346,10 +355,12 @@ class QuantizeConfig:
             raise unsupported("head_dim", self.head_dim, f"one of {Q8_HEAD_DIMS}")
         if self.role not in QUANTIZE_ROLES:
             raise unsupported("role", self.role, ", ".join(QUANTIZE_ROLES))
-        if self.fmt not in Q8_QK_FORMATS or (self.role == "v" and self.fmt != "fp8"):
-            raise unsupported("fmt", self.fmt, "'fp8' for V; 'int8' or 'fp8' for Q and K")
-        if self.role == "v" and self.smooth:
-            raise unsupported("smooth", True, "False for V")
+        if self.fmt not in Q8_QK_FORMATS or (self.role in ("v", "stats") and self.fmt != "fp8"):
+            raise unsupported("fmt", self.fmt, "'fp8' for V and the statistics; 'int8' or 'fp8' for Q and K")
+        if self.role in ("v", "stats") and self.smooth:
+            raise unsupported("smooth", True, "False for V and the statistics")
+        if self.unroll < 1 or (self.role != "stats" and self.unroll != 1):
+            raise unsupported("unroll", self.unroll, "a positive number for the statistics, 1 otherwise")
         if self.num_threads != 128:
             raise unsupported("num_threads", self.num_threads, "128")
         if self.block <= 0 or self.block % self.block_multiple:
@@ -357,10 +368,13 @@ class QuantizeConfig:
 
     @property
     def block_multiple(self) -> int:
-        """Blocks are multiples of this: whole 32-key groups (V), or a number of rows of which each
-        thread moves the same number of 16-byte vectors (Q, K)."""
+        """Blocks are multiples of this: whole 32-key groups (V), a number of rows of which each thread
+        moves the same number of 16-byte vectors (Q, K), or the rows of the CTA's ``unroll`` passes
+        (the statistics: ``num_threads / (head_dim / 8)`` rows a pass)."""
         if self.role == "v":
             return 32
+        if self.role == "stats":
+            return self.num_threads // (self.head_dim // 8) * self.unroll
         m = 1
         while (m * self.head_dim // 8) % self.num_threads:
             m += 1

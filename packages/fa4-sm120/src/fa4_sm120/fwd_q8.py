@@ -36,11 +36,19 @@ every block's loads issued one block ahead, one barrier per block instead of thr
 and ``codegen.pv_split`` (K's / Vᵀ's B fragments loaded in groups of columns just before their MMAs),
 ``tile_n`` 32 (Vᵀ rows of 16 16-bit elements: 32 query rows per warp without spills).
 
-Supported: non-causal and causal (bottom-right), MHA/GQA/MQA (no pack-GQA), head dims 64 and 128
-(``head_dim == head_dim_v``), any lengths, and per-sequence lengths within a padded batch
+Supported: non-causal and causal (bottom-right), local windows (``is_local``: ``window_left`` /
+``window_right``, the 16-bit forward's masks and block ranges), MHA/GQA/MQA (no pack-GQA), head dims
+64 and 128 (``head_dim == head_dim_v``), any lengths, per-sequence lengths within a padded batch
 (``has_seqused_q`` / ``has_seqused_k``: ``mSeqUsedQ``, ``mSeqUsedK (batch,)`` int32; the quantizer
-writes Vᵀ's keys past a sequence's length as zeros). Not (typed errors): windows, packed varlen
-(``cu_seqlens``), paged K/V, split-KV, softcap, sinks.
+writes Vᵀ's keys past a sequence's length as zeros), the softcap and learnable sinks. Both need the
+true scores, not the smoothed ones (K's mean subtracted shifts row ``i``'s scores by the quantizer's
+``shift[i] = softmax_scale * q_i·mean``, which the softmax cancels but ``tanh`` and a sink logit do
+not): with ``has_softcap`` or ``has_sink`` (``cfg.reads_lse_shift``) the kernel reads ``mShift
+(batch, nheads, seqlen_q)``; the softcap applies ``softcap * tanh((s * q_scale * k_scale *
+softmax_scale + shift) / softcap)``, a sink logit (``mSink (nheads,)`` fp32) is compared with the
+smoothed scores as ``sink - shift``; the LSE is then the true scores' (else the smoothed ones', to
+which the caller adds ``shift``). Not (typed errors): packed varlen (``cu_seqlens``), paged K/V,
+split-KV, pack-GQA.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ from fa4_core.seqlen_info import SeqlenInfoQK
 from fa4_core.softmax import LOG2_E, OnlineSoftmax
 from fa4_sm120.configs import Q8FwdConfig, fwd_codegen
 from fa4_sm120.convert8 import F32_MAGIC, F32_MAGIC_BITS, pack_e4m3x4
-from fa4_sm120.fwd import FlashAttentionForwardSm120, KVLoads, KVSource, QTile
+from fa4_sm120.fwd import FlashAttentionForwardSm120, KVLoads, KVSource, QTile, ScoreParams
 from fa4_sm120.limits import Q8_HEAD_DIMS, Q8_P_SCALE, Q8_PV_ACCUMS, Q8_QK_FORMATS
 from fa4_sm120.mma_sync import DTYPES, fake_stream, fake_tensor
 
@@ -139,7 +147,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             raise unsupported("num_stages", cfg.num_stages, "1 or 2 (K and Vᵀ double-buffered)")
         if cfg.q8_b_split not in (1, 2, 4) or (cfg.tile_n // 8) % (2 * cfg.q8_b_split):
             raise unsupported("q8_b_split", cfg.q8_b_split, "1, 2 or 4, dividing tile_n / 16")
-        for name in ("is_local", "pack_gqa", "varlen_q", "varlen_k", "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink", "warp_split_n",
+        for name in ("pack_gqa", "varlen_q", "varlen_k", "paged_kv", "kv_batch_idx", "split_kv", "warp_split_n",
                      "kv_dtype"):  # fmt: skip
             if getattr(cfg, name):
                 raise unsupported(name, True, "False: the 8-bit forward has no such variant")
@@ -166,7 +174,12 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         mLSE: cute.Tensor,
         mSeqUsedQ,
         mSeqUsedK,
+        mShift,
+        mSink,
         softmax_scale: Float32,
+        window_left: Int32,
+        window_right: Int32,
+        softcap: Float32,
         stream,
     ):
         cfg = self.cfg
@@ -188,7 +201,13 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             mLSE,
             mSeqUsedQ,
             mSeqUsedK,
+            mShift,
+            mSink,
             softmax_scale * LOG2_E,
+            softmax_scale / softcap if cutlass.const_expr(cfg.has_softcap) else softmax_scale,
+            softcap,
+            window_left,
+            window_right,
             sQ_layout,
             sO_layout,
             sK_layout,
@@ -237,7 +256,13 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         mLSE: cute.Tensor,
         mSeqUsedQ,
         mSeqUsedK,
+        mShift,
+        mSink,
         scale_log2: Float32,
+        softcap_scale: Float32,
+        softcap: Float32,
+        window_left: Int32,
+        window_right: Int32,
         sQ_layout: cute.ComposedLayout,
         sO_layout: cute.ComposedLayout,
         sK_layout: cute.ComposedLayout,
@@ -251,14 +276,15 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         tidx, _, _ = cute.arch.thread_idx()
         bidx, head_idx, batch_idx = cute.arch.block_idx()
         num_m_blocks, _, _ = cute.arch.grid_dim()
-        m_block = num_m_blocks - 1 - bidx if cutlass.const_expr(self.is_causal) else bidx
+        m_block = num_m_blocks - 1 - bidx if cutlass.const_expr(self.is_causal or self.is_local) else bidx
         seq = SeqlenInfoQK.create(
             batch_idx, mQ.shape[0], mQ.shape[1], mK.shape[1], None, None, mSeqUsedQ, mSeqUsedK
         )
         tile = QTile(tidx, m_block, head_idx, batch_idx, Int32(0), Int32(1), seq)
         if m_block * self.tile_m < seq.seqlen_q:
             self.attend_q8(
-                mQ, mK, mVt, mQScale, mKScale, mVScale, mO, mLSE, scale_log2, tile,
+                mQ, mK, mVt, mQScale, mKScale, mVScale, mO, mLSE, mShift, mSink,
+                ScoreParams(scale_log2, softcap_scale, softcap, window_left, window_right), tile,
                 (sQ_layout, sO_layout, sK_layout, sV_layout),
                 (gmem_copy_QK, gmem_copy_V, gmem_copy_O), tiled_mma, SharedStorage,
             )  # fmt: skip
@@ -274,7 +300,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         mVScale: cute.Tensor,
         mO: cute.Tensor,
         mLSE: cute.Tensor,
-        scale_log2: Float32,
+        mShift,
+        mSink,
+        scores: ScoreParams,
         tile: QTile,
         layouts,
         copies,
@@ -289,9 +317,12 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         head_kv = head_idx // (mQ.shape[2] // mK.shape[2])
         stages = self.cfg.num_stages
 
-        block_info = BlockInfo(self.tile_m, self.tile_n, self.is_causal, False, 1)
-        n_block_min, n_block_max = block_info.n_block_range(m_block, seqlen_q, seqlen_k, None, None)
-        n_right_mask = block_info.right_mask_start(m_block, seqlen_q, seqlen_k, None)
+        wl = scores.window_left if cutlass.const_expr(self.is_local) else None
+        wr = scores.window_right if cutlass.const_expr(self.is_local) else None
+        block_info = BlockInfo(self.tile_m, self.tile_n, self.is_causal, self.is_local, 1)
+        n_block_min, n_block_max = block_info.n_block_range(m_block, seqlen_q, seqlen_k, wl, wr)
+        n_right_mask = block_info.right_mask_start(m_block, seqlen_q, seqlen_k, wr)
+        n_left_mask = block_info.left_mask_end(m_block, seqlen_q, seqlen_k, wl)
 
         smem = cutlass.memory.SmemAllocator()
         storage = smem.allocate(SharedStorage)
@@ -339,9 +370,27 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         cS = cute.make_identity_tensor((self.tile_m, self.tile_n))
         tScS_mn = acc_mn_view(thr_mma.partition_C(cS))
         num_rows = cute.size(tScS_mn.shape[0])
-        # the query block's scale folded into the softmax scale
         q_scale = mQScale[batch_idx, head_idx, m_block]
-        softmax = OnlineSoftmax(scale_log2 * q_scale, num_rows, self.rescale_threshold, self.tree_reduce)
+        # smoothing's shift of each of this thread's rows (the true score minus the smoothed one)
+        shift = cute.make_rmem_tensor(num_rows, Float32)
+        if cutlass.const_expr(self.cfg.reads_lse_shift):
+            for r_ in cutlass.range_constexpr(num_rows):
+                row = m_block * self.tile_m + tScS_mn[r_, 0][0]
+                shift[r_] = mShift[batch_idx, head_idx, row] if row < seqlen_q else Float32(0.0)
+        if cutlass.const_expr(self.cfg.has_softcap):
+            # the block scales and the softmax scale before the cap, smoothing undone: softcap *
+            # tanh((s * q_scale * k_scale * softmax_scale + shift) / softcap), in natural-log units
+            softmax = OnlineSoftmax(Float32(LOG2_E), num_rows, self.rescale_threshold, self.tree_reduce)
+            cap = (q_scale * scores.softcap_scale, scores.softcap)
+            inv_cap = Float32(1.0) / scores.softcap
+            for r_ in cutlass.range_constexpr(num_rows):
+                shift[r_] = shift[r_] * inv_cap
+        else:
+            # the query block's scale folded into the softmax scale
+            softmax = OnlineSoftmax(
+                scores.scale_log2 * q_scale, num_rows, self.rescale_threshold, self.tree_reduce
+            )
+            cap = None
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
 
         self.load_q(mQ, sQ, gmem_copy_QK, tile, seqlen_q)
@@ -359,17 +408,51 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
             cute.copy(smem_copy_Q, frags[0][1], frags[0][2])
-        ctx = (frags, acc_O, tScS_mn, m_block, seqlen_q, seqlen_k, mKScale, batch_idx, head_kv)
+        ctx = (
+            frags,
+            acc_O,
+            tScS_mn,
+            m_block,
+            seqlen_q,
+            seqlen_k,
+            mKScale,
+            batch_idx,
+            head_kv,
+            wl,
+            wr,
+            cap,
+            shift,
+        )
         if has_work:
             self.block_q8(n_block_max - 1, n_block_min, ctx, loads, vt, softmax, row_scale, True, True)
-        n_mid = cutlass.max(cutlass.min(n_right_mask, n_block_max - 1), n_block_min)
-        for i in cutlass.range(n_block_max - 1 - n_mid, unroll=1):
+        # blocks that still need the right mask (diagonal / window right edge)
+        n_mid_hi = cutlass.max(cutlass.min(n_right_mask, n_block_max - 1), n_block_min)
+        for i in cutlass.range(n_block_max - 1 - n_mid_hi, unroll=1):
             self.block_q8(n_block_max - 2 - i, n_block_min, ctx, loads, vt, softmax, row_scale, False, True)
-        for i in cutlass.range(n_mid - n_block_min, unroll=1):
-            self.block_q8(n_mid - 1 - i, n_block_min, ctx, loads, vt, softmax, row_scale, False, False)
+        # mask-free middle
+        n_mid_lo = cutlass.min(cutlass.max(n_left_mask, n_block_min), n_mid_hi)
+        for i in cutlass.range(n_mid_hi - n_mid_lo, unroll=1):
+            self.block_q8(n_mid_hi - 1 - i, n_block_min, ctx, loads, vt, softmax, row_scale, False, False)
+        # blocks before the window's left edge
+        if cutlass.const_expr(self.is_local):
+            for i in cutlass.range(n_mid_lo - n_block_min, unroll=1):
+                self.block_q8(n_mid_lo - 1 - i, n_block_min, ctx, loads, vt, softmax, row_scale, False, True)
 
         lse = cute.make_rmem_tensor(num_rows, Float32)
-        softmax.finalize(row_scale, lse)
+        if cutlass.const_expr(self.cfg.has_sink):
+            # the sink logit on the scores' scale: smoothed (the shift subtracted) unless capped
+            sink_log2 = cute.make_rmem_tensor(num_rows, Float32)
+            for r_ in cutlass.range_constexpr(num_rows):
+                sink = mSink[head_idx]
+                if cutlass.const_expr(not self.cfg.has_softcap):
+                    sink = sink - shift[r_]
+                sink_log2[r_] = sink * Float32(LOG2_E)
+            softmax.finalize(row_scale, lse, sink_log2)
+        else:
+            softmax.finalize(row_scale, lse)
+        if cutlass.const_expr(self.cfg.has_sink and not self.cfg.has_softcap):
+            for r_ in cutlass.range_constexpr(num_rows):  # the LSE of the true scores
+                lse[r_] = lse[r_] + shift[r_]
         # O / (row_sum * p_scale) * v_scale[column]
         tOcO_mn = acc_mn_view(thr_mma.partition_C(cute.make_identity_tensor((self.tile_m, self.head_dim_v))))
         acc_O_mn = acc_mn_view(acc_O)
@@ -413,7 +496,21 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         is_first: cutlass.Constexpr[bool],
         need_mask: cutlass.Constexpr[bool],
     ):
-        frags, acc_O, tScS_mn, m_block, seqlen_q, seqlen_k, mKScale, batch_idx, head_kv = ctx
+        (
+            frags,
+            acc_O,
+            tScS_mn,
+            m_block,
+            seqlen_q,
+            seqlen_k,
+            mKScale,
+            batch_idx,
+            head_kv,
+            wl,
+            wr,
+            cap,
+            shift,
+        ) = ctx
         Q, K, Vt = frags
         acc_shape = (cute.size(Q[3].shape[1]), cute.size(K[3].shape[1]))
         two = cutlass.const_expr(self.cfg.num_stages > 1)
@@ -469,14 +566,21 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             # 127 * 127 for head_dim <= 128), so the bits of s + 0x4B400000 are the float 1.5 * 2^23 + s
             acc_S.store(acc_S.load() + Int32(F32_MAGIC_BITS))
             acc_Sf = cute.recast_tensor(acc_S, Float32)
-            acc_Sf.store((acc_Sf.load() - Float32(F32_MAGIC)) * k_scale)
-        else:
-            acc_Sf.store(acc_S.load() * k_scale)
+            acc_Sf.store(acc_Sf.load() - Float32(F32_MAGIC))
         acc_S_mn = acc_mn_view(acc_Sf)
+        if cutlass.const_expr(cap is not None):
+            # softcap * tanh(s * k_scale * cap_scale + shift / softcap) (the module docstring)
+            cs = k_scale * cap[0]
+            for r in cutlass.range_constexpr(cute.size(acc_S_mn.shape[0])):
+                for c in cutlass.range_constexpr(cute.size(acc_S_mn.shape[1])):
+                    acc_S_mn[r, c] = acc_S_mn[r, c] * cs + shift[r]
+            acc_Sf.store(cute.math.tanh(acc_Sf.load(), fastmath=True) * cap[1])
+        else:
+            acc_Sf.store(acc_Sf.load() * k_scale)
         if cutlass.const_expr(need_mask):
             apply_mask(
-                acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, None, None,
-                self.tile_m, self.tile_n, 1, self.is_causal, False,
+                acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, wl, wr,
+                self.tile_m, self.tile_n, 1, self.is_causal, self.is_local,
             )  # fmt: skip
         rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
         if cutlass.const_expr(not is_first):
@@ -539,8 +643,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
     @staticmethod
     def fake_args(cfg: Q8FwdConfig) -> tuple:
         """Placeholders for :meth:`__call__`: ``(mQ, mK, mVt, mQScale, mKScale, mVScale, mO, mLSE,
-        mSeqUsedQ, mSeqUsedK, softmax_scale, stream)`` (the lengths None unless ``has_seqused_q`` /
-        ``has_seqused_k``)."""
+        mSeqUsedQ, mSeqUsedK, mShift, mSink, softmax_scale, window_left, window_right, softcap,
+        stream)`` (the lengths None unless ``has_seqused_q`` / ``has_seqused_k``, the shift unless
+        ``reads_lse_shift``, the sinks unless ``has_sink``)."""
         dt = DTYPES[cfg.dtype]
         sym = cute.sym_int
         b, sq, sk, skp, hq, hkv, nq, nk = (sym() for _ in range(8))
@@ -554,4 +659,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         lse = fake_tensor(Float32, (b, hq, sq), divisibility=1)
         used_q = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_q else None
         used_k = fake_tensor(Int32, (b,), divisibility=1) if cfg.has_seqused_k else None
-        return (q, k, vt, qs, ks, vs, o, lse, used_q, used_k, Float32(1.0), fake_stream())
+        shift = fake_tensor(Float32, (b, hq, sq), divisibility=1) if cfg.reads_lse_shift else None
+        sink = fake_tensor(Float32, (hq,), divisibility=1) if cfg.has_sink else None
+        return (
+            q, k, vt, qs, ks, vs, o, lse, used_q, used_k, shift, sink, Float32(1.0), Int32(-1), Int32(-1),
+            Float32(0.0), fake_stream(),
+        )  # fmt: skip

@@ -34,11 +34,12 @@ import cutlass
 import cutlass.cute as cute
 from cutlass import Float32, Int32
 
+from fa4_core.errors import unsupported
 from fa4_sm120.configs import QuantizeConfig
 from fa4_sm120.convert8 import pack_e4m3x4, pack_s8x4
 from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, fake_stream, fake_tensor
 
-__all__ = ["QuantizeConfig", "Quantize8Sm120"]
+__all__ = ["QuantizeConfig", "Quantize8Sm120", "QuantizeStatsSm120"]
 
 _MAX8 = {"int8": 127.0, "fp8": 448.0}
 _VEC = 8  # 16-bit elements per 16-byte vector
@@ -55,6 +56,16 @@ class Quantize8Sm120(MmaSyncKernel):
     @staticmethod
     def can_implement(cfg: QuantizeConfig) -> None:
         cfg.check()
+        if cfg.role == "stats":
+            raise unsupported("role", cfg.role, "'q', 'k' or 'v' (the statistics: QuantizeStatsSm120)")
+
+    @classmethod
+    def compile(cls, cfg: QuantizeConfig, **kwargs):
+        """The quantizer of ``cfg.role`` compiled (``MmaSyncKernel.compile``'s arguments); the
+        statistics (``role="stats"``) are :class:`QuantizeStatsSm120`'s."""
+        if cfg.role == "stats":
+            return QuantizeStatsSm120.compile(cfg, **kwargs)
+        return super().compile(cfg, **kwargs)
 
     # ------------------------------------------------------------------ host-side setup (traced)
     @cute.jit
@@ -230,3 +241,159 @@ class Quantize8Sm120(MmaSyncKernel):
         )
         shift = fake_tensor(Float32, (b, h, s), divisibility=1) if cfg.smooth and cfg.role == "q" else None
         return x, x8, scale, mean, shift, used, Float32(1.0), fake_stream()
+
+
+class QuantizeStatsSm120(MmaSyncKernel):
+    """K's smoothing mean and V's channel scales in one pass over K and V (``role="stats"``; the
+    module docstring)."""
+
+    def __init__(self, cfg: QuantizeConfig):
+        super().__init__(cfg)
+        self.num_threads = cfg.num_threads
+        self.chunks = cfg.head_dim // _VEC  # 16-byte vectors per row
+
+    @staticmethod
+    def can_implement(cfg: QuantizeConfig) -> None:
+        cfg.check()
+        if cfg.role != "stats":
+            raise unsupported("role", cfg.role, "'stats' (Q, K, V: Quantize8Sm120)")
+
+    # ------------------------------------------------------------------ host-side setup (traced)
+    @cute.jit
+    def __call__(
+        self,
+        mK: cute.Tensor,
+        mV: cute.Tensor,
+        mPart: cute.Tensor,
+        mCount: cute.Tensor,
+        mMean: cute.Tensor,
+        mVScale: cute.Tensor,
+        mSeqUsed,
+        v_inv: Float32,
+        stream,
+    ):
+        grid = (mPart.shape[2], mK.shape[2], mK.shape[0])
+        self.kernel(mK, mV, mPart, mCount, mMean, mVScale, mSeqUsed, v_inv).launch(
+            grid=grid, block=[self.num_threads, 1, 1], stream=stream
+        )
+
+    @cute.kernel
+    def kernel(
+        self,
+        mK: cute.Tensor,
+        mV: cute.Tensor,
+        mPart: cute.Tensor,
+        mCount: cute.Tensor,
+        mMean: cute.Tensor,
+        mVScale: cute.Tensor,
+        mSeqUsed,
+        v_inv: Float32,
+    ):
+        cfg = self.cfg
+        d = cfg.head_dim
+        tidx, _, _ = cute.arch.thread_idx()
+        n_block, head_kv, batch = cute.arch.block_idx()
+        seqlen = mK.shape[1]
+        if cutlass.const_expr(cfg.seqused):
+            seqlen = mSeqUsed[batch]
+        chunk = tidx % self.chunks
+        rows_per_pass = self.num_threads // self.chunks
+        group = tidx // self.chunks  # the thread's row within a pass
+        ksum = cute.make_rmem_tensor(_VEC, Float32)
+        ksum.fill(0.0)
+        vmax = cute.make_rmem_tensor(_VEC, Float32)
+        vmax.fill(0.0)
+        rk = cute.make_rmem_tensor((1, _VEC, cfg.unroll), self.dtype)
+        rv = cute.make_rmem_tensor((1, _VEC, cfg.unroll), self.dtype)
+        # 1. the CTA's rows: each thread adds up (K) and takes the maximum magnitude of (V) one 8-channel
+        # chunk of every rows_per_pass-th row, `unroll` rows' vectors loaded before they are used
+        if n_block * cfg.block < seqlen:
+            for it in cutlass.range(cfg.block // (rows_per_pass * cfg.unroll), unroll=1):
+                rk.fill(0.0)
+                rv.fill(0.0)
+                for u in cutlass.range_constexpr(cfg.unroll):
+                    row = n_block * cfg.block + (it * cfg.unroll + u) * rows_per_pass + group
+                    if row < seqlen:
+                        self.load_vec(mK, batch, row, head_kv, chunk, rk[None, None, u])
+                        self.load_vec(mV, batch, row, head_kv, chunk, rv[None, None, u])
+                for u in cutlass.range_constexpr(cfg.unroll):
+                    for j in cutlass.range_constexpr(_VEC):
+                        ksum[j] = ksum[j] + rk[0, j, u].to(Float32)
+                        x = rv[0, j, u].to(Float32)
+                        vmax[j] = cute.arch.fmax(vmax[j], cute.arch.fmax(x, -x))
+        # 2. the CTA's partials (batch, head_kv, n_block, [sums | maxima]): the threads of a chunk in a
+        # fixed order through shared memory
+        smem = cutlass.memory.SmemAllocator()
+        red = smem.allocate_tensor(Float32, cute.make_layout((rows_per_pass, 2 * d), stride=(2 * d, 1)), 16)
+        last = smem.allocate_tensor(Int32, cute.make_layout(1), 4)
+        for j in cutlass.range_constexpr(_VEC):
+            red[group, chunk * _VEC + j] = ksum[j]
+            red[group, d + chunk * _VEC + j] = vmax[j]
+        cute.arch.barrier()
+        for i in cutlass.range_constexpr(-(-2 * d // self.num_threads)):
+            t = tidx + i * self.num_threads
+            if t < 2 * d:
+                acc = red[0, t]
+                for g in cutlass.range_constexpr(1, rows_per_pass):
+                    if t < d:
+                        acc = acc + red[g, t]
+                    else:
+                        acc = cute.arch.fmax(acc, red[g, t])
+                mPart[batch, head_kv, n_block, t] = acc
+        # 3. the last CTA of the (batch, head_kv) to finish (a counter, made visible by gpu-scope fences)
+        # adds the partials up in block order (the result is deterministic) and writes the statistics
+        cute.arch.fence_acq_rel_gpu()
+        cute.arch.barrier()
+        if tidx == 0:
+            ptr = mCount.iterator + cute.crd2idx((batch, head_kv), mCount.layout)
+            last[0] = cute.arch.atomic_add(ptr, Int32(1), sem="acq_rel", scope="gpu")
+        cute.arch.barrier()
+        n_blocks = mPart.shape[2]
+        if last[0] == n_blocks - 1:
+            cute.arch.fence_acq_rel_gpu()
+            for i in cutlass.range_constexpr(-(-2 * d // self.num_threads)):
+                t = tidx + i * self.num_threads
+                if t < 2 * d:
+                    base = mPart.iterator + cute.crd2idx((batch, head_kv, 0, t), mPart.layout)
+                    step = mPart.layout.stride[2]
+                    acc = Float32(0.0)
+                    for n in cutlass.range(n_blocks, unroll=4):
+                        x = cute.arch.load(base + n * step, Float32, sem="relaxed", scope="gpu")
+                        if t < d:
+                            acc = acc + x
+                        else:
+                            acc = cute.arch.fmax(acc, x)
+                    if t < d:
+                        mean = Float32(0.0)
+                        if seqlen > 0:
+                            mean = acc / Float32(seqlen)  # IEEE division
+                        mMean[batch, head_kv, t] = mean
+                    else:
+                        scale = Float32(1.0)
+                        if acc > Float32(0.0):
+                            scale = acc * v_inv  # as PyTorch's vmax / v_max on the GPU
+                        mVScale[batch, head_kv, t - d] = scale
+
+    @cute.jit
+    def load_vec(self, mX: cute.Tensor, batch, row, head, chunk, dst: cute.Tensor):
+        """The 16-byte vector ``chunk`` of row ``row`` of ``mX (batch, seqlen, heads, d)`` into ``dst``."""
+        g = cute.local_tile(mX[batch, None, head, None], (1, _VEC), (row, chunk))
+        cute.autovec_copy(g, dst)
+
+    # ------------------------------------------------------------------ compile without tensors
+    @staticmethod
+    def fake_args(cfg: QuantizeConfig) -> tuple:
+        """``(mK, mV, mPart, mCount, mMean, mVScale, mSeqUsed, v_inv, stream)`` placeholders
+        (``mSeqUsed`` with ``seqused``, else None)."""
+        dt = DTYPES[cfg.dtype]
+        sym = cute.sym_int
+        b, s, h, nb = sym(), sym(), sym(), sym()
+        d = cfg.head_dim
+        k = fake_tensor(dt, (b, s, h, d))
+        v = fake_tensor(dt, (b, s, h, d))
+        part = fake_tensor(Float32, (b, h, nb, 2 * d), divisibility=4)
+        count = fake_tensor(Int32, (b, h), divisibility=1)
+        mean = fake_tensor(Float32, (b, h, d), divisibility=4)
+        vscale = fake_tensor(Float32, (b, h, d), divisibility=4)
+        used = fake_tensor(Int32, (b,), divisibility=1) if cfg.seqused else None
+        return k, v, part, count, mean, vscale, used, Float32(1.0), fake_stream()

@@ -321,20 +321,32 @@ def q8_fwd_config(
     qk: str,
     pv_accum: str,
     seqused: bool = False,
+    local: bool = False,
+    softcap: bool = False,
+    sink: bool = False,
     launch_smem: int = 0,
 ):
     """The :class:`~fa4_sm120.configs.Q8FwdConfig` of an 8-bit forward call (``seqused``: a padded
-    batch with per-sequence lengths, the varlen form)."""
+    batch with per-sequence lengths, the varlen form; ``local``: a window; ``softcap``, ``sink``:
+    the call has them)."""
     if head_dim not in Q8_FWD_TILES:
         raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
     t = Q8_FWD_TILES[head_dim]
-    # with per-sequence lengths the d128 row double-buffers K and Vᵀ: its causal INT8 builds spill 24-32 B
-    # on sm_120a otherwise (0 with two stages, which measured 2-4% slower on the dense calls)
-    stages = 2 if seqused and head_dim == 128 else t.num_stages
+    stages = t.num_stages
+    if head_dim == 128:
+        # the d128 row sits at 255 registers; its sm_120a INT8 builds spill 4-32 B with per-sequence
+        # lengths or the softcap on one stage, 0 with K and Vᵀ double-buffered (2-4% slower on the dense
+        # calls) -- except with fp16 accumulation and a window or the softcap, which spill 76-80 B on
+        # two stages and none on one
+        if pv_accum == "fp16":
+            stages = 2 if seqused and not (local or softcap) else 1
+        elif seqused or softcap:
+            stages = 2
     return Q8FwdConfig(
         dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=t.tile_m, tile_n=t.tile_n,
         num_threads=t.num_threads, q_in_regs=t.q_in_regs, num_stages=stages, is_causal=causal, qk=qk,
-        pv_accum=pv_accum, has_seqused_q=seqused, has_seqused_k=seqused, launch_smem=launch_smem,
+        pv_accum=pv_accum, has_seqused_q=seqused, has_seqused_k=seqused, is_local=local, has_softcap=softcap,
+        has_sink=sink, launch_smem=launch_smem,
     )  # fmt: skip
 
 
@@ -342,13 +354,20 @@ def q8_fwd_config(
 # 16-key unit per thread at head dim 128, half the threads at 64)
 _Q8_V_QUANT_BLOCK = 128
 
+# K's mean and V's channel scales in one pass (role "stats"): 64 KiB of each of K and V per CTA (256
+# keys at head dim 128, 512 at 64), each thread loading 4 rows' 16-byte K and V vectors before adding them
+# in; the partial sums and maxima of a (batch, KV head) are combined by its last CTA
+_Q8_STATS_ELEMS = 256 * 128  # per CTA and tensor
+_Q8_STATS_UNROLL = 4
+
 
 def q8_quantize_configs(
     dtype: str, head_dim: int, *, qk: str, smooth: bool = True, seqused: bool = False
 ) -> dict[str, QuantizeConfig]:
     """The quantizers (:mod:`fa4_sm120.quantize`) of an 8-bit forward call, by role: Q's and K's scale
     blocks are the forward's tiles; ``smooth`` (a call with keys) subtracts K's mean and has Q write
-    the LSE shift; ``seqused``: padded batches with per-sequence lengths (the varlen form)."""
+    the LSE shift; ``seqused``: padded batches with per-sequence lengths (the varlen form); ``"stats"``:
+    K's mean and V's channel scales, which the others read."""
     if head_dim not in Q8_FWD_TILES:
         raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
     tile_m, tile_n = Q8_FWD_TILES[head_dim].tile_m, Q8_FWD_TILES[head_dim].tile_n
@@ -356,4 +375,7 @@ def q8_quantize_configs(
         "q": QuantizeConfig(dtype, head_dim, tile_m, "q", qk, smooth, seqused),
         "k": QuantizeConfig(dtype, head_dim, tile_n, "k", qk, True, seqused),
         "v": QuantizeConfig(dtype, head_dim, _Q8_V_QUANT_BLOCK, "v", "fp8", False, seqused),
+        "stats": QuantizeConfig(
+            dtype, head_dim, _Q8_STATS_ELEMS // head_dim, "stats", seqused=seqused, unroll=_Q8_STATS_UNROLL
+        ),
     }

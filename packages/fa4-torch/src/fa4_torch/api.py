@@ -461,16 +461,21 @@ def quantized_attn_func(
     causal: bool = False,
     softmax_scale: float | None = None,
     window_size: tuple[int | None, int | None] = (None, None),
+    learnable_sink: torch.Tensor | None = None,
+    softcap: float = 0.0,
     qk: str = "int8",
     pv_accum: str = "fp32",
     return_lse: bool = False,
 ):
     """8-bit attention (forward only): ``q (batch, seqlen_q, nheads, d)``, ``k``/``v (batch, seqlen_k,
-    nheads_kv, d)`` in fp16/bf16, ``d`` 64 or 128; Q·Kᵀ in ``qk`` (``"int8"``: per-block INT8 with K
+    nheads_kv, d)`` in fp16/bf16, ``d`` 64 or 128; ``causal``, ``window_size``, ``learnable_sink``
+    and ``softcap`` as :func:`flash_attn_func`'s; Q·Kᵀ in ``qk`` (``"int8"``: per-block INT8 with K
     smoothed, the default; ``"fp8"``: per-block e4m3), P·V in e4m3 with ``pv_accum`` accumulation
     (``"fp16"``: per key block, the GeForce cards' double rate). Returns ``out`` in the input dtype,
     and ``(out, lse)`` with ``return_lse``. ``docs/quantized.md`` has what it costs in accuracy."""
-    a = quantized_args(q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse)
+    a = quantized_args(
+        q, k, v, causal, softmax_scale, window_size, learnable_sink, softcap, qk, pv_accum, return_lse
+    )
     out, lse = launch_q8.forward_quantized(a)
     return (out, lse) if return_lse else out
 
@@ -486,6 +491,8 @@ def quantized_attn_varlen_func(
     causal: bool = False,
     softmax_scale: float | None = None,
     window_size: tuple[int | None, int | None] = (None, None),
+    learnable_sink: torch.Tensor | None = None,
+    softcap: float = 0.0,
     qk: str = "int8",
     pv_accum: str = "fp32",
     return_lse: bool = False,
@@ -497,7 +504,7 @@ def quantized_attn_varlen_func(
     ``max_seqlen_*`` are optional upper bounds."""
     a = quantized_varlen_args(
         q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size,
-        qk, pv_accum, return_lse,
+        learnable_sink, softcap, qk, pv_accum, return_lse,
     )  # fmt: skip
     out, lse = launch_q8.forward_quantized_varlen(a)
     return (out, lse) if return_lse else out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 import time
 
 import torch
@@ -81,9 +82,11 @@ def quantize_device(
     seqused: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> quant.QuantizedQKV:
     """:func:`fa4_torch.quant.quantize` (smoothing on, the forward's tiles as blocks) by the
-    quantizer kernels: K's mean and V's channel scales from PyTorch reductions, then one kernel for
-    each of Q, K and V. ``seqused = (seqused_q, seqused_k)`` (int32 ``(batch,)``): padded batches,
-    sequence ``b`` the first ``seqused_q[b]`` / ``seqused_k[b]`` rows, the rows past them zero."""
+    quantizer kernels: K's mean and V's channel scales from one kernel that reads K and V once (the
+    mean a sum in another order than ``torch.mean``'s, deterministic; the scales bit for bit
+    :func:`~fa4_torch.quant.v_channel_scales`'), then one kernel for each of Q, K and V. ``seqused =
+    (seqused_q, seqused_k)`` (int32 ``(batch,)``): padded batches, sequence ``b`` the first
+    ``seqused_q[b]`` / ``seqused_k[b]`` rows (the rows past them are not read)."""
     b, sq, h, d = q.shape
     sk, hkv = k.shape[1], k.shape[2]
     dev = q.device
@@ -104,20 +107,25 @@ def quantize_device(
     k_scale = (torch.empty if sk > 0 else torch.ones)(
         b, hkv, max(-(-sk // block_k), 1), dtype=torch.float32, device=dev
     )
-    v_scale = quant.v_channel_scales(v, pv_accum, block_k)
+    # V's channel scales (1 without keys) and K's mean, by the statistics kernel when there are keys
+    v_scale = (torch.empty if b > 0 and sk > 0 else torch.ones)(b, hkv, d, dtype=torch.float32, device=dev)
     shift = (torch.empty if smooth else torch.zeros)(b, h, sq, dtype=torch.float32, device=dev)
     qkv = quant.QuantizedQKV(q8, k8, vt8, q_scale, k_scale, v_scale, shift, qk, block_q, block_k, sk)
     if b == 0:
         return qkv
-    used_q = used_k = None
+    used_q, used_k = seqused if seqused is not None else (None, None)
     mean = None
-    if seqused is not None:
-        used_q, used_k = seqused
-        if smooth:  # over each sequence's keys (the zero rows past them add nothing); 0 for none
-            lens = used_k.clamp_min(1).to(torch.float32)[:, None, None]
-            mean = torch.sum(k, dim=1, dtype=torch.float32) / lens
-    elif smooth:
-        mean = quant.k_mean(k)
+    if smooth:  # over each sequence's keys (the first seqused_k[b] with seqused); 0 for none
+        stats = cfgs["stats"]
+        part = torch.empty(b, hkv, -(-sk // stats.block), 2 * d, dtype=torch.float32, device=dev)
+        count = torch.zeros(b, hkv, dtype=torch.int32, device=dev)  # the CTAs done, per (batch, head)
+        mean = torch.empty(b, hkv, d, dtype=torch.float32, device=dev)
+        # PyTorch's vmax / v_max on the GPU multiplies by the fp32 reciprocal of the fp32 divisor (its
+        # fp32 division: the double quotient of fp32 values rounded to fp32, an innocuous double rounding)
+        vm = struct.unpack("f", struct.pack("f", quant.v_max(pv_accum, block_k)))[0]
+        v_inv = struct.unpack("f", struct.pack("f", 1.0 / vm))[0]
+        fn = quantize_kernel(stats, dev)
+        fn(_kernel_view(k), _kernel_view(v), part, count, mean, v_scale, used_k, v_inv)
     launches = [("v", v, vt8, v_scale, None, None, used_k)]
     if sq > 0:
         launches.append(("q", q, q8, q_scale, mean, shift if smooth else None, used_q))
@@ -138,6 +146,9 @@ def quantize_for(a: Q8Args, launch_smem: int = 0):
         qk=a.qk,
         pv_accum=a.pv_accum,
         seqused=a.seqused is not None,
+        local=a.window is not None,
+        softcap=a.softcap > 0,
+        sink=a.learnable_sink is not None,
         launch_smem=launch_smem,
     )
     if a.descales is not None:  # e4m3 inputs with descales: used as they are
@@ -150,7 +161,8 @@ def quantize_for(a: Q8Args, launch_smem: int = 0):
 
 
 def launch_quantized(cfg, qkv: quant.QuantizedQKV, a: Q8Args):
-    """The kernel on already quantized tensors: ``(out, lse)``, the LSE of the true scores."""
+    """The kernel on already quantized tensors: ``(out, lse)``, the LSE of the true scores (the
+    kernel's own with the softcap or sinks, which read smoothing's shift; else the shift added)."""
     q, v, dt = a.q, a.v, a.out_dtype
     b, sq, h, _ = q.shape
     dv = v.shape[-1]
@@ -159,12 +171,14 @@ def launch_quantized(cfg, qkv: quant.QuantizedQKV, a: Q8Args):
     if out.numel() == 0:
         return out, lse
     used_q, used_k = a.seqused if a.seqused is not None else (None, None)
+    left, right = a.window if a.window is not None else (-1, -1)
     fn = q8_kernel(cfg, q.device)
     fn(
-        qkv.q8.view(dt), qkv.k8.view(dt), qkv.vt8.view(dt), qkv.q_scale, qkv.k_scale,
-        qkv.v_scale, out, lse, used_q, used_k, a.softmax_scale,
+        qkv.q8.view(dt), qkv.k8.view(dt), qkv.vt8.view(dt), qkv.q_scale, qkv.k_scale, qkv.v_scale, out, lse,
+        used_q, used_k, qkv.lse_shift if cfg.reads_lse_shift else None, a.learnable_sink, a.softmax_scale,
+        left, right, a.softcap,
     )  # fmt: skip
-    return out, lse + qkv.lse_shift
+    return out, (lse if cfg.reads_lse_shift else lse + qkv.lse_shift)
 
 
 def forward_quantized(a: Q8Args):

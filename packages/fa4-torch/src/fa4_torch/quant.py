@@ -145,15 +145,18 @@ def quantize(
     softmax_scale: float | None = None,
     smooth_k: bool = True,
     pv_accum: str = "fp32",
+    mean: torch.Tensor | None = None,
 ) -> QuantizedQKV:
     """Quantize bf16/fp16/fp32 ``q (batch, seqlen_q, nheads, d)``, ``k``, ``v (batch, seqlen_k,
-    nheads_kv, d/dv)`` for the 8-bit forward (the module docstring has the recipe and layouts)."""
+    nheads_kv, d/dv)`` for the 8-bit forward (the module docstring has the recipe and layouts).
+    ``mean``: K's smoothing mean ``(batch, nheads_kv, d)`` fp32 to use instead of :func:`k_mean`'s
+    (the quantizer kernels', a sum in another order, to compare their bytes with)."""
     b, sq, h, d = q.shape
     hkv, sk = k.shape[2], k.shape[1]
     scale = d**-0.5 if softmax_scale is None else softmax_scale
     kf = k.float()
     if smooth_k and sk > 0:
-        mean = k_mean(k)
+        mean = k_mean(k) if mean is None else mean
         kf = kf - mean[:, None]
         qg = q.float().reshape(b, sq, hkv, h // hkv, d)
         shift = torch.einsum("bsgrd,bgd->bgrs", qg, mean).reshape(b, h, sq) * scale
@@ -238,10 +241,15 @@ def emulate(
     softmax_scale: float | None = None,
     pv_accum: str = "fp32",
     window_size: tuple[int | None, int | None] = (None, None),
+    softcap: float = 0.0,
+    learnable_sink: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The 8-bit recipe in fp32 on quantized inputs: ``(out (batch, seqlen_q, nheads, dv) fp32, lse
-    (batch, nheads, seqlen_q) fp32)``, the LSE of the true scores (smoothing undone). ``pv_accum
-    = "fp16"`` rounds each key block's ``P·V`` partial sums to fp16 (blocks of ``block_k`` keys)."""
+    (batch, nheads, seqlen_q) fp32)``, the LSE of the true scores (smoothing undone: the scores are
+    the dequantized ones plus ``lse_shift``, before the softcap ``softcap * tanh(s / softcap)``). A
+    ``learnable_sink (nheads,)`` logit joins each row's normaliser; P is still the scores' ``exp``
+    relative to the row maximum of the scores alone (as the kernel's). ``pv_accum = "fp16"`` rounds
+    each key block's ``P·V`` partial sums to fp16 (blocks of ``block_k`` keys)."""
     q8, k8, vt8 = qkv.q8, qkv.k8, qkv.vt8
     b, sq, h, d = q8.shape
     hkv, sk = k8.shape[2], qkv.seqlen_k
@@ -255,14 +263,23 @@ def emulate(
     rep = h // hkv
     kf = kf.repeat_interleave(rep, dim=2)
     v8 = v8.repeat_interleave(rep, dim=1)  # (b, h, dv, sk)
-    s = torch.einsum("bqhd,bkhd->bhqk", qf, kf) * scale
+    s = torch.einsum("bqhd,bkhd->bhqk", qf, kf) * scale + qkv.lse_shift[..., None]
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
     mask = _mask(sq, sk, causal, window_size, q8.device)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
-    m = s.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = s.amax(dim=-1, keepdim=True)  # -inf on rows that see no key
+    if learnable_sink is not None:
+        m_all = torch.maximum(m, learnable_sink.float()[None, :, None, None])  # with the sink
+    else:
+        m_all = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    m = torch.where(torch.isfinite(m), m, m_all)
     p = torch.exp(s - m)
-    row_sum = p.sum(dim=-1, keepdim=True)
+    # the normaliser relative to m_all (the sink's term included), P·V relative to m
+    row_sum = p.sum(dim=-1, keepdim=True) * torch.exp(m - m_all)
+    if learnable_sink is not None:
+        row_sum = row_sum + torch.exp(learnable_sink.float()[None, :, None, None] - m_all)
     p8 = (p * P_SCALE).to(_FP8).float()
     if pv_accum == "fp16":
         o = torch.zeros(b, h, sq, dv, dtype=torch.float32, device=q8.device)
@@ -274,11 +291,11 @@ def emulate(
             o += acc
     else:
         o = torch.einsum("bhqk,bhdk->bhqd", p8, v8)
-    o = o / P_SCALE * qkv.v_scale.repeat_interleave(rep, dim=1)[:, :, None, :]
+    o = o / P_SCALE * qkv.v_scale.repeat_interleave(rep, dim=1)[:, :, None, :] * torch.exp(m - m_all)
     safe = torch.where(row_sum > 0, row_sum, torch.ones_like(row_sum))
     o = torch.where(row_sum > 0, o / safe, torch.zeros_like(o))
-    lse = torch.where(row_sum[..., 0] > 0, m[..., 0] + torch.log(safe[..., 0]), float("-inf"))
-    return o.permute(0, 2, 1, 3).contiguous(), lse + qkv.lse_shift
+    lse = torch.where(row_sum[..., 0] > 0, m_all[..., 0] + torch.log(safe[..., 0]), float("-inf"))
+    return o.permute(0, 2, 1, 3).contiguous(), lse
 
 
 def _mask(sq: int, sk: int, causal: bool, window_size, device) -> torch.Tensor | None:

@@ -732,6 +732,10 @@ class Q8Args(NamedTuple):
     descales: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     # padded batches (the varlen form): int32 (batch,) lengths (seqused_q, seqused_k), else None
     seqused: tuple[torch.Tensor, torch.Tensor] | None = None
+    # a local window: (left, right), a side without a bound as UNBOUNDED (causal folded in), else None
+    window: tuple[int, int] | None = None
+    softcap: float = 0.0  # 0.0: off
+    learnable_sink: torch.Tensor | None = None  # (nheads,) fp32
 
 
 class Q8VarlenArgs(NamedTuple):
@@ -748,8 +752,9 @@ class Q8VarlenArgs(NamedTuple):
 
 
 def quantized_args(
-    q, k, v, causal, softmax_scale, window_size, qk, pv_accum, return_lse, descales=None
-) -> Q8Args:
+    q, k, v, causal, softmax_scale, window_size, learnable_sink, softcap, qk, pv_accum, return_lse,
+    descales=None,
+) -> Q8Args:  # fmt: skip
     """Every check of an 8-bit forward call (``fa4_torch.quantized_attn_func``; with ``descales``,
     ``(q_descale, k_descale, v_descale)``, ``flash_attn_func`` on float8_e4m3fn q, k, v), before
     anything is quantized, compiled or launched."""
@@ -785,10 +790,14 @@ def quantized_args(
         raise unsupported(
             "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
         )
-    is_local, _, _ = canonical_window(window_size, causal)
-    if is_local:
-        raise later("8-bit attention with a local window (window_size)", None)
-    softmax_scale = check_scalars(softmax_scale, 0.0, 1, None, head_dim)
+    is_local, left, right = canonical_window(window_size, causal)
+    if learnable_sink is not None:
+        check_tensor("learnable_sink", learnable_sink, 1, (torch.float32,))
+        if learnable_sink.shape[0] != nheads:
+            raise unsupported(
+                "learnable_sink.shape", tuple(learnable_sink.shape), f"({nheads},) one logit per query head"
+            )
+    softmax_scale = check_scalars(softmax_scale, softcap, 1, None, head_dim)
     if needs_grad(q, k, v):
         raise unsupported(
             "(q, k, v).requires_grad", True, "False: 8-bit attention is forward only (no backward)"
@@ -799,14 +808,17 @@ def quantized_args(
             check_descale(name, d, q.device, q.shape[0], nheads_kv)
             for name, d in zip(("q_descale", "k_descale", "v_descale"), descales)
         )
-    check_devices(q, (("k", k), ("v", v)))
+    check_devices(q, (("k", k), ("v", v), ("learnable_sink", learnable_sink)))
     out_dtype = torch.bfloat16 if fp8 else q.dtype
-    return Q8Args(q, k, v, softmax_scale, causal, qk, pv_accum, return_lse, out_dtype, views)
+    return Q8Args(
+        q, k, v, softmax_scale, causal, qk, pv_accum, return_lse, out_dtype, views, None,
+        (left, right) if is_local else None, float(softcap), learnable_sink,
+    )  # fmt: skip
 
 
 def quantized_varlen_args(
-    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size, qk,
-    pv_accum, return_lse,
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size,
+    learnable_sink, softcap, qk, pv_accum, return_lse,
 ) -> Q8VarlenArgs:  # fmt: skip
     """Every check of a ``quantized_attn_varlen_func`` call: packed ``(total, heads, d)`` tensors (then
     :func:`quantized_args`' checks), ``cu_seqlens_q``/``cu_seqlens_k`` int32 ``(batch + 1,)`` prefix
@@ -818,8 +830,9 @@ def quantized_varlen_args(
                 f"{name}.dim()", getattr(t, "ndim", type(t).__name__), "3: (total_tokens, nheads, d)"
             )
     a = quantized_args(
-        q[None], k[None], v[None], causal, softmax_scale, window_size, qk, pv_accum, return_lse
-    )
+        q[None], k[None], v[None], causal, softmax_scale, window_size, learnable_sink, softcap, qk,
+        pv_accum, return_lse,
+    )  # fmt: skip
     check_tensor("cu_seqlens_q", cu_seqlens_q, 1, (torch.int32,))
     batch = cu_seqlens_q.shape[0] - 1
     if batch < 0:
@@ -847,13 +860,12 @@ def fp8_input_args(
     """``flash_attn_func`` on float8_e4m3fn q, k, v with ``descales = (q_descale, k_descale,
     v_descale)`` (FlashAttention-3's convention): what the 8-bit forward cannot do raises, then
     :func:`quantized_args` with FP8 Q·Kᵀ and fp32 accumulation."""
-    if learnable_sink is not None:
-        raise unsupported("learnable_sink", "a tensor", "None with float8_e4m3fn q, k, v")
-    if softcap != 0.0:
-        raise unsupported("softcap", softcap, "0.0 with float8_e4m3fn q, k, v")
     if num_splits != 1:
         raise unsupported("num_splits", num_splits, "1 with float8_e4m3fn q, k, v")
-    return quantized_args(q, k, v, causal, softmax_scale, window_size, "fp8", "fp32", return_lse, descales)
+    return quantized_args(
+        q, k, v, causal, softmax_scale, window_size, learnable_sink, softcap, "fp8", "fp32", return_lse,
+        descales,
+    )  # fmt: skip
 
 
 SDPA_PRECISIONS = ("int8", "fp8", "native")
