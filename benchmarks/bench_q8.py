@@ -11,6 +11,8 @@ Hopper: its gain on an RTX 5090 is **modelled** from MMA FLOP counts and publish
 (:data:`RATES_5090`), never measured here.
 
 ``--tile D:M:N:THREADS``: measure another 8-bit tile for head dim ``D`` (this process only).
+``--dims 128,256``: only these head dims. ``--softcap-sink``: also the calls with a softcap (30) and
+learnable sinks, bf16 (``fa4_bf16_softcap_sink``) and 8-bit (``q8_<qk>_<pv>_softcap_sink_call``).
 ``--emulate-sm120``: fa4's bf16 and 8-bit kernels launch at SM120's CTAs per SM
 (:func:`_common.emulate_sm120`, and the same for the 8-bit tile table), written to
 ``...-q8-emulated-sm120.json``. ``--quick``: seqlen 4096 only, fewer variants (under two minutes).
@@ -42,14 +44,18 @@ NHEADS = 16
 RATES_5090 = {"bf16": 210.0, "qk_int8": 419.0, "qk_fp8": 419.0, "pv_fp32": 419.0, "pv_fp16": 838.0}
 
 
-def shapes(quick: bool):
+def shapes(quick: bool, dims=None):
     seqlens = (4096,) if quick else (4096, 8192, 16384)
     grid = (
-        [(128, False), (128, True), (64, False)]
+        [(128, False), (128, True), (64, False), (256, False)]
         if quick
-        else [(128, False), (128, True), (64, False), (64, True)]
+        else [(128, False), (128, True), (64, False), (64, True), (256, False), (256, True)]
     )
-    return [dict(seqlen=s, head_dim=d, causal=c) for (d, c), s in itertools.product(grid, seqlens)]
+    return [
+        dict(seqlen=s, head_dim=d, causal=c)
+        for (d, c), s in itertools.product(grid, seqlens)
+        if dims is None or d in dims
+    ]
 
 
 def variants(quick: bool):
@@ -65,7 +71,7 @@ def modelled_5090(qk: str, pv: str) -> float:
     return t_bf16 / t_q8
 
 
-def measure(shape: dict, quick: bool) -> dict:
+def measure(shape: dict, quick: bool, softcap_sink: bool = False) -> dict:
     s, d, causal = shape["seqlen"], shape["head_dim"], shape["causal"]
     b = max(TOKENS // s, 1)
     q, k, v = (torch.randn(b, s, NHEADS, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
@@ -82,6 +88,15 @@ def measure(shape: dict, quick: bool) -> dict:
             fns[f"quantize_{qk}"] = lambda a=a: quantize_for(a)
             fns[f"quantize_{qk}_pytorch"] = lambda qk=qk, cfg=cfg: quant.quantize(
                 q, k, v, qk=qk, block_q=cfg.tile_m, block_k=cfg.tile_n
+            )
+    if softcap_sink:
+        sink = torch.zeros(NHEADS, device="cuda")
+        fns["fa4_bf16_softcap_sink"] = lambda: flash_attn_func(
+            q, k, v, causal=causal, softcap=30.0, learnable_sink=sink
+        )
+        for qk, pv in variants(quick):
+            fns[f"q8_{qk}_{pv}_softcap_sink_call"] = lambda qk=qk, pv=pv: quantized_attn_func(
+                q, k, v, causal=causal, softcap=30.0, learnable_sink=sink, qk=qk, pv_accum=pv
             )
     row = dict(shape, batch=b, nheads=NHEADS, flops=flops)
     times, errors = C.bench_peers(fns)
@@ -147,7 +162,10 @@ def main(argv=None):
         metavar="D:M:N:THREADS",
         help="try another 8-bit tile for head dim D (e.g. 128:128:64:256); repeatable",
     )
+    ap.add_argument("--dims", default=None, help="comma-separated head dims (default: all of the grid)")
+    ap.add_argument("--softcap-sink", action="store_true", help="also time calls with a softcap and sinks")
     args = ap.parse_args(argv)
+    dims = None if args.dims is None else {int(x) for x in args.dims.split(",")}
     from fa4_sm120 import tiles
 
     for spec in args.tile:  # this process only: the table row the run measures instead
@@ -164,8 +182,8 @@ def main(argv=None):
     a = torch.randn(4096, 4096, device="cuda")
     C.bench_ms(lambda: a @ a)
     path = C.results_path("q8-emulated-sm120" if args.emulate_sm120 else "q8", args.out)
-    for s in shapes(args.quick):
-        payload["rows"].append(measure(s, args.quick))
+    for s in shapes(args.quick, dims):
+        payload["rows"].append(measure(s, args.quick, args.softcap_sink))
         C.write_results(path, payload, quiet=True)
     C.write_results(path, payload)
     return 0

@@ -1,7 +1,7 @@
 """The 8-bit forward on the GPU against the fp32 emulation of its own recipe (``fa4_torch.quant``):
 on the same quantized tensors, the kernel's relative L1 error against exact fp32 attention is at most
 1.2x the emulation's (the kernel adds no error of its own), its LSE matches the emulation's, and on
-standard-normal inputs the default recipe (INT8 Q·Kᵀ) keeps cosine >= 0.999. Head dims 64/128,
+standard-normal inputs the default recipe (INT8 Q·Kᵀ) keeps cosine >= 0.999. Head dims 64/128/256,
 causal, GQA, odd lengths (1, 3, 77, 1000, 4097), both Q·Kᵀ formats, fp16 P·V accumulation, fp16 and
 bf16 inputs, "real-like" inputs, local windows, the softcap and learnable sinks (against
 ``fa4_core.testing.attention_ref``); the varlen form sequence by sequence. Runs in well under two minutes
@@ -35,6 +35,9 @@ CASES = [
     (1, 1000, 1000, 4, 4, 64, False, "int8", "fp16", torch.float16),
     (1, 4097, 4097, 2, 2, 128, False, "int8", "fp32", torch.bfloat16),
     (1, 4097, 4097, 2, 1, 64, True, "int8", "fp32", torch.bfloat16),
+    (1, 1000, 1000, 4, 2, 256, False, "int8", "fp32", torch.bfloat16),
+    (2, 77, 1000, 4, 4, 256, True, "fp8", "fp16", torch.float16),
+    (1, 4097, 4097, 2, 1, 256, True, "int8", "fp16", torch.bfloat16),
 ]
 
 
@@ -108,6 +111,8 @@ FEATURE_CASES = [
     (1, 3, 3, 4, 2, 64, False, (None, None), 0.0, True, "int8", "fp16", torch.bfloat16),
     (1, 1000, 1000, 4, 2, 128, True, (256, None), 20.0, True, "int8", "fp16", torch.bfloat16),
     (1, 1000, 1000, 8, 2, 64, False, (300, 300), 25.0, True, "fp8", "fp32", torch.float16),
+    (1, 1000, 1000, 4, 2, 256, True, (200, None), 30.0, True, "int8", "fp32", torch.bfloat16),
+    (1, 77, 77, 4, 4, 256, False, (None, None), 0.0, True, "fp8", "fp16", torch.bfloat16),
 ]
 
 

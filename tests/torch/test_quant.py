@@ -160,7 +160,7 @@ def test_quantized_attn_func_typed_errors(kwargs, match):
 
 def test_quantized_attn_func_rejects_shapes_and_dtypes():
     q, k, v = _qkv(shape=(1, 8, 2, 96))
-    with pytest.raises(UnsupportedConfigError, match="64 or 128"):
+    with pytest.raises(UnsupportedConfigError, match=r"one of \(64, 128, 256\)"):
         quantized_attn_func(q, k, v)
     q, k, v = _qkv(dtype=torch.float32)
     with pytest.raises(UnsupportedConfigError, match="dtype"):

@@ -136,7 +136,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             raise unsupported("pv_accum", cfg.pv_accum, ", ".join(Q8_PV_ACCUMS))
         if cfg.head_dim not in Q8_HEAD_DIMS or cfg.head_dim_v != cfg.head_dim:
             raise unsupported(
-                "(head_dim, head_dim_v)", (cfg.head_dim, cfg.head_dim_v), "(64, 64) or (128, 128)"
+                "(head_dim, head_dim_v)",
+                (cfg.head_dim, cfg.head_dim_v),
+                " or ".join(f"({d}, {d})" for d in Q8_HEAD_DIMS),
             )
         if cfg.tile_n not in (32, 64, 128):
             raise unsupported("tile_n", cfg.tile_n, "32, 64 or 128 (divisors of the quantizer's key padding)")
@@ -563,7 +565,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         acc_Sf = acc_S
         if cutlass.const_expr(self.qk_acc == "s32"):
             # int32 -> fp32 in place, exactly, without the quarter-rate I2F: |s| < 2^22 (head_dim *
-            # 127 * 127 for head_dim <= 128), so the bits of s + 0x4B400000 are the float 1.5 * 2^23 + s
+            # 127 * 127 for head_dim <= 256), so the bits of s + 0x4B400000 are the float 1.5 * 2^23 + s
             acc_S.store(acc_S.load() + Int32(F32_MAGIC_BITS))
             acc_Sf = cute.recast_tensor(acc_S, Float32)
             acc_Sf.store(acc_Sf.load() - Float32(F32_MAGIC))

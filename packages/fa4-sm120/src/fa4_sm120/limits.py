@@ -22,5 +22,5 @@ MAX_SPLITS = 64
 # 2^rescale_threshold <= 2^0.5 with the lazy rescale) is scaled by Q8_P_SCALE into e4m3 (max 448)
 Q8_QK_FORMATS = ("int8", "fp8")
 Q8_PV_ACCUMS = ("fp32", "fp16")
-Q8_HEAD_DIMS = (64, 128)
+Q8_HEAD_DIMS = (64, 128, 256)  # INT8 scores stay below 2^22 up to 256 (256 * 127 * 127)
 Q8_P_SCALE = 256.0

@@ -1,8 +1,26 @@
 """The 8-bit forward's quantizer (bandwidth-bound, no MMA): one kernel per tensor, each reading its
 16-bit input once and writing what :mod:`fa4_sm120.fwd_q8` reads. The recipe is
 ``fa4_torch.quant``'s (whose PyTorch ``quantize`` is the reference these kernels reproduce bit for
-bit, up to the order of the LSE shift's sum); its per-sequence statistics come first, from PyTorch
-reductions: K's mean and V's channel maxima over the sequence.
+bit, given the statistics kernel's K mean and up to the order of the LSE shift's sum); its
+per-sequence statistics come first, from one more kernel that reads K and V once.
+
+* Statistics (:class:`QuantizeStatsSm120`, ``role`` ``"stats"``), grid (blocks of ``block`` keys,
+  heads_kv, batch), ``mK``, ``mV (batch, seqlen, heads_kv, d)``:
+
+  1. each thread owns one 16-byte chunk (8 channels) of every ``num_threads / (d / 8)``-th key of
+     the block, loading ``unroll`` keys' K and V vectors before it adds K's values to fp32 sums and
+     takes the maximum of V's ``|v|`` (exact in fp32);
+  2. the threads of a chunk combine in a fixed order through shared memory and the CTA writes its
+     partials to ``mPart (batch, heads_kv, nblocks, 2 d)`` (sums, then maxima);
+  3. after a gpu-scope fence the CTA increments ``mCount[batch, head_kv]`` (zero-initialised); the
+     CTA that sees ``nblocks - 1`` (the last) combines the partials in block order and writes ``mMean
+     (batch, heads_kv, d) = sum / seqlen`` (IEEE division; 0 for an empty sequence) and ``mVScale =
+     vmax * v_inv`` (``v_inv`` the fp32 reciprocal of ``v_max``, as PyTorch's ``vmax / v_max`` on
+     the GPU computes it; 1 for an all-zero channel).
+
+  The order of every sum is fixed (the result is deterministic); it differs from ``torch.mean``'s
+  only by that order. The maxima are order-independent: the scales are bit for bit
+  ``fa4_torch.quant.v_channel_scales``'.
 
 * Q and K (``role`` ``"q"``/``"k"``), grid (blocks of ``block`` rows, heads, batch): each thread
   holds ``block * head_dim / 8 / 128`` 16-byte row vectors in registers; the block's ``amax`` of
@@ -23,7 +41,8 @@ reductions: K's mean and V's channel maxima over the sequence.
   transposition happens in registers. Keys at or past ``seqlen`` are written as zeros (the padding the
   forward reads whole).
 
-Rows past the sequence are neither read nor written (Q, K); a block's scale covers its rows only. With
+Rows past the sequence are neither read nor written (Q, K, the statistics); a block's scale covers its
+rows only. With
 ``seqused``, sequence ``b`` is the first ``mSeqUsed[b]`` rows of ``mX`` (padded batches: the 8-bit
 forward's varlen form), else all of them.
 """

@@ -468,7 +468,7 @@ def quantized_attn_func(
     return_lse: bool = False,
 ):
     """8-bit attention (forward only): ``q (batch, seqlen_q, nheads, d)``, ``k``/``v (batch, seqlen_k,
-    nheads_kv, d)`` in fp16/bf16, ``d`` 64 or 128; ``causal``, ``window_size``, ``learnable_sink``
+    nheads_kv, d)`` in fp16/bf16, ``d`` 64, 128 or 256; ``causal``, ``window_size``, ``learnable_sink``
     and ``softcap`` as :func:`flash_attn_func`'s; Q·Kᵀ in ``qk`` (``"int8"``: per-block INT8 with K
     smoothed, the default; ``"fp8"``: per-block e4m3), P·V in e4m3 with ``pv_accum`` accumulation
     (``"fp16"``: per key block, the GeForce cards' double rate). Returns ``out`` in the input dtype,

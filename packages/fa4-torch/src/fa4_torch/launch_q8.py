@@ -114,6 +114,7 @@ def quantize_device(
     if b == 0:
         return qkv
     used_q, used_k = seqused if seqused is not None else (None, None)
+    kx, vx = _kernel_view(k), _kernel_view(v)  # read by the statistics and by their quantizers
     mean = None
     if smooth:  # over each sequence's keys (the first seqused_k[b] with seqused); 0 for none
         stats = cfgs["stats"]
@@ -125,12 +126,12 @@ def quantize_device(
         vm = struct.unpack("f", struct.pack("f", quant.v_max(pv_accum, block_k)))[0]
         v_inv = struct.unpack("f", struct.pack("f", 1.0 / vm))[0]
         fn = quantize_kernel(stats, dev)
-        fn(_kernel_view(k), _kernel_view(v), part, count, mean, v_scale, used_k, v_inv)
-    launches = [("v", v, vt8, v_scale, None, None, used_k)]
+        fn(kx, vx, part, count, mean, v_scale, used_k, v_inv)
+    launches = [("v", vx, vt8, v_scale, None, None, used_k)]
     if sq > 0:
         launches.append(("q", q, q8, q_scale, mean, shift if smooth else None, used_q))
     if sk > 0:
-        launches.append(("k", k, k8, k_scale, mean, None, used_k))
+        launches.append(("k", kx, k8, k_scale, mean, None, used_k))
     for role, x, x8, scale, mean_, shift_, used in launches:
         fn = quantize_kernel(cfgs[role], dev)
         fn(_kernel_view(x), x8.view(torch.int32), scale, mean_, shift_, used, softmax_scale)

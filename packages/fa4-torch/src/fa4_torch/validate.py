@@ -777,7 +777,9 @@ def quantized_args(
     head_dim = q.shape[-1]
     if head_dim not in Q8_HEAD_DIMS or k.shape[-1] != head_dim or v.shape[-1] != head_dim:
         raise unsupported(
-            "(q, k, v).shape[-1]", (head_dim, k.shape[-1], v.shape[-1]), "64 or 128, the same for all three"
+            "(q, k, v).shape[-1]",
+            (head_dim, k.shape[-1], v.shape[-1]),
+            f"one of {Q8_HEAD_DIMS}, the same for all three",
         )
     if k.shape != v.shape or k.shape[0] != q.shape[0]:
         raise unsupported(
