@@ -105,6 +105,20 @@ def test_emulation_softcap_and_sinks_see_the_true_scores(causal, window, softcap
     assert (lse.double() - ref_lse).abs().max() < 0.1
 
 
+def test_emulation_without_keys():
+    # no key: out 0, lse -inf, or the sink's logit with a sink (as the reference)
+    from fa4_core.testing import attention_ref
+
+    q, k, v = _normal(1, 5, 0, 4, 2, 64)
+    x = quantize(q, k, v, qk="int8")
+    out, lse = emulate(x)
+    assert (out == 0).all() and torch.isneginf(lse).all()
+    sinks = torch.tensor([0.5, -1.0, 3.0, 0.0])
+    out, lse = emulate(x, learnable_sink=sinks)
+    _, ref_lse = attention_ref(q, k, v, learnable_sink=sinks)
+    assert (out == 0).all() and torch.equal(lse, ref_lse)
+
+
 @pytest.mark.parametrize("sq, sk", [(1, 1), (3, 77), (77, 3), (1000, 1000)])
 def test_emulation_causal_gqa_odd_lengths(sq, sk):
     q, k, v = _normal(1, sq, sk, 4, 2, 64, seed=sq + sk)

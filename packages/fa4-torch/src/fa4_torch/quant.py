@@ -269,7 +269,8 @@ def emulate(
     mask = _mask(sq, sk, causal, window_size, q8.device)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
-    m = s.amax(dim=-1, keepdim=True)  # -inf on rows that see no key
+    # -inf on rows that see no key
+    m = s.amax(dim=-1, keepdim=True) if sk > 0 else s.new_full((b, h, sq, 1), float("-inf"))
     if learnable_sink is not None:
         m_all = torch.maximum(m, learnable_sink.float()[None, :, None, None])  # with the sink
     else:
