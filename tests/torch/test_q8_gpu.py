@@ -310,3 +310,57 @@ def test_quantized_varlen_matches_each_sequence(d, causal, qk, features):
         assert e_kernel["rel_l1"] <= 1.2 * e_emu["rel_l1"] + 1e-3, (i, e_kernel, e_emu)
         fin = torch.isfinite(ref_lse[0])
         assert (l_i[fin] - emu_lse[0][fin]).abs().max() < 5e-3, i
+
+
+@pytest.mark.parametrize("causal, features", [(True, {}), (False, dict(window_size=(64, 64), softcap=20.0))])
+def test_fp8_inputs_flash_attn_varlen_func(causal, features):
+    """FlashAttention-3's FP8 convention in ``flash_attn_varlen_func``: packed float8_e4m3fn sequences
+    with ``(batch, nheads_kv)`` descales per sequence; each sequence within the 1.2x rule against the
+    emulation of that sequence alone (``quant.from_fp8``), its LSE within fp32 rounding of it."""
+    from fa4_torch import flash_attn_varlen_func
+    from fa4_torch.quant import from_fp8
+
+    lens = [(1, 77), (0, 5), (300, 300), (77, 0), (129, 1000)]
+    h, hkv, d, b = 4, 2, 128, len(lens)
+    g = torch.Generator(device="cuda").manual_seed(11 + causal)
+    e4m3 = torch.float8_e4m3fn
+    tq, tk = sum(x for x, _ in lens), sum(y for _, y in lens)
+    q = (torch.randn(tq, h, d, device="cuda", generator=g) * 40).to(e4m3)
+    k = (torch.randn(tk, hkv, d, device="cuda", generator=g) * 40).to(e4m3)
+    v = (torch.randn(tk, hkv, d, device="cuda", generator=g) * 40).to(e4m3)
+    qd, kd, vd = (torch.rand(b, hkv, device="cuda", generator=g) * 0.04 + 0.01 for _ in range(3))
+    cu_q, cu_k = (
+        torch.tensor([0, *itertools.accumulate(x)], dtype=torch.int32, device="cuda")
+        for x in ([a for a, _ in lens], [c for _, c in lens])
+    )
+    window, softcap = features.get("window_size", (None, None)), features.get("softcap", 0.0)
+    out, lse = flash_attn_varlen_func(
+        q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=causal, window_size=window, softcap=softcap,
+        return_lse=True, q_descale=qd, k_descale=kd, v_descale=vd,
+    )  # fmt: skip
+    torch.cuda.synchronize()
+    assert out.dtype == torch.bfloat16 and out.shape == (tq, h, d) and lse.shape == (h, tq)
+    rep = h // hkv
+    for i, (nq, _) in enumerate(lens):
+        if nq == 0:
+            continue
+        sq, sk = slice(cu_q[i], cu_q[i + 1]), slice(cu_k[i], cu_k[i + 1])
+        qi, ki, vi = q[sq][None], k[sk][None], v[sk][None]
+        per = [x[i : i + 1] for x in (qd, kd, vd)]
+        qf = qi.float() * per[0].repeat_interleave(rep, dim=1)[:, None, :, None]
+        kf, vf = ki.float() * per[1][:, None, :, None], vi.float() * per[2][:, None, :, None]
+        ref, ref_lse = attention_ref(qf, kf, vf, causal=causal, window_size=window, softcap=softcap)
+        o_i, l_i = out[sq], lse[:, sq]
+        seen = torch.isfinite(ref_lse[0]).t()
+        assert torch.equal(torch.isfinite(l_i), torch.isfinite(ref_lse[0]))
+        assert (o_i[~seen] == 0).all()
+        if not seen.any():
+            continue
+        emu, emu_lse = emulate(
+            from_fp8(qi, ki, vi, *per, block_q=64, block_k=64), causal=causal, window_size=window,
+            softcap=softcap,
+        )  # fmt: skip
+        e_kernel, e_emu = errors(o_i[seen].float(), ref[0][seen]), errors(emu[0][seen], ref[0][seen])
+        assert e_kernel["rel_l1"] <= 1.2 * e_emu["rel_l1"] + 1e-3, (i, e_kernel, e_emu)
+        fin = torch.isfinite(ref_lse[0])
+        assert (l_i[fin] - emu_lse[0][fin]).abs().max() < 5e-3, i

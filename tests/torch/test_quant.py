@@ -553,3 +553,81 @@ def test_quantized_varlen_scatters_and_gathers(monkeypatch, causal):
         )
         assert torch.equal(lse[:, cu_q[i] : cu_q[i] + n], want.t() + 0.25)
     assert (out[sum(lens_q) :] == 0).all() and torch.isneginf(lse[:, sum(lens_q) :]).all()
+
+
+# ---------------------------------------------------------------------------------- FP8 inputs, varlen
+def _fp8_varlen(lens_q, lens_k):
+    q, k, v, cu_q, cu_k = _varlen(lens_q, lens_k)
+    e4m3 = torch.float8_e4m3fn
+    return (q * 8).to(e4m3), (k * 8).to(e4m3), (v * 8).to(e4m3), cu_q, cu_k
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(cu_seqlens_q=None), "cu_seqlens_q"),
+        (dict(seqused_k=torch.tensor([4, 6], dtype=torch.int32)), "seqused_k"),
+        (dict(page_table=torch.zeros(2, 1, dtype=torch.int32)), "page_table"),
+        (dict(num_splits=2), "num_splits"),
+        (dict(q_descale=torch.ones(1, 2)), r"q_descale.shape=\(1, 2\)"),  # one per sequence: (2, 2)
+        (dict(k_descale=torch.ones(2, 2, dtype=torch.float64)), "k_descale.dtype"),
+        (dict(v=torch.zeros(10, 2, 64, dtype=torch.bfloat16)), r"\(q.dtype, k.dtype, v.dtype\)"),
+        (dict(window_size=(8, -3)), r"window_size\[1\]"),
+        (dict(learnable_sink=torch.zeros(3)), "learnable_sink.shape"),
+    ],
+)
+def test_fp8_inputs_varlen_typed_errors(monkeypatch, change, match):
+    """float8_e4m3fn q, k, v in ``flash_attn_varlen_func``: packed sequences only, descales of shape
+    (number of sequences, nheads_kv), one FP8 dtype for all three; each a typed error naming the
+    argument."""
+    from fa4_torch import flash_attn_varlen_func, validate
+
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)  # the seam: CPU tensors
+    q, k, v, cu_q, cu_k = _fp8_varlen([3, 5], [4, 6])
+    kw = dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, q_descale=torch.ones(2, 2)) | change
+    with pytest.raises(UnsupportedConfigError, match=match):
+        flash_attn_varlen_func(**kw)
+
+
+def test_fp8_inputs_varlen_scatter_the_bytes(monkeypatch):
+    """The FP8 varlen path with the kernel stubbed: the kernel sees each sequence's e4m3 bytes at the
+    start of its row of the zero-padded batch, every block scale of a sequence's head its descale, and
+    the sequences' lengths; bf16 out gathered back."""
+    from fa4_torch import flash_attn_varlen_func, launch_q8, validate
+
+    lens_q, lens_k = [3, 0, 7], [5, 2, 0]
+    q, k, v, cu_q, cu_k = _fp8_varlen(lens_q, lens_k)
+    qd, kd, vd = (torch.rand(3, 2) + 0.5 for _ in range(3))
+    seen = {}
+
+    def fake_kernel(cfg, device):
+        def fn(q8, k8, vt, qs, ks, vs, out, lse, used_q, used_k, *rest):
+            seen.update(cfg=cfg, q8=q8.clone(), k8=k8.clone(), qs=qs.clone(), ks=ks.clone(), vs=vs.clone())
+            seen.update(used_q=used_q.tolist(), used_k=used_k.tolist())
+            out.fill_(1.0)
+            lse.fill_(0.5)
+
+        return fn
+
+    monkeypatch.setattr(launch_q8, "q8_kernel", fake_kernel)
+    monkeypatch.setattr(validate, "check_devices", lambda q, named: None)
+    out, lse = flash_attn_varlen_func(
+        q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True, return_lse=True, q_descale=qd,
+        k_descale=kd, v_descale=vd,
+    )  # fmt: skip
+    assert seen["cfg"].qk == "fp8" and seen["cfg"].has_seqused_q and seen["used_q"] == lens_q
+    assert seen["used_k"] == lens_k
+    q8, k8 = seen["q8"].view(torch.uint8), seen["k8"].view(torch.uint8)
+    assert q8.shape == (3, 7, 4, 64) and k8.shape == (3, 5, 2, 64)
+    for i, (nq, nk) in enumerate(zip(lens_q, lens_k)):
+        assert (
+            torch.equal(q8[i, :nq], q.view(torch.uint8)[cu_q[i] : cu_q[i] + nq]) and (q8[i, nq:] == 0).all()
+        )
+        assert (
+            torch.equal(k8[i, :nk], k.view(torch.uint8)[cu_k[i] : cu_k[i] + nk]) and (k8[i, nk:] == 0).all()
+        )
+        assert torch.equal(seen["qs"][i], qd[i].repeat_interleave(2)[:, None].expand_as(seen["qs"][i]))
+        assert torch.equal(seen["ks"][i], kd[i][:, None].expand_as(seen["ks"][i]))
+        assert torch.equal(seen["vs"][i], vd[i][:, None].expand_as(seen["vs"][i]))
+    assert out.dtype == torch.bfloat16 and out.shape == (10, 4, 64) and (out == 1).all()
+    assert lse.shape == (4, 10) and (lse == 0.5).all()

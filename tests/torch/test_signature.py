@@ -66,7 +66,7 @@ UPSTREAM_B36 = {
 # fa4's keyword-only additions after upstream's parameters (FP8 descales)
 FA4_KEYWORD_ONLY = {
     "flash_attn_func": ["q_descale", "k_descale", "v_descale"],
-    "flash_attn_varlen_func": ["k_descale", "v_descale"],
+    "flash_attn_varlen_func": ["q_descale", "k_descale", "v_descale"],
 }
 
 

@@ -61,6 +61,7 @@ from fa4_torch.validate import (
     check_sdpa,
     forward_args,
     fp8_input_args,
+    fp8_input_varlen_args,
     later,
     named_as,
     needs_grad,
@@ -118,8 +119,8 @@ def flash_attn_func(
     FlashAttention-3's FP8 convention (keyword only): float8_e4m3fn ``q``, ``k``, ``v`` with fp32
     ``q_descale``/``k_descale``/``v_descale`` (one element or ``(batch, nheads_kv)``; None is 1.0)
     run the 8-bit forward (:func:`quantized_attn_func`'s kernel, FP8 Q·Kᵀ on the values as given,
-    fp32 accumulation) on ``q * q_descale``, ... ; ``out`` is bf16; forward only, no window, softcap,
-    sink or splits (docs/quantized.md)."""
+    fp32 accumulation) on ``q * q_descale``, ... ; ``out`` is bf16; forward only, no splits
+    (docs/quantized.md)."""
     if (
         qv is not None
         or gather_kv_indices is not None
@@ -221,13 +222,17 @@ def flash_attn_varlen_func(
     gather_bwd_recompute_p: bool = False,
     gather_bwd_token_chunk: int | None = None,
     *,
+    q_descale: torch.Tensor | None = None,
     k_descale: torch.Tensor | None = None,
     v_descale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Variable-length (and paged-K/V) attention; see the module docstring. Returns ``(out, lse)``.
 
     float8_e4m3fn ``k``/``v`` (an FP8 KV cache) with fp32 ``k_descale``/``v_descale`` (keyword only,
-    as in :func:`flash_attn_with_kvcache`): forward only, eager only.
+    as in :func:`flash_attn_with_kvcache`): forward only, eager only. float8_e4m3fn ``q``, ``k``,
+    ``v`` with ``q_descale``/``k_descale``/``v_descale`` (FlashAttention-3's convention, one element
+    or ``(batch, nheads_kv)`` per sequence): packed sequences through the 8-bit forward, as
+    :func:`flash_attn_func`'s FP8 inputs (``out`` bf16).
 
     ``flash_attn.cute``'s signature; ``min_seqlen_k`` and ``disable_scheduler_metadata`` are checked
     and ignored (hints that cannot change the result); the other arguments fa4 has no kernel for must
@@ -265,6 +270,14 @@ def flash_attn_varlen_func(
     check_flag("causal", causal)
     check_flag("deterministic", deterministic)
     check_flag("return_lse", return_lse)
+    if q_descale is not None or getattr(q, "dtype", None) in KV8_DTYPES:  # FP8 q, k, v
+        a = fp8_input_varlen_args(
+            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k,
+            page_table, causal, softmax_scale, window_size, learnable_sink, softcap, num_splits, return_lse,
+            (q_descale, k_descale, v_descale),
+        )  # fmt: skip
+        out, lse = launch_q8.forward_quantized_varlen(a)
+        return out, (lse if return_lse else None)
     kv8 = k_descale is not None or v_descale is not None or getattr(k, "dtype", None) in KV8_DTYPES
     if kv8:
         if needs_grad(q, k, v, learnable_sink, k_descale, v_descale):

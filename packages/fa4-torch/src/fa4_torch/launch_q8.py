@@ -207,8 +207,11 @@ def forward_quantized_varlen(v: Q8VarlenArgs):
 
     def pad(x: torch.Tensor, idx, max_len: int) -> torch.Tensor:
         xp = x.new_zeros(b, max_len, *x.shape[1:])
-        xp[idx] = x[: idx[0].numel()]
-        return xp
+        src = x[: idx[0].numel()]
+        if x.element_size() == 1:  # FP8 inputs: moved as bytes (no float8 index_put)
+            xp, src = xp.view(torch.uint8), src.contiguous().view(torch.uint8)
+        xp[idx] = src
+        return xp.view(x.dtype)
 
     iq, ik = rows(v.lens_q, v.cu_seqlens_q), rows(v.lens_k, v.cu_seqlens_k)
     used = (v.cu_seqlens_q[1:] - v.cu_seqlens_q[:-1], v.cu_seqlens_k[1:] - v.cu_seqlens_k[:-1])  # int32

@@ -71,6 +71,7 @@ __all__ = [
     "quantized_args",
     "quantized_varlen_args",
     "fp8_input_args",
+    "fp8_input_varlen_args",
     "SDPA_PRECISIONS",
     "check_sdpa",
 ]
@@ -753,11 +754,12 @@ class Q8VarlenArgs(NamedTuple):
 
 def quantized_args(
     q, k, v, causal, softmax_scale, window_size, learnable_sink, softcap, qk, pv_accum, return_lse,
-    descales=None,
+    descales=None, descale_batch=None,
 ) -> Q8Args:  # fmt: skip
     """Every check of an 8-bit forward call (``fa4_torch.quantized_attn_func``; with ``descales``,
     ``(q_descale, k_descale, v_descale)``, ``flash_attn_func`` on float8_e4m3fn q, k, v), before
-    anything is quantized, compiled or launched."""
+    anything is quantized, compiled or launched. ``descale_batch``: the descales' batch when it is
+    not q's (the varlen form: the number of sequences)."""
     check_flag("causal", causal)
     check_flag("return_lse", return_lse)
     if qk not in Q8_QK_FORMATS:
@@ -806,8 +808,9 @@ def quantized_args(
         )
     views = None
     if fp8:  # before the device check, as the FP8 cache's descales
+        nb = q.shape[0] if descale_batch is None else descale_batch
         views = tuple(
-            check_descale(name, d, q.device, q.shape[0], nheads_kv)
+            check_descale(name, d, q.device, nb, nheads_kv)
             for name, d in zip(("q_descale", "k_descale", "v_descale"), descales)
         )
     check_devices(q, (("k", k), ("v", v), ("learnable_sink", learnable_sink)))
@@ -820,25 +823,27 @@ def quantized_args(
 
 def quantized_varlen_args(
     q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size,
-    learnable_sink, softcap, qk, pv_accum, return_lse,
+    learnable_sink, softcap, qk, pv_accum, return_lse, descales=None,
 ) -> Q8VarlenArgs:  # fmt: skip
-    """Every check of a ``quantized_attn_varlen_func`` call: packed ``(total, heads, d)`` tensors (then
-    :func:`quantized_args`' checks), ``cu_seqlens_q``/``cu_seqlens_k`` int32 ``(batch + 1,)`` prefix
-    sums on q's device, monotone from 0 to at most the packed lengths (read on the host: the padded
-    batch is sized by them), ``max_seqlen_*`` None or at least the longest sequence."""
+    """Every check of a ``quantized_attn_varlen_func`` call (with ``descales``: ``flash_attn_varlen_func``
+    on float8_e4m3fn q, k, v, descales of shape ``(batch, nheads_kv)`` per sequence): packed ``(total,
+    heads, d)`` tensors (then :func:`quantized_args`' checks), ``cu_seqlens_q``/``cu_seqlens_k`` int32
+    ``(batch + 1,)`` prefix sums on q's device, monotone from 0 to at most the packed lengths (read on
+    the host: the padded batch is sized by them), ``max_seqlen_*`` None or at least the longest
+    sequence."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 3:
             raise unsupported(
                 f"{name}.dim()", getattr(t, "ndim", type(t).__name__), "3: (total_tokens, nheads, d)"
             )
-    a = quantized_args(
-        q[None], k[None], v[None], causal, softmax_scale, window_size, learnable_sink, softcap, qk,
-        pv_accum, return_lse,
-    )  # fmt: skip
     check_tensor("cu_seqlens_q", cu_seqlens_q, 1, (torch.int32,))
     batch = cu_seqlens_q.shape[0] - 1
     if batch < 0:
         raise unsupported("cu_seqlens_q.shape[0]", 0, "batch + 1 >= 1")
+    a = quantized_args(
+        q[None], k[None], v[None], causal, softmax_scale, window_size, learnable_sink, softcap, qk,
+        pv_accum, return_lse, descales, batch,
+    )  # fmt: skip
     check_index("cu_seqlens_k", cu_seqlens_k, (batch + 1,))
     check_devices(q, (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)))
     lens_q = check_cu_data("cu_seqlens_q", cu_seqlens_q, q.shape[0])
@@ -867,6 +872,30 @@ def fp8_input_args(
     return quantized_args(
         q, k, v, causal, softmax_scale, window_size, learnable_sink, softcap, "fp8", "fp32", return_lse,
         descales,
+    )  # fmt: skip
+
+
+def fp8_input_varlen_args(
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, seqused_q, seqused_k, page_table,
+    causal, softmax_scale, window_size, learnable_sink, softcap, num_splits, return_lse, descales,
+) -> Q8VarlenArgs:  # fmt: skip
+    """``flash_attn_varlen_func`` on float8_e4m3fn q, k, v with ``descales`` (FlashAttention-3's
+    convention, ``(batch, nheads_kv)`` per sequence): packed sequences only (both ``cu_seqlens``; no
+    ``seqused``, page table or splits), then :func:`quantized_varlen_args` with FP8 Q·Kᵀ and fp32
+    accumulation."""
+    for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if t is None:
+            raise unsupported(
+                name, None, "a tensor with float8_e4m3fn q, k, v (packed sequences; flash_attn_func for a batch)"
+            )
+    for name, t in (("seqused_q", seqused_q), ("seqused_k", seqused_k), ("page_table", page_table)):
+        if t is not None:
+            raise unsupported(name, "a tensor", "None with float8_e4m3fn q, k, v")
+    if num_splits != 1:
+        raise unsupported("num_splits", num_splits, "1 with float8_e4m3fn q, k, v")
+    return quantized_varlen_args(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, window_size,
+        learnable_sink, softcap, "fp8", "fp32", return_lse, descales,
     )  # fmt: skip
 
 
