@@ -886,7 +886,9 @@ def fp8_input_varlen_args(
     for name, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if t is None:
             raise unsupported(
-                name, None, "a tensor with float8_e4m3fn q, k, v (packed sequences; flash_attn_func for a batch)"
+                name,
+                None,
+                "a tensor with float8_e4m3fn q, k, v (packed sequences; flash_attn_func for a batch)",
             )
     for name, t in (("seqused_q", seqused_q), ("seqused_k", seqused_k), ("page_table", page_table)):
         if t is not None:
