@@ -1,7 +1,7 @@
 """Every quantizer of the 8-bit forward that its tables can pick (``fa4_sm120.tiles.q8_quantize_configs``:
 head dims 64/128 x INT8/FP8 x fp16/bf16 input, Q with and without smoothing's shift, K, V, and the
-statistics kernel of K's mean and V's channel scales; dense and padded batches with per-sequence
-lengths) compiles for ``sm_120a`` on the CPU; its PTX takes reciprocals with ``rcp.rn``/``div.rn``
+statistics kernel of K's mean and V's channel scales; V's layout of e4m3 inputs,
+``q8_fp8_v_config``; dense and padded batches with per-sequence lengths) compiles for ``sm_120a`` on the CPU; its PTX takes reciprocals with ``rcp.rn``/``div.rn``
 (PyTorch's rounding, so the 8-bit values are the reference's bit for bit), converts with the
 instructions of its format (the statistics: none; their CTAs combined through a gpu-scope counter),
 moves 16-byte vectors in, and ``ptxas -arch=sm_120a -v`` assembles it without spills."""
@@ -18,7 +18,7 @@ from fa4_sm120.compile import ptxas_resources
 from fa4_sm120.configs import QuantizeConfig
 from fa4_sm120.limits import Q8_QK_FORMATS
 from fa4_sm120.quantize import Quantize8Sm120, QuantizeStatsSm120
-from fa4_sm120.tiles import Q8_FWD_TILES, q8_quantize_configs
+from fa4_sm120.tiles import Q8_FWD_TILES, q8_fp8_v_config, q8_quantize_configs
 
 VARIANTS = sorted(
     {
@@ -27,7 +27,8 @@ VARIANTS = sorted(
             ("bfloat16", "float16"), Q8_FWD_TILES, Q8_QK_FORMATS, (True, False), (False, True)
         )
         for cfg in q8_quantize_configs(dt, d, qk=qk, smooth=smooth, seqused=used).values()
-    },
+    }
+    | {q8_fp8_v_config(d, seqused=used) for d, used in itertools.product(Q8_FWD_TILES, (False, True))},
     key=repr,
 )
 
@@ -55,11 +56,15 @@ def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
     if cfg.role == "stats":  # fp32 sums and maxima only; the last CTA of a head found by a counter
         assert "cvt.rn.satfinite" not in ptx and "prmt.b32" not in ptx
         assert "atom.global" in ptx and "fence.acq_rel.gpu" in ptx
-    elif cfg.fmt == "fp8":
-        assert "cvt.rn.satfinite.e4m3x2.f32" in ptx and "prmt.b32" not in ptx
+    elif cfg.fmt == "fp8":  # (e4m3 input: its bytes paired by prmt for the e4m3x2 -> f16x2 widening)
+        assert "cvt.rn.satfinite.e4m3x2.f32" in ptx
+        assert ("prmt.b32" in ptx) == (cfg.dtype == "float8_e4m3fn")
     else:
         assert "prmt.b32" in ptx and "cvt.rn.satfinite.e4m3x2.f32" not in ptx
-    assert "ld.global.v4" in ptx or "ld.global.nc.v4" in ptx  # 16-byte loads of the 16-bit input
+    if cfg.dtype == "float8_e4m3fn":  # V as given (FP8 inputs): 8-byte loads, e4m3 -> f16x2 -> fp32
+        assert "ld.global.v2.b32" in ptx and "cvt.rn.f16x2.e4m3x2" in ptx
+    else:
+        assert "ld.global.v4" in ptx or "ld.global.nc.v4" in ptx  # 16-byte loads of the 16-bit input
     assert "mma" not in ptx
     # Q and K (and the statistics) reduce over the CTA; V's transposition stays within each thread
     assert ("bar.sync" in ptx) == (cfg.role != "v")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fa4_core.errors import UnsupportedConfigError
-from fa4_torch import quantized_attn_func
+from fa4_torch import quant, quantized_attn_func
 from fa4_torch.quant import (
     KEY_PAD,
     P_SCALE,
@@ -609,14 +609,23 @@ def test_fp8_inputs_varlen_scatter_the_bytes(monkeypatch):
 
         return fn
 
+    def fake_v_layout(cfg, device):  # V's quantizer on e4m3 values: the reference layout
+        def fn(x, x8, scale, mean, shift, used, softmax_scale):
+            assert cfg.dtype == "float8_e4m3fn" and cfg.role == "v" and cfg.seqused and (scale == 1).all()
+            seen["used_v"] = used.tolist()
+            x8.copy_(quant._v_layout(x).view(torch.int32))
+
+        return fn
+
     monkeypatch.setattr(launch_q8, "q8_kernel", fake_kernel)
+    monkeypatch.setattr(launch_q8, "quantize_kernel", fake_v_layout)
     monkeypatch.setattr(validate, "check_devices", lambda q, named: None)
     out, lse = flash_attn_varlen_func(
         q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True, return_lse=True, q_descale=qd,
         k_descale=kd, v_descale=vd,
     )  # fmt: skip
     assert seen["cfg"].qk == "fp8" and seen["cfg"].has_seqused_q and seen["used_q"] == lens_q
-    assert seen["used_k"] == lens_k
+    assert seen["used_k"] == lens_k == seen["used_v"]
     q8, k8 = seen["q8"].view(torch.uint8), seen["k8"].view(torch.uint8)
     assert q8.shape == (3, 7, 4, 64) and k8.shape == (3, 5, 2, 64)
     for i, (nq, nk) in enumerate(zip(lens_q, lens_k)):

@@ -197,3 +197,29 @@ def test_statistics_against_fp64(case):
         skp = ref.vt8.shape[-1]
         assert torch.equal(got.vt8[i, ..., :skp].view(torch.uint8), ref.vt8[0].view(torch.uint8)), i
         assert not got.vt8[i, ..., skp:].view(torch.uint8).any(), f"sequence {i}: V's padding"
+
+
+@pytest.mark.parametrize("d, sk, used", [(64, 77, None), (128, 4097, None), (256, 300, [300, 0, 129])])
+def test_fp8_v_layout_matches_reference(d, sk, used):
+    """FlashAttention-3's FP8 inputs: V's quantizer on e4m3 values writes ``quant._v_layout``'s bytes
+    (transposed, key-permuted, zero-padded; with per-sequence lengths, the keys past them zero)."""
+    from fa4_torch.launch_q8 import fp8_v_layout_device
+    from fa4_torch.quant import _v_layout
+
+    b = 3 if used else 2
+    g = torch.Generator(device="cuda").manual_seed(d + sk)
+    v = (torch.randn(b, sk, 2, d, device="cuda", generator=g) * 100).to(torch.float8_e4m3fn)
+    seqused = None
+    if used:
+        seqused = torch.tensor(used, dtype=torch.int32, device="cuda")
+        ref_in = v.clone()
+        for i, n in enumerate(used):
+            ref_in.view(torch.uint8)[i, n:] = 0
+    else:
+        ref_in = v
+    got = fp8_v_layout_device(v, seqused)
+    ref = _v_layout(ref_in)
+    torch.cuda.synchronize()
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    mismatch = (got.view(torch.uint8) != ref.view(torch.uint8)).sum().item()
+    assert mismatch == 0, f"{mismatch} of {got.numel()} bytes differ"

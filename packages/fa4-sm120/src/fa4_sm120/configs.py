@@ -326,6 +326,9 @@ class CombineConfig:
 
 
 QUANTIZE_ROLES = ("q", "k", "v", "stats")
+# V's quantizer also takes e4m3 values as they are (FlashAttention-3's FP8 inputs: channel scales 1,
+# only the layout changes)
+FP8_V_INPUT = "float8_e4m3fn"
 
 
 @dataclass(frozen=True)
@@ -349,8 +352,8 @@ class QuantizeConfig:
     unroll: int = 1
 
     def check(self) -> None:
-        if self.dtype not in DTYPE_NAMES:
-            raise unsupported("dtype", self.dtype, ", ".join(DTYPE_NAMES))
+        if self.dtype not in DTYPE_NAMES and not (self.dtype == FP8_V_INPUT and self.role == "v"):
+            raise unsupported("dtype", self.dtype, ", ".join(DTYPE_NAMES) + f" ({FP8_V_INPUT} for V)")
         if self.head_dim not in Q8_HEAD_DIMS:
             raise unsupported("head_dim", self.head_dim, f"one of {Q8_HEAD_DIMS}")
         if self.role not in QUANTIZE_ROLES:

@@ -54,6 +54,7 @@ split-KV, pack-GQA.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import cutlass
 import cutlass.cute as cute
@@ -115,6 +116,28 @@ def mma_m16n8k32(fmt: str, acc_type: str, acc: cute.Tensor, a: cute.Tensor, b: c
     )
     for i in range(n_acc):
         acc[i] = dtype(llvm.extractvalue(ty, res, [i]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Q8Block:
+    """What every key block of a query tile reads: the ldmatrix sources and fragments of Q, K and Vᵀ
+    (``frags``), the O accumulators, this thread's score coordinates, the tile's place and lengths,
+    K's block scales, the window (None unless ``is_local``), the softcap's ``(score scale, softcap)``
+    (None without) and smoothing's per-row shift (divided by the softcap with one)."""
+
+    frags: Any
+    acc_O: Any
+    tScS_mn: Any
+    m_block: Any
+    seqlen_q: Any
+    seqlen_k: Any
+    mKScale: Any
+    batch_idx: Any
+    head_kv: Any
+    window_left: Any
+    window_right: Any
+    cap: Any
+    shift: Any
 
 
 class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
@@ -410,7 +433,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
             cute.copy(smem_copy_Q, frags[0][1], frags[0][2])
-        ctx = (
+        ctx = Q8Block(
             frags,
             acc_O,
             tScS_mn,
@@ -498,22 +521,8 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         is_first: cutlass.Constexpr[bool],
         need_mask: cutlass.Constexpr[bool],
     ):
-        (
-            frags,
-            acc_O,
-            tScS_mn,
-            m_block,
-            seqlen_q,
-            seqlen_k,
-            mKScale,
-            batch_idx,
-            head_kv,
-            wl,
-            wr,
-            cap,
-            shift,
-        ) = ctx
-        Q, K, Vt = frags
+        acc_O, tScS_mn, m_block, cap, shift = ctx.acc_O, ctx.tScS_mn, ctx.m_block, ctx.cap, ctx.shift
+        Q, K, Vt = ctx.frags
         acc_shape = (cute.size(Q[3].shape[1]), cute.size(K[3].shape[1]))
         two = cutlass.const_expr(self.cfg.num_stages > 1)
         s = n_block % 2 if two else 0  # this block's stage of the K and Vᵀ buffers
@@ -561,7 +570,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
                 self.load_kv(self._stage(loads, 0), self._stage(loads, 0).K, n_block - 1, False)
             cute.arch.cp_async_commit_group()
         # the key block's scale (the query block's is in the softmax scale)
-        k_scale = mKScale[batch_idx, head_kv, n_block]
+        k_scale = ctx.mKScale[ctx.batch_idx, ctx.head_kv, n_block]
         acc_Sf = acc_S
         if cutlass.const_expr(self.qk_acc == "s32"):
             # int32 -> fp32 in place, exactly, without the quarter-rate I2F: |s| < 2^22 (head_dim *
@@ -581,7 +590,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             acc_Sf.store(acc_Sf.load() * k_scale)
         if cutlass.const_expr(need_mask):
             apply_mask(
-                acc_S_mn, tScS_mn, m_block, n_block, seqlen_q, seqlen_k, wl, wr,
+                acc_S_mn, tScS_mn, m_block, n_block, ctx.seqlen_q, ctx.seqlen_k, ctx.window_left, ctx.window_right,
                 self.tile_m, self.tile_n, 1, self.is_causal, self.is_local,
             )  # fmt: skip
         rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)

@@ -54,21 +54,24 @@ import cutlass.cute as cute
 from cutlass import Float32, Int32
 
 from fa4_core.errors import unsupported
-from fa4_sm120.configs import QuantizeConfig
+from fa4_sm120.configs import FP8_V_INPUT, QuantizeConfig
 from fa4_sm120.convert8 import pack_e4m3x4, pack_s8x4
 from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, fake_stream, fake_tensor
 
 __all__ = ["QuantizeConfig", "Quantize8Sm120", "QuantizeStatsSm120"]
 
 _MAX8 = {"int8": 127.0, "fp8": 448.0}
-_VEC = 8  # 16-bit elements per 16-byte vector
+_VEC = 8  # input elements per vector (16 bytes of 16-bit values, 8 of e4m3)
+_INPUT_DTYPES = {**DTYPES, FP8_V_INPUT: cutlass.Float8E4M3FN}
 
 
 class Quantize8Sm120(MmaSyncKernel):
     """The quantizer of one tensor: ``Quantize8Sm120.compile(cfg, ...)`` (the module docstring)."""
 
     def __init__(self, cfg: QuantizeConfig):
-        super().__init__(cfg)
+        self.can_implement(cfg)
+        self.cfg = cfg
+        self.dtype = _INPUT_DTYPES[cfg.dtype]  # 16-bit, or e4m3 for V (FlashAttention-3's FP8 inputs)
         self.num_threads = cfg.num_threads
         self.chunks = cfg.head_dim // _VEC  # 16-byte vectors per row
 
@@ -241,7 +244,7 @@ class Quantize8Sm120(MmaSyncKernel):
     def fake_args(cfg: QuantizeConfig) -> tuple:
         """``(mX, mX8, mScale, mMean, mShift, mSeqUsed, softmax_scale, stream)`` placeholders (``mMean``
         with ``smooth``, ``mShift`` with ``smooth`` for Q, ``mSeqUsed`` with ``seqused``; else None)."""
-        dt = DTYPES[cfg.dtype]
+        dt = _INPUT_DTYPES[cfg.dtype]
         sym = cute.sym_int
         b, s, h, hkv, nb = sym(), sym(), sym(), sym(), sym()
         d = cfg.head_dim

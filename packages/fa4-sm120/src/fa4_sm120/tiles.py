@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.configs import KV8_DTYPES, FwdCodegen, FwdConfig, Q8FwdConfig, QuantizeConfig
+from fa4_sm120.configs import FP8_V_INPUT, KV8_DTYPES, FwdCodegen, FwdConfig, Q8FwdConfig, QuantizeConfig
 from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
@@ -381,3 +381,11 @@ def q8_quantize_configs(
             dtype, head_dim, _Q8_STATS_ELEMS // head_dim, "stats", seqused=seqused, unroll=_Q8_STATS_UNROLL
         ),
     }
+
+
+def q8_fp8_v_config(head_dim: int, *, seqused: bool = False) -> QuantizeConfig:
+    """V's quantizer on e4m3 values (FlashAttention-3's FP8 inputs): the kernel's transposed,
+    key-permuted, zero-padded layout of V as given (its caller passes channel scales of 1)."""
+    if head_dim not in Q8_FWD_TILES:
+        raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
+    return QuantizeConfig(FP8_V_INPUT, head_dim, _Q8_V_QUANT_BLOCK, "v", "fp8", False, seqused)

@@ -25,6 +25,7 @@ __all__ = [
     "quantize_kernel",
     "quantize_device",
     "quantize_for",
+    "fp8_v_layout_device",
     "forward_quantized",
     "forward_quantized_varlen",
     "launch_quantized",
@@ -138,6 +139,21 @@ def quantize_device(
     return qkv
 
 
+def fp8_v_layout_device(v: torch.Tensor, seqused_k: torch.Tensor | None) -> torch.Tensor:
+    """e4m3 ``v (batch, seqlen_k, nheads_kv, d)`` in the kernel's ``vt8`` layout
+    (``fa4_torch.quant``'s ``_v_layout``, byte for byte) by V's quantizer with channel scales of 1;
+    ``seqused_k``: padded batches (keys past a sequence's length written as zeros)."""
+    b, sk, hkv, d = v.shape
+    skp = max(-(-sk // quant.KEY_PAD), 1) * quant.KEY_PAD
+    vt8 = torch.empty(b, hkv, d, skp, dtype=torch.float8_e4m3fn, device=v.device)
+    if b == 0:
+        return vt8
+    fn = quantize_kernel(tiles.q8_fp8_v_config(d, seqused=seqused_k is not None), v.device)
+    ones = torch.ones(b, hkv, d, dtype=torch.float32, device=v.device)
+    fn(_kernel_view(v), vt8.view(torch.int32), ones, None, None, seqused_k, 1.0)
+    return vt8
+
+
 def quantize_for(a: Q8Args, launch_smem: int = 0):
     """``(cfg, quantized tensors)`` of a validated call: the quantizer's blocks are the kernel's tiles."""
     cfg = tiles.q8_fwd_config(
@@ -152,8 +168,9 @@ def quantize_for(a: Q8Args, launch_smem: int = 0):
         sink=a.learnable_sink is not None,
         launch_smem=launch_smem,
     )
-    if a.descales is not None:  # e4m3 inputs with descales: used as they are
-        qkv = quant.from_fp8(a.q, a.k, a.v, *a.descales, block_q=cfg.tile_m, block_k=cfg.tile_n)
+    if a.descales is not None:  # e4m3 inputs with descales: used as they are, V moved by its quantizer
+        vt8 = fp8_v_layout_device(a.v, a.seqused[1] if a.seqused is not None else None)
+        qkv = quant.from_fp8(a.q, a.k, a.v, *a.descales, block_q=cfg.tile_m, block_k=cfg.tile_n, vt8=vt8)
     else:
         qkv = quantize_device(
             a.q, a.k, a.v, qk=a.qk, softmax_scale=a.softmax_scale, pv_accum=a.pv_accum, seqused=a.seqused

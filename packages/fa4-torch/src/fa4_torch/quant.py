@@ -208,12 +208,14 @@ def from_fp8(
     *,
     block_q: int,
     block_k: int,
+    vt8: torch.Tensor | None = None,
 ) -> QuantizedQKV:
     """The kernel's tensors for inputs already in e4m3 (FlashAttention-3's convention): attention on
     ``q * q_descale``, ``k * k_descale``, ``v * v_descale`` with ``(batch, nheads_kv)`` descales (a
     query head takes its KV head's ``q_descale``). The values are used as they are (no requantization,
     no smoothing: ``lse_shift`` is zero); every block scale of a head is its descale, V's channel
-    scales are ``v_descale``; only V is moved, into the kernel's transposed layout."""
+    scales are ``v_descale``; only V is moved, into the kernel's transposed layout (``vt8``: that
+    layout already made, by the quantizer kernel on the GPU)."""
     b, sq, h, _ = q.shape
     sk, hkv, dv = k.shape[1], k.shape[2], v.shape[-1]
     nbq, nbk = max(math.ceil(sq / block_q), 1), max(math.ceil(sk / block_k), 1)
@@ -221,7 +223,8 @@ def from_fp8(
     k_scale = k_descale.float()[:, :, None].expand(b, hkv, nbk)
     v_scale = v_descale.float()[:, :, None].expand(b, hkv, dv)
     return QuantizedQKV(
-        q.contiguous(), k.contiguous(), _v_layout(v), q_scale.contiguous(), k_scale.contiguous(),
+        q.contiguous(), k.contiguous(), _v_layout(v) if vt8 is None else vt8, q_scale.contiguous(),
+        k_scale.contiguous(),
         v_scale.contiguous(), torch.zeros(b, h, sq, dtype=torch.float32, device=q.device), "fp8",
         block_q, block_k, sk,
     )  # fmt: skip
