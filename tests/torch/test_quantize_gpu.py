@@ -202,13 +202,16 @@ def test_statistics_against_fp64(case):
 @pytest.mark.parametrize("d, sk, used", [(64, 77, None), (128, 4097, None), (256, 300, [300, 0, 129])])
 def test_fp8_v_layout_matches_reference(d, sk, used):
     """FlashAttention-3's FP8 inputs: V's quantizer on e4m3 values writes ``quant._v_layout``'s bytes
-    (transposed, key-permuted, zero-padded; with per-sequence lengths, the keys past them zero)."""
+    (transposed, key-permuted, zero-padded; with per-sequence lengths, the keys past them zero), every
+    byte as given (NaNs of either sign, negative zeros, the largest values included)."""
     from fa4_torch.launch_q8 import fp8_v_layout_device
     from fa4_torch.quant import _v_layout
 
     b = 3 if used else 2
     g = torch.Generator(device="cuda").manual_seed(d + sk)
     v = (torch.randn(b, sk, 2, d, device="cuda", generator=g) * 100).to(torch.float8_e4m3fn)
+    special = torch.tensor([0xFF, 0x7F, 0x80, 0x7E, 0xFE, 0x01], dtype=torch.uint8, device="cuda")
+    v.view(torch.uint8)[0, : special.numel(), 1, 3] = special
     seqused = None
     if used:
         seqused = torch.tensor(used, dtype=torch.int32, device="cuda")

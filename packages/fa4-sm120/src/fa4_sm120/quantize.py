@@ -39,7 +39,8 @@ per-sequence statistics come first, from one more kernel that reads K and V once
   group's second half) in the four bytes ``4t..4t+3`` of a half's 16 output bytes, so a thread that
   loads a half's 16 key rows (16 bytes of 8 channels each) writes 16 bytes per channel: the
   transposition happens in registers. Keys at or past ``seqlen`` are written as zeros (the padding the
-  forward reads whole).
+  forward reads whole). With ``dtype`` ``"float8_e4m3fn"`` (FlashAttention-3's FP8 inputs) the input
+  is e4m3 already: its bytes are moved into that layout as they are (8-byte loads; ``mScale`` unused).
 
 Rows past the sequence are neither read nor written (Q, K, the statistics); a block's scale covers its
 rows only. With
@@ -232,10 +233,18 @@ class Quantize8Sm120(MmaSyncKernel):
                     if key0 + r < seqlen:
                         self.load_vec(mX, batch, key0 + r, head_kv, chunk, raw[None, None, r])
                 out = cute.make_rmem_tensor(4, Int32)
+                fp8_in = cutlass.const_expr(cfg.dtype == FP8_V_INPUT)
+                raw_b = cute.recast_tensor(raw, cutlass.Uint8) if fp8_in else None
                 for j in cutlass.range_constexpr(_VEC):
                     for t in cutlass.range_constexpr(4):  # bytes 4t..4t+3: keys 2t, 2t+1, 2t+8, 2t+9
-                        y = [raw[0, j, 2 * t + e].to(Float32) * inv[j] for e in (0, 1, 8, 9)]
-                        out[t] = pack_e4m3x4(y[0], y[1], y[2], y[3])
+                        if cutlass.const_expr(fp8_in):  # e4m3 as given: the bytes moved, not converted
+                            w = Int32(0)
+                            for i, e in enumerate((0, 1, 8, 9)):
+                                w = w | (raw_b[0, j, 2 * t + e].to(Int32) << (8 * i))
+                            out[t] = w
+                        else:
+                            y = [raw[0, j, 2 * t + e].to(Float32) * inv[j] for e in (0, 1, 8, 9)]
+                            out[t] = pack_e4m3x4(y[0], y[1], y[2], y[3])
                     row = mX8[batch, head_kv, chunk * _VEC + j, None]
                     cute.autovec_copy(out, cute.local_tile(row, (4,), (key0 // 16,)))
 

@@ -141,8 +141,9 @@ def quantize_device(
 
 def fp8_v_layout_device(v: torch.Tensor, seqused_k: torch.Tensor | None) -> torch.Tensor:
     """e4m3 ``v (batch, seqlen_k, nheads_kv, d)`` in the kernel's ``vt8`` layout
-    (``fa4_torch.quant``'s ``_v_layout``, byte for byte) by V's quantizer with channel scales of 1;
-    ``seqused_k``: padded batches (keys past a sequence's length written as zeros)."""
+    (``fa4_torch.quant``'s ``_v_layout``, byte for byte: the bytes are moved, not converted) by V's
+    quantizer (its channel scales, ones here, unused); ``seqused_k``: padded batches (keys past a
+    sequence's length written as zeros)."""
     b, sk, hkv, d = v.shape
     skp = max(-(-sk // quant.KEY_PAD), 1) * quant.KEY_PAD
     vt8 = torch.empty(b, hkv, d, skp, dtype=torch.float8_e4m3fn, device=v.device)
