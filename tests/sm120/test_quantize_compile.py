@@ -43,13 +43,29 @@ def _id(cfg: QuantizeConfig) -> str:
     )
 
 
-@pytest.mark.compile_only
-@pytest.mark.parametrize("cfg", VARIANTS, ids=_id)
-def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
+def _compile(cfg: QuantizeConfig, tmp_path) -> str:
+    """``cfg``'s quantizer compiled for sm_120a: the path of its one PTX file."""
     Quantize8Sm120.compile(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
     ptx_files = [p for p in os.listdir(tmp_path) if p.endswith(".ptx")]
     assert len(ptx_files) == 1, ptx_files
-    ptx = (tmp_path / ptx_files[0]).read_text()
+    return str(tmp_path / ptx_files[0])
+
+
+def _assert_no_spills(cfg: QuantizeConfig, ptx_path: str) -> None:
+    res = ptxas_resources(ptx_path)
+    if res is None:  # no ptxas on PATH
+        return
+    regs, spill, err = res
+    assert err is None, err
+    print(f"\n[sm_120a resources] quantize {_id(cfg)}: {regs} registers, {spill} B spill stores")
+    assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
+
+
+@pytest.mark.compile_only
+@pytest.mark.parametrize("cfg", VARIANTS, ids=_id)
+def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
+    path = _compile(cfg, tmp_path)
+    ptx = open(path).read()
     assert ".target sm_120a" in ptx
     # the reciprocals IEEE-rounded (as PyTorch's 1 / x), never approximate
     assert ("div.rn.f32" in ptx or "rcp.rn.f32" in ptx) and "div.approx" not in ptx and "div.full" not in ptx
@@ -65,33 +81,19 @@ def test_quantizer_compiles_for_sm120a(cfg, tmp_path):
     assert "mma" not in ptx
     # Q and K (and the statistics) reduce over the CTA; V's transposition stays within each thread
     assert ("bar.sync" in ptx) == (cfg.role != "v")
-    res = ptxas_resources(str(tmp_path / ptx_files[0]))
-    if res is None:  # no ptxas on PATH
-        return
-    regs, spill, err = res
-    assert err is None, err
-    print(f"\n[sm_120a resources] quantize {_id(cfg)}: {regs} registers, {spill} B spill stores")
-    assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
+    _assert_no_spills(cfg, path)
 
 
 @pytest.mark.compile_only
 @pytest.mark.parametrize("cfg", FP8_V, ids=_id)
 def test_fp8_v_layout_compiles_for_sm120a(cfg, tmp_path):
     # e4m3 V as given: 8-byte loads, the bytes moved into place (no conversion, no arithmetic), no spills
-    Quantize8Sm120.compile(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
-    ptx_files = [p for p in os.listdir(tmp_path) if p.endswith(".ptx")]
-    assert len(ptx_files) == 1, ptx_files
-    ptx = (tmp_path / ptx_files[0]).read_text()
+    path = _compile(cfg, tmp_path)
+    ptx = open(path).read()
     assert ".target sm_120a" in ptx and "ld.global.v2.b32" in ptx and "st.global.v4.b32" in ptx
     assert "prmt.b32" in ptx and "bar.sync" not in ptx and "mma" not in ptx
     assert "cvt.rn" not in ptx and "div." not in ptx and "rcp." not in ptx and "mul.f32" not in ptx
-    res = ptxas_resources(str(tmp_path / ptx_files[0]))
-    if res is None:  # no ptxas on PATH
-        return
-    regs, spill, err = res
-    assert err is None, err
-    print(f"\n[sm_120a resources] quantize {_id(cfg)}: {regs} registers, {spill} B spill stores")
-    assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
+    _assert_no_spills(cfg, path)
 
 
 @pytest.mark.parametrize(

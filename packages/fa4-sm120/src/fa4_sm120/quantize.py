@@ -66,6 +66,14 @@ _VEC = 8  # input elements per vector (16 bytes of 16-bit values, 8 of e4m3)
 _INPUT_DTYPES = {**DTYPES, FP8_V_INPUT: cutlass.Float8E4M3FN}
 
 
+@cute.jit
+def _load_vec(mX: cute.Tensor, batch, row, head, chunk, dst: cute.Tensor):
+    """The vector ``chunk`` (``_VEC`` elements) of row ``row`` of ``mX (batch, seqlen, heads, d)`` into
+    ``dst``."""
+    g = cute.local_tile(mX[batch, None, head, None], (1, _VEC), (row, chunk))
+    cute.autovec_copy(g, dst)
+
+
 class Quantize8Sm120(MmaSyncKernel):
     """The quantizer of one tensor: ``Quantize8Sm120.compile(cfg, ...)`` (the module docstring)."""
 
@@ -123,11 +131,6 @@ class Quantize8Sm120(MmaSyncKernel):
         return mX.shape[1]
 
     # ------------------------------------------------------------------ Q and K
-    @cute.jit
-    def load_vec(self, mX: cute.Tensor, batch, row, head, chunk, dst: cute.Tensor):
-        """The 16-byte vector ``chunk`` of row ``row`` of ``mX (batch, seqlen, heads, d)`` into ``dst``."""
-        g = cute.local_tile(mX[batch, None, head, None], (1, _VEC), (row, chunk))
-        cute.autovec_copy(g, dst)
 
     @cute.kernel
     def kernel_rows(
@@ -161,7 +164,7 @@ class Quantize8Sm120(MmaSyncKernel):
         for p in cutlass.range_constexpr(passes):
             row = row0 + p * rows_per_pass
             if row < seqlen:
-                self.load_vec(mX, batch, row, head, chunk, raw[None, None, p])
+                _load_vec(mX, batch, row, head, chunk, raw[None, None, p])
                 for j in cutlass.range_constexpr(_VEC):
                     x = raw[0, j, p].to(Float32)
                     if cutlass.const_expr(smooth and cfg.role == "k"):
@@ -231,7 +234,7 @@ class Quantize8Sm120(MmaSyncKernel):
                 raw.fill(0.0)
                 for r in cutlass.range_constexpr(16):
                     if key0 + r < seqlen:
-                        self.load_vec(mX, batch, key0 + r, head_kv, chunk, raw[None, None, r])
+                        _load_vec(mX, batch, key0 + r, head_kv, chunk, raw[None, None, r])
                 out = cute.make_rmem_tensor(4, Int32)
                 fp8_in = cutlass.const_expr(cfg.dtype == FP8_V_INPUT)
                 raw_b = cute.recast_tensor(raw, cutlass.Uint8) if fp8_in else None
@@ -345,8 +348,8 @@ class QuantizeStatsSm120(MmaSyncKernel):
                 for u in cutlass.range_constexpr(cfg.unroll):
                     row = n_block * cfg.block + (it * cfg.unroll + u) * rows_per_pass + group
                     if row < seqlen:
-                        self.load_vec(mK, batch, row, head_kv, chunk, rk[None, None, u])
-                        self.load_vec(mV, batch, row, head_kv, chunk, rv[None, None, u])
+                        _load_vec(mK, batch, row, head_kv, chunk, rk[None, None, u])
+                        _load_vec(mV, batch, row, head_kv, chunk, rv[None, None, u])
                 for u in cutlass.range_constexpr(cfg.unroll):
                     for j in cutlass.range_constexpr(_VEC):
                         ksum[j] = ksum[j] + rk[0, j, u].to(Float32)
@@ -404,12 +407,6 @@ class QuantizeStatsSm120(MmaSyncKernel):
                         if acc > Float32(0.0):
                             scale = acc * v_inv  # as PyTorch's vmax / v_max on the GPU
                         mVScale[batch, head_kv, t - d] = scale
-
-    @cute.jit
-    def load_vec(self, mX: cute.Tensor, batch, row, head, chunk, dst: cute.Tensor):
-        """The 16-byte vector ``chunk`` of row ``row`` of ``mX (batch, seqlen, heads, d)`` into ``dst``."""
-        g = cute.local_tile(mX[batch, None, head, None], (1, _VEC), (row, chunk))
-        cute.autovec_copy(g, dst)
 
     # ------------------------------------------------------------------ compile without tensors
     @staticmethod

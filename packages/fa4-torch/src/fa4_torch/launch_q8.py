@@ -6,6 +6,7 @@ cache), launch, and add smoothing's shift back into the LSE. Imports :mod:`fa4_t
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import struct
 import time
@@ -122,12 +123,8 @@ def quantize_device(
         part = torch.empty(b, hkv, -(-sk // stats.block), 2 * d, dtype=torch.float32, device=dev)
         count = torch.zeros(b, hkv, dtype=torch.int32, device=dev)  # the CTAs done, per (batch, head)
         mean = torch.empty(b, hkv, d, dtype=torch.float32, device=dev)
-        # PyTorch's vmax / v_max on the GPU multiplies by the fp32 reciprocal of the fp32 divisor (its
-        # fp32 division: the double quotient of fp32 values rounded to fp32, an innocuous double rounding)
-        vm = struct.unpack("f", struct.pack("f", quant.v_max(pv_accum, block_k)))[0]
-        v_inv = struct.unpack("f", struct.pack("f", 1.0 / vm))[0]
         fn = quantize_kernel(stats, dev)
-        fn(kx, vx, part, count, mean, v_scale, used_k, v_inv)
+        fn(kx, vx, part, count, mean, v_scale, used_k, _v_inv(pv_accum, block_k))
     launches = [("v", vx, vt8, v_scale, None, None, used_k)]
     if sq > 0:
         launches.append(("q", q, q8, q_scale, mean, shift if smooth else None, used_q))
@@ -139,19 +136,27 @@ def quantize_device(
     return qkv
 
 
+@functools.cache
+def _v_inv(pv_accum: str, block_k: int) -> float:
+    """The fp32 reciprocal of V's fp32 range ``quant.v_max``: PyTorch's ``vmax / v_max`` on the GPU
+    multiplies by it (the double quotient of fp32 values rounded to fp32 is the fp32 quotient)."""
+    vm = struct.unpack("f", struct.pack("f", quant.v_max(pv_accum, block_k)))[0]
+    return struct.unpack("f", struct.pack("f", 1.0 / vm))[0]
+
+
 def fp8_v_layout_device(v: torch.Tensor, seqused_k: torch.Tensor | None) -> torch.Tensor:
     """e4m3 ``v (batch, seqlen_k, nheads_kv, d)`` in the kernel's ``vt8`` layout
     (``fa4_torch.quant``'s ``_v_layout``, byte for byte: the bytes are moved, not converted) by V's
-    quantizer (its channel scales, ones here, unused); ``seqused_k``: padded batches (keys past a
-    sequence's length written as zeros)."""
+    quantizer (its channel scales unused: an unfilled tensor); ``seqused_k``: padded batches (keys past
+    a sequence's length written as zeros)."""
     b, sk, hkv, d = v.shape
     skp = max(-(-sk // quant.KEY_PAD), 1) * quant.KEY_PAD
     vt8 = torch.empty(b, hkv, d, skp, dtype=torch.float8_e4m3fn, device=v.device)
     if b == 0:
         return vt8
     fn = quantize_kernel(tiles.q8_fp8_v_config(d, seqused=seqused_k is not None), v.device)
-    ones = torch.ones(b, hkv, d, dtype=torch.float32, device=v.device)
-    fn(_kernel_view(v), vt8.view(torch.int32), ones, None, None, seqused_k, 1.0)
+    unused = torch.empty(b, hkv, d, dtype=torch.float32, device=v.device)
+    fn(_kernel_view(v), vt8.view(torch.int32), unused, None, None, seqused_k, 1.0)
     return vt8
 
 

@@ -480,12 +480,7 @@ def forward_args(
     check_index("seqused_q", seqused_q, (batch,))
     check_index(un, seqused_k, (batch,))
     check_index("cache_batch_idx", kv_batch_idx, (batch,))
-    if learnable_sink is not None:
-        check_tensor("learnable_sink", learnable_sink, 1, (torch.float32,))
-        if learnable_sink.shape[0] != nheads:
-            raise unsupported(
-                "learnable_sink.shape", tuple(learnable_sink.shape), f"({nheads},) one logit per query head"
-            )
+    check_sink(learnable_sink, nheads)
     is_local, left, right = canonical_window(window_size, causal)
     softmax_scale = check_scalars(softmax_scale, softcap, num_splits, pack_gqa, head_dim)
     check_index_data(
@@ -573,6 +568,16 @@ def check_kv8(q, k, v, k_descale, v_descale, batch: int, nheads_kv: int, names=D
         check_descale("k_descale", k_descale, q.device, batch, nheads_kv),
         check_descale("v_descale", v_descale, q.device, batch, nheads_kv),
     )
+
+
+def check_sink(learnable_sink, nheads: int) -> None:
+    """``learnable_sink``: None, or fp32 ``(nheads,)`` (one logit per query head)."""
+    if learnable_sink is not None:
+        check_tensor("learnable_sink", learnable_sink, 1, (torch.float32,))
+        if learnable_sink.shape[0] != nheads:
+            raise unsupported(
+                "learnable_sink.shape", tuple(learnable_sink.shape), f"({nheads},) one logit per query head"
+            )
 
 
 def check_descale(name: str, d, device, batch: int, nheads_kv: int) -> torch.Tensor:
@@ -795,16 +800,13 @@ def quantized_args(
             "nheads % nheads_kv", f"{nheads} % {nheads_kv}", "0 (nheads a multiple of nheads_kv)"
         )
     is_local, left, right = canonical_window(window_size, causal)
-    if learnable_sink is not None:
-        check_tensor("learnable_sink", learnable_sink, 1, (torch.float32,))
-        if learnable_sink.shape[0] != nheads:
-            raise unsupported(
-                "learnable_sink.shape", tuple(learnable_sink.shape), f"({nheads},) one logit per query head"
-            )
+    check_sink(learnable_sink, nheads)
     softmax_scale = check_scalars(softmax_scale, softcap, 1, None, head_dim)
-    if needs_grad(q, k, v):
+    if needs_grad(q, k, v, learnable_sink):
         raise unsupported(
-            "(q, k, v).requires_grad", True, "False: 8-bit attention is forward only (no backward)"
+            "(q, k, v, learnable_sink).requires_grad",
+            True,
+            "False: 8-bit attention is forward only (no backward)",
         )
     views = None
     if fp8:  # before the device check, as the FP8 cache's descales
