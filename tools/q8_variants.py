@@ -14,7 +14,9 @@ variant is compiled once, its inputs quantized once with its own blocks (``block
 
 Variants (``VARIANTS``; applied with ``dataclasses.replace`` to ``fa4_sm120.tiles.q8_fwd_config``):
 at d128 ``q_in_regs`` (Q's A fragments loaded once per CTA), ``num_stages=2`` (K/Vᵀ double-buffered,
-one barrier per key block), both, and 32 query rows per warp on ``tile_n`` 32 (``128x32x128``); at d64
+one barrier per key block), both, 32 query rows per warp on ``tile_n`` 32 (``128x32x128``), and 32-key
+blocks of the 64-row tile double-buffered, also with a launch bound of three CTAs per SM
+(``codegen.min_ctas_per_sm``); at d64
 the former row (``128x64x256``, one stage, Q reloaded per block).
 ``--emulate-sm120``: every config launches at SM120's CTAs per SM (``launch_smem`` from its
 ``sm_120a`` registers, as ``benchmarks/bench_q8.py --emulate-sm120``).
@@ -43,6 +45,17 @@ VARIANTS = (
         (128,),
         dict(tile_m=128, tile_n=32, num_threads=128, num_stages=2, codegen=FwdCodegen(pv_split=1)),
     ),
+    # 32-key blocks double-buffered (32 KB of shared memory), without and with a launch bound of three
+    # CTAs per SM (168 registers): SM120 then holds three CTAs, not two
+    ("m64n32+stages2", (128,), dict(tile_n=32, num_stages=2)),
+    ("m64n32+stages2+3ctas", (128,), dict(tile_n=32, num_stages=2, codegen=FwdCodegen(min_ctas_per_sm=3))),
+    (
+        "m64n32+stages2+q_in_regs+3ctas",
+        (128,),
+        dict(tile_n=32, num_stages=2, q_in_regs=True, codegen=FwdCodegen(min_ctas_per_sm=3)),
+    ),
+    # one stage of 32-key blocks (24 KB) bound to four CTAs per SM (128 registers)
+    ("m64n32+4ctas", (128,), dict(tile_n=32, codegen=FwdCodegen(min_ctas_per_sm=4))),
     # the d64 row before 128x32x128 with Q in registers and two stages
     ("m128n64x256", (64,), dict(tile_m=128, tile_n=64, num_threads=256, q_in_regs=False, num_stages=1)),
 )

@@ -52,6 +52,9 @@ class FwdCodegen:
     opaque_smem: bool = False
     # the online softmax's row max and row sum as pairwise trees instead of linear chains
     tree_reduce: bool = False
+    # a launch bound: ptxas keeps each thread's registers within what this many CTAs per SM leave
+    # (65,536 / (min_ctas_per_sm * num_threads)); 0: no bound (up to 255)
+    min_ctas_per_sm: int = 0
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ from fa4_sm120.mma_sync import (
     check_smem_fits,
     fake_stream,
     fake_tensor,
+    launch_bounds,
 )
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
@@ -300,6 +301,13 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             raise unsupported("kv_batch_idx", True, "contiguous (batch_kv, seqlen_k, ...) K/V only")
         if cfg.kv_dtype is not None and cfg.kv_dtype not in KV8_DTYPES:
             raise unsupported("kv_dtype", cfg.kv_dtype, f"None (K/V in dtype) or one of {KV8_DTYPES}")
+        n = cfg.codegen.min_ctas_per_sm
+        if not isinstance(n, int) or n < 0 or n * cfg.num_threads > 1536:
+            raise unsupported(
+                "codegen.min_ctas_per_sm",
+                n,
+                f"0 (no bound) or at most {1536 // cfg.num_threads} (48 warps per SM)",
+            )
         check_copy_threads(cfg.num_threads, {"head_dim": cfg.head_dim, "head_dim_v": cfg.head_dim_v})
         check_smem_fits(
             f"tile (tile_m={cfg.tile_m}, tile_n={cfg.tile_n}, num_stages={cfg.num_stages}) with head_dim={cfg.head_dim}, head_dim_v={cfg.head_dim_v}",
@@ -429,6 +437,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             block=[self.num_threads, 1, 1],
             smem=max(SharedStorage.size_in_bytes(), cfg.launch_smem),
             stream=stream,
+            **launch_bounds(cfg.codegen.min_ctas_per_sm),
         )
 
     # ------------------------------------------------------------------ the kernel

@@ -73,7 +73,7 @@ from fa4_sm120.configs import Q8FwdConfig, fwd_codegen
 from fa4_sm120.convert8 import F32_MAGIC, F32_MAGIC_BITS, pack_e4m3x4
 from fa4_sm120.fwd import FlashAttentionForwardSm120, KVLoads, KVSource, QTile, ScoreParams
 from fa4_sm120.limits import Q8_HEAD_DIMS, Q8_P_SCALE, Q8_PV_ACCUMS, Q8_QK_FORMATS
-from fa4_sm120.mma_sync import DTYPES, fake_stream, fake_tensor
+from fa4_sm120.mma_sync import DTYPES, fake_stream, fake_tensor, launch_bounds
 
 __all__ = [
     "Q8FwdConfig",
@@ -247,6 +247,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             block=[self.num_threads, 1, 1],
             smem=max(SharedStorage.size_in_bytes(), cfg.launch_smem),
             stream=stream,
+            **launch_bounds(cfg.codegen.min_ctas_per_sm),
         )
 
     def staged_layout(self, rows: int, cols: int):

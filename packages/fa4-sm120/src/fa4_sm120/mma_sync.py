@@ -19,6 +19,7 @@ split-KV combine) and the pieces they all build the same way.
 * :func:`fake_tensor`: a placeholder tensor with symbolic sizes and 64-bit strides divisible by 8
   elements (16 bytes; the host validates that before each call), so that one compiled variant serves
   every shape; :func:`fake_stream`: the TVM-FFI environment stream.
+* :func:`launch_bounds`: the ``launch`` keywords of a minimum CTA count per SM (``FwdCodegen.min_ctas_per_sm``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "check_head_dims",
     "fake_tensor",
     "fake_stream",
+    "launch_bounds",
     "compile_options",
 ]
 
@@ -120,6 +122,15 @@ def fake_tensor(dtype, shape, leading_dim: int = -1, divisibility: int = _ALIGN_
 def fake_stream():
     """The stream placeholder: compiled functions take the caller's (TVM-FFI environment) stream."""
     return cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=True)
+
+
+def launch_bounds(min_ctas_per_sm: int) -> dict:
+    """The ``launch`` keywords that bound registers to ``min_ctas_per_sm`` CTAs per SM (PTX
+    ``.minnctapersm``; none for 0). The carveout is left at the driver's default (-1): without a value
+    the DSL would read it from the resident GPU, which a CPU build for ``sm_120a`` does not have."""
+    if not min_ctas_per_sm:
+        return {}
+    return {"min_blocks_per_mp": min_ctas_per_sm, "preferred_smem_carveout": -1}
 
 
 def compile_options(*, tvm_ffi: bool, gpu_arch: str | None = None, dump_dir: str | None = None) -> str:
