@@ -17,6 +17,13 @@ new key block:
    ``lse = (m * scale_log2 + log2(row_sum)) * ln 2`` (natural log; ``-inf`` for empty rows).
 
 ``scale_log2 = softmax_scale * log2(e)`` is a runtime value: changing the scale never recompiles.
+
+Two folds for kernels whose accumulators are not yet the scores (the 8-bit forward), each free in the
+exponent's FFMA: a per-block ``block_scale`` (the scores are the accumulators times it: a key
+block's dequantization scale) and a constant ``score_bias`` (the accumulators hold ``score +
+score_bias``: INT8 sums converted to fp32 by their bit pattern). ``exp_offset`` (constant, log2
+units) makes every ``p`` ``2^exp_offset`` times larger (a power-of-two scale into an 8-bit format);
+:meth:`finalize` takes it out of the LSE and puts it on a sink's term, so ``O / row_sum`` is unchanged.
 """
 
 from __future__ import annotations
@@ -49,9 +56,15 @@ class OnlineSoftmax:
     """Row statistics of one thread's accumulator rows. Build inside a kernel."""
 
     def __init__(
-        self, scale_log2: Float32, num_rows: int, rescale_threshold: float = 0.0, tree_reduce: bool = False
+        self,
+        scale_log2: Float32,
+        num_rows: int,
+        rescale_threshold: float = 0.0,
+        tree_reduce: bool = False,
+        exp_offset: float = 0.0,
     ):
         self.scale_log2 = scale_log2
+        self.exp_offset = exp_offset
         self.num_rows = num_rows
         self.rescale_threshold = rescale_threshold
         # True: a row's max and sum are pairwise trees (depth log2(cols)) instead of the linear chain
@@ -65,19 +78,36 @@ class OnlineSoftmax:
 
     @cute.jit
     def online_softmax(
-        self, acc_S_mn: cute.Tensor, row_scale: cute.Tensor, is_first: cutlass.Constexpr[bool]
+        self,
+        acc_S_mn: cute.Tensor,
+        row_scale: cute.Tensor,
+        is_first: cutlass.Constexpr[bool],
+        block_scale=None,
+        score_bias: cutlass.Constexpr = None,
     ):
         """Turn raw scores ``acc_S_mn`` (rows, cols) into probabilities in place; write into
         ``row_scale`` the factor by which each output row must be rescaled. Returns whether any of
         them can differ from 1 in this warp (warp-uniform): where it is false, the caller may skip
-        the rescale of its output rows (every factor is exactly 1)."""
+        the rescale of its output rows (every factor is exactly 1).
+
+        ``block_scale`` (a positive Float32, or None for 1): the scores are ``(acc - score_bias) *
+        block_scale``; ``score_bias`` (a Python float, or None for 0). Masked entries are ``-inf``."""
+        c = self.scale_log2
+        if cutlass.const_expr(block_scale is not None):
+            # at least the smallest normal float: a masked -inf times 0 would be NaN
+            c = cute.arch.fmax(self.scale_log2 * block_scale, Float32(1.1754944e-38))
         m_cur = cute.make_rmem_tensor(self.num_rows, Float32)
         for r in cutlass.range_constexpr(self.num_rows):
             if cutlass.const_expr(self.tree_reduce):
                 m_row = _tree(acc_S_mn, r, cute.arch.fmax)
             else:
                 m_row = acc_S_mn[r, None].load().reduce(cute.ReductionOp.MAX, -Float32.inf, 0)
-            m_cur[r] = quad_allreduce_max(m_row)
+            m_row = quad_allreduce_max(m_row)
+            if cutlass.const_expr(score_bias is not None):
+                m_row = m_row - Float32(score_bias)  # exact: -inf stays -inf
+            if cutlass.const_expr(block_scale is not None):
+                m_row = m_row * block_scale
+            m_cur[r] = m_row
         update = cutlass.Boolean(True)
         if cutlass.const_expr(not is_first and self.rescale_threshold > 0.0):
             # keep the old offsets unless some row of the warp grew by more than the threshold
@@ -97,7 +127,13 @@ class OnlineSoftmax:
                     m_new = m_new if update else m_old
             m_scaled = m_new * self.scale_log2
             m_scaled = Float32(0.0) if m_new == -Float32.inf else m_scaled
-            p = cute.math.exp2(s * self.scale_log2 - m_scaled, fastmath=True)
+            # the exponent's constant: the row's offset, less the bias's and the offset's share
+            m_off = m_scaled
+            if cutlass.const_expr(score_bias is not None):
+                m_off = m_off + Float32(score_bias) * c
+            if cutlass.const_expr(self.exp_offset != 0.0):
+                m_off = m_off - Float32(self.exp_offset)
+            p = cute.math.exp2(s * c - m_off, fastmath=True)
             acc_S_mn[r, None] = p
             if cutlass.const_expr(self.tree_reduce):
                 p_sum = _tree(acc_S_mn, r, lambda a, b: a + b)
@@ -129,10 +165,20 @@ class OnlineSoftmax:
                 m_scaled = -Float32.inf if self.row_max[r] == -Float32.inf else m_scaled
                 m_final = cute.arch.fmax(m_scaled, sink_log2[r])
                 rescale = cute.math.exp2(m_scaled - m_final, fastmath=True)
-                total = total * rescale + cute.math.exp2(sink_log2[r] - m_final, fastmath=True)
+                sink_e = sink_log2[r] - m_final
+                if cutlass.const_expr(self.exp_offset != 0.0):
+                    sink_e = sink_e + Float32(self.exp_offset)
+                total = total * rescale + cute.math.exp2(sink_e, fastmath=True)
                 row_scale[r] = rescale * cute.arch.rcp_approx(total)
-                lse[r] = (m_final + cute.math.log2(total, fastmath=True)) * LN_2
+                lse[r] = (m_final + self._log2_sum(total)) * LN_2
             else:
                 empty = total == Float32(0.0) or total != total
                 row_scale[r] = Float32(0.0) if empty else cute.arch.rcp_approx(total)
-                lse[r] = -Float32.inf if empty else (m_scaled + cute.math.log2(total, fastmath=True)) * LN_2
+                lse[r] = -Float32.inf if empty else (m_scaled + self._log2_sum(total)) * LN_2
+
+    def _log2_sum(self, total):
+        """``log2`` of a row sum, ``exp_offset`` taken out."""
+        lt = cute.math.log2(total, fastmath=True)
+        if cutlass.const_expr(self.exp_offset != 0.0):
+            lt = lt - Float32(self.exp_offset)
+        return lt

@@ -24,10 +24,11 @@ four 8-column tiles are exactly the keys its A fragment of one 32-key step needs
 quantizer gave Vᵀ's keys, so each register is two ``cvt.rn.satfinite.e4m3x2.f32`` (:func:`fa4_sm120.convert8.pack_e4m3x4`).
 
 Per CTA (one ``tile_m`` block of query rows of one head), as :class:`fa4_sm120.fwd.FlashAttentionForwardSm120`
-(whose loads, masks, online softmax, LSE and O stores it reuses): S is scaled by the key block's scale
-(the query block's is folded into the softmax scale), masked, passed through the online softmax; P
-times ``p_scale`` goes to e4m3; the epilogue divides by the row sum and ``p_scale`` and multiplies by
-V's channel scales.
+(whose loads, masks, online softmax, LSE and O stores it reuses): S is masked and passed through the
+online softmax, whose exponent's FFMA also applies the key block's scale (the query block's is in the
+softmax scale), removes the INT8 sums' conversion bias and multiplies P by ``Q8_P_SCALE`` = 2^8 into
+e4m3's range (:class:`fa4_core.softmax.OnlineSoftmax`'s folds: no per-score work of their own); the
+epilogue divides by the row sum (of the scaled P) and multiplies by V's channel scales.
 
 Code-generation variants (:class:`~fa4_sm120.configs.Q8FwdConfig`'s fields; the d64 row of
 ``fa4_sm120.tiles.Q8_FWD_TILES`` sets the first two, the varlen form's d128 builds the second):
@@ -54,6 +55,7 @@ split-KV, pack-GQA.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import cutlass
@@ -403,10 +405,14 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             for r_ in cutlass.range_constexpr(num_rows):
                 row = m_block * self.tile_m + tScS_mn[r_, 0][0]
                 shift[r_] = mShift[batch_idx, head_idx, row] if row < seqlen_q else Float32(0.0)
+        # P comes out of the exponent times Q8_P_SCALE (a power of two), ready for e4m3
+        p_offset = math.log2(Q8_P_SCALE)
         if cutlass.const_expr(self.cfg.has_softcap):
             # the block scales and the softmax scale before the cap, smoothing undone: softcap *
             # tanh((s * q_scale * k_scale * softmax_scale + shift) / softcap), in natural-log units
-            softmax = OnlineSoftmax(Float32(LOG2_E), num_rows, self.rescale_threshold, self.tree_reduce)
+            softmax = OnlineSoftmax(
+                Float32(LOG2_E), num_rows, self.rescale_threshold, self.tree_reduce, p_offset
+            )
             cap = (q_scale * scores.softcap_scale, scores.softcap)
             inv_cap = Float32(1.0) / scores.softcap
             for r_ in cutlass.range_constexpr(num_rows):
@@ -414,7 +420,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         else:
             # the query block's scale folded into the softmax scale
             softmax = OnlineSoftmax(
-                scores.scale_log2 * q_scale, num_rows, self.rescale_threshold, self.tree_reduce
+                scores.scale_log2 * q_scale, num_rows, self.rescale_threshold, self.tree_reduce, p_offset
             )
             cap = None
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
@@ -479,11 +485,11 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         if cutlass.const_expr(self.cfg.has_sink and not self.cfg.has_softcap):
             for r_ in cutlass.range_constexpr(num_rows):  # the LSE of the true scores
                 lse[r_] = lse[r_] + shift[r_]
-        # O / (row_sum * p_scale) * v_scale[column]
+        # O / row_sum * v_scale[column] (O and row_sum both of P times Q8_P_SCALE)
         tOcO_mn = acc_mn_view(thr_mma.partition_C(cute.make_identity_tensor((self.tile_m, self.head_dim_v))))
         acc_O_mn = acc_mn_view(acc_O)
         for c in cutlass.range_constexpr(cute.size(acc_O_mn.shape[1])):
-            vs = mVScale[batch_idx, head_kv, tOcO_mn[0, c][1]] * Float32(1.0 / Q8_P_SCALE)
+            vs = mVScale[batch_idx, head_kv, tOcO_mn[0, c][1]]
             for r_ in cutlass.range_constexpr(num_rows):
                 acc_O_mn[r_, c] = acc_O_mn[r_, c] * row_scale[r_] * vs
         cute.arch.cp_async_wait_group(0)
@@ -573,12 +579,17 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         # the key block's scale (the query block's is in the softmax scale)
         k_scale = ctx.mKScale[ctx.batch_idx, ctx.head_kv, n_block]
         acc_Sf = acc_S
+        bias = None  # what the fp32 accumulators hold beyond the scores
         if cutlass.const_expr(self.qk_acc == "s32"):
             # int32 -> fp32 in place, exactly, without the quarter-rate I2F: |s| < 2^22 (head_dim *
             # 127 * 127 for head_dim <= 256), so the bits of s + 0x4B400000 are the float 1.5 * 2^23 + s
+            # (the bias the softmax's FFMA removes; the cap needs the scores themselves)
             acc_S.store(acc_S.load() + Int32(F32_MAGIC_BITS))
             acc_Sf = cute.recast_tensor(acc_S, Float32)
-            acc_Sf.store(acc_Sf.load() - Float32(F32_MAGIC))
+            if cutlass.const_expr(cap is not None):
+                acc_Sf.store(acc_Sf.load() - Float32(F32_MAGIC))
+            else:
+                bias = F32_MAGIC
         acc_S_mn = acc_mn_view(acc_Sf)
         if cutlass.const_expr(cap is not None):
             # softcap * tanh(s * k_scale * cap_scale + shift / softcap) (the module docstring)
@@ -587,14 +598,15 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
                 for c in cutlass.range_constexpr(cute.size(acc_S_mn.shape[1])):
                     acc_S_mn[r, c] = acc_S_mn[r, c] * cs + shift[r]
             acc_Sf.store(cute.math.tanh(acc_Sf.load(), fastmath=True) * cap[1])
-        else:
-            acc_Sf.store(acc_Sf.load() * k_scale)
         if cutlass.const_expr(need_mask):
             apply_mask(
                 acc_S_mn, tScS_mn, m_block, n_block, ctx.seqlen_q, ctx.seqlen_k, ctx.window_left, ctx.window_right,
                 self.tile_m, self.tile_n, 1, self.is_causal, self.is_local,
             )  # fmt: skip
-        rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
+        if cutlass.const_expr(cap is not None):
+            rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
+        else:  # the key block's scale and the bias in the exponent's FFMA
+            rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first, k_scale, bias)
         if cutlass.const_expr(not is_first):
             if rescale:
                 acc_O_mn = acc_mn_view(acc_O)
@@ -604,17 +616,16 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         # two column pairs of 8-column tiles 4kb + 2kh and 4kb + 2kh + 1 of row mh
         num_kb = self.tile_n // 32
         rP = cute.make_rmem_tensor((4, acc_shape[0], num_kb), Int32)
-        ps = Float32(Q8_P_SCALE)
         for kb in cutlass.range_constexpr(num_kb):
             for m in cutlass.range_constexpr(acc_shape[0]):
                 for kh in cutlass.range_constexpr(2):
                     for mh in cutlass.range_constexpr(2):
                         row, col = mh + 2 * m, 2 * (4 * kb + 2 * kh)
                         rP[mh + 2 * kh, m, kb] = pack_e4m3x4(
-                            acc_S_mn[row, col] * ps,
-                            acc_S_mn[row, col + 1] * ps,
-                            acc_S_mn[row, col + 2] * ps,
-                            acc_S_mn[row, col + 3] * ps,
+                            acc_S_mn[row, col],
+                            acc_S_mn[row, col + 1],
+                            acc_S_mn[row, col + 2],
+                            acc_S_mn[row, col + 3],
                         )
         if cutlass.const_expr(not two):
             cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)

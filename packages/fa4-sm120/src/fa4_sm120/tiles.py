@@ -337,12 +337,12 @@ def q8_fwd_config(
     stages = t.num_stages
     if head_dim == 128:
         # the d128 row sits at 255 registers; its sm_120a INT8 builds spill 4-32 B with per-sequence
-        # lengths, the softcap or sinks on one stage, 0 with K and Vᵀ double-buffered (2-4% slower on the
-        # dense calls) -- except with fp16 accumulation and a window or the softcap, which spill 76-80 B
-        # on two stages and none on one (docs/sm120-resources.md)
+        # lengths, a window, the softcap or sinks on one stage, 0 with K and Vᵀ double-buffered (2-4%
+        # slower on the dense calls) -- except with fp16 accumulation and a window or the softcap, which
+        # spill 76-80 B on two stages and none on one (docs/sm120-resources.md)
         if pv_accum == "fp16":
             stages = 2 if seqused and not (local or softcap) else 1
-        elif seqused or softcap or sink:
+        elif seqused or local or softcap or sink:
             stages = 2
     return Q8FwdConfig(
         dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=t.tile_m, tile_n=t.tile_n,
