@@ -489,10 +489,12 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         # O / row_sum * v_scale[column] (O and row_sum both of P times Q8_P_SCALE)
         tOcO_mn = acc_mn_view(thr_mma.partition_C(cute.make_identity_tensor((self.tile_m, self.head_dim_v))))
         acc_O_mn = acc_mn_view(acc_O)
-        for c in cutlass.range_constexpr(cute.size(acc_O_mn.shape[1])):
-            vs = mVScale[batch_idx, head_kv, tOcO_mn[0, c][1]]
-            for r_ in cutlass.range_constexpr(num_rows):
-                acc_O_mn[r_, c] = acc_O_mn[r_, c] * row_scale[r_] * vs
+        for c2 in cutlass.range_constexpr(cute.size(acc_O_mn.shape[1]) // 2):  # column pairs: < 64 per loop
+            for j in cutlass.range_constexpr(2):
+                c = 2 * c2 + j
+                vs = mVScale[batch_idx, head_kv, tOcO_mn[0, c][1]]
+                for r_ in cutlass.range_constexpr(num_rows):
+                    acc_O_mn[r_, c] = acc_O_mn[r_, c] * row_scale[r_] * vs
         cute.arch.cp_async_wait_group(0)
         self.store_lse(lse, mLSE, thr_mma, tile, seqlen_q)
         self.epilogue(acc_O, mO, sO, tiled_mma, gmem_copy_O, tile, seqlen_q)
