@@ -151,7 +151,6 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         self.head_dim = cfg.head_dim // 2
         self.kv_cols = cfg.tile_n // 2  # a Vᵀ tile row (keys) in 16-bit elements
         self.qk_acc = "s32" if cfg.qk == "int8" else "f32"
-        self.acc_s_init = F32_MAGIC_BITS if cfg.qk == "int8" else 0  # block_q8 says why
 
     # ------------------------------------------------------------------ constraints
     @staticmethod
@@ -553,9 +552,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         # S = Q·Kᵀ in 8 bits; K's B fragments in q8_b_split groups of key columns per k-block
         acc_dtype = Int32 if cutlass.const_expr(self.qk_acc == "s32") else Float32
         acc_S = cute.make_rmem_tensor(((2, 2), acc_shape[0], acc_shape[1]), acc_dtype)
-        # INT8: the sums start at F32_MAGIC_BITS, so that they end as the bits of the float
-        # F32_MAGIC + s (exact: |s| < 2^22 for head_dim * 127 * 127, head_dim <= 256)
-        acc_S.fill(self.acc_s_init)
+        acc_S.fill(0)
         num_k = cute.size(K[3].shape[2])
         bs = self.cfg.q8_b_split
         ncp = cute.size(K[2].shape[1]) // bs  # ldmatrix columns (of two 8-key tiles) per group
@@ -586,9 +583,10 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         acc_Sf = acc_S
         bias = None  # what the fp32 accumulators hold beyond the scores
         if cutlass.const_expr(self.qk_acc == "s32"):
-            # int32 -> fp32 without a conversion (not even the quarter-rate I2F): the sums started at
-            # F32_MAGIC_BITS, so their bits are the float F32_MAGIC + s, whose bias the softmax's FFMA
-            # removes (the cap needs the scores themselves)
+            # int32 -> fp32 in place, exactly, without the quarter-rate I2F: |s| < 2^22 (head_dim *
+            # 127 * 127 for head_dim <= 256), so the bits of s + 0x4B400000 are the float 1.5 * 2^23 + s
+            # (the bias the softmax's FFMA removes; the cap needs the scores themselves)
+            acc_S.store(acc_S.load() + Int32(F32_MAGIC_BITS))
             acc_Sf = cute.recast_tensor(acc_S, Float32)
             if cutlass.const_expr(cap is not None):
                 acc_Sf.store(acc_Sf.load() - Float32(F32_MAGIC))
