@@ -618,7 +618,7 @@ def descale_view(d, device, batch: int, nheads_kv: int) -> torch.Tensor:
             d = _ONES[device] = torch.ones((), dtype=torch.float32, device=device)
     if d.dim() == 2:
         return d
-    return d.reshape(1, 1).expand(batch, nheads_kv)
+    return d.expand(batch, nheads_kv)  # 0-d or (1,): broadcast, strides (0, 0)
 
 
 def quantize_kv8(x: torch.Tensor, descale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
