@@ -110,7 +110,9 @@ def _kernel_call(cfg, qkv, qa):
     lse = torch.empty(b, h, sq, dtype=torch.float32, device=q.device)
     fn = q8_kernel(cfg, q.device)
     args = (qkv.q8.view(dt), qkv.k8.view(dt), qkv.vt8.view(dt), qkv.q_scale, qkv.k_scale, qkv.v_scale)
-    return lambda: fn(*args, out, lse, None, None, None, None, qa.softmax_scale, -1, -1, 0.0)  # no lengths, features
+    return lambda: fn(
+        *args, out, lse, None, None, None, None, qa.softmax_scale, -1, -1, 0.0
+    )  # no lengths, features
 
 
 def sm120_launch_smem(cfg) -> tuple[int, int]:
