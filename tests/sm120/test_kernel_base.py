@@ -15,7 +15,7 @@ from fa4_sm120.bwd_pre_post import BwdPostprocess, BwdPreprocess, PrePostConfig
 from fa4_sm120.combine import CombineConfig, SplitKVCombine
 from fa4_sm120.fwd import FlashAttentionForwardSm120
 from fa4_sm120.limits import DTYPE_NAMES
-from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel
+from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, launch_bounds
 from fa4_sm120.tiles import fwd_config
 
 # one valid config of each kernel class
@@ -67,3 +67,10 @@ def test_warps_along_the_keys_refuse_what_they_cannot_split(change, arg):
     assert not FlashAttentionForwardSm120.supports(bad)
     with pytest.raises(UnsupportedConfigError, match=rf"^{arg}="):
         FlashAttentionForwardSm120(bad)
+
+
+def test_launch_bounds_keywords():
+    """No bound: no keywords; a bound: the DSL's ``min_blocks_per_mp`` and the driver's default carveout
+    (without one the DSL would query the resident GPU, which a CPU build has not)."""
+    assert launch_bounds(0) == {}
+    assert launch_bounds(3) == {"min_blocks_per_mp": 3, "preferred_smem_carveout": -1}

@@ -151,6 +151,8 @@ def test_q8_variant_compiles_for_sm120a(cfg, tmp_path):
         ({"q8_b_split": 3}, "q8_b_split"),
         ({"codegen": FwdCodegen(pv_split=3)}, "pv_split"),
         ({"codegen": FwdCodegen(rescale_threshold=1.0)}, "rescale_threshold"),
+        ({"codegen": FwdCodegen(min_ctas_per_sm=13)}, "min_ctas_per_sm"),  # 52 warps > 48 per SM
+        ({"codegen": FwdCodegen(min_ctas_per_sm=-1)}, "min_ctas_per_sm"),
     ],
 )
 def test_q8_unsupported_variants_name_the_field(change, arg):
@@ -174,3 +176,24 @@ def test_q8_smem_is_the_kernels_arithmetic():
         **OPT_IN["m128n32x128+stages2"],
     )
     assert cfg64.smem_bytes == 128 * 64 * 2 + 2 * (32 * 64 + 64 * 32)
+
+
+@pytest.mark.compile_only
+def test_launch_bound_caps_the_registers(tmp_path):
+    """``codegen.min_ctas_per_sm`` reaches the PTX as ``.minnctapersm`` and ptxas keeps the registers
+    within what that many CTAs leave (65,536 / (3 * 128) -> 168), without spills on this build."""
+    cfg = dataclasses.replace(
+        q8_fwd_config("bfloat16", 128, causal=False, qk="int8", pv_accum="fp32"),
+        tile_n=32,
+        num_stages=2,
+        codegen=FwdCodegen(min_ctas_per_sm=3),
+    )
+    FlashAttentionForwardQ8Sm120.compile(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
+    ptx_file = next(p for p in tmp_path.iterdir() if p.suffix == ".ptx")
+    assert re.search(r"^\.minnctapersm 3$", ptx_file.read_text(), re.M)
+    res = ptxas_resources(str(ptx_file))
+    if res is None:  # no ptxas on PATH
+        return
+    regs, spill, err = res
+    assert err is None, err
+    assert regs <= 65536 // (3 * 128) and spill == 0, (regs, spill)
