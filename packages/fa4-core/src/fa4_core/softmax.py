@@ -18,12 +18,13 @@ new key block:
 
 ``scale_log2 = softmax_scale * log2(e)`` is a runtime value: changing the scale never recompiles.
 
-Two folds for kernels whose accumulators are not yet the scores (the 8-bit forward), each free in the
-exponent's FFMA: a per-block ``block_scale`` (the scores are the accumulators times it: a key
-block's dequantization scale) and a constant ``score_bias`` (the accumulators hold ``score +
-score_bias``: INT8 sums converted to fp32 by their bit pattern). ``exp_offset`` (constant, log2
-units) makes every ``p`` ``2^exp_offset`` times larger (a power-of-two scale into an 8-bit format);
-:meth:`finalize` takes it out of the LSE and puts it on a sink's term, so ``O / row_sum`` is unchanged.
+Three folds for kernels whose accumulators are not yet the scores (the 8-bit forward), each free in
+the exponent's FFMA: a per-block ``block_scale`` (the scores are the accumulators times it: a key
+block's dequantization scale), a constant ``score_bias`` (the accumulators hold ``score +
+score_bias``: INT8 sums converted to fp32 by their bit pattern) and a constant ``exp_offset`` (log2
+units: every ``p`` comes out ``2^exp_offset`` times larger, a power-of-two scale into an 8-bit
+format; :meth:`finalize` takes it out of the LSE and puts it on a sink's term, so ``O / row_sum`` is
+unchanged).
 """
 
 from __future__ import annotations
