@@ -36,7 +36,7 @@ from fa4_sm120.configs import FwdCodegen
 
 # (name, head dims it applies to, Q8FwdConfig fields replaced on the tile table's config)
 VARIANTS = (
-    ("default", (64, 128), {}),
+    ("default", (64, 128, 256), {}),
     ("q_in_regs", (128,), dict(q_in_regs=True)),
     ("stages2", (128,), dict(num_stages=2)),
     ("q_in_regs+stages2", (128,), dict(q_in_regs=True, num_stages=2)),
@@ -58,8 +58,12 @@ VARIANTS = (
     ("3ctas", (128,), dict(codegen=FwdCodegen(min_ctas_per_sm=3))),
     # one stage of 32-key blocks (24 KB) bound to four CTAs per SM (128 registers)
     ("m64n32+4ctas", (128,), dict(tile_n=32, codegen=FwdCodegen(min_ctas_per_sm=4))),
+    # K's B fragments in two / four groups of key columns per k-block
+    ("b_split2", (64,), dict(q8_b_split=2)),
+    ("b_split4", (128,), dict(q8_b_split=4)),
+    ("b_split1", (128,), dict(q8_b_split=1)),
     # the d64 row before 128x32x128 with Q in registers and two stages
-    ("m128n64x256", (64,), dict(tile_m=128, tile_n=64, num_threads=256, q_in_regs=False, num_stages=1)),
+    ("m128n64x256", (64, 128), dict(tile_m=128, tile_n=64, num_threads=256, q_in_regs=False, num_stages=1)),
 )
 
 

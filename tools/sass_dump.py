@@ -1,15 +1,22 @@
-"""SASS of forward builds (needs ptxas and cuobjdump, i.e. the GPU machine's toolkit; no GPU needed):
-compile with the CuTe DSL for ``--arch`` keeping the PTX, assemble it with ``ptxas``, disassemble the
-cubin with ``cuobjdump -sass``, and count the opcodes of the kernel and of its hottest loop (the
-largest backward-branching block). Writes ``<out>/<name>.sass`` and ``<out>/sass-summary.json``.
+"""SASS of forward builds (ptxas and a disassembler; no GPU): compile the 16-bit (``--family fwd``) or
+8-bit (``--family q8``) forward rows with the CuTe DSL for each ``--arch`` keeping the PTX, assemble
+it with ``ptxas`` (registers and spill stores from ``ptxas -v``), disassemble the cubin with
+``cuobjdump -sass`` or, where no cuobjdump is on PATH, ``nvdisasm -c`` (``pip install
+nvidia-cuda-nvdisasm`` provides it, e.g. at ``<site-packages>/nvidia/cu13/bin/nvdisasm``), and count
+the opcodes of the kernel and of its hot loop: the smallest block that a later branch jumps back to
+and that holds MMAs (the key loop of the unmasked blocks; the masked blocks' loops hold the same work
+plus the mask). Writes ``<out>/<name>-<arch>.sass`` and ``<out>/sass-summary.json``; prints one line
+per build.
 
     python3 tools/sass_dump.py --out DIR [--arch sm_90a sm_120a] [--codegen tree_reduce=1]
+    python3 tools/sass_dump.py --family q8 --out DIR [--arch sm_120a]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import re
@@ -17,8 +24,25 @@ import shutil
 import subprocess
 import tempfile
 
-# (name, head_dim, causal): the table rows a plain call takes
-BUILDS = (("d128", 128, False), ("d128-causal", 128, True), ("d64", 64, False), ("d96", 96, False))
+# (name, head_dim, causal, Q·Kᵀ format): the table rows a plain call takes
+BUILDS = {
+    "fwd": (
+        ("d128", 128, False, None),
+        ("d128-causal", 128, True, None),
+        ("d64", 64, False, None),
+        ("d96", 96, False, None),
+    ),
+    "q8": (
+        ("q8-d128-int8", 128, False, "int8"),
+        ("q8-d128-int8-causal", 128, True, "int8"),
+        ("q8-d128-fp8", 128, False, "fp8"),
+        ("q8-d64-int8", 64, False, "int8"),
+        ("q8-d256-int8", 256, False, "int8"),
+    ),
+}
+ADDR = re.compile(r"\s*/\*([0-9a-f]+)\*/")
+LABEL = re.compile(r"\s*([.\w$]+):\s*$")  # nvdisasm's branch targets, e.g. ".L_x_5:"
+BRANCH = re.compile(r"\bBRA\b.*?(?:(0x[0-9a-f]+)|`\(([^)]+)\))")  # BRA 0x7370 / BRA `(.L_x_5)
 
 
 def _opcode(line: str) -> str | None:
@@ -26,39 +50,70 @@ def _opcode(line: str) -> str | None:
     return m.group(2) if m else None
 
 
+def _loops(lines: list[str]) -> list[tuple[int, int]]:
+    """``(first, last)`` line indices of every block that a later branch jumps back to; a branch
+    target is a hex address (cuobjdump) or a label, the line index of the instruction after it
+    (nvdisasm)."""
+    target, pending = {}, []
+    for i, line in enumerate(lines):
+        m = ADDR.match(line)
+        if m:
+            target[int(m.group(1), 16)] = i
+            for label in pending:
+                target[label] = i
+            pending = []
+        elif m := LABEL.match(line):
+            pending.append(m.group(1))
+    loops = []
+    for i, line in enumerate(lines):
+        m = BRANCH.search(line) if ADDR.match(line) else None
+        if m:
+            t = target.get(int(m.group(1), 16) if m.group(1) else m.group(2))
+            if t is not None and t < i:
+                loops.append((t, i))
+    return loops
+
+
 def _hot_loop(lines: list[str]) -> list[str]:
-    """The lines of the largest block that a later branch jumps back to (the main loop)."""
-    addr = {}
-    for i, line in enumerate(lines):
-        m = re.match(r"\s*/\*([0-9a-f]+)\*/", line)
-        if m:
-            addr[int(m.group(1), 16)] = i
-    best = []
-    for i, line in enumerate(lines):
-        m = re.search(r"\bBRA\b.*?(0x[0-9a-f]+)", line)
-        if m:
-            target = addr.get(int(m.group(1), 16))
-            if target is not None and target < i and i - target > len(best):
-                best = lines[target : i + 1]
-    return best
+    """The lines of the smallest loop holding MMAs (the largest loop where none does)."""
+    loops = [lines[a : b + 1] for a, b in _loops(lines)]
+    mma = [ls for ls in loops if any("MMA" in (_opcode(ln) or "") for ln in ls)]
+    if mma:
+        return min(mma, key=len)
+    return max(loops, key=len, default=[])
+
+
+def _disassembler() -> list[str] | None:
+    if shutil.which("cuobjdump"):
+        return ["cuobjdump", "-sass"]
+    if shutil.which("nvdisasm"):
+        return ["nvdisasm", "-c"]
+    return None
+
+
+def _count(lines: list[str]) -> collections.Counter:
+    return collections.Counter(op for op in map(_opcode, lines) if op)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--family", choices=sorted(BUILDS), default="fwd", help="16-bit (fwd) or 8-bit (q8) rows")
     ap.add_argument("--arch", nargs="+", default=["sm_90a", "sm_120a"])
     ap.add_argument(
         "--codegen", nargs="*", default=[], help="fa4_sm120.configs.FwdCodegen fields, NAME=number"
     )
     args = ap.parse_args()
-    if not (shutil.which("ptxas") and shutil.which("cuobjdump")):
-        print("sass_dump: ptxas and cuobjdump are needed (the GPU machine's toolkit); nothing done")
-        return 0
-    import dataclasses
-
-    from fa4_sm120.compile import compile_fwd, ptxas
+    disasm = _disassembler()
+    if not (shutil.which("ptxas") and disasm):
+        print("sass_dump: ptxas and cuobjdump or nvdisasm are needed; nothing done")
+        return 1
+    # the target is each compile's gpu_arch; this only keeps the DSL from looking for a GPU
+    os.environ.setdefault("CUTE_DSL_ARCH", args.arch[0])
+    from fa4_sm120.compile import compile_fwd, ptxas, ptxas_resources
     from fa4_sm120.configs import FwdCodegen
-    from fa4_sm120.tiles import fwd_config
+    from fa4_sm120.fwd_q8 import FlashAttentionForwardQ8Sm120
+    from fa4_sm120.tiles import fwd_config, q8_fwd_config
 
     types = {f.name: f.type for f in dataclasses.fields(FwdCodegen)}
     fields = {}
@@ -71,39 +126,46 @@ def main() -> int:
             if "bool" in str(types[name])
             else int(value)
         )
-    codegen = FwdCodegen(**fields)
     os.makedirs(args.out, exist_ok=True)
     summary = {}
     for arch in args.arch:
-        for name, d, causal in BUILDS:
-            cfg = dataclasses.replace(fwd_config("sm120", "bfloat16", d, d, causal=causal), codegen=codegen)
-            tmp = tempfile.mkdtemp()
-            compile_fwd(cfg, tvm_ffi=False, gpu_arch=arch, dump_dir=tmp)
-            ptx = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".ptx"))
-            cubin = os.path.join(tmp, "k.cubin")
-            r = ptxas(ptx, arch, out=cubin)
-            if r.returncode != 0:
-                raise RuntimeError(f"ptxas -arch={arch}: {r.stderr.strip()[-300:]}")
-            sass = subprocess.run(
-                ["cuobjdump", "-sass", cubin], capture_output=True, text=True, check=True
-            ).stdout
+        for name, d, causal, qk in BUILDS[args.family]:
+            if qk is None:
+                cfg = fwd_config("sm120", "bfloat16", d, d, causal=causal)
+            else:
+                cfg = q8_fwd_config("bfloat16", d, causal=causal, qk=qk, pv_accum="fp32")
+            cfg = dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
+            with tempfile.TemporaryDirectory() as tmp:
+                if qk is None:
+                    compile_fwd(cfg, tvm_ffi=False, gpu_arch=arch, dump_dir=tmp)
+                else:
+                    FlashAttentionForwardQ8Sm120.compile(cfg, tvm_ffi=False, gpu_arch=arch, dump_dir=tmp)
+                ptx = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".ptx"))
+                regs, spill, err = ptxas_resources(ptx, arch)
+                cubin = os.path.join(tmp, "k.cubin")
+                r = ptxas(ptx, arch, out=cubin)
+                if err is not None or r.returncode != 0:
+                    raise RuntimeError(f"ptxas -arch={arch}: {err or r.stderr.strip()[-300:]}")
+                sass = subprocess.run([*disasm, cubin], capture_output=True, text=True, check=True).stdout
             tag = f"{name}-{arch}" + "".join(f"-{k}" for k in args.codegen)
             with open(os.path.join(args.out, f"{tag}.sass"), "w") as f:
                 f.write(sass)
             lines = sass.splitlines()
             loop = _hot_loop(lines)
-            count = lambda ls: collections.Counter(op for op in map(_opcode, ls) if op)  # noqa: E731
-            predicated = sum(1 for ln in loop if re.match(r"\s*/\*[0-9a-f]+\*/\s+@", ln))
+            hot = _count(loop)
             summary[tag] = {
                 "tile": f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}",
-                "kernel": dict(count(lines).most_common()),
-                "hot_loop": dict(count(loop).most_common()),
-                "hot_loop_instructions": sum(count(loop).values()),
-                "hot_loop_predicated": predicated,
+                "registers": regs,
+                "spill_store_bytes": spill,
+                "kernel": dict(_count(lines).most_common()),
+                "hot_loop": dict(hot.most_common()),  # most frequent first
+                "hot_loop_instructions": sum(hot.values()),
+                "hot_loop_predicated": sum(1 for ln in loop if re.match(r"\s*/\*[0-9a-f]+\*/\s+@", ln)),
             }
-            print(tag, summary[tag]["tile"], "hot loop:", summary[tag]["hot_loop_instructions"], "instructions,",
-                  predicated, "predicated;", list(summary[tag]["hot_loop"].items())[:12], flush=True)  # fmt: skip
-            shutil.rmtree(tmp, ignore_errors=True)
+            top = ", ".join(f"{op} {n}" for op, n in hot.most_common(12))
+            label = name + "".join(f"-{k}" for k in args.codegen)
+            print(f"{label} {arch}: {regs} regs, {spill} B spill; hot loop {sum(hot.values())} instructions "
+                  f"({top})", flush=True)  # fmt: skip
     with open(os.path.join(args.out, "sass-summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return 0

@@ -27,15 +27,19 @@ Per CTA (one ``tile_m`` block of query rows of one head), as :class:`fa4_sm120.f
 (whose loads, masks, online softmax, LSE and O stores it reuses): S is masked and passed through the
 online softmax, whose exponent's FFMA also applies the key block's scale (the query block's is in the
 softmax scale), removes the INT8 sums' conversion bias and multiplies P by ``Q8_P_SCALE`` = 2^8 into
-e4m3's range (:class:`fa4_core.softmax.OnlineSoftmax`'s folds: no per-score work of their own); the
-epilogue divides by the row sum (of the scaled P) and multiplies by V's channel scales.
+e4m3's range (:class:`fa4_core.softmax.OnlineSoftmax`'s folds: no per-score work of their own). With
+fp32 accumulation O is rescaled on every key block, without a branch (the factor is exactly 1 where no
+row max moved past the threshold): a conditional rescale has the compiler keep O outside the aligned
+register quads that the MMAs accumulate in, and move every tile in and out of one in every block. Each
+key block's scale is loaded one block ahead. The epilogue divides by the row sum (of the scaled P) and
+multiplies by V's channel scales.
 
-Code-generation variants (:class:`~fa4_sm120.configs.Q8FwdConfig`'s fields; the d64 row of
-``fa4_sm120.tiles.Q8_FWD_TILES`` sets the first two, the varlen form's d128 builds the second):
-``q_in_regs`` (Q's A fragments loaded once per CTA), ``num_stages`` 2 (K and Vᵀ double-buffered:
-every block's loads issued one block ahead, one barrier per block instead of three), ``q8_b_split``
-and ``codegen.pv_split`` (K's / Vᵀ's B fragments loaded in groups of columns just before their MMAs),
-``tile_n`` 32 (Vᵀ rows of 16 16-bit elements: 32 query rows per warp without spills).
+Code-generation variants (:class:`~fa4_sm120.configs.Q8FwdConfig`'s fields; the rows of
+``fa4_sm120.tiles.Q8_FWD_TILES`` set them): ``q_in_regs`` (Q's A fragments loaded once per CTA),
+``num_stages`` 2 (K and Vᵀ double-buffered: every block's loads issued one block ahead, one barrier
+per block instead of three), ``q8_b_split`` and ``codegen.pv_split`` (K's / Vᵀ's B fragments loaded
+in groups of columns just before their MMAs), ``tile_n`` 32 (Vᵀ rows of 16 16-bit elements: 32 query
+rows per warp without spills).
 
 Supported: non-causal and causal (bottom-right), local windows (``is_local``: ``window_left`` /
 ``window_right``, the 16-bit forward's masks and block ranges), MHA/GQA/MQA (no pack-GQA), head dims
@@ -125,7 +129,8 @@ class Q8Block:
     """What every key block of a query tile reads: the ldmatrix sources and fragments of Q, K and Vᵀ
     (``frags``), the O accumulators, this thread's score coordinates, the tile's place and lengths,
     K's block scales, the window (None unless ``is_local``), the softcap's ``(score scale, softcap)``
-    (None without) and smoothing's per-row shift (divided by the softcap with one)."""
+    (None without), smoothing's per-row shift (divided by the softcap with one) and the next key
+    block's scale (one register: each block loads its successor's, so no block waits on the load)."""
 
     frags: Any
     acc_O: Any
@@ -140,6 +145,7 @@ class Q8Block:
     window_right: Any
     cap: Any
     shift: Any
+    k_scale_next: Any
 
 
 class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
@@ -424,12 +430,14 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             )
             cap = None
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
+        k_scale_next = cute.make_rmem_tensor(1, Float32)
 
         self.load_q(mQ, sQ, gmem_copy_QK, tile, seqlen_q)
         has_work = n_block_min < n_block_max
         s0 = (n_block_max - 1) % stages if cutlass.const_expr(stages > 1) else 0
         if has_work:
             self.load_kv(self._stage(loads, s0), self._stage(loads, s0).K, n_block_max - 1, True)
+            k_scale_next[0] = mKScale[batch_idx, head_kv, n_block_max - 1]
         cute.arch.cp_async_commit_group()
         vt = (mVt_cur, thr_copy_V, tVsV, gmem_copy_V)
         if cutlass.const_expr(stages > 1):  # V(n_max - 1) too: every block's loads are one block ahead
@@ -454,6 +462,7 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             wr,
             cap,
             shift,
+            k_scale_next,
         )
         if has_work:
             self.block_q8(n_block_max - 1, n_block_min, ctx, loads, vt, softmax, row_scale, True, True)
@@ -531,6 +540,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         need_mask: cutlass.Constexpr[bool],
     ):
         acc_O, tScS_mn, m_block, cap, shift = ctx.acc_O, ctx.tScS_mn, ctx.m_block, ctx.cap, ctx.shift
+        # the key block's scale (the query block's is in the softmax scale); the next block's, ahead
+        k_scale = ctx.k_scale_next[0]
+        ctx.k_scale_next[0] = ctx.mKScale[ctx.batch_idx, ctx.head_kv, cutlass.max(n_block - 1, n_block_min)]
         Q, K, Vt = ctx.frags
         acc_shape = (cute.size(Q[3].shape[1]), cute.size(K[3].shape[1]))
         two = cutlass.const_expr(self.cfg.num_stages > 1)
@@ -578,8 +590,6 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             if n_block > n_block_min:
                 self.load_kv(self._stage(loads, 0), self._stage(loads, 0).K, n_block - 1, False)
             cute.arch.cp_async_commit_group()
-        # the key block's scale (the query block's is in the softmax scale)
-        k_scale = ctx.mKScale[ctx.batch_idx, ctx.head_kv, n_block]
         acc_Sf = acc_S
         bias = None  # what the fp32 accumulators hold beyond the scores
         if cutlass.const_expr(self.qk_acc == "s32"):
@@ -609,11 +619,6 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
             rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first)
         else:  # the key block's scale and the bias in the exponent's FFMA
             rescale = softmax.online_softmax(acc_S_mn, row_scale, is_first, k_scale, bias)
-        if cutlass.const_expr(not is_first):
-            if rescale:
-                acc_O_mn = acc_mn_view(acc_O)
-                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # P in e4m3, straight from the accumulators: A register (mh, kh) of 32-key step kb holds the
         # two column pairs of 8-column tiles 4kb + 2kh and 4kb + 2kh + 1 of row mh
         num_kb = self.tile_n // 32
@@ -632,6 +637,19 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         if cutlass.const_expr(not two):
             cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
             cute.arch.barrier()
+        # O's rescale. With fp32 accumulation O is the P·V MMAs' accumulator: rescaled on every block,
+        # without a branch (row_scale is exactly 1 where no row max moved its offset); under a branch
+        # the compiler keeps O outside the aligned register quads an MMA accumulates in and moves
+        # every tile in and out of one in every block. With fp16 accumulation O only takes adds: it
+        # is rescaled where some row of the warp needs it (the d256 builds spill otherwise).
+        if cutlass.const_expr(not is_first):
+            acc_O_mn = acc_mn_view(acc_O)
+            if cutlass.const_expr(self.cfg.pv_accum == "fp32"):
+                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+            elif rescale:
+                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # O += P·V; Vᵀ's B fragments in codegen.pv_split groups of O columns per 32-key step
         num_n = cute.size(Vt[3].shape[1])
         vs_ = self.pv_split
@@ -640,11 +658,9 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         sVt_s = self._st(Vt[1], s, 3)
         for kb in cutlass.range_constexpr(num_kb):
             for g in cutlass.range_constexpr(vs_):
-                if cutlass.const_expr(vs_ == 1):
-                    cute.copy(Vt[0], sVt_s[None, None, kb], Vt[2][None, None, kb])
-                else:
-                    for j in cutlass.range_constexpr(g * vcp, (g + 1) * vcp):
-                        cute.copy(Vt[0], sVt_s[None, j, kb], Vt[2][None, j, kb])
+                # one copy per ldmatrix column (one for the whole group gives ptxas a worse schedule)
+                for j in cutlass.range_constexpr(g * vcp, (g + 1) * vcp):
+                    cute.copy(Vt[0], sVt_s[None, j, kb], Vt[2][None, j, kb])
                 for m in cutlass.range_constexpr(acc_shape[0]):
                     a = rP[None, m, kb]
                     for n in cutlass.range_constexpr(g * vmm, (g + 1) * vmm):

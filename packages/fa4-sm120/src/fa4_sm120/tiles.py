@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.configs import FP8_V_INPUT, KV8_DTYPES, FwdCodegen, FwdConfig, Q8FwdConfig, QuantizeConfig
+from fa4_sm120.configs import FP8_V_INPUT, KV8_DTYPES, FwdConfig, Q8FwdConfig, QuantizeConfig
 from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
@@ -303,15 +303,15 @@ class Q8Tile:
     num_threads: int
     q_in_regs: bool = False
     num_stages: int = 1
-    pv_split: int | None = None  # FwdCodegen.pv_split (None: fwd_codegen's rule)
+    q8_b_split: int = 1  # Q8FwdConfig.q8_b_split
 
 
 # head_dim -> the row of fa4_sm120.fwd_q8 (every arch family: the kernel is register-bound; its sm_120a
 # builds are spill-free, tests/sm120; docs/sm120-resources.md has why each row is what it is)
 Q8_FWD_TILES = {
     64: Q8Tile(128, 32, 128, q_in_regs=True, num_stages=2),
-    128: Q8Tile(64, 64, 128),
-    256: Q8Tile(64, 32, 128, num_stages=2, pv_split=2),
+    128: Q8Tile(64, 64, 128, q8_b_split=2),
+    256: Q8Tile(64, 32, 128, num_stages=2),
 }
 
 
@@ -335,20 +335,16 @@ def q8_fwd_config(
         raise unsupported("head_dim", head_dim, f"one of {tuple(Q8_FWD_TILES)} for 8-bit attention")
     t = Q8_FWD_TILES[head_dim]
     stages = t.num_stages
-    if head_dim == 128:
-        # the d128 row sits at 255 registers; its sm_120a INT8 builds spill 4-32 B with per-sequence
-        # lengths, a window, the softcap or sinks on one stage, 0 with K and Vᵀ double-buffered (2-4%
-        # slower on the dense calls) -- except with fp16 accumulation and a window or the softcap, which
-        # spill 76-80 B on two stages and none on one (docs/sm120-resources.md)
-        if pv_accum == "fp16":
-            stages = 2 if seqused and not (local or softcap) else 1
-        elif seqused or local or softcap or sink:
-            stages = 2
+    if head_dim == 128 and (seqused or local or softcap or sink):
+        # the d128 row sits at 255 registers: its sm_120a builds with per-sequence lengths, a window,
+        # the softcap or sinks spill on one stage (4-36 B with fp16 P·V) and none with K and Vᵀ
+        # double-buffered (docs/sm120-resources.md)
+        stages = 2
     return Q8FwdConfig(
         dtype=dtype, head_dim=head_dim, head_dim_v=head_dim, tile_m=t.tile_m, tile_n=t.tile_n,
         num_threads=t.num_threads, q_in_regs=t.q_in_regs, num_stages=stages, is_causal=causal, qk=qk,
         pv_accum=pv_accum, has_seqused_q=seqused, has_seqused_k=seqused, is_local=local, has_softcap=softcap,
-        has_sink=sink, launch_smem=launch_smem, codegen=FwdCodegen(pv_split=t.pv_split),
+        has_sink=sink, launch_smem=launch_smem, q8_b_split=t.q8_b_split,
     )  # fmt: skip
 
 
