@@ -14,10 +14,11 @@ variant is compiled once, its inputs quantized once with its own blocks (``block
 
 Variants (``VARIANTS``; applied with ``dataclasses.replace`` to ``fa4_sm120.tiles.q8_fwd_config``):
 at d128 ``q_in_regs`` (Q's A fragments loaded once per CTA), ``num_stages=2`` (K/Vᵀ double-buffered,
-one barrier per key block), both, 32 query rows per warp on ``tile_n`` 32 (``128x32x128``), and 32-key
+one barrier per key block), both, 32 query rows per warp on ``tile_n`` 32 (``128x32x128``), 32-key
 blocks of the 64-row tile double-buffered, also with a launch bound of three CTAs per SM
-(``codegen.min_ctas_per_sm``); at d64
-the former row (``128x64x256``, one stage, Q reloaded per block).
+(``codegen.min_ctas_per_sm``), K's fragments in one or four groups of key columns (``q8_b_split``;
+the row has two), 8 warps of 16 rows (``128x64x256``); at d64 two groups and the former row
+(``128x64x256``, one stage, Q reloaded per block); at d256 the row alone.
 ``--emulate-sm120``: every config launches at SM120's CTAs per SM (``launch_smem`` from its
 ``sm_120a`` registers, as ``benchmarks/bench_q8.py --emulate-sm120``).
 
@@ -40,6 +41,7 @@ VARIANTS = (
     ("q_in_regs", (128,), dict(q_in_regs=True)),
     ("stages2", (128,), dict(num_stages=2)),
     ("q_in_regs+stages2", (128,), dict(q_in_regs=True, num_stages=2)),
+    # (spills 52-60 B on sm_120a with fp32 P·V)
     (
         "m128n32x128+stages2",
         (128,),
@@ -58,11 +60,11 @@ VARIANTS = (
     ("3ctas", (128,), dict(codegen=FwdCodegen(min_ctas_per_sm=3))),
     # one stage of 32-key blocks (24 KB) bound to four CTAs per SM (128 registers)
     ("m64n32+4ctas", (128,), dict(tile_n=32, codegen=FwdCodegen(min_ctas_per_sm=4))),
-    # K's B fragments in two / four groups of key columns per k-block
+    # K's B fragments in two / four / one groups of key columns per k-block
     ("b_split2", (64,), dict(q8_b_split=2)),
     ("b_split4", (128,), dict(q8_b_split=4)),
     ("b_split1", (128,), dict(q8_b_split=1)),
-    # the d64 row before 128x32x128 with Q in registers and two stages
+    # 8 warps of 16 rows, one stage (at d64: the row before 128x32x128 with Q in registers and two stages)
     ("m128n64x256", (64, 128), dict(tile_m=128, tile_n=64, num_threads=256, q_in_regs=False, num_stages=1)),
 )
 

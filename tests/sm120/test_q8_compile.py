@@ -4,8 +4,8 @@ softcap and sinks per head dim and format, :data:`FEATURES`) compiles for ``sm_1
 its PTX has the 8-bit ``mma.sync.aligned.m16n8k32`` of its recipe (s8 with s32 accumulation or e4m3
 with f32; e4m3 with f32 or f16 for P·V), the e4m3 conversions of P, the 16-bit ``ldmatrix`` of every
 operand and no ``wgmma``/``stmatrix``; ``ptxas -arch=sm_120a -v`` assembles it without spills. The
-same for the opt-in variants of :data:`OPT_IN` (``q_in_regs``, ``num_stages=2``, 32-key tiles of 32
-query rows per warp)."""
+same for the opt-in variants of :data:`OPT_IN` (``q_in_regs``, ``num_stages=2``, both; at d64 the
+former row)."""
 
 from __future__ import annotations
 
@@ -46,25 +46,19 @@ VARIANTS += [
     for d, qk, f in itertools.product(Q8_FWD_TILES, ("int8", "fp8"), FEATURES)
 ]
 
-# the alternatives to the table's rows that tools/q8_variants.py times (Q8FwdConfig fields replaced on
-# the row's config): at d128, Q's A fragments once per CTA, K/Vᵀ double-buffered (one barrier per key
-# block), both, and 32 query rows per warp on 32-key blocks (Vᵀ rows of 16 16-bit elements); at d64,
-# the former row (64-key blocks, 8 warps of 16 rows, one stage)
+# the spill-free alternatives to the table's rows that tools/q8_variants.py times (Q8FwdConfig fields
+# replaced on the row's config): at d128, Q's A fragments once per CTA, K/Vᵀ double-buffered (one
+# barrier per key block), both; at d64, the former row (64-key blocks, 8 warps of 16 rows, one stage)
 OPT_IN = {
     "q_in_regs": dict(q_in_regs=True),
     "stages2": dict(num_stages=2),
     "q_in_regs+stages2": dict(q_in_regs=True, num_stages=2),
-    # P·V in one pass: with codegen.pv_split 2 (the rule's for 32 rows at d128) the causal d128 build spills
-    "m128n32x128+stages2": dict(
-        tile_m=128, tile_n=32, num_threads=128, num_stages=2, codegen=FwdCodegen(pv_split=1)
-    ),
     "m128n64x256": dict(tile_m=128, tile_n=64, num_threads=256, q_in_regs=False, num_stages=1),
 }
 OPT_IN_DIMS = {
     "q_in_regs": (128,),
     "stages2": (128,),
     "q_in_regs+stages2": (128,),
-    "m128n32x128+stages2": (128,),
     "m128n64x256": (64,),
 }
 ALTERNATIVES = [
@@ -75,7 +69,7 @@ ALTERNATIVES = [
     dataclasses.replace(
         q8_fwd_config("bfloat16", 128, causal=False, qk="int8", pv_accum="fp16"), **OPT_IN[name]
     )
-    for name in ("q_in_regs+stages2", "m128n32x128+stages2")
+    for name in ("q_in_regs+stages2",)
 ]
 VARIANTS = list(dict.fromkeys(VARIANTS))  # each build once
 # the alternatives compile in `nox -s compile-all` (per release), not in CI's `nox -s compile`
@@ -173,7 +167,10 @@ def test_q8_smem_is_the_kernels_arithmetic():
     # 32 rows per warp on 32-key blocks at d64: the 16-bit O tile (128 x 64) dominates Q's buffer
     cfg64 = dataclasses.replace(
         q8_fwd_config("bfloat16", 64, causal=False, qk="int8", pv_accum="fp32"),
-        **OPT_IN["m128n32x128+stages2"],
+        tile_m=128,
+        tile_n=32,
+        num_threads=128,
+        num_stages=2,
     )
     assert cfg64.smem_bytes == 128 * 64 * 2 + 2 * (32 * 64 + 64 * 32)
 
@@ -182,10 +179,9 @@ def test_q8_smem_is_the_kernels_arithmetic():
 def test_launch_bound_caps_the_registers(tmp_path):
     """``codegen.min_ctas_per_sm`` reaches the PTX as ``.minnctapersm`` and ptxas keeps the registers
     within what that many CTAs leave (65,536 / (3 * 128) -> 168), without spills on this build."""
-    cfg = dataclasses.replace(
-        q8_fwd_config("bfloat16", 128, causal=False, qk="int8", pv_accum="fp32"),
-        tile_n=32,
-        num_stages=2,
+    cfg = dataclasses.replace(  # the d64 row on 64 query rows (16 per warp)
+        q8_fwd_config("bfloat16", 64, causal=False, qk="int8", pv_accum="fp32"),
+        tile_m=64,
         codegen=FwdCodegen(min_ctas_per_sm=3),
     )
     FlashAttentionForwardQ8Sm120.compile(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=str(tmp_path))
