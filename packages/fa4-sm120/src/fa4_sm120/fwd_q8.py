@@ -643,13 +643,10 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
         # every tile in and out of one in every block. With fp16 accumulation O only takes adds: it
         # is rescaled where some row of the warp needs it (the d256 builds spill otherwise).
         if cutlass.const_expr(not is_first):
-            acc_O_mn = acc_mn_view(acc_O)
             if cutlass.const_expr(self.cfg.pv_accum == "fp32"):
-                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+                self._rescale_o(acc_O, row_scale)
             elif rescale:
-                for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
-                    acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
+                self._rescale_o(acc_O, row_scale)
         # O += P·V; Vᵀ's B fragments in codegen.pv_split groups of O columns per 32-key step
         num_n = cute.size(Vt[3].shape[1])
         vs_ = self.pv_split
@@ -672,6 +669,13 @@ class FlashAttentionForwardQ8Sm120(FlashAttentionForwardSm120):
                             acc16.fill(0)
                             mma_m16n8k32("fp8", "f16", acc16, a, b)
                             self._add_f16(acc_O[None, m, n], acc16)
+
+    @cute.jit
+    def _rescale_o(self, acc_O: cute.Tensor, row_scale: cute.Tensor):
+        """Each row of the O accumulators times its ``row_scale``."""
+        acc_O_mn = acc_mn_view(acc_O)
+        for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
+            acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
 
     @cute.jit
     def _add_f16(self, acc: cute.Tensor, acc16: cute.Tensor):
