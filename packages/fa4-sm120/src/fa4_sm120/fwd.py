@@ -597,7 +597,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             head_kv=head_kv,
             seqlen_k=seqlen_k,
             pages=pages,
-            page_div=cute.fast_divmod_create_divisor(g.mK.shape[1])
+            page_div=cute.fast_divmod_create_divisor_v2(g.mK.shape[1])
             if cutlass.const_expr(cfg.paged_kv)
             else None,
         )
