@@ -48,7 +48,10 @@ FP8 K/V (``kv_dtype``; the rest of the kernel is unchanged, every feature above 
 ``cp.async`` of a K or V block lands in an 8-bit staging tile (16-byte copies of 16 elements, or
 8-byte ones, :func:`fa4_sm120.configs.kv8_copy`); when the block's wait has returned, each thread
 widens the elements it copied itself (no barrier needed before it) into the 16-bit swizzled K/V
-buffer, and the barrier that already follows the wait publishes them to ``ldmatrix``. The MMAs stay
+buffer, and the barrier that already follows the wait publishes them to ``ldmatrix``. Its staging
+elements are then free, so (``codegen.kv8_early_loads``) the thread starts its copy of the next
+block's K (V) at once: K and V are both fetched a whole block ahead, twice the bytes in flight of
+the 16-bit schedule, in no more shared memory. The MMAs stay
 ``m16n8k16`` in q's dtype (e4m3 values are exact in fp16 and bf16). ``k_descale`` multiplies the
 score scale (before the softcap, which so sees the true score), ``v_descale`` the final ``1 /
 row_sum`` of O (split-KV partials too: the combine is linear in O); the LSE needs neither.
@@ -256,6 +259,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
         self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
+        self.kv8_early = self.kv8 and gen.kv8_early_loads
         # the warps split each key block (module docstring, "Warps along the keys")
         self.warp_split_n = cfg.warp_split_n
         self.mma_warps = 1 if cfg.warp_split_n else cfg.num_warps  # warps of the tiled MMA (along M)
@@ -665,6 +669,13 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 self.lookup_pages(loads, n_block_max - 1)
             self.load_kv(loads, loads.K, n_block_max - 1, True, pages)
         cute.arch.cp_async_commit_group()
+        if cutlass.const_expr(self.kv8_early):  # V of the last block too, and the next block's pages
+            if has_work:
+                self.load_kv(loads, loads.V, n_block_max - 1, True, self._pages_V(pages))
+                if cutlass.const_expr(self.prefetch_pages):
+                    if n_block_max - 1 > n_block_min:
+                        self.lookup_pages(loads, n_block_max - 2)
+            cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.q_in_regs):
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
@@ -742,7 +753,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
     ):
         """Key block ``n_block`` (step 2 of the module docstring); ``is_first``: the first (last)
         block, whose rows past ``seqlen_k`` are zero-filled and whose O needs no rescale."""
-        pages_V = loads.pages if cutlass.const_expr(self.head_dim == self.head_dim_v) else None
+        pages_V = self._pages_V(loads.pages)
         if cutlass.const_expr(self.opaque_smem):
             mma = replace(
                 mma,
@@ -753,21 +764,46 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
 
         acc_S = cute.make_rmem_tensor(mma.thr_mma.partition_shape_C((self.tile_m, self.tile_n_w)), Float32)
         acc_S.fill(0.0)
-        # K(n) has landed; everyone is done with V(n+1): start V(n)
-        cute.arch.cp_async_wait_group(0)
-        if cutlass.const_expr(self.kv8):
+        if cutlass.const_expr(self.kv8_early):
+            # K(n) has landed (V(n) may still be in flight): widen it, then fetch K(n-1) into the
+            # staging elements this thread has just read
+            cute.arch.cp_async_wait_group(1)
             if cutlass.const_expr(self.cfg.kv8_one_buffer):
                 cute.arch.barrier()  # everyone is done with V(n+1) (K is widened into its buffer)
             self.widen_kv(loads.K)  # everyone is done with K(n+1) (the barrier after its S)
-        cute.arch.barrier()
-        self.load_kv(loads, loads.V, n_block, is_first, pages_V)
-        cute.arch.cp_async_commit_group()
-        if cutlass.const_expr(self.prefetch_pages):
-            if n_block > n_block_min:  # K(n-1)'s pages: in flight while S(n) is computed
-                self.lookup_pages(loads, n_block - 1)
+            if n_block > n_block_min:
+                self.load_kv(loads, loads.K, n_block - 1, False, loads.pages)
+            cute.arch.cp_async_commit_group()  # empty after the last block: the wait counts hold
+            cute.arch.barrier()
+        else:
+            # K(n) has landed; everyone is done with V(n+1): start V(n)
+            cute.arch.cp_async_wait_group(0)
+            if cutlass.const_expr(self.kv8):
+                if cutlass.const_expr(self.cfg.kv8_one_buffer):
+                    cute.arch.barrier()  # everyone is done with V(n+1) (K is widened into its buffer)
+                self.widen_kv(loads.K)  # everyone is done with K(n+1) (the barrier after its S)
+            cute.arch.barrier()
+            self.load_kv(loads, loads.V, n_block, is_first, pages_V)
+            cute.arch.cp_async_commit_group()
+            if cutlass.const_expr(self.prefetch_pages):
+                if n_block > n_block_min:  # K(n-1)'s pages: in flight while S(n) is computed
+                    self.lookup_pages(loads, n_block - 1)
         # S = Q K^T
         self.gemm(mma.tiled_mma, acc_S, mma.Q, mma.K, self.q_in_regs)
-        if cutlass.const_expr(self.late_v_wait):
+        if cutlass.const_expr(self.kv8_early):
+            # V(n) has landed (K(n-1) may still be in flight): widen it, then fetch V(n-1)
+            cute.arch.cp_async_wait_group(1)
+            if cutlass.const_expr(self.cfg.kv8_one_buffer):
+                cute.arch.barrier()  # everyone is done with K(n) (V is widened into its buffer)
+            self.widen_kv(loads.V)  # everyone is done with V(n+1) (the barrier at this block's top)
+            if n_block > n_block_min:
+                self.load_kv(loads, loads.V, n_block - 1, False, pages_V)
+                if cutlass.const_expr(self.prefetch_pages):
+                    if n_block - 1 > n_block_min:  # K(n-2)'s and V(n-2)'s pages
+                        self.lookup_pages(loads, n_block - 2)
+            cute.arch.cp_async_commit_group()
+            cute.arch.barrier()
+        elif cutlass.const_expr(self.late_v_wait):
             # everyone is done with K(n): start K(n-1); V(n) is waited for just before P·V
             cute.arch.barrier()
         else:
@@ -778,12 +814,13 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                     cute.arch.barrier()  # everyone is done with K(n) (V is widened into its buffer)
                 self.widen_kv(loads.V)  # everyone is done with V(n+1) (the barrier at this block's top)
             cute.arch.barrier()
-        if n_block > n_block_min:
-            self.load_kv(loads, loads.K, n_block - 1, False, loads.pages)
-            if cutlass.const_expr(not self.late_v_wait):
-                cute.arch.cp_async_commit_group()
-        if cutlass.const_expr(self.late_v_wait):
-            cute.arch.cp_async_commit_group()  # empty after the last block: wait_group(1) still means V(n)
+        if cutlass.const_expr(not self.kv8_early):
+            if n_block > n_block_min:
+                self.load_kv(loads, loads.K, n_block - 1, False, loads.pages)
+                if cutlass.const_expr(not self.late_v_wait):
+                    cute.arch.cp_async_commit_group()
+            if cutlass.const_expr(self.late_v_wait):
+                cute.arch.cp_async_commit_group()  # empty after the last block: wait_group(1) still means V(n)
         if cutlass.const_expr(self.cfg.has_softcap):
             s = acc_S.load()
             acc_S.store(cute.math.tanh(s * mask.softcap_scale, fastmath=True) * mask.softcap)
@@ -819,7 +856,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
         rP.store(acc_S.load().to(self.dtype))
         P = Operand(acc_as_a_operand(rP))
-        if cutlass.const_expr(self.late_v_wait):
+        if cutlass.const_expr(self.late_v_wait and not self.kv8_early):
             cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
             if cutlass.const_expr(self.kv8):
                 self.widen_kv(loads.V)  # everyone is done with V(n+1) (the barrier at this block's top)
@@ -906,6 +943,11 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 acc_O_mn[r, c] = sAcc[row, col]
 
     # ------------------------------------------------------------------ FP8 K/V (kv_dtype)
+    def _pages_V(self, pages):
+        """Paged K/V: V's rows reuse K's looked-up pages when it has K's copy layout (equal head dims),
+        else V looks its rows up itself (None)."""
+        return pages if self.head_dim == self.head_dim_v else None
+
     def _staging_layout(self, d: int):
         """An 8-bit staging tile: ``(tile_n, d)`` row-major (each thread reads back what it copied)."""
         return cute.make_layout((self.tile_n, d), stride=(d, 1))
