@@ -119,6 +119,17 @@ def idle_host_us(fn, iters: int = 200) -> dict:
     return dict(p10=lat[iters // 10], p50=lat[iters // 2], p90=lat[iters * 9 // 10])
 
 
+def graphed(fn):
+    """``fn`` captured once in a CUDA graph; returns the replay. Timing the replay gives the call's GPU
+    time without its host time, as serving engines run decode steps. ``fn`` must have run before
+    (compiled and memoised outside the capture)."""
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g.replay
+
+
 def kernel_us(fn, calls: int = 5) -> dict:
     """Kernel name (first 70 characters) -> mean device µs per call, from ``torch.profiler``."""
     import collections
