@@ -19,7 +19,9 @@ caches would not fit the free GPU memory is left out of that row (recorded under
 ``--kv8-tile-n 32`` times FP8 key tiles of 32 instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N` on the
 rows that widen through staging tiles; ``--no-decode-rows`` runs both caches' decode on
 the 64-row small-m rows instead of the 16-row decode rows (:data:`fa4_sm120.tiles.DECODE_ROWS`), the
-comparison behind the decode rows (docs/sm120-resources.md).
+comparison behind the decode rows (docs/sm120-resources.md); ``--kv8-early-loads`` builds the decode
+rows with the opt-in ``FwdCodegen.kv8_early_loads`` (and the d128 row with ``min_ctas_per_sm=2``,
+without which its sm_120a fp16 paged builds spill), to time it against the default in another run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,26 @@ LAYOUTS = ("contiguous", "page16", "page64")
 QUICK = dict(batch=(1, 64), kv=(16384, 65536), heads=((32, 8),), layouts=("contiguous", "page64"))
 D = 128
 E4M3, BF16 = torch.float8_e4m3fn, torch.bfloat16
+
+
+def early_loads() -> None:
+    """The decode rows with ``FwdCodegen.kv8_early_loads`` (benchmarking only, as the tuners replace
+    table functions; call it before :func:`_common.emulate_sm120`, which wraps the result)."""
+    import dataclasses
+
+    from fa4_sm120 import tiles
+
+    original = tiles.fwd_config
+
+    def patched(*a, **kw):
+        cfg = original(*a, **kw)
+        if not cfg.warp_split_n:
+            return cfg
+        bound = 2 if cfg.head_dim == 128 else 0
+        gen = dataclasses.replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound)
+        return dataclasses.replace(cfg, codegen=gen)
+
+    tiles.fwd_config = patched
 
 
 def copy_bandwidth() -> float:
@@ -143,6 +165,9 @@ def main():
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
     ap.add_argument("--kv8-tile-n", type=int, default=None, help="FP8 key tiles of at most this (16..64)")
     ap.add_argument("--no-decode-rows", action="store_true", help="decode on the 64-row small-m rows")
+    ap.add_argument(
+        "--kv8-early-loads", action="store_true", help="decode rows with FwdCodegen.kv8_early_loads (opt-in)"
+    )
     ap.add_argument("--batch", type=int, nargs="+", help=f"a part of the grid: these batch sizes of {BATCH}")
     ap.add_argument("--kv", type=int, nargs="+", help=f"... these key counts of {KV}")
     ap.add_argument("--heads", nargs="+", help="... these head counts, e.g. 32/8 64/8")
@@ -151,6 +176,8 @@ def main():
     if not torch.cuda.is_available():
         print("bench_decode_fp8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
+    if args.kv8_early_loads:
+        early_loads()
     emulated = C.emulate_sm120() if args.emulate_sm120 else None
     if args.kv8_tile_n is not None:
         from fa4_sm120 import tiles
@@ -205,6 +232,7 @@ def main():
         "emulated_sm120": emulated,
         "kv8_tile_n": args.kv8_tile_n,
         "decode_rows": not args.no_decode_rows,
+        "kv8_early_loads": args.kv8_early_loads,
     }
     print(summary)
     kind = (
@@ -212,6 +240,7 @@ def main():
     )
     kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
     kind += "-no-decode-rows" if args.no_decode_rows else ""
+    kind += "-early-loads" if args.kv8_early_loads else ""
     kind += "-part" if any(part.values()) else ""
     path = C.results_path(kind, args.out)
     C.write_results(path, {"env": C.environment(), "summary": summary, "rows": rows})

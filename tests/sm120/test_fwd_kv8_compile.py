@@ -4,7 +4,8 @@ widens them with ``cvt.rn.f16x2.e4m3x2`` and keeps the 16-bit ``mma.sync.aligned
 
 Variants: decode's rows (the 16-row decode rows of d64 and d128, the 64-row small-m rows of the others
 and of chunks of up to 64 query rows), with the serving flags the kvcache path sets (contiguous / paged K/V, cache slots, split-KV, pack-GQA, softcap, sinks, windows),
-both dtypes, and the rows longer query chunks take (prefill over the cache).
+both dtypes, and the rows longer query chunks take (prefill over the cache); and the decode rows with
+the opt-in early loads (``FwdCodegen.kv8_early_loads``).
 """
 
 from __future__ import annotations
@@ -115,6 +116,20 @@ def test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path):
         f"\n[sm_120a resources] {_id(cfg)}: {regs} registers, {spill} B spill stores, {cfg.smem_bytes} B smem"
     )
     assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
+
+
+def _early_loads(cfg: FwdConfig) -> FwdConfig:
+    """A decode row with the opt-in ``FwdCodegen.kv8_early_loads`` (the d128 row bounded to its two CTAs
+    per SM, as ``benchmarks/bench_decode_fp8.py --kv8-early-loads`` builds it)."""
+    bound = 2 if cfg.head_dim == 128 else 0
+    gen = dataclasses.replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound)
+    return dataclasses.replace(cfg, codegen=gen)
+
+
+@pytest.mark.parametrize("cfg", [_early_loads(c) for c in VARIANTS if c.warp_split_n], ids=_id)
+def test_kv8_early_loads_variant_compiles_without_spills(cfg, tmp_path):
+    """The opt-in schedule of the decode rows builds spill-free for every serving flag set."""
+    test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path)
 
 
 def test_kv8_smem_counts_the_staging_tiles():

@@ -8,7 +8,8 @@ unsplit, 3 splits and the heuristic's, d64 and d128, fp16 and bf16 q, one scale 
 head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
 paged FP8 cache (the 128-row tiles); the append (quantize into the cache, then attend) equals
 quantizing the rows by hand and attending, memoised decode steps too; an error leaves the caches bit for
-bit as they were.
+bit as they were. The opt-in schedule of the decode rows (``FwdCodegen.kv8_early_loads``) passes the
+decode, short-cache and feature cases too.
 """
 
 from __future__ import annotations
@@ -130,6 +131,41 @@ def test_kv8_decode_short_and_empty_caches(splits, sink):
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=learnable_sink)
 
 
+@pytest.fixture
+def early_loads(monkeypatch):
+    """The decode rows built with the opt-in ``FwdCodegen.kv8_early_loads`` (and the d128 row with
+    ``min_ctas_per_sm=2``), as ``benchmarks/bench_decode_fp8.py --kv8-early-loads`` builds them."""
+    import dataclasses
+
+    from fa4_sm120 import tiles
+    from fa4_torch import launch
+
+    original = tiles.fwd_config
+
+    def patched(*a, **kw):
+        cfg = original(*a, **kw)
+        if not cfg.warp_split_n:
+            return cfg
+        bound = 2 if cfg.head_dim == 128 else 0
+        gen = dataclasses.replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound)
+        return dataclasses.replace(cfg, codegen=gen)
+
+    monkeypatch.setattr(tiles, "fwd_config", patched)
+    launch.reset_caches()  # nothing built with the default schedule is reused
+    yield
+    launch.reset_caches()
+
+
+@pytest.mark.parametrize("page, sq, d, splits, kind, dt", DECODE, ids=str)
+def test_kv8_decode_early_loads(early_loads, page, sq, d, splits, kind, dt):
+    test_kv8_decode(page, sq, d, splits, kind, dt)
+
+
+@pytest.mark.parametrize("splits", [1, 0])
+def test_kv8_short_and_empty_caches_early_loads(early_loads, splits):
+    test_kv8_decode_short_and_empty_caches(splits, sink=True)
+
+
 def test_kv8_cache_batch_idx():
     from fa4_torch import flash_attn_with_kvcache
 
@@ -176,6 +212,11 @@ def test_kv8_softcap_sink_window(feat, page):
         k_descale=kd, v_descale=vd, **common,
     )  # fmt: skip
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=sink, **common)
+
+
+@pytest.mark.parametrize("feat", FEATURES[::3], ids=str)
+def test_kv8_softcap_sink_window_early_loads(early_loads, feat):
+    test_kv8_softcap_sink_window(feat, 64)
 
 
 @pytest.mark.parametrize("causal", [False, True])

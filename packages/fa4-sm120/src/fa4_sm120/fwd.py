@@ -49,9 +49,9 @@ FP8 K/V (``kv_dtype``; the rest of the kernel is unchanged, every feature above 
 8-byte ones, :func:`fa4_sm120.configs.kv8_copy`); when the block's wait has returned, each thread
 widens the elements it copied itself (no barrier needed before it) into the 16-bit swizzled K/V
 buffer, and the barrier that already follows the wait publishes them to ``ldmatrix``. Its staging
-elements are then free, so (``codegen.kv8_early_loads``) the thread starts its copy of the next
-block's K (V) at once: K and V are both fetched a whole block ahead, twice the bytes in flight of
-the 16-bit schedule, in no more shared memory. The MMAs stay
+elements are then free: with ``codegen.kv8_early_loads`` (opt-in) the thread starts its copy of the
+next block's K (V) at once, so K and V are both fetched a whole block ahead, twice the bytes in
+flight of the 16-bit schedule, in no more shared memory. The MMAs stay
 ``m16n8k16`` in q's dtype (e4m3 values are exact in fp16 and bf16). ``k_descale`` multiplies the
 score scale (before the softcap, which so sees the true score), ``v_descale`` the final ``1 /
 row_sum`` of O (split-KV partials too: the combine is linear in O); the LSE needs neither.
