@@ -47,23 +47,12 @@ E4M3, BF16 = torch.float8_e4m3fn, torch.bfloat16
 
 
 def early_loads() -> None:
-    """The decode rows with ``FwdCodegen.kv8_early_loads`` (benchmarking only, as the tuners replace
-    table functions; call it before :func:`_common.emulate_sm120`, which wraps the result)."""
-    import dataclasses
-
+    """The decode rows with the opt-in ``FwdCodegen.kv8_early_loads`` (benchmarking only, as the tuners
+    replace table functions; call it before :func:`_common.emulate_sm120`, which wraps the result)."""
     from fa4_sm120 import tiles
 
     original = tiles.fwd_config
-
-    def patched(*a, **kw):
-        cfg = original(*a, **kw)
-        if not cfg.warp_split_n:
-            return cfg
-        bound = 2 if cfg.head_dim == 128 else 0
-        gen = dataclasses.replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound)
-        return dataclasses.replace(cfg, codegen=gen)
-
-    tiles.fwd_config = patched
+    tiles.fwd_config = lambda *a, **kw: tiles.with_kv8_early_loads(original(*a, **kw))
 
 
 def copy_bandwidth() -> float:

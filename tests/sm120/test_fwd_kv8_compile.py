@@ -20,7 +20,7 @@ from fa4_core.errors import UnsupportedConfigError
 from fa4_sm120.compile import compile_fwd, ptxas_resources
 from fa4_sm120.configs import kv8_copy
 from fa4_sm120.fwd import FlashAttentionForwardSm120, FwdConfig
-from fa4_sm120.tiles import fwd_config
+from fa4_sm120.tiles import fwd_config, with_kv8_early_loads
 from fa4_sm120.variants import ptx_problems
 
 pytestmark = pytest.mark.compile_only
@@ -118,15 +118,7 @@ def test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path):
     assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
 
 
-def _early_loads(cfg: FwdConfig) -> FwdConfig:
-    """A decode row with the opt-in ``FwdCodegen.kv8_early_loads`` (the d128 row bounded to its two CTAs
-    per SM, as ``benchmarks/bench_decode_fp8.py --kv8-early-loads`` builds it)."""
-    bound = 2 if cfg.head_dim == 128 else 0
-    gen = dataclasses.replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound)
-    return dataclasses.replace(cfg, codegen=gen)
-
-
-@pytest.mark.parametrize("cfg", [_early_loads(c) for c in VARIANTS if c.warp_split_n], ids=_id)
+@pytest.mark.parametrize("cfg", [with_kv8_early_loads(c) for c in VARIANTS if c.warp_split_n], ids=_id)
 def test_kv8_early_loads_variant_compiles_without_spills(cfg, tmp_path):
     """The opt-in schedule of the decode rows builds spill-free for every serving flag set."""
     test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path)

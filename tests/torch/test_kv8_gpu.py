@@ -135,22 +135,11 @@ def test_kv8_decode_short_and_empty_caches(splits, sink):
 def early_loads(monkeypatch):
     """The decode rows built with the opt-in ``FwdCodegen.kv8_early_loads`` (and the d128 row with
     ``min_ctas_per_sm=2``), as ``benchmarks/bench_decode_fp8.py --kv8-early-loads`` builds them."""
-    import dataclasses
-
     from fa4_sm120 import tiles
     from fa4_torch import launch
 
     original = tiles.fwd_config
-
-    def patched(*a, **kw):
-        cfg = original(*a, **kw)
-        if not cfg.warp_split_n:
-            return cfg
-        bound = 2 if cfg.head_dim == 128 else 0
-        gen = dataclasses.replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound)
-        return dataclasses.replace(cfg, codegen=gen)
-
-    monkeypatch.setattr(tiles, "fwd_config", patched)
+    monkeypatch.setattr(tiles, "fwd_config", lambda *a, **kw: tiles.with_kv8_early_loads(original(*a, **kw)))
     launch.reset_caches()  # nothing built with the default schedule is reused
     yield
     launch.reset_caches()

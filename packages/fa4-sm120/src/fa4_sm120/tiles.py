@@ -15,7 +15,7 @@ window, split-KV or softcap, whose builds of that tile would spill.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
@@ -24,6 +24,7 @@ from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
     "FwdTile",
+    "with_kv8_early_loads",
     "FWD_TABLE",
     "FAMILIES",
     "select_fwd_tile",
@@ -278,6 +279,17 @@ def fwd_config(
         kv_dtype=kv_dtype,
         warp_split_n=row.decode,
     )
+
+
+def with_kv8_early_loads(cfg: FwdConfig) -> FwdConfig:
+    """``cfg`` with the opt-in FP8 load schedule (``FwdCodegen.kv8_early_loads``) where it is a decode
+    row's (``warp_split_n``), else ``cfg``: the d128 row also bounded to the two CTAs per SM its
+    shared memory allows (without the bound ptxas keeps it at 168 registers, and its fp16 paged builds
+    spill 4-8 B on sm_120a). For the benchmark switch and the tests until the schedule is timed."""
+    if not cfg.warp_split_n:
+        return cfg
+    bound = 2 if cfg.head_dim == 128 else 0
+    return replace(cfg, codegen=replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound))
 
 
 def selecting_args(row: FwdTile, causal: bool) -> dict:
