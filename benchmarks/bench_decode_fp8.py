@@ -134,14 +134,14 @@ def measure(batch, kv_len, heads, layout, bw):
         row["fa4_fp8_gbps"], row["fa4_fp8_frac_copy_bw"] = gbps, gbps / bw
         if "fa4_bf16_us" in row:
             row["bf16_over_fp8"] = row["fa4_bf16_us"] / row["fa4_fp8_us"]
+        if "sdpa_flash_us" in row and "dequant_us" in row:
+            row["sdpa_plus_dequant_us"] = row["sdpa_flash_us"] + row["dequant_us"]
+            row["sdpa_plus_dequant_over_fp8"] = row["sdpa_plus_dequant_us"] / row["fa4_fp8_us"]
     if "fa4_fp8_graph_us" in row:
         gbps = read_bytes / (row["fa4_fp8_graph_us"] * 1e-3) / 1e6
         row["fa4_fp8_graph_gbps"], row["fa4_fp8_graph_frac_copy_bw"] = gbps, gbps / bw
         if "fa4_bf16_graph_us" in row:
             row["bf16_over_fp8_graph"] = row["fa4_bf16_graph_us"] / row["fa4_fp8_graph_us"]
-        if "sdpa_flash_us" in row and "dequant_us" in row:
-            row["sdpa_plus_dequant_us"] = row["sdpa_flash_us"] + row["dequant_us"]
-            row["sdpa_plus_dequant_over_fp8"] = row["sdpa_plus_dequant_us"] / row["fa4_fp8_us"]
     for name, err in errors.items():
         row[f"{name}_error"] = err
     return row
