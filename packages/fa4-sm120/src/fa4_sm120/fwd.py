@@ -46,9 +46,10 @@ Algorithm, per CTA (one ``tile_m`` block of (packed) query rows of one head, one
 
 FP8 K/V (``kv_dtype``; the rest of the kernel is unchanged, every feature above included): the
 ``cp.async`` of a K or V block lands in an 8-bit staging tile (16-byte copies of 16 elements, or
-8-byte ones, :func:`fa4_sm120.configs.kv8_copy`); when the block's wait has returned, each thread
-widens the elements it copied itself (no barrier needed before it) into the 16-bit swizzled K/V
-buffer, and the barrier that already follows the wait publishes them to ``ldmatrix``. Its staging
+8-byte ones, :func:`fa4_sm120.configs.kv8_copy`; rows of 128 bytes or more paired per quarter warp so
+that neither the staging nor the widened accesses conflict in shared-memory banks); when the block's
+wait has returned, each thread widens the elements it copied itself (no barrier needed before it)
+into the 16-bit swizzled K/V buffer, and the barrier that already follows the wait publishes them to ``ldmatrix``. Its staging
 elements are then free: with ``codegen.kv8_early_loads`` (opt-in) the thread starts its copy of the
 next block's K (V) at once, so K and V are both fetched a whole block ahead, twice the bytes in
 flight of the 16-bit schedule, in no more shared memory. The MMAs stay
@@ -948,9 +949,21 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         else V looks its rows up itself (None)."""
         return pages if self.head_dim == self.head_dim_v else None
 
+    def _kv8_row_pairs(self, d: int) -> bool:
+        """Whether the 8-bit copy of rows of ``d`` elements pairs two rows per quarter warp
+        (:meth:`_kv_gmem_copy`): 16-byte copies of 8 or more threads per row, a power-of-two row."""
+        tpr, elems = kv8_copy(d, self.num_threads, self.tile_n)
+        return elems == 16 and tpr % 8 == 0 and d & (d - 1) == 0
+
     def _staging_layout(self, d: int):
-        """An 8-bit staging tile: ``(tile_n, d)`` row-major (each thread reads back what it copied)."""
-        return cute.make_layout((self.tile_n, d), stride=(d, 1))
+        """An 8-bit staging tile: ``(tile_n, d)`` row-major (each thread reads back what it copied);
+        with row pairs (:meth:`_kv8_row_pairs`) an odd row's 16-byte chunks are swapped in halves
+        (the row's lowest bit XORed into bit 2 of the chunk index), so that the 4 chunks of two rows
+        that a quarter warp copies lie in 8 different bank groups."""
+        flat = cute.make_layout((self.tile_n, d), stride=(d, 1))
+        if not self._kv8_row_pairs(d):
+            return flat
+        return cute.make_composed_layout(cute.make_swizzle(1, 6, d.bit_length() - 1 - 6), 0, flat)
 
     def _kv_gmem_copy(self, d: int):
         """The global -> shared copy of K or V rows of ``d`` elements: the 16-bit one, or with FP8 K/V
@@ -962,7 +975,15 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         atom = cute.make_copy_atom(
             cpasync.CopyG2SOp(cache_mode=mode), Float8E4M3FN, num_bits_per_copy=8 * elems
         )
-        thr_layout = cute.make_layout((self.num_threads // tpr, tpr), stride=(tpr, 1))
+        rows = self.num_threads // tpr
+        if self._kv8_row_pairs(d):
+            # A quarter warp (one phase of a 128-bit shared-memory access) takes chunks 4c..4c+3 of two
+            # rows, not chunks 0..7 of one: the 16-bit chunks those widen into (2j, 2j+1 of 16 elements
+            # j) then differ in the swizzle's row bit, where one row's chunks j and j+4 would hit the
+            # same banks of their two 64-column atoms (two wavefronts per store instead of one).
+            thr_layout = cute.make_layout(((2, rows // 2), (4, tpr // 4)), stride=((4, 2 * tpr), (1, 8)))
+        else:
+            thr_layout = cute.make_layout((rows, tpr), stride=(tpr, 1))
         return cute.make_tiled_copy_tv(atom, thr_layout, cute.make_layout((1, elems)))
 
     @cute.jit
