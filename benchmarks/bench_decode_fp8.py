@@ -22,6 +22,8 @@ the 64-row small-m rows instead of the 16-row decode rows (:data:`fa4_sm120.tile
 comparison behind the decode rows (docs/sm120-resources.md); ``--kv8-early-loads`` builds the decode
 rows with the opt-in ``FwdCodegen.kv8_early_loads`` (and the d128 row with ``min_ctas_per_sm=2``,
 without which its sm_120a fp16 paged builds spill), to time it against the default in another run.
+``--dtype float16`` runs q (and the 16-bit cache, still reported as ``fa4_bf16``) in fp16: an FP8
+cache then widens to fp16 in one conversion per two elements, where bf16 takes an fp32 round trip.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ def copy_bandwidth() -> float:
     return 2 * a.numel() / ms / 1e6  # GB/s (read + write)
 
 
-def measure(batch, kv_len, heads, layout, bw):
+def measure(batch, kv_len, heads, layout, bw, dtype=BF16):
     hq, hkv = heads
-    q = torch.randn(batch, 1, hq, D, device="cuda", dtype=BF16)
+    q = torch.randn(batch, 1, hq, D, device="cuda", dtype=dtype)
     seqlens = torch.full((batch,), kv_len, dtype=torch.int32, device="cuda")
     kd, vd = torch.tensor(0.05, device="cuda"), torch.tensor(0.03, device="cuda")
     paged = layout != "contiguous"
@@ -91,7 +93,10 @@ def measure(batch, kv_len, heads, layout, bw):
     bf16_bytes = 2 * fp8_bytes
     kb = vb = None
     if bf16_bytes < 0.8 * free:  # the bf16 cache: fa4's bf16 decode, and the dequantization's target
-        kb, vb = torch.zeros(shape, device="cuda", dtype=BF16), torch.zeros(shape, device="cuda", dtype=BF16)
+        kb, vb = (
+            torch.zeros(shape, device="cuda", dtype=dtype),
+            torch.zeros(shape, device="cuda", dtype=dtype),
+        )
         peers["fa4_bf16"] = lambda: flash_attn_with_kvcache(
             q, kb, vb, cache_seqlens=seqlens, page_table=table
         )
@@ -157,6 +162,12 @@ def main():
     ap.add_argument(
         "--kv8-early-loads", action="store_true", help="decode rows with FwdCodegen.kv8_early_loads (opt-in)"
     )
+    ap.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float16"),
+        default="bfloat16",
+        help="q's dtype (and the 16-bit cache's)",
+    )
     ap.add_argument("--batch", type=int, nargs="+", help=f"a part of the grid: these batch sizes of {BATCH}")
     ap.add_argument("--kv", type=int, nargs="+", help=f"... these key counts of {KV}")
     ap.add_argument("--heads", nargs="+", help="... these head counts, e.g. 32/8 64/8")
@@ -186,12 +197,13 @@ def main():
     grid = {k: tuple(part[k]) if part[k] else v for k, v in grid.items()}
     bw = copy_bandwidth()
     print(f"copy bandwidth: {bw:.0f} GB/s")
-    measure(1, 4096, HEADS[0], "contiguous", bw)  # a first row, not kept: compiles, allocator, clocks
+    dtype = getattr(torch, args.dtype)
+    measure(1, 4096, HEADS[0], "contiguous", bw, dtype)  # a first row, not kept: compiles, allocator, clocks
     rows = []
     for batch, kv_len, heads, layout in itertools.product(
         grid["batch"], grid["kv"], grid["heads"], grid["layouts"]
     ):
-        r = measure(batch, kv_len, heads, layout, bw)
+        r = measure(batch, kv_len, heads, layout, bw, dtype)
         rows.append(r)
         print(
             f"b{batch:3d} kv{kv_len:7d} h{r['heads']:5s} {layout:10s} "
@@ -222,6 +234,7 @@ def main():
         "kv8_tile_n": args.kv8_tile_n,
         "decode_rows": not args.no_decode_rows,
         "kv8_early_loads": args.kv8_early_loads,
+        "dtype": args.dtype,
     }
     print(summary)
     kind = (
@@ -230,6 +243,7 @@ def main():
     kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
     kind += "-no-decode-rows" if args.no_decode_rows else ""
     kind += "-early-loads" if args.kv8_early_loads else ""
+    kind += "-fp16" if args.dtype == "float16" else ""
     kind += "-part" if any(part.values()) else ""
     path = C.results_path(kind, args.out)
     C.write_results(path, {"env": C.environment(), "summary": summary, "rows": rows})
