@@ -22,7 +22,8 @@ the 64-row small-m rows instead of the 16-row decode rows (:data:`fa4_sm120.tile
 comparison behind the decode rows (docs/sm120-resources.md); ``--kv8-early-loads`` builds the decode
 rows with the opt-in ``FwdCodegen.kv8_early_loads`` (and the d128 row with ``min_ctas_per_sm=2``,
 without which its sm_120a fp16 paged builds spill), to time it against the default in another run.
-``--dtype float16`` runs q (and the 16-bit cache, still reported as ``fa4_bf16``) in fp16: an FP8
+``--kv8-f16-mma`` builds every FP8-cache tile with the opt-in ``FwdCodegen.kv8_f16_mma`` (fp16 MMAs under
+bf16 queries). ``--dtype float16`` runs q (and the 16-bit cache, still reported as ``fa4_bf16``) in fp16: an FP8
 cache then widens to fp16 in one conversion per two elements, where bf16 takes an fp32 round trip.
 """
 
@@ -55,6 +56,15 @@ def early_loads() -> None:
 
     original = tiles.fwd_config
     tiles.fwd_config = lambda *a, **kw: tiles.with_kv8_early_loads(original(*a, **kw))
+
+
+def f16_mma() -> None:
+    """Every FP8-cache tile with the opt-in ``FwdCodegen.kv8_f16_mma`` (benchmarking only; call it
+    before :func:`_common.emulate_sm120`, which wraps the result)."""
+    from fa4_sm120 import tiles
+
+    original = tiles.fwd_config
+    tiles.fwd_config = lambda *a, **kw: tiles.with_kv8_f16_mma(original(*a, **kw))
 
 
 def copy_bandwidth() -> float:
@@ -163,6 +173,9 @@ def main():
         "--kv8-early-loads", action="store_true", help="decode rows with FwdCodegen.kv8_early_loads (opt-in)"
     )
     ap.add_argument(
+        "--kv8-f16-mma", action="store_true", help="FP8-cache tiles with FwdCodegen.kv8_f16_mma (opt-in)"
+    )
+    ap.add_argument(
         "--dtype",
         choices=("bfloat16", "float16"),
         default="bfloat16",
@@ -178,6 +191,8 @@ def main():
         return 0
     if args.kv8_early_loads:
         early_loads()
+    if args.kv8_f16_mma:
+        f16_mma()
     emulated = C.emulate_sm120() if args.emulate_sm120 else None
     if args.kv8_tile_n is not None:
         from fa4_sm120 import tiles
@@ -234,6 +249,7 @@ def main():
         "kv8_tile_n": args.kv8_tile_n,
         "decode_rows": not args.no_decode_rows,
         "kv8_early_loads": args.kv8_early_loads,
+        "kv8_f16_mma": args.kv8_f16_mma,
         "dtype": args.dtype,
     }
     print(summary)
@@ -243,6 +259,7 @@ def main():
     kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
     kind += "-no-decode-rows" if args.no_decode_rows else ""
     kind += "-early-loads" if args.kv8_early_loads else ""
+    kind += "-f16-mma" if args.kv8_f16_mma else ""
     kind += "-fp16" if args.dtype == "float16" else ""
     kind += "-part" if any(part.values()) else ""
     path = C.results_path(kind, args.out)

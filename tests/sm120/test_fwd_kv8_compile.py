@@ -5,7 +5,7 @@ widens them with ``cvt.rn.f16x2.e4m3x2`` and keeps the 16-bit ``mma.sync.aligned
 Variants: decode's rows (the 16-row decode rows of d64 and d128, the 64-row small-m rows of the others
 and of chunks of up to 64 query rows), with the serving flags the kvcache path sets (contiguous / paged K/V, cache slots, split-KV, pack-GQA, softcap, sinks, windows),
 both dtypes, and the rows longer query chunks take (prefill over the cache); and the decode rows with
-the opt-in early loads (``FwdCodegen.kv8_early_loads``).
+the opt-in early loads (``FwdCodegen.kv8_early_loads``) and fp16 MMAs (``FwdCodegen.kv8_f16_mma``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fa4_core.errors import UnsupportedConfigError
 from fa4_sm120.compile import compile_fwd, ptxas_resources
 from fa4_sm120.configs import kv8_copy
 from fa4_sm120.fwd import FlashAttentionForwardSm120, FwdConfig
-from fa4_sm120.tiles import fwd_config, with_kv8_early_loads
+from fa4_sm120.tiles import fwd_config, with_kv8_early_loads, with_kv8_f16_mma
 from fa4_sm120.variants import ptx_problems
 
 pytestmark = pytest.mark.compile_only
@@ -122,6 +122,17 @@ def test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path):
 def test_kv8_early_loads_variant_compiles_without_spills(cfg, tmp_path):
     """The opt-in schedule of the decode rows builds spill-free for every serving flag set."""
     test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("cfg", [with_kv8_f16_mma(c) for c in VARIANTS if c.dtype == "bfloat16"], ids=_id)
+def test_kv8_f16_mma_variant_compiles_without_spills(cfg, tmp_path):
+    """The opt-in fp16 MMAs of bf16 queries (every bf16 variant above): spill-free, every MMA in fp16
+    and the FP8 tiles widened to fp16 without an fp32 round trip."""
+    test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path)
+    ptx = next(p for p in tmp_path.iterdir() if p.suffix == ".ptx").read_text()
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
+    assert "m16n8k16.row.col.f32.bf16.bf16.f32" not in ptx
+    assert "cvt.f32.f16" not in ptx  # the bf16 widening's fp16 -> fp32 step
 
 
 def test_kv8_smem_counts_the_staging_tiles():

@@ -53,6 +53,12 @@ class FwdCodegen:
     # --kv8-early-loads`; with it the d128 decode row wants min_ctas_per_sm=2 (else ptxas keeps it
     # at 168 registers and its fp16 paged builds spill 4-8 B on sm_120a)
     kv8_early_loads: bool | None = None
+    # FP8 K/V under bf16 queries: the MMAs in fp16 (K and V widened to fp16 in one conversion per two
+    # elements instead of an fp32 round trip to bf16; P in fp16), the Q tile converted to fp16 once
+    # per CTA, scaled by a power of two that keeps its largest magnitude below 2^15 (the score scale
+    # takes the inverse; exact). Opt-in (the rule leaves it off) until it is timed on a GPU:
+    # `bench_decode_fp8.py --kv8-f16-mma`
+    kv8_f16_mma: bool | None = None
     # the ldmatrix addresses re-derived per key block from opaque shared-memory bases
     # (fa4_core.layout.rebase_opaque): constant offsets become immediates
     opaque_smem: bool = False
@@ -199,6 +205,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it);
     * ``kv8_early_loads``: off (opt-in; the 64- and 128-row tiles' paged builds reach 255 registers
       with it and spill on sm_120a, so it is meant for the decode rows);
+    * ``kv8_f16_mma``: off (opt-in, not yet timed);
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
     """
     g = cfg.codegen
@@ -234,6 +241,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             and not (cfg.kv_dtype and cfg.has_softcap and cfg.is_local)
         ),
         kv8_early_loads=bool(g.kv8_early_loads),
+        kv8_f16_mma=bool(g.kv8_f16_mma),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
     )

@@ -77,7 +77,7 @@ from typing import Any
 
 import cutlass
 import cutlass.cute as cute
-from cutlass import Float8E4M3FN, Float32, Int32
+from cutlass import Float8E4M3FN, Float16, Float32, Int32
 from cutlass.cute.nvgpu import cpasync, warp
 
 from fa4_core.block_info import BlockInfo
@@ -261,6 +261,10 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
         self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
         self.kv8_early = self.kv8 and gen.kv8_early_loads
+        # bf16 queries over FP8 K/V with fp16 MMAs (FwdCodegen.kv8_f16_mma): the Q tile is converted
+        # in shared memory once (q_to_f16); the output stays bf16
+        self.kv8_f16 = self.kv8 and bool(gen.kv8_f16_mma) and cfg.dtype == "bfloat16"
+        self.mma_dtype = Float16 if self.kv8_f16 else self.dtype  # of the MMAs, P, and the K/V buffers
         # the warps split each key block (module docstring, "Warps along the keys")
         self.warp_split_n = cfg.warp_split_n
         self.mma_warps = 1 if cfg.warp_split_n else cfg.num_warps  # warps of the tiled MMA (along M)
@@ -333,10 +337,10 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
 
         fields = {  # annotations as objects (this module's annotations are strings)
             "sQ": buf(self.dtype, q_elems),
-            "sK": buf(self.dtype, cute.cosize(sK_layout)),
+            "sK": buf(self.mma_dtype, cute.cosize(sK_layout)),
         }
         if not self.cfg.kv8_one_buffer:  # else V is widened into sK (FwdConfig.kv8_one_buffer)
-            fields["sV"] = buf(self.dtype, cute.cosize(sV_layout))
+            fields["sV"] = buf(self.mma_dtype, cute.cosize(sV_layout))
         if self.kv8:  # FP8 K/V: the 8-bit staging tiles (fa4_sm120.smem.kv8_staging_bytes)
             fields["sK8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim)
             fields["sV8"] = buf(Float8E4M3FN, self.tile_n * self.head_dim_v)
@@ -352,7 +356,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         """``m16n8k16`` 16-bit MMAs, the warps stacked along M (one warp with ``warp_split_n``: each
         warp multiplies its own keys), N and K tiled by 16."""
         return cute.make_tiled_mma(
-            warp.MmaF16BF16Op(self.dtype, Float32, (16, 8, 16)),
+            warp.MmaF16BF16Op(self.mma_dtype, Float32, (16, 8, 16)),
             (self.mma_warps, 1, 1),
             permutation_mnk=(self.mma_warps * 16, 16, 16),
         )
@@ -619,7 +623,10 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             cS = cute.local_tile(cS, (self.tile_m, self.tile_n_w), (0, warp_idx))
         tiled_mma = setup.tiled_mma
         thr_mma = tiled_mma.get_slice(mma_tidx)
-        tSrQ = thr_mma.make_fragment_A(thr_mma.partition_A(sQ))
+        sQ_mma = sQ  # the Q tile as the MMAs read it (fp16 after q_to_f16)
+        if cutlass.const_expr(self.kv8_f16):
+            sQ_mma = cute.make_tensor(cute.recast_ptr(sQ.iterator, dtype=Float16), sQ.layout)
+        tSrQ = thr_mma.make_fragment_A(thr_mma.partition_A(sQ_mma))
         tSrK = thr_mma.make_fragment_B(thr_mma.partition_B(sK))
         tOrVt = thr_mma.make_fragment_B(thr_mma.partition_B(sVt))
         acc_O = cute.make_rmem_tensor(thr_mma.partition_shape_C((self.tile_m, self.head_dim_v)), Float32)
@@ -627,13 +634,13 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
 
         ldsm = warp.LdMatrix8x8x16bOp(transpose=False, num_matrices=4)
         ldsm_t = warp.LdMatrix8x8x16bOp(transpose=True, num_matrices=4)
-        smem_copy_Q = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
-        smem_copy_K = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.dtype), tiled_mma)
-        smem_copy_V = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm_t, self.dtype), tiled_mma)
+        smem_copy_Q = cute.make_tiled_copy_A(cute.make_copy_atom(ldsm, self.mma_dtype), tiled_mma)
+        smem_copy_K = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm, self.mma_dtype), tiled_mma)
+        smem_copy_V = cute.make_tiled_copy_B(cute.make_copy_atom(ldsm_t, self.mma_dtype), tiled_mma)
         thr_smem_Q = smem_copy_Q.get_slice(mma_tidx)
         thr_smem_K = smem_copy_K.get_slice(mma_tidx)
         thr_smem_V = smem_copy_V.get_slice(mma_tidx)
-        tSsQ = thr_smem_Q.partition_S(sQ)
+        tSsQ = thr_smem_Q.partition_S(sQ_mma)
         tSrQ_view = thr_smem_Q.retile(tSrQ)
         tSsK = thr_smem_K.partition_S(sK)
         tSrK_view = thr_smem_K.retile(tSrK)
@@ -658,12 +665,11 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 softcap_scale = softcap_scale * k_descale
             else:
                 scale_log2 = scale_log2 * k_descale
-        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold, self.tree_reduce)
-        row_scale = cute.make_rmem_tensor(num_rows, Float32)
-        mask = BlockMask(tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, softcap_scale, scores.softcap)
 
         # ---------------- prologue: Q (rows addressed arithmetically) and the last K block
         self.load_q(g.mQ, sQ, setup.gmem_copy_QK, tile, packed_len)
+        if cutlass.const_expr(self.kv8_f16):
+            cute.arch.cp_async_commit_group()  # Q alone: converted while the first K block is in flight
         has_work = n_block_min < n_block_max
         if has_work:
             if cutlass.const_expr(self.prefetch_pages):
@@ -677,6 +683,19 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                     if n_block_max - 1 > n_block_min:
                         self.lookup_pages(loads, n_block_max - 2)
             cute.arch.cp_async_commit_group()
+        if cutlass.const_expr(self.kv8_f16):
+            cute.arch.cp_async_wait_group(2 if cutlass.const_expr(self.kv8_early) else 1)  # Q has landed
+            cute.arch.barrier()
+            q_inv = self.q_to_f16(sQ, sQ_mma, setup.gmem_copy_QK, tidx, storage)
+            cute.arch.barrier()  # every row converted before any warp's ldmatrix
+            # the scores come out 2^k times too large: the scale that meets them first takes 2^-k
+            if cutlass.const_expr(cfg.has_softcap):
+                softcap_scale = softcap_scale * q_inv
+            else:
+                scale_log2 = scale_log2 * q_inv
+        softmax = OnlineSoftmax(scale_log2, num_rows, self.rescale_threshold, self.tree_reduce)
+        row_scale = cute.make_rmem_tensor(num_rows, Float32)
+        mask = BlockMask(tScS_mn, m_block, seqlen_q, seqlen_k, wl, wr, softcap_scale, scores.softcap)
         if cutlass.const_expr(self.q_in_regs):
             cute.arch.cp_async_wait_group(0)
             cute.arch.barrier()
@@ -854,8 +873,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 for r in cutlass.range_constexpr(cute.size(acc_O_mn.shape[0])):
                     acc_O_mn[r, None] = acc_O_mn[r, None].load() * row_scale[r]
         # P stays in registers: convert and reinterpret as the A operand of P V
-        rP = cute.make_rmem_tensor_like(acc_S, self.dtype)
-        rP.store(acc_S.load().to(self.dtype))
+        rP = cute.make_rmem_tensor_like(acc_S, self.mma_dtype)
+        rP.store(acc_S.load().to(self.mma_dtype))
         P = Operand(acc_as_a_operand(rP))
         if cutlass.const_expr(self.late_v_wait and not self.kv8_early):
             cute.arch.cp_async_wait_group(1)  # V(n) has landed (K(n-1) may still be in flight)
@@ -992,7 +1011,48 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         (after the wait of the thread's own ``cp.async``; a barrier publishes them)."""
         for m in cutlass.range_constexpr(cute.size(src.tXsX.shape[1])):
             for k in cutlass.range_constexpr(cute.size(src.tXsX.shape[2])):
-                src.tXsW[None, m, k].store(src.tXsX[None, m, k].load().to(self.dtype))
+                src.tXsW[None, m, k].store(src.tXsX[None, m, k].load().to(self.mma_dtype))
+
+    @cute.jit
+    def q_to_f16(self, sQ: cute.Tensor, sQ16: cute.Tensor, gmem_copy, tidx, storage) -> Float32:
+        """``kv8_f16``: the bf16 Q tile ``sQ`` -> fp16 in place (``sQ16``, the same bytes), times
+        ``2^k``, the power of two that puts the tile's largest magnitude ``a`` just below ``2^15``
+        (fp16 ends at 65,504; ``k`` clamped to [-126, 126]); returns ``2^-k``. Exact: bf16's 8
+        significant bits fit fp16's 11, and only elements below ``a * 2^-39`` can lose bits (to fp16's
+        subnormals), far below what a dot product with them could show. Zero rows stay zero, inf and
+        NaN stay so. Each thread converts the elements it copied; the tile's maximum meets in shared
+        memory (the 16-bit K buffer, which nothing has written yet)."""
+        thr = gmem_copy.get_slice(tidx)
+        tXsQ, tXsQ16 = thr.partition_D(sQ), thr.partition_D(sQ16)
+        x = tXsQ.load().to(Float32)
+        xr = cute.make_rmem_tensor(x.shape, Float32)
+        xr.store(x)
+        amax = Float32(0.0)
+        for i in cutlass.range_constexpr(cute.size(xr)):
+            amax = cute.arch.fmax(amax, cute.arch.fmax(xr[i], -xr[i]))
+        for i in cutlass.range_constexpr(5):
+            amax = cute.arch.fmax(amax, cute.arch.shuffle_sync_bfly(amax, offset=1 << (4 - i)))
+        nw = self.num_threads // 32
+        red = cute.make_tensor(
+            cute.recast_ptr(storage.sK.get_tensor(cute.make_layout(1)).iterator, dtype=Float32),
+            cute.make_layout(nw),
+        )
+        if tidx % 32 == 0:
+            red[tidx // 32] = amax
+        cute.arch.barrier()
+        for w in cutlass.range_constexpr(nw):
+            amax = cute.arch.fmax(amax, red[w])
+        # a < 2^e with e = (biased exponent) - 126 (a = 0: e = -126; inf or NaN: e = 129); the powers
+        # of two built from their exponent bits
+        bits = cute.make_rmem_tensor(3, Float32)
+        bits[0] = amax
+        ibits = cute.recast_tensor(bits, Int32)
+        e = (ibits[0] >> 23) - 126
+        k = cutlass.min(cutlass.max(15 - e, -126), 126)
+        ibits[1] = (k + 127) << 23
+        ibits[2] = (127 - k) << 23
+        tXsQ16.store((xr.load() * bits[1]).to(Float16))
+        return bits[2]
 
     def _split_mode(self, t: cute.Tensor, mode: int) -> cute.Tensor:
         """``t`` with mode ``mode`` divided into ``(size / pv_split, pv_split)``: index ``(None, h)``

@@ -25,6 +25,7 @@ from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 __all__ = [
     "FwdTile",
     "with_kv8_early_loads",
+    "with_kv8_f16_mma",
     "FWD_TABLE",
     "FAMILIES",
     "select_fwd_tile",
@@ -290,6 +291,14 @@ def with_kv8_early_loads(cfg: FwdConfig) -> FwdConfig:
         return cfg
     bound = 2 if cfg.head_dim == 128 else 0
     return replace(cfg, codegen=replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound))
+
+
+def with_kv8_f16_mma(cfg: FwdConfig) -> FwdConfig:
+    """``cfg`` with the opt-in fp16 MMAs of bf16 queries over an FP8 cache (``FwdCodegen.kv8_f16_mma``)
+    where it has an FP8 cache, else ``cfg``. For the benchmark switch and the tests until it is timed."""
+    if cfg.kv_dtype is None:
+        return cfg
+    return replace(cfg, codegen=replace(cfg.codegen, kv8_f16_mma=True))
 
 
 def selecting_args(row: FwdTile, causal: bool) -> dict:
