@@ -19,12 +19,8 @@ caches would not fit the free GPU memory is left out of that row (recorded under
 ``--kv8-tile-n 32`` times FP8 key tiles of 32 instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N` on the
 rows that widen through staging tiles; ``--no-decode-rows`` runs both caches' decode on
 the 64-row small-m rows instead of the 16-row decode rows (:data:`fa4_sm120.tiles.DECODE_ROWS`), the
-comparison behind the decode rows (docs/sm120-resources.md); ``--kv8-early-loads`` builds the decode
-rows with the opt-in ``FwdCodegen.kv8_early_loads`` (and the d128 row with ``min_ctas_per_sm=2``,
-without which its sm_120a fp16 paged builds spill), to time it against the default in another run.
-``--kv8-f16-mma`` builds every FP8-cache tile with the opt-in ``FwdCodegen.kv8_f16_mma`` (fp16 MMAs under
-bf16 queries). ``--dtype float16`` runs q (and the 16-bit cache, still reported as ``fa4_bf16``) in fp16: an FP8
-cache then widens to fp16 in one conversion per two elements, where bf16 takes an fp32 round trip.
+comparison behind the decode rows (docs/sm120-resources.md). ``--dtype float16`` runs q (and the 16-bit
+cache, still reported as ``fa4_bf16``) in fp16.
 """
 
 from __future__ import annotations
@@ -47,24 +43,6 @@ LAYOUTS = ("contiguous", "page16", "page64")
 QUICK = dict(batch=(1, 64), kv=(16384, 65536), heads=((32, 8),), layouts=("contiguous", "page64"))
 D = 128
 E4M3, BF16 = torch.float8_e4m3fn, torch.bfloat16
-
-
-def early_loads() -> None:
-    """The decode rows with the opt-in ``FwdCodegen.kv8_early_loads`` (benchmarking only, as the tuners
-    replace table functions; call it before :func:`_common.emulate_sm120`, which wraps the result)."""
-    from fa4_sm120 import tiles
-
-    original = tiles.fwd_config
-    tiles.fwd_config = lambda *a, **kw: tiles.with_kv8_early_loads(original(*a, **kw))
-
-
-def f16_mma() -> None:
-    """Every FP8-cache tile with the opt-in ``FwdCodegen.kv8_f16_mma`` (benchmarking only; call it
-    before :func:`_common.emulate_sm120`, which wraps the result)."""
-    from fa4_sm120 import tiles
-
-    original = tiles.fwd_config
-    tiles.fwd_config = lambda *a, **kw: tiles.with_kv8_f16_mma(original(*a, **kw))
 
 
 def copy_bandwidth() -> float:
@@ -170,12 +148,6 @@ def main():
     ap.add_argument("--kv8-tile-n", type=int, default=None, help="FP8 key tiles of at most this (16..64)")
     ap.add_argument("--no-decode-rows", action="store_true", help="decode on the 64-row small-m rows")
     ap.add_argument(
-        "--kv8-early-loads", action="store_true", help="decode rows with FwdCodegen.kv8_early_loads (opt-in)"
-    )
-    ap.add_argument(
-        "--kv8-f16-mma", action="store_true", help="FP8-cache tiles with FwdCodegen.kv8_f16_mma (opt-in)"
-    )
-    ap.add_argument(
         "--dtype",
         choices=("bfloat16", "float16"),
         default="bfloat16",
@@ -189,10 +161,6 @@ def main():
     if not torch.cuda.is_available():
         print("bench_decode_fp8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
-    if args.kv8_early_loads:
-        early_loads()
-    if args.kv8_f16_mma:
-        f16_mma()
     emulated = C.emulate_sm120() if args.emulate_sm120 else None
     if args.kv8_tile_n is not None:
         from fa4_sm120 import tiles
@@ -248,8 +216,6 @@ def main():
         "emulated_sm120": emulated,
         "kv8_tile_n": args.kv8_tile_n,
         "decode_rows": not args.no_decode_rows,
-        "kv8_early_loads": args.kv8_early_loads,
-        "kv8_f16_mma": args.kv8_f16_mma,
         "dtype": args.dtype,
     }
     print(summary)
@@ -258,8 +224,6 @@ def main():
     )
     kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
     kind += "-no-decode-rows" if args.no_decode_rows else ""
-    kind += "-early-loads" if args.kv8_early_loads else ""
-    kind += "-f16-mma" if args.kv8_f16_mma else ""
     kind += "-fp16" if args.dtype == "float16" else ""
     kind += "-part" if any(part.values()) else ""
     path = C.results_path(kind, args.out)

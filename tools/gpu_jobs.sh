@@ -9,8 +9,7 @@
 #   bash tools/gpu_jobs.sh bench-fwd                # forward grids (anchor + seed), then anchor at SM120 occupancy
 #   bash tools/gpu_jobs.sh bench-bwd                # backward grid, compat mode and at SM120 occupancy
 #   bash tools/gpu_jobs.sh bench-decode             # decode (contiguous and paged K/V; bf16 and FP8 caches, FP8 also
-#                                                   # at SM120 occupancy, with the opt-in early loads, with fp16
-#                                                   # queries and with the opt-in fp16 MMAs), host time
+#                                                   # at SM120 occupancy, and with fp16 queries), host time
 #   bash tools/gpu_jobs.sh bench-q8                 # the 8-bit forward beside fa4's bf16 forward
 #   bash tools/gpu_jobs.sh bench-ring               # context parallelism on this host's GPUs (torchrun)
 #   bash tools/gpu_jobs.sh accuracy                 # forward error beside SDPA flash and upstream (seed grid)
@@ -81,12 +80,8 @@ job() {
       step bench-decode 220 python3 benchmarks/bench_decode.py --out "$RESULTS"
       step bench-decode-fp8 300 python3 benchmarks/bench_decode_fp8.py --out "$RESULTS"
       step bench-decode-fp8-sm120 300 python3 benchmarks/bench_decode_fp8.py --emulate-sm120 --out "$RESULTS"
-      step bench-decode-fp8-sm120-early 150 python3 benchmarks/bench_decode_fp8.py --quick --emulate-sm120 \
-        --kv8-early-loads --out "$RESULTS"
       step bench-decode-fp8-sm120-fp16 150 python3 benchmarks/bench_decode_fp8.py --quick --emulate-sm120 \
         --dtype float16 --out "$RESULTS"
-      step bench-decode-fp8-sm120-f16-mma 150 python3 benchmarks/bench_decode_fp8.py --quick --emulate-sm120 \
-        --kv8-f16-mma --out "$RESULTS"
       step host-time 120 python3 tools/host_time.py --out "$RESULTS"
       ;;
     bench-q8)

@@ -4,8 +4,9 @@ widens them with ``cvt.rn.f16x2.e4m3x2`` and keeps the 16-bit ``mma.sync.aligned
 
 Variants: decode's rows (the 16-row decode rows of d64 and d128, the 64-row small-m rows of the others
 and of chunks of up to 64 query rows), with the serving flags the kvcache path sets (contiguous / paged K/V, cache slots, split-KV, pack-GQA, softcap, sinks, windows),
-both dtypes, and the rows longer query chunks take (prefill over the cache); and the decode rows with
-the opt-in early loads (``FwdCodegen.kv8_early_loads``) and fp16 MMAs (``FwdCodegen.kv8_f16_mma``).
+both dtypes, and the rows longer query chunks take (prefill over the cache). The decode rows build
+with their early loads (``FwdCodegen.kv8_early_loads``), bf16 queries on fp16 MMAs
+(``FwdCodegen.kv8_f16_mma``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fa4_core.errors import UnsupportedConfigError
 from fa4_sm120.compile import compile_fwd, ptxas_resources
 from fa4_sm120.configs import kv8_copy
 from fa4_sm120.fwd import FlashAttentionForwardSm120, FwdConfig
-from fa4_sm120.tiles import fwd_config, with_kv8_early_loads, with_kv8_f16_mma
+from fa4_sm120.tiles import fwd_config
 from fa4_sm120.variants import ptx_problems
 
 pytestmark = pytest.mark.compile_only
@@ -107,6 +108,10 @@ def test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path):
     assert "cvt.rn.f16x2.e4m3x2" in ptx  # the FP8 tiles widened in registers
     _, elems = kv8_copy(cfg.head_dim, cfg.num_threads, cfg.tile_n)
     assert ("cp.async.cg.shared.global" if elems == 16 else "cp.async.ca.shared.global") in ptx
+    if cfg.dtype == "bfloat16":  # fp16 MMAs (FwdCodegen.kv8_f16_mma): no fp32 round trip to bf16
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
+        assert "m16n8k16.row.col.f32.bf16.bf16.f32" not in ptx
+        assert "cvt.f32.f16" not in ptx
     res = ptxas_resources(str(tmp_path / ptx_files[0]))
     if res is None:
         return
@@ -116,23 +121,6 @@ def test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path):
         f"\n[sm_120a resources] {_id(cfg)}: {regs} registers, {spill} B spill stores, {cfg.smem_bytes} B smem"
     )
     assert spill == 0, f"{_id(cfg)}: {spill} B spill stores"
-
-
-@pytest.mark.parametrize("cfg", [with_kv8_early_loads(c) for c in VARIANTS if c.warp_split_n], ids=_id)
-def test_kv8_early_loads_variant_compiles_without_spills(cfg, tmp_path):
-    """The opt-in schedule of the decode rows builds spill-free for every serving flag set."""
-    test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path)
-
-
-@pytest.mark.parametrize("cfg", [with_kv8_f16_mma(c) for c in VARIANTS if c.dtype == "bfloat16"], ids=_id)
-def test_kv8_f16_mma_variant_compiles_without_spills(cfg, tmp_path):
-    """The opt-in fp16 MMAs of bf16 queries (every bf16 variant above): spill-free, every MMA in fp16
-    and the FP8 tiles widened to fp16 without an fp32 round trip."""
-    test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path)
-    ptx = next(p for p in tmp_path.iterdir() if p.suffix == ".ptx").read_text()
-    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
-    assert "m16n8k16.row.col.f32.bf16.bf16.f32" not in ptx
-    assert "cvt.f32.f16" not in ptx  # the bf16 widening's fp16 -> fp32 step
 
 
 def test_kv8_smem_counts_the_staging_tiles():

@@ -8,10 +8,8 @@ unsplit, 3 splits and the heuristic's, d64 and d128, fp16 and bf16 q, one scale 
 head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
 paged FP8 cache (the 128-row tiles); the append (quantize into the cache, then attend) equals
 quantizing the rows by hand and attending, memoised decode steps too; an error leaves the caches bit for
-bit as they were. The opt-in schedule of the decode rows (``FwdCodegen.kv8_early_loads``) passes the
-decode, short-cache and feature cases too, and the opt-in fp16 MMAs of bf16 queries
-(``FwdCodegen.kv8_f16_mma``) the bf16 decode, feature and prefill cases and queries of magnitudes
-beyond fp16's range.
+bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's smallest normals
+(the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile).
 """
 
 from __future__ import annotations
@@ -133,68 +131,31 @@ def test_kv8_decode_short_and_empty_caches(splits, sink):
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=learnable_sink)
 
 
-@pytest.fixture
-def early_loads(monkeypatch):
-    """The decode rows built with the opt-in ``FwdCodegen.kv8_early_loads`` (and the d128 row with
-    ``min_ctas_per_sm=2``), as ``benchmarks/bench_decode_fp8.py --kv8-early-loads`` builds them."""
-    from fa4_sm120 import tiles
-    from fa4_torch import launch
-
-    original = tiles.fwd_config
-    monkeypatch.setattr(tiles, "fwd_config", lambda *a, **kw: tiles.with_kv8_early_loads(original(*a, **kw)))
-    launch.reset_caches()  # nothing built with the default schedule is reused
-    yield
-    launch.reset_caches()
+# (scale of q, of k_descale): q beyond fp16's range (up to ~1e5) with scores of order 1 and with very
+# peaked ones, small q, and q near bf16's smallest normals with a k_descale that brings the scores back
+MAGNITUDES = [(3e4, 1e-5), (3e4, 1.0), (1e-3, 1.0), (1e-30, 1e29)]
 
 
-@pytest.fixture
-def f16_mma(monkeypatch):
-    """Every FP8-cache tile built with the opt-in ``FwdCodegen.kv8_f16_mma`` (fp16 MMAs under bf16
-    queries), as ``benchmarks/bench_decode_fp8.py --kv8-f16-mma`` builds them."""
-    from fa4_sm120 import tiles
-    from fa4_torch import launch
-
-    original = tiles.fwd_config
-    monkeypatch.setattr(tiles, "fwd_config", lambda *a, **kw: tiles.with_kv8_f16_mma(original(*a, **kw)))
-    launch.reset_caches()
-    yield
-    launch.reset_caches()
-
-
-@pytest.mark.parametrize("page, sq, d, splits, kind, dt", [c for c in DECODE if c[-1] is BF16], ids=str)
-def test_kv8_decode_f16_mma(f16_mma, page, sq, d, splits, kind, dt):
-    test_kv8_decode(page, sq, d, splits, kind, dt)
-
-
-@pytest.mark.parametrize("magnitude", [3e4, 1e-3, 1e-30])
+@pytest.mark.parametrize("q_scale, kd_scale", MAGNITUDES, ids=str)
 @pytest.mark.parametrize("sq", [1, 64])
-def test_kv8_f16_mma_q_magnitudes(f16_mma, magnitude, sq):
-    """bf16 queries beyond fp16's range (|q| up to ~1e5), small and tiny ones, one query row zero: the
-    Q tile's power-of-two scale keeps the fp16 MMAs exact (decode rows and the 64-row tiles)."""
+def test_kv8_q_magnitudes(q_scale, kd_scale, sq):
+    """bf16 queries of any magnitude over an FP8 cache (fp16 MMAs, ``FwdCodegen.kv8_f16_mma``), one
+    query row zero: the Q tile's power-of-two scale keeps them exact (decode rows and 64-row tiles)."""
     from fa4_torch import flash_attn_with_kvcache
 
     torch.manual_seed(9)
     b, cap, hq, hkv, d = 2, 512, 8, 2, 128
     k8, v8 = _fp8(b, cap, hkv, d, scale=0.25), _fp8(b, cap, hkv, d)
     kd, vd = _descales("per-head", b, hkv)
+    kd = kd * kd_scale
     seqlens = torch.tensor([512, 300], dtype=torch.int32, device="cuda")
-    q = (torch.randn(b, sq, hq, d, device="cuda") * magnitude).to(BF16)
+    q = (torch.randn(b, sq, hq, d, device="cuda") * q_scale).to(BF16)
     q[1, 0, 3] = 0
     out, lse = flash_attn_with_kvcache(
         q, k8, v8, cache_seqlens=seqlens, causal=True, return_softmax_lse=True, k_descale=kd, v_descale=vd
     )
     assert torch.isfinite(out).all()
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
-
-
-@pytest.mark.parametrize("page, sq, d, splits, kind, dt", DECODE, ids=str)
-def test_kv8_decode_early_loads(early_loads, page, sq, d, splits, kind, dt):
-    test_kv8_decode(page, sq, d, splits, kind, dt)
-
-
-@pytest.mark.parametrize("splits", [1, 0])
-def test_kv8_short_and_empty_caches_early_loads(early_loads, splits):
-    test_kv8_decode_short_and_empty_caches(splits, sink=True)
 
 
 def test_kv8_cache_batch_idx():
@@ -245,16 +206,6 @@ def test_kv8_softcap_sink_window(feat, page):
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=sink, **common)
 
 
-@pytest.mark.parametrize("feat", FEATURES[::3], ids=str)
-def test_kv8_softcap_sink_window_early_loads(early_loads, feat):
-    test_kv8_softcap_sink_window(feat, 64)
-
-
-@pytest.mark.parametrize("feat", FEATURES, ids=str)
-def test_kv8_softcap_sink_window_f16_mma(f16_mma, feat):
-    test_kv8_softcap_sink_window(feat, 64)
-
-
 @pytest.mark.parametrize("causal", [False, True])
 def test_kv8_varlen_prefill_over_a_paged_cache(causal):
     from fa4_torch import flash_attn_varlen_func
@@ -280,10 +231,6 @@ def test_kv8_varlen_prefill_over_a_paged_cache(causal):
     pt = attention_ref(q, None, None, k_page=kpt, v_page=vpt, page_table=table, upcast=False, **kw)
     check_close("out", out, ref[0], pt[0])
     check_close("lse", lse, ref[1], pt[1])
-
-
-def test_kv8_varlen_prefill_over_a_paged_cache_f16_mma(f16_mma):
-    test_kv8_varlen_prefill_over_a_paged_cache(True)
 
 
 @pytest.mark.parametrize("page", [None, 16])

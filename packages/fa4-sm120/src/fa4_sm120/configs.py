@@ -48,16 +48,12 @@ class FwdCodegen:
     # paged K/V: look a block's pages up one stage ahead
     prefetch_pages: bool | None = None
     # FP8 K/V: a thread starts its copy of the next block's K (V) as soon as it has widened this
-    # block's, into the 8-bit staging tile it has just read, so two blocks' loads are in flight.
-    # Opt-in (the rule leaves it off) until it is timed on a GPU: `bench_decode_fp8.py
-    # --kv8-early-loads`; with it the d128 decode row wants min_ctas_per_sm=2 (else ptxas keeps it
-    # at 168 registers and its fp16 paged builds spill 4-8 B on sm_120a)
+    # block's, into the 8-bit staging tile it has just read, so two blocks' loads are in flight
     kv8_early_loads: bool | None = None
     # FP8 K/V under bf16 queries: the MMAs in fp16 (K and V widened to fp16 in one conversion per two
     # elements instead of an fp32 round trip to bf16; P in fp16), the Q tile converted to fp16 once
     # per CTA, scaled by a power of two that keeps its largest magnitude below 2^15 (the score scale
-    # takes the inverse; exact). Opt-in (the rule leaves it off) until it is timed on a GPU:
-    # `bench_decode_fp8.py --kv8-f16-mma`
+    # takes the inverse; exact)
     kv8_f16_mma: bool | None = None
     # the ldmatrix addresses re-derived per key block from opaque shared-memory bases
     # (fa4_core.layout.rebase_opaque): constant offsets become immediates
@@ -203,9 +199,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       softcap and a window: 4 B);
     * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row), except an
       FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it);
-    * ``kv8_early_loads``: off (opt-in; the 64- and 128-row tiles' paged builds reach 255 registers
-      with it and spill on sm_120a, so it is meant for the decode rows);
-    * ``kv8_f16_mma``: off (opt-in, not yet timed);
+    * ``kv8_early_loads``: on the decode rows (``warp_split_n``) of an FP8 cache (the 64- and 128-row
+      tiles' paged builds reach 255 registers with it and spill on sm_120a);
+    * ``kv8_f16_mma``: with an FP8 cache (it changes only bf16 queries);
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
     """
     g = cfg.codegen
@@ -240,8 +236,12 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             and cfg.head_dim <= 192
             and not (cfg.kv_dtype and cfg.has_softcap and cfg.is_local)
         ),
-        kv8_early_loads=bool(g.kv8_early_loads),
-        kv8_f16_mma=bool(g.kv8_f16_mma),
+        kv8_early_loads=(
+            g.kv8_early_loads
+            if g.kv8_early_loads is not None
+            else bool(cfg.kv_dtype is not None and cfg.warp_split_n)
+        ),
+        kv8_f16_mma=g.kv8_f16_mma if g.kv8_f16_mma is not None else cfg.kv_dtype is not None,
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
     )

@@ -49,13 +49,16 @@ FP8 K/V (``kv_dtype``; the rest of the kernel is unchanged, every feature above 
 8-byte ones, :func:`fa4_sm120.configs.kv8_copy`; rows of 128 bytes or more paired per quarter warp so
 that neither the staging nor the widened accesses conflict in shared-memory banks); when the block's
 wait has returned, each thread widens the elements it copied itself (no barrier needed before it)
-into the 16-bit swizzled K/V buffer, and the barrier that already follows the wait publishes them to ``ldmatrix``. Its staging
-elements are then free: with ``codegen.kv8_early_loads`` (opt-in) the thread starts its copy of the
-next block's K (V) at once, so K and V are both fetched a whole block ahead, twice the bytes in
-flight of the 16-bit schedule, in no more shared memory. The MMAs stay
-``m16n8k16`` in q's dtype (e4m3 values are exact in fp16 and bf16). ``k_descale`` multiplies the
-score scale (before the softcap, which so sees the true score), ``v_descale`` the final ``1 /
-row_sum`` of O (split-KV partials too: the combine is linear in O); the LSE needs neither.
+into the 16-bit swizzled K/V buffer, and the barrier that already follows the wait publishes them to
+``ldmatrix``. Its staging elements are then free: with ``codegen.kv8_early_loads`` (the decode rows)
+the thread starts its copy of the next block's K (V) at once, so K and V are both fetched a whole
+block ahead, twice the bytes in flight of the 16-bit schedule, in no more shared memory. The MMAs
+stay ``m16n8k16``, in fp16 (``codegen.kv8_f16_mma``; e4m3 values are exact in fp16, one conversion
+per two elements): bf16 queries are converted once per CTA (:meth:`FlashAttentionForwardSm120.q_to_f16`,
+times a power of two the score scale takes back), P is rounded to fp16, the output stays in q's
+dtype. ``k_descale`` multiplies the score scale (before the softcap, which so sees the true score),
+``v_descale`` the final ``1 / row_sum`` of O (split-KV partials too: the combine is linear in O);
+the LSE needs neither.
 
 Warps along the keys (``warp_split_n``, decode): a tile of 16 query rows (one warp's MMA rows),
 whose warps each take ``tile_n / num_warps`` keys of every block: the loads and barriers are the
@@ -684,7 +687,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                         self.lookup_pages(loads, n_block_max - 2)
             cute.arch.cp_async_commit_group()
         if cutlass.const_expr(self.kv8_f16):
-            cute.arch.cp_async_wait_group(2 if cutlass.const_expr(self.kv8_early) else 1)  # Q has landed
+            cute.arch.cp_async_wait_group(1)  # Q has landed (with the early loads K too; V may not)
             cute.arch.barrier()
             q_inv = self.q_to_f16(sQ, sQ_mma, setup.gmem_copy_QK, tidx, storage)
             cute.arch.barrier()  # every row converted before any warp's ldmatrix

@@ -15,17 +15,15 @@ window, split-KV or softcap, whose builds of that tile would spill.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fa4_core.arch import parse_arch, smem_capacity
 from fa4_core.errors import UnsupportedArchError, unsupported
-from fa4_sm120.configs import FP8_V_INPUT, KV8_DTYPES, FwdConfig, Q8FwdConfig, QuantizeConfig
+from fa4_sm120.configs import FP8_V_INPUT, KV8_DTYPES, FwdCodegen, FwdConfig, Q8FwdConfig, QuantizeConfig
 from fa4_sm120.smem import fwd_smem_bytes, kv8_staging_bytes
 
 __all__ = [
     "FwdTile",
-    "with_kv8_early_loads",
-    "with_kv8_f16_mma",
     "FWD_TABLE",
     "FAMILIES",
     "select_fwd_tile",
@@ -68,6 +66,10 @@ class FwdTile:
     # each key block (FwdConfig.warp_split_n), so each warp reads only its share of K and V from
     # shared memory
     decode: bool = False
+    # a launch bound (FwdCodegen.min_ctas_per_sm): the d128 decode row at the two CTAs per SM its
+    # shared memory allows on SM120 (without it ptxas keeps the row at 168 registers and its fp16
+    # paged builds spill 4-8 B under the early loads, FwdCodegen.kv8_early_loads)
+    min_ctas_per_sm: int = 0
 
 
 # A call with at most this many query rows per (batch, head) tile (packed GQA heads counted) takes
@@ -110,7 +112,7 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
     # decode over an FP8 cache (at most 16 query rows): 16 rows, the 4 warps splitting each key block
     FwdTile("sm120",  64,  64,  16, 128, 128, small_m=True, decode=True),  # 2*(16*64  + 128*(64+64))   = 34,816 B
-    FwdTile("sm120", 128, 128,  16,  64, 128, small_m=True, decode=True),  # 2*(16*128 +  64*(128+128)) = 36,864 B
+    FwdTile("sm120", 128, 128,  16,  64, 128, small_m=True, decode=True, min_ctas_per_sm=2),  # 36,864 B
     # decode / short chunks (small_m): 64 rows over 4 warps of 16, picked first when they apply
     FwdTile("sm120",  32,  32,  64, 128, 128, small_m=True),  # 2*(64*32  + 128*(32+32))  = 20,480 B
     FwdTile("sm120",  64,  64,  64, 128, 128, small_m=True),  # 2*(64*64  + 128*(64+64))  = 40,960 B
@@ -279,26 +281,8 @@ def fwd_config(
         arch=family_cap_arch(family),
         kv_dtype=kv_dtype,
         warp_split_n=row.decode,
+        codegen=FwdCodegen(min_ctas_per_sm=row.min_ctas_per_sm),
     )
-
-
-def with_kv8_early_loads(cfg: FwdConfig) -> FwdConfig:
-    """``cfg`` with the opt-in FP8 load schedule (``FwdCodegen.kv8_early_loads``) where it is a decode
-    row's (``warp_split_n``), else ``cfg``: the d128 row also bounded to the two CTAs per SM its
-    shared memory allows (without the bound ptxas keeps it at 168 registers, and its fp16 paged builds
-    spill 4-8 B on sm_120a). For the benchmark switch and the tests until the schedule is timed."""
-    if not cfg.warp_split_n:
-        return cfg
-    bound = 2 if cfg.head_dim == 128 else 0
-    return replace(cfg, codegen=replace(cfg.codegen, kv8_early_loads=True, min_ctas_per_sm=bound))
-
-
-def with_kv8_f16_mma(cfg: FwdConfig) -> FwdConfig:
-    """``cfg`` with the opt-in fp16 MMAs of bf16 queries over an FP8 cache (``FwdCodegen.kv8_f16_mma``)
-    where it has an FP8 cache, else ``cfg``. For the benchmark switch and the tests until it is timed."""
-    if cfg.kv_dtype is None:
-        return cfg
-    return replace(cfg, codegen=replace(cfg.codegen, kv8_f16_mma=True))
 
 
 def selecting_args(row: FwdTile, causal: bool) -> dict:
