@@ -9,7 +9,8 @@ head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; var
 paged FP8 cache (the 128-row tiles); the append (quantize into the cache, then attend) equals
 quantizing the rows by hand and attending, memoised decode steps too; an error leaves the caches bit for
 bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's smallest normals
-(the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile).
+(the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), and a non-finite query element that
+leaves the other heads of its tile exact.
 """
 
 from __future__ import annotations
@@ -156,6 +157,30 @@ def test_kv8_q_magnitudes(q_scale, kd_scale, sq):
     )
     assert torch.isfinite(out).all()
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_kv8_nonfinite_q_element_leaves_the_other_heads(bad):
+    """A non-finite element in one query head's row: that head's output is not finite, and the heads
+    that share its tile (pack-GQA) are exact (the Q tile's fp16 scale ignores non-finite values)."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(10)
+    b, cap, hq, hkv, d = 2, 512, 8, 2, 128
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor([512, 200], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, 1, hq, d, device="cuda", dtype=BF16)
+    q_bad = q.clone()
+    q_bad[0, 0, 1, 5] = bad
+    out = flash_attn_with_kvcache(q_bad, k8, v8, cache_seqlens=seqlens, k_descale=kd, v_descale=vd)
+    assert not torch.isfinite(out[0, 0, 1]).all()
+    kdq, vdq = _dequant(k8, kd), _dequant(v8, vd)
+    ref = attention_ref(q, kdq, vdq, seqused_k=seqlens)[0]
+    pt = attention_ref(q, kdq.to(BF16), vdq.to(BF16), seqused_k=seqlens, upcast=False)[0]
+    keep = [h for h in range(hq) if h != 1]
+    check_close("out[0]", out[0, :, keep], ref[0, :, keep], pt[0, :, keep])
+    check_close("out[1]", out[1], ref[1], pt[1])
 
 
 def test_kv8_cache_batch_idx():

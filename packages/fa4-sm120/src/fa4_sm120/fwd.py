@@ -107,6 +107,8 @@ from fa4_sm120.mma_sync import (
 
 __all__ = ["FwdConfig", "FlashAttentionForwardSm120", "DTYPES", "HEAD_DIMS"]
 
+_F32_MAX = 3.4028234663852886e38  # the largest finite fp32
+
 
 # ---------------------------------------------------------------------------------------------------
 # the stage helpers' arguments, as named bundles of trace-time values (Python objects holding DSL
@@ -1022,17 +1024,20 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         ``2^k``, the power of two that puts the tile's largest magnitude ``a`` just below ``2^15``
         (fp16 ends at 65,504; ``k`` clamped to [-126, 126]); returns ``2^-k``. Exact: bf16's 8
         significant bits fit fp16's 11, and only elements below ``a * 2^-39`` can lose bits (to fp16's
-        subnormals), far below what a dot product with them could show. Zero rows stay zero, inf and
-        NaN stay so. Each thread converts the elements it copied; the tile's maximum meets in shared
-        memory (the 16-bit K buffer, which nothing has written yet)."""
+        subnormals), far below what a dot product with them could show. Zero rows stay zero; inf and
+        NaN stay so and are left out of ``a`` (the other rows keep their scale). Each thread converts
+        the elements it copied; the tile's maximum meets in shared memory (the 16-bit K buffer, which
+        nothing has written yet)."""
         thr = gmem_copy.get_slice(tidx)
         tXsQ, tXsQ16 = thr.partition_D(sQ), thr.partition_D(sQ16)
         x = tXsQ.load().to(Float32)
         xr = cute.make_rmem_tensor(x.shape, Float32)
         xr.store(x)
-        amax = Float32(0.0)
+        amax = Float32(0.0)  # of the finite elements: an inf or NaN row must not scale the others to 0
         for i in cutlass.range_constexpr(cute.size(xr)):
-            amax = cute.arch.fmax(amax, cute.arch.fmax(xr[i], -xr[i]))
+            a = cute.arch.fmax(xr[i], -xr[i])
+            if a <= Float32(_F32_MAX):
+                amax = cute.arch.fmax(amax, a)
         for i in cutlass.range_constexpr(5):
             amax = cute.arch.fmax(amax, cute.arch.shuffle_sync_bfly(amax, offset=1 << (4 - i)))
         nw = self.num_threads // 32
