@@ -361,3 +361,25 @@ def test_max_splits_is_plain_data():
     from fa4_sm120.limits import MAX_SPLITS
 
     assert MAX_SPLITS == 64  # each of a warp's 32 lanes reads MAX_SPLITS / 32 partial LSEs
+
+
+def test_launch_bounds_match_the_shared_memory_limit():
+    """A row's launch bound (``FwdTile.min_ctas_per_sm``) is the CTA count per SM120 SM that its shared
+    memory (with an FP8 cache's staging tiles, where it serves one) already allows: it hands ptxas the
+    registers those CTAs leave, never fewer CTAs than the row runs."""
+    from fa4_sm120.occupancy import ctas_per_sm
+
+    bounded = [row for row in FWD_TABLE if row.min_ctas_per_sm]
+    assert bounded, "the d128 decode row is bounded"
+    for row in bounded:
+        kw = selecting_args(row, row.causal[0])
+        cfg = fwd_config(row.family, row.dtypes[0], row.head_dim, row.head_dim_v, causal=row.causal[0], **kw)
+        assert cfg.codegen.min_ctas_per_sm == row.min_ctas_per_sm
+        assert ctas_per_sm(cfg.smem_bytes, 1, cfg.num_threads) == row.min_ctas_per_sm, row
+    for row in FWD_TABLE:
+        if not row.min_ctas_per_sm:
+            kw = selecting_args(row, row.causal[0])
+            cfg = fwd_config(
+                row.family, row.dtypes[0], row.head_dim, row.head_dim_v, causal=row.causal[0], **kw
+            )
+            assert cfg.codegen.min_ctas_per_sm == 0

@@ -66,9 +66,8 @@ class FwdTile:
     # each key block (FwdConfig.warp_split_n), so each warp reads only its share of K and V from
     # shared memory
     decode: bool = False
-    # a launch bound (FwdCodegen.min_ctas_per_sm): the d128 decode row at the two CTAs per SM its
-    # shared memory allows on SM120 (without it ptxas keeps the row at 168 registers and its fp16
-    # paged builds spill 4-8 B under the early loads, FwdCodegen.kv8_early_loads)
+    # a launch bound (FwdCodegen.min_ctas_per_sm) where shared memory already limits the row to
+    # this many CTAs per SM120 SM: ptxas may then use the registers they leave (0: no bound)
     min_ctas_per_sm: int = 0
 
 
@@ -112,7 +111,9 @@ FWD_TABLE: tuple[FwdTile, ...] = (
     # ---- SM120/SM121 (and H100/H200 in compat mode): 101,376 B per CTA
     # decode over an FP8 cache (at most 16 query rows): 16 rows, the 4 warps splitting each key block
     FwdTile("sm120",  64,  64,  16, 128, 128, small_m=True, decode=True),  # 2*(16*64  + 128*(64+64))   = 34,816 B
-    FwdTile("sm120", 128, 128,  16,  64, 128, small_m=True, decode=True, min_ctas_per_sm=2),  # 36,864 B
+    # (two CTAs per SM: without the bound ptxas keeps the d128 row at 168 registers, three CTAs'
+    # worth, and its fp16 paged builds spill 4-8 B with the early FP8 loads)
+    FwdTile("sm120", 128, 128,  16,  64, 128, small_m=True, decode=True, min_ctas_per_sm=2),  # 2*(16*128 +  64*(128+128)) = 36,864 B
     # decode / short chunks (small_m): 64 rows over 4 warps of 16, picked first when they apply
     FwdTile("sm120",  32,  32,  64, 128, 128, small_m=True),  # 2*(64*32  + 128*(32+32))  = 20,480 B
     FwdTile("sm120",  64,  64,  64, 128, 128, small_m=True),  # 2*(64*64  + 128*(64+64))  = 40,960 B
