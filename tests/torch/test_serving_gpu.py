@@ -287,6 +287,23 @@ def test_split_kv(num_splits, shape, causal):
     check_close("lse", lse, ref[1], pt[1])
 
 
+@pytest.mark.parametrize("num_splits", [33, 64])
+@pytest.mark.parametrize("sink", [False, True])
+def test_split_kv_many_splits(num_splits, sink):
+    """The combine's weights of splits 32..63 (its second register of LSEs) and, at 64 splits of 63
+    key blocks, a split that saw no key (weight 0: its partial must not enter)."""
+    from fa4_torch import flash_attn_func
+
+    torch.manual_seed(3)
+    q, k, v = _rand(2, 1, 16, 128), _rand(2, 4000, 4, 128), _rand(2, 4000, 4, 128)
+    s = (torch.randn(16, device="cuda", dtype=torch.float32) * 2) if sink else None
+    out, lse = flash_attn_func(q, k, v, num_splits=num_splits, learnable_sink=s, return_lse=True)
+    ref = attention_ref(q, k, v, learnable_sink=s)
+    pt = attention_ref(q, k, v, learnable_sink=s, upcast=False)
+    check_close("out", out, ref[0], pt[0])
+    check_close("lse", lse, ref[1], pt[1])
+
+
 FEATURES = [
     dict(window_size=(64, 0)),
     dict(window_size=(32, 32)),

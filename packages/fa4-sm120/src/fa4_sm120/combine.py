@@ -13,8 +13,10 @@ Algorithm, one warp per (query, head) row:
    an all-``-inf`` row uses ``m = 0``);
 2. ``w_s = exp(lse_s - m)``, ``total = Σ_s w_s`` (+ ``exp(sink - m)`` with a learnable sink);
    ``lse = m + log(total)`` (``-inf`` when ``total = 0``);
-3. each lane accumulates ``dv / 32`` output columns (``c * 32 + lane``: coalesced) ``Σ_s (w_s / total) · O_s`` in fp32 and stores
-   them converted to the output dtype.
+3. each lane accumulates ``dv / 32`` output columns (``c * 32 + lane``: coalesced) ``Σ_s (w_s / total) · O_s``
+   in fp32, in split order, and stores them converted to the output dtype. The weights come from the
+   LSEs of step 1 by warp shuffles, so the loop over splits loads only the partials, several splits'
+   at a time (a batch-1 decode has few rows and up to 64 splits: its combine is load latency).
 
 Constraints: ``splits <= 64``, ``dv`` a multiple of 32 up to 256 (each lane owns ``dv / 32`` columns).
 """
@@ -35,6 +37,7 @@ from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, check_dtype, check_head_di
 __all__ = ["CombineConfig", "SplitKVCombine", "MAX_SPLITS"]
 
 _LN_2 = math.log(2.0)
+_UNROLL = 8  # splits whose partials one warp loads at a time
 
 
 class SplitKVCombine(MmaSyncKernel):
@@ -91,14 +94,22 @@ class SplitKVCombine(MmaSyncKernel):
                     if total == Float32(0.0)
                     else m + cute.math.log2(total, fastmath=False) * _LN_2
                 )
+            # split s's weight lives in lane s % 32 (register s // 32) and reaches every lane by a
+            # shuffle: the loop's loads are the partials alone, independent, UNROLL in flight
+            w_v = cute.make_rmem_tensor(per_lane, Float32)
+            for i in cutlass.range_constexpr(per_lane):
+                w_v[i] = cute.math.exp2((lse_v[i] - m) * LOG2_E, fastmath=True) * inv
             cols = self.cfg.head_dim_v // 32
             acc = cute.make_rmem_tensor(cols, Float32)
             acc.fill(0.0)
-            for s in cutlass.range(splits, unroll=1):
-                w = cute.math.exp2((mLSEp[s, batch, q, h] - m) * LOG2_E, fastmath=True) * inv
-                if w != Float32(0.0):
+            for i in cutlass.range_constexpr(per_lane):
+                for j in cutlass.range(cutlass.min(splits - 32 * i, 32), unroll=_UNROLL):
+                    s = 32 * i + j
+                    w = cute.arch.shuffle_sync(w_v[i], j)
                     for c in cutlass.range_constexpr(cols):
-                        acc[c] += w * mOp[s, batch, q, h, c * 32 + lane]
+                        o = mOp[s, batch, q, h, c * 32 + lane]
+                        # a split with no weight adds nothing, whatever its partial holds
+                        acc[c] = Float32(cutlass.select_(w != Float32(0.0), acc[c] + w * o, acc[c]))
             for c in cutlass.range_constexpr(cols):
                 mO[batch, q, h, c * 32 + lane] = acc[c].to(self.dtype)
 
