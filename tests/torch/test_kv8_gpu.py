@@ -159,10 +159,12 @@ def test_kv8_q_magnitudes(q_scale, kd_scale, sq):
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
 
 
+@pytest.mark.parametrize("splits", [1, 0])
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])
-def test_kv8_nonfinite_q_element_leaves_the_other_heads(bad):
-    """A non-finite element in one query head's row: that head's output is not finite, and the heads
-    that share its tile (pack-GQA) are exact (the Q tile's fp16 scale ignores non-finite values)."""
+def test_kv8_nonfinite_q_element_leaves_the_other_heads(bad, splits):
+    """A non-finite element in one query head's row: the heads that share its tile (pack-GQA) are
+    exact (the Q tile's fp16 scale ignores non-finite values), and that head's output is not finite
+    (NaN and infinities propagate, docs/api.md), with and without split keys."""
     from fa4_torch import flash_attn_with_kvcache
 
     torch.manual_seed(10)
@@ -173,14 +175,16 @@ def test_kv8_nonfinite_q_element_leaves_the_other_heads(bad):
     q = torch.randn(b, 1, hq, d, device="cuda", dtype=BF16)
     q_bad = q.clone()
     q_bad[0, 0, 1, 5] = bad
-    out = flash_attn_with_kvcache(q_bad, k8, v8, cache_seqlens=seqlens, k_descale=kd, v_descale=vd)
-    assert not torch.isfinite(out[0, 0, 1]).all()
+    out = flash_attn_with_kvcache(
+        q_bad, k8, v8, cache_seqlens=seqlens, k_descale=kd, v_descale=vd, num_splits=splits
+    )
     kdq, vdq = _dequant(k8, kd), _dequant(v8, vd)
     ref = attention_ref(q, kdq, vdq, seqused_k=seqlens)[0]
     pt = attention_ref(q, kdq.to(BF16), vdq.to(BF16), seqused_k=seqlens, upcast=False)[0]
     keep = [h for h in range(hq) if h != 1]
     check_close("out[0]", out[0, :, keep], ref[0, :, keep], pt[0, :, keep])
     check_close("out[1]", out[1], ref[1], pt[1])
+    assert not torch.isfinite(out[0, 0, 1]).all()
 
 
 def test_kv8_cache_batch_idx():
