@@ -1,4 +1,4 @@
-"""FP8-cache decode time by split count (batch 1 and 8; 4k-64k keys; 32/8 heads, d128): the
+"""FP8-cache decode time by split count (batch 1 and 8; 4k-128k keys; 32/8 heads, d128): the
 measurements behind the split rule of the decode rows (fa4_torch.plan.heuristic_splits).
 
 Per shape and split count: the call's time and its CUDA-graph replay (GPU time without host time),
@@ -27,7 +27,15 @@ def main() -> int:
     if "--emulate-sm120" in sys.argv:
         C.emulate_sm120()
     e4m3 = torch.float8_e4m3fn
-    for batch, kv in ((1, 4096), (1, 16384), (1, 65536), (8, 16384)):
+    few, many = (1, 2, 3, 4, 6, 8, 12, 16), (1, 8, 16, 24, 32, 48, 64)
+    for batch, kv, counts in (
+        (1, 4096, many),
+        (1, 16384, many),
+        (1, 65536, many),
+        (1, 131072, many),
+        (8, 16384, few),
+        (8, 65536, few),
+    ):
         q = torch.randn(batch, 1, 32, 128, device="cuda", dtype=torch.bfloat16)
         k8 = torch.randint(0, 0x58, (batch, kv, 8, 128), device="cuda", dtype=torch.uint8).view(e4m3)
         v8 = torch.randint(0, 0x58, (batch, kv, 8, 128), device="cuda", dtype=torch.uint8).view(e4m3)
@@ -42,7 +50,7 @@ def main() -> int:
                 q.device, batch, 32, 8, 1, kv, True, 4, "bfloat16", 128, 128, True, kv_dtype, True
             )
             out = []
-            for s in sorted({1, 4, 8, 16, 32, 64, heur}):
+            for s in sorted({*counts, heur}):
                 if s * 64 > kv:
                     continue
 

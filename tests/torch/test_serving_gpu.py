@@ -304,6 +304,31 @@ def test_split_kv_many_splits(num_splits, sink):
     check_close("lse", lse, ref[1], pt[1])
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("num_splits", [1, 4])
+@pytest.mark.parametrize("sq", [1, 64])
+def test_nonfinite_query_element_propagates(bad, num_splits, sq):
+    """A NaN or infinite element in one query row: that row's output and LSE are NaN (the row sum is
+    NaN, not empty), through the split-KV combine too; every other row is exact."""
+    from fa4_torch import flash_attn_func
+
+    torch.manual_seed(11)
+    b, hq, hkv, sk, d = 2, 8, 2, 1000, 128
+    q, k, v = _rand(b, sq, hq, d), _rand(b, sk, hkv, d), _rand(b, sk, hkv, d)
+    q_bad = q.clone()
+    q_bad[0, sq - 1, 1, 5] = bad
+    out, lse = flash_attn_func(q_bad, k, v, num_splits=num_splits, return_lse=True)
+    ref = attention_ref(q, k, v)
+    pt = attention_ref(q, k, v, upcast=False)
+    good = torch.ones(b, sq, hq, dtype=torch.bool, device="cuda")
+    good[0, sq - 1, 1] = False
+    check_close("out", out[good], ref[0][good], pt[0][good])
+    good_lse = good.permute(0, 2, 1)  # lse is (b, h, sq)
+    check_close("lse", lse[good_lse], ref[1][good_lse], pt[1][good_lse])
+    assert out[0, sq - 1, 1].isnan().all(), out[0, sq - 1, 1]
+    assert lse[0, 1, sq - 1].isnan(), lse[0, 1, sq - 1]
+
+
 FEATURES = [
     dict(window_size=(64, 0)),
     dict(window_size=(32, 32)),

@@ -43,7 +43,7 @@ def splits(batch, seqlen_k, head_dim=128, hq=32, hkv=8, seqlen_q=1, pack=True, h
 @pytest.mark.parametrize(
     "batch, seqlen_k, want",
     [
-        (1, 32768, 33),
+        (1, 32768, 32),  # the wave's 264 slots over 8 tiles give 33: 16 of the 512 blocks each fill 32
         (2, 32768, 16),
         (4, 32768, 8),
         (8, 32768, 4),
@@ -67,31 +67,34 @@ def test_larger_head_dims_follow_their_occupancy(fake_device):
 def test_short_key_ranges_and_full_waves_do_not_split(fake_device):
     assert splits(1, 255) == 1  # decode: at least 128 keys per split
     assert splits(1, 256) == 2
-    assert splits(1, 1023) == 7
+    assert splits(1, 1023) == 6  # 7 by keys; 3 of the 16 blocks each fill 6
     assert splits(1, 2048) == 16
     assert splits(8, 1024) == 4  # 64 tiles: the wave's 264 slots
     # prefill-size calls: at least 512 keys per split (512 x 512 ran at 74 TFLOP/s unsplit, 54 with 2)
     assert splits(1, 1023, seqlen_q=128, hq=2, hkv=2, pack=False) == 1
     assert splits(1, 1024, seqlen_q=128, hq=2, hkv=2, pack=False) == 2
-    assert splits(1, 16384) == 33  # the wave's 264 slots over 8 tiles
+    assert splits(1, 16384) == 32  # the wave's 264 slots over 8 tiles: 33, of 8 blocks each 32
     assert splits(17, 32768) == 1  # 136 tiles: more than half a wave
     assert splits(1, 4096, seqlen_q=4096, hq=16, hkv=16, pack=False) == 1  # prefill
 
 
-def test_splits_never_exceed_one_wave_or_get_too_few_keys(fake_device):
+def test_splits_fill_one_wave_at_most_with_enough_keys_and_none_empty(fake_device):
     grid = itertools.product(
         (1, 3, 8, 40), (1, 4, 64, 200, 1000), (64, 1000, 8192, 100_000), (64, 128, 256), (16, 32), (1, 8)
     )
     for batch, seqlen_q, seqlen_k, head_dim, hq, hkv in grid:
         s = splits(batch, seqlen_k, head_dim=head_dim, hq=hq, hkv=hkv, seqlen_q=seqlen_q)
         small_m = seqlen_q * (hq // hkv) <= 64
-        tm, slots = plan.split_wave(DEV, "bfloat16", head_dim, head_dim, small_m)
+        tm, tn, slots = plan.split_wave(DEV, "bfloat16", head_dim, head_dim, small_m)
         tiles = -(-seqlen_q * (hq // hkv) // tm) * hkv * batch
         case = (batch, seqlen_q, seqlen_k, head_dim, hq, hkv, s)
         assert 1 <= s <= MAX_SPLITS, case
         if s > 1:
             assert s * tiles <= slots, case  # one wave
             assert s * (128 if small_m else 512) <= seqlen_k, case  # keys per split
+            blocks = -(-seqlen_k // tn)
+            assert (s - 1) * -(-blocks // s) < blocks, case  # the last split has a key block
+            assert -(-blocks // (s - 1)) > -(-blocks // s), case  # one split fewer would be longer
 
 
 def test_sm_facts_from_the_cuda_properties(monkeypatch):

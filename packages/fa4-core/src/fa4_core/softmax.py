@@ -154,7 +154,8 @@ class OnlineSoftmax:
 
     @cute.jit
     def finalize(self, row_scale: cute.Tensor, lse: cute.Tensor, sink_log2=None):
-        """``row_scale[r] = 1 / row_sum`` (0 for a row with no visible key) and the natural-log LSE.
+        """``row_scale[r] = 1 / row_sum`` (0 for a row with no visible key) and the natural-log LSE
+        (NaN for a row whose sum is NaN).
 
         ``sink_log2`` (optional, one value per row: the learnable sink logit times log2(e)) adds
         ``exp(sink)`` to the normaliser; a row with no visible key then has ``lse = sink``.
@@ -173,7 +174,9 @@ class OnlineSoftmax:
                 row_scale[r] = rescale * cute.arch.rcp_approx(total)
                 lse[r] = (m_final + self._log2_sum(total)) * LN_2
             else:
-                empty = total == Float32(0.0) or total != total
+                # a NaN row sum (a NaN score, or an infinite one less itself) is not empty: it
+                # reaches the output and the LSE, so a split-KV combine propagates it too
+                empty = total == Float32(0.0)
                 row_scale[r] = Float32(0.0) if empty else cute.arch.rcp_approx(total)
                 lse[r] = -Float32.inf if empty else (m_scaled + self._log2_sum(total)) * LN_2
 

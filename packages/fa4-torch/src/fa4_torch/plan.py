@@ -73,7 +73,8 @@ MIN_SPLIT_KEYS = 512
 _new = tuple.__new__  # NamedTuple(*fields) without its Python-level __new__: half the cost per call
 _sm_count: dict[int, int] = {}  # device index -> SM count
 _sm_facts: dict[int, SmFacts] = {}  # device index -> per-SM limits
-_split_wave: dict[tuple, tuple[int, int]] = {}  # (device, dtype, head dims, row flags) -> (tile_m, slots)
+# (device, dtype, head dims, row flags) -> (tile_m, tile_n, slots)
+_split_wave: dict[tuple, tuple[int, int, int]] = {}
 
 
 # ---------------------------------------------------------------------------------- keys
@@ -225,8 +226,8 @@ def split_wave(
     small_m: bool,
     kv_dtype: str | None = None,
     decode: bool = False,
-) -> tuple[int, int]:
-    """(tile_m, resident CTA slots on the device) of the split-KV forward row (memoised)."""
+) -> tuple[int, int, int]:
+    """(tile_m, tile_n, resident CTA slots on the device) of the split-KV forward row (memoised)."""
     key = (device, dtype, head_dim, head_dim_v, small_m, kv_dtype, decode)
     hit = _split_wave.get(key)
     if hit is None:
@@ -235,7 +236,7 @@ def split_wave(
             kv_dtype=kv_dtype, decode=decode,
         )  # fmt: skip
         per_sm = ctas_per_sm(cfg.smem_bytes, FWD_REGS_PER_THREAD, cfg.num_threads, sm_facts(device))
-        hit = _split_wave[key] = (cfg.tile_m, max(1, per_sm) * num_sms(device))
+        hit = _split_wave[key] = (cfg.tile_m, cfg.tile_n, max(1, per_sm) * num_sms(device))
     return hit
 
 
@@ -245,7 +246,8 @@ def heuristic_splits(
 ):  # fmt: skip
     """Split the keys when the (m-block, head, batch) tiles fill less than half of one wave of
     resident CTAs: as many splits as fill that one wave whole, with at least 128 keys per split for
-    a decode-size call (``small_m``: the small-m row) and 512 for any other.
+    a decode-size call (``small_m``: the small-m row) and 512 for any other, and then as few as give
+    each split the same number of key blocks (no split left empty).
 
     Whole waves, not a CTA count per SM: a partial second wave costs as long as a full one. H200,
     decode 32/8 heads d128 at 32k keys (2 resident CTAs of the 64-row tile per SM, 264 slots): batch
@@ -257,13 +259,17 @@ def heuristic_splits(
     split count): batch 1 x 512 keys 117 unsplit, 161 with 4, 165 with 8; x 1,024 201 with 2, 298 with
     8; x 2,048 384 with 4, 500 with 16; x 4,096 697 with 8, 737 with 32, 812 with 16; batch 8 x 1,024
     1,271 with 2, 1,485 with 4 (one wave)."""
-    tile_m, slots = split_wave(device, dtype, head_dim, head_dim_v, small_m, kv_dtype, decode)
+    tile_m, tile_n, slots = split_wave(device, dtype, head_dim, head_dim_v, small_m, kv_dtype, decode)
     heads = nheads_kv if pack else nheads
     tiles = -(-seqlen_q * (ratio if pack else 1) // tile_m) * heads * batch
     min_keys = MIN_SPLIT_KEYS_DECODE if small_m else MIN_SPLIT_KEYS
     if 2 * tiles > slots or seqlen_k < 2 * min_keys:
         return 1
-    return max(1, min(slots // tiles, seqlen_k // min_keys, MAX_SPLITS))
+    splits = max(1, min(slots // tiles, seqlen_k // min_keys, MAX_SPLITS))
+    # each split takes ceil(blocks / splits) key blocks (the last one what is left): the fewest splits
+    # of that share leave none empty and none longer
+    blocks = -(-seqlen_k // tile_n)
+    return -(-blocks // -(-blocks // splits))
 
 
 # ---------------------------------------------------------------------------------- device facts
