@@ -8,8 +8,13 @@ Figures of merit: bytes actually read per second (FP8 K and V, the q rows and th
 the device-to-device copy bandwidth measured in the same run (target >= 80%), and fa4 bf16 time / fa4
 FP8 time (target >= 1.7 at >= 16k keys). Both fa4 decodes are also timed as CUDA-graph replays
 (``fa4_fp8_graph``, ``fa4_bf16_graph``: the GPU time of a step without its host time, as serving
-engines run decode; ``bf16_over_fp8_graph``), which is what a batch-1 step costs there. A peer whose
-caches would not fit the free GPU memory is left out of that row (recorded under ``skipped``).
+engines run decode; ``bf16_over_fp8_graph``). A replay of one call still pays the graph's own launch
+on the GPU, which a model's step pays once for all its layers: rows whose FP8 cache is under
+:data:`LAYER_BYTES` are also timed as one graph of ``layers`` calls over as many distinct caches (at
+least :data:`LAYER_BYTES` of FP8 cache in all, so no layer finds its cache in L2), per call
+(``fa4_fp8_layer``, ``fa4_bf16_layer``, ``bf16_over_fp8_layer``): what a decode step of a model costs
+per attention layer. A peer whose caches would not fit the free GPU memory is left out of that row
+(recorded under ``skipped``).
 
     python benchmarks/bench_decode_fp8.py --out benchmarks/results          # the whole grid
     python benchmarks/bench_decode_fp8.py --quick                           # a subset, < 2 minutes
@@ -42,6 +47,8 @@ HEADS = ((32, 8), (64, 8))
 LAYOUTS = ("contiguous", "page16", "page64")
 QUICK = dict(batch=(1, 64), kv=(16384, 65536), heads=((32, 8),), layouts=("contiguous", "page64"))
 D = 128
+LAYER_BYTES = 512 << 20  # FP8 cache bytes of the layer graphs, at least (H100's L2 is 50 MB)
+MAX_LAYERS = 32
 E4M3, BF16 = torch.float8_e4m3fn, torch.bfloat16
 
 
@@ -110,18 +117,30 @@ def measure(batch, kv_len, heads, layout, bw, dtype=BF16):
         peers["sdpa_flash"] = sdpa
     else:
         row["skipped"].append("sdpa_flash")
+    layers = min(MAX_LAYERS, -(-LAYER_BYTES // fp8_bytes)) if fp8_bytes < LAYER_BYTES else 0
+    if layers:
+        row["layers"] = layers
+        more = [(k8.clone(), v8.clone()) for _ in range(layers - 1)]
+        peers["fa4_fp8_layer"] = _layers(
+            q, [(k8, v8), *more], seqlens, table, dict(k_descale=kd, v_descale=vd)
+        )
+        if kb is not None:
+            more = [(torch.zeros_like(kb), torch.zeros_like(vb)) for _ in range(layers - 1)]
+            peers["fa4_bf16_layer"] = _layers(q, [(kb, vb), *more], seqlens, table, {})
     graph_errors = {}
-    for name in ("fa4_fp8", "fa4_bf16"):
-        if name in peers:
+    for name in ("fa4_fp8", "fa4_bf16", "fa4_fp8_layer", "fa4_bf16_layer"):
+        if name in peers:  # a layer step is timed as its graph only
+            graph = name if name.endswith("_layer") else f"{name}_graph"
             try:
                 peers[name]()  # compiled and memoised outside the capture
-                peers[f"{name}_graph"] = C.graphed(peers[name])
+                peers[graph] = C.graphed(peers[name])
             except Exception as e:  # recorded, not fatal
-                graph_errors[f"{name}_graph"] = f"{type(e).__name__}: {str(e)[:200]}"
+                graph_errors[graph] = f"{type(e).__name__}: {str(e)[:200]}"
+                peers.pop(graph, None)  # a layer step that fails is not timed at all
     times, errors = C.bench_peers(peers)
     errors.update(graph_errors)
     for name, ms in times.items():
-        row[f"{name}_us"] = ms * 1e3
+        row[f"{name}_us"] = ms * 1e3 / (layers if name.endswith("_layer") else 1)
     if "fa4_fp8_us" in row:
         gbps = read_bytes / (row["fa4_fp8_us"] * 1e-3) / 1e6
         row["fa4_fp8_gbps"], row["fa4_fp8_frac_copy_bw"] = gbps, gbps / bw
@@ -135,9 +154,25 @@ def measure(batch, kv_len, heads, layout, bw, dtype=BF16):
         row["fa4_fp8_graph_gbps"], row["fa4_fp8_graph_frac_copy_bw"] = gbps, gbps / bw
         if "fa4_bf16_graph_us" in row:
             row["bf16_over_fp8_graph"] = row["fa4_bf16_graph_us"] / row["fa4_fp8_graph_us"]
+    if "fa4_fp8_layer_us" in row:
+        gbps = read_bytes / (row["fa4_fp8_layer_us"] * 1e-3) / 1e6
+        row["fa4_fp8_layer_gbps"], row["fa4_fp8_layer_frac_copy_bw"] = gbps, gbps / bw
+        if "fa4_bf16_layer_us" in row:
+            row["bf16_over_fp8_layer"] = row["fa4_bf16_layer_us"] / row["fa4_fp8_layer_us"]
     for name, err in errors.items():
         row[f"{name}_error"] = err
     return row
+
+
+def _layers(q, caches, seqlens, table, scales):
+    """One decode call per (K, V) cache of ``caches``, in order: a model's attention layers of a step
+    (the graph of it is timed; its time over ``len(caches)`` is the per-layer time)."""
+
+    def step():
+        for k, v in caches:
+            flash_attn_with_kvcache(q, k, v, cache_seqlens=seqlens, page_table=table, **scales)
+
+    return step
 
 
 def main():
@@ -196,6 +231,13 @@ def main():
             f"graphs: fp8 {r.get('fa4_fp8_graph_us', float('nan')):8.1f}us "
             f"bf16 {r.get('fa4_bf16_graph_us', float('nan')):8.1f}us x{r.get('bf16_over_fp8_graph', float('nan')):.2f} "
             f"sdpa+dequant {r.get('sdpa_plus_dequant_us', float('nan')):8.1f}us"
+            + (
+                f" per layer of {r['layers']}: fp8 {r.get('fa4_fp8_layer_us', float('nan')):7.1f}us "
+                f"({100 * r.get('fa4_fp8_layer_frac_copy_bw', float('nan')):3.0f}% copy) "
+                f"bf16 {r.get('fa4_bf16_layer_us', float('nan')):7.1f}us x{r.get('bf16_over_fp8_layer', float('nan')):.2f}"
+                if "layers" in r
+                else ""
+            )
             + (f" skipped={r['skipped']}" if r["skipped"] else "")
             + "".join(f" {k}={v}" for k, v in r.items() if k.endswith("_error")),
             flush=True,
@@ -205,12 +247,18 @@ def main():
     fr = [r["fa4_fp8_frac_copy_bw"] for r in long]
     ratio = [r["bf16_over_fp8"] for r in long if "bf16_over_fp8" in r]
     ratio_g = [r["bf16_over_fp8_graph"] for r in long if "bf16_over_fp8_graph" in r]
+    fr_l = [r["fa4_fp8_layer_frac_copy_bw"] for r in long if "fa4_fp8_layer_frac_copy_bw" in r]
+    ratio_l = [r["bf16_over_fp8_layer"] for r in long if "bf16_over_fp8_layer" in r]
     summary = {
         "copy_bandwidth_gbps": bw,
         "fp8_frac_copy_bw_kv_ge_16k": dict(mean=sum(fr) / len(fr), min=min(fr)) if fr else None,
         "bf16_over_fp8_kv_ge_16k": dict(mean=sum(ratio) / len(ratio), min=min(ratio)) if ratio else None,
         "bf16_over_fp8_graph_kv_ge_16k": (
             dict(mean=sum(ratio_g) / len(ratio_g), min=min(ratio_g)) if ratio_g else None
+        ),
+        "fp8_layer_frac_copy_bw_kv_ge_16k": dict(mean=sum(fr_l) / len(fr_l), min=min(fr_l)) if fr_l else None,
+        "bf16_over_fp8_layer_kv_ge_16k": (
+            dict(mean=sum(ratio_l) / len(ratio_l), min=min(ratio_l)) if ratio_l else None
         ),
         "grid": {k: list(v) for k, v in grid.items()},
         "emulated_sm120": emulated,
