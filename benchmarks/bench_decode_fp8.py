@@ -9,12 +9,12 @@ the device-to-device copy bandwidth measured in the same run (target >= 80%), an
 FP8 time (target >= 1.7 at >= 16k keys). Both fa4 decodes are also timed as CUDA-graph replays
 (``fa4_fp8_graph``, ``fa4_bf16_graph``: the GPU time of a step without its host time, as serving
 engines run decode; ``bf16_over_fp8_graph``). A replay of one call still pays the graph's own launch
-on the GPU, which a model's step pays once for all its layers: rows whose FP8 cache is under
-:data:`LAYER_BYTES` are also timed as one graph of ``layers`` calls over as many distinct caches (at
-least :data:`LAYER_BYTES` of FP8 cache in all, so no layer finds its cache in L2), per call
-(``fa4_fp8_layer``, ``fa4_bf16_layer``, ``bf16_over_fp8_layer``): what a decode step of a model costs
-per attention layer. A peer whose caches would not fit the free GPU memory is left out of that row
-(recorded under ``skipped``).
+on the GPU, which a model's step pays once for all its layers: rows whose FP8 cache is at most
+:data:`LAYER_BYTES` are also timed as one graph of ``layers`` calls over as many distinct caches (4 to
+32, at least :data:`LAYER_BYTES` of FP8 cache in all where 32 reach it: no layer finds its cache in
+L2), per call (``fa4_fp8_layer``, ``fa4_bf16_layer``, ``bf16_over_fp8_layer``): what a decode step of a
+model costs per attention layer. A peer whose caches would not fit the free GPU memory is left out of
+that row (recorded under ``skipped``).
 
     python benchmarks/bench_decode_fp8.py --out benchmarks/results          # the whole grid
     python benchmarks/bench_decode_fp8.py --quick                           # a subset, < 2 minutes
@@ -48,7 +48,7 @@ LAYOUTS = ("contiguous", "page16", "page64")
 QUICK = dict(batch=(1, 64), kv=(16384, 65536), heads=((32, 8),), layouts=("contiguous", "page64"))
 D = 128
 LAYER_BYTES = 512 << 20  # FP8 cache bytes of the layer graphs, at least (H100's L2 is 50 MB)
-MAX_LAYERS = 32
+MIN_LAYERS, MAX_LAYERS = 4, 32
 E4M3, BF16 = torch.float8_e4m3fn, torch.bfloat16
 
 
@@ -117,7 +117,7 @@ def measure(batch, kv_len, heads, layout, bw, dtype=BF16):
         peers["sdpa_flash"] = sdpa
     else:
         row["skipped"].append("sdpa_flash")
-    layers = min(MAX_LAYERS, -(-LAYER_BYTES // fp8_bytes)) if fp8_bytes < LAYER_BYTES else 0
+    layers = min(MAX_LAYERS, max(MIN_LAYERS, -(-LAYER_BYTES // fp8_bytes))) if fp8_bytes <= LAYER_BYTES else 0
     if layers:
         row["layers"] = layers
         more = [(k8.clone(), v8.clone()) for _ in range(layers - 1)]
