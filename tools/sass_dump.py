@@ -1,5 +1,7 @@
-"""SASS of forward builds (ptxas and a disassembler; no GPU): compile the 16-bit (``--family fwd``) or
-8-bit (``--family q8``) forward rows with the CuTe DSL for each ``--arch`` keeping the PTX, assemble
+"""SASS of forward builds (ptxas and a disassembler; no GPU): compile the 16-bit (``--family fwd``),
+8-bit (``--family q8``) or FP8-cache decode (``--family kv8``: the d128 decode row of a batch of
+32/8-head decode steps with split keys, contiguous and paged) forward rows with the CuTe DSL for each
+``--arch`` keeping the PTX, assemble
 it with ``ptxas`` (registers and spill stores from ``ptxas -v``), disassemble the cubin with
 ``cuobjdump -sass`` or, where no cuobjdump is on PATH, ``nvdisasm -c`` (``pip install
 nvidia-cuda-nvdisasm`` provides it, e.g. at ``<site-packages>/nvidia/cu13/bin/nvdisasm``), and count
@@ -10,6 +12,7 @@ per build.
 
     python3 tools/sass_dump.py --out DIR [--arch sm_90a sm_120a] [--codegen tree_reduce=1]
     python3 tools/sass_dump.py --family q8 --out DIR [--arch sm_120a]
+    python3 tools/sass_dump.py --family kv8 --out DIR --arch sm_120a
 """
 
 from __future__ import annotations
@@ -24,13 +27,18 @@ import shutil
 import subprocess
 import tempfile
 
-# (name, head_dim, causal, Q·Kᵀ format): the table rows a plain call takes
+# (name, head_dim, causal, Q·Kᵀ format or "kv8", paged): the table rows a plain call takes (kv8: a
+# decode step over an FP8 cache with cache_seqlens, pack-GQA 4 and split keys)
 BUILDS = {
     "fwd": (
         ("d128", 128, False, None),
         ("d128-causal", 128, True, None),
         ("d64", 64, False, None),
         ("d96", 96, False, None),
+    ),
+    "kv8": (
+        ("kv8-d128-decode", 128, False, "kv8", False),
+        ("kv8-d128-decode-paged", 128, False, "kv8", True),
     ),
     "q8": (
         ("q8-d128-int8", 128, False, "int8"),
@@ -98,7 +106,12 @@ def _count(lines: list[str]) -> collections.Counter:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--family", choices=sorted(BUILDS), default="fwd", help="16-bit (fwd) or 8-bit (q8) rows")
+    ap.add_argument(
+        "--family",
+        choices=sorted(BUILDS),
+        default="fwd",
+        help="16-bit (fwd), 8-bit (q8) or FP8-cache decode (kv8) rows",
+    )
     ap.add_argument("--arch", nargs="+", default=["sm_90a", "sm_120a"])
     ap.add_argument(
         "--codegen", nargs="*", default=[], help="fa4_sm120.configs.FwdCodegen fields, NAME=number"
@@ -111,7 +124,7 @@ def main() -> int:
     # the target is each compile's gpu_arch; this only keeps the DSL from looking for a GPU
     os.environ.setdefault("CUTE_DSL_ARCH", args.arch[0])
     from fa4_sm120.compile import compile_fwd, ptxas, ptxas_resources
-    from fa4_sm120.configs import FwdCodegen
+    from fa4_sm120.configs import KV8_DTYPES, FwdCodegen
     from fa4_sm120.fwd_q8 import FlashAttentionForwardQ8Sm120
     from fa4_sm120.tiles import fwd_config, q8_fwd_config
 
@@ -129,8 +142,15 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     summary = {}
     for arch in args.arch:
-        for name, d, causal, qk in BUILDS[args.family]:
-            if qk is None:
+        for name, d, causal, qk, *paged in BUILDS[args.family]:
+            if qk == "kv8":
+                cfg = fwd_config(
+                    "sm120", "bfloat16", d, d, causal=causal, pack_gqa=True, qhead_per_kvhead=4, split_kv=True,
+                    small_m=True, kv_dtype=KV8_DTYPES[0], decode=True,
+                )  # fmt: skip
+                cfg = dataclasses.replace(cfg, has_seqused_k=True, paged_kv=paged[0])
+                qk = None  # a 16-bit-MMA forward
+            elif qk is None:
                 cfg = fwd_config("sm120", "bfloat16", d, d, causal=causal)
             else:
                 cfg = q8_fwd_config("bfloat16", d, causal=causal, qk=qk, pv_accum="fp32")
