@@ -29,12 +29,12 @@ def main() -> int:
     e4m3 = torch.float8_e4m3fn
     few, many = (1, 2, 3, 4, 6, 8, 12, 16), (1, 8, 16, 24, 32, 48, 64)
     for batch, kv, counts in (
-        (1, 4096, many),
-        (1, 16384, many),
-        (1, 65536, many),
-        (1, 131072, many),
         (8, 16384, few),
+        (1, 16384, many),
+        (1, 131072, many),
         (8, 65536, few),
+        (1, 65536, many),
+        (1, 4096, many),
     ):
         q = torch.randn(batch, 1, 32, 128, device="cuda", dtype=torch.bfloat16)
         k8 = torch.randint(0, 0x58, (batch, kv, 8, 128), device="cuda", dtype=torch.uint8).view(e4m3)
