@@ -136,7 +136,7 @@ def measure(batch, kv_len, heads, layout, bw, dtype=BF16):
                 peers[graph] = C.graphed(peers[name])
             except Exception as e:  # recorded, not fatal
                 graph_errors[graph] = f"{type(e).__name__}: {str(e)[:200]}"
-                peers.pop(graph, None)  # a layer step that fails is not timed at all
+                peers.pop(graph, None)  # no graph; a layer step (graph == name) is not timed at all
     times, errors = C.bench_peers(peers)
     errors.update(graph_errors)
     for name, ms in times.items():

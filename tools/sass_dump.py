@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 
-# (name, head_dim, causal, Q·Kᵀ format or "kv8", paged): the table rows a plain call takes (kv8: a
+# (name, head_dim, causal, Q·Kᵀ format or "kv8"[, paged]): the table rows a plain call takes (kv8: a
 # decode step over an FP8 cache with cache_seqlens, pack-GQA 4 and split keys)
 BUILDS = {
     "fwd": (
@@ -149,14 +149,13 @@ def main() -> int:
                     small_m=True, kv_dtype=KV8_DTYPES[0], decode=True,
                 )  # fmt: skip
                 cfg = dataclasses.replace(cfg, has_seqused_k=True, paged_kv=paged[0])
-                qk = None  # a 16-bit-MMA forward
             elif qk is None:
                 cfg = fwd_config("sm120", "bfloat16", d, d, causal=causal)
             else:
                 cfg = q8_fwd_config("bfloat16", d, causal=causal, qk=qk, pv_accum="fp32")
             cfg = dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
             with tempfile.TemporaryDirectory() as tmp:
-                if qk is None:
+                if qk in (None, "kv8"):  # the 16-bit-MMA forward
                     compile_fwd(cfg, tvm_ffi=False, gpu_arch=arch, dump_dir=tmp)
                 else:
                     FlashAttentionForwardQ8Sm120.compile(cfg, tvm_ffi=False, gpu_arch=arch, dump_dir=tmp)
