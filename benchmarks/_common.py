@@ -122,12 +122,20 @@ def idle_host_us(fn, iters: int = 200) -> dict:
 def graphed(fn):
     """``fn`` captured once in a CUDA graph; returns the replay. Timing the replay gives the call's GPU
     time without its host time, as serving engines run decode steps. ``fn`` must have run before
-    (compiled and memoised outside the capture)."""
+    (compiled and memoised outside the capture). The replay keeps ``fn`` alive, and with it the
+    tensors its closure holds: the graph reads their memory at every replay, and a tensor only the
+    closure referenced would otherwise be freed (and its memory reused or unmapped) once the caller
+    drops ``fn``."""
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         fn()
-    return g.replay
+
+    def replay():
+        g.replay()
+
+    replay.captured = fn
+    return replay
 
 
 def kernel_us(fn, calls: int = 5) -> dict:

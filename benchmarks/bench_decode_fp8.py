@@ -120,13 +120,13 @@ def measure(batch, kv_len, heads, layout, bw, dtype=BF16):
     layers = min(MAX_LAYERS, max(MIN_LAYERS, -(-LAYER_BYTES // fp8_bytes))) if fp8_bytes <= LAYER_BYTES else 0
     if layers:
         row["layers"] = layers
-        more = [(k8.clone(), v8.clone()) for _ in range(layers - 1)]
+        more8 = [(k8.clone(), v8.clone()) for _ in range(layers - 1)]
         peers["fa4_fp8_layer"] = _layers(
-            q, [(k8, v8), *more], seqlens, table, dict(k_descale=kd, v_descale=vd)
+            q, [(k8, v8), *more8], seqlens, table, dict(k_descale=kd, v_descale=vd)
         )
         if kb is not None:
-            more = [(torch.zeros_like(kb), torch.zeros_like(vb)) for _ in range(layers - 1)]
-            peers["fa4_bf16_layer"] = _layers(q, [(kb, vb), *more], seqlens, table, {})
+            more16 = [(torch.zeros_like(kb), torch.zeros_like(vb)) for _ in range(layers - 1)]
+            peers["fa4_bf16_layer"] = _layers(q, [(kb, vb), *more16], seqlens, table, {})
     graph_errors = {}
     for name in ("fa4_fp8", "fa4_bf16", "fa4_fp8_layer", "fa4_bf16_layer"):
         if name in peers:  # a layer step is timed as its graph only

@@ -7,8 +7,8 @@ Grid (small: each case compiles one variant and attends over at most a few thous
 unsplit, 3 splits and the heuristic's, d64 and d128, fp16 and bf16 q, one scale and per-(batch,
 head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
 paged FP8 cache (the 128-row tiles); the append (quantize into the cache, then attend) equals
-quantizing the rows by hand and attending, memoised decode steps too; an error leaves the caches bit for
-bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's smallest normals
+quantizing the rows by hand and attending, memoised decode steps too; a first call without descales
+made inside a CUDA graph capture; an error leaves the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's smallest normals
 (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), and a non-finite query element that
 leaves the other heads of its tile exact.
 """
@@ -323,6 +323,30 @@ def test_kv8_memoised_decode_steps(page):
             v8[i, c] = (v_new[i, 0].float() / vd[i][:, None]).clamp(-fmax, fmax).to(E4M3)
         seqlens = seqlens + 1
         _check(out, None, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens)
+
+
+def test_kv8_first_call_inside_a_graph_capture():
+    """The process's first FP8-cache call without descales (1.0) made inside a CUDA graph capture: the
+    eager call after it, before the graph ever replays, still reads 1.0 (the capture's constant is
+    the graph's own), and so does every replay."""
+    from fa4_torch import flash_attn_with_kvcache, validate
+
+    torch.manual_seed(8)
+    b, cap, hq, hkv, d = 2, 1024, 8, 2, 128
+    k8, v8 = _fp8(b, cap, hkv, d, scale=0.05), _fp8(b, cap, hkv, d)
+    q = torch.randn(b, 1, hq, d, device="cuda", dtype=BF16)
+    seqlens = torch.tensor([700, 1024], dtype=torch.int32, device="cuda")
+    call = lambda: flash_attn_with_kvcache(q, k8, v8, cache_seqlens=seqlens, num_splits=1)  # noqa: E731
+    call()  # compiled outside the capture
+    validate._ONES.clear()  # the constant of None is made inside it
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        captured = call()
+    one = torch.ones((), device="cuda")
+    _check(call(), None, q, _dequant(k8, one), _dequant(v8, one), seqused_k=seqlens)
+    g.replay()
+    _check(captured, None, q, _dequant(k8, one), _dequant(v8, one), seqused_k=seqlens)
 
 
 @pytest.mark.parametrize(

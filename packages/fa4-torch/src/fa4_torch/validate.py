@@ -606,16 +606,20 @@ def check_descale(name: str, d, device, batch: int, nheads_kv: int) -> torch.Ten
     return descale_view(d, device, batch, nheads_kv)
 
 
-_ONES: dict = {}  # device -> an fp32 0-d tensor of 1.0 (a None descale)
+_ONES: dict = {}  # device -> an fp32 0-d tensor of 1.0 (a None descale), made outside graph capture
 
 
 def descale_view(d, device, batch: int, nheads_kv: int) -> torch.Tensor:
     """A checked descale (or ``None``: 1.0) as the kernel's ``(batch, nheads_kv)`` fp32 view (one
-    element broadcast with stride 0)."""
+    element broadcast with stride 0). The 1.0 of ``None`` is kept per device only when made outside a
+    CUDA graph capture: made inside one, it holds 1.0 only once that graph replays (its fill is part
+    of the graph), so it serves that call alone."""
     if d is None:
         d = _ONES.get(device)
         if d is None:
-            d = _ONES[device] = torch.ones((), dtype=torch.float32, device=device)
+            d = torch.ones((), dtype=torch.float32, device=device)
+            if not torch.cuda.is_current_stream_capturing():
+                _ONES[device] = d
     if d.dim() == 2:
         return d
     return d.expand(batch, nheads_kv)  # 0-d or (1,): broadcast, strides (0, 0)
