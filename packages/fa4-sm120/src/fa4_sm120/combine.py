@@ -7,18 +7,21 @@ Tensors (one batch mode so that fixed-length and varlen share the kernel; varlen
   view), ``mO`` 16-bit ``(batch, seqlen, nheads, dv)``, ``mLSE`` fp32 ``(batch, seqlen, nheads)``
   (a view), optional ``mSink`` fp32 ``(nheads,)``.
 
-Algorithm, one warp per (query, head) row:
+Algorithm, ``dv / 32`` warps per (query, head) row, each of them 32 of the row's output columns (one
+per lane, coalesced):
 
-1. each lane reads up to ``ceil(splits / 32)`` partial LSEs; ``m = max_s lse_s`` (warp all-reduce;
-   an all-``-inf`` row uses ``m = 0``);
-2. ``w_s = exp(lse_s - m)``, ``total = Σ_s w_s`` (+ ``exp(sink - m)`` with a learnable sink);
-   ``lse = m + log(total)`` (``-inf`` when ``total = 0``);
-3. each lane accumulates ``dv / 32`` output columns (``c * 32 + lane``: coalesced) ``Σ_s (w_s / total) · O_s``
-   in fp32, in split order, and stores them converted to the output dtype. The weights come from the
-   LSEs of step 1 by warp shuffles, so the loop over splits loads only the partials, several splits'
-   at a time (a batch-1 decode has few rows and up to 64 splits: its combine is load latency).
+1. each lane loads its column of the partials of up to 32 splits at once (predicated on the split
+   count) and up to ``ceil(splits / 32)`` partial LSEs: the loads are independent of each other, so a
+   row of up to 32 splits costs one load latency (a batch-1 decode has few rows and up to 64 splits:
+   its combine is that latency);
+2. ``m = max_s lse_s`` (warp all-reduce; an all-``-inf`` row uses ``m = 0``), ``w_s = exp(lse_s - m)``,
+   ``total = Σ_s w_s`` (+ ``exp(sink - m)`` with a learnable sink), ``lse = m + log(total)`` (``-inf``
+   when ``total = 0``; stored by the row's first warp);
+3. ``Σ_s (w_s / total) · O_s`` in fp32, in split order (the weights reach every lane by warp shuffles;
+   a split of weight 0 adds nothing, whatever its partial holds), stored converted to the output
+   dtype. Splits 32..63 are a second round of loads.
 
-Constraints: ``splits <= 64``, ``dv`` a multiple of 32 up to 256 (each lane owns ``dv / 32`` columns).
+Constraints: ``splits <= 64``, ``dv`` a multiple of 32 up to 256.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from fa4_sm120.mma_sync import DTYPES, MmaSyncKernel, check_dtype, check_head_di
 __all__ = ["CombineConfig", "SplitKVCombine", "MAX_SPLITS"]
 
 _LN_2 = math.log(2.0)
-_UNROLL = 8  # splits whose partials one warp loads at a time
 
 
 class SplitKVCombine(MmaSyncKernel):
@@ -50,8 +52,8 @@ class SplitKVCombine(MmaSyncKernel):
     def __call__(
         self, mOp: cute.Tensor, mLSEp: cute.Tensor, mO: cute.Tensor, mLSE: cute.Tensor, mSink, stream
     ):
-        rows = mO.shape[1] * mO.shape[2]
-        grid = (cute.ceil_div(rows, self.cfg.num_warps), mO.shape[0], 1)
+        warps = mO.shape[1] * mO.shape[2] * (self.cfg.head_dim_v // 32)
+        grid = (cute.ceil_div(warps, self.cfg.num_warps), mO.shape[0], 1)
         self.kernel(mOp, mLSEp, mO, mLSE, mSink).launch(
             grid=grid, block=[32 * self.cfg.num_warps, 1, 1], stream=stream
         )
@@ -61,17 +63,27 @@ class SplitKVCombine(MmaSyncKernel):
         tidx, _, _ = cute.arch.thread_idx()
         bx, batch, _ = cute.arch.block_idx()
         lane = tidx % 32
-        warp = tidx // 32
+        per_row = self.cfg.head_dim_v // 32  # warps per row
+        g = bx * self.cfg.num_warps + tidx // 32
         nheads = mO.shape[2]
-        row = bx * self.cfg.num_warps + warp
+        row = g // per_row
         if row < mO.shape[1] * nheads:
+            chunk = g - row * per_row
+            col = chunk * 32 + lane
             q = row // nheads
             h = row - q * nheads
             splits = mOp.shape[0]
-            per_lane = MAX_SPLITS // 32
-            lse_v = cute.make_rmem_tensor(per_lane, Float32)
+            rounds = MAX_SPLITS // 32
+            # the first 32 splits' partials of this lane's column, issued before anything waits on them
+            o_col = mOp[None, batch, q, h, col]  # (splits,): one address, then a stride per split
+            o_v = cute.make_rmem_tensor(32, Float32)
+            for j in cutlass.range_constexpr(32):
+                o_v[j] = Float32(0.0)
+                if j < splits:
+                    o_v[j] = o_col[j]
+            lse_v = cute.make_rmem_tensor(rounds, Float32)
             m = -Float32.inf
-            for i in cutlass.range_constexpr(per_lane):
+            for i in cutlass.range_constexpr(rounds):
                 s = lane + 32 * i
                 lse_v[i] = -Float32.inf
                 if s < splits:
@@ -81,37 +93,35 @@ class SplitKVCombine(MmaSyncKernel):
                 m = cute.arch.fmax(m, cute.arch.shuffle_sync_bfly(m, offset=1 << (4 - off)))
             m = Float32(0.0) if m == -Float32.inf else m
             total = Float32(0.0)
-            for i in cutlass.range_constexpr(per_lane):
+            for i in cutlass.range_constexpr(rounds):
                 total += cute.math.exp2((lse_v[i] - m) * LOG2_E, fastmath=True)
             for off in cutlass.range_constexpr(5):
                 total = total + cute.arch.shuffle_sync_bfly(total, offset=1 << (4 - off))
             if cutlass.const_expr(self.cfg.has_sink):
                 total = total + cute.math.exp2((mSink[h] - m) * LOG2_E, fastmath=True)
             inv = Float32(0.0) if total == Float32(0.0) else Float32(1.0) / total
-            if lane == 0:
+            if lane == 0 and chunk == 0:
                 mLSE[batch, q, h] = (
                     -Float32.inf
                     if total == Float32(0.0)
                     else m + cute.math.log2(total, fastmath=False) * _LN_2
                 )
-            # split s's weight lives in lane s % 32 (register s // 32) and reaches every lane by a
-            # shuffle: the loop's loads are the partials alone, independent, UNROLL in flight
-            w_v = cute.make_rmem_tensor(per_lane, Float32)
-            for i in cutlass.range_constexpr(per_lane):
+            # split s's weight lives in lane s % 32 (register s // 32) and reaches every lane by a shuffle
+            w_v = cute.make_rmem_tensor(rounds, Float32)
+            for i in cutlass.range_constexpr(rounds):
                 w_v[i] = cute.math.exp2((lse_v[i] - m) * LOG2_E, fastmath=True) * inv
-            cols = self.cfg.head_dim_v // 32
-            acc = cute.make_rmem_tensor(cols, Float32)
-            acc.fill(0.0)
-            for i in cutlass.range_constexpr(per_lane):
-                for j in cutlass.range(cutlass.min(splits - 32 * i, 32), unroll=_UNROLL):
-                    s = 32 * i + j
-                    w = cute.arch.shuffle_sync(w_v[i], j)
-                    for c in cutlass.range_constexpr(cols):
-                        o = mOp[s, batch, q, h, c * 32 + lane]
-                        # a split with no weight adds nothing, whatever its partial holds
-                        acc[c] = Float32(cutlass.select_(w != Float32(0.0), acc[c] + w * o, acc[c]))
-            for c in cutlass.range_constexpr(cols):
-                mO[batch, q, h, c * 32 + lane] = acc[c].to(self.dtype)
+            acc = Float32(0.0)
+            for i in cutlass.range_constexpr(rounds):
+                if 32 * i < splits:
+                    if cutlass.const_expr(i > 0):  # the next 32 splits' partials
+                        for j in cutlass.range_constexpr(32):
+                            o_v[j] = Float32(0.0)
+                            if 32 * i + j < splits:
+                                o_v[j] = o_col[32 * i + j]
+                    for j in cutlass.range_constexpr(32):
+                        w = cute.arch.shuffle_sync(w_v[i], j)
+                        acc = Float32(cutlass.select_(w != Float32(0.0), acc + w * o_v[j], acc))
+            mO[batch, q, h, col] = acc.to(self.dtype)
 
     @staticmethod
     def fake_args(cfg: CombineConfig) -> tuple:
