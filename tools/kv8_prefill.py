@@ -9,11 +9,16 @@ heads, contiguous and in pages of 64; per shape the FP8 cache and a bf16 cache o
 interleaved rounds (``_common.bench_peers``), µs per call and TFLOP/s (``4 * d * heads * Σ keys seen``).
 
     python tools/kv8_prefill.py [--emulate-sm120] [--out DIR]
+    python tools/kv8_prefill.py --emulate-sm120 --codegen kv8_one_buffer=1   # a candidate's FP8 kernels
+
+``--codegen NAME=VALUE`` builds the FP8-cache kernels with these :class:`fa4_sm120.configs.FwdCodegen`
+fields (the bf16 cache's are left as they are).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -31,10 +36,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
     ap.add_argument("--out", default=None, help="write the rows as a result file here")
+    ap.add_argument(
+        "--codegen", nargs="*", default=[], help="FwdCodegen fields of the FP8 kernels, NAME=number"
+    )
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("kv8_prefill: no CUDA GPU here; nothing measured")
         return 0
+    if args.codegen:  # before the emulation wraps the table: it sizes the candidate's launch
+        from fa4_sm120 import tiles
+        from fa4_sm120.configs import codegen_fields
+
+        fields, table = codegen_fields(args.codegen), tiles.fwd_config
+
+        def candidate(*a, **kw):
+            cfg = table(*a, **kw)
+            if cfg.kv_dtype is None:
+                return cfg
+            return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
+
+        tiles.fwd_config = candidate  # benchmarking only, as the tuners replace table functions
     emulated = C.emulate_sm120() if args.emulate_sm120 else None
     e4m3 = torch.float8_e4m3fn
     one = torch.tensor(1.0, device="cuda")
@@ -80,9 +101,9 @@ def main() -> int:
             )  # fmt: skip
     if args.out:
         kind = "kv8-prefill" + ("-emulated-sm120" if emulated is not None else "")
-        C.write_results(
-            C.results_path(kind, args.out), {"env": C.environment(), "emulated_sm120": emulated, "rows": rows}
-        )
+        kind += "".join(f"-{c.replace('=', '')}" for c in args.codegen)
+        payload = {"env": C.environment(), "emulated_sm120": emulated, "codegen": args.codegen, "rows": rows}
+        C.write_results(C.results_path(kind, args.out), payload)
     return 0
 
 

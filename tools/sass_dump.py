@@ -124,21 +124,11 @@ def main() -> int:
     # the target is each compile's gpu_arch; this only keeps the DSL from looking for a GPU
     os.environ.setdefault("CUTE_DSL_ARCH", args.arch[0])
     from fa4_sm120.compile import compile_fwd, ptxas, ptxas_resources
-    from fa4_sm120.configs import KV8_DTYPES, FwdCodegen
+    from fa4_sm120.configs import KV8_DTYPES, codegen_fields
     from fa4_sm120.fwd_q8 import FlashAttentionForwardQ8Sm120
     from fa4_sm120.tiles import fwd_config, q8_fwd_config
 
-    types = {f.name: f.type for f in dataclasses.fields(FwdCodegen)}
-    fields = {}
-    for item in args.codegen:
-        name, value = item.split("=")
-        fields[name] = (
-            float(value)
-            if "float" in str(types[name])
-            else bool(int(value))
-            if "bool" in str(types[name])
-            else int(value)
-        )
+    fields = codegen_fields(args.codegen)
     os.makedirs(args.out, exist_ok=True)
     summary = {}
     for arch in args.arch:

@@ -315,6 +315,39 @@ def test_codegen_is_in_the_config_and_a_set_field_overrides_the_rule():
     assert (kernel.rescale_threshold, kernel.pv_split) == (0.0, 1)
 
 
+def test_kv8_one_buffer_rule_and_its_shared_memory():
+    """``FwdCodegen.kv8_one_buffer``: on by rule on the FP8 decode rows only; forced on, an FP8 row of
+    equal head dims and one stage needs the 16-bit cache's shared memory (no V buffer of its own);
+    without an FP8 cache or with unequal head dims it stays off whatever the field says."""
+    from fa4_sm120.configs import FwdCodegen
+
+    fp8 = "float8_e4m3fn"
+    decode = fwd_config("sm120", "bfloat16", 128, 128, causal=True, small_m=True, decode=True, kv_dtype=fp8)
+    assert decode.kv8_one_buffer
+    for causal in (False, True):
+        bf16 = fwd_config("sm120", "bfloat16", 128, 128, causal=causal)
+        cfg = fwd_config("sm120", "bfloat16", 128, 128, causal=causal, kv_dtype=fp8)
+        assert not cfg.kv8_one_buffer and cfg.smem_bytes > bf16.smem_bytes
+        one = dataclasses.replace(cfg, codegen=FwdCodegen(kv8_one_buffer=True))
+        assert one.kv8_one_buffer and one.smem_bytes == bf16.smem_bytes == 49_152
+    forced = FwdCodegen(kv8_one_buffer=True)
+    plain = fwd_config("sm120", "bfloat16", 128, 128, causal=True)
+    assert not dataclasses.replace(plain, codegen=forced).kv8_one_buffer
+    mixed = fwd_config("sm120", "bfloat16", 192, 128, causal=True, small_m=True, kv_dtype=fp8)
+    assert not dataclasses.replace(mixed, codegen=forced).kv8_one_buffer
+
+
+def test_codegen_fields_parse_the_tools_arguments():
+    from fa4_core.errors import UnsupportedConfigError
+    from fa4_sm120.configs import codegen_fields
+
+    got = codegen_fields(["kv8_one_buffer=1", "rescale_threshold=0.5", "pv_split=2", "late_v_wait=0"])
+    assert got == {"kv8_one_buffer": True, "rescale_threshold": 0.5, "pv_split": 2, "late_v_wait": False}
+    for bad in ("no_such_field=1", "pv_split"):
+        with pytest.raises(UnsupportedConfigError, match="codegen"):
+            codegen_fields([bad])
+
+
 def test_late_v_wait_rule_keeps_the_early_wait_where_sm_120a_would_spill():
     """``FwdCodegen.late_v_wait`` (None: the rule): V is waited for just before P·V on every build but those
     whose sm_120a build spills with it (pack-GQA with varlen or a window; fp16 on the d64 4-warp

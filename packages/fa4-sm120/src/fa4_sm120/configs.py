@@ -18,6 +18,7 @@ from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes, kv8_staging_bytes, q8
 
 __all__ = [
     "FwdCodegen",
+    "codegen_fields",
     "FwdConfig",
     "KV8_DTYPES",
     "kv8_copy",
@@ -55,6 +56,10 @@ class FwdCodegen:
     # per CTA, scaled by a power of two that keeps its largest magnitude below 2^15 (the score scale
     # takes the inverse; exact)
     kv8_f16_mma: bool | None = None
+    # FP8 K/V with equal head dims: K and V widened into one 16-bit buffer in turn (V once every warp
+    # is done with K's scores, K once every warp is done with the previous V; two more barriers per
+    # key block), so that the tile needs no more shared memory than over a 16-bit cache
+    kv8_one_buffer: bool | None = None
     # the ldmatrix addresses re-derived per key block from opaque shared-memory bases
     # (fa4_core.layout.rebase_opaque): constant offsets become immediates
     opaque_smem: bool = False
@@ -63,6 +68,20 @@ class FwdCodegen:
     # a launch bound: ptxas keeps each thread's registers within what this many CTAs per SM leave
     # (65,536 / (min_ctas_per_sm * num_threads)); 0: no bound (up to 255)
     min_ctas_per_sm: int = 0
+
+
+def codegen_fields(items) -> dict:
+    """``["NAME=VALUE", ...]`` (the tools' ``--codegen``) -> :class:`FwdCodegen` field values for
+    ``dataclasses.replace``: a float, a bool written 0 or 1, or an int, as the field is typed."""
+    types = {name: str(f.type) for name, f in FwdCodegen.__dataclass_fields__.items()}
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in types or not value:
+            raise unsupported("codegen", item, "NAME=VALUE with NAME one of " + ", ".join(types))
+        kind = types[name]
+        out[name] = float(value) if "float" in kind else bool(int(value)) if "bool" in kind else int(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -117,10 +136,9 @@ class FwdConfig:
 
     @property
     def kv8_one_buffer(self) -> bool:
-        """An FP8 cache on a decode row (``warp_split_n``, equal head dims): K and V are widened into
-        one 16-bit buffer in turn (V once every warp is done with K's scores, K once every warp is
-        done with the previous V), so the tile fits twice per SM120 SM."""
-        return self.kv_dtype is not None and self.warp_split_n and self.head_dim == self.head_dim_v
+        """K and V widened into one 16-bit buffer in turn (:attr:`FwdCodegen.kv8_one_buffer`, the rule
+        of :func:`fwd_codegen`): an FP8 cache, equal head dims, one stage."""
+        return fwd_codegen(self).kv8_one_buffer
 
     @property
     def smem_bytes(self) -> int:
@@ -202,6 +220,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     * ``kv8_early_loads``: on the decode rows (``warp_split_n``) of an FP8 cache (the 64- and 128-row
       tiles' paged builds reach 255 registers with it and spill on sm_120a);
     * ``kv8_f16_mma``: with an FP8 cache (it changes only bf16 queries);
+    * ``kv8_one_buffer``: on the decode rows of an FP8 cache (the d128 tile then fits twice per SM120
+      SM); possible wherever the cache is FP8, the head dims are equal and the tile has one stage
+      (elsewhere off, whatever the field says);
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
     """
     g = cfg.codegen
@@ -242,6 +263,12 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             else bool(cfg.kv_dtype is not None and cfg.warp_split_n)
         ),
         kv8_f16_mma=g.kv8_f16_mma if g.kv8_f16_mma is not None else cfg.kv_dtype is not None,
+        kv8_one_buffer=bool(
+            cfg.kv_dtype is not None
+            and cfg.head_dim == cfg.head_dim_v
+            and cfg.num_stages == 1
+            and (g.kv8_one_buffer if g.kv8_one_buffer is not None else cfg.warp_split_n)
+        ),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
     )

@@ -1,0 +1,110 @@
+"""Registers and spill stores of the forward over an FP8 K/V cache in every combination of what an FP8
+call can set, compiled for ``sm_120a`` on the CPU (``ptxas -arch=sm_120a -v``; no GPU): the layout
+(``flash_attn_with_kvcache`` contiguous, paged or with cache slots; ``flash_attn_varlen_func`` with
+cu_seqlens, or over a paged cache), the mask (none, causal, a window, both), the softcap, a sink or
+split keys, pack-GQA 1 or 4, for the tile rows the calls take (``--rows``: ``decode``, at most 16 query
+rows per tile; ``chunk``, 17-64; ``long``, prefill), as :func:`fa4_torch.plan.fwd_config` builds them.
+``tests/sm120/test_fwd_kv8_compile.py`` compiles a sample (what CI runs); this is the whole space, for
+the tables' rows or a code-generation candidate (``--codegen NAME=VALUE``, fields of
+:class:`fa4_sm120.configs.FwdCodegen`) before it becomes the rule. Prints one line per build and,
+last, the builds that spill.
+
+    python3 tools/kv8_spill_sweep.py --head-dim 64 -j 2
+    python3 tools/kv8_spill_sweep.py --head-dim 128 --rows long --codegen kv8_one_buffer=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+
+LAYOUTS = {
+    "cache": dict(seqused_k=True),
+    "paged": dict(paged_kv=True, seqused_k=True),
+    "slots": dict(kv_batch_idx=True, seqused_k=True),
+    "varlen": dict(varlen_q=True, varlen_k=True),
+    "varlen-paged": dict(varlen_q=True, paged_kv=True, seqused_k=True),
+}
+MASKS = {
+    "none": (False, False),
+    "causal": (True, False),
+    "local": (False, True),
+    "causal+local": (True, True),
+}
+EXTRAS = {
+    "-": {},
+    "sink": dict(sink=True),
+    "split": dict(split_kv=True),
+}  # a split call's sink is the combine's
+ROWS = {"decode": dict(small_m=True, decode=True), "chunk": dict(small_m=True), "long": {}}
+
+
+def _build(args):
+    head_dim, dtype, row, layout, mask, softcap, extra, pack, codegen = args
+    import torch
+
+    from fa4_sm120.compile import compile_fwd, ptxas_resources
+    from fa4_torch.plan import FwdKey, fwd_config
+
+    causal, local = MASKS[mask]
+    key = FwdKey(
+        getattr(torch, dtype), head_dim, head_dim, causal, local, pack > 1, pack, softcap=softcap, kv8=True,
+        **LAYOUTS[layout], **EXTRAS[extra], **ROWS[row],
+    )  # fmt: skip
+    cfg = fwd_config(key, "sm120")
+    if codegen:
+        cfg = dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **codegen))
+    name = "+".join(
+        [row, layout, mask] + (["softcap"] if softcap else []) + ([extra] if extra != "-" else [])
+    )
+    name += f" pack{pack}"
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            compile_fwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
+            ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
+            res = ptxas_resources(ptx)
+    except Exception as e:  # a combination the kernel refuses: reported, not counted
+        return name, None, f"{type(e).__name__}: {str(e)[:120]}", ""
+    if res is None:
+        return name, None, "no ptxas on PATH", ""
+    regs, spill, err = res
+    tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads} {cfg.smem_bytes} B"
+    return name, regs, spill if err is None else err, tile
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--head-dim", type=int, required=True)
+    ap.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16", help="q's dtype")
+    ap.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS))
+    ap.add_argument("--codegen", nargs="*", default=[], help="FwdCodegen fields, NAME=number")
+    ap.add_argument("-j", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("CUTE_DSL_ARCH", "sm_120a")
+    from fa4_sm120.configs import codegen_fields
+
+    codegen = codegen_fields(args.codegen)
+    jobs = [
+        (args.head_dim, args.dtype, row, layout, mask, softcap, extra, pack, codegen)
+        for row, layout, mask, softcap, extra, pack in itertools.product(
+            args.rows, LAYOUTS, MASKS, (False, True), EXTRAS, (1, 4)
+        )
+    ]
+    spilled = []
+    with ProcessPoolExecutor(max_workers=args.j) as ex:
+        for name, regs, spill, tile in ex.map(_build, jobs):
+            print(f"{name:<48} {tile:<24} regs {regs}  spill {spill}", flush=True)
+            if regs is None or spill:
+                spilled.append((name, spill))
+    print(f"\n{len(jobs)} builds; {len(spilled)} spill or fail:")
+    for name, spill in spilled:
+        print(f"  {name}: {spill}")
+    return 1 if spilled else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
