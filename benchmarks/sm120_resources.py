@@ -60,7 +60,7 @@ def main():
                 # compile it as the table picks it
                 sel = selecting_args(row, causal) if table is FWD_TABLE else bwd_selecting_args(row)
                 cfg = make_cfg("sm120", "bfloat16", row.head_dim, row.head_dim_v, causal=causal, **sel)
-                regs, spill = _resources(compile_fn, cfg)
+                regs, spill = build_resources(compile_fn, cfg)
                 occ = ctas_per_sm(cfg.smem_bytes, regs, cfg.num_threads)
                 tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}"
                 if getattr(cfg, "mma_warps_n", 1) > 1:
@@ -88,7 +88,7 @@ def main():
                 if select_bwd_tile("sm120", row.head_dim, row.head_dim_v, **feat) is not row:
                     continue  # another row of its head dims serves these calls
                 cfg = bwd_config("sm120", "bfloat16", row.head_dim, row.head_dim_v, **feat)
-                regs, spill = _resources(compile_bwd, cfg)
+                regs, spill = build_resources(compile_bwd, cfg)
                 worst_regs, worst_spill = max(worst_regs, regs), max(worst_spill, spill)
                 if spill:
                     spilling.append(f"{'+'.join(k for k, v in feat.items() if v)} {spill} B")
@@ -149,7 +149,7 @@ def _forward_features():
                     cfg = dataclasses.replace(base, **feat)
                     if not FlashAttentionForwardSm120.supports(cfg):
                         continue
-                    regs, spill = _resources(compile_fwd, cfg)
+                    regs, spill = build_resources(compile_fwd, cfg)
                     worst_regs, worst_spill = max(worst_regs, regs), max(worst_spill, spill)
                     if spill:
                         name = "+".join(k.removeprefix("has_").removeprefix("is_") for k in feat)
@@ -181,7 +181,9 @@ def _calls(row, sel: dict) -> str:
     return "window, split-KV or softcap"
 
 
-def _resources(compile_fn, cfg):
+def build_resources(compile_fn, cfg) -> tuple[int, int]:
+    """``(registers, spill store bytes)`` of ``cfg`` compiled by ``compile_fn`` for ``sm_120a`` (``ptxas
+    -v``); raises where ptxas is missing or fails (also the spill sweeps' build, ``tools/*_spill_sweep.py``)."""
     d = tempfile.mkdtemp()
     try:
         compile_fn(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
@@ -189,6 +191,34 @@ def _resources(compile_fn, cfg):
         return ptxas_resources(ptx)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def sweep_build(name: str, compile_fn, cfg, tile: str) -> tuple:
+    """One build of a spill sweep: ``(name, registers, spill bytes, tile)``, or ``(name, None, the
+    error, "")`` for a combination the kernel refuses or ptxas fails on (reported, not counted)."""
+    try:
+        regs, spill = build_resources(compile_fn, cfg)
+    except Exception as e:
+        return name, None, f"{type(e).__name__}: {str(e)[:120]}", ""
+    return name, regs, spill, tile
+
+
+def run_sweep(build, jobs: list, workers: int) -> int:
+    """``build(job) -> (name, registers, spill bytes or error, tile)`` over ``jobs`` in ``workers``
+    processes (the spill sweeps of ``tools/``): one line per build, then the builds that spill or fail;
+    returns 1 if any did, else 0."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    spilled = []
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        for name, regs, spill, tile in ex.map(build, jobs):
+            print(f"{name:<48} {tile:<24} regs {regs}  spill {spill}", flush=True)
+            if regs is None or spill:
+                spilled.append((name, spill))
+    print(f"\n{len(jobs)} builds; {len(spilled)} spill or fail:")
+    for name, spill in spilled:
+        print(f"  {name}: {spill}")
+    return 1 if spilled else 0
 
 
 if __name__ == "__main__":

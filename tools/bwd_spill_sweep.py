@@ -23,7 +23,7 @@ def _build(args):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
     from fa4_sm120 import bwd_tiles
     from fa4_sm120.bwd import compile_bwd
-    from sm120_resources import _resources
+    from sm120_resources import build_resources
 
     if cand:
         tm, tn, th, wn, flags = cand
@@ -35,7 +35,7 @@ def _build(args):
     cfg = bwd_tiles.bwd_config("sm120", dtype, head_dim, head_dim, **feat)
     name = "+".join(k for k, v in feat.items() if v) or "plain"
     try:
-        regs, spill = _resources(compile_bwd, cfg)
+        regs, spill = build_resources(compile_bwd, cfg)
     except Exception as e:  # a flag combination the kernel refuses: reported, not counted
         return name, None, f"{type(e).__name__}: {str(e)[:120]}"
     tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads}" + (

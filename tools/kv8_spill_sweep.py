@@ -19,8 +19,7 @@ import argparse
 import dataclasses
 import itertools
 import os
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
+import sys
 
 LAYOUTS = {
     "cache": dict(seqused_k=True),
@@ -45,10 +44,12 @@ ROWS = {"decode": dict(small_m=True, decode=True), "chunk": dict(small_m=True), 
 
 def _build(args):
     head_dim, dtype, row, layout, mask, softcap, extra, pack, codegen = args
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
     import torch
 
-    from fa4_sm120.compile import compile_fwd, ptxas_resources
+    from fa4_sm120.compile import compile_fwd
     from fa4_torch.plan import FwdKey, fwd_config
+    from sm120_resources import sweep_build
 
     causal, local = MASKS[mask]
     key = FwdKey(
@@ -62,18 +63,9 @@ def _build(args):
         [row, layout, mask] + (["softcap"] if softcap else []) + ([extra] if extra != "-" else [])
     )
     name += f" pack{pack}"
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            compile_fwd(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
-            ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
-            res = ptxas_resources(ptx)
-    except Exception as e:  # a combination the kernel refuses: reported, not counted
-        return name, None, f"{type(e).__name__}: {str(e)[:120]}", ""
-    if res is None:
-        return name, None, "no ptxas on PATH", ""
-    regs, spill, err = res
-    tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads} {cfg.smem_bytes} B"
-    return name, regs, spill if err is None else err, tile
+    return sweep_build(
+        name, compile_fwd, cfg, f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads} {cfg.smem_bytes} B"
+    )
 
 
 def main(argv=None) -> int:
@@ -94,16 +86,10 @@ def main(argv=None) -> int:
             args.rows, LAYOUTS, MASKS, (False, True), EXTRAS, (1, 4)
         )
     ]
-    spilled = []
-    with ProcessPoolExecutor(max_workers=args.j) as ex:
-        for name, regs, spill, tile in ex.map(_build, jobs):
-            print(f"{name:<48} {tile:<24} regs {regs}  spill {spill}", flush=True)
-            if regs is None or spill:
-                spilled.append((name, spill))
-    print(f"\n{len(jobs)} builds; {len(spilled)} spill or fail:")
-    for name, spill in spilled:
-        print(f"  {name}: {spill}")
-    return 1 if spilled else 0
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+    from sm120_resources import run_sweep
+
+    return run_sweep(_build, jobs, args.j)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ import argparse
 import dataclasses
 import itertools
 import os
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
+import sys
 
 MASKS = ("none", "causal", "local")
 FLAGS = ("softcap", "sink", "seqused")
@@ -27,9 +26,10 @@ FLAGS = ("softcap", "sink", "seqused")
 
 def _build(args):
     head_dim, cand, mask, qk, acc, flags = args
-    from fa4_sm120.compile import ptxas_resources
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
     from fa4_sm120.fwd_q8 import FlashAttentionForwardQ8Sm120
     from fa4_sm120.tiles import q8_fwd_config
+    from sm120_resources import sweep_build
 
     cfg = q8_fwd_config(
         "bfloat16", head_dim, causal=mask == "causal", local=mask == "local", qk=qk, pv_accum=acc, **flags
@@ -41,18 +41,8 @@ def _build(args):
             codegen=dataclasses.replace(cfg.codegen, min_ctas_per_sm=ctas),
         )  # fmt: skip
     name = "+".join([mask, qk, f"pv_{acc}"] + [k for k, v in flags.items() if v])
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            FlashAttentionForwardQ8Sm120.compile(cfg, tvm_ffi=False, gpu_arch="sm_120a", dump_dir=d)
-            ptx = next(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ptx"))
-            res = ptxas_resources(ptx)
-    except Exception as e:  # a combination the kernel refuses: reported, not counted
-        return name, None, f"{type(e).__name__}: {str(e)[:120]}", ""
-    if res is None:
-        return name, None, "no ptxas on PATH", ""
-    regs, spill, err = res
     tile = f"{cfg.tile_m}x{cfg.tile_n}x{cfg.num_threads} stages {cfg.num_stages}"
-    return name, regs, spill if err is None else err, tile
+    return sweep_build(name, FlashAttentionForwardQ8Sm120.compile, cfg, tile)
 
 
 def main(argv=None) -> int:
@@ -69,16 +59,10 @@ def main(argv=None) -> int:
             MASKS, ("int8", "fp8"), ("fp32", "fp16"), itertools.product((False, True), repeat=len(FLAGS))
         )
     ]
-    spilled = []
-    with ProcessPoolExecutor(max_workers=args.j) as ex:
-        for name, regs, spill, tile in ex.map(_build, jobs):
-            print(f"{name:<45} {tile:<22} regs {regs}  spill {spill}", flush=True)
-            if regs is None or spill:
-                spilled.append((name, spill))
-    print(f"\n{len(jobs)} builds; {len(spilled)} spill or fail:")
-    for name, spill in spilled:
-        print(f"  {name}: {spill}")
-    return 1 if spilled else 0
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+    from sm120_resources import run_sweep
+
+    return run_sweep(_build, jobs, args.j)
 
 
 if __name__ == "__main__":
