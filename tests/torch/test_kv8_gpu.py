@@ -6,7 +6,7 @@ Grid (small: each case compiles one variant and attends over at most a few thous
 (1 and 4 query rows, pack-GQA 4) over contiguous and paged caches (page 16, 64 and 7: any page size),
 unsplit, 3 splits and the heuristic's, d64 and d128, fp16 and bf16 q, one scale and per-(batch,
 head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
-paged FP8 cache (the 128-row tiles); the append (quantize into the cache, then attend) equals
+paged FP8 cache and chunks over a contiguous one (the 128-row tiles, d64 and d128); the append (quantize into the cache, then attend) equals
 quantizing the rows by hand and attending, memoised decode steps too; a first call without descales
 made inside a CUDA graph capture; an error leaves the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's smallest normals
 (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), and a non-finite query element that
@@ -235,12 +235,13 @@ def test_kv8_softcap_sink_window(feat, page):
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=sink, **common)
 
 
+@pytest.mark.parametrize("d", [64, 128])
 @pytest.mark.parametrize("causal", [False, True])
-def test_kv8_varlen_prefill_over_a_paged_cache(causal):
+def test_kv8_varlen_prefill_over_a_paged_cache(causal, d):
     from fa4_torch import flash_attn_varlen_func
 
     torch.manual_seed(3)
-    hq, hkv, d = 8, 2, 128
+    hq, hkv = 8, 2
     lq, lk = [50, 300, 1], [400, 300, 64]
     k8, v8 = _fp8(3, 512, hkv, d), _fp8(3, 512, hkv, d)
     kd, vd = torch.tensor(0.31, device="cuda"), torch.tensor(0.17, device="cuda")
@@ -260,6 +261,32 @@ def test_kv8_varlen_prefill_over_a_paged_cache(causal):
     pt = attention_ref(q, None, None, k_page=kpt, v_page=vpt, page_table=table, upcast=False, **kw)
     check_close("out", out, ref[0], pt[0])
     check_close("lse", lse, ref[1], pt[1])
+
+
+PREFILL = [dict(), dict(softcap=20.0, window_size=(150, 0)), dict(window_size=(200, 40))]
+
+
+@pytest.mark.parametrize("feat", PREFILL, ids=str)
+@pytest.mark.parametrize("d", [64, 128])
+def test_kv8_prefill_chunk_over_a_contiguous_cache(d, feat):
+    """A chunk of 300 query tokens (the 128-row tiles, not the few-tile rule's 64-row ones; at d64 their
+    32-key FP8 tiles) over a contiguous FP8 cache that already holds them, causal, with a window and
+    the softcap."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(9)
+    b, cap, hq, hkv = 2, 1024, 32, 8  # 160 tiles of 128 packed rows: more than an H100/H200 has SMs
+    k8, v8 = _fp8(b, cap, hkv, d, scale=0.5), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor([1000, 301], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, 300, hq, d, device="cuda", dtype=BF16)
+    common = dict(
+        causal=True, window_size=feat.get("window_size", (None, None)), softcap=feat.get("softcap", 0.0)
+    )
+    out, lse = flash_attn_with_kvcache(
+        q, k8, v8, cache_seqlens=seqlens, return_softmax_lse=True, k_descale=kd, v_descale=vd, **common
+    )
+    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, **common)
 
 
 @pytest.mark.parametrize("page", [None, 16])

@@ -83,8 +83,10 @@ SMALL_M_ROWS = 64
 # rows that are mostly empty (wants_decode, docs/sm120-resources.md).
 DECODE_ROWS = 16
 
-# an FP8 K/V cache's key tiles are at most this long (fwd_config)
+# an FP8 K/V cache's key tiles are at most this long (fwd_config) ...
 KV8_MAX_TILE_N = 64
+# ... and at most this long on rows whose warps hold 32 or more query rows each
+KV8_WIDE_WARP_TILE_N = 32
 
 
 def wants_decode(rows: int, kv_dtype: str | None) -> bool:
@@ -262,8 +264,12 @@ def fwd_config(
     tile_n = row.tile_n
     if kv_dtype is not None:
         # FP8 K/V: key tiles of at most KV8_MAX_TILE_N (the widening's registers: the d64 small-m
-        # row's 128-key tile spills 4-40 B on sm_120a with pack-GQA, varlen or softcap; 64 does not)
+        # row's 128-key tile spills 4-40 B on sm_120a with pack-GQA, varlen or softcap; 64 does not),
+        # and of KV8_WIDE_WARP_TILE_N on rows of 32+ query rows per warp (the d64 128x64x128 row's
+        # 64-key FP8 builds spill 4-96 B on sm_120a with a causal mask, a window or the softcap)
         tile_n = min(tile_n, KV8_MAX_TILE_N)
+        if row.tile_m // (row.num_threads // 32) >= 32:
+            tile_n = min(tile_n, KV8_WIDE_WARP_TILE_N)
     return FwdConfig(
         dtype=dtype,
         head_dim=head_dim,
