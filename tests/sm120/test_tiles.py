@@ -337,6 +337,29 @@ def test_kv8_one_buffer_rule_and_its_shared_memory():
     assert not dataclasses.replace(mixed, codegen=forced).kv8_one_buffer
 
 
+def test_prefetch_pages_rule_over_an_fp8_cache():
+    """``FwdCodegen.prefetch_pages``: paged K/V look pages up a block ahead, except over an FP8 cache
+    with softcap and a window, or off the decode rows with split keys under pack-GQA with a window or
+    varlen q (their sm_120a builds spill with it; ``tools/kv8_spill_sweep.py``)."""
+    fp8 = "float8_e4m3fn"
+
+    def prefetch(small_m=False, decode=False, **flags):
+        kw = {k: flags.pop(k) for k in ("local", "softcap", "split_kv") if k in flags}
+        cfg = fwd_config(
+            "sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4, small_m=small_m,
+            decode=decode, kv_dtype=fp8, **kw,
+        )  # fmt: skip
+        return fwd_codegen(
+            dataclasses.replace(cfg, paged_kv=True, has_seqused_k=True, **flags)
+        ).prefetch_pages
+
+    assert prefetch() and prefetch(split_kv=True) and prefetch(local=True)
+    assert not prefetch(split_kv=True, local=True) and not prefetch(split_kv=True, varlen_q=True)
+    assert not prefetch(small_m=True, split_kv=True, local=True)
+    assert prefetch(small_m=True, decode=True, split_kv=True, local=True)  # the decode rows keep it
+    assert not prefetch(small_m=True, decode=True, softcap=True, local=True)
+
+
 def test_codegen_fields_parse_the_tools_arguments():
     from fa4_core.errors import UnsupportedConfigError
     from fa4_sm120.configs import codegen_fields

@@ -216,7 +216,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile; the fp16 d64 decode row with
       softcap and a window: 4 B);
     * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row), except an
-      FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it);
+      FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it), and an
+      FP8 cache off the decode rows with split keys under pack-GQA with a window or varlen q (the d128
+      causal 64x64x128 builds spill 4-8 B with it);
     * ``kv8_early_loads``: on the decode rows (``warp_split_n``) of an FP8 cache (the 64- and 128-row
       tiles' paged builds reach 255 registers with it and spill on sm_120a);
     * ``kv8_f16_mma``: with an FP8 cache (it changes only bf16 queries);
@@ -256,6 +258,13 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             else cfg.paged_kv
             and cfg.head_dim <= 192
             and not (cfg.kv_dtype and cfg.has_softcap and cfg.is_local)
+            and not (
+                cfg.kv_dtype
+                and not cfg.warp_split_n
+                and cfg.split_kv
+                and cfg.pack_gqa
+                and (cfg.is_local or cfg.varlen_q)
+            )
         ),
         kv8_early_loads=(
             g.kv8_early_loads
