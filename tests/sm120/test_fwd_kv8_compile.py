@@ -80,6 +80,16 @@ def _variants() -> list[FwdConfig]:
             "sm120", "bfloat16", 128, 128, causal=causal, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8
         )
         out.append(dataclasses.replace(cfg, varlen_q=True, paged_kv=True, has_seqused_k=True))
+    # the prefill rows' worst cases of tools/kv8_spill_sweep.py: d64 (its 32-key tiles) with a window
+    # and the softcap; d128 paged with split keys and a window (no page prefetch)
+    for d, flags, extra in (
+        (64, dict(local=True, softcap=True), dict(has_seqused_k=True, has_softcap=True, is_local=True)),
+        (128, dict(local=True, split_kv=True), dict(paged_kv=True, has_seqused_k=True, is_local=True)),
+    ):
+        cfg = fwd_config(
+            "sm120", "bfloat16", d, d, causal=True, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8, **flags
+        )
+        out.append(dataclasses.replace(cfg, **extra))
     return list(dict.fromkeys(out))
 
 
