@@ -360,6 +360,22 @@ def test_prefetch_pages_rule_over_an_fp8_cache():
     assert not prefetch(small_m=True, decode=True, softcap=True, local=True)
 
 
+def test_qk_prefetch_rule_over_an_fp8_cache():
+    """``FwdCodegen.qk_prefetch`` is off over an FP8 cache at dv 64 off the decode rows with softcap and
+    split keys (the 64-row tile's sm_120a build spills 4 B with it), on elsewhere it would be."""
+    fp8 = "float8_e4m3fn"
+
+    def qk(d=64, kv_dtype=fp8, decode=False, **kw):
+        cfg = fwd_config(
+            "sm120", "bfloat16", d, d, causal=False, small_m=True, decode=decode, kv_dtype=kv_dtype, **kw
+        )
+        return fwd_codegen(cfg).qk_prefetch
+
+    assert not qk(softcap=True, split_kv=True)
+    assert qk(softcap=True) and qk(split_kv=True) and qk(kv_dtype=None, softcap=True, split_kv=True)
+    assert qk(decode=True, softcap=True, split_kv=True)
+
+
 def test_codegen_fields_parse_the_tools_arguments():
     from fa4_core.errors import UnsupportedConfigError
     from fa4_sm120.configs import codegen_fields

@@ -211,7 +211,8 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
 
     * ``pv_split``: 2 for warps of 32+ rows with ``dv >= 128`` (acc_O alone is 128+ of 255 registers:
       half the V fragments live at once keeps the sm_120a build spill-free), else 1;
-    * ``qk_prefetch``: where P·V runs in one pass;
+    * ``qk_prefetch``: where P·V runs in one pass, except an FP8 cache at ``dv`` 64 off the decode rows
+      with softcap and split keys (the 64-row tile's sm_120a build spills 4 B with it);
     * ``late_v_wait``: on, except where the sm_120a build spills with it (pack-GQA with varlen or a
       window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile; the fp16 d64 decode row with
       softcap and a window: 4 B);
@@ -250,7 +251,18 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             g.rescale_threshold if g.rescale_threshold is not None else (_RESCALE_THRESHOLD if lazy else 0.0)
         ),
         pv_split=pv_split,
-        qk_prefetch=g.qk_prefetch if g.qk_prefetch is not None else pv_split == 1,
+        qk_prefetch=(
+            g.qk_prefetch
+            if g.qk_prefetch is not None
+            else pv_split == 1
+            and not (
+                cfg.kv_dtype
+                and cfg.head_dim_v == 64
+                and not cfg.warp_split_n
+                and cfg.has_softcap
+                and cfg.split_kv
+            )
+        ),
         late_v_wait=g.late_v_wait if g.late_v_wait is not None else late_v_wait,
         prefetch_pages=(
             g.prefetch_pages
