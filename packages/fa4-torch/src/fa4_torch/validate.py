@@ -618,7 +618,7 @@ def descale_view(d, device, batch: int, nheads_kv: int) -> torch.Tensor:
         d = _ONES.get(device)
         if d is None:
             d = torch.ones((), dtype=torch.float32, device=device)
-            if not torch.cuda.is_current_stream_capturing():
+            if not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
                 _ONES[device] = d
     if d.dim() == 2:
         return d
