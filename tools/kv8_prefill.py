@@ -4,11 +4,12 @@ attention becomes compute-bound? The measurement behind "widen, not 8-bit MMAs" 
 (docs/sm120-resources.md).
 
 A chunk of ``new`` query tokens per sequence, causal, over a cache that already holds ``cached`` keys
-plus the chunk's own (``flash_attn_with_kvcache`` with ``cache_seqlens = cached + new``), d128, 32/8
-heads, contiguous and in pages of 64; per shape the FP8 cache and a bf16 cache of the same shape in
-interleaved rounds (``_common.bench_peers``), µs per call and TFLOP/s (``4 * d * heads * Σ keys seen``).
+plus the chunk's own (``flash_attn_with_kvcache`` with ``cache_seqlens = cached + new``), d128 (or
+``--head-dim``), 32/8 heads, contiguous and in pages of 64; per shape the FP8 cache and a bf16 cache of
+the same shape in interleaved rounds (``_common.bench_peers``), µs per call and TFLOP/s
+(``4 * d * heads * Σ keys seen``).
 
-    python tools/kv8_prefill.py [--emulate-sm120] [--out DIR]
+    python tools/kv8_prefill.py [--emulate-sm120] [--head-dim 64] [--out DIR]
     python tools/kv8_prefill.py --emulate-sm120 --codegen kv8_one_buffer=1   # a candidate's FP8 kernels
 
 ``--codegen NAME=VALUE`` builds the FP8-cache kernels with these :class:`fa4_sm120.configs.FwdCodegen`
@@ -29,12 +30,13 @@ import _common as C  # noqa: E402
 from fa4_torch import flash_attn_with_kvcache  # noqa: E402
 
 SHAPES = ((1, 16384, 512), (1, 16384, 2048), (4, 4096, 1024))  # (batch, cached keys, new tokens)
-HQ, HKV, D = 32, 8, 128
+HQ, HKV = 32, 8
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
+    ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--out", default=None, help="write the rows as a result file here")
     ap.add_argument(
         "--codegen", nargs="*", default=[], help="FwdCodegen fields of the FP8 kernels, NAME=number"
@@ -47,15 +49,16 @@ def main() -> int:
         from fa4_sm120 import tiles
         from fa4_sm120.configs import codegen_fields
 
-        fields, table = codegen_fields(args.codegen), tiles.fwd_config
+        fields, base_table = codegen_fields(args.codegen), tiles.fwd_config
 
         def candidate(*a, **kw):
-            cfg = table(*a, **kw)
+            cfg = base_table(*a, **kw)
             if cfg.kv_dtype is None:
                 return cfg
             return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
 
         tiles.fwd_config = candidate  # benchmarking only, as the tuners replace table functions
+    D = args.head_dim
     emulated = C.emulate_sm120() if args.emulate_sm120 else None
     e4m3 = torch.float8_e4m3fn
     one = torch.tensor(1.0, device="cuda")
@@ -100,9 +103,15 @@ def main() -> int:
                 flush=True,
             )  # fmt: skip
     if args.out:
-        kind = "kv8-prefill" + ("-emulated-sm120" if emulated is not None else "")
+        kind = f"kv8-prefill-d{D}" + ("-emulated-sm120" if emulated is not None else "")
         kind += "".join(f"-{c.replace('=', '')}" for c in args.codegen)
-        payload = {"env": C.environment(), "emulated_sm120": emulated, "codegen": args.codegen, "rows": rows}
+        payload = {
+            "env": C.environment(),
+            "emulated_sm120": emulated,
+            "head_dim": D,
+            "codegen": args.codegen,
+            "rows": rows,
+        }
         C.write_results(C.results_path(kind, args.out), payload)
     return 0
 

@@ -4,13 +4,14 @@ low-precision reference is the same computation in q's dtype on the dequantized 
 
 Grid (small: each case compiles one variant and attends over at most a few thousand keys): decode
 (1 and 4 query rows, pack-GQA 4) over contiguous and paged caches (page 16, 64 and 7: any page size),
-unsplit, 3 splits and the heuristic's, d64 and d128, fp16 and bf16 q, one scale and per-(batch,
+unsplit, 3 splits and the heuristic's, d64 to d192, fp16 and bf16 q, one scale and per-(batch,
 head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
-paged FP8 cache and chunks over a contiguous one (the 128-row tiles, d64 and d128); the append (quantize into the cache, then attend) equals
-quantizing the rows by hand and attending, memoised decode steps too; a first call without descales
-made inside a CUDA graph capture; an error leaves the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's smallest normals
-(the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), and a non-finite query element that
-leaves the other heads of its tile exact.
+paged FP8 cache and chunks over a contiguous one (the prefill rows, d64 to d192); the append
+(quantize into the cache, then attend) equals quantizing the rows by hand and attending, memoised
+decode steps too; a first call without descales made inside a CUDA graph capture; an error leaves
+the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's
+smallest normals (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), and a non-finite
+query element that leaves the other heads of its tile exact.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ DECODE = [
     (64, 4, 128, 1, "per-head", BF16),
     (64, 1, 64, 3, "scalar", F16),
     (7, 2, 128, 0, "per-head", BF16),
+    (None, 1, 96, 0, "per-head", BF16),
+    (64, 4, 160, 3, "scalar", BF16),
+    (16, 1, 192, 0, "per-head", F16),
 ]
 
 
@@ -235,7 +239,7 @@ def test_kv8_softcap_sink_window(feat, page):
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, learnable_sink=sink, **common)
 
 
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 128, 192])
 @pytest.mark.parametrize("causal", [False, True])
 def test_kv8_varlen_prefill_over_a_paged_cache(causal, d):
     from fa4_torch import flash_attn_varlen_func
@@ -267,11 +271,11 @@ PREFILL = [dict(), dict(softcap=20.0, window_size=(150, 0)), dict(window_size=(2
 
 
 @pytest.mark.parametrize("feat", PREFILL, ids=str)
-@pytest.mark.parametrize("d", [64, 128])
+@pytest.mark.parametrize("d", [64, 96, 128, 192])
 def test_kv8_prefill_chunk_over_a_contiguous_cache(d, feat):
-    """A chunk of 300 query tokens (the 128-row tiles, not the few-tile rule's 64-row ones; at d64 their
-    32-key FP8 tiles) over a contiguous FP8 cache that already holds them, causal, with a window and
-    the softcap."""
+    """A chunk of 300 query tokens (the prefill rows, not the few-tile rule's 64-row ones: at d64 and d96
+    32-key FP8 tiles, at d128 K and V widened into one buffer) over a contiguous FP8 cache that already
+    holds them, causal, with a window and the softcap."""
     from fa4_torch import flash_attn_with_kvcache
 
     torch.manual_seed(9)

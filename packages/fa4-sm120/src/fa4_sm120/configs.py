@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fa4_core.errors import unsupported
 from fa4_sm120.limits import DTYPE_NAMES, HEAD_DIMS, Q8_HEAD_DIMS, Q8_QK_FORMATS
+from fa4_sm120.occupancy import ctas_per_sm
 from fa4_sm120.smem import bwd_smem_bytes, fwd_smem_bytes, kv8_staging_bytes, q8_fwd_smem_bytes
 
 __all__ = [
@@ -142,12 +143,7 @@ class FwdConfig:
 
     @property
     def smem_bytes(self) -> int:
-        smem = fwd_smem_bytes(self.tile_m, self.tile_n, self.head_dim, self.head_dim_v, self.num_stages)
-        if self.kv_dtype is not None:
-            smem += kv8_staging_bytes(self.tile_n, self.head_dim, self.head_dim_v)
-        if self.kv8_one_buffer:
-            smem -= fwd_smem_bytes(0, self.tile_n, 0, self.head_dim_v, self.num_stages)  # no 16-bit V buffer
-        return smem
+        return _fwd_smem(self, self.kv8_one_buffer)
 
 
 KV8_DTYPES = ("float8_e4m3fn",)  # the 8-bit K/V element types of FwdConfig.kv_dtype
@@ -205,6 +201,22 @@ _RESCALE_MIN_DV = 128
 _RESCALE_MIN_ACC_O = 96
 
 
+def _fwd_smem(cfg: FwdConfig, one_buffer: bool) -> int:
+    smem = fwd_smem_bytes(cfg.tile_m, cfg.tile_n, cfg.head_dim, cfg.head_dim_v, cfg.num_stages)
+    if cfg.kv_dtype is not None:
+        smem += kv8_staging_bytes(cfg.tile_n, cfg.head_dim, cfg.head_dim_v)
+    if one_buffer:
+        smem -= fwd_smem_bytes(0, cfg.tile_n, 0, cfg.head_dim_v, cfg.num_stages)  # no 16-bit V buffer
+    return smem
+
+
+def _one_buffer_fits_more(cfg: FwdConfig) -> bool:
+    """Whether widening K and V into one 16-bit buffer lets more CTAs of ``cfg`` share an SM120 SM,
+    whatever registers (up to 255) ptxas gives a thread."""
+    fits = [ctas_per_sm(_fwd_smem(cfg, one), 255, cfg.num_threads) for one in (False, True)]
+    return fits[1] > fits[0]
+
+
 def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     """The forward's code-generation choices for ``cfg``: its ``codegen`` fields where they are set,
     else the rule (``docs/sm120-resources.md`` has the measurements behind each):
@@ -223,8 +235,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     * ``kv8_early_loads``: on the decode rows (``warp_split_n``) of an FP8 cache (the 64- and 128-row
       tiles' paged builds reach 255 registers with it and spill on sm_120a);
     * ``kv8_f16_mma``: with an FP8 cache (it changes only bf16 queries);
-    * ``kv8_one_buffer``: on the decode rows of an FP8 cache (the d128 tile then fits twice per SM120
-      SM); possible wherever the cache is FP8, the head dims are equal and the tile has one stage
+    * ``kv8_one_buffer``: on the decode rows of an FP8 cache, and on its other rows where it raises the
+      CTAs per SM120 SM at the most registers a thread may take (the d128 chunk and prefill rows: one
+      to two); possible wherever the cache is FP8, the head dims are equal and the tile has one stage
       (elsewhere off, whatever the field says);
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
     """
@@ -288,7 +301,11 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             cfg.kv_dtype is not None
             and cfg.head_dim == cfg.head_dim_v
             and cfg.num_stages == 1
-            and (g.kv8_one_buffer if g.kv8_one_buffer is not None else cfg.warp_split_n)
+            and (
+                g.kv8_one_buffer
+                if g.kv8_one_buffer is not None
+                else cfg.warp_split_n or _one_buffer_fits_more(cfg)
+            )
         ),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
