@@ -13,7 +13,7 @@ the same shape in interleaved rounds (``_common.bench_peers``), µs per call and
     python tools/kv8_prefill.py --emulate-sm120 --codegen kv8_one_buffer=1   # a candidate's FP8 kernels
 
 ``--codegen NAME=VALUE`` builds the FP8-cache kernels with these :class:`fa4_sm120.configs.FwdCodegen`
-fields (the bf16 cache's are left as they are).
+fields, ``--kv8-tile-n N`` with key tiles of at most N (the bf16 cache's are left as they are).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
     ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--kv8-tile-n", type=int, default=0, help="FP8 key tiles of at most this (a candidate)")
     ap.add_argument("--out", default=None, help="write the rows as a result file here")
     ap.add_argument(
         "--codegen", nargs="*", default=[], help="FwdCodegen fields of the FP8 kernels, NAME=number"
@@ -45,7 +46,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("kv8_prefill: no CUDA GPU here; nothing measured")
         return 0
-    if args.codegen:  # before the emulation wraps the table: it sizes the candidate's launch
+    if args.codegen or args.kv8_tile_n:  # before the emulation wraps the table: it sizes the launch
         from fa4_sm120 import tiles
         from fa4_sm120.configs import codegen_fields
 
@@ -55,6 +56,8 @@ def main() -> int:
             cfg = base_table(*a, **kw)
             if cfg.kv_dtype is None:
                 return cfg
+            if args.kv8_tile_n:
+                cfg = dataclasses.replace(cfg, tile_n=min(cfg.tile_n, args.kv8_tile_n))
             return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
 
         tiles.fwd_config = candidate  # benchmarking only, as the tuners replace table functions
@@ -105,11 +108,13 @@ def main() -> int:
     if args.out:
         kind = f"kv8-prefill-d{D}" + ("-emulated-sm120" if emulated is not None else "")
         kind += "".join(f"-{c.replace('=', '')}" for c in args.codegen)
+        kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n else ""
         payload = {
             "env": C.environment(),
             "emulated_sm120": emulated,
             "head_dim": D,
             "codegen": args.codegen,
+            "kv8_tile_n": args.kv8_tile_n,
             "rows": rows,
         }
         C.write_results(C.results_path(kind, args.out), payload)

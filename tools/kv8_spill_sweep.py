@@ -5,12 +5,13 @@ cu_seqlens, or over a paged cache), the mask (none, causal, a window, both), the
 split keys, pack-GQA 1 or 4, for the tile rows the calls take (``--rows``: ``decode``, at most 16 query
 rows per tile; ``chunk``, 17-64; ``long``, prefill), as :func:`fa4_torch.plan.fwd_config` builds them.
 ``tests/sm120/test_fwd_kv8_compile.py`` compiles a sample (what CI runs); this is the whole space, for
-the tables' rows or a code-generation candidate (``--codegen NAME=VALUE``, fields of
-:class:`fa4_sm120.configs.FwdCodegen`) before it becomes the rule. Prints one line per build and,
-last, the builds that spill.
+the tables' rows or a candidate (``--codegen NAME=VALUE``, fields of
+:class:`fa4_sm120.configs.FwdCodegen`; ``--kv8-tile-n N``, key tiles of at most N) before it becomes
+the rule. Prints one line per build and, last, the builds that spill.
 
     python3 tools/kv8_spill_sweep.py --head-dim 64 -j 2
     python3 tools/kv8_spill_sweep.py --head-dim 128 --rows long --codegen kv8_one_buffer=1
+    python3 tools/kv8_spill_sweep.py --head-dim 192 --kv8-tile-n 32
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ ROWS = {"decode": dict(small_m=True, decode=True), "chunk": dict(small_m=True), 
 
 
 def _build(args):
-    head_dim, dtype, row, layout, mask, softcap, extra, pack, codegen = args
+    head_dim, dtype, row, layout, mask, softcap, extra, pack, codegen, tile_n = args
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
     import torch
 
@@ -57,6 +58,8 @@ def _build(args):
         **LAYOUTS[layout], **EXTRAS[extra], **ROWS[row],
     )  # fmt: skip
     cfg = fwd_config(key, "sm120")
+    if tile_n:
+        cfg = dataclasses.replace(cfg, tile_n=min(cfg.tile_n, tile_n))
     if codegen:
         cfg = dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **codegen))
     name = "+".join(
@@ -74,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16", help="q's dtype")
     ap.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS))
     ap.add_argument("--codegen", nargs="*", default=[], help="FwdCodegen fields, NAME=number")
+    ap.add_argument("--kv8-tile-n", type=int, default=0, help="key tiles of at most this (a candidate)")
     ap.add_argument("-j", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     os.environ.setdefault("CUTE_DSL_ARCH", "sm_120a")
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
 
     codegen = codegen_fields(args.codegen)
     jobs = [
-        (args.head_dim, args.dtype, row, layout, mask, softcap, extra, pack, codegen)
+        (args.head_dim, args.dtype, row, layout, mask, softcap, extra, pack, codegen, args.kv8_tile_n)
         for row, layout, mask, softcap, extra, pack in itertools.product(
             args.rows, LAYOUTS, MASKS, (False, True), EXTRAS, (1, 4)
         )
