@@ -13,7 +13,7 @@ the same shape in interleaved rounds (``_common.bench_peers``), µs per call and
     python tools/kv8_prefill.py --emulate-sm120 --codegen kv8_one_buffer=1   # a candidate's FP8 kernels
 
 ``--codegen NAME=VALUE`` builds the FP8-cache kernels with these :class:`fa4_sm120.configs.FwdCodegen`
-fields, ``--kv8-tile-n N`` with key tiles of at most N (the bf16 cache's are left as they are).
+fields, ``--kv8-tile-n N`` with key tiles of N (the bf16 cache's are left as they are).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
     ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--kv8-tile-n", type=int, default=0, help="FP8 key tiles of at most this (a candidate)")
+    ap.add_argument("--kv8-tile-n", type=int, default=0, help="FP8 key tiles of this length (a candidate)")
     ap.add_argument("--out", default=None, help="write the rows as a result file here")
     ap.add_argument(
         "--codegen", nargs="*", default=[], help="FwdCodegen fields of the FP8 kernels, NAME=number"
@@ -57,7 +57,7 @@ def main() -> int:
             if cfg.kv_dtype is None:
                 return cfg
             if args.kv8_tile_n:
-                cfg = dataclasses.replace(cfg, tile_n=min(cfg.tile_n, args.kv8_tile_n))
+                cfg = dataclasses.replace(cfg, tile_n=args.kv8_tile_n)
             return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
 
         tiles.fwd_config = candidate  # benchmarking only, as the tuners replace table functions

@@ -317,8 +317,8 @@ def test_codegen_is_in_the_config_and_a_set_field_overrides_the_rule():
 
 def test_kv8_one_buffer_rule_and_its_shared_memory():
     """``FwdCodegen.kv8_one_buffer``: by rule on the FP8 decode rows, and on the other FP8 rows where it
-    raises the CTAs per SM120 SM (d128: one to two, at the 16-bit cache's shared memory), off where it
-    does not (d64, d160, d192); forced off, the d128 rows need more shared memory than over a 16-bit
+    raises the CTAs per SM120 SM (d128: one to two, at the 16-bit cache's shared memory; d192 with its
+    32-key FP8 tiles), off where it does not (d64, d160); forced off, the d128 rows need more shared memory than over a 16-bit
     cache; without an FP8 cache or with unequal head dims it stays off whatever the field says."""
     from fa4_sm120.configs import FwdCodegen
     from fa4_sm120.occupancy import ctas_per_sm
@@ -333,12 +333,15 @@ def test_kv8_one_buffer_rule_and_its_shared_memory():
         assert ctas_per_sm(cfg.smem_bytes, 255, cfg.num_threads) == 2
         two = dataclasses.replace(cfg, codegen=FwdCodegen(kv8_one_buffer=False))
         assert not two.kv8_one_buffer and ctas_per_sm(two.smem_bytes, 255, two.num_threads) == 1
-    for head_dim in (64, 160, 192):
+    for head_dim in (64, 160):
         for small_m in (False, True):
             cfg = fwd_config(
                 "sm120", "bfloat16", head_dim, head_dim, causal=True, small_m=small_m, kv_dtype=fp8
             )
             assert not cfg.kv8_one_buffer
+    for small_m in (False, True):  # d192: key tiles of 32 (tiles.KV8_WIDE_HEAD_DIM), then two CTAs per SM
+        cfg = fwd_config("sm120", "bfloat16", 192, 192, causal=True, small_m=small_m, kv_dtype=fp8)
+        assert (cfg.tile_n, cfg.kv8_one_buffer, cfg.smem_bytes) == (32, True, 49_152)
     forced = FwdCodegen(kv8_one_buffer=True)
     plain = fwd_config("sm120", "bfloat16", 128, 128, causal=True)
     assert not dataclasses.replace(plain, codegen=forced).kv8_one_buffer

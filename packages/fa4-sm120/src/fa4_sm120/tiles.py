@@ -85,8 +85,10 @@ DECODE_ROWS = 16
 
 # an FP8 K/V cache's key tiles are at most this long (fwd_config) ...
 KV8_MAX_TILE_N = 64
-# ... and at most this long on rows whose warps hold 32 or more query rows each
+# ... and at most this long on rows whose warps hold 32 or more query rows each, or of head dims of
+# at least KV8_WIDE_HEAD_DIM
 KV8_WIDE_WARP_TILE_N = 32
+KV8_WIDE_HEAD_DIM = 192
 
 
 def wants_decode(rows: int, kv_dtype: str | None) -> bool:
@@ -266,9 +268,11 @@ def fwd_config(
         # FP8 K/V: key tiles of at most KV8_MAX_TILE_N (the widening's registers: the d64 small-m
         # row's 128-key tile spills 4-40 B on sm_120a with pack-GQA, varlen or softcap; 64 does not),
         # and of KV8_WIDE_WARP_TILE_N on rows of 32+ query rows per warp (the d64 128x64x128 row's
-        # 64-key FP8 builds spill 4-96 B on sm_120a with a causal mask, a window or the softcap)
+        # 64-key FP8 builds spill 4-96 B on sm_120a with a causal mask, a window or the softcap) or of
+        # KV8_WIDE_HEAD_DIM+ (the d192 64x64x128 row's spill 4-52 B under pack-GQA; with 32 keys the
+        # tile, K and V widened into one buffer, fits twice per SM120 SM, spill-free)
         tile_n = min(tile_n, KV8_MAX_TILE_N)
-        if row.tile_m // (row.num_threads // 32) >= 32:
+        if row.tile_m // (row.num_threads // 32) >= 32 or head_dim >= KV8_WIDE_HEAD_DIM:
             tile_n = min(tile_n, KV8_WIDE_WARP_TILE_N)
     return FwdConfig(
         dtype=dtype,
