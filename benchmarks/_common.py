@@ -192,6 +192,32 @@ def upstream_fn(q, k, v, causal: bool):
     return lambda: up(q, k, v, causal=causal)
 
 
+def kv8_candidate(codegen: list, tile_n: int = 0) -> None:
+    """Build the FP8-cache kernels (not the 16-bit cache's) with these
+    :class:`fa4_sm120.configs.FwdCodegen` fields (``["NAME=VALUE", ...]``, the tools' ``--codegen``)
+    and, with ``tile_n``, key tiles of that length: a candidate timed before it becomes the rule.
+    Call it before :func:`emulate_sm120`, which sizes the candidate's launch. Benchmarking only, as the
+    tuners replace table functions."""
+    if not codegen and not tile_n:
+        return
+    import dataclasses
+
+    from fa4_sm120 import tiles
+    from fa4_sm120.configs import codegen_fields
+
+    fields, table = codegen_fields(codegen), tiles.fwd_config
+
+    def candidate(*args, **kwargs):
+        cfg = table(*args, **kwargs)
+        if cfg.kv_dtype is None:
+            return cfg
+        if tile_n:
+            cfg = dataclasses.replace(cfg, tile_n=tile_n)
+        return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
+
+    tiles.fwd_config = candidate
+
+
 def emulate_sm120(upstream_regs: int = 255) -> dict:
     """Make the H100/H200 run fa4's and upstream's kernels at SM120's CTAs per SM (compat mode
     otherwise co-schedules 2x the 4-warp 64-80 KB tiles that SM120 runs one at a time per SM).

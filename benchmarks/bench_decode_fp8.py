@@ -21,6 +21,8 @@ that row (recorded under ``skipped``).
     python benchmarks/bench_decode_fp8.py --batch 8 64 --kv 4096 131072 --layouts page16  # a part
 
 ``--emulate-sm120`` launches fa4's kernels at SM120's CTAs per SM (:func:`_common.emulate_sm120`);
+``--codegen NAME=VALUE`` builds the FP8-cache kernels with these
+:class:`fa4_sm120.configs.FwdCodegen` fields (:func:`_common.kv8_candidate`);
 ``--kv8-tile-n 32`` times FP8 key tiles of 32 instead of :data:`fa4_sm120.tiles.KV8_MAX_TILE_N` on the
 rows that widen through staging tiles; ``--no-decode-rows`` runs both caches' decode on
 the 64-row small-m rows instead of the 16-row decode rows (:data:`fa4_sm120.tiles.DECODE_ROWS`), the
@@ -181,6 +183,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help=f"the subset {QUICK} (< 2 minutes)")
     ap.add_argument("--emulate-sm120", action="store_true", help="fa4's kernels at SM120's CTAs per SM")
     ap.add_argument("--kv8-tile-n", type=int, default=None, help="FP8 key tiles of at most this (16..64)")
+    ap.add_argument(
+        "--codegen", nargs="*", default=[], help="FwdCodegen fields of the FP8 kernels, NAME=number"
+    )
     ap.add_argument("--no-decode-rows", action="store_true", help="decode on the 64-row small-m rows")
     ap.add_argument(
         "--dtype",
@@ -196,6 +201,7 @@ def main():
     if not torch.cuda.is_available():
         print("bench_decode_fp8: no CUDA GPU here; nothing measured (run it on the GPU machine)")
         return 0
+    C.kv8_candidate(args.codegen)  # before the emulation: it sizes the candidate's launch
     emulated = C.emulate_sm120() if args.emulate_sm120 else None
     if args.kv8_tile_n is not None:
         from fa4_sm120 import tiles
@@ -263,6 +269,7 @@ def main():
         "grid": {k: list(v) for k, v in grid.items()},
         "emulated_sm120": emulated,
         "kv8_tile_n": args.kv8_tile_n,
+        "codegen": args.codegen,
         "decode_rows": not args.no_decode_rows,
         "dtype": args.dtype,
     }
@@ -272,6 +279,7 @@ def main():
     )
     kind += f"-n{args.kv8_tile_n}" if args.kv8_tile_n is not None else ""
     kind += "-no-decode-rows" if args.no_decode_rows else ""
+    kind += "".join(f"-{c.replace('=', '')}" for c in args.codegen)
     kind += "-fp16" if args.dtype == "float16" else ""
     kind += "-part" if any(part.values()) else ""
     path = C.results_path(kind, args.out)

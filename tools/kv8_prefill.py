@@ -19,7 +19,6 @@ fields, ``--kv8-tile-n N`` with key tiles of N (the bf16 cache's are left as the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -46,21 +45,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("kv8_prefill: no CUDA GPU here; nothing measured")
         return 0
-    if args.codegen or args.kv8_tile_n:  # before the emulation wraps the table: it sizes the launch
-        from fa4_sm120 import tiles
-        from fa4_sm120.configs import codegen_fields
-
-        fields, base_table = codegen_fields(args.codegen), tiles.fwd_config
-
-        def candidate(*a, **kw):
-            cfg = base_table(*a, **kw)
-            if cfg.kv_dtype is None:
-                return cfg
-            if args.kv8_tile_n:
-                cfg = dataclasses.replace(cfg, tile_n=args.kv8_tile_n)
-            return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, **fields))
-
-        tiles.fwd_config = candidate  # benchmarking only, as the tuners replace table functions
+    C.kv8_candidate(args.codegen, args.kv8_tile_n)  # before the emulation: it sizes the launch
     D = args.head_dim
     emulated = C.emulate_sm120() if args.emulate_sm120 else None
     e4m3 = torch.float8_e4m3fn

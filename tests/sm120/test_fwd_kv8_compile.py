@@ -90,6 +90,14 @@ def _variants() -> list[FwdConfig]:
             "sm120", "bfloat16", d, d, causal=True, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8, **flags
         )
         out.append(dataclasses.replace(cfg, **extra))
+    # the paged-address candidate (FwdCodegen.page_offsets32, off by rule): a decode and a prefill row
+    for decode in (True, False):
+        cfg = fwd_config(
+            "sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4, small_m=decode,
+            decode=decode, split_kv=True, kv_dtype=FP8,
+        )  # fmt: skip
+        po32 = dataclasses.replace(cfg.codegen, page_offsets32=True)
+        out.append(dataclasses.replace(cfg, paged_kv=True, has_seqused_k=True, codegen=po32))
     return list(dict.fromkeys(out))
 
 
@@ -104,6 +112,7 @@ def _id(cfg: FwdConfig) -> str:
     for flag in ("varlen_q", "varlen_k", "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink"):
         s += f"-{flag}" if getattr(cfg, flag) else ""
     s += "-local" if cfg.is_local else ""
+    s += "-page_offsets32" if cfg.codegen.page_offsets32 else ""
     return s
 
 
@@ -134,10 +143,16 @@ def test_kv8_variant_compiles_for_sm120a_without_spills(cfg, tmp_path):
 
 
 def test_kv8_smem_counts_the_staging_tiles():
+    """The 8-bit staging tiles of K and V are counted; with K and V widened into one 16-bit buffer
+    (the d128 64-row rule, FwdCodegen.kv8_one_buffer) V's 16-bit buffer is not."""
+    from fa4_sm120.configs import FwdCodegen
+
     bf16 = fwd_config("sm120", "bfloat16", 128, 128, causal=True, small_m=True)
     fp8 = fwd_config("sm120", "bfloat16", 128, 128, causal=True, small_m=True, kv_dtype=FP8)
     assert (bf16.tile_m, bf16.tile_n) == (fp8.tile_m, fp8.tile_n) == (64, 64)
-    assert fp8.smem_bytes == bf16.smem_bytes + 64 * 128 * 2 == 65_536
+    assert fp8.kv8_one_buffer and fp8.smem_bytes == bf16.smem_bytes + 64 * 128 * 2 - 64 * 128 * 2 == 49_152
+    two = dataclasses.replace(fp8, codegen=FwdCodegen(kv8_one_buffer=False))
+    assert two.smem_bytes == bf16.smem_bytes + 64 * 128 * 2 == 65_536
 
 
 def test_kv8_copy_layouts():

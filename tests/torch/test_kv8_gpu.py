@@ -10,8 +10,9 @@ paged FP8 cache and chunks over a contiguous one (the prefill rows, d64 to d192)
 (quantize into the cache, then attend) equals quantizing the rows by hand and attending, memoised
 decode steps too; a first call without descales made inside a CUDA graph capture; an error leaves
 the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's
-smallest normals (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), and a non-finite
-query element that leaves the other heads of its tile exact.
+smallest normals (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), a non-finite
+query element that leaves the other heads of its tile exact, and the paged-address candidate
+``FwdCodegen.page_offsets32`` bit for bit equal to the default.
 """
 
 from __future__ import annotations
@@ -110,6 +111,56 @@ def test_kv8_decode(page, sq, d, splits, kind, dt):
         return_softmax_lse=True, k_descale=kd, v_descale=vd,
     )  # fmt: skip
     assert out.dtype == dt
+    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
+
+
+@pytest.fixture
+def page_offsets32(monkeypatch):
+    """The FP8-cache kernels built with ``FwdCodegen.page_offsets32`` (off by rule until timed; the
+    bench's ``--codegen page_offsets32=1``), every compiled function and memo forgotten before and
+    after so that no other test meets them."""
+    import dataclasses
+
+    from fa4_sm120 import tiles
+    from fa4_torch import launch
+
+    table = tiles.fwd_config
+
+    def candidate(*args, **kwargs):
+        cfg = table(*args, **kwargs)
+        if cfg.kv_dtype is None:
+            return cfg
+        return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, page_offsets32=True))
+
+    def use():
+        launch.reset_caches()
+        monkeypatch.setattr(tiles, "fwd_config", candidate)
+
+    yield use
+    monkeypatch.undo()
+    launch.reset_caches()
+
+
+@pytest.mark.parametrize("page, sq, splits", [(16, 1, 0), (7, 4, 0), (64, 1, 1), (16, 300, 1)], ids=str)
+def test_kv8_page_offsets32_equals_the_default(page_offsets32, page, sq, splits):
+    """``FwdCodegen.page_offsets32`` changes only how a paged row's address is computed: forced on, a
+    paged FP8 call (decode and prefill rows, split or not, odd page sizes) gives the default's output
+    and LSE bit for bit, and passes the correctness rule."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(11)
+    b, cap, hq, hkv, d = 3, 1120 if page == 7 else 1024, 8, 2, 128
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor([cap, 333, 1000], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, sq, hq, d, device="cuda", dtype=BF16)
+    kc, vc, table = _paged(k8, v8, page)
+    common = dict(cache_seqlens=seqlens, page_table=table, causal=True, num_splits=splits,
+                  return_softmax_lse=True, k_descale=kd, v_descale=vd)  # fmt: skip
+    out_ref, lse_ref = flash_attn_with_kvcache(q, kc, vc, **common)
+    page_offsets32()
+    out, lse = flash_attn_with_kvcache(q, kc, vc, **common)
+    assert torch.equal(out, out_ref) and torch.equal(lse, lse_ref)
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
 
 

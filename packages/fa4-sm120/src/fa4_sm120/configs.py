@@ -49,6 +49,10 @@ class FwdCodegen:
     late_v_wait: bool | None = None
     # paged K/V: look a block's pages up one stage ahead
     prefetch_pages: bool | None = None
+    # paged K/V: a row's address as the KV head's base (once per CTA) plus page * page stride (one
+    # 32 x 32 -> 64-bit multiply) plus the row in its page times the row stride in 32 bits (the strides
+    # of a page below 2^31 elements) instead of three 64-bit products per row
+    page_offsets32: bool = False
     # FP8 K/V: a thread starts its copy of the next block's K (V) as soon as it has widened this
     # block's, into the 8-bit staging tile it has just read, so two blocks' loads are in flight
     kv8_early_loads: bool | None = None
@@ -309,6 +313,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
         ),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
+        page_offsets32=g.page_offsets32,
     )
 
 

@@ -80,7 +80,7 @@ from typing import Any
 
 import cutlass
 import cutlass.cute as cute
-from cutlass import Float8E4M3FN, Float16, Float32, Int32
+from cutlass import Float8E4M3FN, Float16, Float32, Int32, Int64, Uint32, Uint64
 from cutlass.cute.nvgpu import cpasync, warp
 
 from fa4_core.block_info import BlockInfo
@@ -212,6 +212,7 @@ class KVSource:
     tXsX: Any
     tXcX: Any
     tXsW: Any = None  # FP8 K/V: the 16-bit buffer that tXsX (the 8-bit staging tile) is widened into
+    head_base: Any = None  # paged K/V with FwdCodegen.page_offsets32: element 0 of this KV head
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         gen = fwd_codegen(cfg)
         self.pv_split, self.qk_prefetch, self.late_v_wait = gen.pv_split, gen.qk_prefetch, gen.late_v_wait
         self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
+        self.page_offsets32 = cfg.paged_kv and gen.page_offsets32
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
         self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
         self.kv8_early = self.kv8 and gen.kv8_early_loads
@@ -603,9 +605,15 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         if cutlass.const_expr(self.prefetch_pages):
             n_rows = cute.size(tKsK.shape[1])
             pages = (cute.make_rmem_tensor(n_rows, Int32), cute.make_rmem_tensor(n_rows, Int32))
+        base_K = base_V = None
+        if cutlass.const_expr(self.page_offsets32):
+            base_K = g.mK.iterator + head_kv * self._stride32(g.mK, 2)
+            base_V = g.mV.iterator + head_kv * self._stride32(g.mV, 2)
         loads = KVLoads(
-            K=KVSource(g.mK, mK_cur, setup.gmem_copy_K, thr_copy_K, self.head_dim, tKsK, tKcK, tKsW),
-            V=KVSource(g.mV, mV_cur, setup.gmem_copy_V, thr_copy_V, self.head_dim_v, tVsV, tVcV, tVsW),
+            K=KVSource(g.mK, mK_cur, setup.gmem_copy_K, thr_copy_K, self.head_dim, tKsK, tKcK, tKsW, base_K),
+            V=KVSource(
+                g.mV, mV_cur, setup.gmem_copy_V, thr_copy_V, self.head_dim_v, tVsV, tVcV, tVsW, base_V
+            ),
             mPageTable=g.mPageTable,
             batch_idx=batch_idx,
             head_kv=head_kv,
@@ -1116,6 +1124,12 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         return mX.iterator + page * mX.stride[0] + in_page * mX.stride[1] + loads.head_kv * mX.stride[2]
 
     @cute.jit
+    def _stride32(self, mX: cute.Tensor, mode: cutlass.Constexpr[int]):
+        """Stride ``mode`` of a paged cache in 32 bits, a multiple of a 16-byte copy's elements (the
+        validation's guarantees: strides of a page below 2^31 elements, 16-byte aligned rows)."""
+        return cute.assume(Int32(mX.stride[mode]), divby=128 // mX.element_type.width)
+
+    @cute.jit
     def lookup_pages(self, loads: KVLoads, n_block):
         """Paged K/V: ``loads.pages = (page, row in page)`` of each key row of block ``n_block`` that
         this thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded)."""
@@ -1160,7 +1174,17 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
                 row = tXcX[0, m, 0][0]
                 j = n_block * self.tile_n + row
                 if j < loads.seqlen_k:
-                    if cutlass.const_expr(pages is None):
+                    if cutlass.const_expr(self.page_offsets32):
+                        if cutlass.const_expr(pages is None):
+                            slot, in_page = divmod(j, loads.page_div)
+                            page = loads.mPageTable[loads.batch_idx, slot]
+                        else:
+                            page, in_page = pages[0][m], pages[1][m]
+                        # page and stride non-negative: zero-extended, one 32 x 32 -> 64-bit multiply
+                        offset = Uint64(Uint32(page)) * Uint64(Uint32(self._stride32(mX, 0)))
+                        offset = Int64(offset) + in_page * self._stride32(mX, 1)
+                        ptr = src.head_base + cute.assume(offset, divby=128 // mX.element_type.width)
+                    elif cutlass.const_expr(pages is None):
                         ptr = self._kv_row_ptr(mX, loads, j)
                     else:
                         ptr = (
