@@ -243,7 +243,8 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       CTAs per SM120 SM at the most registers a thread may take (the d128 chunk and prefill rows: one
       to two); possible wherever the cache is FP8, the head dims are equal and the tile has one stage
       (elsewhere off, whatever the field says);
-    * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0.
+    * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0;
+    * ``page_offsets32``, ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
     """
     g = cfg.codegen
     rows_per_warp = cfg.rows_per_warp
