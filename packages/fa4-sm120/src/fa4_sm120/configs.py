@@ -50,8 +50,9 @@ class FwdCodegen:
     # paged K/V: look a block's pages up one stage ahead
     prefetch_pages: bool | None = None
     # paged K/V: a row's address as the KV head's base (once per CTA) plus page * page stride (one
-    # 32 x 32 -> 64-bit multiply) plus the row in its page times the row stride in 32 bits (the strides
-    # of a page below 2^31 elements) instead of three 64-bit products per row
+    # 32 x 32 -> 64-bit multiply) plus the row in its page times the row stride in 32 bits instead of
+    # three 64-bit products per row; exact for cache strides below 2^31 elements (a candidate: before
+    # the rule turns it on, the validation must check that)
     page_offsets32: bool = False
     # FP8 K/V: a thread starts its copy of the next block's K (V) as soon as it has widened this
     # block's, into the 8-bit staging tile it has just read, so two blocks' loads are in flight
