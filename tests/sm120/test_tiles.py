@@ -318,8 +318,9 @@ def test_codegen_is_in_the_config_and_a_set_field_overrides_the_rule():
 def test_kv8_one_buffer_rule_and_its_shared_memory():
     """``FwdCodegen.kv8_one_buffer``: by rule on the FP8 decode rows, and on the other FP8 rows where it
     raises the CTAs per SM120 SM (d128: one to two, at the 16-bit cache's shared memory; d192 with its
-    32-key FP8 tiles), off where it does not (d64, d160); forced off, the d128 rows need more shared memory than over a 16-bit
-    cache; without an FP8 cache or with unequal head dims it stays off whatever the field says."""
+    32-key FP8 tiles), off where it does not (d64, d160); forced off, the d128 rows need more shared
+    memory than over a 16-bit cache; without an FP8 cache or with unequal head dims it stays off
+    whatever the field says."""
     from fa4_sm120.configs import FwdCodegen
     from fa4_sm120.occupancy import ctas_per_sm
 

@@ -116,25 +116,21 @@ def test_kv8_decode(page, sq, d, splits, kind, dt):
 
 @pytest.fixture
 def page_offsets32(monkeypatch):
-    """The FP8-cache kernels built with ``FwdCodegen.page_offsets32`` (off by rule until timed; the
-    bench's ``--codegen page_offsets32=1``), every compiled function and memo forgotten before and
-    after so that no other test meets them."""
-    import dataclasses
+    """The FP8-cache kernels built with ``FwdCodegen.page_offsets32`` (off by rule until timed), as the
+    benchmarks' ``--codegen page_offsets32=1`` builds them (``benchmarks/_common.kv8_candidate``); every
+    compiled function and memo forgotten before and after so that no other test meets them."""
+    import os
 
     from fa4_sm120 import tiles
     from fa4_torch import launch
 
-    table = tiles.fwd_config
-
-    def candidate(*args, **kwargs):
-        cfg = table(*args, **kwargs)
-        if cfg.kv_dtype is None:
-            return cfg
-        return dataclasses.replace(cfg, codegen=dataclasses.replace(cfg.codegen, page_offsets32=True))
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
+    monkeypatch.setattr(tiles, "fwd_config", tiles.fwd_config)  # kv8_candidate rebinds it: restored after
+    import _common
 
     def use():
         launch.reset_caches()
-        monkeypatch.setattr(tiles, "fwd_config", candidate)
+        _common.kv8_candidate(["page_offsets32=1"])
 
     yield use
     monkeypatch.undo()
