@@ -1,7 +1,7 @@
 """Registers and spill stores of the forward over an FP8 K/V cache in every combination of what an FP8
 call can set, compiled for ``sm_120a`` on the CPU (``ptxas -arch=sm_120a -v``; no GPU): the layout
 (``flash_attn_with_kvcache`` contiguous, paged or with cache slots; ``flash_attn_varlen_func`` with
-cu_seqlens, or over a paged cache), the mask (none, causal, a window, both), the softcap, a sink or
+cu_seqlens, or over a paged cache; ``--layouts``: some of them), the mask (none, causal, a window, both), the softcap, a sink or
 split keys, pack-GQA 1 or 4, for the tile rows the calls take (``--rows``: ``decode``, at most 16 query
 rows per tile; ``chunk``, 17-64; ``long``, prefill), as :func:`fa4_torch.plan.fwd_config` builds them.
 ``tests/sm120/test_fwd_kv8_compile.py`` compiles a sample (what CI runs); this is the whole space, for
@@ -12,6 +12,7 @@ the rule. Prints one line per build and, last, the builds that spill.
     python3 tools/kv8_spill_sweep.py --head-dim 64 -j 2
     python3 tools/kv8_spill_sweep.py --head-dim 128 --rows long --codegen kv8_one_buffer=1
     python3 tools/kv8_spill_sweep.py --head-dim 192 --kv8-tile-n 32
+    python3 tools/kv8_spill_sweep.py --head-dim 96 --layouts paged varlen-paged   # what pages change
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--head-dim", type=int, required=True)
     ap.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16", help="q's dtype")
     ap.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS))
+    ap.add_argument("--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS))
     ap.add_argument("--codegen", nargs="*", default=[], help="FwdCodegen fields, NAME=number")
     ap.add_argument("--kv8-tile-n", type=int, default=0, help="key tiles of at most this (a candidate)")
     ap.add_argument("-j", type=int, default=os.cpu_count() or 1)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
     jobs = [
         (args.head_dim, args.dtype, row, layout, mask, softcap, extra, pack, codegen, args.kv8_tile_n)
         for row, layout, mask, softcap, extra, pack in itertools.product(
-            args.rows, LAYOUTS, MASKS, (False, True), EXTRAS, (1, 4)
+            args.rows, args.layouts, MASKS, (False, True), EXTRAS, (1, 4)
         )
     ]
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))

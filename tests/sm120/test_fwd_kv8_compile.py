@@ -90,14 +90,6 @@ def _variants() -> list[FwdConfig]:
             "sm120", "bfloat16", d, d, causal=True, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8, **flags
         )
         out.append(dataclasses.replace(cfg, **extra))
-    # the paged-address candidate (FwdCodegen.page_offsets32, off by rule): a decode and a prefill row
-    for decode in (True, False):
-        cfg = fwd_config(
-            "sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4, small_m=decode,
-            decode=decode, split_kv=True, kv_dtype=FP8,
-        )  # fmt: skip
-        po32 = dataclasses.replace(cfg.codegen, page_offsets32=True)
-        out.append(dataclasses.replace(cfg, paged_kv=True, has_seqused_k=True, codegen=po32))
     return list(dict.fromkeys(out))
 
 
@@ -112,7 +104,6 @@ def _id(cfg: FwdConfig) -> str:
     for flag in ("varlen_q", "varlen_k", "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink"):
         s += f"-{flag}" if getattr(cfg, flag) else ""
     s += "-local" if cfg.is_local else ""
-    s += "-page_offsets32" if cfg.codegen.page_offsets32 else ""
     return s
 
 

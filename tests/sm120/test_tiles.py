@@ -350,6 +350,25 @@ def test_kv8_one_buffer_rule_and_its_shared_memory():
     assert not dataclasses.replace(mixed, codegen=forced).kv8_one_buffer
 
 
+def test_page_offsets32_rule():
+    """``FwdCodegen.page_offsets32``: by rule on for paged K/V of an FP8 cache (whose strides
+    ``fa4_torch.validate`` checks against ``PAGE_OFFSET32_LIMIT``), off over a 16-bit cache and without
+    pages; a set field overrides the rule."""
+    from fa4_sm120.configs import FwdCodegen
+
+    fp8 = "float8_e4m3fn"
+    for small_m, decode in ((True, True), (True, False), (False, False)):
+        cfg = fwd_config(
+            "sm120", "bfloat16", 128, 128, causal=True, small_m=small_m, decode=decode, kv_dtype=fp8
+        )
+        bf16 = fwd_config("sm120", "bfloat16", 128, 128, causal=True, small_m=small_m)
+        assert fwd_codegen(dataclasses.replace(cfg, paged_kv=True)).page_offsets32
+        assert not fwd_codegen(cfg).page_offsets32
+        assert not fwd_codegen(dataclasses.replace(bf16, paged_kv=True)).page_offsets32
+        off = dataclasses.replace(cfg, paged_kv=True, codegen=FwdCodegen(page_offsets32=False))
+        assert not fwd_codegen(off).page_offsets32
+
+
 def test_prefetch_pages_rule_over_an_fp8_cache():
     """``FwdCodegen.prefetch_pages``: paged K/V look pages up a block ahead, except over an FP8 cache
     with softcap and a window, or off the decode rows with split keys under pack-GQA with a window or

@@ -11,8 +11,8 @@ paged FP8 cache and chunks over a contiguous one (the prefill rows, d64 to d192)
 decode steps too; a first call without descales made inside a CUDA graph capture; an error leaves
 the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's
 smallest normals (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), a non-finite
-query element that leaves the other heads of its tile exact, and the paged-address candidate
-``FwdCodegen.page_offsets32`` bit for bit equal to the default.
+query element that leaves the other heads of its tile exact, and paged rows addressed in 32-bit
+products (``FwdCodegen.page_offsets32``) bit for bit equal to 64-bit row offsets.
 """
 
 from __future__ import annotations
@@ -115,9 +115,9 @@ def test_kv8_decode(page, sq, d, splits, kind, dt):
 
 
 @pytest.fixture
-def page_offsets32(monkeypatch):
-    """The FP8-cache kernels built with ``FwdCodegen.page_offsets32`` (off by rule until timed), as the
-    benchmarks' ``--codegen page_offsets32=1`` builds them (``benchmarks/_common.kv8_candidate``); every
+def kv8_codegen(monkeypatch):
+    """``use("NAME=VALUE", ...)``: the FP8-cache kernels built with these ``FwdCodegen`` fields from then
+    on, as the benchmarks' ``--codegen`` builds them (``benchmarks/_common.kv8_candidate``); every
     compiled function and memo forgotten before and after so that no other test meets them."""
     import os
 
@@ -128,9 +128,9 @@ def page_offsets32(monkeypatch):
     monkeypatch.setattr(tiles, "fwd_config", tiles.fwd_config)  # kv8_candidate rebinds it: restored after
     import _common
 
-    def use():
+    def use(*fields):
         launch.reset_caches()
-        _common.kv8_candidate(["page_offsets32=1"])
+        _common.kv8_candidate(list(fields))
 
     yield use
     monkeypatch.undo()
@@ -138,10 +138,11 @@ def page_offsets32(monkeypatch):
 
 
 @pytest.mark.parametrize("page, sq, splits", [(16, 1, 0), (7, 4, 0), (64, 1, 1), (16, 300, 1)], ids=str)
-def test_kv8_page_offsets32_equals_the_default(page_offsets32, page, sq, splits):
-    """``FwdCodegen.page_offsets32`` changes only how a paged row's address is computed: forced on, a
-    paged FP8 call (decode and prefill rows, split or not, odd page sizes) gives the default's output
-    and LSE bit for bit, and passes the correctness rule."""
+def test_kv8_page_offsets32_equals_64bit_offsets(kv8_codegen, page, sq, splits):
+    """``FwdCodegen.page_offsets32`` (the rule over a paged FP8 cache) changes only how a paged row's
+    address is computed: a paged FP8 call (decode and prefill rows, split or not, odd page sizes) gives
+    the output and LSE of the kernels built without it (three 64-bit products per row) bit for bit,
+    and passes the correctness rule."""
     from fa4_torch import flash_attn_with_kvcache
 
     torch.manual_seed(11)
@@ -153,10 +154,10 @@ def test_kv8_page_offsets32_equals_the_default(page_offsets32, page, sq, splits)
     kc, vc, table = _paged(k8, v8, page)
     common = dict(cache_seqlens=seqlens, page_table=table, causal=True, num_splits=splits,
                   return_softmax_lse=True, k_descale=kd, v_descale=vd)  # fmt: skip
-    out_ref, lse_ref = flash_attn_with_kvcache(q, kc, vc, **common)
-    page_offsets32()
     out, lse = flash_attn_with_kvcache(q, kc, vc, **common)
-    assert torch.equal(out, out_ref) and torch.equal(lse, lse_ref)
+    kv8_codegen("page_offsets32=0")
+    out_64, lse_64 = flash_attn_with_kvcache(q, kc, vc, **common)
+    assert torch.equal(out, out_64) and torch.equal(lse, lse_64)
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
 
 

@@ -223,3 +223,31 @@ def test_fp8_kv_has_no_backward():
     k = torch.randn(1, 16, 2, 64).to(torch.float8_e4m3fn)
     with pytest.raises(UnsupportedConfigError, match="requires_grad"):
         check_backward_supported(q, k, k.clone(), False, (None, None))
+
+
+@pytest.mark.parametrize(
+    "name, dim, shape, stride",
+    [
+        ("k_cache", 0, (10, 16, 2, 64), (2**31, 128, 64, 1)),  # the page stride
+        ("v_cache", 1, (10, 16, 2, 64), (128, 2**28, 64, 1)),  # a page's last row: 15 * 2^28
+        ("k_cache", 2, (10, 16, 2, 64), (2048, 128, 2**31, 1)),  # the last KV head
+    ],
+    ids=["page", "row", "head"],
+)
+def test_paged_fp8_cache_offsets_past_32_bits_are_an_error(name, dim, shape, stride):
+    """A paged FP8 cache's rows are addressed from their KV head's element 0 in 32-bit products
+    (``FwdCodegen.page_offsets32``): a stride that puts a page, a page's last row or the last KV head
+    2^31 elements or more away is a typed error naming it (the caches are views over no memory: the
+    check reads only their metadata; no rows appended)."""
+    kw = _with(_kv8(paged=True), k=None, v=None)
+    kw[name] = torch.empty_strided(shape, stride, dtype=E4M3, device="meta")
+    with pytest.raises(
+        UnsupportedConfigError, match=re.escape(f"{name}.stride({dim})={stride[dim]}") + ".*2\\*\\*31"
+    ):
+        api.flash_attn_with_kvcache(kw.pop("q"), kw.pop("k_cache"), kw.pop("v_cache"), **kw)
+    below = list(stride)
+    below[dim] //= 2  # inside: the call goes on to the device check
+    kw = _with(_kv8(paged=True), k=None, v=None)
+    kw[name] = torch.empty_strided(shape, below, dtype=E4M3, device="meta")
+    with pytest.raises(UnsupportedConfigError, match=r"\.device="):
+        api.flash_attn_with_kvcache(kw.pop("q"), kw.pop("k_cache"), kw.pop("v_cache"), **kw)

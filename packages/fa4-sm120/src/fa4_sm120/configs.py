@@ -51,9 +51,9 @@ class FwdCodegen:
     prefetch_pages: bool | None = None
     # paged K/V: a row's address as the KV head's base (once per CTA) plus page * page stride (one
     # 32 x 32 -> 64-bit multiply) plus the row in its page times the row stride in 32 bits instead of
-    # three 64-bit products per row; exact for cache strides below 2^31 elements (a candidate: before
-    # the rule turns it on, the validation must check that)
-    page_offsets32: bool = False
+    # three 64-bit products per row; exact while the cache's strides keep a page's and a head's offsets
+    # below 2^31 elements (fa4_sm120.limits.PAGE_OFFSET32_LIMIT, checked for FP8 caches by fa4_torch)
+    page_offsets32: bool | None = None
     # FP8 K/V: a thread starts its copy of the next block's K (V) as soon as it has widened this
     # block's, into the 8-bit staging tile it has just read, so two blocks' loads are in flight
     kv8_early_loads: bool | None = None
@@ -232,7 +232,8 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       with softcap and split keys (the 64-row tile's sm_120a build spills 4 B with it);
     * ``late_v_wait``: on, except where the sm_120a build spills with it (pack-GQA with varlen or a
       window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile; the fp16 d64 decode row with
-      softcap and a window: 4 B);
+      softcap and a window: 4 B; an FP8 cache on the d32 128-row tile without a mask, pack-GQA or
+      pages, contiguous keys: 8 B);
     * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row), except an
       FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it), and an
       FP8 cache off the decode rows with split keys under pack-GQA with a window or varlen q (the d128
@@ -245,7 +246,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       to two); possible wherever the cache is FP8, the head dims are equal and the tile has one stage
       (elsewhere off, whatever the field says);
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0;
-    * ``page_offsets32``, ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
+    * ``page_offsets32``: paged K/V of an FP8 cache (whose strides ``fa4_torch`` checks against
+      :data:`fa4_sm120.limits.PAGE_OFFSET32_LIMIT`);
+    * ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
     """
     g = cfg.codegen
     rows_per_warp = cfg.rows_per_warp
@@ -261,6 +264,12 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             and cfg.head_dim_v == 64
             and cfg.has_softcap
             and cfg.is_local
+        )
+        or (
+            cfg.kv_dtype
+            and cfg.head_dim_v == 32
+            and cfg.tile_m == 128
+            and not (cfg.is_causal or cfg.is_local or cfg.pack_gqa or cfg.paged_kv or cfg.varlen_k)
         )
     )
     acc_o = rows_per_warp * cfg.head_dim_v // 32
@@ -315,7 +324,11 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
         ),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
-        page_offsets32=g.page_offsets32,
+        page_offsets32=(
+            g.page_offsets32
+            if g.page_offsets32 is not None
+            else bool(cfg.kv_dtype is not None and cfg.paged_kv)
+        ),
     )
 
 

@@ -1126,8 +1126,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
     @cute.jit
     def _stride32(self, mX: cute.Tensor, mode: cutlass.Constexpr[int]):
         """Stride ``mode`` of a paged cache in 32 bits, a multiple of a 16-byte copy's elements (rows are
-        16-byte aligned, fa4_torch.validate). Exact only for strides below 2^31 elements, which the
-        validation does not yet check: ``FwdCodegen.page_offsets32`` stays off by rule until it does."""
+        16-byte aligned, fa4_torch.validate). Exact for the strides ``fa4_torch.validate`` lets through
+        with ``FwdCodegen.page_offsets32`` (:data:`fa4_sm120.limits.PAGE_OFFSET32_LIMIT`)."""
         return cute.assume(Int32(mX.stride[mode]), divby=128 // mX.element_type.width)
 
     @cute.jit

@@ -32,7 +32,14 @@ from typing import NamedTuple
 import torch
 
 from fa4_core.errors import UnsupportedConfigError, unsupported
-from fa4_sm120.limits import HEAD_DIMS, MAX_SPLITS, Q8_HEAD_DIMS, Q8_PV_ACCUMS, Q8_QK_FORMATS
+from fa4_sm120.limits import (
+    HEAD_DIMS,
+    MAX_SPLITS,
+    PAGE_OFFSET32_LIMIT,
+    Q8_HEAD_DIMS,
+    Q8_PV_ACCUMS,
+    Q8_QK_FORMATS,
+)
 
 __all__ = [
     "DTYPES",
@@ -473,6 +480,9 @@ def forward_args(
         if k.shape[0] == 0 and page_table.numel():
             raise unsupported(f"{kn}.shape[0] (num_pages)", 0, "at least one page for a non-empty page_table")
         max_k = page_table.shape[1] * k.shape[1]
+        if k.dtype in KV8_DTYPES:
+            check_page_offsets32(kn, k)
+            check_page_offsets32(vn, v)
     else:
         if k.shape[0] != batch and kv_batch_idx is None:
             raise unsupported(f"{kn}.shape[0] (batch)", k.shape[0], f"q's batch {batch}")
@@ -568,6 +578,26 @@ def check_kv8(q, k, v, k_descale, v_descale, batch: int, nheads_kv: int, names=D
         check_descale("k_descale", k_descale, q.device, batch, nheads_kv),
         check_descale("v_descale", v_descale, q.device, batch, nheads_kv),
     )
+
+
+def check_page_offsets32(name: str, cache) -> None:
+    """A paged FP8 cache ``(num_pages, page_size, nheads_kv, d)``: the kernels address a row from its
+    KV head's element 0 in 32-bit products (``FwdCodegen.page_offsets32``), so the page stride, the
+    offset of a page's last row and that of the last KV head stay below ``PAGE_OFFSET32_LIMIT``
+    elements (any cache whose page holds fewer elements)."""
+    shape, stride = cache.shape, cache.stride()
+    reaches = (
+        (0, stride[0], "page stride"),
+        (1, (shape[1] - 1) * stride[1], "last row of a page (stride(1) * (page_size - 1))"),
+        (2, (shape[2] - 1) * stride[2], "last KV head (stride(2) * (nheads_kv - 1))"),
+    )
+    for dim, reach, what in reaches:
+        if reach >= PAGE_OFFSET32_LIMIT:
+            raise unsupported(
+                f"{name}.stride({dim})",
+                stride[dim],
+                f"a paged FP8 cache whose {what} is below 2**31 elements",
+            )
 
 
 def check_sink(learnable_sink, nheads: int) -> None:
