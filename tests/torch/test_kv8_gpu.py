@@ -4,9 +4,9 @@ low-precision reference is the same computation in q's dtype on the dequantized 
 
 Grid (small: each case compiles one variant and attends over at most a few thousand keys): decode
 (1 and 4 query rows, pack-GQA 4) over contiguous and paged caches (page 16, 64 and 7: any page size),
-unsplit, 3 splits and the heuristic's, d64 to d192, fp16 and bf16 q, one scale and per-(batch,
+unsplit, 3 splits and the heuristic's, d32 to d192, fp16 and bf16 q, one scale and per-(batch,
 head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
-paged FP8 cache and chunks over a contiguous one (the prefill rows, d64 to d192); the append
+paged FP8 cache and chunks over a contiguous one (the prefill rows, d32 to d192); the append
 (quantize into the cache, then attend) equals quantizing the rows by hand and attending, memoised
 decode steps too; a first call without descales made inside a CUDA graph capture; an error leaves
 the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's
@@ -92,6 +92,8 @@ DECODE = [
     (None, 1, 96, 0, "per-head", BF16),
     (64, 4, 160, 3, "scalar", BF16),
     (16, 1, 192, 0, "per-head", F16),
+    (None, 1, 32, 0, "per-head", BF16),
+    (16, 4, 32, 3, "scalar", F16),
 ]
 
 
@@ -339,6 +341,31 @@ def test_kv8_prefill_chunk_over_a_contiguous_cache(d, feat):
         q, k8, v8, cache_seqlens=seqlens, return_softmax_lse=True, k_descale=kd, v_descale=vd, **common
     )
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, **common)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("slots", [False, True])
+def test_kv8_d32_prefill_chunk(slots, causal):
+    """A chunk of 300 query tokens at d32 (the 128-row prefill tile; without a mask or pack-GQA over
+    contiguous keys its V is waited for early, ``FwdCodegen.late_v_wait``) over a contiguous FP8 cache,
+    by batch or through cache slots."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(12)
+    # as many query heads as KV heads (no pack-GQA); 192 tiles of 128 rows: more than an H100/H200 has SMs
+    b, n, cap, h, d = 4, 5, 1024, 16, 32
+    k8, v8 = _fp8(n if slots else b, cap, h, d, scale=0.5), _fp8(n if slots else b, cap, h, d)
+    kd, vd = _descales("per-head", b, h)
+    idx = torch.tensor([2, 0, 4, 1], dtype=torch.int32, device="cuda") if slots else None
+    seqlens = torch.tensor([1000, 301, 640, 1024], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, 300, h, d, device="cuda", dtype=BF16)
+    out, lse = flash_attn_with_kvcache(
+        q, k8, v8, cache_seqlens=seqlens, cache_batch_idx=idx, causal=causal, return_softmax_lse=True,
+        k_descale=kd, v_descale=vd,
+    )  # fmt: skip
+    rows = idx.long() if slots else torch.arange(b, device="cuda")
+    kk, vv = (x.view(torch.uint8)[rows].view(E4M3) for x in (k8, v8))
+    _check(out, lse, q, _dequant(kk, kd), _dequant(vv, vd), seqused_k=seqlens, causal=causal)
 
 
 @pytest.mark.parametrize("page", [None, 16])
