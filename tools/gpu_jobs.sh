@@ -10,7 +10,7 @@
 #   bash tools/gpu_jobs.sh bench-bwd                # backward grid, compat mode and at SM120 occupancy
 #   bash tools/gpu_jobs.sh bench-decode             # decode (contiguous and paged K/V; bf16 and FP8 caches, FP8 also
 #                                                   # at SM120 occupancy, and with fp16 queries), prefill chunks
-#                                                   # over an FP8 cache, the paged-address candidate, host time
+#                                                   # over an FP8 cache, host time
 #   bash tools/gpu_jobs.sh bench-q8                 # the 8-bit forward beside fa4's bf16 forward
 #   bash tools/gpu_jobs.sh bench-ring               # context parallelism on this host's GPUs (torchrun)
 #   bash tools/gpu_jobs.sh accuracy                 # forward error beside SDPA flash and upstream (seed grid)
@@ -84,11 +84,6 @@ job() {
       step bench-decode-fp8-sm120-fp16 150 python3 benchmarks/bench_decode_fp8.py --quick --emulate-sm120 \
         --dtype float16 --out "$RESULTS"
       step kv8-prefill-sm120 150 python3 tools/kv8_prefill.py --emulate-sm120 --out "$RESULTS"
-      local i c # the paged-address candidate (FwdCodegen.page_offsets32) beside the rule, two passes
-      for i in 1 2; do for c in "" page_offsets32=1; do
-        step "bench-decode-fp8-paged-$i${c:+-$c}" 150 python3 benchmarks/bench_decode_fp8.py --emulate-sm120 \
-          --batch 1 8 --kv 16384 131072 --layouts page16 page64 ${c:+--codegen $c} --out "$RESULTS"
-      done; done
       step host-time 120 python3 tools/host_time.py --out "$RESULTS"
       ;;
     bench-q8)
