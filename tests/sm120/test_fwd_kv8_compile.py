@@ -75,6 +75,9 @@ def _variants() -> list[FwdConfig]:
         for causal in (False, True):
             cfg = fwd_config("sm120", "bfloat16", d, d, causal=causal, kv_dtype=FP8)
             out.append(dataclasses.replace(cfg, paged_kv=True, has_seqused_k=True))
+    # d32's 128-row prefill tile without a mask over contiguous keys (its early V wait, fwd_codegen)
+    cfg = fwd_config("sm120", "bfloat16", 32, 32, causal=False, kv_dtype=FP8)
+    out.append(dataclasses.replace(cfg, has_seqused_k=True))
     for causal in (False, True):  # varlen prefill of packed GQA heads over a paged cache
         cfg = fwd_config(
             "sm120", "bfloat16", 128, 128, causal=causal, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8
