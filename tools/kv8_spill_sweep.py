@@ -13,6 +13,7 @@ the rule. Prints one line per build and, last, the builds that spill.
     python3 tools/kv8_spill_sweep.py --head-dim 128 --rows long --codegen kv8_one_buffer=1
     python3 tools/kv8_spill_sweep.py --head-dim 192 --kv8-tile-n 32
     python3 tools/kv8_spill_sweep.py --head-dim 96 --layouts paged varlen-paged   # what pages change
+    python3 tools/kv8_spill_sweep.py --head-dim 192 --head-dim-v 128
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ ROWS = {"decode": dict(small_m=True, decode=True), "chunk": dict(small_m=True), 
 
 
 def _build(args):
-    head_dim, dtype, row, layout, mask, softcap, extra, pack, codegen, tile_n = args
+    head_dim, head_dim_v, dtype, row, layout, mask, softcap, extra, pack, codegen, tile_n = args
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
     import torch
 
@@ -55,7 +56,7 @@ def _build(args):
 
     causal, local = MASKS[mask]
     key = FwdKey(
-        getattr(torch, dtype), head_dim, head_dim, causal, local, pack > 1, pack, softcap=softcap, kv8=True,
+        getattr(torch, dtype), head_dim, head_dim_v, causal, local, pack > 1, pack, softcap=softcap, kv8=True,
         **LAYOUTS[layout], **EXTRAS[extra], **ROWS[row],
     )  # fmt: skip
     cfg = fwd_config(key, "sm120")
@@ -75,6 +76,7 @@ def _build(args):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--head-dim", type=int, required=True)
+    ap.add_argument("--head-dim-v", type=int, default=0, help="V's head dim (default: --head-dim)")
     ap.add_argument("--dtype", choices=("bfloat16", "float16"), default="bfloat16", help="q's dtype")
     ap.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS))
     ap.add_argument("--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS))
@@ -87,7 +89,19 @@ def main(argv=None) -> int:
 
     codegen = codegen_fields(args.codegen)
     jobs = [
-        (args.head_dim, args.dtype, row, layout, mask, softcap, extra, pack, codegen, args.kv8_tile_n)
+        (
+            args.head_dim,
+            args.head_dim_v or args.head_dim,
+            args.dtype,
+            row,
+            layout,
+            mask,
+            softcap,
+            extra,
+            pack,
+            codegen,
+            args.kv8_tile_n,
+        )
         for row, layout, mask, softcap, extra, pack in itertools.product(
             args.rows, args.layouts, MASKS, (False, True), EXTRAS, (1, 4)
         )
