@@ -4,8 +4,8 @@ low-precision reference is the same computation in q's dtype on the dequantized 
 
 Grid (small: each case compiles one variant and attends over at most a few thousand keys): decode
 (1 and 4 query rows, pack-GQA 4) over contiguous and paged caches (page 16, 64 and 7: any page size),
-unsplit, 3 splits and the heuristic's, d32 to d192, fp16 and bf16 q, one scale and per-(batch,
-head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
+unsplit, 3 splits and the heuristic's, d32 to d192 (and K of d192 with V of d128), fp16 and bf16 q,
+one scale and per-(batch, head) scales; cache slots (``cache_batch_idx``); softcap, sinks and windows; varlen prefill over a
 paged FP8 cache and chunks over a contiguous one (the prefill rows, d32 to d192); the append
 (quantize into the cache, then attend) equals quantizing the rows by hand and attending, memoised
 decode steps too; a first call without descales made inside a CUDA graph capture; an error leaves
@@ -366,6 +366,31 @@ def test_kv8_d32_prefill_chunk(slots, causal):
     rows = idx.long() if slots else torch.arange(b, device="cuda")
     kk, vv = (x.view(torch.uint8)[rows].view(E4M3) for x in (k8, v8))
     _check(out, lse, q, _dequant(kk, kd), _dequant(vv, vd), seqused_k=seqlens, causal=causal)
+
+
+@pytest.mark.parametrize("sq, page, splits", [(1, 16, 0), (4, None, 3), (300, 64, 1)], ids=str)
+def test_kv8_unequal_head_dims(sq, page, splits):
+    """K of d192 and V of d128 in an FP8 cache (decode rows, split or not, and a prefill chunk; paged
+    and contiguous): the output has V's head dim."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(13)
+    b, cap, hq, hkv, d, dv = 2, 1024, 16, 4, 192, 128
+    k8, v8 = _fp8(b, cap, hkv, d, scale=0.5), _fp8(b, cap, hkv, dv)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor([1000, 333], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, sq, hq, d, device="cuda", dtype=BF16)
+    if page is None:
+        kc, vc, table = k8, v8, None
+    else:
+        kc, _, table = _paged(k8, k8, page)
+        vc = _paged(v8, v8, page)[0]
+    out, lse = flash_attn_with_kvcache(
+        q, kc, vc, cache_seqlens=seqlens, page_table=table, causal=True, num_splits=splits,
+        return_softmax_lse=True, k_descale=kd, v_descale=vd,
+    )  # fmt: skip
+    assert out.shape == (b, sq, hq, dv)
+    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
 
 
 @pytest.mark.parametrize("page", [None, 16])
