@@ -12,7 +12,8 @@ decode steps too; a first call without descales made inside a CUDA graph capture
 the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's
 smallest normals (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), a non-finite
 query element that leaves the other heads of its tile exact, and paged rows addressed in 32-bit
-products (``FwdCodegen.page_offsets32``) bit for bit equal to 64-bit row offsets.
+products (``FwdCodegen.page_offsets32``) bit for bit equal to 64-bit row offsets, and the candidate
+``FwdCodegen.page_tiles`` bit for bit equal to the rule.
 """
 
 from __future__ import annotations
@@ -160,6 +161,31 @@ def test_kv8_page_offsets32_equals_64bit_offsets(kv8_codegen, page, sq, splits):
     kv8_codegen("page_offsets32=0")
     out_64, lse_64 = flash_attn_with_kvcache(q, kc, vc, **common)
     assert torch.equal(out, out_64) and torch.equal(lse, lse_64)
+    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
+
+
+@pytest.mark.parametrize(
+    "page, sq, splits", [(64, 1, 0), (128, 4, 3), (64, 300, 1), (16, 1, 0), (7, 300, 1)], ids=str
+)
+def test_kv8_page_tiles_equal_row_by_row_pages(kv8_codegen, page, sq, splits):
+    """``FwdCodegen.page_tiles`` (a candidate, off by rule): pages holding whole key tiles (64, 128)
+    are looked up once per block, other page sizes (16, 7) row by row in the same kernel; either way
+    the output and LSE are the rule's bit for bit, and pass the correctness rule."""
+    from fa4_torch import flash_attn_with_kvcache
+
+    torch.manual_seed(14)
+    b, cap, hq, hkv, d = 3, 1792, 8, 2, 128
+    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
+    kd, vd = _descales("per-head", b, hkv)
+    seqlens = torch.tensor([cap, 333, 1000], dtype=torch.int32, device="cuda")
+    q = torch.randn(b, sq, hq, d, device="cuda", dtype=BF16)
+    kc, vc, table = _paged(k8, v8, page)
+    common = dict(cache_seqlens=seqlens, page_table=table, causal=True, num_splits=splits,
+                  return_softmax_lse=True, k_descale=kd, v_descale=vd)  # fmt: skip
+    out_rule, lse_rule = flash_attn_with_kvcache(q, kc, vc, **common)
+    kv8_codegen("page_tiles=1")
+    out, lse = flash_attn_with_kvcache(q, kc, vc, **common)
+    assert torch.equal(out, out_rule) and torch.equal(lse, lse_rule)
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
 
 

@@ -54,6 +54,11 @@ class FwdCodegen:
     # three 64-bit products per row; exact while the cache's strides keep a page's and a head's offsets
     # below 2^31 elements (fa4_sm120.limits.PAGE_OFFSET32_LIMIT, checked for FP8 caches by fa4_torch)
     page_offsets32: bool | None = None
+    # paged K/V with page_offsets32, when the call's page size is a multiple of tile_n (checked once per
+    # CTA; other page sizes take the row-by-row path in the same kernel): a key block's rows are
+    # consecutive rows of one page, so its page is looked up once per block and its rows addressed as
+    # in a contiguous cache
+    page_tiles: bool = False
     # FP8 K/V: a thread starts its copy of the next block's K (V) as soon as it has widened this
     # block's, into the 8-bit staging tile it has just read, so two blocks' loads are in flight
     kv8_early_loads: bool | None = None
@@ -248,7 +253,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0;
     * ``page_offsets32``: paged K/V of an FP8 cache (whose strides ``fa4_torch`` checks against
       :data:`fa4_sm120.limits.PAGE_OFFSET32_LIMIT`);
-    * ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
+    * ``page_tiles``, ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
     """
     g = cfg.codegen
     rows_per_warp = cfg.rows_per_warp
@@ -324,6 +329,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
         ),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
+        page_tiles=g.page_tiles,
         page_offsets32=(
             g.page_offsets32
             if g.page_offsets32 is not None

@@ -230,6 +230,7 @@ class KVLoads:
     seqlen_k: Any
     pages: Any
     page_div: Any = None
+    whole_pages: Any = None  # FwdCodegen.page_tiles: the page size is a multiple of tile_n (runtime)
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         self.pv_split, self.qk_prefetch, self.late_v_wait = gen.pv_split, gen.qk_prefetch, gen.late_v_wait
         self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
         self.page_offsets32 = cfg.paged_kv and gen.page_offsets32
+        self.page_tiles = self.page_offsets32 and gen.page_tiles
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
         self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
         self.kv8_early = self.kv8 and gen.kv8_early_loads
@@ -622,6 +624,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             page_div=cute.fast_divmod_create_divisor_v2(g.mK.shape[1])
             if cutlass.const_expr(cfg.paged_kv)
             else None,
+            whole_pages=g.mK.shape[1] % self.tile_n == 0 if cutlass.const_expr(self.page_tiles) else None,
         )
 
         # ---------------- MMA partitions
@@ -1133,7 +1136,21 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
     @cute.jit
     def lookup_pages(self, loads: KVLoads, n_block):
         """Paged K/V: ``loads.pages = (page, row in page)`` of each key row of block ``n_block`` that
-        this thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded)."""
+        this thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded); with
+        ``FwdCodegen.page_tiles`` and whole pages, of the block's first row only."""
+        page, in_page = loads.pages
+        if cutlass.const_expr(self.page_tiles):
+            if loads.whole_pages:  # the block's page and first row in it, in element 0
+                slot, in_page[0] = divmod(n_block * self.tile_n, loads.page_div)
+                page[0] = loads.mPageTable[loads.batch_idx, slot]
+            else:
+                self._lookup_rows(loads, n_block)
+        else:
+            self._lookup_rows(loads, n_block)
+
+    @cute.jit
+    def _lookup_rows(self, loads: KVLoads, n_block):
+        """:meth:`lookup_pages` row by row."""
         tXcX = loads.K.tXcX
         page, in_page = loads.pages
         for m in cutlass.range_constexpr(cute.size(tXcX.shape[1])):
@@ -1169,49 +1186,87 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         ``check_rows``, rows at or past ``seqlen_k`` are zero-filled instead (so 0·V and masked scores
         stay finite). Paged K/V: the rows' pages from ``pages`` (:meth:`lookup_pages` of this block)
         when given."""
-        mX, tXsX, tXcX = src.mX, src.tXsX, src.tXcX
-        if cutlass.const_expr(self.cfg.paged_kv):
+        if cutlass.const_expr(self.page_tiles):
+            if loads.whole_pages:
+                self._load_page_tile(loads, src, n_block, check_rows, pages)
+            else:
+                self._load_rows(loads, src, n_block, pages)
+        elif cutlass.const_expr(self.cfg.paged_kv):
+            self._load_rows(loads, src, n_block, pages)
+        else:
+            gX = cute.local_tile(src.mX_cur, (self.tile_n, src.d), (n_block, 0))
+            self._copy_tile(loads, src, gX, n_block, check_rows)
+
+    @cute.jit
+    def _copy_tile(
+        self, loads: KVLoads, src: KVSource, gX: cute.Tensor, n_block, check_rows: cutlass.Constexpr[bool]
+    ):
+        """The ``(tile_n, d)`` block ``gX`` of consecutive rows -> shared memory (rows at or past
+        ``seqlen_k`` zero-filled with ``check_rows``)."""
+        tXsX, tXcX = src.tXsX, src.tXcX
+        tXgX = src.thr_copy.partition_S(gX)
+        if cutlass.const_expr(check_rows):
+            limit = loads.seqlen_k - n_block * self.tile_n
             for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
-                row = tXcX[0, m, 0][0]
-                j = n_block * self.tile_n + row
-                if j < loads.seqlen_k:
-                    if cutlass.const_expr(self.page_offsets32):
-                        if cutlass.const_expr(pages is None):
-                            slot, in_page = divmod(j, loads.page_div)
-                            page = loads.mPageTable[loads.batch_idx, slot]
-                        else:
-                            page, in_page = pages[0][m], pages[1][m]
-                        # page and stride non-negative: zero-extended, one 32 x 32 -> 64-bit multiply
-                        offset = Uint64(Uint32(page)) * Uint64(Uint32(self._stride32(mX, 0)))
-                        offset = Int64(offset) + in_page * self._stride32(mX, 1)
-                        ptr = src.head_base + cute.assume(offset, divby=128 // mX.element_type.width)
-                    elif cutlass.const_expr(pages is None):
-                        ptr = self._kv_row_ptr(mX, loads, j)
-                    else:
-                        ptr = (
-                            mX.iterator
-                            + pages[0][m] * mX.stride[0]
-                            + pages[1][m] * mX.stride[1]
-                            + loads.head_kv * mX.stride[2]
-                        )
-                    gRow = cute.make_tensor(ptr, cute.make_layout((self.tile_n, src.d), stride=(0, 1)))
-                    cute.copy(
-                        src.gmem_copy, src.thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None]
-                    )
+                if tXcX[0, m, 0][0] < limit:
+                    cute.copy(src.gmem_copy, tXgX[None, m, None], tXsX[None, m, None])
                 else:
                     tXsX[None, m, None].fill(0)
         else:
-            gX = cute.local_tile(src.mX_cur, (self.tile_n, src.d), (n_block, 0))
-            tXgX = src.thr_copy.partition_S(gX)
-            if cutlass.const_expr(check_rows):
-                limit = loads.seqlen_k - n_block * self.tile_n
-                for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
-                    if tXcX[0, m, 0][0] < limit:
-                        cute.copy(src.gmem_copy, tXgX[None, m, None], tXsX[None, m, None])
+            cute.copy(src.gmem_copy, tXgX, tXsX)
+
+    @cute.jit
+    def _load_page_tile(
+        self, loads: KVLoads, src: KVSource, n_block, check_rows: cutlass.Constexpr[bool], pages
+    ):
+        """Paged K/V whose page size is a multiple of ``tile_n`` (``FwdCodegen.page_tiles``): block
+        ``n_block`` is ``tile_n`` consecutive rows of one page, looked up once (``pages`` element 0
+        when given, :meth:`lookup_pages`)."""
+        mX = src.mX
+        if cutlass.const_expr(pages is None):
+            slot, in_page = divmod(n_block * self.tile_n, loads.page_div)
+            page = loads.mPageTable[loads.batch_idx, slot]
+        else:
+            page, in_page = pages[0][0], pages[1][0]
+        row_stride = self._stride32(mX, 1)
+        offset = Uint64(Uint32(page)) * Uint64(Uint32(self._stride32(mX, 0)))
+        offset = Int64(offset) + in_page * row_stride
+        ptr = src.head_base + cute.assume(offset, divby=128 // mX.element_type.width)
+        gX = cute.make_tensor(ptr, cute.make_layout((self.tile_n, src.d), stride=(row_stride, 1)))
+        self._copy_tile(loads, src, gX, n_block, check_rows)
+
+    @cute.jit
+    def _load_rows(self, loads: KVLoads, src: KVSource, n_block, pages):
+        """Paged K/V row by row: each row's page and row in it (from ``pages`` when given), rows at or
+        past ``seqlen_k`` zero-filled."""
+        mX, tXsX, tXcX = src.mX, src.tXsX, src.tXcX
+        for m in cutlass.range_constexpr(cute.size(tXsX.shape[1])):
+            row = tXcX[0, m, 0][0]
+            j = n_block * self.tile_n + row
+            if j < loads.seqlen_k:
+                if cutlass.const_expr(self.page_offsets32):
+                    if cutlass.const_expr(pages is None):
+                        slot, in_page = divmod(j, loads.page_div)
+                        page = loads.mPageTable[loads.batch_idx, slot]
                     else:
-                        tXsX[None, m, None].fill(0)
+                        page, in_page = pages[0][m], pages[1][m]
+                    # page and stride non-negative: zero-extended, one 32 x 32 -> 64-bit multiply
+                    offset = Uint64(Uint32(page)) * Uint64(Uint32(self._stride32(mX, 0)))
+                    offset = Int64(offset) + in_page * self._stride32(mX, 1)
+                    ptr = src.head_base + cute.assume(offset, divby=128 // mX.element_type.width)
+                elif cutlass.const_expr(pages is None):
+                    ptr = self._kv_row_ptr(mX, loads, j)
+                else:
+                    ptr = (
+                        mX.iterator
+                        + pages[0][m] * mX.stride[0]
+                        + pages[1][m] * mX.stride[1]
+                        + loads.head_kv * mX.stride[2]
+                    )
+                gRow = cute.make_tensor(ptr, cute.make_layout((self.tile_n, src.d), stride=(0, 1)))
+                cute.copy(src.gmem_copy, src.thr_copy.partition_S(gRow)[None, m, None], tXsX[None, m, None])
             else:
-                cute.copy(src.gmem_copy, tXgX, tXsX)
+                tXsX[None, m, None].fill(0)
 
     @cute.jit
     def load_q(self, mQ, sQ, gmem_copy, tile: QTile, packed_len):
