@@ -237,8 +237,8 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
       with softcap and split keys (the 64-row tile's sm_120a build spills 4 B with it);
     * ``late_v_wait``: on, except where the sm_120a build spills with it (pack-GQA with varlen or a
       window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile; the fp16 d64 decode row with
-      softcap and a window: 4 B; an FP8 cache on the d32 128-row tile without a mask, pack-GQA or
-      pages, contiguous keys: 8 B);
+      softcap and a window: 4 B; an FP8 cache on the d32 128-row tile over contiguous keys without
+      a mask, pack-GQA, pages, split keys, softcap or a sink: 8 B);
     * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row), except an
       FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it), and an
       FP8 cache off the decode rows with split keys under pack-GQA with a window or varlen q (the d128
@@ -274,7 +274,16 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             cfg.kv_dtype
             and cfg.head_dim_v == 32
             and cfg.tile_m == 128
-            and not (cfg.is_causal or cfg.is_local or cfg.pack_gqa or cfg.paged_kv or cfg.varlen_k)
+            and not (
+                cfg.is_causal
+                or cfg.is_local
+                or cfg.pack_gqa
+                or cfg.paged_kv
+                or cfg.varlen_k
+                or cfg.split_kv
+                or cfg.has_softcap
+                or cfg.has_sink
+            )
         )
     )
     acc_o = rows_per_warp * cfg.head_dim_v // 32
