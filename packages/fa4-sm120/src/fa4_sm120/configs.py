@@ -238,7 +238,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     * ``late_v_wait``: on, except where the sm_120a build spills with it (pack-GQA with varlen or a
       window; fp16 or an FP8 K/V cache on the d64 4-warp 128-row tile; the fp16 d64 decode row with
       softcap and a window: 4 B; an FP8 cache on the d32 128-row tile over contiguous keys without
-      a mask, pack-GQA, pages, split keys, softcap or a sink: 8 B);
+      a mask or split keys: 8 B in some of them, none with the early wait);
     * ``prefetch_pages``: paged K/V with ``head_dim <= 192`` (2 registers per copied row), except an
       FP8 cache with softcap and a window (the d128 pack-GQA decode build spills 8 B with it), and an
       FP8 cache off the decode rows with split keys under pack-GQA with a window or varlen q (the d128
@@ -274,16 +274,7 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             cfg.kv_dtype
             and cfg.head_dim_v == 32
             and cfg.tile_m == 128
-            and not (
-                cfg.is_causal
-                or cfg.is_local
-                or cfg.pack_gqa
-                or cfg.paged_kv
-                or cfg.varlen_k
-                or cfg.split_kv
-                or cfg.has_softcap
-                or cfg.has_sink
-            )
+            and not (cfg.is_causal or cfg.is_local or cfg.paged_kv or cfg.varlen_k or cfg.split_kv)
         )
     )
     acc_o = rows_per_warp * cfg.head_dim_v // 32
