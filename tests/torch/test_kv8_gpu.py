@@ -372,7 +372,7 @@ def test_kv8_prefill_chunk_over_a_contiguous_cache(d, feat):
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("slots", [False, True])
 def test_kv8_d32_prefill_chunk(slots, causal):
-    """A chunk of 300 query tokens at d32 (the 128-row prefill tile; without a mask or pack-GQA over
+    """A chunk of 300 query tokens at d32 (the 128-row prefill tile; without a mask or split keys over
     contiguous keys its V is waited for early, ``FwdCodegen.late_v_wait``) over a contiguous FP8 cache,
     by batch or through cache slots."""
     from fa4_torch import flash_attn_with_kvcache
