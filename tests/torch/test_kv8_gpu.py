@@ -140,16 +140,14 @@ def kv8_codegen(monkeypatch):
     launch.reset_caches()
 
 
-@pytest.mark.parametrize("page, sq, splits", [(16, 1, 0), (7, 4, 0), (64, 1, 1), (16, 300, 1)], ids=str)
-def test_kv8_page_offsets32_equals_64bit_offsets(kv8_codegen, page, sq, splits):
-    """``FwdCodegen.page_offsets32`` (the rule over a paged FP8 cache) changes only how a paged row's
-    address is computed: a paged FP8 call (decode and prefill rows, split or not, odd page sizes) gives
-    the output and LSE of the kernels built without it (three 64-bit products per row) bit for bit,
-    and passes the correctness rule."""
+def _paged_bits_unchanged(kv8_codegen, field, page, sq, splits, cap, seed):
+    """A paged FP8 call (causal, 3 sequences, pack-GQA 4, d128) with the rule's kernels and again with
+    the FP8 kernels built with ``field`` (``"NAME=VALUE"``): the same output and LSE bit for bit, and
+    the correctness rule."""
     from fa4_torch import flash_attn_with_kvcache
 
-    torch.manual_seed(11)
-    b, cap, hq, hkv, d = 3, 1120 if page == 7 else 1024, 8, 2, 128
+    torch.manual_seed(seed)
+    b, hq, hkv, d = 3, 8, 2, 128
     k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
     kd, vd = _descales("per-head", b, hkv)
     seqlens = torch.tensor([cap, 333, 1000], dtype=torch.int32, device="cuda")
@@ -158,10 +156,19 @@ def test_kv8_page_offsets32_equals_64bit_offsets(kv8_codegen, page, sq, splits):
     common = dict(cache_seqlens=seqlens, page_table=table, causal=True, num_splits=splits,
                   return_softmax_lse=True, k_descale=kd, v_descale=vd)  # fmt: skip
     out, lse = flash_attn_with_kvcache(q, kc, vc, **common)
-    kv8_codegen("page_offsets32=0")
-    out_64, lse_64 = flash_attn_with_kvcache(q, kc, vc, **common)
-    assert torch.equal(out, out_64) and torch.equal(lse, lse_64)
+    kv8_codegen(field)
+    out_field, lse_field = flash_attn_with_kvcache(q, kc, vc, **common)
+    assert torch.equal(out, out_field) and torch.equal(lse, lse_field)
     _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
+
+
+@pytest.mark.parametrize("page, sq, splits", [(16, 1, 0), (7, 4, 0), (64, 1, 1), (16, 300, 1)], ids=str)
+def test_kv8_page_offsets32_equals_64bit_offsets(kv8_codegen, page, sq, splits):
+    """``FwdCodegen.page_offsets32`` (the rule over a paged FP8 cache) changes only how a paged row's
+    address is computed: a paged FP8 call (decode and prefill rows, split or not, odd page sizes) gives
+    the output and LSE of the kernels built without it (three 64-bit products per row) bit for bit,
+    and passes the correctness rule."""
+    _paged_bits_unchanged(kv8_codegen, "page_offsets32=0", page, sq, splits, 1120 if page == 7 else 1024, 11)
 
 
 @pytest.mark.parametrize(
@@ -171,22 +178,7 @@ def test_kv8_page_tiles_equal_row_by_row_pages(kv8_codegen, page, sq, splits):
     """``FwdCodegen.page_tiles`` (a candidate, off by rule): pages holding whole key tiles (64, 128)
     are looked up once per block, other page sizes (16, 7) row by row in the same kernel; either way
     the output and LSE are the rule's bit for bit, and pass the correctness rule."""
-    from fa4_torch import flash_attn_with_kvcache
-
-    torch.manual_seed(14)
-    b, cap, hq, hkv, d = 3, 1792, 8, 2, 128
-    k8, v8 = _fp8(b, cap, hkv, d), _fp8(b, cap, hkv, d)
-    kd, vd = _descales("per-head", b, hkv)
-    seqlens = torch.tensor([cap, 333, 1000], dtype=torch.int32, device="cuda")
-    q = torch.randn(b, sq, hq, d, device="cuda", dtype=BF16)
-    kc, vc, table = _paged(k8, v8, page)
-    common = dict(cache_seqlens=seqlens, page_table=table, causal=True, num_splits=splits,
-                  return_softmax_lse=True, k_descale=kd, v_descale=vd)  # fmt: skip
-    out_rule, lse_rule = flash_attn_with_kvcache(q, kc, vc, **common)
-    kv8_codegen("page_tiles=1")
-    out, lse = flash_attn_with_kvcache(q, kc, vc, **common)
-    assert torch.equal(out, out_rule) and torch.equal(lse, lse_rule)
-    _check(out, lse, q, _dequant(k8, kd), _dequant(v8, vd), seqused_k=seqlens, causal=True)
+    _paged_bits_unchanged(kv8_codegen, "page_tiles=1", page, sq, splits, 1792, 14)
 
 
 @pytest.mark.parametrize("splits", [1, 0])
