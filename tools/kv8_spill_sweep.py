@@ -1,7 +1,8 @@
 """Registers and spill stores of the forward over an FP8 K/V cache in every combination of what an FP8
 call can set, compiled for ``sm_120a`` on the CPU (``ptxas -arch=sm_120a -v``; no GPU): the layout
 (``flash_attn_with_kvcache`` contiguous, paged or with cache slots; ``flash_attn_varlen_func`` with
-cu_seqlens, or over a paged cache; ``--layouts``: some of them), the mask (none, causal, a window,
+cu_seqlens, or over a paged cache; each paged layout once in pages that split key tiles and once in
+pages that hold whole ones, ``page-tiles``; ``--layouts``: some of them), the mask (none, causal, a window,
 both), the softcap, a sink or split keys, pack-GQA 1 or 4, for the tile rows the calls take
 (``--rows``: ``decode``, at most 16 query rows per tile; ``chunk``, 17-64; ``long``, prefill), as
 :func:`fa4_torch.plan.fwd_config` builds them. ``tests/sm120/test_fwd_kv8_compile.py`` compiles a
@@ -15,7 +16,7 @@ does.
     python3 tools/kv8_spill_sweep.py --head-dim 64 -j 2
     python3 tools/kv8_spill_sweep.py --head-dim 128 --rows long --codegen kv8_one_buffer=1
     python3 tools/kv8_spill_sweep.py --head-dim 192 --kv8-tile-n 32
-    python3 tools/kv8_spill_sweep.py --head-dim 96 --layouts paged varlen-paged   # what pages change
+    python3 tools/kv8_spill_sweep.py --head-dim 96 --layouts paged varlen-paged page-tiles varlen-page-tiles
     python3 tools/kv8_spill_sweep.py --head-dim 192 --head-dim-v 128
     python3 tools/kv8_spill_sweep.py --all -j 16
 """
@@ -34,6 +35,9 @@ LAYOUTS = {
     "slots": dict(kv_batch_idx=True, seqused_k=True),
     "varlen": dict(varlen_q=True, varlen_k=True),
     "varlen-paged": dict(varlen_q=True, paged_kv=True, seqused_k=True),
+    # pages of 128 rows: whole key tiles of any row in one page (FwdCodegen.page_tiles)
+    "page-tiles": dict(paged_kv=True, seqused_k=True, page_align=128),
+    "varlen-page-tiles": dict(varlen_q=True, paged_kv=True, seqused_k=True, page_align=128),
 }
 MASKS = {
     "none": (False, False),

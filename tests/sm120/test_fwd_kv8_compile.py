@@ -93,13 +93,12 @@ def _variants() -> list[FwdConfig]:
             "sm120", "bfloat16", d, d, causal=True, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8, **flags
         )
         out.append(dataclasses.replace(cfg, **extra))
-    # the candidate FwdCodegen.page_tiles (off by rule): a paged decode row with split keys
+    # pages holding whole key tiles (FwdCodegen.page_tiles): a paged decode row with split keys
     cfg = fwd_config(
         "sm120", "bfloat16", 128, 128, causal=True, pack_gqa=True, qhead_per_kvhead=4, small_m=True,
         decode=True, split_kv=True, kv_dtype=FP8,
     )  # fmt: skip
-    tiles = dataclasses.replace(cfg.codegen, page_tiles=True)
-    out.append(dataclasses.replace(cfg, paged_kv=True, has_seqused_k=True, codegen=tiles))
+    out.append(dataclasses.replace(cfg, paged_kv=True, pages_hold_tiles=True, has_seqused_k=True))
     return list(dict.fromkeys(out))
 
 
@@ -114,7 +113,7 @@ def _id(cfg: FwdConfig) -> str:
     for flag in ("varlen_q", "varlen_k", "paged_kv", "kv_batch_idx", "split_kv", "has_softcap", "has_sink"):
         s += f"-{flag}" if getattr(cfg, flag) else ""
     s += "-local" if cfg.is_local else ""
-    s += "-page_tiles" if cfg.codegen.page_tiles else ""
+    s += "-page_tiles" if cfg.pages_hold_tiles else ""
     return s
 
 

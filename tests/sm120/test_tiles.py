@@ -369,6 +369,36 @@ def test_page_offsets32_rule():
         assert not fwd_codegen(off).page_offsets32
 
 
+def test_page_tiles_rule():
+    """``FwdCodegen.page_tiles``: on with ``page_offsets32`` where the pages hold whole key tiles
+    (``pages_hold_tiles``), else off whatever the field says; a field set to False keeps the row-by-row
+    addressing (the A/B of the benchmarks)."""
+    from fa4_sm120.configs import FwdCodegen
+
+    for small_m, decode in ((True, True), (True, False), (False, False)):
+        cfg = fwd_config(
+            "sm120",
+            "bfloat16",
+            128,
+            128,
+            causal=True,
+            small_m=small_m,
+            decode=decode,
+            kv_dtype="float8_e4m3fn",
+        )
+        paged = dataclasses.replace(cfg, paged_kv=True)
+        whole = dataclasses.replace(paged, pages_hold_tiles=True)
+        assert fwd_codegen(whole).page_tiles
+        assert not fwd_codegen(paged).page_tiles
+        assert not fwd_codegen(dataclasses.replace(whole, codegen=FwdCodegen(page_tiles=False))).page_tiles
+        assert not fwd_codegen(
+            dataclasses.replace(whole, codegen=FwdCodegen(page_offsets32=False))
+        ).page_tiles
+        assert not fwd_codegen(dataclasses.replace(paged, codegen=FwdCodegen(page_tiles=True))).page_tiles
+        bf16 = fwd_config("sm120", "bfloat16", 128, 128, causal=True, small_m=small_m)
+        assert not fwd_codegen(dataclasses.replace(bf16, paged_kv=True, pages_hold_tiles=True)).page_tiles
+
+
 def test_prefetch_pages_rule_over_an_fp8_cache():
     """``FwdCodegen.prefetch_pages``: paged K/V look pages up a block ahead, except over an FP8 cache
     with softcap and a window, or off the decode rows with split keys under pack-GQA with a window or

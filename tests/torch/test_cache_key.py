@@ -44,6 +44,7 @@ VARIANTS = {
     "has_seqused_q": (BASE, {"has_seqused_q": True}),
     "has_seqused_k": (BASE, {"has_seqused_k": True}),
     "paged_kv": (BASE, {"paged_kv": True}),
+    "pages_hold_tiles": (BASE, {"paged_kv": True, "pages_hold_tiles": True}),
     "kv_batch_idx": (BASE, {"kv_batch_idx": True}),
     "split_kv": (BASE, {"split_kv": True}),
     "has_softcap": (BASE, {"has_softcap": True}),
@@ -301,6 +302,39 @@ def test_the_forward_key_holds_no_runtime_value(monkeypatch):
     split = _plan(monkeypatch, *qkv(2, 500, 700), num_splits=3)
     assert split.splits == 3 and split.key.split_kv
     assert _plan(monkeypatch, *qkv(1, 1, 700)).key.small_m  # decode: the 64-row row
+
+
+def test_fp8_page_sizes_that_hold_whole_key_tiles(monkeypatch):
+    """An FP8 cache in pages keys its page size's largest power-of-two divisor (at most 128): pages of
+    64, 192 or 256 rows hold whole 64-key tiles, pages of 16 or 7 do not; a 16-bit cache keys none."""
+    import torch
+
+    from fa4_torch import plan
+
+    def key(page, dtype=torch.float8_e4m3fn, d=128):
+        q = torch.zeros(2, 1, 8, d, dtype=torch.bfloat16)
+        k = torch.zeros(4, page, 2, d).to(dtype)
+        table = torch.arange(4, dtype=torch.int32).view(2, 2)
+        seqlens = torch.tensor([page, 2 * page], dtype=torch.int32)
+        descale = torch.ones(()) if dtype == torch.float8_e4m3fn else None
+        args = dict(softmax_scale=None, causal=True, window_size=(None, None), pack_gqa=None, softcap=0.0,
+                    learnable_sink=None, num_splits=1, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
+                    max_seqlen_k=None, seqused_q=None, seqused_k=seqlens, page_table=table, kv_batch_idx=None,
+                    k_descale=descale, v_descale=descale, kv8=dtype == torch.float8_e4m3fn)  # fmt: skip
+        monkeypatch.setattr(validate, "check_devices", lambda q, named: None)
+        monkeypatch.setattr(plan, "num_sms", lambda device: 1)
+        return plan.forward_plan(validate.forward_args(q, k, k, **args)).key
+
+    from fa4_torch import validate
+
+    aligns = {page: key(page).page_align for page in (7, 16, 64, 192, 256, 512)}
+    assert aligns == {7: 1, 16: 16, 64: 64, 192: 64, 256: 128, 512: 128}
+    assert key(64, torch.bfloat16).page_align == 0
+    for page, whole in ((7, False), (16, False), (32, False), (64, True), (192, True), (256, True)):
+        k = key(page)
+        cfg = plan.fwd_config(k, "sm120")
+        assert cfg.tile_n == 64 and cfg.pages_hold_tiles == whole, (page, cfg)
+    assert not plan.fwd_config(key(64, torch.bfloat16), "sm120").pages_hold_tiles
 
 
 def test_the_forward_key_names_the_config_the_table_builds():

@@ -12,8 +12,8 @@ decode steps too; a first call without descales made inside a CUDA graph capture
 the caches bit for bit as they were; bf16 queries of magnitudes beyond fp16's range and near bf16's
 smallest normals (the fp16 MMAs of ``FwdCodegen.kv8_f16_mma`` scale the Q tile), a non-finite
 query element that leaves the other heads of its tile exact, and paged rows addressed in 32-bit
-products (``FwdCodegen.page_offsets32``) bit for bit equal to 64-bit row offsets, and the candidate
-``FwdCodegen.page_tiles`` bit for bit equal to the rule.
+products (``FwdCodegen.page_offsets32``) bit for bit equal to 64-bit row offsets, and pages that hold
+whole key tiles read a tile at a time (``FwdCodegen.page_tiles``) bit for bit equal to row by row.
 """
 
 from __future__ import annotations
@@ -172,13 +172,14 @@ def test_kv8_page_offsets32_equals_64bit_offsets(kv8_codegen, page, sq, splits):
 
 
 @pytest.mark.parametrize(
-    "page, sq, splits", [(64, 1, 0), (128, 4, 3), (64, 300, 1), (16, 1, 0), (7, 300, 1)], ids=str
+    "page, sq, splits", [(64, 1, 0), (128, 4, 3), (192, 1, 1), (64, 300, 1), (192, 300, 0)], ids=str
 )
 def test_kv8_page_tiles_equal_row_by_row_pages(kv8_codegen, page, sq, splits):
-    """``FwdCodegen.page_tiles`` (a candidate, off by rule): pages holding whole key tiles (64, 128)
-    are looked up once per block, other page sizes (16, 7) row by row in the same kernel; either way
-    the output and LSE are the rule's bit for bit, and pass the correctness rule."""
-    _paged_bits_unchanged(kv8_codegen, "page_tiles=1", page, sq, splits, 1792, 14)
+    """``FwdCodegen.page_tiles`` (the rule where pages hold whole key tiles: 64, 128 and 192 rows
+    against 64-key tiles) looks a block's page up once: the output and LSE are those of the kernels
+    that look every row up (``page_tiles=0``) bit for bit, decode and prefill rows, split or not, and
+    pass the correctness rule."""
+    _paged_bits_unchanged(kv8_codegen, "page_tiles=0", page, sq, splits, 1920, 14)
 
 
 @pytest.mark.parametrize("splits", [1, 0])

@@ -54,11 +54,10 @@ class FwdCodegen:
     # three 64-bit products per row; exact while the cache's strides keep a page's and a head's offsets
     # below 2^31 elements (fa4_sm120.limits.PAGE_OFFSET32_LIMIT, checked for FP8 caches by fa4_torch)
     page_offsets32: bool | None = None
-    # paged K/V with page_offsets32, when the call's page size is a multiple of tile_n (checked once per
-    # CTA; other page sizes take the row-by-row path in the same kernel): a key block's rows are
-    # consecutive rows of one page, so its page is looked up once per block and its rows addressed as
-    # in a contiguous cache
-    page_tiles: bool = False
+    # paged K/V with page_offsets32 whose pages hold whole key tiles (FwdConfig.pages_hold_tiles): a
+    # key block's rows are consecutive rows of one page, so its page is looked up once per block and
+    # its rows addressed as in a contiguous cache
+    page_tiles: bool | None = None
     # FP8 K/V: a thread starts its copy of the next block's K (V) as soon as it has widened this
     # block's, into the 8-bit staging tile it has just read, so two blocks' loads are in flight
     kv8_early_loads: bool | None = None
@@ -118,6 +117,9 @@ class FwdConfig:
     has_seqused_q: bool = False
     has_seqused_k: bool = False
     paged_kv: bool = False
+    # paged K/V whose page size is a multiple of ``tile_n``: every key block lies within one page
+    # (fa4_torch sets it for FP8 caches, where FwdCodegen.page_tiles uses it)
+    pages_hold_tiles: bool = False
     kv_batch_idx: bool = False
     split_kv: bool = False
     has_softcap: bool = False
@@ -253,7 +255,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     * ``rescale_threshold``: lazy (2^0.5) for ``dv >= 128`` or 96+ O accumulators per thread, else 0;
     * ``page_offsets32``: paged K/V of an FP8 cache (whose strides ``fa4_torch`` checks against
       :data:`fa4_sm120.limits.PAGE_OFFSET32_LIMIT`);
-    * ``page_tiles``, ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
+    * ``page_tiles``: with ``page_offsets32`` where the pages hold whole key tiles
+      (``pages_hold_tiles``; elsewhere off, whatever the field says);
+    * ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
     """
     g = cfg.codegen
     rows_per_warp = cfg.rows_per_warp
@@ -276,6 +280,9 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
             and cfg.tile_m == 128
             and not (cfg.is_causal or cfg.is_local or cfg.paged_kv or cfg.varlen_k or cfg.split_kv)
         )
+    )
+    offsets32 = cfg.paged_kv and (
+        g.page_offsets32 if g.page_offsets32 is not None else cfg.kv_dtype is not None
     )
     acc_o = rows_per_warp * cfg.head_dim_v // 32
     lazy = cfg.head_dim_v >= _RESCALE_MIN_DV or acc_o >= _RESCALE_MIN_ACC_O
@@ -329,12 +336,10 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
         ),
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
-        page_tiles=g.page_tiles,
-        page_offsets32=(
-            g.page_offsets32
-            if g.page_offsets32 is not None
-            else bool(cfg.kv_dtype is not None and cfg.paged_kv)
+        page_tiles=bool(
+            offsets32 and cfg.pages_hold_tiles and (g.page_tiles if g.page_tiles is not None else True)
         ),
+        page_offsets32=offsets32,
     )
 
 

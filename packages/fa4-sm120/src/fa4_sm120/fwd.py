@@ -230,7 +230,6 @@ class KVLoads:
     seqlen_k: Any
     pages: Any
     page_div: Any = None
-    whole_pages: Any = None  # FwdCodegen.page_tiles: the page size is a multiple of tile_n (runtime)
 
 
 @dataclass(frozen=True)
@@ -266,7 +265,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         self.pv_split, self.qk_prefetch, self.late_v_wait = gen.pv_split, gen.qk_prefetch, gen.late_v_wait
         self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
         self.page_offsets32 = cfg.paged_kv and gen.page_offsets32
-        self.page_tiles = self.page_offsets32 and gen.page_tiles
+        self.page_tiles = self.page_offsets32 and gen.page_tiles  # pages hold whole key tiles
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
         self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
         self.kv8_early = self.kv8 and gen.kv8_early_loads
@@ -624,7 +623,6 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
             page_div=cute.fast_divmod_create_divisor_v2(g.mK.shape[1])
             if cutlass.const_expr(cfg.paged_kv)
             else None,
-            whole_pages=g.mK.shape[1] % self.tile_n == 0 if cutlass.const_expr(self.page_tiles) else None,
         )
 
         # ---------------- MMA partitions
@@ -1137,27 +1135,18 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
     def lookup_pages(self, loads: KVLoads, n_block):
         """Paged K/V: ``loads.pages = (page, row in page)`` of each key row of block ``n_block`` that
         this thread copies (rows at or past ``seqlen_k`` are left as they are: never loaded); with
-        ``FwdCodegen.page_tiles`` and whole pages, of the block's first row only."""
+        ``FwdCodegen.page_tiles``, of the block's first row only, in element 0."""
         page, in_page = loads.pages
         if cutlass.const_expr(self.page_tiles):
-            if loads.whole_pages:  # the block's page and first row in it, in element 0
-                slot, in_page[0] = divmod(n_block * self.tile_n, loads.page_div)
-                page[0] = loads.mPageTable[loads.batch_idx, slot]
-            else:
-                self._lookup_rows(loads, n_block)
+            slot, in_page[0] = divmod(n_block * self.tile_n, loads.page_div)
+            page[0] = loads.mPageTable[loads.batch_idx, slot]
         else:
-            self._lookup_rows(loads, n_block)
-
-    @cute.jit
-    def _lookup_rows(self, loads: KVLoads, n_block):
-        """:meth:`lookup_pages` row by row."""
-        tXcX = loads.K.tXcX
-        page, in_page = loads.pages
-        for m in cutlass.range_constexpr(cute.size(tXcX.shape[1])):
-            j = n_block * self.tile_n + tXcX[0, m, 0][0]
-            if j < loads.seqlen_k:
-                slot, in_page[m] = divmod(j, loads.page_div)
-                page[m] = loads.mPageTable[loads.batch_idx, slot]
+            tXcX = loads.K.tXcX
+            for m in cutlass.range_constexpr(cute.size(tXcX.shape[1])):
+                j = n_block * self.tile_n + tXcX[0, m, 0][0]
+                if j < loads.seqlen_k:
+                    slot, in_page[m] = divmod(j, loads.page_div)
+                    page[m] = loads.mPageTable[loads.batch_idx, slot]
 
     @cute.jit
     def _q_row_ptr(self, mX: cute.Tensor, row, tile: QTile):
@@ -1187,10 +1176,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         stay finite). Paged K/V: the rows' pages from ``pages`` (:meth:`lookup_pages` of this block)
         when given."""
         if cutlass.const_expr(self.page_tiles):
-            if loads.whole_pages:
-                self._load_page_tile(loads, src, n_block, check_rows, pages)
-            else:
-                self._load_rows(loads, src, n_block, pages)
+            self._load_page_tile(loads, src, n_block, check_rows, pages)
         elif cutlass.const_expr(self.cfg.paged_kv):
             self._load_rows(loads, src, n_block, pages)
         else:
@@ -1219,7 +1205,7 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
     def _load_page_tile(
         self, loads: KVLoads, src: KVSource, n_block, check_rows: cutlass.Constexpr[bool], pages
     ):
-        """Paged K/V whose page size is a multiple of ``tile_n`` (``FwdCodegen.page_tiles``): block
+        """Paged K/V whose pages hold whole key tiles (``FwdCodegen.page_tiles``): block
         ``n_block`` is ``tile_n`` consecutive rows of one page, looked up once (``pages`` element 0
         when given, :meth:`lookup_pages`)."""
         mX = src.mX

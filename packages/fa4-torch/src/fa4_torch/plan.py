@@ -69,6 +69,8 @@ FWD_REGS_PER_THREAD = 255
 # keys per split-KV split, at least: decode-size calls (the small-m row) and the others
 MIN_SPLIT_KEYS_DECODE = 128
 MIN_SPLIT_KEYS = 512
+# FwdKey.page_align's cap: the largest key tile (page sizes 128, 256, ... all hold whole tiles of any row)
+MAX_PAGE_ALIGN = 128
 
 _new = tuple.__new__  # NamedTuple(*fields) without its Python-level __new__: half the cost per call
 _sm_count: dict[int, int] = {}  # device index -> SM count
@@ -102,6 +104,9 @@ class FwdKey(NamedTuple):
     device: torch.device | None = None
     kv8: bool = False  # an FP8 (float8_e4m3fn) K/V cache
     decode: bool = False  # the family's decode row (FP8 cache, at most 16 query rows per tile), if any
+    # FP8 cache in pages: the largest power of two dividing the page size, at most 128 (0 otherwise);
+    # a row whose tile_n divides it reads whole tiles from one page (FwdConfig.pages_hold_tiles)
+    page_align: int = 0
 
 
 class FwdPlan(NamedTuple):
@@ -148,11 +153,12 @@ def forward_plan(args: FwdArgs) -> FwdPlan:
             head_dim_v, small_m, kv_dtype, decode,
         )  # fmt: skip
     splits = max(1, min(splits, MAX_SPLITS))
+    page = args.k.shape[1] if page_table is not None and kv_dtype is not None else 0
     key = _new(FwdKey, (
         q.dtype, head_dim, head_dim_v, causal, is_local, pack, ratio if pack else 1, varlen_q,
         cu_k is not None, used_q is not None, used_k is not None, page_table is not None,
         kv_batch is not None, splits > 1, softcap > 0, sink is not None and splits == 1, small_m, q.device,
-        kv_dtype is not None, decode,
+        kv_dtype is not None, decode, min(page & -page, MAX_PAGE_ALIGN),
     ))  # fmt: skip
     return _new(FwdPlan, (key, splits))
 
@@ -198,6 +204,7 @@ def fwd_config(key: FwdKey, family: str) -> FwdConfig:
         has_seqused_q=key.seqused_q,
         has_seqused_k=key.seqused_k,
         paged_kv=key.paged_kv,
+        pages_hold_tiles=key.paged_kv and key.page_align > 0 and key.page_align % cfg.tile_n == 0,
         kv_batch_idx=key.kv_batch_idx,
         split_kv=key.split_kv,
         has_softcap=key.softcap,
