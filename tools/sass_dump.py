@@ -28,7 +28,8 @@ import subprocess
 import tempfile
 
 # (name, head_dim, causal, Q·Kᵀ format or "kv8"[, paged]): the table rows a plain call takes (kv8: a
-# decode step over an FP8 cache with cache_seqlens, pack-GQA 4 and split keys)
+# decode step over an FP8 cache with cache_seqlens, pack-GQA 4 and split keys; paged "tiles": in pages
+# that hold whole key tiles)
 BUILDS = {
     "fwd": (
         ("d128", 128, False, None),
@@ -39,6 +40,7 @@ BUILDS = {
     "kv8": (
         ("kv8-d128-decode", 128, False, "kv8", False),
         ("kv8-d128-decode-paged", 128, False, "kv8", True),
+        ("kv8-d128-decode-page-tiles", 128, False, "kv8", "tiles"),  # pages of whole key tiles
     ),
     "q8": (
         ("q8-d128-int8", 128, False, "int8"),
@@ -138,7 +140,9 @@ def main() -> int:
                     "sm120", "bfloat16", d, d, causal=causal, pack_gqa=True, qhead_per_kvhead=4, split_kv=True,
                     small_m=True, kv_dtype=KV8_DTYPES[0], decode=True,
                 )  # fmt: skip
-                cfg = dataclasses.replace(cfg, has_seqused_k=True, paged_kv=paged[0])
+                cfg = dataclasses.replace(
+                    cfg, has_seqused_k=True, paged_kv=bool(paged[0]), pages_hold_tiles=paged[0] == "tiles"
+                )
             elif qk is None:
                 cfg = fwd_config("sm120", "bfloat16", d, d, causal=causal)
             else:
