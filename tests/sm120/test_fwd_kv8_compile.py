@@ -99,6 +99,13 @@ def _variants() -> list[FwdConfig]:
         decode=True, split_kv=True, kv_dtype=FP8,
     )  # fmt: skip
     out.append(dataclasses.replace(cfg, paged_kv=True, pages_hold_tiles=True, has_seqused_k=True))
+    # ... and an exception of its rule: the d128 prefill tile of 32 rows per warp, varlen q, pack-GQA
+    cfg = fwd_config(
+        "sm120", "bfloat16", 128, 128, causal=False, pack_gqa=True, qhead_per_kvhead=4, kv_dtype=FP8
+    )
+    out.append(
+        dataclasses.replace(cfg, varlen_q=True, paged_kv=True, pages_hold_tiles=True, has_seqused_k=True)
+    )
     return list(dict.fromkeys(out))
 
 

@@ -397,6 +397,23 @@ def test_page_tiles_rule():
         assert not fwd_codegen(dataclasses.replace(paged, codegen=FwdCodegen(page_tiles=True))).page_tiles
         bf16 = fwd_config("sm120", "bfloat16", 128, 128, causal=True, small_m=small_m)
         assert not fwd_codegen(dataclasses.replace(bf16, paged_kv=True, pages_hold_tiles=True)).page_tiles
+    # the exceptions (their sm_120a builds spill with it; tools/kv8_spill_sweep.py): the d128 prefill
+    # tile of 32 rows per warp with varlen q under pack-GQA, and a window, softcap and split keys off the
+    # decode rows
+    fp8 = dict(kv_dtype="float8_e4m3fn")
+    pack = dict(pack_gqa=True, qhead_per_kvhead=4)
+    wide = fwd_config("sm120", "float16", 128, 128, causal=False, **pack, **fp8)
+    assert wide.rows_per_warp >= 32
+    whole = dict(paged_kv=True, pages_hold_tiles=True)
+    assert fwd_codegen(dataclasses.replace(wide, **whole)).page_tiles
+    assert not fwd_codegen(dataclasses.replace(wide, varlen_q=True, **whole)).page_tiles
+    flags = dict(local=True, softcap=True, split_kv=True)
+    for small_m, decode, on in ((True, True, True), (True, False, False), (False, False, False)):
+        cfg = fwd_config(
+            "sm120", "float16", 128, 128, causal=True, small_m=small_m, decode=decode, **flags, **fp8
+        )
+        cfg = dataclasses.replace(cfg, has_softcap=True, is_local=True, **whole)
+        assert fwd_codegen(cfg).page_tiles == on, (small_m, decode)
 
 
 def test_prefetch_pages_rule_over_an_fp8_cache():

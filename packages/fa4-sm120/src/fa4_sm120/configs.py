@@ -256,7 +256,10 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
     * ``page_offsets32``: paged K/V of an FP8 cache (whose strides ``fa4_torch`` checks against
       :data:`fa4_sm120.limits.PAGE_OFFSET32_LIMIT`);
     * ``page_tiles``: with ``page_offsets32`` where the pages hold whole key tiles
-      (``pages_hold_tiles``; elsewhere off, whatever the field says);
+      (``pages_hold_tiles``; elsewhere off, whatever the field says), except the d128 rows of 32 query
+      rows per warp with varlen q under pack-GQA (the 128x32 prefill tile spills 4-8 B with it) and
+      the rows off the decode rows with a window, softcap and split keys (the fp16 d128 chunk row
+      spills 4 B);
     * ``opaque_smem``, ``tree_reduce``: as the config says (off unless set).
     """
     g = cfg.codegen
@@ -337,7 +340,16 @@ def fwd_codegen(cfg: FwdConfig) -> FwdCodegen:
         opaque_smem=g.opaque_smem,
         tree_reduce=g.tree_reduce,
         page_tiles=bool(
-            offsets32 and cfg.pages_hold_tiles and (g.page_tiles if g.page_tiles is not None else True)
+            offsets32
+            and cfg.pages_hold_tiles
+            and (
+                g.page_tiles
+                if g.page_tiles is not None
+                else not (
+                    (cfg.varlen_q and cfg.pack_gqa and cfg.head_dim == 128 and rows_per_warp >= 32)
+                    or (not cfg.warp_split_n and cfg.is_local and cfg.has_softcap and cfg.split_kv)
+                )
+            )
         ),
         page_offsets32=offsets32,
     )
