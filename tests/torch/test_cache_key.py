@@ -309,7 +309,7 @@ def test_fp8_page_sizes_that_hold_whole_key_tiles(monkeypatch):
     64, 192 or 256 rows hold whole 64-key tiles, pages of 16 or 7 do not; a 16-bit cache keys none."""
     import torch
 
-    from fa4_torch import plan
+    from fa4_torch import plan, validate
 
     def key(page, dtype=torch.float8_e4m3fn, d=128):
         q = torch.zeros(2, 1, 8, d, dtype=torch.bfloat16)
@@ -324,8 +324,6 @@ def test_fp8_page_sizes_that_hold_whole_key_tiles(monkeypatch):
         monkeypatch.setattr(validate, "check_devices", lambda q, named: None)
         monkeypatch.setattr(plan, "num_sms", lambda device: 1)
         return plan.forward_plan(validate.forward_args(q, k, k, **args)).key
-
-    from fa4_torch import validate
 
     aligns = {page: key(page).page_align for page in (7, 16, 64, 192, 256, 512)}
     assert aligns == {7: 1, 16: 16, 64: 64, 192: 64, 256: 128, 512: 128}

@@ -264,8 +264,8 @@ class FlashAttentionForwardSm120(MmaSyncKernel):
         gen = fwd_codegen(cfg)
         self.pv_split, self.qk_prefetch, self.late_v_wait = gen.pv_split, gen.qk_prefetch, gen.late_v_wait
         self.prefetch_pages, self.opaque_smem = gen.prefetch_pages, gen.opaque_smem
-        self.page_offsets32 = cfg.paged_kv and gen.page_offsets32
-        self.page_tiles = self.page_offsets32 and gen.page_tiles  # pages hold whole key tiles
+        # paged K/V only (the rule's): 32-bit row offsets; a tile per page lookup
+        self.page_offsets32, self.page_tiles = gen.page_offsets32, gen.page_tiles
         self.rescale_threshold, self.tree_reduce = gen.rescale_threshold, gen.tree_reduce
         self.kv8 = cfg.kv_dtype is not None  # an FP8 K/V cache (module docstring, "FP8 K/V")
         self.kv8_early = self.kv8 and gen.kv8_early_loads
